@@ -1,0 +1,31 @@
+"""jacal: how sensitive is a trained classifier to its input, and what to do with it.
+
+The public surface: per-point sensitivity metrics (:func:`jacobian_norm`, :func:`transitions`,
+:func:`activation_codes`, :func:`ellipse`, :func:`random_ellipse`), datasets
+(:func:`load_dataset`), models (:func:`mlp`, :func:`cnn`), training (:func:`train`) and
+checkpoints (:func:`save_checkpoint`, :func:`load_checkpoint`).
+"""
+from jacal._validation import JacalError
+from jacal.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
+from jacal.data import DATASETS, Splits, load_dataset, register_dataset
+from jacal.models import MLP, SmallCNN, cnn, mlp
+from jacal.sensitivity import (
+    TransitionResult,
+    activation_codes,
+    ellipse,
+    jacobian_norm,
+    random_ellipse,
+    transitions,
+)
+from jacal.training import TrainResult, evaluate, train
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "JacalError",
+    "jacobian_norm", "transitions", "activation_codes", "TransitionResult", "ellipse", "random_ellipse",
+    "load_dataset", "register_dataset", "Splits", "DATASETS",
+    "MLP", "SmallCNN", "mlp", "cnn",
+    "train", "evaluate", "TrainResult",
+    "save_checkpoint", "load_checkpoint", "Checkpoint",
+]

@@ -1,0 +1,84 @@
+"""Argument and tensor validation shared by the whole library.
+
+Every user-facing error is raised from here, as a ``TypeError`` (wrong container) or a
+``ValueError`` (bad value), with a message that names the argument and echoes what was given.
+"""
+from __future__ import annotations
+
+from typing import Any, Iterable, Sequence
+
+import numpy as np
+import torch
+
+__all__ = [
+    "JacalError",
+    "as_float_tensor",
+    "check_finite",
+    "check_choice",
+    "check_positive_int",
+]
+
+
+class JacalError(ValueError):
+    """A user-facing problem (missing file, corrupt checkpoint, unusable dataset...)."""
+
+
+def check_choice(name: str, value: Any, choices: Iterable[str]) -> str:
+    """Return ``value`` if it is one of ``choices``, else raise ``ValueError``."""
+    choices = list(choices)
+    if not isinstance(value, str) or value not in choices:
+        raise ValueError(f"Expected `{name}` to be one of {choices}, got {value!r}.")
+    return value
+
+
+def check_positive_int(name: str, value: Any, *, upper: int | None = None, upper_name: str = "") -> int:
+    """Return ``value`` as an int if it is a positive integer (≤ ``upper`` when given)."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise ValueError(f"Expected `{name}` to be a positive int, got {value!r}.")
+    if upper is not None and value > upper:
+        raise ValueError(
+            f"Expected `{name}` to be a positive int no larger than {upper_name or 'the limit'} ({upper}), got {value}."
+        )
+    return int(value)
+
+
+def as_float_tensor(name: str, x: Any, *, min_ndim: int = 1) -> torch.Tensor:
+    """Convert a numpy array or tensor to a floating tensor without copying when possible.
+
+    Args:
+        name: the argument's name, used in error messages.
+        x: ``torch.Tensor`` or ``numpy.ndarray``.
+        min_ndim: the smallest allowed number of dimensions.
+    """
+    if isinstance(x, np.ndarray):
+        if x.dtype == object or not (np.issubdtype(x.dtype, np.number) or x.dtype == bool):
+            raise TypeError(f"Expected `{name}` to be a numeric array, got dtype {x.dtype}.")
+        x = torch.from_numpy(np.ascontiguousarray(x))
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"Expected `{name}` to be a torch.Tensor or numpy.ndarray, got {type(x).__name__}.")
+    if not x.is_floating_point():
+        x = x.to(torch.get_default_dtype())
+    if x.ndim < min_ndim:
+        raise ValueError(f"Expected `{name}` to have at least {min_ndim} dimensions, got shape {tuple(x.shape)}.")
+    return x
+
+
+def check_finite(name: str, x: torch.Tensor) -> None:
+    """Raise ``ValueError`` naming the first offending rows if ``x`` holds NaN or Inf."""
+    if x.numel() == 0:
+        return
+    bad_rows = ~torch.isfinite(x.reshape(x.shape[0], -1) if x.ndim > 1 else x.reshape(-1, 1)).all(dim=1)
+    if bool(bad_rows.any()):
+        idx = torch.nonzero(bad_rows).flatten()
+        shown = ", ".join(str(int(i)) for i in idx[:5])
+        more = f" (and {len(idx) - 5} more)" if len(idx) > 5 else ""
+        raise ValueError(f"`{name}` contains NaN or Inf in {len(idx)} row(s): {shown}{more}.")
+
+
+def nonfinite_rows(x: torch.Tensor) -> torch.Tensor:
+    """Boolean mask ``(N,)`` of rows of ``x`` (N, ...) that contain NaN or Inf."""
+    return ~torch.isfinite(x.reshape(x.shape[0], -1)).all(dim=1)
+
+
+def fmt_shape(shape: Sequence[int]) -> str:
+    return "(" + ", ".join(str(int(s)) for s in shape) + ")"

@@ -1,0 +1,69 @@
+"""jacal checkpoints: a model's kind, config and weights, plus metadata, in one torch file."""
+from __future__ import annotations
+
+import pickle
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, Optional, Union
+
+import torch
+from torch import nn
+
+from jacal._io import atomic_path
+from jacal._validation import JacalError
+from jacal.models import MODEL_KINDS, build_model
+
+__all__ = ["save_checkpoint", "load_checkpoint", "Checkpoint"]
+
+FORMAT = "jacal-checkpoint"
+VERSION = 1
+
+
+@dataclass
+class Checkpoint:
+    """A loaded checkpoint: the rebuilt model (eval mode, CPU) and its metadata."""
+
+    model: nn.Module
+    kind: str
+    config: Dict[str, Any]
+    metadata: Dict[str, Any] = field(default_factory=dict)
+
+
+def save_checkpoint(path: Union[str, Path], model: nn.Module, *, metadata: Optional[Dict[str, Any]] = None) -> Path:
+    """Write ``model`` (built by :mod:`jacal.models`) and ``metadata`` to ``path`` atomically."""
+    kind = next((k for k, cls in MODEL_KINDS.items() if type(model) is cls), None)
+    if kind is None or not hasattr(model, "config"):
+        raise TypeError(f"Expected a model built by jacal.models ({', '.join(MODEL_KINDS)}), got {type(model).__name__}.")
+    payload = {
+        "format": FORMAT, "version": VERSION, "kind": kind, "config": dict(model.config),
+        "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+        "metadata": dict(metadata or {}),
+    }
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        torch.save(payload, tmp)
+    return path
+
+
+def load_checkpoint(path: Union[str, Path]) -> Checkpoint:
+    """Load a checkpoint written by :func:`save_checkpoint` (weights only, no pickled code).
+
+    Raises:
+        JacalError: the file is missing, unreadable or not a jacal checkpoint.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise JacalError(f"checkpoint not found: {path}")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except (RuntimeError, OSError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile, ValueError) as err:
+        raise JacalError(f"not a readable checkpoint: {path} ({str(err).strip().splitlines()[0][:120]})") from err
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        raise JacalError(f"not a jacal checkpoint: {path}")
+    try:
+        model = build_model(payload["kind"], payload["config"])
+        model.load_state_dict(payload["state_dict"])
+    except (KeyError, ValueError, TypeError, RuntimeError) as err:
+        raise JacalError(f"corrupt jacal checkpoint: {path} ({str(err).strip().splitlines()[0][:120]})") from err
+    return Checkpoint(model.eval(), payload["kind"], payload["config"], payload.get("metadata", {}))

@@ -1,0 +1,217 @@
+"""Linear-region transitions along closed trajectories (Novak et al. 2018, §2.2).
+
+Each hidden unit's pre-activation gets a region code (see :mod:`jacal._activations`); the
+concatenation ``c(x)`` names the linear region. Around a closed trajectory z_0..z_{k−1} the
+paper counts ``t = Σ_i ‖c(z_i) − c(z_{(i+1) mod k})‖_1`` (``method="sampled"``).
+
+Sampling undercounts when a unit crosses and re-crosses between two samples. For
+piecewise-linear fully-connected nets ``method="exact"`` counts every crossing along the
+polygon through the samples: between two consecutive evaluated points every layer below the
+current one is affine, so each pre-activation of the current layer is affine there and crosses
+each breakpoint at most once, at a point found by linear interpolation. The crossing points of
+layer l are added to the evaluated set before layer l+1 is examined (layer-by-layer
+refinement), in float64.
+"""
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+from typing import List, Tuple, Union
+
+import numpy as np
+import torch
+from torch import nn
+
+from jacal._activations import activation_spec
+from jacal._model_utils import parse_mlp, prepared, resolve_device
+from jacal._validation import as_float_tensor, check_choice, check_finite, check_positive_int, fmt_shape
+
+__all__ = ["activation_codes", "transitions", "TransitionResult"]
+
+
+@dataclass
+class TransitionResult:
+    """Result of :func:`transitions`.
+
+    Attributes:
+        count: total number of transitions around the closed trajectory.
+        per_step: ``(k,)`` transitions between point i and point (i+1) mod k.
+        method: ``"sampled"`` or ``"exact"``.
+        smooth: True when some activation is not piecewise linear and was coded by the sign of
+            its pre-activation (jacal's convention; the paper defines transitions only for
+            piecewise-linear nets).
+        sampled_count: the paper's sampled count for the same points (equal to ``count`` for
+            ``method="sampled"``), so the undercount of sampling is ``count - sampled_count``.
+        n_units: number of coded hidden units.
+    """
+
+    count: int
+    per_step: torch.Tensor
+    method: str
+    smooth: bool
+    sampled_count: int
+    n_units: int
+    layer_counts: List[int] = field(default_factory=list)
+
+
+def _hooked_codes(model: nn.Module, x: torch.Tensor) -> Tuple[torch.Tensor, bool]:
+    records: List[torch.Tensor] = []
+    smooth = [False]
+    handles = []
+
+    def make_hook(spec):
+        def hook(_module, inputs, _output):
+            h = inputs[0]
+            records.append(spec.codes(h.reshape(h.shape[0], -1)))
+            if not spec.piecewise_linear:
+                smooth[0] = True
+        return hook
+
+    for module in model.modules():
+        spec = activation_spec(module)
+        if spec is not None:
+            handles.append(module.register_forward_hook(make_hook(spec)))
+    if not handles:
+        raise ValueError("`model` has no activation modules jacal can code (e.g. nn.ReLU, nn.Hardtanh, nn.Tanh); "
+                         "activations applied as functions inside forward() cannot be observed.")
+    try:
+        with torch.no_grad():
+            model(x)
+    except (RuntimeError, ValueError) as err:
+        raise ValueError(f"`model` rejected input with per-point shape {fmt_shape(x.shape[1:])}: "
+                         f"{str(err).strip().splitlines()[0]}") from err
+    finally:
+        for h in handles:
+            h.remove()
+    return torch.cat(records, dim=1), smooth[0]
+
+
+def activation_codes(model: nn.Module, x, *, device=None, force_eval: bool = False) -> torch.Tensor:
+    """Region code of every hidden unit at every point.
+
+    Args:
+        model: a network whose activations are modules (``nn.ReLU``...). Units are ordered by
+            the order in which activations run in ``forward``; the logit layer is not coded.
+        x: ``(N, *input_shape)``.
+
+    Returns:
+        ``(N, H)`` int8 codes (ReLU 0/1; ReLU6, Hardtanh, Hardsigmoid 0/1/2; smooth: sign).
+    """
+    xt = as_float_tensor("x", x, min_ndim=2)
+    check_finite("x", xt)
+    dev = resolve_device(device, model)
+    with prepared(model, device=dev, force_eval=force_eval) as m:
+        dtype = next((p.dtype for p in m.parameters()), torch.float32)
+        codes, _ = _hooked_codes(m, xt.to(dev, dtype))
+    return codes.cpu()
+
+
+def _closed_l1(codes: torch.Tensor) -> torch.Tensor:
+    """Per-step L1 code change ``(k,)`` around a closed sequence of codes ``(k, H)``."""
+    nxt = torch.roll(codes, shifts=-1, dims=0)
+    return (codes.to(torch.int16) - nxt.to(torch.int16)).abs().sum(dim=1).to(torch.int64)
+
+
+def _exact_counts(parsed: tuple, z: torch.Tensor) -> Tuple[torch.Tensor, List[int]]:
+    """Exact crossings per step ``(k,)`` along the closed polygon through ``z`` (k, D), float64."""
+    _, layers = parsed
+    k = z.shape[0]
+    z_ext = torch.cat([z, z[:1]], dim=0)  # point k is point 0 again
+    ts = torch.arange(k + 1, dtype=torch.float64, device=z.device)
+    per_step = torch.zeros(k, dtype=torch.int64, device=z.device)
+    layer_counts: List[int] = []
+
+    def points(t: torch.Tensor) -> torch.Tensor:
+        i = t.floor().long().clamp(max=k - 1)
+        frac = (t - i.double()).unsqueeze(1)
+        return z_ext[i] + frac * (z_ext[i + 1] - z_ext[i])
+
+    for depth, layer in enumerate(layers):
+        if layer.activation is None:
+            continue
+        h = points(ts)
+        for prev in layers[:depth]:
+            h = prev.module(h)
+        seg = ts[:-1].floor().long().clamp(max=k - 1)  # segment of each consecutive pair
+        new_ts = []
+        count = 0
+        for b in layer.activation.breakpoints:  # ≤ 2 breakpoints per activation
+            above = h > b
+            cross = above[:-1] != above[1:]  # (P−1, units)
+            if not bool(cross.any()):
+                continue
+            pair, _unit = torch.nonzero(cross, as_tuple=True)
+            h0, h1 = h[:-1][cross], h[1:][cross]
+            frac = ((b - h0) / (h1 - h0)).clamp(0.0, 1.0)
+            t_cross = ts[pair] + frac * (ts[pair + 1] - ts[pair])
+            new_ts.append(t_cross)
+            per_step += torch.bincount(seg[pair], minlength=k)
+            count += int(pair.numel())
+        layer_counts.append(count)
+        if new_ts:
+            ts = torch.unique(torch.cat([ts] + new_ts))  # sorted
+    return per_step, layer_counts
+
+
+def transitions(
+    model: nn.Module,
+    trajectory,
+    *,
+    method: str = "sampled",
+    device=None,
+    force_eval: bool = False,
+) -> TransitionResult:
+    """Count linear-region transitions around a closed trajectory.
+
+    Args:
+        model: the network. ``method="exact"`` needs a plain fully-connected ``nn.Sequential``
+            with piecewise-linear activations.
+        trajectory: ``(k, *input_shape)`` points; point k−1 neighbours point 0.
+        method: ``"sampled"`` (the paper's count on the given points) or ``"exact"`` (every
+            crossing along the polygon through them, computed in float64).
+
+    Returns:
+        :class:`TransitionResult`.
+
+    Example:
+        >>> import torch
+        >>> from torch import nn
+        >>> net = nn.Sequential(nn.Linear(1, 1), nn.ReLU(), nn.Linear(1, 2))
+        >>> with torch.no_grad():
+        ...     _ = net[0].weight.fill_(1.0), net[0].bias.fill_(-0.5)
+        >>> transitions(net, torch.tensor([[0.0], [1.0]]), method="exact").count
+        2
+    """
+    check_choice("method", method, ("sampled", "exact"))
+    traj = as_float_tensor("trajectory", trajectory, min_ndim=2)
+    check_positive_int("trajectory length", traj.shape[0])
+    check_finite("trajectory", traj)
+    if traj.shape[0] < 2:
+        raise ValueError(f"Expected `trajectory` to hold at least 2 points, got shape {fmt_shape(traj.shape)}.")
+    dev = resolve_device(device, model)
+    with prepared(model, device=dev, force_eval=force_eval) as m:
+        dtype = next((p.dtype for p in m.parameters()), torch.float32)
+        codes, smooth = _hooked_codes(m, traj.to(dev, dtype))
+        sampled = _closed_l1(codes.cpu())
+        if method == "sampled":
+            return TransitionResult(int(sampled.sum()), sampled, "sampled", smooth, int(sampled.sum()), codes.shape[1])
+        parsed = parse_mlp(m)
+        if parsed is None or smooth or any(
+            layer.activation is not None and not layer.activation.piecewise_linear for layer in parsed[1]
+        ):
+            raise ValueError("method='exact' needs a fully-connected nn.Sequential with piecewise-linear "
+                             "activations (ReLU, LeakyReLU, ReLU6, Hardtanh, Hardsigmoid); use method='sampled'.")
+        m64 = _double_copy(m)
+        parsed64 = parse_mlp(m64)
+        z = traj.double().reshape(traj.shape[0], -1).to(dev) if parsed64[0] else traj.double().to(dev)
+        if z.ndim != 2 or z.shape[1] != parsed64[1][0].linear.in_features:
+            raise ValueError(f"`trajectory` has shape {fmt_shape(traj.shape)}, but the model's first Linear layer "
+                             f"expects {parsed64[1][0].linear.in_features} input features.")
+        with torch.no_grad():
+            per_step, layer_counts = _exact_counts(parsed64, z)
+    return TransitionResult(int(per_step.sum()), per_step.cpu(), "exact", False, int(sampled.sum()),
+                            codes.shape[1], layer_counts)
+
+
+def _double_copy(model: nn.Module) -> nn.Module:
+    return copy.deepcopy(model).double()
