@@ -64,12 +64,12 @@ def _output_rows(z: torch.Tensor, output: str) -> torch.Tensor:
         z: logits ``(N, K)``.
         output: one of :data:`OUTPUTS`.
     Returns:
-        ``(N, K, K)`` for logits, ``(N, K−1, K)`` for softmax and log_softmax, in ``z.dtype``.
+        ``(N, K, K)`` for logits, ``(N, K−1, K)`` for softmax and log_softmax, in float64.
     """
     n, k = z.shape
-    if output == "logits":
-        return torch.eye(k, dtype=z.dtype, device=z.device).expand(n, k, k)
     zd = z.detach().double()
+    if output == "logits":
+        return torch.eye(k, dtype=zd.dtype, device=zd.device).expand(n, k, k)
     lse = torch.logsumexp(zd, dim=1, keepdim=True)
     p = torch.exp(zd - lse)
     if output == "softmax":
@@ -83,7 +83,7 @@ def _output_rows(z: torch.Tensor, output: str) -> torch.Tensor:
         t = torch.eye(k, dtype=zd.dtype, device=zd.device) - p.unsqueeze(1)
     q = _ones_complement_basis(k).to(zd.device)
     r = torch.linalg.qr(t @ q, mode="r")[1]  # (N, K−1, K−1), ‖T Q Y‖ = ‖R Y‖
-    return (r @ q.T).to(z.dtype)
+    return r @ q.T
 
 
 def _mlp_sq_norm(parsed: tuple, x: torch.Tensor, rows_fn: RowsFn, gram: Optional[torch.Tensor]) -> torch.Tensor:
@@ -229,14 +229,19 @@ def jacobian_norm(
             gram = (w1 @ w1.T) if w1.shape[1] > w1.shape[0] else None
         gen = torch.Generator().manual_seed(int(seed)) if method == "projection" else None
 
+        scales: list = []
+
         def rows_fn(z: torch.Tensor) -> torch.Tensor:
-            rows = _output_rows(z, output)
-            if gen is None:
-                return rows
-            # Rademacher probes V (m × R) per point: ‖(V C / √m) J‖² = (1/m) Σ_i ‖v_iᵀ C J‖².
-            v = torch.randint(0, 2, (z.shape[0], n_projections, rows.shape[1]), generator=gen)
-            v = (2 * v - 1).to(device=z.device, dtype=z.dtype)
-            return v @ rows / float(n_projections) ** 0.5
+            rows = _output_rows(z, output)  # float64
+            if gen is not None:
+                # Rademacher probes V (m × R) per point: ‖(V C / √m) J‖² = (1/m) Σ_i ‖v_iᵀ C J‖².
+                v = torch.randint(0, 2, (z.shape[0], n_projections, rows.shape[1]), generator=gen)
+                rows = (2 * v - 1).to(device=z.device, dtype=rows.dtype) @ rows / float(n_projections) ** 0.5
+            # Per-point scaling keeps tiny rows (p ≈ one-hot) out of float32 underflow when squared.
+            scale = rows.abs().amax(dim=(1, 2))
+            scale = torch.where(scale > 0, scale, torch.ones_like(scale))
+            scales.append(scale)
+            return (rows / scale[:, None, None]).to(z.dtype)
 
         for start in range(0, n, batch_size):  # chunks, never single points
             stop = min(start + batch_size, n)
@@ -248,7 +253,7 @@ def jacobian_norm(
                     out = None
             if engine != "mlp":
                 out = _vjp_sq_norm(m, xc, rows_fn, batched=(engine == "vjp-batched"))
-            sq[start:stop] = out.detach().double().cpu()
+            sq[start:stop] = (out.detach().double() * scales.pop() ** 2).cpu()
             if progress is not None:
                 progress(stop, n)
     norms = sq.clamp_min(0).sqrt().to(dtype)

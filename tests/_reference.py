@@ -1,0 +1,30 @@
+"""Slow, obviously-correct references: float64, one point and one class at a time."""
+import copy
+
+import torch
+
+
+def reference_jacobian_norm(model, x, output="softmax"):
+    """‖∂f(x_n)/∂x_n‖_F for each n, by one autograd call per point and per output class."""
+    m = copy.deepcopy(model).double().eval()
+    out = []
+    for n in range(x.shape[0]):
+        xn = x[n:n + 1].detach().double().clone().requires_grad_(True)
+        z = m(xn)
+        if output == "softmax":
+            f = torch.softmax(z, dim=1)
+        elif output == "log_softmax":
+            f = torch.log_softmax(z, dim=1)
+        else:
+            f = z
+        total = torch.zeros((), dtype=torch.float64)
+        for k in range(f.shape[1]):
+            (g,) = torch.autograd.grad(f[0, k], xn, retain_graph=True)
+            total = total + g.pow(2).sum()
+        out.append(total.sqrt())
+    return torch.stack(out)
+
+
+def relative_error(a, b):
+    a, b = torch.as_tensor(a).double(), torch.as_tensor(b).double()
+    return ((a - b).abs() / b.abs().clamp_min(1e-30)).max().item()
