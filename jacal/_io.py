@@ -32,3 +32,60 @@ def atomic_open(path: Union[str, Path], mode: str = "w", **kwargs) -> Iterator[I
     with atomic_path(path) as tmp:
         with open(tmp, mode, **kwargs) as f:
             yield f
+
+
+def load_array(path: Union[str, Path]):
+    """Read points from ``.npy``, ``.npz`` (array ``x``, optional ``ids``) or ``.pt`` (a tensor,
+    or a dict with ``x`` and optional ``ids``).
+
+    Returns:
+        ``(x, ids)``: a float tensor ``(N, ...)`` and a list of ids (or ``None``).
+
+    Raises:
+        JacalError: the file is missing, unreadable, or has no ``x``.
+    """
+    import numpy as np
+    import torch
+
+    from jacal._validation import JacalError
+
+    path = Path(path)
+    if not path.is_file():
+        raise JacalError(f"input file not found: {path}")
+    suffix = path.suffix.lower()
+    ids = None
+    try:
+        if suffix == ".npy":
+            x = np.load(path, allow_pickle=False)
+        elif suffix == ".npz":
+            with np.load(path, allow_pickle=False) as f:
+                keys = list(f.keys())
+                if "x" in keys:
+                    x = f["x"]
+                elif len(keys) == 1:
+                    x = f[keys[0]]
+                else:
+                    raise JacalError(f"{path} holds arrays {keys}; expected one named 'x'")
+                ids = f["ids"].tolist() if "ids" in keys else None
+        elif suffix in (".pt", ".pth"):
+            obj = torch.load(path, map_location="cpu", weights_only=True)
+            if isinstance(obj, dict):
+                if "x" not in obj:
+                    raise JacalError(f"{path} holds a dict without an 'x' entry")
+                ids = list(obj["ids"]) if "ids" in obj else None
+                obj = obj["x"]
+            if not isinstance(obj, (torch.Tensor, np.ndarray)):
+                raise JacalError(f"{path} does not hold a tensor")
+            x = obj
+        else:
+            raise JacalError(f"unsupported input file type '{suffix}' for {path}; use .npy, .npz or .pt")
+    except JacalError:
+        raise
+    except Exception as err:  # numpy/torch raise many types for corrupt files
+        raise JacalError(f"could not read {path}: {str(err).strip().splitlines()[0][:160] if str(err).strip() else type(err).__name__}") from err
+    x = torch.as_tensor(x)
+    if x.ndim < 2:
+        raise JacalError(f"{path}: expected an array of points (N, ...), got shape {tuple(x.shape)}")
+    if ids is not None and len(ids) != len(x):
+        raise JacalError(f"{path}: 'ids' has {len(ids)} entries but 'x' has {len(x)} rows")
+    return x.float() if not x.is_floating_point() else x, ids

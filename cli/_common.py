@@ -1,0 +1,88 @@
+"""Shared CLI plumbing: one-line errors with exit code 1, progress bars, output writing."""
+from __future__ import annotations
+
+import json
+import os
+import sys
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterator, Optional
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from typer.core import TyperGroup
+
+from jacal._validation import JacalError
+
+try:  # typer ≥ 0.20 vendors click as typer._click; older typer depends on click itself
+    from typer._click import exceptions as click_exceptions
+except ImportError:  # pragma: no cover - depends on the installed typer
+    from click import exceptions as click_exceptions
+
+_NO_ARGS = getattr(click_exceptions, "NoArgsIsHelpError", ())  # click ≥ 8.2
+
+stderr = Console(stderr=True)
+
+USER_ERRORS = (JacalError, ValueError, TypeError, FileNotFoundError, PermissionError, IsADirectoryError,
+               NotADirectoryError)
+
+
+class JacalGroup(TyperGroup):
+    """Runs commands so that every user error is one line on stderr and exit code 1."""
+
+    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):  # noqa: D102
+        try:
+            rv = super().main(args=args, prog_name=prog_name, complete_var=complete_var,
+                              standalone_mode=False, **extra)
+        except _NO_ARGS as err:  # `jacal` alone: show help
+            typer.echo(err.ctx.get_help() if err.ctx else str(err))
+            sys.exit(0)
+        except click_exceptions.ClickException as err:  # usage errors: unknown option, bad choice...
+            typer.echo(f"error: {err.format_message()}", err=True)
+            sys.exit(1)
+        except typer.Abort:
+            typer.echo("error: aborted", err=True)
+            sys.exit(1)
+        except USER_ERRORS as err:
+            if os.environ.get("JACAL_DEBUG"):
+                raise
+            msg = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            typer.echo(f"error: {msg}", err=True)
+            sys.exit(1)
+        sys.exit(rv if isinstance(rv, int) else 0)
+
+
+def fail(message: str) -> None:
+    """Stop the command with a one-line error."""
+    raise JacalError(message)
+
+
+def check_writable(path: Path, force: bool) -> None:
+    if path.exists() and not force:
+        fail(f"{path} exists; pass --force to overwrite it")
+    if path.exists() and path.is_dir():
+        fail(f"{path} is a folder, expected a file path")
+    parent = path.parent if str(path.parent) else Path(".")
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        fail(f"cannot create output folder {parent}: {err.strerror}")
+    if not os.access(parent, os.W_OK):
+        fail(f"output folder {parent} is not writable")
+
+
+@contextmanager
+def progress_bar(description: str, total: int, enabled: bool = True) -> Iterator[Any]:
+    """A rich progress bar on stderr; yields ``update(done, total)``."""
+    if not enabled:
+        yield lambda done, tot: None
+        return
+    with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                  TimeElapsedColumn(), TimeRemainingColumn(), console=stderr, transient=True) as prog:
+        task = prog.add_task(description, total=total)
+        yield lambda done, tot: prog.update(task, completed=done, total=tot)
+
+
+def emit_json(obj: Any) -> None:
+    typer.echo(json.dumps(obj, indent=2, default=float))

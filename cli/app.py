@@ -1,0 +1,163 @@
+"""``jacal``: measure how sensitive trained classifiers are to their input.
+
+A thin typer layer: every command parses options, calls the library, and prints a summary
+(or JSON with ``--json``). Errors are one line on stderr with exit code 1.
+"""
+from __future__ import annotations
+
+import csv
+import json
+from enum import Enum
+from pathlib import Path
+from typing import Optional
+
+import torch
+import typer
+from typing_extensions import Annotated
+
+import jacal
+from jacal._io import atomic_open, load_array
+from ._common import JacalGroup, check_writable, emit_json, fail, progress_bar, stderr
+
+app = typer.Typer(
+    name="jacal",
+    cls=JacalGroup,
+    help="Input-output sensitivity of trained classifiers: per-point Jacobian norms and linear-region "
+         "transitions (Novak et al. 2018), the paper's replication, and Jacobian-based active learning.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+DatasetName = Enum("DatasetName", {k.replace("-", "_"): k for k in jacal.DATASETS}, type=str)
+Activation = Enum("Activation", {k: k for k in jacal.models.ACTIVATIONS}, type=str)
+Optimizer = Enum("Optimizer", {k: k for k in jacal.training.OPTIMIZERS}, type=str)
+Output = Enum("Output", {k: k for k in jacal.sensitivity.OUTPUTS}, type=str)
+Method = Enum("Method", {k.replace("-", "_"): k for k in jacal.sensitivity.METHODS}, type=str)
+
+
+class Format(str, Enum):
+    csv = "csv"
+    json = "json"
+
+
+DeviceOpt = Annotated[str, typer.Option(help="'auto' (CUDA when present), 'cpu', 'cuda' or 'cuda:N'.")]
+DataRootOpt = Annotated[Optional[Path], typer.Option(help="Folder with downloaded datasets (torchvision layout). "
+                                                          "Default: $JACAL_DATA or ~/.cache/jacal/data.")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print a machine-readable JSON summary on stdout.")]
+
+
+@app.command()
+def train(
+    out: Annotated[Path, typer.Option(help="Checkpoint file to write.")] = Path("runs/model.pt"),
+    dataset: Annotated[DatasetName, typer.Option(help="Dataset to train on ('digits' works offline).")] = "digits",
+    data_root: DataRootOpt = None,
+    download: Annotated[bool, typer.Option(help="Allow torchvision to download a missing dataset.")] = False,
+    n_train: Annotated[Optional[int], typer.Option(help="Use a seeded random subset of the training set.")] = None,
+    width: Annotated[int, typer.Option(help="Hidden units per layer.")] = 256,
+    depth: Annotated[int, typer.Option(help="Hidden layers.")] = 2,
+    activation: Annotated[Activation, typer.Option(help="Hidden activation.")] = "relu",
+    weight_variance: Annotated[float, typer.Option(help="Init: weights ~ N(0, v / fan_in).")] = 2.0,
+    optimizer: Annotated[Optimizer, typer.Option(help="Optimizer.")] = "adam",
+    lr: Annotated[float, typer.Option(help="Learning rate.")] = 1e-3,
+    batch_size: Annotated[int, typer.Option(help="Mini-batch size; 0 = full batch.")] = 64,
+    epochs: Annotated[float, typer.Option(help="Passes over the training set.")] = 30,
+    seed: Annotated[int, typer.Option(help="Seeds initialization and data order.")] = 0,
+    device: DeviceOpt = "auto",
+    force: Annotated[bool, typer.Option(help="Overwrite an existing checkpoint.")] = False,
+    json_out: JsonOpt = False,
+) -> None:
+    """Train a fully-connected classifier on a dataset and save a checkpoint."""
+    check_writable(out, force)
+    data = jacal.load_dataset(DatasetName(dataset).value, root=data_root, download=download, n_train=n_train, seed=seed)
+    model = jacal.mlp(data.input_dim, data.n_classes, width=width, depth=depth, activation=Activation(activation).value,
+                      weight_variance=weight_variance, seed=seed)
+    with progress_bar(f"training on {data.name}", 1, enabled=not json_out) as update:
+        result = jacal.train(model, data, optimizer=Optimizer(optimizer).value, lr=lr, batch_size=batch_size,
+                             epochs=epochs, seed=seed, device=device, progress=update)
+    meta = {"dataset": data.name, "data_root": str(data_root) if data_root else None, "seed": seed,
+            "train": {"optimizer": Optimizer(optimizer).value, "lr": lr, "batch_size": batch_size, "epochs": epochs},
+            "metrics": result.to_dict()}
+    jacal.save_checkpoint(out, model.cpu(), metadata=meta)
+    if json_out:
+        emit_json({"checkpoint": str(out), **meta})
+    else:
+        typer.echo(f"saved {out}: train acc {result.train_accuracy:.4f}, test acc {result.test_accuracy:.4f}, "
+                   f"gap {result.gap:.4f} ({result.steps} steps, {result.wall_time_s:.1f}s)")
+
+
+@app.command()
+def score(
+    checkpoint: Annotated[Path, typer.Argument(help="A checkpoint written by `jacal train`.")],
+    dataset: Annotated[Optional[DatasetName], typer.Option(help="Score a dataset split (default: the checkpoint's dataset).")] = None,
+    split: Annotated[str, typer.Option(help="'train' or 'test'.")] = "test",
+    data_root: DataRootOpt = None,
+    input_file: Annotated[Optional[Path], typer.Option("--input", help="Score points from a .npy, .npz (array 'x', optional 'ids') or .pt file instead.")] = None,
+    output: Annotated[Output, typer.Option(help="Differentiate the softmax (the paper's metric), logits or log-softmax.")] = "softmax",
+    method: Annotated[Method, typer.Option(help="'auto' picks the fastest exact method.")] = "auto",
+    batch_size: Annotated[int, typer.Option(help="Points per chunk (bounds memory).")] = 1024,
+    device: DeviceOpt = "auto",
+    out: Annotated[Optional[Path], typer.Option(help="Write per-point scores here (.csv or .json).")] = None,
+    fmt: Annotated[Optional[Format], typer.Option("--format", help="Output format (default: from --out's suffix).")] = None,
+    force: Annotated[bool, typer.Option(help="Overwrite an existing --out file.")] = False,
+    json_out: JsonOpt = False,
+) -> None:
+    """Per-point Jacobian Frobenius norms of a trained model, with a summary line."""
+    ck = jacal.load_checkpoint(checkpoint)
+    if out is not None:
+        check_writable(out, force)
+    labels, ids = None, None
+    if input_file is not None:
+        x, ids = load_array(input_file)
+        source = str(input_file)
+    else:
+        name = DatasetName(dataset).value if dataset is not None else ck.metadata.get("dataset")
+        if name is None:
+            fail("the checkpoint names no dataset; pass --dataset or --input")
+        if split not in ("train", "test"):
+            fail(f"--split must be 'train' or 'test', got {split!r}")
+        data = jacal.load_dataset(name, root=data_root or ck.metadata.get("data_root"))
+        x, labels = data.split(split)
+        source = f"{name}/{split}"
+    with progress_bar("scoring", len(x), enabled=not json_out) as update:
+        norms = jacal.jacobian_norm(ck.model, x, output=Output(output).value, method=Method(method).value,
+                                    batch_size=batch_size, device=device, progress=update)
+    with torch.no_grad():
+        pred = torch.cat([ck.model(x[i:i + 4096]).argmax(1) for i in range(0, len(x), 4096)])
+    ids = ids if ids is not None else list(range(len(x)))
+    summary = {"source": source, "n": len(x), "output": Output(output).value, "method": Method(method).value,
+               "mean": float(norms.mean()), "median": float(norms.median()), "std": float(norms.std()) if len(x) > 1 else 0.0,
+               "min": float(norms.min()), "max": float(norms.max())}
+    if labels is not None:
+        summary["accuracy"] = float((pred == labels).float().mean())
+    if out is not None:
+        kind = (fmt.value if fmt is not None else out.suffix.lstrip(".").lower())
+        if kind not in ("csv", "json"):
+            fail(f"cannot tell the format of {out}; pass --format csv or --format json")
+        rows = [{"id": i, "jacobian_norm": float(n), "predicted": int(p)} for i, n, p in zip(ids, norms.tolist(), pred.tolist())]
+        if labels is not None:
+            for r, y in zip(rows, labels.tolist()):
+                r["label"] = int(y)
+        with atomic_open(out, "w", newline="") as f:
+            if kind == "json":
+                json.dump({"summary": summary, "scores": rows}, f)
+            else:
+                w = csv.DictWriter(f, fieldnames=list(rows[0]))
+                w.writeheader()
+                w.writerows(rows)
+        summary["out"] = str(out)
+    if json_out:
+        emit_json(summary)
+    else:
+        extra = f", accuracy {summary['accuracy']:.4f}" if "accuracy" in summary else ""
+        typer.echo(f"scored {summary['n']} points ({source}): mean ‖J‖_F {summary['mean']:.4g}, median "
+                   f"{summary['median']:.4g}, max {summary['max']:.4g}{extra}" + (f" -> {out}" if out else ""))
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app()
+
+
+if __name__ == "__main__":
+    main()

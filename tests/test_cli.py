@@ -1,0 +1,115 @@
+import json
+
+import numpy as np
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from jacal.cli.app import app
+
+runner = CliRunner()
+
+
+def _run(*args):
+    return runner.invoke(app, [str(a) for a in args])
+
+
+def _one_line_error(result, fragment):
+    assert result.exit_code == 1, result.output
+    err = result.stderr.strip()
+    assert len(err.splitlines()) == 1, err
+    assert err.startswith("error: ") and fragment in err, err
+    assert "Traceback" not in result.output
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    path = tmp_path_factory.mktemp("ck") / "model.pt"
+    r = _run("train", "--out", path, "--epochs", "3", "--width", "32", "--device", "cpu", "--json")
+    assert r.exit_code == 0, r.output
+    info = json.loads(r.stdout)
+    assert info["dataset"] == "digits" and 0.5 < info["metrics"]["test_accuracy"] <= 1.0
+    return path
+
+
+def test_help_for_every_command():
+    for cmd in ([], ["train"], ["score"]):
+        r = _run(*cmd, "--help")
+        assert r.exit_code == 0 and "Usage" in r.output
+
+
+def test_score_dataset_to_csv_and_json(checkpoint, tmp_path):
+    out = tmp_path / "scores.csv"
+    r = _run("score", checkpoint, "--out", out, "--device", "cpu")
+    assert r.exit_code == 0, r.output
+    assert "scored 450 points (digits/test)" in r.stdout
+    lines = out.read_text().splitlines()
+    assert lines[0] == "id,jacobian_norm,predicted,label" and len(lines) == 451
+    jout = tmp_path / "scores.json"
+    r = _run("score", checkpoint, "--out", jout, "--json")
+    summary = json.loads(r.stdout)
+    saved = json.loads(jout.read_text())
+    assert summary["n"] == 450 and len(saved["scores"]) == 450
+    norms = np.array([s["jacobian_norm"] for s in saved["scores"]])
+    assert summary["mean"] == pytest.approx(norms.mean(), rel=1e-5)
+    csv_norms = np.array([float(l.split(",")[1]) for l in lines[1:]])
+    np.testing.assert_allclose(csv_norms, norms, rtol=1e-6)
+
+
+def test_score_array_files(checkpoint, tmp_path):
+    x = np.random.default_rng(0).random((7, 1, 8, 8)).astype(np.float32)
+    np.save(tmp_path / "a.npy", x)
+    np.savez(tmp_path / "a.npz", x=x, ids=np.array([f"item{i}" for i in range(7)]))
+    torch.save({"x": torch.from_numpy(x)}, tmp_path / "a.pt")
+    results = []
+    for name in ("a.npy", "a.npz", "a.pt"):
+        out = tmp_path / f"{name}.json"
+        r = _run("score", checkpoint, "--input", tmp_path / name, "--out", out)
+        assert r.exit_code == 0, r.output
+        results.append(json.loads(out.read_text())["scores"])
+    assert results[1][0]["id"] == "item0" and results[0][0]["id"] == 0
+    assert [s["jacobian_norm"] for s in results[0]] == [s["jacobian_norm"] for s in results[2]]
+
+
+def test_refuses_to_overwrite_without_force(checkpoint, tmp_path):
+    out = tmp_path / "s.csv"
+    out.write_text("keep me")
+    _one_line_error(_run("score", checkpoint, "--out", out), "--force")
+    assert out.read_text() == "keep me"
+    assert _run("score", checkpoint, "--out", out, "--force").exit_code == 0
+
+
+def test_bad_inputs(checkpoint, tmp_path):
+    _one_line_error(_run("score", tmp_path / "missing.pt"), "checkpoint not found")
+    corrupt = tmp_path / "corrupt.pt"
+    corrupt.write_bytes(b"\x00not a checkpoint")
+    _one_line_error(_run("score", corrupt), "not a readable checkpoint")
+    nan = tmp_path / "nan.npy"
+    arr = np.zeros((3, 64), np.float32)
+    arr[1, 5] = np.nan
+    np.save(nan, arr)
+    _one_line_error(_run("score", checkpoint, "--input", nan), "NaN or Inf in 1 row(s): 1")
+    wrong = tmp_path / "wrong.npy"
+    np.save(wrong, np.zeros((3, 10), np.float32))
+    _one_line_error(_run("score", checkpoint, "--input", wrong), "expects 64 input features")
+    bad_file = tmp_path / "bad.npy"
+    bad_file.write_bytes(b"garbage")
+    _one_line_error(_run("score", checkpoint, "--input", bad_file), "could not read")
+    _one_line_error(_run("train", "--dataset", "nope"), "nope")
+    _one_line_error(_run("train", "--dataset", "mnist", "--data-root", tmp_path / "nothing", "--out", tmp_path / "m.pt"),
+                    "does not exist")
+    _one_line_error(_run("train", "--dataset", "mnist", "--data-root", tmp_path, "--out", tmp_path / "m.pt"),
+                    "not found under")
+    _one_line_error(_run("score", checkpoint, "--method", "fast"), "fast")
+    _one_line_error(_run("score", checkpoint, "--out", tmp_path / "x.txt"), "--format")
+    assert not (tmp_path / "x.txt").exists()
+
+
+def test_cli_entry_point_runs_as_installed_script(tmp_path):
+    import subprocess
+    import sys
+
+    r = subprocess.run([sys.executable, "-m", "jacal.cli.app", "score", str(tmp_path / "none.pt")],
+                       capture_output=True, text=True)
+    assert r.returncode == 1 and r.stderr.strip().startswith("error: checkpoint not found")
+    assert "Traceback" not in r.stderr
