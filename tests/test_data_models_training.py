@@ -120,8 +120,8 @@ def test_mlp_init_and_validation():
 
 def test_train_is_seeded_and_fits_digits():
     d = load_dataset("digits")
-    r1 = train(mlp(64, 10, width=64, depth=1, seed=0), d, epochs=20, batch_size=32, seed=0)
-    r2 = train(mlp(64, 10, width=64, depth=1, seed=0), d, epochs=20, batch_size=32, seed=0)
+    r1 = train(mlp(64, 10, width=64, depth=1, seed=0), d, epochs=20, batch_size=32, lr=3e-3, seed=0)
+    r2 = train(mlp(64, 10, width=64, depth=1, seed=0), d, epochs=20, batch_size=32, lr=3e-3, seed=0)
     assert r1.train_accuracy > 0.98 and r1.test_accuracy > 0.9
     assert (r1.train_accuracy, r1.test_loss) == (r2.train_accuracy, r2.test_loss)
     assert r1.gap == pytest.approx(r1.train_accuracy - r1.test_accuracy)
