@@ -1,0 +1,56 @@
+"""Shared benchmark helpers: timing with device sync, MNIST-shaped inputs, JSON output."""
+from __future__ import annotations
+
+import json
+import platform
+import statistics
+import time
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+
+SHARED_MNIST = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def timeit(fn: Callable[[], object], device: torch.device, repeats: int) -> float:
+    """Median wall time over ``repeats`` runs after one warm-up run."""
+    fn()
+    sync(device)
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        sync(device)
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def mnist_like(n: int, seed: int = 0) -> tuple:
+    """``n`` real MNIST test images (N, 1, 28, 28) in [0, 1] when ../shared/data has them, else uniform noise."""
+    npz = SHARED_MNIST / "mnist.npz"
+    if npz.exists():
+        with np.load(npz) as f:
+            x = f["x_test"][:n].astype(np.float32) / 255.0
+        if len(x) == n:
+            return torch.from_numpy(x[:, None]), "mnist-test"
+    g = torch.Generator().manual_seed(seed)
+    return torch.rand(n, 1, 28, 28, generator=g), "uniform-noise"
+
+
+def machine() -> dict:
+    info = {"python": platform.python_version(), "torch": torch.__version__, "threads": torch.get_num_threads(),
+            "cpu": platform.processor() or platform.machine()}
+    if torch.cuda.is_available():
+        info["gpu"] = torch.cuda.get_device_name()
+    return info
+
+
+def print_json(obj: dict) -> None:
+    print(json.dumps(obj, indent=2))
