@@ -86,6 +86,23 @@ def _output_rows(z: torch.Tensor, output: str) -> torch.Tensor:
     return r @ q.T
 
 
+def scaled_output_rows(z: torch.Tensor, output: str, generator: Optional[torch.Generator] = None,
+                       n_projections: int = 0) -> tuple:
+    """Coefficient rows in ``z.dtype``, scaled per point, and the float64 scales ``(N,)``.
+
+    ``‖rows_n J_z‖² · scale_n² = ‖J_f(x_n)‖²``. Scaling each point's rows to unit max keeps tiny
+    rows (p ≈ one-hot) from underflowing in float32 when squared. With a ``generator``, rows are
+    replaced by ``n_projections`` Rademacher combinations ``V C / √m`` (unbiased for ‖J‖²).
+    """
+    rows = _output_rows(z, output)  # float64
+    if generator is not None:
+        v = torch.randint(0, 2, (z.shape[0], n_projections, rows.shape[1]), generator=generator)
+        rows = (2 * v - 1).to(device=z.device, dtype=rows.dtype) @ rows / float(n_projections) ** 0.5
+    scale = rows.abs().amax(dim=(1, 2))
+    scale = torch.where(scale > 0, scale, torch.ones_like(scale))
+    return (rows / scale[:, None, None]).to(z.dtype), scale
+
+
 def _mlp_sq_norm(parsed: tuple, x: torch.Tensor, rows_fn: RowsFn, gram: Optional[torch.Tensor]) -> torch.Tensor:
     """Closed-form squared norms ``(N,)`` for a parsed fully-connected network."""
     flatten_first, layers = parsed
@@ -232,16 +249,9 @@ def jacobian_norm(
         scales: list = []
 
         def rows_fn(z: torch.Tensor) -> torch.Tensor:
-            rows = _output_rows(z, output)  # float64
-            if gen is not None:
-                # Rademacher probes V (m × R) per point: ‖(V C / √m) J‖² = (1/m) Σ_i ‖v_iᵀ C J‖².
-                v = torch.randint(0, 2, (z.shape[0], n_projections, rows.shape[1]), generator=gen)
-                rows = (2 * v - 1).to(device=z.device, dtype=rows.dtype) @ rows / float(n_projections) ** 0.5
-            # Per-point scaling keeps tiny rows (p ≈ one-hot) out of float32 underflow when squared.
-            scale = rows.abs().amax(dim=(1, 2))
-            scale = torch.where(scale > 0, scale, torch.ones_like(scale))
+            rows, scale = scaled_output_rows(z, output, gen, n_projections)
             scales.append(scale)
-            return (rows / scale[:, None, None]).to(z.dtype)
+            return rows
 
         for start in range(0, n, batch_size):  # chunks, never single points
             stop = min(start + batch_size, n)
