@@ -149,24 +149,27 @@ class _PopulationOptimizer:
         self.t += 1
         for p, g, lr, st in zip(self.params, grads, self.lr, self.state):
             if self.name == "sgd":
-                p.sub_(lr * g)
+                p.addcmul_(g, lr, value=-1.0)
             elif self.name == "momentum":
                 buf = st.get("buf")
                 buf = g.clone() if buf is None else buf.mul_(0.9).add_(g)
                 st["buf"] = buf
-                p.sub_(lr * buf)
+                p.addcmul_(buf, lr, value=-1.0)
             elif self.name == "adam":
-                m = st.setdefault("m", torch.zeros_like(p))
-                v = st.setdefault("v", torch.zeros_like(p))
+                if not st:
+                    st["m"], st["v"] = torch.zeros_like(p), torch.zeros_like(p)
+                m, v = st["m"], st["v"]
                 m.lerp_(g, 0.1)
                 v.mul_(0.999).addcmul_(g, g, value=0.001)
                 bc1, bc2 = 1 - 0.9 ** self.t, 1 - 0.999 ** self.t
-                denom = (v.sqrt() / math.sqrt(bc2)).add_(1e-8)
-                p.sub_((lr / bc1) * m / denom)
+                denom = v.sqrt().div_(math.sqrt(bc2)).add_(1e-8)
+                p.addcdiv_(m * (lr / bc1), denom, value=-1.0)
             elif self.name == "rmsprop":
-                sq = st.setdefault("sq", torch.zeros_like(p))
+                if not st:
+                    st["sq"] = torch.zeros_like(p)
+                sq = st["sq"]
                 sq.mul_(0.99).addcmul_(g, g, value=0.01)
-                p.sub_(lr * g / (sq.sqrt().add_(1e-8)))
+                p.addcdiv_(g * lr, sq.sqrt().add_(1e-8), value=-1.0)
             else:
                 raise ValueError(f"unknown optimizer {self.name!r}")
 
