@@ -1,0 +1,156 @@
+"""Presets and the seeded sampling of a replication sweep (jacal's documented protocol).
+
+The paper samples thousands of fully-connected models over width, depth, activation, optimizer,
+learning rate, batch size, init variance, augmentation and labels, but does not publish ranges.
+jacal's choices ([ours] in ``shared/PAPER.md``), all recorded in every report:
+
+* **Hierarchical sampling, for batched training.** A sweep is ``n_groups`` architecture groups
+  per dataset (width ∈ ``widths``, depth ∈ ``depths``, activation ∈ the paper's six, optimizer ∈
+  {sgd, momentum, adam, rmsprop}, mini-batch size ∈ ``batch_sizes``), each with
+  ``models_per_group`` models that differ in learning rate (log-uniform in the optimizer's range
+  below), weight-init variance σ_w² (log-uniform in [0.5, 4]) and seed. Group 0 is always ReLU
+  (C3's ReLU-vs-saturating pairs need ReLU bases).
+* **Paired factor models (C3).** For each factor, ``pairs_per_factor`` base models are taken
+  round-robin from the groups and copied with exactly one factor changed: random labels;
+  data augmentation (random translations of ±1 px for 8×8 images, ±2 px otherwise, plus
+  horizontal flips for CIFAR); full batch (``full_batch_steps`` steps); ReLU → a saturating
+  activation (cycling hard_sigmoid, hard_tanh, tanh; ReLU bases only).
+* Every model trains for ``steps`` optimizer steps (full-batch variants: ``full_batch_steps``).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field, replace
+from typing import Dict, List, Optional, Tuple
+
+import numpy as np
+
+from jacal.population import ModelConfig
+
+__all__ = ["Preset", "PRESETS", "PlannedModel", "Pair", "plan_models", "sweep_signature", "LR_RANGES", "SWEEP_ACTIVATIONS", "FACTORS"]
+
+SWEEP_ACTIVATIONS = ("relu", "relu6", "hard_tanh", "hard_sigmoid", "tanh", "sigmoid")
+SATURATING = ("hard_sigmoid", "hard_tanh", "tanh")
+LR_RANGES: Dict[str, Tuple[float, float]] = {
+    "sgd": (1e-2, 5e-1), "momentum": (3e-3, 1e-1), "adam": (1e-4, 1e-2), "rmsprop": (1e-4, 3e-3),
+}
+FACTORS = ("random_labels", "augmentation", "full_batch", "saturating")
+WEIGHT_VARIANCE_RANGE = (0.5, 4.0)
+
+
+@dataclass(frozen=True)
+class Preset:
+    """Size of a sweep. See the module docstring for what is sampled."""
+
+    name: str
+    datasets: Tuple[str, ...]
+    n_groups: int
+    models_per_group: int
+    pairs_per_factor: int
+    steps: int
+    full_batch_steps: int
+    widths: Tuple[int, ...]
+    depths: Tuple[int, ...]
+    batch_sizes: Tuple[int, ...]
+    n_train: Optional[int] = None
+    n_test: Optional[int] = None
+    jacobian_points: int = 500
+    stored_points: int = 300
+    n_ellipses: int = 4
+    ellipse_points: int = 120
+    c2_ellipses: int = 2
+    fit_threshold: float = 0.995
+    activations: Tuple[str, ...] = SWEEP_ACTIVATIONS
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+PRESETS: Dict[str, Preset] = {
+    "smoke": Preset("smoke", ("digits",), n_groups=6, models_per_group=8, pairs_per_factor=8, steps=1500,
+                    full_batch_steps=1500, widths=(64, 128, 256), depths=(1, 2, 3), batch_sizes=(16, 32, 64),
+                    jacobian_points=450, stored_points=300, n_ellipses=4, ellipse_points=120, c2_ellipses=2),
+    "standard": Preset("standard", ("mnist",), n_groups=12, models_per_group=12, pairs_per_factor=12, steps=3000,
+                       full_batch_steps=600, widths=(128, 256, 512), depths=(1, 2, 3, 4), batch_sizes=(32, 64, 128),
+                       n_train=10000, n_test=2000, jacobian_points=1000, stored_points=500, c2_ellipses=3),
+    "paper": Preset("paper", ("mnist", "fashion-mnist", "cifar10", "cifar100"), n_groups=64, models_per_group=32,
+                    pairs_per_factor=64, steps=20000, full_batch_steps=4000, widths=(64, 128, 256, 512, 1024, 2048),
+                    depths=(1, 2, 3, 4, 5), batch_sizes=(16, 32, 64, 128, 256), jacobian_points=2000,
+                    stored_points=1000, n_ellipses=8, ellipse_points=240, c2_ellipses=5),
+}
+
+
+@dataclass(frozen=True)
+class PlannedModel:
+    """A model of the sweep: its id, dataset and config."""
+
+    model_id: str
+    dataset: str
+    config: ModelConfig
+
+    def group_key(self) -> tuple:
+        return (self.dataset,) + self.config.group_key()
+
+
+@dataclass(frozen=True)
+class Pair:
+    """Two models that differ in exactly one factor (C3)."""
+
+    pair_id: str
+    factor: str
+    base_id: str
+    variant_id: str
+
+
+def _log_uniform(rng: np.random.Generator, lo: float, hi: float) -> float:
+    return float(math.exp(rng.uniform(math.log(lo), math.log(hi))))
+
+
+def plan_models(preset: Preset, dataset: str, seed: int) -> Tuple[List[PlannedModel], List[Pair]]:
+    """All models and C3 pairs of ``preset`` on ``dataset`` for a run seed: deterministic."""
+    rng = np.random.default_rng([seed, sum(map(ord, dataset))])
+    base: List[PlannedModel] = []
+    groups = []
+    for g in range(preset.n_groups):
+        act = "relu" if g == 0 else str(rng.choice(preset.activations))
+        groups.append(dict(width=int(rng.choice(preset.widths)), depth=int(rng.choice(preset.depths)), activation=act,
+                           optimizer=str(rng.choice(list(LR_RANGES))), batch_size=int(rng.choice(preset.batch_sizes))))
+    model_seed = seed * 1_000_000
+    for g, gspec in enumerate(groups):
+        for m in range(preset.models_per_group):
+            model_seed += 1
+            cfg = ModelConfig(**gspec, lr=_log_uniform(rng, *LR_RANGES[gspec["optimizer"]]), steps=preset.steps,
+                              weight_variance=_log_uniform(rng, *WEIGHT_VARIANCE_RANGE), seed=model_seed)
+            base.append(PlannedModel(f"{dataset}-g{g:02d}-m{m:02d}", dataset, cfg))
+    # round-robin over groups so pairs cover many architectures
+    by_group = [[b for b in base if b.model_id.startswith(f"{dataset}-g{g:02d}-")] for g in range(preset.n_groups)]
+    order = [grp[i] for i in range(preset.models_per_group) for grp in by_group if i < len(grp)]
+    relu_order = [b for b in order if b.config.activation == "relu"]
+    planned = list(base)
+    pairs: List[Pair] = []
+    for factor in FACTORS:
+        pool = relu_order if factor == "saturating" else order
+        for k in range(min(preset.pairs_per_factor, len(pool))):
+            b = pool[k]
+            pair_id = f"{dataset}-{factor}-{k:02d}"
+            base_id = b.model_id
+            if factor == "random_labels":
+                cfg = replace(b.config, random_labels=True)
+            elif factor == "augmentation":
+                cfg = replace(b.config, augment=True)
+            elif factor == "full_batch":
+                cfg = replace(b.config, batch_size=0, steps=preset.full_batch_steps)
+                if preset.full_batch_steps != b.config.steps:
+                    # the mini-batch partner trains for as many steps as the full-batch model
+                    base_id = f"{pair_id}-base"
+                    planned.append(PlannedModel(base_id, dataset, replace(b.config, steps=preset.full_batch_steps)))
+            else:
+                cfg = replace(b.config, activation=SATURATING[k % len(SATURATING)])
+            planned.append(PlannedModel(f"{pair_id}-variant", dataset, cfg))
+            pairs.append(Pair(pair_id, factor, base_id, f"{pair_id}-variant"))
+    return planned, pairs
+
+
+def sweep_signature(preset: Preset, datasets: Tuple[str, ...], seed: int) -> dict:
+    """What must match for ``--resume`` to continue a run."""
+    return {"preset": preset.to_dict(), "datasets": list(datasets), "seed": seed, "version": 1}

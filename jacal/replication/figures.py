@@ -1,0 +1,147 @@
+"""Figures of the replication report (PNG, matplotlib, in the spirit of the paper's)."""
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from pathlib import Path
+from typing import Any, Dict, List
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from jacal._io import atomic_path  # noqa: E402
+
+__all__ = ["make_figures"]
+
+
+def _save(fig, path: Path) -> str:
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=110, bbox_inches="tight", format="png")
+    plt.close(fig)
+    return path.name
+
+
+def _ok(v) -> bool:
+    return v is not None and isinstance(v, (int, float)) and math.isfinite(v)
+
+
+def make_figures(out: Path, models: List[Dict[str, Any]], pairs: List[Dict[str, Any]], points: List[tuple],
+                 trajectories: List[Dict[str, Any]], fit_threshold: float) -> List[str]:
+    """Write every figure into ``out``; returns their file names."""
+    out = Path(out)
+    names = []
+    datasets = sorted({m["dataset"] for m in models})
+    by_id = {m["model_id"]: m for m in models}
+    good = [m for m in models if _ok(m["train_accuracy"]) and _ok(m["mean_jacobian"])]
+
+    # C1 ---------------------------------------------------------------------------------
+    fig, axes = plt.subplots(1, len(datasets), figsize=(5 * len(datasets), 4), squeeze=False)
+    for ax, d in zip(axes[0], datasets):
+        ms = [m for m in good if m["dataset"] == d]
+        groups = {"fits training set": [m for m in ms if not m["random_labels"] and m["train_accuracy"] >= fit_threshold],
+                  "excluded: does not fit": [m for m in ms if not m["random_labels"] and m["train_accuracy"] < fit_threshold],
+                  "random labels": [m for m in ms if m["random_labels"]]}
+        for (label, g), style in zip(groups.items(), [dict(c="C0", marker="o"), dict(c="0.7", marker="."), dict(c="C3", marker="x")]):
+            if g:
+                ax.scatter([m["mean_jacobian"] for m in g], [m["gap"] for m in g], s=18, label=f"{label} ({len(g)})", **style)
+        ax.set_xscale("log")
+        ax.set(xlabel="mean test Jacobian norm ‖J‖_F", ylabel="generalization gap (train − test acc.)", title=f"C1 · {d}")
+        ax.legend(fontsize=8)
+    names.append(_save(fig, out / "c1_gap_vs_jacobian.png"))
+
+    # C2 ---------------------------------------------------------------------------------
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(11, 4))
+    colours = {"random": "C3", "different-class": "C1", "same-class": "C2"}
+    ids_fit = {m["model_id"] for m in good if not m["random_labels"] and m["train_accuracy"] >= fit_threshold}
+    ts = [t for t in trajectories if t["model_id"] in ids_fit] or [t for t in trajectories if not by_id.get(t["model_id"], {}).get("random_labels", 1)]
+    anchors = ts[0]["anchors"] if ts else []
+    for kind, c in colours.items():
+        js = np.array([np.log10(np.maximum(np.asarray(t["jacobian"], float), 1e-30)) for t in ts if t["kind"] == kind])
+        tr = np.array([np.asarray(t["transitions"], float) for t in ts if t["kind"] == kind])
+        if len(js):
+            x = np.arange(js.shape[1])
+            a1.plot(x, np.median(js, 0), c=c, label=f"{kind} (median of {len(js)})")
+            a1.fill_between(x, np.percentile(js, 25, 0), np.percentile(js, 75, 0), color=c, alpha=0.15)
+            a2.plot(x, tr.mean(0), c=c, label=kind)
+    for ax in (a1, a2):
+        for a in anchors:
+            ax.axvline(a, c="k", lw=0.8, ls=":")
+        ax.set_xlabel("position along the ellipse (anchors dotted)")
+    a1.set(ylabel="log10 ‖J‖_F", title="C2 · Jacobian norm along ellipses")
+    a2.set(ylabel="transitions per step", title="C2 · transition density")
+    a1.legend(fontsize=8)
+    names.append(_save(fig, out / "c2_trajectories.png"))
+
+    # C3 ---------------------------------------------------------------------------------
+    factors = ["random_labels", "augmentation", "full_batch", "saturating"]
+    metrics = [("mean_jacobian", "‖J‖_F", True), ("gap", "gap", False), ("transitions", "transitions", True)]
+    fig, axes = plt.subplots(3, 4, figsize=(16, 11))
+    for j, f in enumerate(factors):
+        ps = [(by_id.get(p["base_id"]), by_id.get(p["variant_id"])) for p in pairs if p["factor"] == f]
+        ps = [(b, v) for b, v in ps if b and v and _ok(b["mean_jacobian"]) and _ok(v["mean_jacobian"])]
+        for i, (key, label, log) in enumerate(metrics):
+            ax = axes[i, j]
+            xs = np.array([b[key] for b, _ in ps], float)
+            ys = np.array([v[key] for _, v in ps], float)
+            if len(xs):
+                ax.scatter(xs, ys, s=20)
+                lo, hi = np.nanmin(np.r_[xs, ys]), np.nanmax(np.r_[xs, ys])
+                ax.plot([lo, hi], [lo, hi], "k--", lw=0.8)
+                if log and lo > 0:
+                    ax.set_xscale("log")
+                    ax.set_yscale("log")
+            ax.set(xlabel=f"{label}: base", ylabel=f"{label}: {f.replace('_', ' ')}")
+            if i == 0:
+                ax.set_title(f"C3 · {f.replace('_', ' ')} ({len(ps)} pairs)")
+    fig.tight_layout()
+    names.append(_save(fig, out / "c3_pairs.png"))
+
+    # C4 ---------------------------------------------------------------------------------
+    per_model = defaultdict(list)
+    for mid, _i, jn, loss, correct in points:
+        if mid in by_id and not by_id[mid]["random_labels"]:
+            per_model[mid].append((jn, loss, correct))
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(11, 4))
+    rhos = {}
+    from scipy.stats import spearmanr
+
+    for mid, rows in per_model.items():
+        a = np.asarray(rows, float)
+        if len(a) > 2 and np.ptp(a[:, 0]) > 0 and np.ptp(a[:, 1]) > 0:
+            rhos[mid] = spearmanr(a[:, 0], a[:, 1]).statistic
+    if rhos:
+        med = sorted(rhos, key=rhos.get)[len(rhos) // 2]
+        a = np.asarray(per_model[med], float)
+        for correct, c, lab in ((1, "C0", "correct"), (0, "C3", "misclassified")):
+            sel = a[:, 2] == correct
+            a1.scatter(np.maximum(a[sel, 0], 1e-12), np.maximum(a[sel, 1], 1e-12), s=8, c=c, label=lab)
+        a1.set(xscale="log", yscale="log", xlabel="‖J(x)‖_F", ylabel="cross-entropy loss at x",
+               title=f"C4 · per point, median model (ρ={rhos[med]:.2f})")
+        a1.legend(fontsize=8)
+        a2.hist(list(rhos.values()), bins=20, color="C0")
+        a2.axvline(0, c="k", lw=0.8)
+    a2.set(xlabel="Spearman ρ(‖J‖, loss) per model", ylabel="models", title="C4 · across models")
+    names.append(_save(fig, out / "c4_pointwise.png"))
+
+    # C5 ---------------------------------------------------------------------------------
+    fig, ax = plt.subplots(figsize=(6, 4))
+    tl = [m for m in good if not m["random_labels"] and _ok(m["transitions"])]
+    for depth in sorted({m["depth"] for m in tl}):
+        g = [m for m in tl if m["depth"] == depth]
+        ax.scatter([m["n_neurons"] for m in g], [m["transitions"] for m in g], s=16, label=f"depth {depth}")
+    ax.set(xscale="log", xlabel="hidden units", ylabel="transitions per ellipse", title="C5 · transitions vs neurons")
+    ax.legend(fontsize=8)
+    names.append(_save(fig, out / "c5_transitions_vs_neurons.png"))
+
+    # C6 ---------------------------------------------------------------------------------
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(11, 4))
+    fm = [m for m in good if not m["random_labels"] and m["train_accuracy"] >= fit_threshold]
+    a1.scatter([m["n_params"] for m in fm], [m["gap"] for m in fm], s=16)
+    a1.set(xscale="log", xlabel="parameters", ylabel="generalization gap", title="C6 · gap vs size (fitted models)")
+    a2.scatter([max(m["train_loss"], 1e-12) for m in fm], [m["gap"] for m in fm], s=16, c="C1")
+    a2.set(xscale="log", xlabel="training loss", ylabel="generalization gap", title="C6 · gap vs training loss")
+    names.append(_save(fig, out / "c6_gap_vs_size_and_loss.png"))
+    return names

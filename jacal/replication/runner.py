@@ -1,0 +1,204 @@
+"""Run a replication sweep: plan, train group by group, measure, store, then report."""
+from __future__ import annotations
+
+import json
+import os
+from collections import OrderedDict
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from jacal._model_utils import resolve_device
+from jacal._validation import JacalError, check_choice
+from jacal.data import DATASETS, Splits, load_dataset
+from jacal.population import (PopulationMLP, population_jacobian_norm, population_transitions, train_population)
+from jacal.replication.config import PRESETS, Pair, PlannedModel, Preset, plan_models, sweep_signature
+from jacal.replication.store import ResultStore
+from jacal.sensitivity.trajectories import ellipse, random_ellipse
+
+__all__ = ["run_replication", "Callbacks", "prepare_dataset", "DatasetContext"]
+
+
+@dataclass
+class Callbacks:
+    """Progress hooks (all optional)."""
+
+    on_plan: Callable[[int, int], Any] = lambda total, done: None
+    on_group_start: Callable[[str, int], Any] = lambda description, steps: None
+    on_step: Callable[[int, int], Any] = lambda step, total: None
+    on_group_done: Callable[[int], Any] = lambda n_models: None
+    on_phase: Callable[[str], Any] = lambda text: None
+
+
+@dataclass
+class DatasetContext:
+    """Fixed evaluation material of one dataset, shared by all its models."""
+
+    data: Splits
+    x_jac: torch.Tensor          # (N_jac, ...) test points for the model-level Jacobian norm
+    y_jac: torch.Tensor
+    ellipses: List[torch.Tensor]  # model-level transitions: ellipses through test points
+    c2: List[Tuple[str, int, torch.Tensor, List[int]]] = field(default_factory=list)  # (kind, index, points, anchor positions)
+
+
+def prepare_dataset(data: Splits, preset: Preset, seed: int) -> DatasetContext:
+    """Choose the fixed test subset and trajectories (seeded; documented in the report)."""
+    rng = np.random.default_rng([seed, 17])
+    n_test = len(data.x_test)
+    idx = np.sort(rng.permutation(n_test)[: min(preset.jacobian_points, n_test)])
+    x_jac, y_jac = data.x_test[idx], data.y_test[idx]
+    k = preset.ellipse_points
+    ellipses = []
+    for _ in range(preset.n_ellipses):
+        a = rng.choice(len(x_jac), 3, replace=False)
+        ellipses.append(ellipse(x_jac[a[0]], x_jac[a[1]], x_jac[a[2]], k).float())
+    anchors_at = [k // 6, k // 2, 5 * k // 6]
+    y_tr = data.y_train.numpy()
+    c2 = []
+    for i in range(preset.c2_ellipses):
+        c2.append(("random", i, random_ellipse(data.x_train, k, seed=seed * 100 + i).float(), anchors_at))
+        classes = rng.choice(np.unique(y_tr), 3, replace=False)
+        pts = [int(rng.choice(np.flatnonzero(y_tr == c))) for c in classes]
+        c2.append(("different-class", i, ellipse(*(data.x_train[p] for p in pts), k).float(), anchors_at))
+        c = int(rng.choice(np.unique(y_tr)))
+        pts = rng.choice(np.flatnonzero(y_tr == c), 3, replace=False)
+        c2.append(("same-class", i, ellipse(*(data.x_train[int(p)] for p in pts), k).float(), anchors_at))
+    return DatasetContext(data, x_jac, y_jac, ellipses, c2)
+
+
+def _finite_mask(pop: PopulationMLP) -> torch.Tensor:
+    ok = torch.ones(pop.n_models, dtype=torch.bool, device=pop.weights[0].device)
+    for t in pop.parameters:
+        ok &= torch.isfinite(t.reshape(pop.n_models, -1)).all(dim=1)
+    return ok
+
+
+@torch.no_grad()
+def measure_group(pop: PopulationMLP, members: Sequence[PlannedModel], results: Sequence[dict], ctx: DatasetContext,
+                  preset: Preset) -> Tuple[List[dict], List[tuple], List[tuple]]:
+    """Sensitivity measurements of a trained group → rows for the store."""
+    ok = _finite_mask(pop)
+    if not bool(ok.all()):  # diverged models: measure a zeroed copy, report NaN
+        for t in pop.parameters:
+            t[~ok] = 0.0
+    nan = float("nan")
+    norms = population_jacobian_norm(pop, ctx.x_jac)  # (P, N)
+    s = min(preset.stored_points, len(ctx.x_jac))
+    dev = pop.weights[0].device
+    z = pop.forward(ctx.x_jac[:s].reshape(s, -1).to(dev))
+    y = ctx.y_jac[:s].to(dev)
+    losses = F.cross_entropy(z.reshape(-1, z.shape[-1]), y.repeat(pop.n_models), reduction="none").reshape(pop.n_models, s).cpu()
+    correct = (z.argmax(-1) == y).cpu()
+    trans = torch.stack([population_transitions(pop, e).sum(1) for e in ctx.ellipses], 1).double().mean(1)  # (P,)
+    c2 = [(kind, i, population_jacobian_norm(pop, pts), population_transitions(pop, pts), anchors)
+          for kind, i, pts, anchors in ctx.c2]
+    model_rows, point_rows, traj_rows = [], [], []
+    for p, (pm, res) in enumerate(zip(members, results)):
+        good = bool(ok[p])
+        cfg = pm.config
+        row = {
+            "model_id": pm.model_id, "dataset": pm.dataset, "group_key": json.dumps(list(pm.group_key())),
+            "config": json.dumps(cfg.to_dict(), sort_keys=True), "seed": cfg.seed, "width": cfg.width,
+            "depth": cfg.depth, "activation": cfg.activation, "optimizer": cfg.optimizer, "lr": cfg.lr,
+            "batch_size": cfg.batch_size, "steps": cfg.steps, "weight_variance": cfg.weight_variance,
+            "augment": int(cfg.augment), "random_labels": int(cfg.random_labels),
+            **{k: (res[k] if good else nan) for k in ("train_accuracy", "test_accuracy", "train_loss", "test_loss", "gap")},
+            "mean_jacobian": float(norms[p].mean()) if good else nan,
+            "transitions": float(trans[p]) if good else nan,
+            "n_params": pop.n_params(), "n_neurons": pop.n_neurons(), "wall_time_s": res["wall_time_s"],
+        }
+        model_rows.append(row)
+        if good:
+            point_rows += [(pm.model_id, i, float(norms[p, i]), float(losses[p, i]), int(correct[p, i])) for i in range(s)]
+            traj_rows += [(pm.model_id, kind, i, json.dumps(nj[p].tolist()), json.dumps(nt[p].tolist()), json.dumps(anchors))
+                          for kind, i, nj, nt, anchors in c2]
+    return model_rows, point_rows, traj_rows
+
+
+def _check_out_dir(out: Path) -> None:
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise JacalError(f"cannot create output folder {out}: {err.strerror or err}") from err
+    if not out.is_dir():
+        raise JacalError(f"output path {out} is not a folder")
+    if not os.access(out, os.W_OK):
+        raise JacalError(f"output folder {out} is not writable")
+
+
+def resolve_preset(preset: str, overrides: Optional[Dict[str, Any]] = None, datasets: Optional[Sequence[str]] = None) -> Preset:
+    """A named preset with optional overrides (e.g. ``n_groups``, ``steps``) and datasets."""
+    check_choice("preset", preset, PRESETS)
+    p = PRESETS[preset]
+    changes = {k: v for k, v in (overrides or {}).items() if v is not None}
+    if datasets:
+        for d in datasets:
+            check_choice("dataset", d, DATASETS)
+        changes["datasets"] = tuple(datasets)
+    return replace(p, **changes) if changes else p
+
+
+def run_replication(out: Path, *, preset: str = "smoke", datasets: Optional[Sequence[str]] = None, seed: int = 0,
+                    device: str = "auto", data_root: Optional[Path] = None, download: bool = False,
+                    resume: bool = False, overrides: Optional[Dict[str, Any]] = None,
+                    callbacks: Optional[Callbacks] = None, write_report: bool = True) -> Dict[str, Any]:
+    """Train and measure a sweep into ``out/results.sqlite``; then write the report.
+
+    Returns:
+        The report dict (also written to ``out/report.json``), or ``{}`` with ``write_report=False``.
+    """
+    cb = callbacks or Callbacks()
+    out = Path(out)
+    p = resolve_preset(preset, overrides, datasets)
+    dev = resolve_device(device)
+    _check_out_dir(out)
+    db = out / "results.sqlite"
+    signature = sweep_signature(p, p.datasets, seed)
+    if db.exists() and not resume:
+        raise JacalError(f"{db} exists; pass --resume to continue that run, or choose another --out")
+    # load every dataset before training anything, so a missing one fails fast
+    contexts = OrderedDict()
+    for name in p.datasets:
+        data = load_dataset(name, root=data_root, download=download, n_train=p.n_train if name != "digits" else None,
+                            n_test=p.n_test if name != "digits" else None, seed=seed)
+        contexts[name] = prepare_dataset(data, p, seed)
+    with ResultStore(db) as store:
+        old = store.get_meta("signature")
+        if old is not None and old != json.loads(json.dumps(signature, sort_keys=True)):
+            raise JacalError(f"{db} holds a different run (preset, datasets or seed differ); choose another --out")
+        store.set_meta("signature", signature)
+        store.set_meta("device", str(dev))
+        planned: List[PlannedModel] = []
+        for name in p.datasets:
+            models, pairs = plan_models(p, name, seed)
+            planned += models
+            store.write_pairs([{"pair_id": q.pair_id, "dataset": name, "factor": q.factor, "base_id": q.base_id,
+                                "variant_id": q.variant_id} for q in pairs])
+        groups: "OrderedDict[tuple, List[PlannedModel]]" = OrderedDict()
+        for pm in planned:
+            groups.setdefault(pm.group_key(), []).append(pm)
+        done = store.done_ids()
+        cb.on_plan(len(planned), sum(pm.model_id in done for pm in planned))
+        for key in sorted(groups, key=lambda k: json.dumps(k)):
+            members = groups[key]
+            if all(pm.model_id in done for pm in members):
+                continue
+            ctx = contexts[members[0].dataset]
+            c = members[0].config
+            cb.on_group_start(f"{members[0].dataset} {c.depth}×{c.width} {c.activation} {c.optimizer} "
+                              f"bs={c.batch_size or 'full'} ({len(members)} models)", c.steps)
+            pop, results = train_population([pm.config for pm in members], ctx.data, device=dev,
+                                            hflip=members[0].dataset.startswith("cifar"), progress=cb.on_step)
+            rows = measure_group(pop, members, results, ctx, p)
+            store.write_group(*rows)
+            cb.on_group_done(len(members))
+    if not write_report:
+        return {}
+    from jacal.replication.report import write_report as _write_report
+
+    cb.on_phase("analysing")
+    return _write_report(out, p, seed)
