@@ -18,7 +18,7 @@ PAPER = {
     "C1": "Mean test Jacobian norm correlates with the generalization gap across trained models.",
     "C2a": "Jacobian norm along a random ellipse (off the data) is orders of magnitude above its value at data points.",
     "C2b": "Between anchors, the same-class ellipse stays less sensitive than the different-class one.",
-    "C2c": "Transition density: random ellipse high; different-class above same-class.",
+    "C2c": "Transition density: random ellipse high, same-class uniformly low (below random and different-class).",
     "C2d": "Different-class ellipses have fewer transitions at the anchors than between them.",
     "C3-random_labels": "Random labels: larger gap and higher Jacobian norm.",
     "C3-augmentation": "Data augmentation: smaller gap and lower Jacobian norm.",
@@ -35,12 +35,13 @@ RULES = {
     "C2a": f"Per model (true labels, fitted when any fit): log10(median ‖J‖ on random ellipses / median ‖J‖ at the anchors "
            f"of data ellipses) > 1 (10×), one-sided Wilcoxon across models, p < {ALPHA}.",
     "C2b": f"Per model: mean log10 ‖J‖ between anchors, different-class > same-class; one-sided sign test, p < {ALPHA}.",
-    "C2c": f"Per model: mean transitions per step, random > different-class and different-class > same-class; "
+    "C2c": f"Per model: mean transitions per step, random > same-class and different-class > same-class; "
            f"sign tests, both p < {ALPHA}.",
     "C2d": f"Per model: different-class ellipses, mean transitions per step within ±k/24 of an anchor < elsewhere; "
            f"sign test, p < {ALPHA}.",
-    "C3": f"Per factor, over pairs differing only in that factor: the Jacobian norm moves in the predicted direction, "
-          f"one-sided sign test p < {ALPHA} (≥ {MIN_PAIRS} pairs). Gap and transitions reported alongside.",
+    "C3": f"Per factor, over pairs differing only in that factor whose two models both fit their training set: the "
+          f"Jacobian norm moves in the predicted direction, one-sided sign test p < {ALPHA} (≥ {MIN_PAIRS} pairs). "
+          f"Gap and transitions reported alongside.",
     "C4": f"Per model (true labels): Spearman ρ(‖J(x)‖, loss(x)) over the stored test points; median ρ > 0 with "
           f"one-sided Wilcoxon p < {ALPHA}. Misclassification AUROC of ‖J‖ reported.",
     "C5": f"Per dataset, true-label models: Spearman ρ(transitions, hidden units) > 0 with p < {ALPHA}.",
@@ -136,11 +137,11 @@ def analyse(models: List[Dict[str, Any]], pairs: List[Dict[str, Any]], points: L
     b = paired_comparison(np.power(10.0, same_between), np.power(10.0, diff_between), predicted="greater")
     claims.append(_claim("C2b", b, verdict(n=b["n"], p=b["sign_p"], min_n=MIN_PAIRS,
                                            direction_ok=(b["fraction_predicted"] > 0.5) if _finite(b["fraction_predicted"]) else None)))
-    rd = paired_comparison(dens["different-class"], dens["random"], predicted="greater")
+    rd = paired_comparison(dens["same-class"], dens["random"], predicted="greater")
     ds = paired_comparison(dens["same-class"], dens["different-class"], predicted="greater")
     p_c = max(rd["sign_p"], ds["sign_p"]) if _finite(rd["sign_p"]) and _finite(ds["sign_p"]) else math.nan
     ok_c = (rd["fraction_predicted"] > 0.5 and ds["fraction_predicted"] > 0.5) if _finite(p_c) else None
-    claims.append(_claim("C2c", {"n": rd["n"], "p": p_c, "random_vs_different": rd, "different_vs_same": ds,
+    claims.append(_claim("C2c", {"n": rd["n"], "p": p_c, "random_vs_same": rd, "different_vs_same": ds,
                                  "mean_density": {k: float(np.mean(v)) for k, v in dens.items() if v}},
                          verdict(n=rd["n"], p=p_c, direction_ok=ok_c, min_n=MIN_PAIRS)))
     an = paired_comparison(np.asarray(near_anchor) + 1e-9, np.asarray(away_anchor) + 1e-9, predicted="greater")
@@ -151,14 +152,17 @@ def analyse(models: List[Dict[str, Any]], pairs: List[Dict[str, Any]], points: L
     predicted = {"random_labels": "greater", "augmentation": "less", "full_batch": "greater", "saturating": "greater"}
     for factor, direction in predicted.items():
         ps = [(by_id.get(p["base_id"]), by_id.get(p["variant_id"])) for p in pairs if p["factor"] == factor]
-        ps = [(b, v) for b, v in ps if b is not None and v is not None and _finite(b["mean_jacobian"]) and _finite(v["mean_jacobian"])]
+        n_planned = len(ps)
+        ps = [(b, v) for b, v in ps if b is not None and v is not None and _finite(b["mean_jacobian"])
+              and _finite(v["mean_jacobian"]) and b["train_accuracy"] >= fit_threshold and v["train_accuracy"] >= fit_threshold]
         jac = paired_comparison([b["mean_jacobian"] for b, _ in ps], [v["mean_jacobian"] for _, v in ps], predicted=direction)
         gap = paired_comparison([b["gap"] for b, _ in ps], [v["gap"] for _, v in ps], predicted=direction, log=False)
         trans = paired_comparison([b["transitions"] for b, _ in ps], [v["transitions"] for _, v in ps], predicted=direction)
         v = verdict(n=jac["n"], p=jac["sign_p"], min_n=MIN_PAIRS,
                     direction_ok=(jac["fraction_predicted"] > 0.5) if _finite(jac["fraction_predicted"]) else None)
         claims.append(_claim(f"C3-{factor}", {**jac, "predicted": f"variant {direction} than base"}, v,
-                             gap=gap, transitions=trans,
+                             gap=gap, transitions=trans, pairs_planned=n_planned,
+                             pairs_dropped_not_fitting=n_planned - len(ps),
                              pairs=[{"base": b["model_id"], "variant": v_["model_id"]} for b, v_ in ps]))
 
     # C4 ---------------------------------------------------------------------------------

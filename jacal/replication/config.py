@@ -10,8 +10,11 @@ jacal's choices ([ours] in ``shared/PAPER.md``), all recorded in every report:
   ``models_per_group`` models that differ in learning rate (log-uniform in the optimizer's range
   below), weight-init variance σ_w² (log-uniform in [0.5, 4]) and seed. Group 0 is always ReLU
   (C3's ReLU-vs-saturating pairs need ReLU bases).
-* **Paired factor models (C3).** For each factor, ``pairs_per_factor`` base models are taken
-  round-robin from the groups and copied with exactly one factor changed: random labels;
+* **Paired factor models (C3).** After the base population is trained, for each factor
+  ``pairs_per_factor`` base models *that fit their training set* are taken round-robin over the
+  groups and copied with exactly one factor changed: random labels (trained
+  ``random_label_steps_factor``× longer: memorizing random labels takes longer, and the paper
+  trains every model to 100% train accuracy);
   data augmentation (random translations of ±1 px for 8×8 images, ±2 px otherwise, plus
   horizontal flips for CIFAR); full batch (``full_batch_steps`` steps); ReLU → a saturating
   activation (cycling hard_sigmoid, hard_tanh, tanh; ReLU bases only).
@@ -21,13 +24,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, field, replace
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, List, Optional, Sequence, Set, Tuple
 
 import numpy as np
 
 from jacal.population import ModelConfig
 
-__all__ = ["Preset", "PRESETS", "PlannedModel", "Pair", "plan_models", "sweep_signature", "LR_RANGES", "SWEEP_ACTIVATIONS", "FACTORS"]
+__all__ = ["Preset", "PRESETS", "PlannedModel", "Pair", "plan_models", "plan_pairs", "sweep_signature", "LR_RANGES", "SWEEP_ACTIVATIONS", "FACTORS"]
 
 SWEEP_ACTIVATIONS = ("relu", "relu6", "hard_tanh", "hard_sigmoid", "tanh", "sigmoid")
 SATURATING = ("hard_sigmoid", "hard_tanh", "tanh")
@@ -60,6 +63,7 @@ class Preset:
     ellipse_points: int = 120
     c2_ellipses: int = 2
     fit_threshold: float = 0.995
+    random_label_steps_factor: int = 3
     activations: Tuple[str, ...] = SWEEP_ACTIVATIONS
 
     def to_dict(self) -> dict:
@@ -67,9 +71,10 @@ class Preset:
 
 
 PRESETS: Dict[str, Preset] = {
-    "smoke": Preset("smoke", ("digits",), n_groups=6, models_per_group=8, pairs_per_factor=8, steps=1500,
-                    full_batch_steps=1500, widths=(64, 128, 256), depths=(1, 2, 3), batch_sizes=(16, 32, 64),
-                    jacobian_points=450, stored_points=300, n_ellipses=4, ellipse_points=120, c2_ellipses=2),
+    "smoke": Preset("smoke", ("digits",), n_groups=10, models_per_group=6, pairs_per_factor=16, steps=2000,
+                    full_batch_steps=2000, widths=(128, 256, 512), depths=(1, 2, 3), batch_sizes=(16, 32, 64),
+                    n_train=500, jacobian_points=450, stored_points=300, n_ellipses=4, ellipse_points=120,
+                    c2_ellipses=2),
     "standard": Preset("standard", ("mnist",), n_groups=12, models_per_group=12, pairs_per_factor=12, steps=3000,
                        full_batch_steps=600, widths=(128, 256, 512), depths=(1, 2, 3, 4), batch_sizes=(32, 64, 128),
                        n_train=10000, n_test=2000, jacobian_points=1000, stored_points=500, c2_ellipses=3),
@@ -106,8 +111,8 @@ def _log_uniform(rng: np.random.Generator, lo: float, hi: float) -> float:
     return float(math.exp(rng.uniform(math.log(lo), math.log(hi))))
 
 
-def plan_models(preset: Preset, dataset: str, seed: int) -> Tuple[List[PlannedModel], List[Pair]]:
-    """All models and C3 pairs of ``preset`` on ``dataset`` for a run seed: deterministic."""
+def plan_models(preset: Preset, dataset: str, seed: int) -> List[PlannedModel]:
+    """The base population of ``preset`` on ``dataset`` for a run seed: deterministic."""
     rng = np.random.default_rng([seed, sum(map(ord, dataset))])
     base: List[PlannedModel] = []
     groups = []
@@ -122,11 +127,24 @@ def plan_models(preset: Preset, dataset: str, seed: int) -> Tuple[List[PlannedMo
             cfg = ModelConfig(**gspec, lr=_log_uniform(rng, *LR_RANGES[gspec["optimizer"]]), steps=preset.steps,
                               weight_variance=_log_uniform(rng, *WEIGHT_VARIANCE_RANGE), seed=model_seed)
             base.append(PlannedModel(f"{dataset}-g{g:02d}-m{m:02d}", dataset, cfg))
-    # round-robin over groups so pairs cover many architectures
-    by_group = [[b for b in base if b.model_id.startswith(f"{dataset}-g{g:02d}-")] for g in range(preset.n_groups)]
-    order = [grp[i] for i in range(preset.models_per_group) for grp in by_group if i < len(grp)]
+    return base
+
+
+def plan_pairs(preset: Preset, dataset: str, base: Sequence[PlannedModel], fitted_ids: Set[str]
+               ) -> Tuple[List[PlannedModel], List[Pair]]:
+    """C3 pairs built on base models that fit their training set (chosen after phase 1).
+
+    Bases are taken round-robin over the architecture groups, in id order, among fitted
+    models (ReLU ones for the saturating factor). Deterministic given the fitted set.
+    """
+    groups: Dict[str, List[PlannedModel]] = {}
+    for b in base:
+        if b.model_id in fitted_ids:
+            groups.setdefault(b.model_id.rsplit("-m", 1)[0], []).append(b)
+    lists = [groups[g] for g in sorted(groups)]
+    order = [grp[i] for i in range(max((len(g) for g in lists), default=0)) for grp in lists if i < len(grp)]
     relu_order = [b for b in order if b.config.activation == "relu"]
-    planned = list(base)
+    planned: List[PlannedModel] = []
     pairs: List[Pair] = []
     for factor in FACTORS:
         pool = relu_order if factor == "saturating" else order
@@ -135,7 +153,7 @@ def plan_models(preset: Preset, dataset: str, seed: int) -> Tuple[List[PlannedMo
             pair_id = f"{dataset}-{factor}-{k:02d}"
             base_id = b.model_id
             if factor == "random_labels":
-                cfg = replace(b.config, random_labels=True)
+                cfg = replace(b.config, random_labels=True, steps=b.config.steps * preset.random_label_steps_factor)
             elif factor == "augmentation":
                 cfg = replace(b.config, augment=True)
             elif factor == "full_batch":

@@ -16,7 +16,7 @@ from jacal._model_utils import resolve_device
 from jacal._validation import JacalError, check_choice
 from jacal.data import DATASETS, Splits, load_dataset
 from jacal.population import (PopulationMLP, population_jacobian_norm, population_transitions, train_population)
-from jacal.replication.config import PRESETS, Pair, PlannedModel, Preset, plan_models, sweep_signature
+from jacal.replication.config import PRESETS, PlannedModel, Preset, plan_models, plan_pairs, sweep_signature
 from jacal.replication.store import ResultStore
 from jacal.sensitivity.trajectories import ellipse, random_ellipse
 
@@ -68,6 +68,14 @@ def prepare_dataset(data: Splits, preset: Preset, seed: int) -> DatasetContext:
         pts = rng.choice(np.flatnonzero(y_tr == c), 3, replace=False)
         c2.append(("same-class", i, ellipse(*(data.x_train[int(p)] for p in pts), k).float(), anchors_at))
     return DatasetContext(data, x_jac, y_jac, ellipses, c2)
+
+
+def _split_size(name: str, split: str, preset: Preset) -> int:
+    """Known split sizes, so a preset's subset size never exceeds a small dataset."""
+    sizes = {"digits": (1347, 450), "mnist": (60000, 10000), "fashion-mnist": (60000, 10000),
+             "cifar10": (50000, 10000), "cifar100": (50000, 10000)}
+    train, test = sizes.get(name, (10 ** 12, 10 ** 12))
+    return train if split == "train" else test
 
 
 def _finite_mask(pop: PopulationMLP) -> torch.Tensor:
@@ -142,6 +150,28 @@ def resolve_preset(preset: str, overrides: Optional[Dict[str, Any]] = None, data
     return replace(p, **changes) if changes else p
 
 
+def _train_groups(planned: List[PlannedModel], store: ResultStore, contexts: Dict[str, DatasetContext],
+                  p: Preset, dev: torch.device, cb: Callbacks) -> None:
+    """Train and measure every group of ``planned`` that the store does not hold yet."""
+    groups: "OrderedDict[tuple, List[PlannedModel]]" = OrderedDict()
+    for pm in planned:
+        groups.setdefault(pm.group_key(), []).append(pm)
+    done = store.done_ids()
+    cb.on_plan(len(planned), sum(pm.model_id in done for pm in planned))
+    for key in sorted(groups, key=lambda k: json.dumps(k)):
+        members = groups[key]
+        if all(pm.model_id in done for pm in members):
+            continue
+        ctx = contexts[members[0].dataset]
+        c = members[0].config
+        cb.on_group_start(f"{members[0].dataset} {c.depth}×{c.width} {c.activation} {c.optimizer} "
+                          f"bs={c.batch_size or 'full'} steps={c.steps} ({len(members)} models)", c.steps)
+        pop, results = train_population([pm.config for pm in members], ctx.data, device=dev,
+                                        hflip=members[0].dataset.startswith("cifar"), progress=cb.on_step)
+        store.write_group(*measure_group(pop, members, results, ctx, p))
+        cb.on_group_done(len(members))
+
+
 def run_replication(out: Path, *, preset: str = "smoke", datasets: Optional[Sequence[str]] = None, seed: int = 0,
                     device: str = "auto", data_root: Optional[Path] = None, download: bool = False,
                     resume: bool = False, overrides: Optional[Dict[str, Any]] = None,
@@ -163,8 +193,9 @@ def run_replication(out: Path, *, preset: str = "smoke", datasets: Optional[Sequ
     # load every dataset before training anything, so a missing one fails fast
     contexts = OrderedDict()
     for name in p.datasets:
-        data = load_dataset(name, root=data_root, download=download, n_train=p.n_train if name != "digits" else None,
-                            n_test=p.n_test if name != "digits" else None, seed=seed)
+        data = load_dataset(name, root=data_root, download=download, seed=seed,
+                            n_train=None if p.n_train is None else min(p.n_train, _split_size(name, "train", p)),
+                            n_test=None if p.n_test is None else min(p.n_test, _split_size(name, "test", p)))
         contexts[name] = prepare_dataset(data, p, seed)
     with ResultStore(db) as store:
         old = store.get_meta("signature")
@@ -172,30 +203,18 @@ def run_replication(out: Path, *, preset: str = "smoke", datasets: Optional[Sequ
             raise JacalError(f"{db} holds a different run (preset, datasets or seed differ); choose another --out")
         store.set_meta("signature", signature)
         store.set_meta("device", str(dev))
-        planned: List[PlannedModel] = []
+        base: Dict[str, List[PlannedModel]] = {name: plan_models(p, name, seed) for name in p.datasets}
+        # phase 1: the base population; phase 2: C3 pairs on the bases that fit
+        _train_groups([pm for name in p.datasets for pm in base[name]], store, contexts, p, dev, cb)
+        fitted = {m["model_id"] for m in store.models()
+                  if m["train_accuracy"] is not None and m["train_accuracy"] >= p.fit_threshold}
+        variants: List[PlannedModel] = []
         for name in p.datasets:
-            models, pairs = plan_models(p, name, seed)
-            planned += models
+            planned, pairs = plan_pairs(p, name, base[name], fitted)
+            variants += planned
             store.write_pairs([{"pair_id": q.pair_id, "dataset": name, "factor": q.factor, "base_id": q.base_id,
                                 "variant_id": q.variant_id} for q in pairs])
-        groups: "OrderedDict[tuple, List[PlannedModel]]" = OrderedDict()
-        for pm in planned:
-            groups.setdefault(pm.group_key(), []).append(pm)
-        done = store.done_ids()
-        cb.on_plan(len(planned), sum(pm.model_id in done for pm in planned))
-        for key in sorted(groups, key=lambda k: json.dumps(k)):
-            members = groups[key]
-            if all(pm.model_id in done for pm in members):
-                continue
-            ctx = contexts[members[0].dataset]
-            c = members[0].config
-            cb.on_group_start(f"{members[0].dataset} {c.depth}×{c.width} {c.activation} {c.optimizer} "
-                              f"bs={c.batch_size or 'full'} ({len(members)} models)", c.steps)
-            pop, results = train_population([pm.config for pm in members], ctx.data, device=dev,
-                                            hflip=members[0].dataset.startswith("cifar"), progress=cb.on_step)
-            rows = measure_group(pop, members, results, ctx, p)
-            store.write_group(*rows)
-            cb.on_group_done(len(members))
+        _train_groups(variants, store, contexts, p, dev, cb)
     if not write_report:
         return {}
     from jacal.replication.report import write_report as _write_report
