@@ -74,14 +74,26 @@ def check_writable(path: Path, force: bool) -> None:
 
 @contextmanager
 def progress_bar(description: str, total: int, enabled: bool = True) -> Iterator[Any]:
-    """A rich progress bar on stderr; yields ``update(done, total)``."""
-    if not enabled:
-        yield lambda done, tot: None
-        return
-    with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                  TimeElapsedColumn(), TimeRemainingColumn(), console=stderr, transient=True) as prog:
-        task = prog.add_task(description, total=total)
-        yield lambda done, tot: prog.update(task, completed=done, total=tot)
+    """A rich progress bar on stderr; yields ``update(done, total)``.
+
+    The bar starts at the first update, so an error raised before any progress stays one line.
+    """
+    prog = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                    TimeElapsedColumn(), TimeRemainingColumn(), console=stderr, transient=True, disable=not enabled)
+    task = prog.add_task(description, total=total)
+    started = []
+
+    def update(done: int, tot: int) -> None:
+        if not started:
+            prog.start()
+            started.append(True)
+        prog.update(task, completed=done, total=tot)
+
+    try:
+        yield update
+    finally:
+        if started:
+            prog.stop()
 
 
 def emit_json(obj: Any) -> None:

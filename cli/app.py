@@ -9,7 +9,7 @@ import csv
 import json
 from enum import Enum
 from pathlib import Path
-from typing import Optional
+from typing import List, Optional
 
 import torch
 import typer
@@ -17,6 +17,7 @@ from typing_extensions import Annotated
 
 import jacal
 from jacal._io import atomic_open, load_array
+from jacal.replication import PRESETS, Callbacks, run_replication
 from ._common import JacalGroup, check_writable, emit_json, fail, progress_bar, stderr
 
 app = typer.Typer(
@@ -152,6 +153,115 @@ def score(
         extra = f", accuracy {summary['accuracy']:.4f}" if "accuracy" in summary else ""
         typer.echo(f"scored {summary['n']} points ({source}): mean ‖J‖_F {summary['mean']:.4g}, median "
                    f"{summary['median']:.4g}, max {summary['max']:.4g}{extra}" + (f" -> {out}" if out else ""))
+
+
+Preset = Enum("Preset", {k: k for k in PRESETS}, type=str)
+
+
+def _claims_table(report: dict):
+    """One screen: a row per claim with its statistic, p, n and verdict."""
+    from rich.table import Table
+
+    table = Table(title=f"Novak et al. 2018 · preset {report['preset']['name']} · {report['n_models']} models")
+    for col in ("claim", "the paper", "our statistic", "p", "n", "verdict"):
+        table.add_column(col, no_wrap=col in ("claim", "p", "n"))
+    colour = {"replicated": "green", "not replicated": "red", "inconclusive": "yellow"}
+    for c in report["claims"]:
+        table.add_row(c["id"], c["short"], _statistic_text(c["statistic"]), _p_text(c["statistic"]),
+                      str(c["statistic"].get("n", "–")), f"[{colour[c['verdict']]}]{c['verdict']}[/]")
+    return table
+
+
+def _num(v, fmt=".2f") -> str:
+    return "–" if v is None else format(v, fmt)
+
+
+def _statistic_text(s: dict) -> str:
+    if "rho" in s:
+        return f"ρ={_num(s.get('rho'))} [{_num(s.get('ci_low'))}, {_num(s.get('ci_high'))}]"
+    if "fraction_predicted" in s:
+        return f"{_num(s.get('fraction_predicted'))} of pairs as predicted"
+    if "median_rho" in s:
+        return f"median ρ={_num(s.get('median_rho'))}, AUROC {_num(s.get('median_auroc'))}"
+    if "median_log10_ratio" in s:
+        return f"×10^{_num(s.get('median_log10_ratio'), '.1f')}"
+    return ", ".join(f"{k.split('-')[0]} {_num(v, '.1f')}" for k, v in s.get("mean_density", {}).items())
+
+
+def _p_text(s: dict) -> str:
+    p = s.get("sign_p", s.get("p"))
+    return "–" if p is None else f"{p:.2g}"
+
+
+@app.command()
+def replicate(
+    preset: Annotated[Preset, typer.Option(help="'smoke' (digits, offline, a few minutes on a CPU), 'standard' (MNIST; "
+                                                "CPU under an hour) or 'paper' (four datasets, thousands of models; GPU).")] = "smoke",
+    dataset: Annotated[Optional[List[DatasetName]], typer.Option(help="Override the preset's datasets (repeatable).")] = None,
+    data_root: DataRootOpt = None,
+    download: Annotated[bool, typer.Option(help="Allow torchvision to download missing datasets.")] = False,
+    groups: Annotated[Optional[int], typer.Option(help="Architecture groups per dataset (overrides the preset).")] = None,
+    models_per_group: Annotated[Optional[int], typer.Option(help="Models per group (overrides the preset).")] = None,
+    pairs: Annotated[Optional[int], typer.Option(help="C3 pairs per factor (overrides the preset).")] = None,
+    steps: Annotated[Optional[int], typer.Option(help="Training steps per model (overrides the preset).")] = None,
+    seed: Annotated[int, typer.Option(help="Seeds the whole sweep (configs, inits, data order, subsets).")] = 0,
+    device: DeviceOpt = "auto",
+    out: Annotated[Path, typer.Option(help="Output folder: results.sqlite, report.json, report.md, figures.")] = Path("runs/replicate"),
+    resume: Annotated[bool, typer.Option(help="Continue an interrupted run in --out (same preset, datasets and seed).")] = False,
+    json_out: JsonOpt = False,
+) -> None:
+    """Train populations of fully-connected models and check every claim (C1–C6) of Novak et al. 2018.
+
+    Writes results.sqlite (one row per model, written as groups finish; rerun with --resume after a
+    crash), report.json, report.md and PNG figures into --out, and prints the claims table.
+    """
+    overrides = {"n_groups": groups, "models_per_group": models_per_group, "pairs_per_factor": pairs, "steps": steps}
+    for name, value in overrides.items():
+        if value is not None and value < 1:
+            fail(f"--{name.replace('_', '-')} must be a positive integer, got {value}")
+    if steps is not None:
+        overrides["full_batch_steps"] = min(steps, PRESETS[Preset(preset).value].full_batch_steps)
+    datasets = [DatasetName(d).value for d in dataset] if dataset else None
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    prog = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                    console=stderr, transient=True, disable=json_out)
+    models_task = prog.add_task("models", total=None)
+    group_task = prog.add_task("group", total=None)
+
+    started = []
+
+    def on_plan(total: int, done: int) -> None:
+        if not started:  # only once the inputs are validated, so errors stay one clean line
+            prog.start()
+            started.append(True)
+        prog.update(models_task, total=total, completed=done)
+
+    cb = Callbacks(
+        on_plan=on_plan,
+        on_group_start=lambda desc, n: prog.update(group_task, description=desc, total=n, completed=0),
+        on_step=lambda step, total: prog.update(group_task, completed=step),
+        on_group_done=lambda n: prog.advance(models_task, n),
+        on_phase=lambda text: prog.update(group_task, description=text, total=None, completed=0),
+    )
+    try:
+        report = run_replication(out, preset=Preset(preset).value, datasets=datasets, seed=seed, device=device,
+                                 data_root=data_root, download=download, resume=resume, overrides=overrides, callbacks=cb)
+    finally:
+        if started:
+            prog.stop()
+    if json_out:
+        emit_json({"out": str(out), "claims": [{k: c[k] for k in ("id", "verdict", "reason", "statistic")}
+                                                for c in report["claims"]], "exclusions": report["exclusions"]})
+    else:
+        from rich.console import Console
+
+        console = Console()
+        console.print(_claims_table(report))
+        for c in report["claims"]:
+            if c["verdict"] != "replicated":
+                console.print(f"  {c['id']}: {c['verdict']} — {c['reason']}", highlight=False)
+        typer.echo(f"report: {out / 'report.md'} (figures and protocol), {out / 'report.json'}, {out / 'results.sqlite'}")
 
 
 def main() -> None:

@@ -29,6 +29,21 @@ PAPER = {
     "C6": "The best-generalizing models are among the largest; training loss does not predict the gap.",
 }
 
+SHORT = {
+    "C1": "‖J‖ tracks the generalization gap",
+    "C2a": "off-data ‖J‖ ≫ at data",
+    "C2b": "same-class ellipse < different-class",
+    "C2c": "transitions: random, diff-class > same",
+    "C2d": "diff-class transitions dip at anchors",
+    "C3-random_labels": "random labels raise ‖J‖",
+    "C3-augmentation": "augmentation lowers ‖J‖",
+    "C3-full_batch": "full batch raises ‖J‖",
+    "C3-saturating": "saturating activations raise ‖J‖",
+    "C4": "per point, ‖J‖ predicts loss",
+    "C5": "transitions grow with neurons",
+    "C6": "big models generalize best",
+}
+
 RULES = {
     "C1": f"Per dataset, among models that fit the training set (train accuracy ≥ fit threshold, true labels): "
           f"Spearman ρ(mean test ‖J‖_F, gap) > 0 with p < {ALPHA}. Replicated when replicated on every dataset.",
@@ -65,7 +80,7 @@ def _finite(v) -> bool:
 
 
 def _claim(cid: str, statistic: Dict[str, Any], v: Dict[str, str], **extra) -> Dict[str, Any]:
-    return {"id": cid, "paper": PAPER[cid], "rule": RULES.get(cid.split("-")[0] if cid.startswith("C3") else cid, ""),
+    return {"id": cid, "paper": PAPER[cid], "short": SHORT[cid], "rule": RULES.get(cid.split("-")[0] if cid.startswith("C3") else cid, ""),
             "statistic": statistic, "verdict": v["verdict"], "reason": v["reason"], **extra}
 
 

@@ -10,6 +10,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.ticker  # noqa: E402
 import numpy as np  # noqa: E402
 
 from jacal._io import atomic_path  # noqa: E402
@@ -82,20 +83,26 @@ def make_figures(out: Path, models: List[Dict[str, Any]], pairs: List[Dict[str, 
     for j, f in enumerate(factors):
         ps = [(by_id.get(p["base_id"]), by_id.get(p["variant_id"])) for p in pairs if p["factor"] == f]
         ps = [(b, v) for b, v in ps if b and v and _ok(b["mean_jacobian"]) and _ok(v["mean_jacobian"])]
+        fits = [b["train_accuracy"] >= fit_threshold and v["train_accuracy"] >= fit_threshold for b, v in ps]
         for i, (key, label, log) in enumerate(metrics):
             ax = axes[i, j]
             xs = np.array([b[key] for b, _ in ps], float)
             ys = np.array([v[key] for _, v in ps], float)
             if len(xs):
-                ax.scatter(xs, ys, s=20)
+                sel = np.array(fits, bool)
+                ax.scatter(xs[sel], ys[sel], s=20, c="C0", label="both fit (tested)")
+                ax.scatter(xs[~sel], ys[~sel], s=20, facecolors="none", edgecolors="0.6", label="a model does not fit")
                 lo, hi = np.nanmin(np.r_[xs, ys]), np.nanmax(np.r_[xs, ys])
                 ax.plot([lo, hi], [lo, hi], "k--", lw=0.8)
                 if log and lo > 0:
                     ax.set_xscale("log")
                     ax.set_yscale("log")
+                    ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+                    ax.yaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
             ax.set(xlabel=f"{label}: base", ylabel=f"{label}: {f.replace('_', ' ')}")
             if i == 0:
-                ax.set_title(f"C3 · {f.replace('_', ' ')} ({len(ps)} pairs)")
+                ax.set_title(f"C3 · {f.replace('_', ' ')} ({sum(fits)} of {len(ps)} pairs fit)")
+                ax.legend(fontsize=7)
     fig.tight_layout()
     names.append(_save(fig, out / "c3_pairs.png"))
 

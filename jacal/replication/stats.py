@@ -5,6 +5,7 @@ Everything is scipy.stats / scikit-learn; this module only packages results as p
 from __future__ import annotations
 
 import math
+import warnings
 from typing import Dict, Optional, Sequence
 
 import numpy as np
@@ -42,7 +43,8 @@ def correlation(x: Sequence[float], y: Sequence[float], *, n_boot: int = 1000, s
         def rho(a, b):
             v = stats.spearmanr(a, b).statistic
             return 0.0 if not np.isfinite(v) else v
-        with np.errstate(invalid="ignore", divide="ignore"):
+        with np.errstate(invalid="ignore", divide="ignore"), warnings.catch_warnings():
+            warnings.simplefilter("ignore", stats.ConstantInputWarning)
             bs = stats.bootstrap((x, y), rho, paired=True, vectorized=False, n_resamples=n_boot,
                                  confidence_level=0.95, method="percentile", random_state=seed)
         out.update(ci_low=float(bs.confidence_interval.low), ci_high=float(bs.confidence_interval.high))
