@@ -215,10 +215,11 @@ def replicate(
     Writes results.sqlite (one row per model, written as groups finish; rerun with --resume after a
     crash), report.json, report.md and PNG figures into --out, and prints the claims table.
     """
-    overrides = {"n_groups": groups, "models_per_group": models_per_group, "pairs_per_factor": pairs, "steps": steps}
-    for name, value in overrides.items():
+    for option, value in (("--groups", groups), ("--models-per-group", models_per_group), ("--pairs", pairs),
+                          ("--steps", steps)):
         if value is not None and value < 1:
-            fail(f"--{name.replace('_', '-')} must be a positive integer, got {value}")
+            fail(f"{option} must be a positive integer, got {value}")
+    overrides = {"n_groups": groups, "models_per_group": models_per_group, "pairs_per_factor": pairs, "steps": steps}
     if steps is not None:
         overrides["full_batch_steps"] = min(steps, PRESETS[Preset(preset).value].full_batch_steps)
     datasets = [DatasetName(d).value for d in dataset] if dataset else None

@@ -1,0 +1,160 @@
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from jacal.cli.app import app
+from jacal.replication.analysis import analyse
+
+TINY = ["--groups", "2", "--models-per-group", "3", "--pairs", "2", "--steps", "150", "--device", "cpu"]
+
+
+def _tables(db):
+    con = sqlite3.connect(db)
+    cols = [r[1] for r in con.execute("PRAGMA table_info(models)") if r[1] != "wall_time_s"]
+    models = con.execute(f"SELECT {', '.join(cols)} FROM models ORDER BY model_id").fetchall()
+    points = con.execute("SELECT * FROM points ORDER BY model_id, point_index").fetchall()
+    trajs = con.execute("SELECT * FROM trajectories ORDER BY model_id, kind, traj_index").fetchall()
+    pairs = con.execute("SELECT * FROM pairs ORDER BY pair_id").fetchall()
+    con.close()
+    return models, points, trajs, pairs
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory):
+    out = tmp_path_factory.mktemp("rep") / "full"
+    r = CliRunner().invoke(app, ["replicate", "--out", str(out), *TINY, "--json"])
+    assert r.exit_code == 0, r.output
+    return out, json.loads(r.stdout)
+
+
+def test_outputs_and_report(uninterrupted):
+    out, summary = uninterrupted
+    report = json.loads((out / "report.json").read_text())
+    ids = [c["id"] for c in report["claims"]]
+    assert ids[:2] == ["C1", "C2a"] and "C4" in ids and "C6" in ids and len(ids) == 12
+    for c in report["claims"]:
+        assert c["verdict"] in ("replicated", "not replicated", "inconclusive") and c["reason"]
+    assert {c["id"] for c in summary["claims"]} == set(ids)
+    for name in report["figures"]:
+        png = out / name
+        assert png.stat().st_size > 5000 and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert len(report["figures"]) == 6
+    md = (out / "report.md").read_text()
+    assert md.index("## Claims") < md.index("## Figures") < md.index("## Protocol")
+    models, points, trajs, pairs = _tables(out / "results.sqlite")
+    assert len(models) == report["n_models"] and len(points) > 0 and len(trajs) > 0
+    assert report["exclusions"]["fit_threshold"] == 0.995
+    assert not list(out.glob(".*tmp"))
+
+
+def test_killed_run_resumes_to_identical_results(uninterrupted, tmp_path):
+    full_out, _ = uninterrupted
+    out = tmp_path / "killed"
+    cmd = [sys.executable, "-m", "jacal.cli.app", "replicate", "--out", str(out), *TINY, "--json"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    db = out / "results.sqlite"
+    n_at_kill = None
+    deadline = time.time() + 120
+    while time.time() < deadline and proc.poll() is None:
+        if db.exists():
+            try:
+                con = sqlite3.connect(db, timeout=1)
+                n = con.execute("SELECT COUNT(*) FROM models").fetchone()[0]
+                con.close()
+            except sqlite3.OperationalError:
+                n = 0
+            if n >= 1:
+                proc.send_signal(signal.SIGKILL)
+                proc.wait()
+                n_at_kill = n
+                break
+        time.sleep(0.02)
+    assert n_at_kill is not None, "the run finished or never wrote a group before it could be killed"
+    full_models = _tables(full_out / "results.sqlite")[0]
+    assert n_at_kill < len(full_models), "killed too late to test anything"
+    assert not (out / "report.json").exists()
+    r = subprocess.run(cmd[:-1] + ["--resume", "--json"], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    resumed = _tables(db)
+    full = _tables(full_out / "results.sqlite")
+    assert [m[0] for m in resumed[0]] == [m[0] for m in full[0]]  # same ids, none missing or duplicated
+    for a, b in zip(resumed, full):
+        assert len(a) == len(b)
+        for ra, rb in zip(a, b):
+            assert len(ra) == len(rb)
+            for va, vb in zip(ra, rb):
+                if isinstance(va, float) and isinstance(vb, float):
+                    assert va == pytest.approx(vb, rel=1e-9, abs=1e-12)
+                else:
+                    assert va == vb
+
+
+def _one_line_error(result, fragment):
+    assert result.exit_code == 1, result.output
+    err = result.stderr.strip()
+    assert len(err.splitlines()) == 1 and fragment in err, err
+
+
+def test_replicate_bad_input(tmp_path, uninterrupted):
+    run = CliRunner().invoke
+    _one_line_error(run(app, ["replicate", "--dataset", "svhn", "--out", str(tmp_path / "a")]), "svhn")
+    _one_line_error(run(app, ["replicate", "--dataset", "mnist", "--data-root", str(tmp_path / "none"),
+                              "--out", str(tmp_path / "b")]), "does not exist")
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    _one_line_error(run(app, ["replicate", "--out", str(blocker / "sub")]), "cannot create output folder")
+    _one_line_error(run(app, ["replicate", "--out", str(uninterrupted[0]), *TINY]), "--resume")
+    _one_line_error(run(app, ["replicate", "--out", str(uninterrupted[0]), *TINY[:-4], "--steps", "99", "--resume"]),
+                    "different run")
+    _one_line_error(run(app, ["replicate", "--groups", "0", "--out", str(tmp_path / "c")]), "--groups")
+    _one_line_error(run(app, ["replicate", "--preset", "huge"]), "huge")
+
+
+def _synthetic(n, rho_sign, seed=0):
+    rng = np.random.default_rng(seed)
+    jac = np.exp(rng.normal(size=n))
+    gap = rho_sign * np.log(jac) * 0.02 + 0.05 + 0.002 * rng.normal(size=n)
+    models = []
+    for i in range(n):
+        models.append(dict(model_id=f"m{i:03d}", dataset="digits", random_labels=0, train_accuracy=1.0,
+                           test_accuracy=1 - gap[i], gap=gap[i], mean_jacobian=jac[i], transitions=10.0 * (i % 4 + 1),
+                           n_neurons=64 * (i % 4 + 1), n_params=1000 * (i % 4 + 1), train_loss=1e-3 * (1 + i % 3),
+                           width=64, depth=i % 4 + 1, activation="relu"))
+    return models
+
+
+def test_analysis_known_answers_on_synthetic_store():
+    pos = analyse(_synthetic(40, +1), [], [], [], fit_threshold=0.995)
+    c1 = next(c for c in pos["claims"] if c["id"] == "C1")
+    assert c1["verdict"] == "replicated" and c1["statistic"]["rho"] > 0.9
+    neg = analyse(_synthetic(40, -1), [], [], [], fit_threshold=0.995)
+    assert next(c for c in neg["claims"] if c["id"] == "C1")["verdict"] == "not replicated"
+    few = analyse(_synthetic(6, +1), [], [], [], fit_threshold=0.995)
+    assert next(c for c in few["claims"] if c["id"] == "C1")["verdict"] == "inconclusive"
+    c5 = next(c for c in pos["claims"] if c["id"] == "C5")
+    assert c5["verdict"] == "replicated" and c5["statistic"]["rho"] == pytest.approx(1.0)
+    # unfitted models are excluded from gap analyses and counted
+    models = _synthetic(30, +1)
+    for m in models[:10]:
+        m["train_accuracy"] = 0.9
+    res = analyse(models, [], [], [], fit_threshold=0.995)
+    assert res["exclusions"]["not_fitting_training_set"] == 10
+    assert next(c for c in res["claims"] if c["id"] == "C1")["statistic"]["n"] == 20
+    # C3 pairs: variants with 10× the base Jacobian norm → replicated for random labels
+    models = _synthetic(20, +1)
+    pairs = []
+    for i in range(10):
+        v = dict(models[i], model_id=f"v{i}", random_labels=1, mean_jacobian=models[i]["mean_jacobian"] * 10, gap=0.9)
+        models.append(v)
+        pairs.append(dict(pair_id=f"p{i}", factor="random_labels", base_id=models[i]["model_id"], variant_id=f"v{i}"))
+    c3 = next(c for c in analyse(models, pairs, [], [], fit_threshold=0.995)["claims"] if c["id"] == "C3-random_labels")
+    assert c3["verdict"] == "replicated" and c3["statistic"]["sign_p"] == pytest.approx(0.5 ** 10)
