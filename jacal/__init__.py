@@ -6,6 +6,7 @@ The public surface: per-point sensitivity metrics (:func:`jacobian_norm`, :func:
 checkpoints (:func:`save_checkpoint`, :func:`load_checkpoint`).
 """
 from jacal._validation import JacalError
+from jacal.acquisition import STRATEGIES, AcquisitionResult, acquire, modal_query_strategy, register_strategy
 from jacal.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from jacal.data import DATASETS, Splits, load_dataset, register_dataset
 from jacal.models import MLP, SmallCNN, cnn, mlp
@@ -23,6 +24,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "JacalError",
+    "acquire", "AcquisitionResult", "STRATEGIES", "register_strategy", "modal_query_strategy",
     "jacobian_norm", "transitions", "activation_codes", "TransitionResult", "ellipse", "random_ellipse",
     "load_dataset", "register_dataset", "Splits", "DATASETS",
     "MLP", "SmallCNN", "mlp", "cnn",

@@ -41,12 +41,14 @@ class MLP(nn.Sequential):
         depth: number of hidden layers (0 gives a linear model).
         activation: a key of :data:`ACTIVATIONS`.
         weight_variance, bias_variance: initialization variances.
+        dropout: dropout probability after each hidden activation (0: none). Needed by the
+            ``bald`` acquisition strategy (MC dropout).
         seed: seeds the initialization (``None``: torch's global generator).
     """
 
     def __init__(self, input_dim: int, n_classes: int, *, width: int = 512, depth: int = 3,
                  activation: str = "relu", weight_variance: float = 2.0, bias_variance: float = 0.0,
-                 seed: Optional[int] = None) -> None:
+                 dropout: float = 0.0, seed: Optional[int] = None) -> None:
         check_positive_int("input_dim", input_dim)
         check_positive_int("n_classes", n_classes)
         check_positive_int("width", width)
@@ -55,16 +57,20 @@ class MLP(nn.Sequential):
         check_choice("activation", activation, ACTIVATIONS)
         if weight_variance <= 0 or bias_variance < 0:
             raise ValueError(f"Expected `weight_variance` > 0 and `bias_variance` >= 0, got {weight_variance}, {bias_variance}.")
+        if not 0.0 <= dropout < 1.0:
+            raise ValueError(f"Expected `dropout` in [0, 1), got {dropout!r}.")
         layers = [nn.Flatten()]
         fan_in = input_dim
         for _ in range(depth):
             layers += [nn.Linear(fan_in, width), ACTIVATIONS[activation]()]
+            if dropout > 0:
+                layers.append(nn.Dropout(dropout))
             fan_in = width
         layers.append(nn.Linear(fan_in, n_classes))
         super().__init__(*layers)
         self.config = dict(input_dim=input_dim, n_classes=n_classes, width=width, depth=depth,
                            activation=activation, weight_variance=weight_variance,
-                           bias_variance=bias_variance, seed=seed)
+                           bias_variance=bias_variance, dropout=dropout, seed=seed)
         gen = torch.Generator().manual_seed(seed) if seed is not None else None
         with torch.no_grad():
             for m in self:

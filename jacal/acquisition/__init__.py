@@ -1,0 +1,160 @@
+"""Acquisition for labeling pipelines: which unlabeled items should annotators label next?
+
+    >>> import torch, jacal
+    >>> model = jacal.mlp(64, 10, width=16, depth=1, seed=0).eval()
+    >>> res = jacal.acquire(model, torch.rand(100, 64), 5, strategy="jacobian")
+    >>> res.indices.shape, res.scores.shape
+    ((5,), (100,))
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable, Optional, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from jacal._validation import check_positive_int
+from jacal.acquisition import scores
+from jacal.acquisition._features import PoolFeatures, extract_features, has_dropout, pool_length
+from jacal.acquisition.strategies import STRATEGIES, Strategy, get_strategy, register_strategy, top_k
+
+__all__ = ["acquire", "AcquisitionResult", "Strategy", "STRATEGIES", "register_strategy", "modal_query_strategy",
+           "scores", "top_k"]
+
+
+@dataclass
+class AcquisitionResult:
+    """What :func:`acquire` chose.
+
+    Attributes:
+        indices: ``(k,)`` pool indices in rank order (first = label first).
+        scores: ``(N,)`` every pool item's score under the strategy (NaN for invalid items).
+        selection_scores: ``(k,)`` each pick's score at the moment it was picked (for diversity
+            strategies: its distance to the batch so far).
+        strategy: the strategy's name.
+        invalid: indices of pool items with NaN/Inf features (never selected).
+        predicted: ``(N,)`` predicted class per item (−1 for invalid items).
+        confidence: ``(N,)`` max softmax probability per item (NaN for invalid items).
+    """
+
+    indices: np.ndarray
+    scores: np.ndarray
+    selection_scores: np.ndarray
+    strategy: str
+    invalid: np.ndarray
+    predicted: np.ndarray
+    confidence: np.ndarray
+    excluded: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+
+
+def _labeled_indices(labeled: Any, n: int) -> Optional[np.ndarray]:
+    if labeled is None:
+        return None
+    arr = np.asarray(labeled.cpu() if isinstance(labeled, torch.Tensor) else labeled)
+    if arr.ndim == 1 and (arr.size == 0 or np.issubdtype(arr.dtype, np.integer)):
+        arr = arr.astype(np.int64)
+        if arr.size and (arr.min() < 0 or arr.max() >= n):
+            raise ValueError(f"`labeled` indices must lie in [0, {n}), got values from {arr.min()} to {arr.max()}.")
+        return np.unique(arr)
+    return None
+
+
+def acquire(model: nn.Module, pool: Any, k: int, *, strategy: str = "jacobian", labeled: Any = None, seed: int = 0,
+            batch_size: int = 256, device=None, mc_samples: int = 20, force_eval: bool = False,
+            progress: Optional[Callable[[int, int], Any]] = None) -> AcquisitionResult:
+    """Choose ``k`` pool items to label next.
+
+    Args:
+        model: a trained classifier (any ``nn.Module`` returning logits ``(N, K)``).
+        pool: unlabeled items ``(N, *input_shape)``: tensor, numpy array, torch ``Dataset`` (items
+            ``x`` or ``(x, ...)``) or an unshuffled ``DataLoader``.
+        k: batch size to acquire (≤ valid pool items not in ``labeled``).
+        strategy: a name in :data:`STRATEGIES`: ``random``, ``least-confidence``, ``margin``,
+            ``entropy``, ``bald``, ``coreset``, ``badge``, ``jacobian``, ``jacobian-diverse``.
+        labeled: already-labeled items: pool indices (1-D ints; never selected, and the anchors of
+            the diversity strategies) or their features ``(M, *input_shape)`` (diversity anchors).
+        seed: seeds tie-breaking, sampling and MC dropout.
+        batch_size: chunk size; memory is bounded by it (diversity strategies also keep one
+            embedding per item).
+        device: ``None`` (the model's), ``"auto"``, ``"cpu"``, ``"cuda"``.
+        mc_samples: MC-dropout samples for ``bald``.
+        force_eval: allow a train-mode model with BatchNorm/Dropout (evaluated in eval mode).
+
+    Returns:
+        :class:`AcquisitionResult`.
+    """
+    strat = get_strategy(strategy) if isinstance(strategy, str) else strategy
+    if not isinstance(strat, Strategy):
+        raise TypeError(f"Expected `strategy` to be a name or a Strategy, got {type(strategy).__name__}.")
+    check_positive_int("batch_size", batch_size)
+    n = pool_length(pool)
+    if n == 0:
+        raise ValueError("`pool` is empty: nothing to acquire.")
+    if "mc" in strat.needs and not has_dropout(model):
+        raise ValueError("strategy 'bald' needs a model with dropout layers (MC dropout); this model has none.")
+    lab_idx = _labeled_indices(labeled, n)
+    feats: PoolFeatures = extract_features(model, pool, need=set(strat.needs), batch_size=batch_size, device=device,
+                                           mc_samples=mc_samples, seed=seed, force_eval=force_eval, progress=progress)
+    available = feats.finite.copy()
+    if lab_idx is not None:
+        available[lab_idx] = False
+    candidates = np.flatnonzero(available)
+    check_positive_int("k", k, upper=len(candidates), upper_name="the valid pool items after exclusions")
+    labeled_emb = None
+    if strat.uses_labeled and labeled is not None:
+        if lab_idx is not None:
+            labeled_emb = feats.embeddings[lab_idx][feats.finite[lab_idx]] if len(lab_idx) else None
+        else:
+            lab_feats = extract_features(model, labeled, need={"embeddings"}, batch_size=batch_size, device=device,
+                                         force_eval=force_eval)
+            labeled_emb = lab_feats.embeddings[lab_feats.finite]
+    idx, s, sel = strat.select(feats, int(k), candidates=candidates, labeled_embeddings=labeled_emb, seed=seed)
+    pred = np.where(feats.finite, np.nan_to_num(feats.probs, nan=0.0).argmax(1), -1)
+    conf = np.where(feats.finite, np.nanmax(np.where(feats.finite[:, None], feats.probs, 0.0), axis=1), np.nan)
+    return AcquisitionResult(np.asarray(idx, dtype=np.int64), np.asarray(s, dtype=np.float64),
+                             np.asarray(sel, dtype=np.float64), strat.name, np.flatnonzero(~feats.finite),
+                             pred.astype(np.int64), conf,
+                             lab_idx if lab_idx is not None else np.zeros(0, dtype=np.int64))
+
+
+def _find_module(obj: Any, depth: int = 0) -> Optional[nn.Module]:
+    if isinstance(obj, nn.Module):
+        return obj
+    if depth > 3:
+        return None
+    for attr in ("module_", "module", "estimator", "model"):
+        inner = getattr(obj, attr, None)
+        if inner is not None and inner is not obj:
+            found = _find_module(inner, depth + 1)
+            if found is not None:
+                return found
+    return None
+
+
+_ARRAY_SCORES = {"least-confidence": scores.least_confidence, "margin": scores.margin, "entropy": scores.entropy}
+
+
+def modal_query_strategy(strategy: str = "jacobian", **acquire_kwargs) -> Callable:
+    """A modAL-style query strategy ``(classifier, X_pool, n_instances=1) -> indices``.
+
+    ``classifier`` may be a torch module, a modAL learner or a skorch net wrapping one (found via
+    ``.estimator`` / ``.module_``). For ``least-confidence``, ``margin`` and ``entropy`` a
+    classifier without a torch module works too: its ``predict_proba`` is scored directly.
+    """
+    get_strategy(strategy)  # validate the name now
+
+    def query(classifier: Any, X_pool: Any, n_instances: int = 1, **_: Any) -> np.ndarray:
+        module = _find_module(classifier)
+        if module is None:
+            if strategy not in _ARRAY_SCORES:
+                raise ValueError(f"strategy {strategy!r} needs a torch model; found none inside {type(classifier).__name__}.")
+            s = _ARRAY_SCORES[strategy](classifier.predict_proba(X_pool))
+            return top_k(s, np.arange(len(s)), check_positive_int("n_instances", n_instances, upper=len(s)),
+                         acquire_kwargs.get("seed", 0))
+        x = torch.as_tensor(np.asarray(X_pool), dtype=torch.float32) if not isinstance(X_pool, torch.Tensor) else X_pool
+        return acquire(module, x, n_instances, strategy=strategy, **acquire_kwargs).indices
+
+    query.__name__ = f"jacal_{strategy.replace('-', '_')}"
+    return query

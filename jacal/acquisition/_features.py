@@ -1,0 +1,145 @@
+"""One pass over an unlabeled pool: probabilities, embeddings, Jacobian norms, MC-dropout samples."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable, Iterator, Optional, Set
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Dataset, SequentialSampler
+
+from jacal._model_utils import prepared, resolve_device, model_dtype
+from jacal._validation import as_float_tensor, fmt_shape, nonfinite_rows
+from jacal.sensitivity.jacobian import jacobian_norm
+
+__all__ = ["PoolFeatures", "extract_features", "iter_pool", "pool_length", "has_dropout"]
+
+
+@dataclass
+class PoolFeatures:
+    """Per-item model outputs for a pool of N items (CPU; NaN rows for non-finite items)."""
+
+    probs: np.ndarray                       # (N, K)
+    finite: np.ndarray                      # (N,) bool
+    embeddings: Optional[np.ndarray] = None  # (N, d) penultimate layer
+    jacobian: Optional[np.ndarray] = None    # (N,)
+    mc_probs: Optional[np.ndarray] = None    # (T, N, K)
+
+
+def _first(batch: Any) -> Any:
+    return batch[0] if isinstance(batch, (tuple, list)) else batch
+
+
+def pool_length(pool: Any) -> int:
+    if isinstance(pool, (torch.Tensor, np.ndarray)):
+        return len(pool)
+    if isinstance(pool, DataLoader):
+        return len(pool.dataset)
+    if isinstance(pool, Dataset) and hasattr(pool, "__len__"):
+        return len(pool)
+    raise TypeError(f"Expected `pool` to be a torch.Tensor, numpy.ndarray, torch Dataset or DataLoader, got {type(pool).__name__}.")
+
+
+def iter_pool(pool: Any, batch_size: int) -> Iterator[torch.Tensor]:
+    """Chunks ``(b, ...)`` of the pool, in order."""
+    if isinstance(pool, (torch.Tensor, np.ndarray)):
+        x = as_float_tensor("pool", pool, min_ndim=2)
+        for s in range(0, len(x), batch_size):
+            yield x[s:s + batch_size]
+        return
+    if isinstance(pool, DataLoader):
+        if not isinstance(pool.sampler, SequentialSampler) and pool.batch_sampler is not None \
+                and not isinstance(getattr(pool.batch_sampler, "sampler", None), SequentialSampler):
+            raise ValueError("`pool` DataLoader shuffles its items, so indices would not name items; use shuffle=False.")
+        loader = pool
+    else:
+        loader = DataLoader(pool, batch_size=batch_size, shuffle=False)
+    for batch in loader:
+        yield as_float_tensor("pool", _first(batch), min_ndim=2)
+
+
+def has_dropout(model: nn.Module) -> bool:
+    return any(isinstance(m, nn.modules.dropout._DropoutNd) for m in model.modules())
+
+
+def _last_linear(model: nn.Module) -> Optional[nn.Module]:
+    last = None
+    for m in model.modules():
+        if isinstance(m, nn.Linear):
+            last = m
+    return last
+
+
+def extract_features(model: nn.Module, pool: Any, *, need: Set[str], batch_size: int = 256, device=None,
+                     mc_samples: int = 20, seed: int = 0, force_eval: bool = False,
+                     progress: Optional[Callable[[int, int], Any]] = None) -> PoolFeatures:
+    """Compute what a strategy ``need``s (``{"embeddings", "jacobian", "mc"}``; probabilities always)."""
+    n = pool_length(pool)
+    if n == 0:
+        raise ValueError("`pool` is empty: nothing to score.")
+    dev = resolve_device(device, model)
+    probs, finite, embs, jacs, mcs = [], [], [], [], []
+    done = 0
+    with prepared(model, device=dev, force_eval=force_eval) as m:
+        dtype = model_dtype(m)
+        head = _last_linear(m) if "embeddings" in need else None
+        if "embeddings" in need and head is None:
+            raise ValueError("this strategy needs penultimate-layer embeddings: the input of the model's last nn.Linear "
+                             "layer, and the model has no nn.Linear module jacal can observe.")
+        captured = []
+        hook = head.register_forward_hook(lambda mod, inp, out: captured.append(inp[0].detach())) if head else None
+        try:
+            for ci, chunk in enumerate(iter_pool(pool, batch_size)):
+                bad = nonfinite_rows(chunk)
+                x = torch.where(bad.reshape(-1, *([1] * (chunk.ndim - 1))), torch.zeros((), dtype=chunk.dtype), chunk)
+                x = x.to(dev, dtype)
+                captured.clear()
+                with torch.no_grad():
+                    try:
+                        z = m(x)
+                    except (RuntimeError, ValueError, IndexError) as err:
+                        msg = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+                        raise ValueError(f"the model rejected pool items of shape {fmt_shape(chunk.shape[1:])}: {msg}") from err
+                if not isinstance(z, torch.Tensor) or z.ndim != 2 or z.shape[0] != len(x):
+                    raise ValueError(f"Expected the model to return logits (N, K), got {getattr(z, 'shape', type(z))}.")
+                keep = (~bad).cpu().numpy()
+                p = torch.softmax(z.double(), dim=1).cpu().numpy()
+                p[~keep] = np.nan
+                probs.append(p)
+                finite.append(keep)
+                if head is not None:
+                    e = captured[-1].reshape(len(x), -1).double().cpu().numpy()
+                    e[~keep] = np.nan
+                    embs.append(e)
+                if "jacobian" in need:
+                    j = np.asarray(jacobian_norm(m, x, batch_size=len(x), device=dev).double().numpy())
+                    j[~keep] = np.nan
+                    jacs.append(j)
+                if "mc" in need:
+                    drop = [mod for mod in m.modules() if isinstance(mod, nn.modules.dropout._DropoutNd)]
+                    states = [mod.training for mod in drop]
+                    samples = []
+                    with torch.random.fork_rng(devices=[dev] if dev.type == "cuda" else []), torch.no_grad():
+                        torch.manual_seed(seed * 1_000_003 + ci)
+                        for mod in drop:
+                            mod.train()
+                        try:
+                            for _ in range(mc_samples):
+                                samples.append(torch.softmax(m(x).double(), dim=1).cpu().numpy())
+                        finally:
+                            for mod, st in zip(drop, states):
+                                mod.train(st)
+                    s = np.stack(samples)
+                    s[:, ~keep] = np.nan
+                    mcs.append(s)
+                done += len(x)
+                if progress is not None:
+                    progress(done, n)
+        finally:
+            if hook is not None:
+                hook.remove()
+    return PoolFeatures(
+        probs=np.concatenate(probs), finite=np.concatenate(finite),
+        embeddings=np.concatenate(embs) if embs else None, jacobian=np.concatenate(jacs) if jacs else None,
+        mc_probs=np.concatenate(mcs, axis=1) if mcs else None)

@@ -1,0 +1,194 @@
+"""Acquisition strategies: one interface, a registry by name.
+
+Every strategy answers ``select(features, k, candidates=..., labeled_embeddings=..., seed=...)``
+with ``(indices in rank order (k,), per-item scores (N,), score of each pick at selection (k,))``.
+Higher scores are acquired first; exact ties are broken by a seeded random key.
+"""
+from __future__ import annotations
+
+from typing import Dict, Optional, Tuple, Type
+
+import numpy as np
+import torch
+
+from jacal.acquisition import scores as S
+from jacal.acquisition._features import PoolFeatures
+from jacal.acquisition.diversity import k_center_greedy, kmeans_pp_outer
+
+__all__ = ["Strategy", "STRATEGIES", "register_strategy", "get_strategy", "top_k"]
+
+Selection = Tuple[np.ndarray, np.ndarray, np.ndarray]
+
+
+def top_k(scores: np.ndarray, candidates: np.ndarray, k: int, seed: int) -> np.ndarray:
+    """Indices of the ``k`` highest ``scores`` among ``candidates``, ties broken by a seeded key."""
+    rng = np.random.default_rng(seed)
+    tiebreak = rng.random(len(scores))[candidates]
+    order = np.lexsort((tiebreak, -scores[candidates]))
+    return candidates[order[:k]]
+
+
+class Strategy:
+    """Base class. Subclasses set ``name``, ``needs`` and implement :meth:`scores` or :meth:`select`."""
+
+    name: str = ""
+    needs: frozenset = frozenset()
+    uses_labeled: bool = False
+
+    def scores(self, f: PoolFeatures) -> np.ndarray:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def select(self, f: PoolFeatures, k: int, *, candidates: np.ndarray, labeled_embeddings: Optional[np.ndarray] = None,
+               seed: int = 0) -> Selection:
+        s = self.scores(f)
+        idx = top_k(s, candidates, k, seed)
+        return idx, s, s[idx]
+
+
+STRATEGIES: Dict[str, Type[Strategy]] = {}
+
+
+def register_strategy(cls: Type[Strategy]) -> Type[Strategy]:
+    """Class decorator: make a :class:`Strategy` available to :func:`jacal.acquire` by its ``name``."""
+    if not cls.name:
+        raise ValueError("A strategy needs a non-empty `name`.")
+    STRATEGIES[cls.name] = cls
+    return cls
+
+
+def get_strategy(name: str) -> Strategy:
+    if name not in STRATEGIES:
+        raise ValueError(f"Expected `strategy` to be one of {sorted(STRATEGIES)}, got {name!r}.")
+    return STRATEGIES[name]()
+
+
+def _probs_or_nan(f: PoolFeatures, fn) -> np.ndarray:
+    out = np.full(len(f.finite), np.nan)
+    out[f.finite] = fn(f.probs[f.finite])
+    return out
+
+
+@register_strategy
+class RandomStrategy(Strategy):
+    name = "random"
+
+    def select(self, f, k, *, candidates, labeled_embeddings=None, seed=0):
+        s = np.random.default_rng(seed).random(len(f.finite))
+        s[~f.finite] = np.nan
+        idx = top_k(s, candidates, k, seed + 1)
+        return idx, s, s[idx]
+
+
+@register_strategy
+class LeastConfidence(Strategy):
+    name = "least-confidence"
+
+    def scores(self, f):
+        return _probs_or_nan(f, S.least_confidence)
+
+
+@register_strategy
+class Margin(Strategy):
+    name = "margin"
+
+    def scores(self, f):
+        return _probs_or_nan(f, S.margin)
+
+
+@register_strategy
+class Entropy(Strategy):
+    name = "entropy"
+
+    def scores(self, f):
+        return _probs_or_nan(f, S.entropy)
+
+
+@register_strategy
+class BALD(Strategy):
+    """Mutual information between prediction and weights, from MC-dropout samples."""
+
+    name = "bald"
+    needs = frozenset({"mc"})
+
+    def scores(self, f):
+        out = np.full(len(f.finite), np.nan)
+        out[f.finite] = S.bald(f.mc_probs[:, f.finite])
+        return out
+
+
+@register_strategy
+class Jacobian(Strategy):
+    """Highest per-point Jacobian norm ‖∂softmax/∂x‖_F first."""
+
+    name = "jacobian"
+    needs = frozenset({"jacobian"})
+
+    def scores(self, f):
+        return f.jacobian.copy()
+
+
+@register_strategy
+class Coreset(Strategy):
+    """k-center greedy on penultimate-layer embeddings, starting from the labeled set (Sener & Savarese 2018).
+
+    Per-item score: distance to the nearest labeled embedding (or to the pool mean without labels).
+    """
+
+    name = "coreset"
+    needs = frozenset({"embeddings"})
+    uses_labeled = True
+
+    def select(self, f, k, *, candidates, labeled_embeddings=None, seed=0):
+        emb = torch.from_numpy(f.embeddings[candidates])
+        centers = torch.from_numpy(labeled_embeddings) if labeled_embeddings is not None and len(labeled_embeddings) else None
+        picks, dist = k_center_greedy(emb, k, centers=centers, seed=seed)
+        s = np.full(len(f.finite), np.nan)
+        ref = centers if centers is not None else emb.double().mean(0, keepdim=True)
+        s[candidates] = torch.cdist(emb.double(), ref.double()).min(dim=1).values.numpy()
+        return candidates[picks], s, dist
+
+
+@register_strategy
+class Badge(Strategy):
+    """BADGE (Ash et al. 2020): k-means++ seeding on gradient embeddings (p − onehot(ŷ)) ⊗ h.
+
+    Per-item score: the gradient-embedding norm ‖p − onehot(ŷ)‖·‖h‖.
+    """
+
+    name = "badge"
+    needs = frozenset({"embeddings"})
+
+    def select(self, f, k, *, candidates, labeled_embeddings=None, seed=0):
+        p = f.probs[candidates]
+        a = p.copy()
+        a[np.arange(len(a)), p.argmax(1)] -= 1.0
+        h = f.embeddings[candidates]
+        picks, d2 = kmeans_pp_outer(torch.from_numpy(a), torch.from_numpy(h), k, seed=seed)
+        s = np.full(len(f.finite), np.nan)
+        s[candidates] = np.linalg.norm(a, axis=1) * np.linalg.norm(h, axis=1)
+        return candidates[picks], s, np.sqrt(d2)
+
+
+@register_strategy
+class JacobianDiverse(Strategy):
+    """Batch-aware Jacobian acquisition: top-m by Jacobian norm, then k-center greedy among them.
+
+    ``m = candidates_factor · k`` (default 5k, capped by the pool): the pre-filter keeps the most
+    sensitive items, the k-center pass (on penultimate embeddings, starting from the labeled set)
+    spreads the batch so it does not spend labels on k near-duplicates of one sensitive region.
+    Per-item score: the Jacobian norm.
+    """
+
+    name = "jacobian-diverse"
+    needs = frozenset({"jacobian", "embeddings"})
+    uses_labeled = True
+    candidates_factor = 5
+
+    def select(self, f, k, *, candidates, labeled_embeddings=None, seed=0):
+        s = f.jacobian.copy()
+        m = min(len(candidates), max(k, self.candidates_factor * k))
+        top = top_k(s, candidates, m, seed)
+        centers = torch.from_numpy(labeled_embeddings) if labeled_embeddings is not None and len(labeled_embeddings) else None
+        picks, _ = k_center_greedy(torch.from_numpy(f.embeddings[top]), k, centers=centers, seed=seed)
+        idx = top[picks]
+        return idx, s, s[idx]
