@@ -78,6 +78,7 @@ def progress_bar(description: str, total: int, enabled: bool = True) -> Iterator
 
     The bar starts at the first update, so an error raised before any progress stays one line.
     """
+    enabled = enabled and stderr.is_terminal  # no bar (and no stray newlines) when stderr is a file or pipe
     prog = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                     TimeElapsedColumn(), TimeRemainingColumn(), console=stderr, transient=True, disable=not enabled)
     task = prog.add_task(description, total=total)

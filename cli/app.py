@@ -11,12 +11,16 @@ from enum import Enum
 from pathlib import Path
 from typing import List, Optional
 
+import numpy as np
 import torch
 import typer
 from typing_extensions import Annotated
 
 import jacal
-from jacal._io import atomic_open, load_array
+from jacal._io import atomic_open, load_array, load_image_folder
+from jacal.acquisition import STRATEGIES
+from jacal.checkpoint import load_model_file
+from jacal.confidence import METHODS as CONFIDENCE_METHODS, ConfidenceEstimator
 from jacal.replication import PRESETS, Callbacks, run_replication
 from ._common import JacalGroup, check_writable, emit_json, fail, progress_bar, stderr
 
@@ -77,6 +81,7 @@ def train(
         result = jacal.train(model, data, optimizer=Optimizer(optimizer).value, lr=lr, batch_size=batch_size,
                              epochs=epochs, seed=seed, device=device, progress=update)
     meta = {"dataset": data.name, "data_root": str(data_root) if data_root else None, "seed": seed,
+            "input_shape": list(data.input_shape), "n_classes": data.n_classes,
             "train": {"optimizer": Optimizer(optimizer).value, "lr": lr, "batch_size": batch_size, "epochs": epochs},
             "metrics": result.to_dict()}
     jacal.save_checkpoint(out, model.cpu(), metadata=meta)
@@ -226,7 +231,7 @@ def replicate(
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     prog = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                    console=stderr, transient=True, disable=json_out)
+                    console=stderr, transient=True, disable=json_out or not stderr.is_terminal)
     models_task = prog.add_task("models", total=None)
     group_task = prog.add_task("group", total=None)
 
@@ -263,6 +268,197 @@ def replicate(
             if c["verdict"] != "replicated":
                 console.print(f"  {c['id']}: {c['verdict']} — {c['reason']}", highlight=False)
         typer.echo(f"report: {out / 'report.md'} (figures and protocol), {out / 'report.json'}, {out / 'results.sqlite'}")
+
+
+Strategy = Enum("Strategy", {k.replace("-", "_"): k for k in STRATEGIES}, type=str)
+ConfMethod = Enum("ConfMethod", {k: k for k in CONFIDENCE_METHODS}, type=str)
+
+
+class RowFormat(str, Enum):
+    csv = "csv"
+    jsonl = "jsonl"
+
+
+ModelOpt = Annotated[Path, typer.Option("--model", help="A jacal checkpoint (`jacal train`), a TorchScript file or a torch.export program.")]
+ImageSizeOpt = Annotated[Optional[List[int]], typer.Option(help="For an image folder: resize to H W (or one size for "
+                                                                "square); default: the checkpoint's input shape.")]
+ChannelsOpt = Annotated[Optional[int], typer.Option(help="For an image folder: 1 (grayscale) or 3 (RGB); default: the checkpoint's.")]
+
+
+def _load_items(path: Path, ck, image_size, channels, what: str):
+    """Items ``(N, ...)`` and their ids from an array file or a folder of images."""
+    if path.is_dir():
+        shape = ck.metadata.get("input_shape")
+        if image_size:
+            size = (image_size[0], image_size[-1])
+        elif shape and len(shape) == 3:
+            size = (shape[1], shape[2])
+        else:
+            fail(f"{what} is an image folder: pass --image-size (and --channels) for this model")
+        ch = channels or (shape[0] if shape and len(shape) == 3 else 3)
+        return load_image_folder(path, size=size, channels=ch)
+    if not path.exists():
+        fail(f"{what} not found: {path}")
+    x, ids = load_array(path)
+    return x, ids if ids is not None else list(range(len(x)))
+
+
+def _output_kind(out: Path, fmt) -> str:
+    kind = fmt.value if fmt is not None else out.suffix.lstrip(".").lower()
+    if kind not in ("csv", "jsonl"):
+        fail(f"cannot tell the format of {out}; pass --format csv or --format jsonl")
+    return kind
+
+
+def _write_rows(out: Path, kind: str, rows: list, fields: list) -> None:
+    with atomic_open(out, "w", newline="") as f:
+        if kind == "jsonl":
+            for r in rows:
+                f.write(json.dumps(r) + "\n")
+        else:
+            w = csv.DictWriter(f, fieldnames=fields)
+            w.writeheader()
+            w.writerows(rows)
+
+
+def _read_ids(path: Path) -> List[str]:
+    if not path.is_file():
+        fail(f"exclude file not found: {path}")
+    lines = [ln.strip() for ln in path.read_text().splitlines() if ln.strip()]
+    if lines and "," in lines[0]:
+        header = [h.strip() for h in lines[0].split(",")]
+        if "id" not in header:
+            fail(f"{path} is a CSV without an 'id' column")
+        col = header.index("id")
+        return [ln.split(",")[col].strip() for ln in lines[1:]]
+    return lines[1:] if lines and lines[0] == "id" else lines
+
+
+@app.command()
+def acquire(
+    model: ModelOpt,
+    pool: Annotated[Path, typer.Option(help="Unlabeled items: .npy, .npz (array 'x', optional 'ids'), .pt, or a folder of PNG/JPEG images.")],
+    k: Annotated[int, typer.Option(help="How many items to select.")],
+    out: Annotated[Path, typer.Option(help="Batch file to write (.csv or .jsonl): id, rank, score, predicted, confidence.")],
+    strategy: Annotated[Strategy, typer.Option(help="Acquisition strategy.")] = "jacobian",
+    exclude: Annotated[Optional[Path], typer.Option(help="File of ids already labeled or queued (one per line, or a CSV with an 'id' column).")] = None,
+    fmt: Annotated[Optional[RowFormat], typer.Option("--format", help="Output format (default: from --out's suffix).")] = None,
+    seed: Annotated[int, typer.Option(help="Seeds tie-breaking, sampling and MC dropout.")] = 0,
+    batch_size: Annotated[int, typer.Option(help="Items per chunk (bounds memory).")] = 256,
+    mc_samples: Annotated[int, typer.Option(help="MC-dropout samples for --strategy bald.")] = 20,
+    image_size: ImageSizeOpt = None,
+    channels: ChannelsOpt = None,
+    device: DeviceOpt = "auto",
+    force: Annotated[bool, typer.Option(help="Overwrite an existing --out file.")] = False,
+    json_out: JsonOpt = False,
+) -> None:
+    """Choose the next K pool items for annotators to label, and write them as a batch file.
+
+    Items with NaN/Inf values are reported by id and never selected; --exclude ids are never
+    selected and anchor the diversity strategies (coreset, jacobian-diverse).
+    """
+    kind = _output_kind(out, fmt)
+    check_writable(out, force)
+    ck = load_model_file(model)
+    x, ids = _load_items(pool, ck, image_size, channels, "--pool")
+    str_ids = [str(i) for i in ids]
+    labeled = None
+    n_unknown = 0
+    if exclude is not None:
+        wanted = set(_read_ids(exclude))
+        pos = {v: i for i, v in enumerate(str_ids)}
+        labeled = sorted(pos[v] for v in wanted if v in pos)
+        n_unknown = len(wanted) - len(labeled)
+    with progress_bar(f"scoring ({Strategy(strategy).value})", len(x), enabled=not json_out) as update:
+        res = jacal.acquire(ck.model, x, k, strategy=Strategy(strategy).value, labeled=labeled, seed=seed,
+                            batch_size=batch_size, device=device, mc_samples=mc_samples, progress=update)
+    rows = [{"id": ids[i], "rank": r + 1, "score": float(res.scores[i]), "predicted": int(res.predicted[i]),
+             "confidence": float(res.confidence[i])} for r, i in enumerate(res.indices)]
+    _write_rows(out, kind, rows, ["id", "rank", "score", "predicted", "confidence"])
+    if len(res.invalid):
+        shown = ", ".join(str_ids[i] for i in res.invalid[:10]) + (" ..." if len(res.invalid) > 10 else "")
+        typer.echo(f"warning: {len(res.invalid)} pool item(s) contain NaN/Inf and were not selected: {shown}", err=True)
+    if n_unknown:
+        typer.echo(f"warning: {n_unknown} id(s) in {exclude} are not in the pool", err=True)
+    summary = {"out": str(out), "strategy": res.strategy, "k": len(rows), "pool": len(x), "excluded": len(labeled or []),
+               "invalid": [str_ids[i] for i in res.invalid]}
+    if json_out:
+        emit_json(summary)
+    else:
+        typer.echo(f"selected {len(rows)} of {len(x)} items with {res.strategy} -> {out} "
+                   f"({len(labeled or [])} excluded, {len(res.invalid)} invalid)")
+
+
+def _read_labels(path: Path, n: int):
+    if not path.is_file():
+        fail(f"labels file not found: {path}")
+    try:
+        y = np.load(path) if path.suffix == ".npy" else np.loadtxt(path, dtype=np.int64, ndmin=1)
+    except (ValueError, OSError) as err:
+        fail(f"could not read labels from {path}: {err}")
+    y = np.asarray(y).reshape(-1)
+    if len(y) != n:
+        fail(f"{path} has {len(y)} labels for {n} items")
+    return y.astype(np.int64)
+
+
+@app.command()
+def confidence(
+    model: ModelOpt,
+    data: Annotated[Path, typer.Option(help="Items to score: .npy, .npz, .pt or a folder of images.")],
+    labels: Annotated[Optional[Path], typer.Option(help="True labels of --data (.npy or one integer per line): adds metrics.")] = None,
+    method: Annotated[ConfMethod, typer.Option(help="Confidence estimator; 'combined' needs --fit-data/--fit-labels.")] = "max_softmax",
+    fit_data: Annotated[Optional[Path], typer.Option(help="Held-out labeled items to fit the combined estimator.")] = None,
+    fit_labels: Annotated[Optional[Path], typer.Option(help="Labels of --fit-data.")] = None,
+    review_below: Annotated[Optional[float], typer.Option(help="Flag items whose confidence is below this for human review.")] = None,
+    out: Annotated[Optional[Path], typer.Option(help="Per-item file (.csv or .jsonl): id, predicted, confidence[, review].")] = None,
+    fmt: Annotated[Optional[RowFormat], typer.Option("--format", help="Output format (default: from --out's suffix).")] = None,
+    image_size: ImageSizeOpt = None,
+    channels: ChannelsOpt = None,
+    device: DeviceOpt = "auto",
+    force: Annotated[bool, typer.Option(help="Overwrite an existing --out file.")] = False,
+    json_out: JsonOpt = False,
+) -> None:
+    """Per-item confidence of a model's predictions, and failure-detection metrics when labels are given."""
+    kind = _output_kind(out, fmt) if out is not None else None
+    if out is not None:
+        check_writable(out, force)
+    ck = load_model_file(model)
+    x, ids = _load_items(data, ck, image_size, channels, "--data")
+    est = ConfidenceEstimator(ConfMethod(method).value, device=device)
+    if est.method == "combined":
+        if fit_data is None or fit_labels is None:
+            fail("method 'combined' needs --fit-data and --fit-labels (a held-out labeled split)")
+        xf, _ = _load_items(fit_data, ck, image_size, channels, "--fit-data")
+        est.fit(ck.model, xf, _read_labels(fit_labels, len(xf)))
+    conf = est.predict_confidence(ck.model, x)
+    with torch.no_grad():
+        pred = torch.cat([ck.model(x[i:i + 4096].to(next(iter(ck.model.parameters()), torch.empty(0)).device)).argmax(1).cpu()
+                          for i in range(0, len(x), 4096)]).numpy()
+    summary = {"n": len(x), "method": est.method, "mean_confidence": float(np.mean(conf))}
+    if labels is not None:
+        y = _read_labels(labels, len(x))
+        summary["metrics"] = est.evaluate(ck.model, x, y)
+    if review_below is not None:
+        summary["to_review"] = int((conf < review_below).sum())
+    if out is not None:
+        rows = [{"id": i, "predicted": int(p), "confidence": float(c)} for i, p, c in zip(ids, pred, conf)]
+        if review_below is not None:
+            for r in rows:
+                r["review"] = int(r["confidence"] < review_below)
+        _write_rows(out, kind, rows, list(rows[0]))
+        summary["out"] = str(out)
+    if json_out:
+        emit_json(summary)
+    else:
+        line = f"scored {len(x)} items with {est.method}: mean confidence {summary['mean_confidence']:.4f}"
+        if "metrics" in summary:
+            mt = summary["metrics"]
+            line += (f"; accuracy {mt['accuracy']:.4f}, failure AUROC {mt['failure_auroc']:.4f}, AURC {mt['aurc']:.4f}, "
+                     f"FPR@95%TPR {mt['fpr_at_95_tpr']:.4f}" + (f", ECE {mt['ece']:.4f}" if "ece" in mt else ""))
+        if review_below is not None:
+            line += f"; {summary['to_review']} below {review_below} for review"
+        typer.echo(line + (f" -> {out}" if out else ""))
 
 
 def main() -> None:

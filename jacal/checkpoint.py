@@ -14,7 +14,7 @@ from jacal._io import atomic_path
 from jacal._validation import JacalError
 from jacal.models import MODEL_KINDS, build_model
 
-__all__ = ["save_checkpoint", "load_checkpoint", "Checkpoint"]
+__all__ = ["save_checkpoint", "load_checkpoint", "load_model_file", "Checkpoint"]
 
 FORMAT = "jacal-checkpoint"
 VERSION = 1
@@ -67,3 +67,34 @@ def load_checkpoint(path: Union[str, Path]) -> Checkpoint:
     except (KeyError, ValueError, TypeError, RuntimeError) as err:
         raise JacalError(f"corrupt jacal checkpoint: {path} ({str(err).strip().splitlines()[0][:120]})") from err
     return Checkpoint(model.eval(), payload["kind"], payload["config"], payload.get("metadata", {}))
+
+
+def load_model_file(path: Union[str, Path]) -> Checkpoint:
+    """Load a classifier from a jacal checkpoint, a TorchScript file or a ``torch.export`` program.
+
+    Returns:
+        :class:`Checkpoint` with ``kind`` ``"mlp"``/``"cnn"`` (jacal), ``"torchscript"`` or
+        ``"export"``; ``metadata["input_shape"]`` when known.
+
+    Raises:
+        JacalError: missing file or none of the three formats.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise JacalError(f"model file not found: {path}")
+    errors = []
+    try:
+        return load_checkpoint(path)
+    except JacalError as err:
+        errors.append(str(err))
+    try:
+        model = torch.jit.load(str(path), map_location="cpu")
+        return Checkpoint(model.eval(), "torchscript", {}, {})
+    except Exception as err:  # torch.jit raises RuntimeError/ValueError/... for foreign files
+        errors.append(type(err).__name__)
+    try:
+        program = torch.export.load(str(path))
+        return Checkpoint(program.module(), "export", {}, {})
+    except Exception as err:
+        errors.append(type(err).__name__)
+    raise JacalError(f"{path} is not a jacal checkpoint, TorchScript file or torch.export program (corrupt or foreign file)")

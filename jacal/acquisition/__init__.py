@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from jacal._validation import check_positive_int
+from jacal._validation import as_float_tensor, check_positive_int, nonfinite_rows
 from jacal.acquisition import scores
 from jacal.acquisition._features import PoolFeatures, extract_features, has_dropout, pool_length
 from jacal.acquisition.strategies import STRATEGIES, Strategy, get_strategy, register_strategy, top_k
@@ -95,6 +95,11 @@ def acquire(model: nn.Module, pool: Any, k: int, *, strategy: str = "jacobian", 
     if "mc" in strat.needs and not has_dropout(model):
         raise ValueError("strategy 'bald' needs a model with dropout layers (MC dropout); this model has none.")
     lab_idx = _labeled_indices(labeled, n)
+    if isinstance(pool, (torch.Tensor, np.ndarray)):  # fail fast, before the scoring pass
+        ok = ~nonfinite_rows(as_float_tensor("pool", pool, min_ndim=2)).numpy()
+        if lab_idx is not None:
+            ok[lab_idx] = False
+        check_positive_int("k", k, upper=int(ok.sum()), upper_name="the valid pool items after exclusions")
     feats: PoolFeatures = extract_features(model, pool, need=set(strat.needs), batch_size=batch_size, device=device,
                                            mc_samples=mc_samples, seed=seed, force_eval=force_eval, progress=progress)
     available = feats.finite.copy()
