@@ -1,0 +1,190 @@
+import numpy as np
+import pytest
+import torch
+from torch.utils.data import DataLoader, TensorDataset
+
+import jacal
+from jacal.acquisition import scores as S
+from jacal.acquisition.diversity import k_center_greedy, kmeans_pp_outer
+
+ALL = sorted(jacal.STRATEGIES)
+
+
+@pytest.fixture(scope="module")
+def setup():
+    torch.manual_seed(0)
+    model = jacal.mlp(12, 4, width=16, depth=2, dropout=0.3, weight_variance=4.0, seed=0).eval()
+    pool = torch.rand(60, 12) * 3
+    return model, pool
+
+
+def test_array_scores_against_direct_formulas():
+    p = np.array([[0.7, 0.2, 0.1], [0.4, 0.35, 0.25], [1 / 3, 1 / 3, 1 / 3]])
+    np.testing.assert_allclose(S.least_confidence(p), [0.3, 0.6, 2 / 3])
+    np.testing.assert_allclose(S.margin(p), [-0.5, -0.05, 0.0], atol=1e-12)
+    np.testing.assert_allclose(S.entropy(p), [-sum(v * np.log(v) for v in row) for row in p])
+    # BALD: identical MC samples carry no information; disagreeing confident samples carry log 2
+    same = np.stack([p, p])
+    np.testing.assert_allclose(S.bald(same), 0.0, atol=1e-12)
+    disagree = np.array([[[1.0, 0.0]], [[0.0, 1.0]]])
+    np.testing.assert_allclose(S.bald(disagree), [np.log(2)])
+    with pytest.raises(ValueError, match="probabilities"):
+        S.entropy(np.array([[0.5, 0.7]]))
+    with pytest.raises(ValueError, match="NaN"):
+        S.margin(np.array([[np.nan, 0.5]]))
+
+
+def test_each_strategy_scores_match_direct_computation(setup):
+    model, pool = setup
+    with torch.no_grad():
+        probs = torch.softmax(model(pool).double(), 1).numpy()
+    direct = {"least-confidence": 1 - probs.max(1), "margin": -(np.sort(probs, 1)[:, -1] - np.sort(probs, 1)[:, -2]),
+              "entropy": -(probs * np.log(probs)).sum(1),
+              "jacobian": jacal.jacobian_norm(model, pool).double().numpy()}
+    for name, expected in direct.items():
+        res = jacal.acquire(model, pool, 5, strategy=name)
+        np.testing.assert_allclose(res.scores, expected, rtol=1e-5, atol=1e-12)
+        top = np.argsort(-expected, kind="stable")[:5]
+        assert set(res.indices) == set(top)
+    res = jacal.acquire(model, pool, 5, strategy="jacobian-diverse")
+    np.testing.assert_allclose(res.scores, direct["jacobian"], rtol=1e-5)
+    # the diverse batch comes from the top 5k = 25 by Jacobian norm
+    assert set(res.indices) <= set(np.argsort(-direct["jacobian"])[:25])
+
+
+def test_bald_uses_mc_dropout_and_needs_dropout(setup):
+    model, pool = setup
+    res = jacal.acquire(model, pool, 5, strategy="bald", mc_samples=30, seed=1)
+    assert np.all(res.scores >= 0) and res.scores.max() > 0
+    assert not any(m.training for m in model.modules())  # dropout switched back off
+    no_dropout = jacal.mlp(12, 4, width=8, depth=1, seed=0).eval()
+    with pytest.raises(ValueError, match="dropout"):
+        jacal.acquire(no_dropout, pool, 5, strategy="bald")
+
+
+def test_k_center_greedy_matches_brute_force():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(40, 3))
+    labeled = rng.normal(size=(2, 3))
+    picks, dists = k_center_greedy(torch.from_numpy(x), 6, centers=torch.from_numpy(labeled))
+    centers = list(labeled)
+    for i, d in zip(picks, dists):
+        dmin = np.array([min(np.linalg.norm(p - c) for c in centers) for p in x])
+        assert i == int(np.argmax(dmin)) and d == pytest.approx(dmin[i])
+        centers.append(x[i])
+
+
+def test_badge_factorized_distances_equal_explicit_embeddings():
+    rng = np.random.default_rng(1)
+    a, h = rng.normal(size=(30, 4)), rng.normal(size=(30, 5))
+    g = np.einsum("nk,nd->nkd", a, h).reshape(30, -1)
+    picks, d2 = kmeans_pp_outer(torch.from_numpy(a), torch.from_numpy(h), 5, seed=3)
+    assert picks[0] == int(np.argmax((g ** 2).sum(1)))
+    for j in range(1, 5):  # D² at each pick = squared distance to the nearest earlier pick
+        expected = min(((g[picks[j]] - g[p]) ** 2).sum() for p in picks[:j])
+        assert d2[j] == pytest.approx(expected, rel=1e-9, abs=1e-9)
+    assert len(set(picks)) == 5
+
+
+@pytest.mark.parametrize("strategy", ALL)
+def test_acquire_contract(setup, strategy):
+    model, pool = setup
+    labeled = [0, 3, 7, 11]
+    res = jacal.acquire(model, pool, 10, strategy=strategy, labeled=labeled, seed=2)
+    assert res.indices.shape == (10,) and len(set(res.indices)) == 10
+    assert not set(res.indices) & set(labeled)
+    assert res.scores.shape == (60,) and res.strategy == strategy
+    again = jacal.acquire(model, pool, 10, strategy=strategy, labeled=labeled, seed=2)
+    assert np.array_equal(res.indices, again.indices)
+    # NaN items are reported and never chosen
+    bad = pool.clone()
+    bad[[1, 2]] = float("nan")
+    res = jacal.acquire(model, bad, 10, strategy=strategy, seed=2)
+    assert res.invalid.tolist() == [1, 2] and not {1, 2} & set(res.indices)
+
+
+def test_random_depends_on_seed_and_ties_are_seeded(setup):
+    model, pool = setup
+    a = jacal.acquire(model, pool, 10, strategy="random", seed=0).indices
+    b = jacal.acquire(model, pool, 10, strategy="random", seed=1).indices
+    assert not np.array_equal(a, b)
+    flat = jacal.mlp(12, 4, width=4, depth=1, seed=0).eval()
+    with torch.no_grad():
+        for p in flat.parameters():
+            p.zero_()  # every item scores the same: ties everywhere
+    t0 = jacal.acquire(flat, pool, 5, strategy="entropy", seed=0).indices
+    t1 = jacal.acquire(flat, pool, 5, strategy="entropy", seed=0).indices
+    t2 = jacal.acquire(flat, pool, 5, strategy="entropy", seed=5).indices
+    assert np.array_equal(t0, t1) and not np.array_equal(t0, t2)
+
+
+def test_pool_containers_agree(setup):
+    model, pool = setup
+    ref = jacal.acquire(model, pool, 5, strategy="coreset").indices
+    assert np.array_equal(jacal.acquire(model, pool.numpy(), 5, strategy="coreset").indices, ref)
+    ds = TensorDataset(pool, torch.zeros(len(pool)))
+    assert np.array_equal(jacal.acquire(model, ds, 5, strategy="coreset", batch_size=7).indices, ref)
+    assert np.array_equal(jacal.acquire(model, DataLoader(ds, batch_size=9), 5, strategy="coreset").indices, ref)
+    with pytest.raises(ValueError, match="shuffle"):
+        jacal.acquire(model, DataLoader(ds, batch_size=9, shuffle=True), 5)
+
+
+def test_labeled_features_anchor_coreset(setup):
+    model, pool = setup
+    res = jacal.acquire(model, pool, 3, strategy="coreset", labeled=pool[:10])
+    # items identical to a labeled one have distance 0 to the labeled set, so they are not picked first
+    assert res.scores[:10].max() == pytest.approx(0.0, abs=1e-5)  # float32 embeddings, cdist rounding
+    assert res.scores[10:].min() > 1e-3
+    assert not set(res.indices) & set(range(10))
+
+
+def test_bad_inputs(setup):
+    model, pool = setup
+    with pytest.raises(ValueError, match="no larger than the valid pool items after exclusions \\(56\\)"):
+        jacal.acquire(model, pool, 57, labeled=[0, 1, 2, 3])
+    with pytest.raises(ValueError, match="empty"):
+        jacal.acquire(model, torch.zeros(0, 12), 1)
+    with pytest.raises(ValueError, match="`strategy`"):
+        jacal.acquire(model, pool, 1, strategy="magic")
+    with pytest.raises(ValueError, match="rejected pool items"):
+        jacal.acquire(model, torch.rand(5, 7), 1, strategy="entropy")
+    with pytest.raises(ValueError, match="`labeled` indices"):
+        jacal.acquire(model, pool, 1, labeled=[100])
+
+
+def test_modal_adapter(setup):
+    model, pool = setup
+    q = jacal.modal_query_strategy("jacobian")
+    idx = q(model, pool.numpy(), n_instances=4)
+    assert np.array_equal(idx, jacal.acquire(model, pool, 4, strategy="jacobian").indices)
+
+    class Learner:  # modAL ActiveLearner around a skorch-like estimator
+        class estimator:
+            module_ = model
+
+    assert np.array_equal(q(Learner(), pool.numpy(), 4), idx)
+
+    class SklearnOnly:
+        def predict_proba(self, X):
+            return np.tile([[0.5, 0.5]], (len(X), 1)) * 0 + np.c_[np.linspace(0.5, 1, len(X)), 1 - np.linspace(0.5, 1, len(X))]
+
+    assert jacal.modal_query_strategy("margin")(SklearnOnly(), np.zeros((10, 2)), 2).tolist() == [0, 1]
+    with pytest.raises(ValueError, match="needs a torch model"):
+        jacal.modal_query_strategy("badge")(SklearnOnly(), np.zeros((10, 2)), 2)
+
+
+def test_custom_strategy_registers():
+    from jacal.acquisition import Strategy, register_strategy
+
+    @register_strategy
+    class FirstItems(Strategy):
+        name = "test-first"
+
+        def scores(self, f):
+            return -np.arange(len(f.finite), dtype=float)
+
+    try:
+        model = jacal.mlp(3, 2, width=4, depth=1, seed=0).eval()
+        assert jacal.acquire(model, torch.rand(10, 3), 3, strategy="test-first").indices.tolist() == [0, 1, 2]
+    finally:
+        jacal.STRATEGIES.pop("test-first")
