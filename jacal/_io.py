@@ -97,9 +97,10 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 def load_image_folder(folder: Union[str, Path], *, size: tuple, channels: int):
     """Read every PNG/JPEG in ``folder`` (sorted by name) as a float tensor ``(N, C, H, W)``.
 
-    Transform (documented; matches jacal's dataset preprocessing): decode with torchvision, convert
-    to ``channels`` (1: grayscale, 3: RGB), resize to ``size = (H, W)`` (bilinear, antialiased),
-    scale to [0, 1]. No mean/std normalisation.
+    Transform (documented; matches jacal's dataset preprocessing): decode with Pillow, convert to
+    ``channels`` (1: grayscale ``"L"``, 3: ``"RGB"``), then torchvision ``v2``: ``PILToTensor``,
+    ``Resize(size)`` (bilinear, antialiased), ``ToDtype(float32, scale=True)`` → [0, 1]. No mean/std
+    normalisation.
 
     Returns:
         ``(x, ids)`` with ids the file names.
@@ -108,7 +109,7 @@ def load_image_folder(folder: Union[str, Path], *, size: tuple, channels: int):
         JacalError: no images, or an unreadable image (named).
     """
     import torch
-    from torchvision.io import ImageReadMode, decode_image
+    from PIL import Image, UnidentifiedImageError
     from torchvision.transforms import v2
 
     from jacal._validation import JacalError
@@ -119,13 +120,15 @@ def load_image_folder(folder: Union[str, Path], *, size: tuple, channels: int):
         raise JacalError(f"no PNG/JPEG images in {folder}")
     if channels not in (1, 3):
         raise JacalError(f"--channels must be 1 or 3, got {channels}")
-    mode = ImageReadMode.GRAY if channels == 1 else ImageReadMode.RGB
-    transform = v2.Compose([v2.Resize(list(size), antialias=True), v2.ToDtype(torch.float32, scale=True)])
+    mode = "L" if channels == 1 else "RGB"
+    transform = v2.Compose([v2.PILToTensor(), v2.Resize(list(size), antialias=True),
+                            v2.ToDtype(torch.float32, scale=True)])
     images = []
     for f in files:  # decoding is per file by nature; the scoring that follows is batched
         try:
-            img = decode_image(str(f), mode=mode)
-        except Exception as err:
+            with Image.open(f) as im:
+                img = im.convert(mode)
+        except (UnidentifiedImageError, OSError, ValueError) as err:
             raise JacalError(f"cannot decode image {f.name}: {str(err).strip().splitlines()[0][:120] if str(err).strip() else type(err).__name__}") from err
         images.append(transform(img))
     return torch.stack(images), [f.name for f in files]

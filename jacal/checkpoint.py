@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import pickle
+import warnings
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -72,6 +73,10 @@ def load_checkpoint(path: Union[str, Path]) -> Checkpoint:
 def load_model_file(path: Union[str, Path]) -> Checkpoint:
     """Load a classifier from a jacal checkpoint, a TorchScript file or a ``torch.export`` program.
 
+    A ``torch.export`` program must be saved with a ``.pt2`` suffix and exported with a dynamic
+    batch dimension (``dynamic_shapes={"input": {0: torch.export.Dim("batch")}}``), since jacal
+    feeds it chunks of varying size.
+
     Returns:
         :class:`Checkpoint` with ``kind`` ``"mlp"``/``"cnn"`` (jacal), ``"torchscript"`` or
         ``"export"``; ``metadata["input_shape"]`` when known.
@@ -82,19 +87,22 @@ def load_model_file(path: Union[str, Path]) -> Checkpoint:
     path = Path(path)
     if not path.is_file():
         raise JacalError(f"model file not found: {path}")
-    errors = []
-    try:
-        return load_checkpoint(path)
-    except JacalError as err:
-        errors.append(str(err))
-    try:
-        model = torch.jit.load(str(path), map_location="cpu")
-        return Checkpoint(model.eval(), "torchscript", {}, {})
-    except Exception as err:  # torch.jit raises RuntimeError/ValueError/... for foreign files
-        errors.append(type(err).__name__)
-    try:
-        program = torch.export.load(str(path))
-        return Checkpoint(program.module(), "export", {}, {})
-    except Exception as err:
-        errors.append(type(err).__name__)
-    raise JacalError(f"{path} is not a jacal checkpoint, TorchScript file or torch.export program (corrupt or foreign file)")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torch.jit.load's deprecation notice, torch.load's archive hints
+        try:
+            return load_checkpoint(path)
+        except JacalError:
+            pass
+        if path.suffix == ".pt2":  # torch.export's archive format requires this suffix
+            try:
+                program = torch.export.load(str(path))
+                return Checkpoint(program.module(), "export", {}, {})
+            except Exception as err:  # torch.export raises many types for corrupt archives
+                raise JacalError(f"{path} is not a readable torch.export program ({type(err).__name__})") from err
+        try:
+            model = torch.jit.load(str(path), map_location="cpu")
+            return Checkpoint(model.eval(), "torchscript", {}, {})
+        except Exception:  # torch.jit raises RuntimeError/ValueError/... for foreign files
+            pass
+    raise JacalError(f"{path} is not a jacal checkpoint, TorchScript file or torch.export program (.pt2) "
+                     "(corrupt or foreign file)")

@@ -98,7 +98,7 @@ def extract_features(model: nn.Module, pool: Any, *, need: Set[str], batch_size:
                 with torch.no_grad():
                     try:
                         z = m(x)
-                    except (RuntimeError, ValueError, IndexError) as err:
+                    except (RuntimeError, ValueError, IndexError, AssertionError) as err:
                         msg = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
                         raise ValueError(f"the model rejected pool items of shape {fmt_shape(chunk.shape[1:])}: {msg}") from err
                 if not isinstance(z, torch.Tensor) or z.ndim != 2 or z.shape[0] != len(x):

@@ -130,7 +130,7 @@ def _mlp_sq_norm(parsed: tuple, x: torch.Tensor, rows_fn: RowsFn, gram: Optional
 def _forward_logits(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
     try:
         z = model(x)
-    except (RuntimeError, ValueError, IndexError) as err:
+    except (RuntimeError, ValueError, IndexError, AssertionError) as err:
         msg = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise ValueError(f"`model` rejected `x` with per-point shape {fmt_shape(x.shape[1:])}: {msg}") from err
     if not isinstance(z, torch.Tensor) or z.ndim != 2 or z.shape[0] != x.shape[0]:

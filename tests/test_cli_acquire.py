@@ -1,0 +1,162 @@
+import csv
+import json
+
+import numpy as np
+import pytest
+import torch
+from typer.testing import CliRunner
+
+import jacal
+from jacal.cli.app import app
+
+runner = CliRunner()
+
+
+def _run(*args):
+    return runner.invoke(app, [str(a) for a in args])
+
+
+def _one_line_error(result, fragment):
+    assert result.exit_code == 1, result.output
+    err = result.stderr.strip()
+    assert len(err.splitlines()) == 1 and err.startswith("error: ") and fragment in err, err
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory):
+    root = tmp_path_factory.mktemp("models")
+    d = jacal.load_dataset("digits", n_train=300, seed=0)
+    m = jacal.mlp(64, 10, width=32, depth=1, dropout=0.2, seed=0)
+    jacal.train(m, d, epochs=5, seed=0)
+    m.eval()
+    ck = jacal.save_checkpoint(root / "model.pt", m, metadata={"input_shape": [1, 8, 8], "dataset": "digits"})
+    example = d.x_test[:4]
+    ts = root / "model.ts"
+    torch.jit.trace(m, example).save(str(ts))
+    ep = root / "model.pt2"
+    batch = torch.export.Dim("batch")
+    torch.export.save(torch.export.export(m, (example,), dynamic_shapes={"input": {0: batch}}), str(ep))
+    return {"checkpoint": ck, "torchscript": ts, "export": ep}, d
+
+
+@pytest.fixture(scope="module")
+def pools(tmp_path_factory, models):
+    from PIL import Image
+
+    _, d = models
+    root = tmp_path_factory.mktemp("pools")
+    x = d.x_test[:40].numpy()
+    np.save(root / "pool.npy", x)
+    np.savez(root / "pool.npz", x=x, ids=np.array([f"img{i:02d}.png" for i in range(40)]))
+    torch.save(torch.from_numpy(x), root / "pool.pt")
+    folder = root / "images"
+    folder.mkdir()
+    for i in range(40):
+        Image.fromarray((x[i, 0] * 255).round().astype(np.uint8), mode="L").save(folder / f"img{i:02d}.png")
+    return root
+
+
+@pytest.mark.parametrize("fmt", ["checkpoint", "torchscript", "export"])
+def test_acquire_round_trip_every_model_format(models, pools, tmp_path, fmt):
+    paths, _ = models
+    out = tmp_path / "batch.csv"
+    r = _run("acquire", "--strategy", "jacobian", "--model", paths[fmt], "--pool", pools / "pool.npz", "--k", 5,
+             "--out", out, "--device", "cpu")
+    assert r.exit_code == 0, r.output
+    rows = list(csv.DictReader(out.open()))
+    assert [int(x["rank"]) for x in rows] == [1, 2, 3, 4, 5]
+    assert all(x["id"].startswith("img") for x in rows)
+    scores = [float(x["score"]) for x in rows]
+    assert scores == sorted(scores, reverse=True)
+    ck = jacal.load_checkpoint(paths["checkpoint"])
+    expected = jacal.acquire(ck.model, np.load(pools / "pool.npy"), 5, strategy="jacobian").indices
+    assert [x["id"] for x in rows] == [f"img{i:02d}.png" for i in expected]
+
+
+@pytest.mark.parametrize("pool", ["pool.npy", "pool.npz", "pool.pt", "images"])
+def test_acquire_every_pool_format(models, pools, tmp_path, pool):
+    paths, _ = models
+    out = tmp_path / "batch.jsonl"
+    r = _run("acquire", "--strategy", "margin", "--model", paths["checkpoint"], "--pool", pools / pool, "--k", 4,
+             "--out", out, "--json")
+    assert r.exit_code == 0, r.output
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert len(rows) == 4 and {"id", "rank", "score", "predicted", "confidence"} <= set(rows[0])
+    summary = json.loads(r.stdout)
+    assert summary["k"] == 4 and summary["pool"] == 40
+    if pool == "images":  # PNG (uint8) round trip of the same digits: the same items are chosen
+        assert [r_["id"] for r_ in rows] == [f"img{i:02d}.png" for i in
+                                             jacal.acquire(jacal.load_checkpoint(paths["checkpoint"]).model,
+                                                           np.load(pools / "pool.npy"), 4, strategy="margin").indices]
+
+
+def test_image_folder_needs_size_for_foreign_models(models, pools, tmp_path):
+    paths, _ = models
+    _one_line_error(_run("acquire", "--model", paths["torchscript"], "--pool", pools / "images", "--k", 2,
+                         "--out", tmp_path / "b.csv"), "--image-size")
+    r = _run("acquire", "--model", paths["torchscript"], "--pool", pools / "images", "--k", 2, "--out",
+             tmp_path / "b.csv", "--image-size", 8, "--channels", 1)
+    assert r.exit_code == 0, r.output
+
+
+def test_exclude_and_invalid_items(models, pools, tmp_path):
+    paths, _ = models
+    x = np.load(pools / "pool.npy")
+    x[[3, 4]] = np.nan
+    np.savez(tmp_path / "bad.npz", x=x, ids=np.array([f"item{i}" for i in range(40)]))
+    (tmp_path / "done.csv").write_text("id,label\nitem0,1\nitem1,2\nnot-in-pool,3\n")
+    out = tmp_path / "b.csv"
+    r = _run("acquire", "--strategy", "coreset", "--model", paths["checkpoint"], "--pool", tmp_path / "bad.npz",
+             "--k", 36, "--out", out, "--exclude", tmp_path / "done.csv")
+    assert r.exit_code == 0, r.output
+    ids = [row["id"] for row in csv.DictReader(out.open())]
+    assert len(ids) == 36 and not {"item0", "item1", "item3", "item4"} & set(ids)
+    assert "item3, item4" in r.stderr and "not in the pool" in r.stderr
+    _one_line_error(_run("acquire", "--model", paths["checkpoint"], "--pool", tmp_path / "bad.npz", "--k", 37,
+                         "--out", tmp_path / "c.csv", "--exclude", tmp_path / "done.csv"), "after exclusions (36)")
+    assert not (tmp_path / "c.csv").exists()
+
+
+def test_acquire_bad_input(models, pools, tmp_path):
+    paths, _ = models
+    base = ["acquire", "--model", paths["checkpoint"], "--pool", pools / "pool.npy", "--k", 3]
+    _one_line_error(_run(*base, "--out", tmp_path / "a.csv", "--strategy", "psychic"), "psychic")
+    (tmp_path / "exists.csv").write_text("old")
+    _one_line_error(_run(*base, "--out", tmp_path / "exists.csv"), "--force")
+    assert (tmp_path / "exists.csv").read_text() == "old"
+    corrupt = tmp_path / "corrupt.pt"
+    corrupt.write_bytes(b"garbage" * 10)
+    _one_line_error(_run("acquire", "--model", corrupt, "--pool", pools / "pool.npy", "--k", 3, "--out",
+                         tmp_path / "b.csv"), "not a jacal checkpoint, TorchScript file or torch.export program")
+    np.save(tmp_path / "wide.npy", np.zeros((5, 30), np.float32))
+    _one_line_error(_run("acquire", "--model", paths["checkpoint"], "--pool", tmp_path / "wide.npy", "--k", 2,
+                         "--out", tmp_path / "c.csv"), "rejected")
+    _one_line_error(_run(*base, "--out", tmp_path / "d.txt"), "--format")
+    no_dropout = jacal.save_checkpoint(tmp_path / "nd.pt", jacal.mlp(64, 10, width=8, depth=1, seed=0))
+    _one_line_error(_run("acquire", "--model", no_dropout, "--pool", pools / "pool.npy", "--k", 2, "--strategy", "bald",
+                         "--out", tmp_path / "e.csv"), "dropout")
+    _one_line_error(_run("acquire", "--model", paths["checkpoint"], "--pool", tmp_path / "none.npy", "--k", 2,
+                         "--out", tmp_path / "f.csv"), "not found")
+
+
+def test_confidence_command(models, pools, tmp_path):
+    paths, d = models
+    np.save(tmp_path / "y.npy", d.y_test[:40].numpy())
+    np.save(tmp_path / "xf.npy", d.x_test[40:240].numpy())
+    np.save(tmp_path / "yf.npy", d.y_test[40:240].numpy())
+    out = tmp_path / "conf.csv"
+    r = _run("confidence", "--model", paths["checkpoint"], "--data", pools / "pool.npy", "--labels", tmp_path / "y.npy",
+             "--out", out, "--review-below", 0.8, "--json")
+    assert r.exit_code == 0, r.output
+    s = json.loads(r.stdout)
+    assert s["n"] == 40 and 0 <= s["metrics"]["failure_auroc"] <= 1 and "ece" in s["metrics"]
+    rows = list(csv.DictReader(out.open()))
+    assert len(rows) == 40 and sum(int(x["review"]) for x in rows) == s["to_review"]
+    r = _run("confidence", "--model", paths["export"], "--data", pools / "pool.npy", "--method", "combined",
+             "--fit-data", tmp_path / "xf.npy", "--fit-labels", tmp_path / "yf.npy", "--labels", tmp_path / "y.npy")
+    assert r.exit_code == 0, r.output and "failure AUROC" in r.stdout
+    _one_line_error(_run("confidence", "--model", paths["checkpoint"], "--data", pools / "pool.npy", "--method",
+                         "combined"), "--fit-data")
+    np.save(tmp_path / "short.npy", np.zeros(3, np.int64))
+    _one_line_error(_run("confidence", "--model", paths["checkpoint"], "--data", pools / "pool.npy", "--labels",
+                         tmp_path / "short.npy"), "3 labels for 40 items")
