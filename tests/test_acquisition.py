@@ -70,7 +70,7 @@ def test_k_center_greedy_matches_brute_force():
     centers = list(labeled)
     for i, d in zip(picks, dists):
         dmin = np.array([min(np.linalg.norm(p - c) for c in centers) for p in x])
-        assert i == int(np.argmax(dmin)) and d == pytest.approx(dmin[i])
+        assert i == int(np.argmax(dmin)) and d == pytest.approx(dmin[i], rel=1e-9)
         centers.append(x[i])
 
 
@@ -82,7 +82,7 @@ def test_badge_factorized_distances_equal_explicit_embeddings():
     assert picks[0] == int(np.argmax((g ** 2).sum(1)))
     for j in range(1, 5):  # D² at each pick = squared distance to the nearest earlier pick
         expected = min(((g[picks[j]] - g[p]) ** 2).sum() for p in picks[:j])
-        assert d2[j] == pytest.approx(expected, rel=1e-9, abs=1e-9)
+        assert d2[j] == pytest.approx(expected, rel=1e-5, abs=1e-6)  # h is held in float32
     assert len(set(picks)) == 5
 
 
@@ -133,8 +133,8 @@ def test_labeled_features_anchor_coreset(setup):
     model, pool = setup
     res = jacal.acquire(model, pool, 3, strategy="coreset", labeled=pool[:10])
     # items identical to a labeled one have distance 0 to the labeled set, so they are not picked first
-    assert res.scores[:10].max() == pytest.approx(0.0, abs=1e-5)  # float32 embeddings, cdist rounding
-    assert res.scores[10:].min() > 1e-3
+    # (float32 embeddings: "zero" is zero up to rounding, far below every other item's distance)
+    assert res.scores[:10].max() < 0.01 * np.median(res.scores[10:])
     assert not set(res.indices) & set(range(10))
 
 

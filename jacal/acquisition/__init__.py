@@ -96,7 +96,8 @@ def acquire(model: nn.Module, pool: Any, k: int, *, strategy: str = "jacobian", 
         raise ValueError("strategy 'bald' needs a model with dropout layers (MC dropout); this model has none.")
     lab_idx = _labeled_indices(labeled, n)
     if isinstance(pool, (torch.Tensor, np.ndarray)):  # fail fast, before the scoring pass
-        ok = ~nonfinite_rows(as_float_tensor("pool", pool, min_ndim=2)).numpy()
+        xt = as_float_tensor("pool", pool, min_ndim=2)
+        ok = ~torch.cat([nonfinite_rows(xt[s:s + 4096]) for s in range(0, len(xt), 4096)]).numpy()
         if lab_idx is not None:
             ok[lab_idx] = False
         check_positive_int("k", k, upper=int(ok.sum()), upper_name="the valid pool items after exclusions")

@@ -109,7 +109,7 @@ def extract_features(model: nn.Module, pool: Any, *, need: Set[str], batch_size:
                 probs.append(p)
                 finite.append(keep)
                 if head is not None:
-                    e = captured[-1].reshape(len(x), -1).double().cpu().numpy()
+                    e = captured[-1].reshape(len(x), -1).float().cpu().numpy()
                     e[~keep] = np.nan
                     embs.append(e)
                 if "jacobian" in need:

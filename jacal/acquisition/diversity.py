@@ -15,17 +15,33 @@ from typing import Optional
 import numpy as np
 import torch
 
-__all__ = ["k_center_greedy", "kmeans_pp_outer"]
+__all__ = ["k_center_greedy", "kmeans_pp_outer", "min_distances"]
 
 
-def _sq_dist_to(x: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
-    """Squared distances ``(N,)`` from rows of ``x (N, d)`` to one point ``c (d,)``."""
-    return (x - c).pow(2).sum(dim=1)
+def min_distances(x: torch.Tensor, centers: torch.Tensor, *, chunk: int = 256) -> torch.Tensor:
+    """Distance ``(N,)`` from each row of ``x (N, d)`` to its nearest row of ``centers (M, d)``.
+
+    ``‖x‖² − 2 x·c + ‖c‖²`` in ``x``'s dtype, ``chunk`` centers at a time: no N × d temporaries.
+    Both sides are shifted by the mean of ``x`` first, which shrinks the norms and so the
+    cancellation of this expansion (in float32, distances are accurate to ~1e-3·spread).
+    """
+    mu = x.mean(dim=0, keepdim=True)
+    x = x - mu
+    sq = x.pow(2).sum(dim=1)
+    c = centers.to(x.dtype) - mu
+    d2 = torch.full((x.shape[0],), float("inf"), dtype=x.dtype)
+    for s in range(0, len(c), chunk):
+        cc = c[s:s + chunk]
+        part = (sq[:, None] - 2 * (x @ cc.T) + cc.pow(2).sum(dim=1)[None, :]).clamp_min_(0).min(dim=1).values
+        d2 = torch.minimum(d2, part)
+    return d2.sqrt()
 
 
-def k_center_greedy(x: torch.Tensor, k: int, *, centers: Optional[torch.Tensor] = None, seed: int = 0,
-                    chunk: int = 65536) -> tuple:
+def k_center_greedy(x: torch.Tensor, k: int, *, centers: Optional[torch.Tensor] = None, seed: int = 0) -> tuple:
     """Pick ``k`` rows of ``x (N, d)``, each the farthest from everything chosen so far.
+
+    Distances use ``‖x‖² − 2 x·c + ‖c‖²`` (one matrix-vector product per pick, no N × d
+    temporaries), in ``x``'s dtype, clamped at 0.
 
     Args:
         x: candidate embeddings.
@@ -39,22 +55,20 @@ def k_center_greedy(x: torch.Tensor, k: int, *, centers: Optional[torch.Tensor] 
         nearest earlier center at the time it was picked.
     """
     n = x.shape[0]
-    x = x.double()
+    ref = centers if centers is not None and len(centers) else x.mean(dim=0, keepdim=True)
+    mu = x.mean(dim=0, keepdim=True)  # shift everything by the mean: smaller norms, less cancellation
+    x = (x - mu).contiguous()
+    ref = ref.to(x.dtype) - mu
+    sq = x.pow(2).sum(dim=1)
     rng = np.random.default_rng(seed)
-    jitter = torch.from_numpy(rng.random(n) * 1e-12)
-    if centers is not None and len(centers):
-        c = centers.double()
-        d2 = torch.full((n,), float("inf"), dtype=torch.float64)
-        for s in range(0, len(c), 1024):
-            d2 = torch.minimum(d2, torch.cdist(x, c[s:s + 1024]).pow(2).min(dim=1).values)
-    else:
-        d2 = _sq_dist_to(x, x.mean(dim=0))
+    jitter = torch.from_numpy(rng.random(n) * 1e-9).to(x.dtype)
+    d2 = min_distances(x, ref).pow(2)
     picks, dists = [], []
     for _ in range(k):
-        i = int(torch.argmax(d2 + jitter))
+        i = int(torch.argmax(d2 + jitter * d2.max().clamp_min(1e-30)))
         picks.append(i)
         dists.append(float(d2[i].clamp_min(0).sqrt()))
-        d2 = torch.minimum(d2, _sq_dist_to(x, x[i]))
+        d2 = torch.minimum(d2, (sq - 2 * (x @ x[i]) + sq[i]).clamp_min_(0))
         d2[i] = -1.0
     return np.asarray(picks, dtype=np.int64), np.asarray(dists)
 
@@ -74,14 +88,14 @@ def kmeans_pp_outer(a: torch.Tensor, h: torch.Tensor, k: int, *, seed: int = 0) 
         ``(indices (k,), d2_at_pick (k,))``. The first pick is the largest-norm embedding (as in
         BADGE's reference code), each later one is sampled with probability ∝ D².
     """
-    a, h = a.double(), h.double()
-    norms2 = a.pow(2).sum(1) * h.pow(2).sum(1)
+    a, h = a.double(), h.float()
+    norms2 = a.pow(2).sum(1) * h.double().pow(2).sum(1)
     rng = np.random.default_rng(seed)
     first = int(torch.argmax(norms2))
     picks, d2_at = [first], [float(norms2[first])]
 
     def d2_to(j: int) -> torch.Tensor:
-        return (norms2 + norms2[j] - 2 * (a @ a[j]) * (h @ h[j])).clamp_min(0)
+        return (norms2 + norms2[j] - 2 * (a @ a[j]) * (h @ h[j]).double()).clamp_min(0)
 
     d2 = d2_to(first)
     d2[first] = 0.0

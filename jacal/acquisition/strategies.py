@@ -13,7 +13,7 @@ import torch
 
 from jacal.acquisition import scores as S
 from jacal.acquisition._features import PoolFeatures
-from jacal.acquisition.diversity import k_center_greedy, kmeans_pp_outer
+from jacal.acquisition.diversity import k_center_greedy, kmeans_pp_outer, min_distances
 
 __all__ = ["Strategy", "STRATEGIES", "register_strategy", "get_strategy", "top_k"]
 
@@ -143,8 +143,8 @@ class Coreset(Strategy):
         centers = torch.from_numpy(labeled_embeddings) if labeled_embeddings is not None and len(labeled_embeddings) else None
         picks, dist = k_center_greedy(emb, k, centers=centers, seed=seed)
         s = np.full(len(f.finite), np.nan)
-        ref = centers if centers is not None else emb.double().mean(0, keepdim=True)
-        s[candidates] = torch.cdist(emb.double(), ref.double()).min(dim=1).values.numpy()
+        ref = centers if centers is not None else emb.mean(0, keepdim=True)
+        s[candidates] = min_distances(emb, ref).double().numpy()
         return candidates[picks], s, dist
 
 
