@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import csv
 import json
+from dataclasses import replace
 from enum import Enum
 from pathlib import Path
 from typing import List, Optional
@@ -21,6 +22,7 @@ from jacal._io import atomic_open, load_array, load_image_folder
 from jacal.acquisition import STRATEGIES
 from jacal.checkpoint import load_model_file
 from jacal.confidence import METHODS as CONFIDENCE_METHODS, ConfidenceEstimator
+from jacal.loop import LOOP_PRESETS, LoopCallbacks, run_loop
 from jacal.replication import PRESETS, Callbacks, run_replication
 from ._common import JacalGroup, check_writable, emit_json, fail, progress_bar, stderr
 
@@ -459,6 +461,93 @@ def confidence(
         if review_below is not None:
             line += f"; {summary['to_review']} below {review_below} for review"
         typer.echo(line + (f" -> {out}" if out else ""))
+
+
+LoopPreset = Enum("LoopPreset", {k.replace("-", "_"): k for k in LOOP_PRESETS}, type=str)
+
+
+@app.command()
+def loop(
+    preset: Annotated[LoopPreset, typer.Option(help="'smoke' (digits, all strategies, 3 seeds, minutes on a CPU), "
+                                                    "'mnist-gal' (Gal et al. 2017: 20 labels +10 per round), "
+                                                    "'mnist-batch100' (+100 per round).")] = "smoke",
+    dataset: Annotated[Optional[DatasetName], typer.Option(help="Override the preset's dataset.")] = None,
+    data_root: DataRootOpt = None,
+    download: Annotated[bool, typer.Option(help="Allow torchvision to download a missing dataset.")] = False,
+    strategies: Annotated[Optional[str], typer.Option(help="Comma-separated strategies (default: all).")] = None,
+    initial: Annotated[Optional[int], typer.Option(help="Labeled items before the first round.")] = None,
+    k: Annotated[Optional[int], typer.Option(help="Items acquired per round.")] = None,
+    rounds: Annotated[Optional[int], typer.Option(help="Acquisition rounds.")] = None,
+    seeds: Annotated[Optional[int], typer.Option(help="Independent repetitions (paired across strategies).")] = None,
+    model: Annotated[Optional[str], typer.Option(help="'mlp' or 'cnn'.")] = None,
+    warm_start: Annotated[bool, typer.Option(help="Continue training the previous round's model instead of a fresh one.")] = False,
+    max_epochs: Annotated[Optional[int], typer.Option(help="Epoch cap per round (early stopping on validation).")] = None,
+    device: DeviceOpt = "auto",
+    out: Annotated[Path, typer.Option(help="Output folder: loop.sqlite, curves.csv, summary.json, curves.png, report.md.")] = Path("runs/loop"),
+    resume: Annotated[bool, typer.Option(help="Continue an interrupted experiment in --out at each run's last finished round.")] = False,
+    json_out: JsonOpt = False,
+) -> None:
+    """Simulated active learning: does choosing by Jacobian norm beat the alternatives on this data?
+
+    Each round trains the model on the labeled set, evaluates it on the test split, acquires --k items
+    with each strategy and reveals their labels; learning curves, areas under them with CIs, paired
+    comparisons against random and the best baseline, and the per-point check C4 are reported.
+    """
+    base = LOOP_PRESETS[LoopPreset(preset).value]
+    changes = {name: v for name, v in (("initial", initial), ("k", k), ("rounds", rounds), ("seeds", seeds),
+                                       ("model", model), ("max_epochs", max_epochs)) if v is not None}
+    if dataset is not None:
+        changes["dataset"] = DatasetName(dataset).value
+    if strategies:
+        changes["strategies"] = tuple(s.strip() for s in strategies.split(",") if s.strip())
+    if warm_start:
+        changes["warm_start"] = True
+    cfg = replace(base, **changes)
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    prog = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                    console=stderr, transient=True, disable=json_out or not stderr.is_terminal)
+    task = prog.add_task("rounds", total=None)
+    started = []
+
+    def on_start(total: int, done: int) -> None:
+        prog.start()
+        started.append(True)
+        prog.update(task, total=total, completed=done)
+
+    cb = LoopCallbacks(on_start=on_start, on_run=lambda s, seed: prog.update(task, description=f"{s} · seed {seed}"),
+                       on_round=lambda s, seed, rnd, acc: prog.advance(task))
+    try:
+        summary = run_loop(out, cfg, device=device, data_root=data_root, download=download, resume=resume, callbacks=cb)
+    finally:
+        if started:
+            prog.stop()
+    if json_out:
+        emit_json({"out": str(out), "ranking": summary["ranking"],
+                   "strategies": {s: {"aulc": d["aulc"], "final_accuracy": d["final_accuracy"],
+                                      "vs_random": d.get("vs_random")} for s, d in summary["strategies"].items()},
+                   "pointwise_check_c4": summary["pointwise_check_c4"]})
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"{cfg.dataset}: {cfg.initial} labels +{cfg.k}×{cfg.rounds}, {cfg.seeds} seeds")
+    for col in ("strategy", "AULC [95% CI]", "final acc.", "vs random", "vs best baseline"):
+        table.add_column(col)
+    for s in summary["ranking"]:
+        d = summary["strategies"][s]
+        a = d["aulc"]
+        ci = f" [{a['ci_low']:.3f}, {a['ci_high']:.3f}]" if a.get("ci_low") is not None else ""
+        vr, vb = d.get("vs_random"), d.get("vs_best_baseline")
+        table.add_row(s, f"{a['mean']:.3f}{ci}", f"{d['final_accuracy']['mean']:.3f}",
+                      "–" if not vr else f"{vr['verdict']} ({vr['mean_difference']:+.3f})",
+                      "–" if not vb else f"{vb['verdict']} vs {vb['baseline']}")
+    Console().print(table)
+    c4 = summary["pointwise_check_c4"]
+    if c4:
+        typer.echo(f"C4 check (first model): ρ(‖J‖, loss) = {c4['spearman_rho_jacobian_loss']:.3f}, "
+                   f"error AUROC of ‖J‖ = {c4['error_auroc_jacobian']}")
+    typer.echo(f"report: {out / 'report.md'}, {out / 'curves.png'}, {out / 'curves.csv'}, {out / 'summary.json'}")
 
 
 def main() -> None:
