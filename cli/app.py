@@ -20,6 +20,7 @@ from typing_extensions import Annotated
 import jacal
 from jacal._io import atomic_open, load_array, load_image_folder
 from jacal.acquisition import STRATEGIES
+from jacal.backends import get_backend
 from jacal.checkpoint import load_model_file
 from jacal.confidence import METHODS as CONFIDENCE_METHODS, ConfidenceEstimator
 from jacal.loop import LOOP_PRESETS, LoopCallbacks, run_loop
@@ -52,6 +53,9 @@ DeviceOpt = Annotated[str, typer.Option(help="'auto' (CUDA when present), 'cpu',
 DataRootOpt = Annotated[Optional[Path], typer.Option(help="Folder with downloaded datasets (torchvision layout). "
                                                           "Default: $JACAL_DATA or ~/.cache/jacal/data.")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print a machine-readable JSON summary on stdout.")]
+BackendName = Enum("BackendName", {"local": "local", "ray": "ray"}, type=str)
+BackendOpt = Annotated[BackendName, typer.Option(help="'local' (this process) or 'ray' (Ray tasks; needs jacal[ray]).")]
+AddressOpt = Annotated[Optional[str], typer.Option(help="Ray cluster: 'auto' or 'ray://host:port' (default: start a local Ray).")]
 
 
 @app.command()
@@ -215,6 +219,9 @@ def replicate(
     device: DeviceOpt = "auto",
     out: Annotated[Path, typer.Option(help="Output folder: results.sqlite, report.json, report.md, figures.")] = Path("runs/replicate"),
     resume: Annotated[bool, typer.Option(help="Continue an interrupted run in --out (same preset, datasets and seed).")] = False,
+    backend: BackendOpt = "local",
+    address: AddressOpt = None,
+    gpus_per_group: Annotated[Optional[float], typer.Option(help="Ray: num_gpus per group task (fractions share a GPU); default 1 on CUDA, else 0.")] = None,
     json_out: JsonOpt = False,
 ) -> None:
     """Train populations of fully-connected models and check every claim (C1–C6) of Novak et al. 2018.
@@ -254,7 +261,8 @@ def replicate(
     )
     try:
         report = run_replication(out, preset=Preset(preset).value, datasets=datasets, seed=seed, device=device,
-                                 data_root=data_root, download=download, resume=resume, overrides=overrides, callbacks=cb)
+                                 data_root=data_root, download=download, resume=resume, overrides=overrides, callbacks=cb,
+                                 backend=BackendName(backend).value, address=address, gpus_per_group=gpus_per_group)
     finally:
         if started:
             prog.stop()
@@ -351,6 +359,9 @@ def acquire(
     image_size: ImageSizeOpt = None,
     channels: ChannelsOpt = None,
     device: DeviceOpt = "auto",
+    backend: BackendOpt = "local",
+    address: AddressOpt = None,
+    shard_size: Annotated[int, typer.Option(help="Ray: pool items per task (a .npy pool is memory-mapped and read shard by shard).")] = 65536,
     force: Annotated[bool, typer.Option(help="Overwrite an existing --out file.")] = False,
     json_out: JsonOpt = False,
 ) -> None:
@@ -362,7 +373,12 @@ def acquire(
     kind = _output_kind(out, fmt)
     check_writable(out, force)
     ck = load_model_file(model)
-    x, ids = _load_items(pool, ck, image_size, channels, "--pool")
+    distributed = BackendName(backend).value != "local"
+    if distributed and pool.suffix == ".npy" and pool.is_file():
+        x, _ = load_array(pool, mmap=True)
+        ids = list(range(len(x)))
+    else:
+        x, ids = _load_items(pool, ck, image_size, channels, "--pool")
     str_ids = [str(i) for i in ids]
     labeled = None
     n_unknown = 0
@@ -372,8 +388,13 @@ def acquire(
         labeled = sorted(pos[v] for v in wanted if v in pos)
         n_unknown = len(wanted) - len(labeled)
     with progress_bar(f"scoring ({Strategy(strategy).value})", len(x), enabled=not json_out) as update:
-        res = jacal.acquire(ck.model, x, k, strategy=Strategy(strategy).value, labeled=labeled, seed=seed,
-                            batch_size=batch_size, device=device, mc_samples=mc_samples, progress=update)
+        runner = get_backend(BackendName(backend).value, address=address)
+        try:
+            res = jacal.acquire(ck.model, x, k, strategy=Strategy(strategy).value, labeled=labeled, seed=seed,
+                                batch_size=batch_size, device=device, mc_samples=mc_samples, progress=update,
+                                backend=runner, shard_size=shard_size)
+        finally:
+            runner.close()
     rows = [{"id": ids[i], "rank": r + 1, "score": float(res.scores[i]), "predicted": int(res.predicted[i]),
              "confidence": float(res.confidence[i])} for r, i in enumerate(res.indices)]
     _write_rows(out, kind, rows, ["id", "rank", "score", "predicted", "confidence"])
@@ -485,6 +506,8 @@ def loop(
     device: DeviceOpt = "auto",
     out: Annotated[Path, typer.Option(help="Output folder: loop.sqlite, curves.csv, summary.json, curves.png, report.md.")] = Path("runs/loop"),
     resume: Annotated[bool, typer.Option(help="Continue an interrupted experiment in --out at each run's last finished round.")] = False,
+    backend: BackendOpt = "local",
+    address: AddressOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
     """Simulated active learning: does choosing by Jacobian norm beat the alternatives on this data?
@@ -518,7 +541,8 @@ def loop(
     cb = LoopCallbacks(on_start=on_start, on_run=lambda s, seed: prog.update(task, description=f"{s} · seed {seed}"),
                        on_round=lambda s, seed, rnd, acc: prog.advance(task))
     try:
-        summary = run_loop(out, cfg, device=device, data_root=data_root, download=download, resume=resume, callbacks=cb)
+        summary = run_loop(out, cfg, device=device, data_root=data_root, download=download, resume=resume, callbacks=cb,
+                           backend=BackendName(backend).value, address=address)
     finally:
         if started:
             prog.stop()

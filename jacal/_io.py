@@ -34,12 +34,13 @@ def atomic_open(path: Union[str, Path], mode: str = "w", **kwargs) -> Iterator[I
             yield f
 
 
-def load_array(path: Union[str, Path]):
+def load_array(path: Union[str, Path], *, mmap: bool = False):
     """Read points from ``.npy``, ``.npz`` (array ``x``, optional ``ids``) or ``.pt`` (a tensor,
     or a dict with ``x`` and optional ``ids``).
 
     Returns:
-        ``(x, ids)``: a float tensor ``(N, ...)`` and a list of ids (or ``None``).
+        ``(x, ids)``: a float tensor ``(N, ...)`` and a list of ids (or ``None``). With ``mmap=True`` a
+        ``.npy`` file comes back as a read-only memory-mapped numpy array (rows are read when used).
 
     Raises:
         JacalError: the file is missing, unreadable, or has no ``x``.
@@ -56,7 +57,11 @@ def load_array(path: Union[str, Path]):
     ids = None
     try:
         if suffix == ".npy":
-            x = np.load(path, allow_pickle=False)
+            x = np.load(path, allow_pickle=False, mmap_mode="r" if mmap else None)
+            if mmap:
+                if x.ndim < 2:
+                    raise JacalError(f"{path}: expected an array of points (N, ...), got shape {x.shape}")
+                return x, None
         elif suffix == ".npz":
             with np.load(path, allow_pickle=False) as f:
                 keys = list(f.keys())

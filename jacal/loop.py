@@ -180,9 +180,69 @@ def _validate(cfg: LoopConfig) -> None:
         raise ValueError("strategy 'bald' needs dropout: set dropout > 0.")
 
 
+def _run_one(cfg: LoopConfig, data: Splits, strategy: str, seed: int, last: int, labeled: np.ndarray,
+             warm_state: Optional[bytes], device: str, want_check: bool,
+             commit: Optional[Callable[[tuple, Optional[bytes], Optional[dict]], Any]] = None
+             ) -> Tuple[List[Tuple[tuple, Optional[bytes]]], Optional[dict]]:
+    """Rounds ``last + 1 .. rounds`` of one (strategy, seed): a unit of work (local, or a Ray task).
+
+    Returns the round rows (with warm-start weights when used) and the C4 check when asked for.
+    ``commit(row, warm_blob, check)`` is called after each round when given (the local backend
+    commits round by round).
+    """
+    from jacal.backends import crash_once_for_tests
+
+    crash_once_for_tests(f"loop-{strategy}-{seed}")
+    dev = torch.device(device)
+    val, pool, _ = _splits(data, cfg, seed)
+    xv, yv = data.x_train[val], data.y_train[val]
+    model = None
+    if cfg.warm_start and warm_state is not None:  # continue from the stored weights of the last round
+        model = _build_model(cfg, data, seed)
+        model.load_state_dict(torch.load(io.BytesIO(warm_state), weights_only=True))
+    out: List[Tuple[tuple, Optional[bytes]]] = []
+    check = None
+    for rnd in range(last + 1, cfg.rounds + 1):
+        if model is None or not cfg.warm_start:
+            model = _build_model(cfg, data, seed * 1000 + rnd if not cfg.warm_start else seed)
+        epochs = _train_early_stopping(model, data.x_train[labeled], data.y_train[labeled], xv, yv, cfg,
+                                       seed * 1000 + rnd, dev)
+        acc, loss = evaluate(model, data.x_test, data.y_test, device=dev)
+        round_check = None
+        if want_check and rnd == 0:
+            check = round_check = pointwise_check(model, data.x_test, data.y_test, dev)
+        acq_time = math.nan
+        new_labeled = labeled
+        if rnd < cfg.rounds:
+            remaining = np.setdiff1d(pool, labeled)
+            t0 = time.perf_counter()
+            res = acquire(model, data.x_train[remaining], cfg.k, strategy=strategy,
+                          labeled=data.x_train[labeled] if STRATEGIES[strategy].uses_labeled else None,
+                          seed=seed * 1000 + rnd, device=dev)
+            acq_time = time.perf_counter() - t0
+            new_labeled = np.sort(np.concatenate([labeled, remaining[res.indices]]))
+        row = (strategy, seed, rnd, int(len(labeled)), acc, loss, acq_time, epochs, json.dumps(new_labeled.tolist()))
+        blob = None
+        if cfg.warm_start:
+            buf = io.BytesIO()
+            torch.save({k: v.cpu() for k, v in model.state_dict().items()}, buf)
+            blob = buf.getvalue()
+        out.append((row, blob))
+        if commit is not None:
+            commit(row, blob, round_check)
+        labeled = new_labeled
+    return out, check
+
+
 def run_loop(out: Path, cfg: LoopConfig, *, device: str = "auto", data_root: Optional[Path] = None,
-             download: bool = False, resume: bool = False, callbacks: Optional[LoopCallbacks] = None) -> Dict[str, Any]:
-    """Run (or resume) every (strategy, seed) and write curves.csv, summary.json, curves.png, report.md."""
+             download: bool = False, resume: bool = False, callbacks: Optional[LoopCallbacks] = None,
+             backend: str = "local", address: Optional[str] = None) -> Dict[str, Any]:
+    """Run (or resume) every (strategy, seed) and write curves.csv, summary.json, curves.png, report.md.
+
+    ``backend="ray"`` runs each (strategy, seed) as an independent Ray task; its rounds reach
+    ``loop.sqlite`` when the task returns (the local backend commits round by round).
+    """
+    from jacal.backends import get_backend
     from jacal.replication.runner import _check_out_dir
 
     cb = callbacks or LoopCallbacks()
@@ -195,6 +255,7 @@ def run_loop(out: Path, cfg: LoopConfig, *, device: str = "auto", data_root: Opt
     db = out / "loop.sqlite"
     if db.exists() and not resume:
         raise JacalError(f"{db} exists; pass --resume to continue that run, or choose another --out")
+    runner = get_backend(backend, address=address)
     con = sqlite3.connect(str(db), timeout=30)
     try:
         con.executescript(_SCHEMA)
@@ -207,61 +268,52 @@ def run_loop(out: Path, cfg: LoopConfig, *, device: str = "auto", data_root: Opt
         done = {(s, sd): r for s, sd, r in con.execute("SELECT strategy, seed, MAX(round) FROM rounds GROUP BY 1, 2")}
         total = len(cfg.strategies) * cfg.seeds * (cfg.rounds + 1)
         cb.on_start(total, sum(r + 1 for r in done.values()))
-        check = con.execute("SELECT value FROM meta WHERE key='pointwise_check'").fetchone()
+        have_check = con.execute("SELECT value FROM meta WHERE key='pointwise_check'").fetchone() is not None
+
+        def commit(row: tuple, blob: Optional[bytes], check: Optional[dict]) -> None:
+            with con:  # the round, the labeled set it ends with (and warm weights), together
+                con.execute("INSERT OR REPLACE INTO rounds VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", row)
+                if blob is not None:
+                    con.execute("INSERT OR REPLACE INTO warm VALUES (?, ?, ?)", (row[0], row[1], blob))
+                if check is not None:
+                    con.execute("INSERT OR REPLACE INTO meta VALUES ('pointwise_check', ?)", (json.dumps(check),))
+            cb.on_round(row[0], row[1], row[2], row[4])
+
+        jobs = []
+        first = cfg.strategies[0]
         for seed in range(cfg.seeds):
-            val, pool, initial = _splits(data, cfg, seed)
-            xv, yv = data.x_train[val], data.y_train[val]
+            _, _, initial = _splits(data, cfg, seed)
             for strategy in cfg.strategies:
                 last = done.get((strategy, seed), -1)
                 if last >= cfg.rounds:
                     continue
-                cb.on_run(strategy, seed)
+                labeled, warm = initial.copy(), None
                 if last >= 0:
                     labeled = np.array(json.loads(con.execute(
                         "SELECT labeled FROM rounds WHERE strategy=? AND seed=? AND round=?",
                         (strategy, seed, last)).fetchone()[0]), dtype=np.int64)
-                else:
-                    labeled = initial.copy()
-                model = None
-                if cfg.warm_start and last >= 0:  # continue from the stored weights of the last round
-                    model = _build_model(cfg, data, seed)
-                    blob = con.execute("SELECT state FROM warm WHERE strategy=? AND seed=?", (strategy, seed)).fetchone()
-                    model.load_state_dict(torch.load(io.BytesIO(blob[0]), weights_only=True))
-                for rnd in range(last + 1, cfg.rounds + 1):
-                    if model is None or not cfg.warm_start:
-                        model = _build_model(cfg, data, seed * 1000 + rnd if not cfg.warm_start else seed)
-                    epochs = _train_early_stopping(model, data.x_train[labeled], data.y_train[labeled], xv, yv, cfg,
-                                                   seed * 1000 + rnd, dev)
-                    acc, loss = evaluate(model, data.x_test, data.y_test, device=dev)
-                    if check is None and seed == 0 and rnd == 0:
-                        check = (json.dumps(pointwise_check(model, data.x_test, data.y_test, dev)),)
-                        with con:
-                            con.execute("INSERT OR REPLACE INTO meta VALUES ('pointwise_check', ?)", check)
-                    acq_time = math.nan
-                    new_labeled = labeled
-                    if rnd < cfg.rounds:
-                        remaining = np.setdiff1d(pool, labeled)
-                        t0 = time.perf_counter()
-                        res = acquire(model, data.x_train[remaining], cfg.k, strategy=strategy,
-                                      labeled=data.x_train[labeled] if STRATEGIES[strategy].uses_labeled else None,
-                                      seed=seed * 1000 + rnd, device=dev)
-                        acq_time = time.perf_counter() - t0
-                        new_labeled = np.sort(np.concatenate([labeled, remaining[res.indices]]))
-                    with con:  # the round, the labeled set it ends with (and warm weights), together
-                        con.execute("INSERT OR REPLACE INTO rounds VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                                    (strategy, seed, rnd, int(len(labeled)), acc, loss, acq_time, epochs,
-                                     json.dumps(new_labeled.tolist())))
-                        if cfg.warm_start:
-                            buf = io.BytesIO()
-                            torch.save({k: v.cpu() for k, v in model.state_dict().items()}, buf)
-                            con.execute("INSERT OR REPLACE INTO warm VALUES (?, ?, ?)", (strategy, seed, buf.getvalue()))
-                    cb.on_round(strategy, seed, rnd, acc)
-                    labeled = new_labeled
+                    if cfg.warm_start:
+                        warm = con.execute("SELECT state FROM warm WHERE strategy=? AND seed=?", (strategy, seed)).fetchone()[0]
+                want = not have_check and seed == 0 and strategy == first
+                jobs.append((strategy, seed, last, labeled, warm, want))
+        if runner.name == "local":
+            for strategy, seed, last, labeled, warm, want in jobs:
+                cb.on_run(strategy, seed)
+                _run_one(cfg, data, strategy, seed, last, labeled, warm, str(dev), want, commit)
+        else:
+            shared = runner.put(data)
+            worker_device = "cuda" if dev.type == "cuda" else "cpu"
+            args = [(cfg, shared, s, sd, last, lab, warm, worker_device, want) for s, sd, last, lab, warm, want in jobs]
+            for i, (rows_, check) in runner.map_unordered(_run_one, args, num_gpus=1.0 if dev.type == "cuda" else 0.0):
+                for j, (row_, blob) in enumerate(rows_):
+                    commit(row_, blob, check if j == 0 else None)
         rows = con.execute("SELECT strategy, seed, round, n_labeled, test_accuracy, test_loss, acquisition_time_s, "
                            "train_epochs FROM rounds ORDER BY strategy, seed, round").fetchall()
+        check = con.execute("SELECT value FROM meta WHERE key='pointwise_check'").fetchone()
         check_value = json.loads(check[0]) if check else {}
     finally:
         con.close()
+        runner.close()
     return write_outputs(out, cfg, rows, check_value)
 
 

@@ -17,7 +17,8 @@ from torch import nn
 
 from jacal._validation import as_float_tensor, check_positive_int, nonfinite_rows
 from jacal.acquisition import scores
-from jacal.acquisition._features import PoolFeatures, extract_features, has_dropout, pool_length
+from jacal.acquisition._features import (PoolFeatures, concat_features, extract_features, has_dropout, pool_length,
+                                         shard_job)
 from jacal.acquisition.strategies import STRATEGIES, Strategy, get_strategy, register_strategy, top_k
 
 __all__ = ["acquire", "AcquisitionResult", "Strategy", "STRATEGIES", "register_strategy", "modal_query_strategy",
@@ -63,7 +64,8 @@ def _labeled_indices(labeled: Any, n: int) -> Optional[np.ndarray]:
 
 def acquire(model: nn.Module, pool: Any, k: int, *, strategy: str = "jacobian", labeled: Any = None, seed: int = 0,
             batch_size: int = 256, device=None, mc_samples: int = 20, force_eval: bool = False,
-            progress: Optional[Callable[[int, int], Any]] = None) -> AcquisitionResult:
+            progress: Optional[Callable[[int, int], Any]] = None, backend: Any = "local",
+            shard_size: int = 65536) -> AcquisitionResult:
     """Choose ``k`` pool items to label next.
 
     Args:
@@ -81,6 +83,11 @@ def acquire(model: nn.Module, pool: Any, k: int, *, strategy: str = "jacobian", 
         device: ``None`` (the model's), ``"auto"``, ``"cpu"``, ``"cuda"``.
         mc_samples: MC-dropout samples for ``bald``.
         force_eval: allow a train-mode model with BatchNorm/Dropout (evaluated in eval mode).
+        backend: ``"local"``, ``"ray"`` or a :class:`jacal.backends.Backend`: with Ray the pool (an
+            array or tensor) is cut into shards of ``shard_size`` items (rounded to whole chunks),
+            each scored by a Ray task, and the selection runs on the driver: the result equals the
+            local one for the same seed.
+        shard_size: items per shard for a distributed backend.
 
     Returns:
         :class:`AcquisitionResult`.
@@ -95,14 +102,15 @@ def acquire(model: nn.Module, pool: Any, k: int, *, strategy: str = "jacobian", 
     if "mc" in strat.needs and not has_dropout(model):
         raise ValueError("strategy 'bald' needs a model with dropout layers (MC dropout); this model has none.")
     lab_idx = _labeled_indices(labeled, n)
-    if isinstance(pool, (torch.Tensor, np.ndarray)):  # fail fast, before the scoring pass
+    local = backend == "local" or getattr(backend, "name", None) == "local"
+    if local and isinstance(pool, (torch.Tensor, np.ndarray)):  # fail fast, before the scoring pass
         xt = as_float_tensor("pool", pool, min_ndim=2)
         ok = ~torch.cat([nonfinite_rows(xt[s:s + 4096]) for s in range(0, len(xt), 4096)]).numpy()
         if lab_idx is not None:
             ok[lab_idx] = False
         check_positive_int("k", k, upper=int(ok.sum()), upper_name="the valid pool items after exclusions")
-    feats: PoolFeatures = extract_features(model, pool, need=set(strat.needs), batch_size=batch_size, device=device,
-                                           mc_samples=mc_samples, seed=seed, force_eval=force_eval, progress=progress)
+    feats = _features(model, pool, set(strat.needs), batch_size, device, mc_samples, seed, force_eval, progress,
+                      backend, shard_size)
     available = feats.finite.copy()
     if lab_idx is not None:
         available[lab_idx] = False
@@ -123,6 +131,37 @@ def acquire(model: nn.Module, pool: Any, k: int, *, strategy: str = "jacobian", 
                              np.asarray(sel, dtype=np.float64), strat.name, np.flatnonzero(~feats.finite),
                              pred.astype(np.int64), conf,
                              lab_idx if lab_idx is not None else np.zeros(0, dtype=np.int64))
+
+
+def _features(model, pool, need, batch_size, device, mc_samples, seed, force_eval, progress, backend, shard_size
+              ) -> PoolFeatures:
+    from jacal.backends import Backend, get_backend
+
+    runner = backend if isinstance(backend, Backend) else get_backend(backend)
+    if runner.name == "local":
+        return extract_features(model, pool, need=need, batch_size=batch_size, device=device, mc_samples=mc_samples,
+                                seed=seed, force_eval=force_eval, progress=progress)
+    if not isinstance(pool, (torch.Tensor, np.ndarray)):
+        raise TypeError("a distributed backend shards array pools: pass a tensor or numpy array (or a memory-mapped .npy).")
+    try:
+        n = len(pool)
+        step = max(batch_size, (shard_size // batch_size) * batch_size)
+        shared_model = runner.put(model)
+        worker_device = "cpu" if device in (None, "cpu") or (isinstance(device, str) and device == "auto"
+                                                                and not torch.cuda.is_available()) else device
+        jobs = [(shared_model, pool[s:s + step], need, batch_size, worker_device, mc_samples, seed, force_eval,
+                 s // batch_size) for s in range(0, n, step)]
+        parts: dict = {}
+        done = 0
+        for i, feats in runner.map_unordered(shard_job, jobs):
+            parts[i] = feats
+            done += len(feats.finite)
+            if progress is not None:
+                progress(done, n)
+        return concat_features([parts[i] for i in range(len(jobs))])
+    finally:
+        if runner is not backend:
+            runner.close()
 
 
 def _find_module(obj: Any, depth: int = 0) -> Optional[nn.Module]:

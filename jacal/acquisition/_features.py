@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator, Optional, Set
+from typing import Any, Callable, Iterator, List, Optional, Set
 
 import numpy as np
 import torch
@@ -13,7 +13,8 @@ from jacal._model_utils import prepared, resolve_device, model_dtype
 from jacal._validation import as_float_tensor, fmt_shape, nonfinite_rows
 from jacal.sensitivity.jacobian import jacobian_norm
 
-__all__ = ["PoolFeatures", "extract_features", "iter_pool", "pool_length", "has_dropout"]
+__all__ = ["PoolFeatures", "extract_features", "iter_pool", "pool_length", "has_dropout", "concat_features",
+           "shard_job"]
 
 
 @dataclass
@@ -73,8 +74,12 @@ def _last_linear(model: nn.Module) -> Optional[nn.Module]:
 
 def extract_features(model: nn.Module, pool: Any, *, need: Set[str], batch_size: int = 256, device=None,
                      mc_samples: int = 20, seed: int = 0, force_eval: bool = False,
-                     progress: Optional[Callable[[int, int], Any]] = None) -> PoolFeatures:
-    """Compute what a strategy ``need``s (``{"embeddings", "jacobian", "mc"}``; probabilities always)."""
+                     progress: Optional[Callable[[int, int], Any]] = None, chunk_offset: int = 0) -> PoolFeatures:
+    """Compute what a strategy ``need``s (``{"embeddings", "jacobian", "mc"}``; probabilities always).
+
+    ``chunk_offset``: index of this pool's first chunk within a larger pool (for sharded runs, so
+    MC-dropout seeds, drawn per chunk, match an unsharded run).
+    """
     n = pool_length(pool)
     if n == 0:
         raise ValueError("`pool` is empty: nothing to score.")
@@ -121,7 +126,7 @@ def extract_features(model: nn.Module, pool: Any, *, need: Set[str], batch_size:
                     states = [mod.training for mod in drop]
                     samples = []
                     with torch.random.fork_rng(devices=[dev] if dev.type == "cuda" else []), torch.no_grad():
-                        torch.manual_seed(seed * 1_000_003 + ci)
+                        torch.manual_seed(seed * 1_000_003 + chunk_offset + ci)
                         for mod in drop:
                             mod.train()
                         try:
@@ -143,3 +148,22 @@ def extract_features(model: nn.Module, pool: Any, *, need: Set[str], batch_size:
         probs=np.concatenate(probs), finite=np.concatenate(finite),
         embeddings=np.concatenate(embs) if embs else None, jacobian=np.concatenate(jacs) if jacs else None,
         mc_probs=np.concatenate(mcs, axis=1) if mcs else None)
+
+
+def concat_features(parts: List[PoolFeatures]) -> PoolFeatures:
+    """Join the features of consecutive shards."""
+    def cat(name, axis=0):
+        arrays = [getattr(p, name) for p in parts]
+        return None if arrays[0] is None else np.concatenate(arrays, axis=axis)
+
+    return PoolFeatures(probs=cat("probs"), finite=cat("finite"), embeddings=cat("embeddings"),
+                        jacobian=cat("jacobian"), mc_probs=cat("mc_probs", axis=1))
+
+
+def shard_job(model: nn.Module, shard: Any, need: Set[str], batch_size: int, device: Any, mc_samples: int, seed: int,
+              force_eval: bool, chunk_offset: int) -> PoolFeatures:
+    """One shard of a pool as a unit of work (a Ray task)."""
+    if isinstance(shard, np.ndarray) and not shard.flags.writeable:
+        shard = shard.copy()  # Ray hands numpy arrays over read-only; torch wants to own writable memory
+    return extract_features(model, shard, need=need, batch_size=batch_size, device=device, mc_samples=mc_samples,
+                            seed=seed, force_eval=force_eval, chunk_offset=chunk_offset)

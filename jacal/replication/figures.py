@@ -102,7 +102,8 @@ def make_figures(out: Path, models: List[Dict[str, Any]], pairs: List[Dict[str, 
             ax.set(xlabel=f"{label}: base", ylabel=f"{label}: {f.replace('_', ' ')}")
             if i == 0:
                 ax.set_title(f"C3 · {f.replace('_', ' ')} ({sum(fits)} of {len(ps)} pairs fit)")
-                ax.legend(fontsize=7)
+                if len(xs):
+                    ax.legend(fontsize=7)
     fig.tight_layout()
     names.append(_save(fig, out / "c3_pairs.png"))
 

@@ -150,33 +150,55 @@ def resolve_preset(preset: str, overrides: Optional[Dict[str, Any]] = None, data
     return replace(p, **changes) if changes else p
 
 
-def _train_groups(planned: List[PlannedModel], store: ResultStore, contexts: Dict[str, DatasetContext],
-                  p: Preset, dev: torch.device, cb: Callbacks) -> None:
+def _group_job(members: List[PlannedModel], ctx: DatasetContext, p: Preset, device: str,
+               progress: Optional[Callable[[int, int], Any]] = None) -> Tuple[List[dict], List[tuple], List[tuple]]:
+    """One unit of work: train a group as a population and measure it (runs locally or as a Ray task)."""
+    from jacal.backends import crash_once_for_tests
+
+    crash_once_for_tests(members[0].model_id)
+    pop, results = train_population([pm.config for pm in members], ctx.data, device=torch.device(device),
+                                    hflip=members[0].dataset.startswith("cifar"), progress=progress)
+    return measure_group(pop, members, results, ctx, p)
+
+
+def _train_groups(planned: List[PlannedModel], store: ResultStore, contexts: Dict[str, Any],
+                  p: Preset, dev: torch.device, cb: Callbacks, backend, gpus_per_group: float) -> None:
     """Train and measure every group of ``planned`` that the store does not hold yet."""
     groups: "OrderedDict[tuple, List[PlannedModel]]" = OrderedDict()
     for pm in planned:
         groups.setdefault(pm.group_key(), []).append(pm)
     done = store.done_ids()
     cb.on_plan(len(planned), sum(pm.model_id in done for pm in planned))
-    for key in sorted(groups, key=lambda k: json.dumps(k)):
-        members = groups[key]
-        if all(pm.model_id in done for pm in members):
-            continue
-        ctx = contexts[members[0].dataset]
-        c = members[0].config
-        cb.on_group_start(f"{members[0].dataset} {c.depth}×{c.width} {c.activation} {c.optimizer} "
-                          f"bs={c.batch_size or 'full'} steps={c.steps} ({len(members)} models)", c.steps)
-        pop, results = train_population([pm.config for pm in members], ctx.data, device=dev,
-                                        hflip=members[0].dataset.startswith("cifar"), progress=cb.on_step)
-        store.write_group(*measure_group(pop, members, results, ctx, p))
-        cb.on_group_done(len(members))
+    todo = [groups[k] for k in sorted(groups, key=lambda k: json.dumps(k))
+            if not all(pm.model_id in done for pm in groups[k])]
+    if backend.name == "local":
+        for members in todo:
+            c = members[0].config
+            cb.on_group_start(f"{members[0].dataset} {c.depth}×{c.width} {c.activation} {c.optimizer} "
+                              f"bs={c.batch_size or 'full'} steps={c.steps} ({len(members)} models)", c.steps)
+            store.write_group(*_group_job(members, contexts[members[0].dataset], p, str(dev), cb.on_step))
+            cb.on_group_done(len(members))
+        return
+    worker_device = "cuda" if gpus_per_group > 0 else "cpu"
+    jobs = [(members, contexts[members[0].dataset], p, worker_device) for members in todo]
+    cb.on_group_start(f"{len(todo)} groups on Ray", len(todo))
+    for n_done, (i, rows) in enumerate(backend.map_unordered(_group_job, jobs, num_gpus=gpus_per_group), 1):
+        store.write_group(*rows)  # the driver writes each group once, as it arrives
+        cb.on_step(n_done, len(todo))
+        cb.on_group_done(len(todo[i]))
 
 
 def run_replication(out: Path, *, preset: str = "smoke", datasets: Optional[Sequence[str]] = None, seed: int = 0,
                     device: str = "auto", data_root: Optional[Path] = None, download: bool = False,
                     resume: bool = False, overrides: Optional[Dict[str, Any]] = None,
-                    callbacks: Optional[Callbacks] = None, write_report: bool = True) -> Dict[str, Any]:
+                    callbacks: Optional[Callbacks] = None, write_report: bool = True, backend: str = "local",
+                    address: Optional[str] = None, gpus_per_group: Optional[float] = None) -> Dict[str, Any]:
     """Train and measure a sweep into ``out/results.sqlite``; then write the report.
+
+    ``backend="ray"`` runs each group as a Ray task (``address``: ``None`` starts a local instance,
+    ``"auto"`` / ``"ray://host:port"`` joins a cluster; ``gpus_per_group``: the task's ``num_gpus``,
+    default 1 when ``device`` resolves to CUDA, else 0). Results reach ``results.sqlite`` on the driver
+    exactly as with the local backend.
 
     Returns:
         The report dict (also written to ``out/report.json``), or ``{}`` with ``write_report=False``.
@@ -197,6 +219,19 @@ def run_replication(out: Path, *, preset: str = "smoke", datasets: Optional[Sequ
                             n_train=None if p.n_train is None else min(p.n_train, _split_size(name, "train", p)),
                             n_test=None if p.n_test is None else min(p.n_test, _split_size(name, "test", p)))
         contexts[name] = prepare_dataset(data, p, seed)
+    from jacal.backends import get_backend
+
+    if gpus_per_group is None:
+        gpus_per_group = 1.0 if dev.type == "cuda" else 0.0
+    runner = get_backend(backend, address=address)
+    try:
+        return _run(out, db, p, seed, signature, contexts, dev, cb, runner, gpus_per_group, write_report)
+    finally:
+        runner.close()
+
+
+def _run(out, db, p, seed, signature, contexts, dev, cb, runner, gpus_per_group, write_report):
+    shared = {name: runner.put(ctx) for name, ctx in contexts.items()}
     with ResultStore(db) as store:
         old = store.get_meta("signature")
         if old is not None and old != json.loads(json.dumps(signature, sort_keys=True)):
@@ -205,7 +240,7 @@ def run_replication(out: Path, *, preset: str = "smoke", datasets: Optional[Sequ
         store.set_meta("device", str(dev))
         base: Dict[str, List[PlannedModel]] = {name: plan_models(p, name, seed) for name in p.datasets}
         # phase 1: the base population; phase 2: C3 pairs on the bases that fit
-        _train_groups([pm for name in p.datasets for pm in base[name]], store, contexts, p, dev, cb)
+        _train_groups([pm for name in p.datasets for pm in base[name]], store, shared, p, dev, cb, runner, gpus_per_group)
         fitted = {m["model_id"] for m in store.models()
                   if m["train_accuracy"] is not None and m["train_accuracy"] >= p.fit_threshold}
         variants: List[PlannedModel] = []
@@ -214,7 +249,7 @@ def run_replication(out: Path, *, preset: str = "smoke", datasets: Optional[Sequ
             variants += planned
             store.write_pairs([{"pair_id": q.pair_id, "dataset": name, "factor": q.factor, "base_id": q.base_id,
                                 "variant_id": q.variant_id} for q in pairs])
-        _train_groups(variants, store, contexts, p, dev, cb)
+        _train_groups(variants, store, shared, p, dev, cb, runner, gpus_per_group)
     if not write_report:
         return {}
     from jacal.replication.report import write_report as _write_report
