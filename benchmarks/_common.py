@@ -32,14 +32,14 @@ def timeit(fn: Callable[[], object], device: torch.device, repeats: int) -> floa
     return statistics.median(times)
 
 
-def mnist_like(n: int, seed: int = 0) -> tuple:
-    """``n`` real MNIST test images (N, 1, 28, 28) in [0, 1] when ../shared/data has them, else uniform noise."""
+def mnist_like(n: int, seed: int = 0, split: str = "test") -> tuple:
+    """``n`` real MNIST images (N, 1, 28, 28) in [0, 1] when ../shared/data has them, else uniform noise."""
     npz = SHARED_MNIST / "mnist.npz"
     if npz.exists():
         with np.load(npz) as f:
-            x = f["x_test"][:n].astype(np.float32) / 255.0
+            x = f[f"x_{split}"][:n].astype(np.float32) / 255.0
         if len(x) == n:
-            return torch.from_numpy(x[:, None]), "mnist-test"
+            return torch.from_numpy(x[:, None]), f"mnist-{split}"
     g = torch.Generator().manual_seed(seed)
     return torch.rand(n, 1, 28, 28, generator=g), "uniform-noise"
 

@@ -22,27 +22,15 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
-import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _common import SHARED_MNIST, machine, print_json  # noqa: E402
+from _common import machine, mnist_like, print_json  # noqa: E402
 
 import jacal  # noqa: E402
 
 
-def make_pool(n: int) -> tuple:
-    npz = SHARED_MNIST / "mnist.npz"
-    if npz.exists():
-        with np.load(npz) as f:
-            x = f["x_train"][:n].astype(np.float32) / 255.0
-        if len(x) == n:
-            return torch.from_numpy(x[:, None]), "mnist-train"
-    return torch.rand(n, 1, 28, 28, generator=torch.Generator().manual_seed(0)), "uniform-noise"
-
-
 def child(args) -> None:
-    pool, source = make_pool(args.pool_size)
+    pool, source = mnist_like(args.pool_size, split="train")
     model = jacal.mlp(784, 10, width=512, depth=3, dropout=0.1, seed=0).eval()
     t0 = time.perf_counter()
     if args.single != "baseline":

@@ -17,7 +17,6 @@ Prints JSON:
 from __future__ import annotations
 
 import argparse
-import math
 import shutil
 import sys
 import tempfile

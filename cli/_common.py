@@ -6,7 +6,7 @@ import os
 import sys
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator, Optional
+from typing import Any, Iterator
 
 import typer
 from rich.console import Console
@@ -72,29 +72,45 @@ def check_writable(path: Path, force: bool) -> None:
         fail(f"output folder {parent} is not writable")
 
 
+class LazyProgress:
+    """A rich progress display on stderr that starts at its first use and only on a terminal.
+
+    Starting lazily keeps an error raised before any progress a single clean line; when stderr is a
+    file or a pipe (CI, ``--json`` consumers) nothing is drawn at all.
+    """
+
+    def __init__(self, *columns, enabled: bool = True) -> None:
+        columns = columns or (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                              TimeElapsedColumn())
+        self.progress = Progress(*columns, console=stderr, transient=True,
+                                 disable=not (enabled and stderr.is_terminal))
+        self.started = False
+
+    def start(self) -> None:
+        if not self.started:
+            self.progress.start()
+            self.started = True
+
+    def stop(self) -> None:
+        if self.started:
+            self.progress.stop()
+
+
 @contextmanager
 def progress_bar(description: str, total: int, enabled: bool = True) -> Iterator[Any]:
-    """A rich progress bar on stderr; yields ``update(done, total)``.
-
-    The bar starts at the first update, so an error raised before any progress stays one line.
-    """
-    enabled = enabled and stderr.is_terminal  # no bar (and no stray newlines) when stderr is a file or pipe
-    prog = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                    TimeElapsedColumn(), TimeRemainingColumn(), console=stderr, transient=True, disable=not enabled)
-    task = prog.add_task(description, total=total)
-    started = []
+    """A progress bar on stderr (see :class:`LazyProgress`); yields ``update(done, total)``."""
+    lazy = LazyProgress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                        TimeElapsedColumn(), TimeRemainingColumn(), enabled=enabled)
+    task = lazy.progress.add_task(description, total=total)
 
     def update(done: int, tot: int) -> None:
-        if not started:
-            prog.start()
-            started.append(True)
-        prog.update(task, completed=done, total=tot)
+        lazy.start()
+        lazy.progress.update(task, completed=done, total=tot)
 
     try:
         yield update
     finally:
-        if started:
-            prog.stop()
+        lazy.stop()
 
 
 def emit_json(obj: Any) -> None:

@@ -25,7 +25,7 @@ from jacal.checkpoint import load_model_file
 from jacal.confidence import METHODS as CONFIDENCE_METHODS, ConfidenceEstimator
 from jacal.loop import LOOP_PRESETS, LoopCallbacks, run_loop
 from jacal.replication import PRESETS, Callbacks, run_replication
-from ._common import JacalGroup, check_writable, emit_json, fail, progress_bar, stderr
+from ._common import JacalGroup, LazyProgress, check_writable, emit_json, fail, progress_bar
 
 app = typer.Typer(
     name="jacal",
@@ -237,19 +237,13 @@ def replicate(
     if steps is not None:
         overrides["full_batch_steps"] = min(steps, PRESETS[Preset(preset).value].full_batch_steps)
     datasets = [DatasetName(d).value for d in dataset] if dataset else None
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-    prog = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                    console=stderr, transient=True, disable=json_out or not stderr.is_terminal)
+    lazy = LazyProgress(enabled=not json_out)
+    prog = lazy.progress
     models_task = prog.add_task("models", total=None)
     group_task = prog.add_task("group", total=None)
 
-    started = []
-
     def on_plan(total: int, done: int) -> None:
-        if not started:  # only once the inputs are validated, so errors stay one clean line
-            prog.start()
-            started.append(True)
+        lazy.start()  # only once the inputs are validated
         prog.update(models_task, total=total, completed=done)
 
     cb = Callbacks(
@@ -264,8 +258,7 @@ def replicate(
                                  data_root=data_root, download=download, resume=resume, overrides=overrides, callbacks=cb,
                                  backend=BackendName(backend).value, address=address, gpus_per_group=gpus_per_group)
     finally:
-        if started:
-            prog.stop()
+        lazy.stop()
     if json_out:
         emit_json({"out": str(out), "claims": [{k: c[k] for k in ("id", "verdict", "reason", "statistic")}
                                                 for c in report["claims"]], "exclusions": report["exclusions"]})
@@ -526,16 +519,12 @@ def loop(
     if warm_start:
         changes["warm_start"] = True
     cfg = replace(base, **changes)
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-    prog = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                    console=stderr, transient=True, disable=json_out or not stderr.is_terminal)
+    lazy = LazyProgress(enabled=not json_out)
+    prog = lazy.progress
     task = prog.add_task("rounds", total=None)
-    started = []
 
     def on_start(total: int, done: int) -> None:
-        prog.start()
-        started.append(True)
+        lazy.start()
         prog.update(task, total=total, completed=done)
 
     cb = LoopCallbacks(on_start=on_start, on_run=lambda s, seed: prog.update(task, description=f"{s} · seed {seed}"),
@@ -544,8 +533,7 @@ def loop(
         summary = run_loop(out, cfg, device=device, data_root=data_root, download=download, resume=resume, callbacks=cb,
                            backend=BackendName(backend).value, address=address)
     finally:
-        if started:
-            prog.stop()
+        lazy.stop()
     if json_out:
         emit_json({"out": str(out), "ranking": summary["ranking"],
                    "strategies": {s: {"aulc": d["aulc"], "final_accuracy": d["final_accuracy"],

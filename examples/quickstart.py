@@ -2,8 +2,6 @@
 
     python examples/quickstart.py
 """
-import torch
-
 import jacal
 
 data = jacal.load_dataset("digits")                       # offline, (N, 1, 8, 8) in [0, 1]

@@ -14,7 +14,7 @@ recomputes the same deterministic result, and the driver writes each unit once.
 from __future__ import annotations
 
 import os
-from typing import Any, Callable, Iterable, Iterator, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Iterator, Optional, Sequence, Tuple
 
 from jacal._validation import JacalError, check_choice
 

@@ -15,7 +15,7 @@ Metrics take ``(confidence, correct)`` pairs:
 """
 from __future__ import annotations
 
-from typing import Any, Dict, Optional
+from typing import Dict
 
 import numpy as np
 import torch

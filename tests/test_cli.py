@@ -5,6 +5,7 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
+from _helpers import one_line_error
 from jacal.cli.app import app
 
 runner = CliRunner()
@@ -12,14 +13,6 @@ runner = CliRunner()
 
 def _run(*args):
     return runner.invoke(app, [str(a) for a in args])
-
-
-def _one_line_error(result, fragment):
-    assert result.exit_code == 1, result.output
-    err = result.stderr.strip()
-    assert len(err.splitlines()) == 1, err
-    assert err.startswith("error: ") and fragment in err, err
-    assert "Traceback" not in result.output
 
 
 @pytest.fixture(scope="module")
@@ -74,34 +67,34 @@ def test_score_array_files(checkpoint, tmp_path):
 def test_refuses_to_overwrite_without_force(checkpoint, tmp_path):
     out = tmp_path / "s.csv"
     out.write_text("keep me")
-    _one_line_error(_run("score", checkpoint, "--out", out), "--force")
+    one_line_error(_run("score", checkpoint, "--out", out), "--force")
     assert out.read_text() == "keep me"
     assert _run("score", checkpoint, "--out", out, "--force").exit_code == 0
 
 
 def test_bad_inputs(checkpoint, tmp_path):
-    _one_line_error(_run("score", tmp_path / "missing.pt"), "checkpoint not found")
+    one_line_error(_run("score", tmp_path / "missing.pt"), "checkpoint not found")
     corrupt = tmp_path / "corrupt.pt"
     corrupt.write_bytes(b"\x00not a checkpoint")
-    _one_line_error(_run("score", corrupt), "not a readable checkpoint")
+    one_line_error(_run("score", corrupt), "not a readable checkpoint")
     nan = tmp_path / "nan.npy"
     arr = np.zeros((3, 64), np.float32)
     arr[1, 5] = np.nan
     np.save(nan, arr)
-    _one_line_error(_run("score", checkpoint, "--input", nan), "NaN or Inf in 1 row(s): 1")
+    one_line_error(_run("score", checkpoint, "--input", nan), "NaN or Inf in 1 row(s): 1")
     wrong = tmp_path / "wrong.npy"
     np.save(wrong, np.zeros((3, 10), np.float32))
-    _one_line_error(_run("score", checkpoint, "--input", wrong), "expects 64 input features")
+    one_line_error(_run("score", checkpoint, "--input", wrong), "expects 64 input features")
     bad_file = tmp_path / "bad.npy"
     bad_file.write_bytes(b"garbage")
-    _one_line_error(_run("score", checkpoint, "--input", bad_file), "could not read")
-    _one_line_error(_run("train", "--dataset", "nope"), "nope")
-    _one_line_error(_run("train", "--dataset", "mnist", "--data-root", tmp_path / "nothing", "--out", tmp_path / "m.pt"),
+    one_line_error(_run("score", checkpoint, "--input", bad_file), "could not read")
+    one_line_error(_run("train", "--dataset", "nope"), "nope")
+    one_line_error(_run("train", "--dataset", "mnist", "--data-root", tmp_path / "nothing", "--out", tmp_path / "m.pt"),
                     "does not exist")
-    _one_line_error(_run("train", "--dataset", "mnist", "--data-root", tmp_path, "--out", tmp_path / "m.pt"),
+    one_line_error(_run("train", "--dataset", "mnist", "--data-root", tmp_path, "--out", tmp_path / "m.pt"),
                     "not found under")
-    _one_line_error(_run("score", checkpoint, "--method", "fast"), "fast")
-    _one_line_error(_run("score", checkpoint, "--out", tmp_path / "x.txt"), "--format")
+    one_line_error(_run("score", checkpoint, "--method", "fast"), "fast")
+    one_line_error(_run("score", checkpoint, "--out", tmp_path / "x.txt"), "--format")
     assert not (tmp_path / "x.txt").exists()
 
 

@@ -7,6 +7,7 @@ import torch
 from typer.testing import CliRunner
 
 import jacal
+from _helpers import one_line_error
 from jacal.cli.app import app
 
 runner = CliRunner()
@@ -14,12 +15,6 @@ runner = CliRunner()
 
 def _run(*args):
     return runner.invoke(app, [str(a) for a in args])
-
-
-def _one_line_error(result, fragment):
-    assert result.exit_code == 1, result.output
-    err = result.stderr.strip()
-    assert len(err.splitlines()) == 1 and err.startswith("error: ") and fragment in err, err
 
 
 @pytest.fixture(scope="module")
@@ -95,7 +90,7 @@ def test_acquire_every_pool_format(models, pools, tmp_path, pool):
 
 def test_image_folder_needs_size_for_foreign_models(models, pools, tmp_path):
     paths, _ = models
-    _one_line_error(_run("acquire", "--model", paths["torchscript"], "--pool", pools / "images", "--k", 2,
+    one_line_error(_run("acquire", "--model", paths["torchscript"], "--pool", pools / "images", "--k", 2,
                          "--out", tmp_path / "b.csv"), "--image-size")
     r = _run("acquire", "--model", paths["torchscript"], "--pool", pools / "images", "--k", 2, "--out",
              tmp_path / "b.csv", "--image-size", 8, "--channels", 1)
@@ -115,7 +110,7 @@ def test_exclude_and_invalid_items(models, pools, tmp_path):
     ids = [row["id"] for row in csv.DictReader(out.open())]
     assert len(ids) == 36 and not {"item0", "item1", "item3", "item4"} & set(ids)
     assert "item3, item4" in r.stderr and "not in the pool" in r.stderr
-    _one_line_error(_run("acquire", "--model", paths["checkpoint"], "--pool", tmp_path / "bad.npz", "--k", 37,
+    one_line_error(_run("acquire", "--model", paths["checkpoint"], "--pool", tmp_path / "bad.npz", "--k", 37,
                          "--out", tmp_path / "c.csv", "--exclude", tmp_path / "done.csv"), "after exclusions (36)")
     assert not (tmp_path / "c.csv").exists()
 
@@ -123,22 +118,22 @@ def test_exclude_and_invalid_items(models, pools, tmp_path):
 def test_acquire_bad_input(models, pools, tmp_path):
     paths, _ = models
     base = ["acquire", "--model", paths["checkpoint"], "--pool", pools / "pool.npy", "--k", 3]
-    _one_line_error(_run(*base, "--out", tmp_path / "a.csv", "--strategy", "psychic"), "psychic")
+    one_line_error(_run(*base, "--out", tmp_path / "a.csv", "--strategy", "psychic"), "psychic")
     (tmp_path / "exists.csv").write_text("old")
-    _one_line_error(_run(*base, "--out", tmp_path / "exists.csv"), "--force")
+    one_line_error(_run(*base, "--out", tmp_path / "exists.csv"), "--force")
     assert (tmp_path / "exists.csv").read_text() == "old"
     corrupt = tmp_path / "corrupt.pt"
     corrupt.write_bytes(b"garbage" * 10)
-    _one_line_error(_run("acquire", "--model", corrupt, "--pool", pools / "pool.npy", "--k", 3, "--out",
+    one_line_error(_run("acquire", "--model", corrupt, "--pool", pools / "pool.npy", "--k", 3, "--out",
                          tmp_path / "b.csv"), "not a jacal checkpoint, TorchScript file or torch.export program")
     np.save(tmp_path / "wide.npy", np.zeros((5, 30), np.float32))
-    _one_line_error(_run("acquire", "--model", paths["checkpoint"], "--pool", tmp_path / "wide.npy", "--k", 2,
+    one_line_error(_run("acquire", "--model", paths["checkpoint"], "--pool", tmp_path / "wide.npy", "--k", 2,
                          "--out", tmp_path / "c.csv"), "rejected")
-    _one_line_error(_run(*base, "--out", tmp_path / "d.txt"), "--format")
+    one_line_error(_run(*base, "--out", tmp_path / "d.txt"), "--format")
     no_dropout = jacal.save_checkpoint(tmp_path / "nd.pt", jacal.mlp(64, 10, width=8, depth=1, seed=0))
-    _one_line_error(_run("acquire", "--model", no_dropout, "--pool", pools / "pool.npy", "--k", 2, "--strategy", "bald",
+    one_line_error(_run("acquire", "--model", no_dropout, "--pool", pools / "pool.npy", "--k", 2, "--strategy", "bald",
                          "--out", tmp_path / "e.csv"), "dropout")
-    _one_line_error(_run("acquire", "--model", paths["checkpoint"], "--pool", tmp_path / "none.npy", "--k", 2,
+    one_line_error(_run("acquire", "--model", paths["checkpoint"], "--pool", tmp_path / "none.npy", "--k", 2,
                          "--out", tmp_path / "f.csv"), "not found")
 
 
@@ -158,8 +153,8 @@ def test_confidence_command(models, pools, tmp_path):
     r = _run("confidence", "--model", paths["export"], "--data", pools / "pool.npy", "--method", "combined",
              "--fit-data", tmp_path / "xf.npy", "--fit-labels", tmp_path / "yf.npy", "--labels", tmp_path / "y.npy")
     assert r.exit_code == 0, r.output and "failure AUROC" in r.stdout
-    _one_line_error(_run("confidence", "--model", paths["checkpoint"], "--data", pools / "pool.npy", "--method",
+    one_line_error(_run("confidence", "--model", paths["checkpoint"], "--data", pools / "pool.npy", "--method",
                          "combined"), "--fit-data")
     np.save(tmp_path / "short.npy", np.zeros(3, np.int64))
-    _one_line_error(_run("confidence", "--model", paths["checkpoint"], "--data", pools / "pool.npy", "--labels",
+    one_line_error(_run("confidence", "--model", paths["checkpoint"], "--data", pools / "pool.npy", "--labels",
                          tmp_path / "short.npy"), "3 labels for 40 items")

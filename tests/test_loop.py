@@ -1,15 +1,14 @@
 import csv
 import json
-import signal
 import sqlite3
 import subprocess
 import sys
-import time
 
 import numpy as np
 import pytest
 from typer.testing import CliRunner
 
+from _helpers import kill_after_rows
 from jacal.cli.app import app
 from jacal.data import load_dataset
 from jacal.loop import LOOP_PRESETS, _splits
@@ -74,23 +73,7 @@ def test_killed_loop_resumes_to_the_same_curves(tiny, tmp_path):
     out, _ = tiny
     dest = tmp_path / "killed"
     cmd = [sys.executable, "-m", "jacal.cli.app", "loop", "--out", str(dest), *TINY]
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    db, killed_at = dest / "loop.sqlite", None
-    deadline = time.time() + 120
-    while time.time() < deadline and proc.poll() is None:
-        if db.exists():
-            try:
-                con = sqlite3.connect(db, timeout=1)
-                n = con.execute("SELECT COUNT(*) FROM rounds").fetchone()[0]
-                con.close()
-            except sqlite3.OperationalError:
-                n = 0
-            if n >= 1:
-                proc.send_signal(signal.SIGKILL)
-                proc.wait()
-                killed_at = n
-                break
-        time.sleep(0.01)
+    killed_at = kill_after_rows(cmd, dest / "loop.sqlite", "rounds")
     assert killed_at is not None and killed_at < 6, "could not kill the run part-way"
     r = subprocess.run(cmd + ["--resume"], capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr

@@ -1,16 +1,13 @@
 import json
-import os
-import signal
 import sqlite3
 import subprocess
 import sys
-import time
-from pathlib import Path
 
 import numpy as np
 import pytest
 from typer.testing import CliRunner
 
+from _helpers import kill_after_rows, one_line_error
 from jacal.cli.app import app
 from jacal.replication.analysis import analyse
 
@@ -60,24 +57,8 @@ def test_killed_run_resumes_to_identical_results(uninterrupted, tmp_path):
     full_out, _ = uninterrupted
     out = tmp_path / "killed"
     cmd = [sys.executable, "-m", "jacal.cli.app", "replicate", "--out", str(out), *TINY, "--json"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     db = out / "results.sqlite"
-    n_at_kill = None
-    deadline = time.time() + 120
-    while time.time() < deadline and proc.poll() is None:
-        if db.exists():
-            try:
-                con = sqlite3.connect(db, timeout=1)
-                n = con.execute("SELECT COUNT(*) FROM models").fetchone()[0]
-                con.close()
-            except sqlite3.OperationalError:
-                n = 0
-            if n >= 1:
-                proc.send_signal(signal.SIGKILL)
-                proc.wait()
-                n_at_kill = n
-                break
-        time.sleep(0.02)
+    n_at_kill = kill_after_rows(cmd, db, "models")
     assert n_at_kill is not None, "the run finished or never wrote a group before it could be killed"
     full_models = _tables(full_out / "results.sqlite")[0]
     assert n_at_kill < len(full_models), "killed too late to test anything"
@@ -98,25 +79,19 @@ def test_killed_run_resumes_to_identical_results(uninterrupted, tmp_path):
                     assert va == vb
 
 
-def _one_line_error(result, fragment):
-    assert result.exit_code == 1, result.output
-    err = result.stderr.strip()
-    assert len(err.splitlines()) == 1 and fragment in err, err
-
-
 def test_replicate_bad_input(tmp_path, uninterrupted):
     run = CliRunner().invoke
-    _one_line_error(run(app, ["replicate", "--dataset", "svhn", "--out", str(tmp_path / "a")]), "svhn")
-    _one_line_error(run(app, ["replicate", "--dataset", "mnist", "--data-root", str(tmp_path / "none"),
+    one_line_error(run(app, ["replicate", "--dataset", "svhn", "--out", str(tmp_path / "a")]), "svhn")
+    one_line_error(run(app, ["replicate", "--dataset", "mnist", "--data-root", str(tmp_path / "none"),
                               "--out", str(tmp_path / "b")]), "does not exist")
     blocker = tmp_path / "file"
     blocker.write_text("x")
-    _one_line_error(run(app, ["replicate", "--out", str(blocker / "sub")]), "cannot create output folder")
-    _one_line_error(run(app, ["replicate", "--out", str(uninterrupted[0]), *TINY]), "--resume")
-    _one_line_error(run(app, ["replicate", "--out", str(uninterrupted[0]), *TINY[:-4], "--steps", "99", "--resume"]),
+    one_line_error(run(app, ["replicate", "--out", str(blocker / "sub")]), "cannot create output folder")
+    one_line_error(run(app, ["replicate", "--out", str(uninterrupted[0]), *TINY]), "--resume")
+    one_line_error(run(app, ["replicate", "--out", str(uninterrupted[0]), *TINY[:-4], "--steps", "99", "--resume"]),
                     "different run")
-    _one_line_error(run(app, ["replicate", "--groups", "0", "--out", str(tmp_path / "c")]), "--groups")
-    _one_line_error(run(app, ["replicate", "--preset", "huge"]), "huge")
+    one_line_error(run(app, ["replicate", "--groups", "0", "--out", str(tmp_path / "c")]), "--groups")
+    one_line_error(run(app, ["replicate", "--preset", "huge"]), "huge")
 
 
 def _synthetic(n, rho_sign, seed=0):

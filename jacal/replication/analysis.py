@@ -9,7 +9,7 @@ import numpy as np
 from scipy import stats as sps
 from sklearn.metrics import roc_auc_score
 
-from jacal.replication.stats import (ALPHA, MIN_N, MIN_PAIRS, correlation, one_sample_greater, paired_comparison,
+from jacal.replication.stats import (ALPHA, MIN_PAIRS, correlation, one_sample_greater, paired_comparison,
                                      verdict)
 
 __all__ = ["analyse", "RULES", "PAPER"]

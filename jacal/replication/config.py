@@ -23,7 +23,7 @@ jacal's choices ([ours] in ``shared/PAPER.md``), all recorded in every report:
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, replace
 from typing import Dict, List, Optional, Sequence, Set, Tuple
 
 import numpy as np

@@ -20,7 +20,7 @@ MODEL_COLUMNS = (
     "train_loss", "test_loss", "gap", "mean_jacobian", "transitions", "n_params", "n_neurons", "wall_time_s",
 )
 
-_SCHEMA = f"""
+_SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS models (
     model_id TEXT PRIMARY KEY, dataset TEXT NOT NULL, group_key TEXT NOT NULL, config TEXT NOT NULL,

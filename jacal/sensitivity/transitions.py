@@ -16,9 +16,8 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass, field
-from typing import List, Tuple, Union
+from typing import List, Tuple
 
-import numpy as np
 import torch
 from torch import nn
 
