@@ -10,12 +10,12 @@ import json
 from dataclasses import replace
 from enum import Enum
 from pathlib import Path
-from typing import List, Optional
+from typing import Annotated, List, Optional
 
 import numpy as np
 import torch
 import typer
-from typing_extensions import Annotated
+
 
 import jacal
 from jacal._io import atomic_open, load_array, load_image_folder
