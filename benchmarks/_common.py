@@ -32,6 +32,22 @@ def timeit(fn: Callable[[], object], device: torch.device, repeats: int) -> floa
     return statistics.median(times)
 
 
+def timeit_interleaved(fns: dict, device: torch.device, repeats: int) -> dict:
+    """Median wall time of each function, timed round-robin (one run of each per repeat, after a
+    warm-up of each) so that drift in the machine's speed hits every method alike."""
+    for fn in fns.values():
+        fn()
+    sync(device)
+    times = {k: [] for k in fns}
+    for _ in range(repeats):
+        for k, fn in fns.items():
+            t0 = time.perf_counter()
+            fn()
+            sync(device)
+            times[k].append(time.perf_counter() - t0)
+    return {k: statistics.median(v) for k, v in times.items()}
+
+
 def mnist_like(n: int, seed: int = 0, split: str = "test") -> tuple:
     """``n`` real MNIST images (N, 1, 28, 28) in [0, 1] when ../shared/data has them, else uniform noise."""
     npz = SHARED_MNIST / "mnist.npz"

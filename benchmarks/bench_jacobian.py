@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _common import machine, mnist_like, print_json, timeit  # noqa: E402
+from _common import machine, mnist_like, print_json, timeit, timeit_interleaved  # noqa: E402
 
 import jacal  # noqa: E402
 
@@ -72,11 +72,11 @@ def bench_model(name, model, x, args, device):
         "jacal_vjp": lambda: jacal.jacobian_norm(model, x, method="vjp", batch_size=bs),
         "jacal_vjp_batched": lambda: jacal.jacobian_norm(model, x, method="vjp-batched", batch_size=bs),
     }
+    timings = timeit_interleaved(runs, device, args.repeats)
     results = {}
     for key, fn in runs.items():
-        t = timeit(fn, device, args.repeats)
         results[key] = fn()
-        rows[key] = {"points_per_s": round(n / t, 1), "seconds": round(t, 4)}
+        rows[key] = {"points_per_s": round(n / timings[key], 1), "seconds": round(timings[key], 4)}
     ref_naive = results["naive_loop_full_batch"]
     sub = min(args.ref_points, n)
     ref64 = float64_reference(model, x[:sub])
@@ -109,7 +109,7 @@ def main(argv=None):
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--n", type=int, default=2048, help="points")
     ap.add_argument("--batch-size", type=int, default=256, help="chunk size for the chunked methods")
-    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--ref-points", type=int, default=64, help="points checked against the float64 reference")
     args = ap.parse_args(argv)
     device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else
@@ -122,7 +122,8 @@ def main(argv=None):
     out = {
         "benchmark": "jacobian_norm (softmax output, Frobenius, per point)",
         "device": str(device), "n_points": args.n, "inputs": source, "batch_size": args.batch_size,
-        "repeats": args.repeats, "timing": "median wall time after one warm-up", "machine": machine(),
+        "repeats": args.repeats, "timing": "median wall time of repeats timed round-robin across methods, after a warm-up",
+        "machine": machine(),
         "results": [bench_model("mlp_784-512x3-10_relu", paper_mlp, x, args, device),
                     bench_model("small_cnn_16-32-128", small_cnn, x, args, device)],
     }
