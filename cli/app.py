@@ -100,7 +100,7 @@ def train(
 
 @app.command()
 def score(
-    checkpoint: Annotated[Path, typer.Argument(help="A checkpoint written by `jacal train`.")],
+    checkpoint: Annotated[Path, typer.Argument(help="A checkpoint written by `jacal train` (or a TorchScript / torch.export .pt2 file, with --input).")],
     dataset: Annotated[Optional[DatasetName], typer.Option(help="Score a dataset split (default: the checkpoint's dataset).")] = None,
     split: Annotated[str, typer.Option(help="'train' or 'test'.")] = "test",
     data_root: DataRootOpt = None,
@@ -115,7 +115,7 @@ def score(
     json_out: JsonOpt = False,
 ) -> None:
     """Per-point Jacobian Frobenius norms of a trained model, with a summary line."""
-    ck = jacal.load_checkpoint(checkpoint)
+    ck = load_model_file(checkpoint)
     if out is not None:
         check_writable(out, force)
     labels, ids = None, None

@@ -73,10 +73,10 @@ def test_refuses_to_overwrite_without_force(checkpoint, tmp_path):
 
 
 def test_bad_inputs(checkpoint, tmp_path):
-    one_line_error(_run("score", tmp_path / "missing.pt"), "checkpoint not found")
+    one_line_error(_run("score", tmp_path / "missing.pt"), "model file not found")
     corrupt = tmp_path / "corrupt.pt"
     corrupt.write_bytes(b"\x00not a checkpoint")
-    one_line_error(_run("score", corrupt), "not a readable checkpoint")
+    one_line_error(_run("score", corrupt), "not a jacal checkpoint, TorchScript file")
     nan = tmp_path / "nan.npy"
     arr = np.zeros((3, 64), np.float32)
     arr[1, 5] = np.nan
@@ -104,5 +104,5 @@ def test_cli_entry_point_runs_as_installed_script(tmp_path):
 
     r = subprocess.run([sys.executable, "-m", "jacal.cli.app", "score", str(tmp_path / "none.pt")],
                        capture_output=True, text=True)
-    assert r.returncode == 1 and r.stderr.strip().startswith("error: checkpoint not found")
+    assert r.returncode == 1 and r.stderr.strip().startswith("error: model file not found")
     assert "Traceback" not in r.stderr
