@@ -164,3 +164,13 @@ def test_bad_options():
         jacobian_norm(model, x, batch_size=0)
     with pytest.raises(ValueError, match="method='mlp'"):
         jacobian_norm(cnn((1, 8, 8), 3).eval(), torch.randn(2, 1, 8, 8), method="mlp")
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cpu_equals_cuda():
+    model = _scaled(mlp(64, 10, width=32, depth=2, seed=6)).eval()
+    x = torch.rand(40, 1, 8, 8)
+    cpu = jacobian_norm(model, x, device="cpu")
+    for method in ("mlp", "vjp"):
+        torch.testing.assert_close(jacobian_norm(model, x, device="cuda", method=method), cpu, rtol=1e-4, atol=0)
+    assert next(model.parameters()).device.type == "cpu"  # the caller's model did not move

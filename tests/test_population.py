@@ -95,3 +95,14 @@ def test_random_translate_shifts_with_zero_fill():
                             shifted[r, c] = src[rr, cc]
                 ok |= torch.equal(shifted, y[i, 0])
         assert ok
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_population_on_cuda_matches_cpu(digits):
+    cfgs = [ModelConfig(width=16, depth=1, lr=3e-3, batch_size=32, steps=20, seed=s) for s in range(3)]
+    cpu_pop, cpu_res = train_population(cfgs, digits)
+    gpu_pop, gpu_res = train_population(cfgs, digits, device=torch.device("cuda"))
+    for a, b in zip(cpu_pop.parameters, gpu_pop.parameters):
+        torch.testing.assert_close(a, b.cpu(), rtol=1e-3, atol=1e-4)
+    torch.testing.assert_close(population_jacobian_norm(gpu_pop, digits.x_test[:20]),
+                               population_jacobian_norm(cpu_pop, digits.x_test[:20]), rtol=1e-3, atol=0)
