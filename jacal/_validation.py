@@ -63,21 +63,28 @@ def as_float_tensor(name: str, x: Any, *, min_ndim: int = 1) -> torch.Tensor:
     return x
 
 
+def nonfinite_rows(x: torch.Tensor, chunk: int = 4096) -> torch.Tensor:
+    """Boolean mask ``(N,)`` of rows of ``x`` (N, ...) that contain NaN or Inf.
+
+    Works ``chunk`` rows at a time, so the temporary is bounded by the chunk, not by N.
+    """
+    flat = x.reshape(x.shape[0], -1) if x.ndim > 1 else x.reshape(-1, 1)
+    out = torch.zeros(flat.shape[0], dtype=torch.bool, device=x.device)
+    for s in range(0, flat.shape[0], chunk):
+        out[s:s + chunk] = ~torch.isfinite(flat[s:s + chunk]).all(dim=1)
+    return out
+
+
 def check_finite(name: str, x: torch.Tensor) -> None:
     """Raise ``ValueError`` naming the first offending rows if ``x`` holds NaN or Inf."""
     if x.numel() == 0:
         return
-    bad_rows = ~torch.isfinite(x.reshape(x.shape[0], -1) if x.ndim > 1 else x.reshape(-1, 1)).all(dim=1)
+    bad_rows = nonfinite_rows(x)
     if bool(bad_rows.any()):
         idx = torch.nonzero(bad_rows).flatten()
         shown = ", ".join(str(int(i)) for i in idx[:5])
         more = f" (and {len(idx) - 5} more)" if len(idx) > 5 else ""
         raise ValueError(f"`{name}` contains NaN or Inf in {len(idx)} row(s): {shown}{more}.")
-
-
-def nonfinite_rows(x: torch.Tensor) -> torch.Tensor:
-    """Boolean mask ``(N,)`` of rows of ``x`` (N, ...) that contain NaN or Inf."""
-    return ~torch.isfinite(x.reshape(x.shape[0], -1)).all(dim=1)
 
 
 def fmt_shape(shape: Sequence[int]) -> str:

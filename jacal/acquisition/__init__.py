@@ -105,7 +105,7 @@ def acquire(model: nn.Module, pool: Any, k: int, *, strategy: str = "jacobian", 
     local = backend == "local" or getattr(backend, "name", None) == "local"
     if local and isinstance(pool, (torch.Tensor, np.ndarray)):  # fail fast, before the scoring pass
         xt = as_float_tensor("pool", pool, min_ndim=2)
-        ok = ~torch.cat([nonfinite_rows(xt[s:s + 4096]) for s in range(0, len(xt), 4096)]).numpy()
+        ok = ~nonfinite_rows(xt).numpy()
         if lab_idx is not None:
             ok[lab_idx] = False
         check_positive_int("k", k, upper=int(ok.sum()), upper_name="the valid pool items after exclusions")
