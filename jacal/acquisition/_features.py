@@ -84,7 +84,17 @@ def extract_features(model: nn.Module, pool: Any, *, need: Set[str], batch_size:
     if n == 0:
         raise ValueError("`pool` is empty: nothing to score.")
     dev = resolve_device(device, model)
-    probs, finite, embs, jacs, mcs = [], [], [], [], []
+    out: dict = {}  # per-item arrays, allocated once at the first chunk and filled in place
+
+    def put(name: str, value: np.ndarray, start: int, axis: int = 0) -> None:
+        if name not in out:
+            shape = list(value.shape)
+            shape[axis] = n
+            out[name] = np.empty(shape, dtype=value.dtype)
+        index = [slice(None)] * value.ndim
+        index[axis] = slice(start, start + value.shape[axis])
+        out[name][tuple(index)] = value
+
     done = 0
     with prepared(model, device=dev, force_eval=force_eval) as m:
         dtype = model_dtype(m)
@@ -111,16 +121,16 @@ def extract_features(model: nn.Module, pool: Any, *, need: Set[str], batch_size:
                 keep = (~bad).cpu().numpy()
                 p = torch.softmax(z.double(), dim=1).cpu().numpy()
                 p[~keep] = np.nan
-                probs.append(p)
-                finite.append(keep)
+                put("probs", p, done)
+                put("finite", keep, done)
                 if head is not None:
                     e = captured[-1].reshape(len(x), -1).float().cpu().numpy()
                     e[~keep] = np.nan
-                    embs.append(e)
+                    put("embeddings", e, done)
                 if "jacobian" in need:
                     j = np.asarray(jacobian_norm(m, x, batch_size=len(x), device=dev).double().numpy())
                     j[~keep] = np.nan
-                    jacs.append(j)
+                    put("jacobian", j, done)
                 if "mc" in need:
                     drop = [mod for mod in m.modules() if isinstance(mod, nn.modules.dropout._DropoutNd)]
                     states = [mod.training for mod in drop]
@@ -137,17 +147,17 @@ def extract_features(model: nn.Module, pool: Any, *, need: Set[str], batch_size:
                                 mod.train(st)
                     s = np.stack(samples)
                     s[:, ~keep] = np.nan
-                    mcs.append(s)
+                    put("mc_probs", s, done, axis=1)
                 done += len(x)
                 if progress is not None:
                     progress(done, n)
         finally:
             if hook is not None:
                 hook.remove()
-    return PoolFeatures(
-        probs=np.concatenate(probs), finite=np.concatenate(finite),
-        embeddings=np.concatenate(embs) if embs else None, jacobian=np.concatenate(jacs) if jacs else None,
-        mc_probs=np.concatenate(mcs, axis=1) if mcs else None)
+    if done != n:
+        raise ValueError(f"`pool` yielded {done} items but reports a length of {n}.")
+    return PoolFeatures(probs=out["probs"], finite=out["finite"], embeddings=out.get("embeddings"),
+                        jacobian=out.get("jacobian"), mc_probs=out.get("mc_probs"))
 
 
 def concat_features(parts: List[PoolFeatures]) -> PoolFeatures:

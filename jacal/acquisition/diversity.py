@@ -18,15 +18,16 @@ import torch
 __all__ = ["k_center_greedy", "kmeans_pp_outer", "min_distances"]
 
 
-def min_distances(x: torch.Tensor, centers: torch.Tensor, *, chunk: int = 256) -> torch.Tensor:
+def min_distances(x: torch.Tensor, centers: torch.Tensor, *, chunk: int = 256, centered: bool = False) -> torch.Tensor:
     """Distance ``(N,)`` from each row of ``x (N, d)`` to its nearest row of ``centers (M, d)``.
 
     ``‖x‖² − 2 x·c + ‖c‖²`` in ``x``'s dtype, ``chunk`` centers at a time: no N × d temporaries.
     Both sides are shifted by the mean of ``x`` first, which shrinks the norms and so the
-    cancellation of this expansion (in float32, distances are accurate to ~1e-3·spread).
+    cancellation of this expansion (in float32, distances are accurate to ~1e-3·spread);
+    ``centered=True`` says the caller already did so (no copy of ``x``).
     """
-    mu = x.mean(dim=0, keepdim=True)
-    x = x - mu
+    mu = torch.zeros_like(x[:1]) if centered else x.mean(dim=0, keepdim=True)
+    x = x if centered else x - mu
     sq = x.pow(2).sum(dim=1)
     c = centers.to(x.dtype) - mu
     d2 = torch.full((x.shape[0],), float("inf"), dtype=x.dtype)
@@ -62,7 +63,7 @@ def k_center_greedy(x: torch.Tensor, k: int, *, centers: Optional[torch.Tensor] 
     sq = x.pow(2).sum(dim=1)
     rng = np.random.default_rng(seed)
     jitter = torch.from_numpy(rng.random(n) * 1e-9).to(x.dtype)
-    d2 = min_distances(x, ref).pow(2)
+    d2 = min_distances(x, ref, centered=True).pow(2)
     picks, dists = [], []
     for _ in range(k):
         i = int(torch.argmax(d2 + jitter * d2.max().clamp_min(1e-30)))

@@ -62,6 +62,13 @@ def get_strategy(name: str) -> Strategy:
     return STRATEGIES[name]()
 
 
+def _rows(a: np.ndarray, candidates: np.ndarray) -> np.ndarray:
+    """``a[candidates]`` without a copy when the candidates are every row in order."""
+    if len(candidates) == len(a) and (len(a) == 0 or (candidates[0] == 0 and candidates[-1] == len(a) - 1)):
+        return a
+    return a[candidates]
+
+
 def _probs_or_nan(f: PoolFeatures, fn) -> np.ndarray:
     out = np.full(len(f.finite), np.nan)
     out[f.finite] = fn(f.probs[f.finite])
@@ -139,7 +146,7 @@ class Coreset(Strategy):
     uses_labeled = True
 
     def select(self, f, k, *, candidates, labeled_embeddings=None, seed=0):
-        emb = torch.from_numpy(f.embeddings[candidates])
+        emb = torch.from_numpy(_rows(f.embeddings, candidates))
         centers = torch.from_numpy(labeled_embeddings) if labeled_embeddings is not None and len(labeled_embeddings) else None
         picks, dist = k_center_greedy(emb, k, centers=centers, seed=seed)
         s = np.full(len(f.finite), np.nan)
@@ -162,7 +169,7 @@ class Badge(Strategy):
         p = f.probs[candidates]
         a = p.copy()
         a[np.arange(len(a)), p.argmax(1)] -= 1.0
-        h = f.embeddings[candidates]
+        h = _rows(f.embeddings, candidates)
         picks, d2 = kmeans_pp_outer(torch.from_numpy(a), torch.from_numpy(h), k, seed=seed)
         s = np.full(len(f.finite), np.nan)
         s[candidates] = np.linalg.norm(a, axis=1) * np.linalg.norm(h, axis=1)
