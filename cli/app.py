@@ -448,9 +448,8 @@ def confidence(
         xf, _ = _load_items(fit_data, ck, image_size, channels, "--fit-data")
         est.fit(ck.model, xf, _read_labels(fit_labels, len(xf)))
     conf = est.predict_confidence(ck.model, x)
-    with torch.no_grad():
-        pred = torch.cat([ck.model(x[i:i + 4096].to(next(iter(ck.model.parameters()), torch.empty(0)).device)).argmax(1).cpu()
-                          for i in range(0, len(x), 4096)]).numpy()
+    with torch.no_grad():  # loaded models live on the CPU
+        pred = torch.cat([ck.model(x[i:i + 4096]).argmax(1) for i in range(0, len(x), 4096)]).numpy()
     summary = {"n": len(x), "method": est.method, "mean_confidence": float(np.mean(conf))}
     if labels is not None:
         y = _read_labels(labels, len(x))

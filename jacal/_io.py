@@ -7,7 +7,23 @@ import tempfile
 from pathlib import Path
 from typing import IO, Iterator, Union
 
-__all__ = ["atomic_path", "atomic_open"]
+__all__ = ["atomic_path", "atomic_open", "ensure_out_dir", "load_array", "load_image_folder"]
+
+
+def ensure_out_dir(out: Union[str, Path]) -> Path:
+    """Create the output folder ``out`` if needed; raise ``JacalError`` if it cannot be a writable folder."""
+    from jacal._validation import JacalError
+
+    out = Path(out)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise JacalError(f"cannot create output folder {out}: {err.strerror or err}") from err
+    if not out.is_dir():
+        raise JacalError(f"output path {out} is not a folder")
+    if not os.access(out, os.W_OK):
+        raise JacalError(f"output folder {out} is not writable")
+    return out
 
 
 @contextlib.contextmanager

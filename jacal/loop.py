@@ -33,6 +33,7 @@ import torch.nn.functional as F
 from scipy import stats
 from sklearn.metrics import roc_auc_score
 
+from jacal._io import ensure_out_dir
 from jacal._model_utils import resolve_device
 from jacal._validation import JacalError, check_choice, check_positive_int
 from jacal.acquisition import STRATEGIES, acquire
@@ -167,10 +168,10 @@ def _splits(data: Splits, cfg: LoopConfig, seed: int) -> Tuple[np.ndarray, np.nd
 
 
 def _validate(cfg: LoopConfig) -> None:
-    for name in ("initial", "k", "rounds", "seeds", "max_epochs", "patience", "val_size"):
-        if name == "rounds" and cfg.rounds == 0:
-            continue
+    for name in ("initial", "k", "seeds", "max_epochs", "patience", "val_size"):
         check_positive_int(name, getattr(cfg, name))
+    if isinstance(cfg.rounds, bool) or not isinstance(cfg.rounds, int) or cfg.rounds < 0:
+        raise ValueError(f"Expected `rounds` to be a non-negative int, got {cfg.rounds!r}.")
     if not cfg.strategies:
         raise ValueError("Expected at least one strategy.")
     for s in cfg.strategies:
@@ -243,7 +244,6 @@ def run_loop(out: Path, cfg: LoopConfig, *, device: str = "auto", data_root: Opt
     ``loop.sqlite`` when the task returns (the local backend commits round by round).
     """
     from jacal.backends import get_backend
-    from jacal.replication.runner import _check_out_dir
 
     cb = callbacks or LoopCallbacks()
     _validate(cfg)
@@ -251,7 +251,7 @@ def run_loop(out: Path, cfg: LoopConfig, *, device: str = "auto", data_root: Opt
     dev = resolve_device(device)
     data = load_dataset(cfg.dataset, root=data_root, download=download, n_test=cfg.n_test, seed=0)
     _splits(data, cfg, 0)  # the sizes fit, before anything is written
-    _check_out_dir(out)
+    ensure_out_dir(out)
     db = out / "loop.sqlite"
     if db.exists() and not resume:
         raise JacalError(f"{db} exists; pass --resume to continue that run, or choose another --out")

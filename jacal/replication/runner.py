@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-import os
 from collections import OrderedDict
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -12,6 +11,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from jacal._io import ensure_out_dir
 from jacal._model_utils import resolve_device
 from jacal._validation import JacalError, check_choice
 from jacal.data import DATASETS, Splits, load_dataset
@@ -127,17 +127,6 @@ def measure_group(pop: PopulationMLP, members: Sequence[PlannedModel], results: 
     return model_rows, point_rows, traj_rows
 
 
-def _check_out_dir(out: Path) -> None:
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        raise JacalError(f"cannot create output folder {out}: {err.strerror or err}") from err
-    if not out.is_dir():
-        raise JacalError(f"output path {out} is not a folder")
-    if not os.access(out, os.W_OK):
-        raise JacalError(f"output folder {out} is not writable")
-
-
 def resolve_preset(preset: str, overrides: Optional[Dict[str, Any]] = None, datasets: Optional[Sequence[str]] = None) -> Preset:
     """A named preset with optional overrides (e.g. ``n_groups``, ``steps``) and datasets."""
     check_choice("preset", preset, PRESETS)
@@ -207,7 +196,7 @@ def run_replication(out: Path, *, preset: str = "smoke", datasets: Optional[Sequ
     out = Path(out)
     p = resolve_preset(preset, overrides, datasets)
     dev = resolve_device(device)
-    _check_out_dir(out)
+    ensure_out_dir(out)
     db = out / "results.sqlite"
     signature = sweep_signature(p, p.datasets, seed)
     if db.exists() and not resume:

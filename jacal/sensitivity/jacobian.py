@@ -256,12 +256,10 @@ def jacobian_norm(
         for start in range(0, n, batch_size):  # chunks, never single points
             stop = min(start + batch_size, n)
             xc = xt[start:stop].to(device=dev, dtype=dtype)
-            with torch.no_grad():
-                if engine == "mlp":
+            if engine == "mlp":
+                with torch.no_grad():
                     out = _mlp_sq_norm(parsed, xc, rows_fn, gram)
-                else:
-                    out = None
-            if engine != "mlp":
+            else:
                 out = _vjp_sq_norm(m, xc, rows_fn, batched=(engine == "vjp-batched"))
             sq[start:stop] = (out.detach().double() * scales.pop() ** 2).cpu()
             if progress is not None:

@@ -23,7 +23,7 @@ from torch import nn
 
 from jacal._activations import activation_spec
 from jacal._model_utils import parse_mlp, prepared, resolve_device
-from jacal._validation import as_float_tensor, check_choice, check_finite, check_positive_int, fmt_shape
+from jacal._validation import as_float_tensor, check_choice, check_finite, fmt_shape
 
 __all__ = ["activation_codes", "transitions", "TransitionResult"]
 
@@ -183,7 +183,6 @@ def transitions(
     """
     check_choice("method", method, ("sampled", "exact"))
     traj = as_float_tensor("trajectory", trajectory, min_ndim=2)
-    check_positive_int("trajectory length", traj.shape[0])
     check_finite("trajectory", traj)
     if traj.shape[0] < 2:
         raise ValueError(f"Expected `trajectory` to hold at least 2 points, got shape {fmt_shape(traj.shape)}.")
