@@ -447,13 +447,10 @@ def confidence(
             fail("method 'combined' needs --fit-data and --fit-labels (a held-out labeled split)")
         xf, _ = _load_items(fit_data, ck, image_size, channels, "--fit-data")
         est.fit(ck.model, xf, _read_labels(fit_labels, len(xf)))
-    conf = est.predict_confidence(ck.model, x)
-    with torch.no_grad():  # loaded models live on the CPU
-        pred = torch.cat([ck.model(x[i:i + 4096]).argmax(1) for i in range(0, len(x), 4096)]).numpy()
+    conf, pred = est.confidence_and_prediction(ck.model, x)
     summary = {"n": len(x), "method": est.method, "mean_confidence": float(np.mean(conf))}
     if labels is not None:
-        y = _read_labels(labels, len(x))
-        summary["metrics"] = est.evaluate(ck.model, x, y)
+        summary["metrics"] = est.metrics(conf, pred, _read_labels(labels, len(x)))
     if review_below is not None:
         summary["to_review"] = int((conf < review_below).sum())
     if out is not None:

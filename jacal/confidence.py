@@ -177,9 +177,14 @@ class ConfidenceEstimator:
 
     def predict_confidence(self, model, x) -> np.ndarray:
         """Confidence ``(N,)``: higher = more likely correct."""
+        return self.confidence_and_prediction(model, x)[0]
+
+    def confidence_and_prediction(self, model, x):
+        """``(confidence (N,), predicted class (N,))`` from one pass over ``x``."""
         if self.method == "combined" and not hasattr(self, "logreg_"):
             raise ValueError("the combined estimator is not fitted: call fit(model, x_heldout, y_heldout) first.")
-        return self._raw(self._features(model, x))
+        feats = self._features(model, x)
+        return self._raw(feats), feats["probs"].argmax(1)
 
     def predict_proba(self, model, x) -> np.ndarray:
         """``(N, 2)``: [P(wrong), P(correct)]; only for ``max_softmax`` and ``combined``."""
@@ -190,9 +195,12 @@ class ConfidenceEstimator:
 
     def evaluate(self, model, x, y) -> Dict[str, float]:
         """Metrics of this estimator on labeled data."""
-        feats = self._features(model, x)
+        conf, pred = self.confidence_and_prediction(model, x)
+        return self.metrics(conf, pred, y)
+
+    def metrics(self, confidence, predicted, y) -> Dict[str, float]:
+        """Metrics from already computed confidences and predictions (no model pass)."""
         y = np.asarray(y.cpu() if isinstance(y, torch.Tensor) else y).reshape(-1)
-        if self.method == "combined" and not hasattr(self, "logreg_"):
-            raise ValueError("the combined estimator is not fitted: call fit(model, x_heldout, y_heldout) first.")
-        correct = feats["probs"].argmax(1) == y
-        return confidence_metrics(self._raw(feats), correct, probabilistic=self.method in PROBABILISTIC)
+        if len(y) != len(predicted):
+            raise ValueError(f"Expected one label per item: {len(predicted)} items, {len(y)} labels.")
+        return confidence_metrics(confidence, np.asarray(predicted) == y, probabilistic=self.method in PROBABILISTIC)
