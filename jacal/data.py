@@ -148,8 +148,8 @@ register_dataset("cifar10", _torchvision("CIFAR10", "cifar10", "cifar-10-batches
 register_dataset("cifar100", _torchvision("CIFAR100", "cifar100", "cifar-100-python/", 100, True))
 
 
-def _subset(x: np.ndarray, y: np.ndarray, n: Optional[int], rng: np.random.Generator, what: str):
-    if n is None:
+def _subset(x: np.ndarray, y: np.ndarray, n: Optional[int], rng: np.random.Generator, what: str, clamp: bool):
+    if n is None or (clamp and isinstance(n, (int, np.integer)) and n >= len(x)):
         return x, y
     if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1 or n > len(x):
         raise ValueError(f"Expected `{what}` to be a positive int no larger than the split ({len(x)}), got {n!r}.")
@@ -158,7 +158,8 @@ def _subset(x: np.ndarray, y: np.ndarray, n: Optional[int], rng: np.random.Gener
 
 
 def load_dataset(name: str = "digits", *, root: Union[str, Path, None] = None, download: bool = False,
-                 n_train: Optional[int] = None, n_test: Optional[int] = None, seed: int = 0) -> Splits:
+                 n_train: Optional[int] = None, n_test: Optional[int] = None, seed: int = 0,
+                 clamp: bool = False) -> Splits:
     """Load a registered dataset into memory.
 
     Args:
@@ -168,6 +169,7 @@ def load_dataset(name: str = "digits", *, root: Union[str, Path, None] = None, d
         download: allow torchvision to download a missing dataset.
         n_train, n_test: optional seeded subset sizes.
         seed: seeds the subsets.
+        clamp: a subset size larger than its split means the whole split (instead of an error).
 
     Raises:
         JacalError: the dataset is missing (and ``download`` is False) or unreadable.
@@ -183,7 +185,7 @@ def load_dataset(name: str = "digits", *, root: Union[str, Path, None] = None, d
         raise JacalError(f"data root {root_path} does not exist; pass an existing --data-root or allow download.")
     x_tr, y_tr, x_te, y_te, k = DATASETS[name](root_path, download)
     rng = np.random.default_rng(seed)
-    x_tr, y_tr = _subset(x_tr, y_tr, n_train, rng, "n_train")
-    x_te, y_te = _subset(x_te, y_te, n_test, rng, "n_test")
+    x_tr, y_tr = _subset(x_tr, y_tr, n_train, rng, "n_train", clamp)
+    x_te, y_te = _subset(x_te, y_te, n_test, rng, "n_test", clamp)
     t = lambda a: torch.from_numpy(np.ascontiguousarray(a))  # noqa: E731
     return Splits(name, t(x_tr).float(), t(y_tr).long(), t(x_te).float(), t(y_te).long(), int(k))

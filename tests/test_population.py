@@ -106,3 +106,16 @@ def test_population_on_cuda_matches_cpu(digits):
         torch.testing.assert_close(a, b.cpu(), rtol=1e-3, atol=1e-4)
     torch.testing.assert_close(population_jacobian_norm(gpu_pop, digits.x_test[:20]),
                                population_jacobian_norm(cpu_pop, digits.x_test[:20]), rtol=1e-3, atol=0)
+
+
+def test_augmentation_with_flips_on_colour_images():
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(64, 3, 8, 8, generator=g)
+    y = torch.randint(0, 10, (64,), generator=g)
+    data = jacal.Splits("fake-colour", x, y, x[:16], y[:16], 10)
+    cfgs = [ModelConfig(width=16, depth=1, batch_size=16, steps=8, seed=0),
+            ModelConfig(width=16, depth=1, batch_size=16, steps=8, seed=0, augment=True)]
+    pop, res = train_population(cfgs, data, hflip=True)
+    assert pop.weights[0].shape == (2, 192, 16)
+    assert not torch.equal(pop.weights[0][0], pop.weights[0][1])  # only the augmented member saw other inputs
+    assert all(0.0 <= r["train_accuracy"] <= 1.0 for r in res)

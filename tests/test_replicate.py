@@ -133,3 +133,30 @@ def test_analysis_known_answers_on_synthetic_store():
         pairs.append(dict(pair_id=f"p{i}", factor="random_labels", base_id=models[i]["model_id"], variant_id=f"v{i}"))
     c3 = next(c for c in analyse(models, pairs, [], [], fit_threshold=0.995)["claims"] if c["id"] == "C3-random_labels")
     assert c3["verdict"] == "replicated" and c3["statistic"]["sign_p"] == pytest.approx(0.5 ** 10)
+
+
+def test_replicate_on_colour_images_with_flips(tmp_path, monkeypatch):
+    """The CIFAR path (3 channels, translations + horizontal flips, 3,072 inputs) on fake CIFAR-10 files."""
+    import pickle
+
+    import torchvision
+
+    from jacal.replication import run_replication
+
+    monkeypatch.setattr(torchvision.datasets.CIFAR10, "_check_integrity", lambda self: True)
+    monkeypatch.setattr(torchvision.datasets.cifar, "check_integrity", lambda *a, **k: True)
+    rng = np.random.default_rng(0)
+    root = tmp_path / "cifar-10-batches-py"
+    root.mkdir()
+    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
+        with open(root / name, "wb") as f:
+            pickle.dump({"data": rng.integers(0, 256, (30, 3072), dtype=np.uint8),
+                         "labels": list(rng.integers(0, 10, 30))}, f)
+    with open(root / "batches.meta", "wb") as f:
+        pickle.dump({"label_names": [str(i) for i in range(10)]}, f)
+    report = run_replication(tmp_path / "out", preset="smoke", datasets=["cifar10"], data_root=tmp_path,
+                             device="cpu", overrides={"n_groups": 1, "models_per_group": 2, "pairs_per_factor": 1,
+                                                      "steps": 30, "full_batch_steps": 30, "ellipse_points": 12})
+    models = _tables(tmp_path / "out" / "results.sqlite")[0]
+    assert len(models) >= 2 and report["preset"]["datasets"] == ["cifar10"]
+    assert all(m[1] == "cifar10" for m in models)

@@ -70,14 +70,6 @@ def prepare_dataset(data: Splits, preset: Preset, seed: int) -> DatasetContext:
     return DatasetContext(data, x_jac, y_jac, ellipses, c2)
 
 
-def _split_size(name: str, split: str, preset: Preset) -> int:
-    """Known split sizes, so a preset's subset size never exceeds a small dataset."""
-    sizes = {"digits": (1347, 450), "mnist": (60000, 10000), "fashion-mnist": (60000, 10000),
-             "cifar10": (50000, 10000), "cifar100": (50000, 10000)}
-    train, test = sizes.get(name, (10 ** 12, 10 ** 12))
-    return train if split == "train" else test
-
-
 def _finite_mask(pop: PopulationMLP) -> torch.Tensor:
     ok = torch.ones(pop.n_models, dtype=torch.bool, device=pop.weights[0].device)
     for t in pop.parameters:
@@ -204,9 +196,8 @@ def run_replication(out: Path, *, preset: str = "smoke", datasets: Optional[Sequ
     # load every dataset before training anything, so a missing one fails fast
     contexts = OrderedDict()
     for name in p.datasets:
-        data = load_dataset(name, root=data_root, download=download, seed=seed,
-                            n_train=None if p.n_train is None else min(p.n_train, _split_size(name, "train", p)),
-                            n_test=None if p.n_test is None else min(p.n_test, _split_size(name, "test", p)))
+        data = load_dataset(name, root=data_root, download=download, seed=seed, n_train=p.n_train, n_test=p.n_test,
+                            clamp=True)
         contexts[name] = prepare_dataset(data, p, seed)
     from jacal.backends import get_backend
 
