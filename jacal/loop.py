@@ -31,7 +31,6 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from scipy import stats
-from sklearn.metrics import roc_auc_score
 
 from jacal._io import ensure_out_dir
 from jacal._model_utils import resolve_device
@@ -39,6 +38,7 @@ from jacal._validation import JacalError, check_choice, check_positive_int
 from jacal.acquisition import STRATEGIES, acquire
 from jacal.data import Splits, load_dataset
 from jacal.models import cnn, mlp
+from jacal.replication.stats import pointwise_sensitivity
 from jacal.sensitivity.jacobian import jacobian_norm
 from jacal.training import evaluate
 
@@ -146,9 +146,8 @@ def pointwise_check(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, de
         z = torch.cat([model(x[i:i + 2048].to(device)).cpu() for i in range(0, len(x), 2048)])
     loss = F.cross_entropy(z.double(), y, reduction="none").numpy()
     wrong = (z.argmax(1) != y).numpy()
-    r = stats.spearmanr(norms, loss)
-    return {"n": int(len(x)), "spearman_rho_jacobian_loss": float(r.statistic), "p": float(r.pvalue),
-            "error_auroc_jacobian": float(roc_auc_score(wrong, norms)) if 0 < wrong.sum() < len(wrong) else math.nan,
+    r = pointwise_sensitivity(norms, loss, wrong)
+    return {"n": int(len(x)), "spearman_rho_jacobian_loss": r["rho"], "p": r["p"], "error_auroc_jacobian": r["auroc"],
             "test_accuracy": float(1 - wrong.mean())}
 
 

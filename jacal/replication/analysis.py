@@ -6,11 +6,9 @@ from collections import defaultdict
 from typing import Any, Dict, List, Sequence
 
 import numpy as np
-from scipy import stats as sps
-from sklearn.metrics import roc_auc_score
 
 from jacal.replication.stats import (ALPHA, MIN_PAIRS, correlation, one_sample_greater, paired_comparison,
-                                     verdict)
+                                     pointwise_sensitivity, verdict)
 
 __all__ = ["analyse", "RULES", "PAPER"]
 
@@ -185,16 +183,10 @@ def analyse(models: List[Dict[str, Any]], pairs: List[Dict[str, Any]], points: L
     for mid, _i, jn, loss, correct in points:
         if mid in true_ids:
             per_model[mid].append((jn, loss, correct))
-    rhos, aucs = [], []
-    for mid, rows in sorted(per_model.items()):
-        a = np.asarray(rows, dtype=float)
-        ok = np.isfinite(a).all(1)
-        a = a[ok]
-        if len(a) >= 3 and np.ptp(a[:, 0]) > 0 and np.ptp(a[:, 1]) > 0:
-            rhos.append(float(sps.spearmanr(a[:, 0], a[:, 1]).statistic))
-        wrong = a[:, 2] == 0
-        if 0 < wrong.sum() < len(a):
-            aucs.append(float(roc_auc_score(wrong, a[:, 0])))
+    per = [pointwise_sensitivity(a[:, 0], a[:, 1], a[:, 2] == 0)
+           for a in (np.asarray(rows, dtype=float) for _, rows in sorted(per_model.items()))]
+    rhos = [q["rho"] for q in per if math.isfinite(q["rho"])]
+    aucs = [q["auroc"] for q in per if math.isfinite(q["auroc"])]
     r = one_sample_greater(rhos, 0.0)
     claims.append(_claim("C4", {**r, "median_rho": r["median"], "median_auroc": float(np.median(aucs)) if aucs else math.nan,
                                 "n_models_auroc": len(aucs)},
