@@ -163,13 +163,14 @@ def _vjp_sq_norm(model: nn.Module, x: torch.Tensor, rows_fn: RowsFn, batched: bo
         return sq
 
 
-def _check_mlp_input(parsed: tuple, x: torch.Tensor) -> None:
+def check_mlp_input(parsed: tuple, x: torch.Tensor, name: str = "x") -> None:
+    """Raise ``ValueError`` unless ``x`` fits the first Linear layer of a parsed MLP."""
     flatten_first, layers = parsed
     d_in = layers[0].linear.in_features
     per_point = int(np.prod(x.shape[1:]))
     if (not flatten_first and x.ndim != 2) or per_point != d_in:
         raise ValueError(
-            f"`x` has shape {fmt_shape(x.shape)}, but the model's first Linear layer expects {d_in} input features"
+            f"`{name}` has shape {fmt_shape(x.shape)}, but the model's first Linear layer expects {d_in} input features"
             + ("" if flatten_first else " in an (N, D) array") + "."
         )
 
@@ -241,7 +242,7 @@ def jacobian_norm(
             if parsed is None:
                 raise ValueError("method='mlp' needs a plain fully-connected nn.Sequential (Flatten, Linear, "
                                  "known activations); use method='vjp' for other models.")
-            _check_mlp_input(parsed, xt)
+            check_mlp_input(parsed, xt)
             w1 = parsed[1][0].linear.weight
             gram = (w1 @ w1.T) if w1.shape[1] > w1.shape[0] else None
         gen = torch.Generator().manual_seed(int(seed)) if method == "projection" else None

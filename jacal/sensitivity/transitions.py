@@ -23,6 +23,7 @@ from torch import nn
 
 from jacal._activations import activation_spec
 from jacal._model_utils import parse_mlp, prepared, resolve_device
+from jacal.sensitivity.jacobian import check_mlp_input
 from jacal._validation import as_float_tensor, check_choice, check_finite, fmt_shape
 
 __all__ = ["activation_codes", "transitions", "TransitionResult"]
@@ -201,10 +202,8 @@ def transitions(
                              "activations (ReLU, LeakyReLU, ReLU6, Hardtanh, Hardsigmoid); use method='sampled'.")
         m64 = _double_copy(m)
         parsed64 = parse_mlp(m64)
-        z = traj.double().reshape(traj.shape[0], -1).to(dev) if parsed64[0] else traj.double().to(dev)
-        if z.ndim != 2 or z.shape[1] != parsed64[1][0].linear.in_features:
-            raise ValueError(f"`trajectory` has shape {fmt_shape(traj.shape)}, but the model's first Linear layer "
-                             f"expects {parsed64[1][0].linear.in_features} input features.")
+        check_mlp_input(parsed64, traj, name="trajectory")
+        z = traj.double().reshape(traj.shape[0], -1).to(dev)
         with torch.no_grad():
             per_step, layer_counts = _exact_counts(parsed64, z)
     return TransitionResult(int(per_step.sum()), per_step.cpu(), "exact", False, int(sampled.sum()),
