@@ -25,6 +25,7 @@ from jacal.checkpoint import load_model_file
 from jacal.confidence import METHODS as CONFIDENCE_METHODS, ConfidenceEstimator
 from jacal.loop import LOOP_PRESETS, LoopCallbacks, run_loop
 from jacal.replication import PRESETS, Callbacks, run_replication
+from jacal.replication.report import statistic_text
 from ._common import JacalGroup, LazyProgress, check_writable, emit_json, fail, progress_bar
 
 app = typer.Typer(
@@ -174,34 +175,14 @@ def _claims_table(report: dict):
     from rich.table import Table
 
     table = Table(title=f"Novak et al. 2018 · preset {report['preset']['name']} · {report['n_models']} models")
-    for col in ("claim", "the paper", "our statistic", "p", "n", "verdict"):
+    for col in ("claim", "the paper", "our statistic", "95% CI", "p", "n", "verdict"):
         table.add_column(col, no_wrap=col in ("claim", "p", "n"))
     colour = {"replicated": "green", "not replicated": "red", "inconclusive": "yellow"}
     for c in report["claims"]:
-        table.add_row(c["id"], c["short"], _statistic_text(c["statistic"]), _p_text(c["statistic"]),
-                      str(c["statistic"].get("n", "–")), f"[{colour[c['verdict']]}]{c['verdict']}[/]")
+        stat, ci, p = statistic_text(c["statistic"])
+        table.add_row(c["id"], c["short"], stat, ci, p, str(c["statistic"].get("n", "–")),
+                      f"[{colour[c['verdict']]}]{c['verdict']}[/]")
     return table
-
-
-def _num(v, fmt=".2f") -> str:
-    return "–" if v is None else format(v, fmt)
-
-
-def _statistic_text(s: dict) -> str:
-    if "rho" in s:
-        return f"ρ={_num(s.get('rho'))} [{_num(s.get('ci_low'))}, {_num(s.get('ci_high'))}]"
-    if "fraction_predicted" in s:
-        return f"{_num(s.get('fraction_predicted'))} of pairs as predicted"
-    if "median_rho" in s:
-        return f"median ρ={_num(s.get('median_rho'))}, AUROC {_num(s.get('median_auroc'))}"
-    if "median_log10_ratio" in s:
-        return f"×10^{_num(s.get('median_log10_ratio'), '.1f')}"
-    return ", ".join(f"{k.split('-')[0]} {_num(v, '.1f')}" for k, v in s.get("mean_density", {}).items())
-
-
-def _p_text(s: dict) -> str:
-    p = s.get("sign_p", s.get("p"))
-    return "–" if p is None else f"{p:.2g}"
 
 
 @app.command()

@@ -12,7 +12,7 @@ from jacal.replication.analysis import RULES, analyse
 from jacal.replication.figures import make_figures
 from jacal.replication.store import ResultStore
 
-__all__ = ["write_report", "build_report"]
+__all__ = ["write_report", "build_report", "statistic_text"]
 
 
 def _fmt(v, digits=3) -> str:
@@ -57,29 +57,34 @@ def build_report(out: Path, preset: cfg.Preset, seed: int) -> Dict[str, Any]:
     }
 
 
+def statistic_text(s: Dict[str, Any], *, detailed: bool = False) -> tuple:
+    """``(statistic, 95% CI, p)`` as text for one claim's statistic dict (the report and the CLI table)."""
+    if "rho" in s:
+        stat = f"Spearman ρ = {_fmt(s.get('rho'))}" + (f" (Kendall τ = {_fmt(s.get('tau'))})" if detailed else "")
+        return stat, f"[{_fmt(s.get('ci_low'))}, {_fmt(s.get('ci_high'))}]", _fmt(s.get("p"), 2)
+    if "fraction_predicted" in s:
+        key = "median_log10_ratio" if "median_log10_ratio" in s else "median_difference"
+        stat = f"{_fmt(s.get('fraction_predicted'))} of pairs on the predicted side"
+        if detailed:
+            stat += f"; median log10 ratio {_fmt(s.get(key))}"
+        return stat, "–", _fmt(s.get("sign_p"), 2)
+    if "median_rho" in s:
+        stat = f"median ρ(‖J‖, loss) = {_fmt(s.get('median_rho'))}; median AUROC {_fmt(s.get('median_auroc'))}"
+        if detailed:
+            stat += f"; {_fmt(s.get('fraction_above'))} of models > 0"
+        return stat, "–", _fmt(s.get("p"), 2)
+    if "median_log10_ratio" in s:
+        return f"median log10(random / at anchors) = {_fmt(s.get('median_log10_ratio'))}", "–", _fmt(s.get("p"), 2)
+    dens = s.get("mean_density", {})
+    return "mean transitions/step: " + ", ".join(f"{k} {_fmt(v)}" for k, v in dens.items()), "–", _fmt(s.get("p"), 2)
+
+
 def _claims_table(report: Dict[str, Any]) -> str:
     lines = ["| claim | the paper | our statistic | 95% CI | p | n | verdict |", "|---|---|---|---|---|---|---|"]
     for c in report["claims"]:
         s = c["statistic"]
-        if "rho" in s:
-            stat = f"Spearman ρ = {_fmt(s.get('rho'))} (Kendall τ = {_fmt(s.get('tau'))})"
-            ci = f"[{_fmt(s.get('ci_low'))}, {_fmt(s.get('ci_high'))}]"
-            p = s.get("p")
-        elif "fraction_predicted" in s:
-            key = "median_log10_ratio" if "median_log10_ratio" in s else "median_difference"
-            stat = f"{_fmt(s.get('fraction_predicted'))} of pairs on predicted side; median log10 ratio {_fmt(s.get(key))}"
-            ci, p = "–", s.get("sign_p")
-        elif "median_rho" in s:
-            stat = f"median ρ(‖J‖, loss) = {_fmt(s.get('median_rho'))}; {_fmt(s.get('fraction_above'))} of models > 0; median AUROC {_fmt(s.get('median_auroc'))}"
-            ci, p = "–", s.get("p")
-        elif "median_log10_ratio" in s:
-            stat = f"median log10(random / at anchors) = {_fmt(s.get('median_log10_ratio'))}"
-            ci, p = "–", s.get("p")
-        else:
-            dens = s.get("mean_density", {})
-            stat = "mean transitions/step: " + ", ".join(f"{k} {_fmt(v)}" for k, v in dens.items())
-            ci, p = "–", s.get("p")
-        lines.append(f"| {c['id']} | {c['paper']} | {stat} | {ci} | {_fmt(p, 2)} | {s.get('n', '–')} | "
+        stat, ci, p = statistic_text(s, detailed=True)
+        lines.append(f"| {c['id']} | {c['paper']} | {stat} | {ci} | {p} | {s.get('n', '–')} | "
                      f"**{c['verdict']}**: {c['reason']} |")
     return "\n".join(lines)
 
