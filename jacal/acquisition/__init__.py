@@ -178,9 +178,6 @@ def _find_module(obj: Any, depth: int = 0) -> Optional[nn.Module]:
     return None
 
 
-_ARRAY_SCORES = {"least-confidence": scores.least_confidence, "margin": scores.margin, "entropy": scores.entropy}
-
-
 def modal_query_strategy(strategy: str = "jacobian", **acquire_kwargs) -> Callable:
     """A modAL-style query strategy ``(classifier, X_pool, n_instances=1) -> indices``.
 
@@ -193,9 +190,10 @@ def modal_query_strategy(strategy: str = "jacobian", **acquire_kwargs) -> Callab
     def query(classifier: Any, X_pool: Any, n_instances: int = 1, **_: Any) -> np.ndarray:
         module = _find_module(classifier)
         if module is None:
-            if strategy not in _ARRAY_SCORES:
+            array_score = getattr(STRATEGIES[strategy], "array_score", None)
+            if array_score is None:
                 raise ValueError(f"strategy {strategy!r} needs a torch model; found none inside {type(classifier).__name__}.")
-            s = _ARRAY_SCORES[strategy](classifier.predict_proba(X_pool))
+            s = array_score(classifier.predict_proba(X_pool))
             return top_k(s, np.arange(len(s)), check_positive_int("n_instances", n_instances, upper=len(s)),
                          acquire_kwargs.get("seed", 0))
         x = torch.as_tensor(np.asarray(X_pool), dtype=torch.float32) if not isinstance(X_pool, torch.Tensor) else X_pool

@@ -15,7 +15,7 @@ from jacal.acquisition import scores as S
 from jacal.acquisition._features import PoolFeatures
 from jacal.acquisition.diversity import k_center_greedy, kmeans_pp_outer, min_distances
 
-__all__ = ["Strategy", "STRATEGIES", "register_strategy", "get_strategy", "top_k"]
+__all__ = ["Strategy", "ProbabilityStrategy", "STRATEGIES", "register_strategy", "get_strategy", "top_k"]
 
 Selection = Tuple[np.ndarray, np.ndarray, np.ndarray]
 
@@ -86,28 +86,32 @@ class RandomStrategy(Strategy):
         return idx, s, s[idx]
 
 
+class ProbabilityStrategy(Strategy):
+    """A strategy scored from class probabilities alone by ``array_score(probs) -> (N,)``, so it
+    also works on a bare ``predict_proba`` (see :func:`jacal.modal_query_strategy`)."""
+
+    array_score = None
+
+    def scores(self, f):
+        return _probs_or_nan(f, type(self).array_score)
+
+
 @register_strategy
-class LeastConfidence(Strategy):
+class LeastConfidence(ProbabilityStrategy):
     name = "least-confidence"
-
-    def scores(self, f):
-        return _probs_or_nan(f, S.least_confidence)
+    array_score = staticmethod(S.least_confidence)
 
 
 @register_strategy
-class Margin(Strategy):
+class Margin(ProbabilityStrategy):
     name = "margin"
-
-    def scores(self, f):
-        return _probs_or_nan(f, S.margin)
+    array_score = staticmethod(S.margin)
 
 
 @register_strategy
-class Entropy(Strategy):
+class Entropy(ProbabilityStrategy):
     name = "entropy"
-
-    def scores(self, f):
-        return _probs_or_nan(f, S.entropy)
+    array_score = staticmethod(S.entropy)
 
 
 @register_strategy
