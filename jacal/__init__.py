@@ -14,6 +14,7 @@ from jacal.sensitivity import (
     TransitionResult,
     activation_codes,
     ellipse,
+    jacobian_embedding,
     jacobian_norm,
     random_ellipse,
     transitions,
@@ -25,7 +26,7 @@ __version__ = "0.1.0"
 __all__ = [
     "JacalError",
     "acquire", "AcquisitionResult", "STRATEGIES", "register_strategy", "modal_query_strategy",
-    "jacobian_norm", "transitions", "activation_codes", "TransitionResult", "ellipse", "random_ellipse",
+    "jacobian_norm", "jacobian_embedding", "transitions", "activation_codes", "TransitionResult", "ellipse", "random_ellipse",
     "load_dataset", "register_dataset", "Splits", "DATASETS",
     "MLP", "SmallCNN", "mlp", "cnn",
     "train", "evaluate", "TrainResult",

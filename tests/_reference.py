@@ -28,3 +28,19 @@ def reference_jacobian_norm(model, x, output="softmax"):
 def relative_error(a, b):
     a, b = torch.as_tensor(a).double(), torch.as_tensor(b).double()
     return ((a - b).abs() / b.abs().clamp_min(1e-30)).max().item()
+
+
+def reference_jacobian(model, x, output="softmax"):
+    """Full Jacobians ``(N, K, D)`` ∂f(x_n)/∂x_n, float64, one point and one class at a time."""
+    m = copy.deepcopy(model).double().eval()
+    out = []
+    for n in range(x.shape[0]):
+        xn = x[n:n + 1].detach().double().clone().requires_grad_(True)
+        z = m(xn)
+        f = {"softmax": torch.softmax, "log_softmax": torch.log_softmax}.get(output, lambda t, dim: t)(z, dim=1)
+        rows = []
+        for k in range(f.shape[1]):
+            (g,) = torch.autograd.grad(f[0, k], xn, retain_graph=True)
+            rows.append(g.reshape(-1))
+        out.append(torch.stack(rows))
+    return torch.stack(out)

@@ -1,10 +1,11 @@
 """Per-point sensitivity metrics: Jacobian norms, region codes, transitions, trajectories."""
+from jacal.sensitivity.embedding import jacobian_embedding
 from jacal.sensitivity.jacobian import METHODS, OUTPUTS, jacobian_norm
 from jacal.sensitivity.trajectories import ellipse, random_ellipse
 from jacal.sensitivity.transitions import TransitionResult, activation_codes, transitions
 
 __all__ = [
-    "jacobian_norm", "OUTPUTS", "METHODS",
+    "jacobian_norm", "jacobian_embedding", "OUTPUTS", "METHODS",
     "activation_codes", "transitions", "TransitionResult",
     "ellipse", "random_ellipse",
 ]

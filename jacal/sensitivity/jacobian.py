@@ -50,7 +50,7 @@ RowsFn = Callable[[torch.Tensor], torch.Tensor]
 
 
 @functools.lru_cache(maxsize=32)
-def _ones_complement_basis(k: int) -> torch.Tensor:
+def ones_complement_basis(k: int) -> torch.Tensor:
     """Orthonormal basis ``Q`` (k, k−1), float64, of the subspace orthogonal to the all-ones vector."""
     centering = torch.eye(k, dtype=torch.float64) - 1.0 / k
     u, _, _ = torch.linalg.svd(centering)
@@ -70,6 +70,18 @@ def _output_rows(z: torch.Tensor, output: str) -> torch.Tensor:
     zd = z.detach().double()
     if output == "logits":
         return torch.eye(k, dtype=zd.dtype, device=zd.device).expand(n, k, k)
+    t = output_map_jacobian(zd, output)
+    q = ones_complement_basis(k).to(zd.device)
+    r = torch.linalg.qr(t @ q, mode="r")[1]  # (N, K−1, K−1), ‖T Q Y‖ = ‖R Y‖
+    return r @ q.T
+
+
+def output_map_jacobian(z: torch.Tensor, output: str) -> torch.Tensor:
+    """``T = ∂f/∂z`` ``(N, K, K)`` in float64 for logits ``z (N, K)`` (see the module docstring)."""
+    n, k = z.shape
+    zd = z.detach().double()
+    if output == "logits":
+        return torch.eye(k, dtype=zd.dtype, device=zd.device).expand(n, k, k).clone()
     lse = torch.logsumexp(zd, dim=1, keepdim=True)
     p = torch.exp(zd - lse)
     if output == "softmax":
@@ -81,9 +93,7 @@ def _output_rows(z: torch.Tensor, output: str) -> torch.Tensor:
         t.diagonal(dim1=1, dim2=2).copy_(p * one_minus_p)
     else:  # log_softmax
         t = torch.eye(k, dtype=zd.dtype, device=zd.device) - p.unsqueeze(1)
-    q = _ones_complement_basis(k).to(zd.device)
-    r = torch.linalg.qr(t @ q, mode="r")[1]  # (N, K−1, K−1), ‖T Q Y‖ = ‖R Y‖
-    return r @ q.T
+    return t
 
 
 def scaled_output_rows(z: torch.Tensor, output: str, generator: Optional[torch.Generator] = None,
@@ -103,8 +113,13 @@ def scaled_output_rows(z: torch.Tensor, output: str, generator: Optional[torch.G
     return (rows / scale[:, None, None]).to(z.dtype), scale
 
 
-def _mlp_sq_norm(parsed: tuple, x: torch.Tensor, rows_fn: RowsFn, gram: Optional[torch.Tensor]) -> torch.Tensor:
-    """Closed-form squared norms ``(N,)`` for a parsed fully-connected network."""
+def mlp_first_layer_rows(parsed: tuple, x: torch.Tensor, rows_fn: RowsFn) -> torch.Tensor:
+    """``A (N, R, h₁)`` with ``rows_n · J_z(x_n) = A_n · W₁`` for a parsed fully-connected network.
+
+    The forward pass records each activation's derivative, ``rows_fn(logits)`` gives the
+    coefficient rows ``(N, R, K)``, and the backward product ``rows · W_L D_{L−1} ⋯ D_1`` stops
+    before the first weight matrix ``W₁ (h₁, D)``.
+    """
     flatten_first, layers = parsed
     h = x.reshape(x.shape[0], -1) if flatten_first else x
     derivs = []
@@ -122,6 +137,13 @@ def _mlp_sq_norm(parsed: tuple, x: torch.Tensor, rows_fn: RowsFn, gram: Optional
         else:
             a = a * derivs[di].unsqueeze(1)
             di -= 1
+    return a
+
+
+def _mlp_sq_norm(parsed: tuple, x: torch.Tensor, rows_fn: RowsFn, gram: Optional[torch.Tensor]) -> torch.Tensor:
+    """Closed-form squared norms ``(N,)`` for a parsed fully-connected network."""
+    layers = parsed[1]
+    a = mlp_first_layer_rows(parsed, x, rows_fn)
     if gram is not None:
         return (torch.matmul(a, gram) * a).sum(dim=(1, 2))
     return torch.matmul(a, layers[0].linear.weight).pow(2).sum(dim=(1, 2))

@@ -1,0 +1,160 @@
+"""Per-point Jacobian embeddings: vectors whose distances are distances between Jacobians.
+
+``jacobian_norm`` reduces ``J(x) = ∂f(x)/∂x`` (K × D) to one number; acquisition that wants a
+*diverse* batch of sensitive points needs ``‖J(x) − J(x′)‖_F`` as well. This module maps each
+point to ``E(x)`` (R × r) with
+
+    ‖E(x) − E(x′)‖_F = ‖J(x) − J(x′)‖_F   and   ‖E(x)‖_F = ‖J(x)‖_F
+
+exactly (``sketch_dim=None``) or up to a Johnson–Lindenstrauss distortion (``sketch_dim=r``).
+
+Rows. With ``T(x) = ∂f/∂z`` (K × K, see :mod:`jacal.sensitivity.jacobian`), ``J = T J_z``. For the
+softmax, ``T`` is symmetric with ``T·1 = 0``, so every column of ``J`` lies in ``1^⊥`` and the
+*fixed* orthonormal basis ``Q`` (K × K−1) of ``1^⊥`` gives ``‖Qᵀ J‖ = ‖J‖`` for every point: K−1 rows
+``Qᵀ T`` instead of K. (The norm's per-point QR rotation cannot be used here: distances need one
+basis shared by all points.) Other outputs keep their K rows.
+
+Columns. For a fully-connected net ``J = A(x) W₁`` with ``A (R × h₁)`` from the closed-form backward
+product, and with the thin SVD ``W₁ = U S Vᵀ``, ``‖(A − A′) W₁‖ = ‖(A − A′) U S‖``: ``r = min(h₁, D)``
+columns per row, exact, for no work beyond what :func:`jacobian_norm` does. Any other model gets
+its rows' gradients by one vector-Jacobian product each (``r = D``), and ``sketch_dim`` multiplies
+every row by one fixed Gaussian matrix ``G (D × r)`` with entries ``N(0, 1/r)`` (for an MLP,
+``A (W₁ G)``), which preserves the distances between a fixed set of points up to ``1 ± ε`` with
+high probability for ``r = O(log N / ε²)``.
+"""
+from __future__ import annotations
+
+from typing import Any, Callable, Optional, Union
+
+import numpy as np
+import torch
+from torch import nn
+
+from jacal._model_utils import model_dtype, parse_mlp, prepared, resolve_device
+from jacal._validation import as_float_tensor, check_choice, check_finite, check_positive_int, fmt_shape
+from jacal.sensitivity.jacobian import (OUTPUTS, _forward_logits, check_mlp_input, mlp_first_layer_rows,
+                                        ones_complement_basis, output_map_jacobian)
+
+__all__ = ["jacobian_embedding"]
+
+
+def embedding_rows(z: torch.Tensor, output: str) -> torch.Tensor:
+    """Rows ``(N, R, K)`` in float64 with ``rows_n J_z(x_n)`` an isometric image of ``J_f(x_n)``.
+
+    Softmax: ``Qᵀ T`` (R = K−1, one basis ``Q`` for all points); other outputs: ``T`` (R = K).
+    """
+    t = output_map_jacobian(z, output)
+    if output != "softmax":
+        return t
+    q = ones_complement_basis(z.shape[1]).to(t.device)
+    return q.T @ t
+
+
+def jacobian_embedding(
+    model: nn.Module,
+    x: Union[torch.Tensor, np.ndarray],
+    *,
+    output: str = "softmax",
+    sketch_dim: Optional[int] = None,
+    seed: int = 0,
+    batch_size: int = 256,
+    device: Union[str, torch.device, None] = None,
+    force_eval: bool = False,
+    progress: Optional[Callable[[int, int], Any]] = None,
+) -> Union[torch.Tensor, np.ndarray]:
+    """Per-point Jacobian embeddings ``(N, R, r)``: Euclidean geometry of ``∂f(x)/∂x``.
+
+    Args:
+        model: any classifier mapping ``(N, *input_shape)`` to logits ``(N, K)`` (left as found).
+        x: inputs ``(N, *input_shape)``, finite.
+        output: ``"softmax"`` (default; R = K−1 rows), ``"logits"`` or ``"log_softmax"`` (R = K).
+        sketch_dim: ``None`` for exact embeddings (fully-connected ``nn.Sequential``:
+            ``r = min(h₁, D)``; other models: ``r = D``, the full input), or ``r`` for a seeded
+            Johnson–Lindenstrauss sketch of each row (approximate distances, any model).
+        seed: seeds the sketch matrix (the same for every chunk, so all points share it).
+        batch_size: points per chunk; memory is bounded by it plus the ``(N, R, r)`` result.
+        device: ``None`` (the model's), ``"auto"``, ``"cpu"``, ``"cuda"``.
+        force_eval: evaluate a train-mode model with BatchNorm/Dropout in eval mode.
+        progress: optional ``callback(points_done, points_total)``.
+
+    Returns:
+        ``(N, R, r)`` in the model's dtype (numpy if ``x`` was numpy, else a CPU tensor), with
+        ``‖E_n − E_m‖_F = ‖J(x_n) − J(x_m)‖_F`` and ``‖E_n‖_F = ‖J(x_n)‖_F`` (exact without a sketch).
+
+    Example:
+        >>> import torch
+        >>> from jacal import jacobian_norm, mlp
+        >>> from jacal.sensitivity import jacobian_embedding
+        >>> model = mlp(input_dim=64, n_classes=10, width=32, depth=2, seed=0).eval()
+        >>> x = torch.randn(5, 64)
+        >>> e = jacobian_embedding(model, x)
+        >>> e.shape
+        torch.Size([5, 9, 32])
+        >>> bool(torch.allclose(e.flatten(1).norm(dim=1), jacobian_norm(model, x), rtol=1e-4))
+        True
+    """
+    check_choice("output", output, OUTPUTS)
+    check_positive_int("batch_size", batch_size)
+    if sketch_dim is not None:
+        check_positive_int("sketch_dim", sketch_dim)
+    was_numpy = isinstance(x, np.ndarray)
+    xt = as_float_tensor("x", x, min_ndim=2)
+    if xt.shape[0] == 0:
+        raise ValueError("`x` is empty: expected at least one point, got shape " + fmt_shape(xt.shape) + ".")
+    check_finite("x", xt)
+    dev = resolve_device(device, model)
+    n = xt.shape[0]
+    with prepared(model, device=dev, force_eval=force_eval) as m:
+        dtype = model_dtype(m)
+        parsed = parse_mlp(m)
+        d_in = int(np.prod(xt.shape[1:]))
+        gen = torch.Generator().manual_seed(int(seed))
+        sketch = None
+        if sketch_dim is not None:
+            sketch = (torch.randn(d_in, sketch_dim, generator=gen, dtype=torch.float64) / sketch_dim ** 0.5)
+        if parsed is not None:
+            check_mlp_input(parsed, xt)
+            w1 = parsed[1][0].linear.weight.detach().double()
+            if sketch is None:
+                u, s, _ = torch.linalg.svd(w1, full_matrices=False)
+                cols = u * s  # (h₁, min(h₁, D)): ‖A W₁‖ = ‖A U S‖
+            else:
+                cols = w1 @ sketch.to(w1.device)
+            cols = cols.to(device=dev, dtype=dtype)
+        elif sketch is not None:
+            sketch = sketch.to(device=dev, dtype=dtype)
+        out: Optional[torch.Tensor] = None
+        for start in range(0, n, batch_size):  # chunks, never single points
+            stop = min(start + batch_size, n)
+            xc = xt[start:stop].to(device=dev, dtype=dtype)
+            if parsed is not None:
+                with torch.no_grad():
+                    a = mlp_first_layer_rows(parsed, xc, lambda z: embedding_rows(z, output).to(dtype))
+                    e = a @ cols
+            else:
+                e = _vjp_rows(m, xc, output, sketch)
+            if out is None:
+                out = torch.empty((n,) + tuple(e.shape[1:]), dtype=dtype)
+            out[start:stop] = e.detach().cpu()
+            if progress is not None:
+                progress(stop, n)
+    assert out is not None
+    return out.numpy() if was_numpy else out
+
+
+def _vjp_rows(model: nn.Module, x: torch.Tensor, output: str, sketch: Optional[torch.Tensor]) -> torch.Tensor:
+    """``(N, R, r)`` by one vector-Jacobian product per row (over the whole chunk)."""
+    x = x.detach().requires_grad_(True)
+    with torch.enable_grad():
+        z = _forward_logits(model, x)
+        if not z.requires_grad:
+            raise ValueError("`model` output does not depend on its input through autograd (is it wrapped in no_grad?).")
+        rows = embedding_rows(z.detach(), output).to(z.dtype)  # (N, R, K)
+        parts = []
+        for r in range(rows.shape[1]):  # loop over output rows (≤ K), never over points
+            (g,) = torch.autograd.grad(z, x, grad_outputs=rows[:, r, :], retain_graph=r < rows.shape[1] - 1,
+                                       allow_unused=True)
+            g = torch.zeros_like(x) if g is None else g
+            g = g.reshape(x.shape[0], -1)
+            parts.append(g @ sketch if sketch is not None else g)
+    return torch.stack(parts, dim=1)
