@@ -473,6 +473,7 @@ def loop(
     model: Annotated[Optional[str], typer.Option(help="'mlp' or 'cnn'.")] = None,
     warm_start: Annotated[bool, typer.Option(help="Continue training the previous round's model instead of a fresh one.")] = False,
     max_epochs: Annotated[Optional[int], typer.Option(help="Epoch cap per round (early stopping on validation).")] = None,
+    pool_size: Annotated[Optional[int], typer.Option(help="Cap the unlabeled pool at this many training items (per seed, a random subset).")] = None,
     device: DeviceOpt = "auto",
     out: Annotated[Path, typer.Option(help="Output folder: loop.sqlite, curves.csv, summary.json, curves.png, report.md.")] = Path("runs/loop"),
     resume: Annotated[bool, typer.Option(help="Continue an interrupted experiment in --out at each run's last finished round.")] = False,
@@ -488,7 +489,8 @@ def loop(
     """
     base = LOOP_PRESETS[LoopPreset(preset).value]
     changes = {name: v for name, v in (("initial", initial), ("k", k), ("rounds", rounds), ("seeds", seeds),
-                                       ("model", model), ("max_epochs", max_epochs)) if v is not None}
+                                       ("model", model), ("max_epochs", max_epochs), ("pool_size", pool_size))
+               if v is not None}
     if dataset is not None:
         changes["dataset"] = DatasetName(dataset).value
     if strategies:

@@ -94,3 +94,19 @@ def test_bad_input_is_refused_in_one_line():
         jacobian_embedding(model, torch.randn(3, 11))
     with pytest.raises(ValueError, match="empty"):
         jacobian_embedding(model, torch.randn(0, 12))
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_logit_margin_rows_are_the_top2_gap_gradient(name):
+    torch.manual_seed(0)
+    model, x = MODELS[name]()
+    ref = reference_jacobian(model, x, "logits")  # (N, K, D) ∂z/∂x in float64
+    with torch.no_grad():
+        top2 = model.double()(x.double()).topk(2, dim=1).indices
+    model.float()
+    grad = torch.stack([ref[n, top2[n, 0]] - ref[n, top2[n, 1]] for n in range(len(x))])  # one point at a time
+    e = jacobian_embedding(model, x, output="logit_margin")
+    assert e.shape[1] == 1
+    scale = grad.norm(dim=1).max()
+    assert (_pairwise(e) - torch.cdist(grad, grad)).abs().max() <= 1e-5 * scale
+    assert torch.allclose(e.flatten(1).double().norm(dim=1), grad.norm(dim=1), rtol=1e-5)

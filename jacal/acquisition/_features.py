@@ -9,11 +9,14 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, SequentialSampler
 
-from jacal._model_utils import prepared, resolve_device, model_dtype
+from jacal._model_utils import model_dtype, parse_mlp, prepared, resolve_device
 from jacal._validation import as_float_tensor, fmt_shape, nonfinite_rows
+from jacal.sensitivity.embedding import jacobian_embedding
 from jacal.sensitivity.jacobian import jacobian_norm
 
-__all__ = ["PoolFeatures", "extract_features", "iter_pool", "pool_length", "has_dropout", "concat_features",
+JACOBIAN_SKETCH_DIM = 64
+
+__all__ = ["JACOBIAN_SKETCH_DIM", "PoolFeatures", "extract_features", "iter_pool", "pool_length", "has_dropout", "concat_features",
            "shard_job"]
 
 
@@ -25,6 +28,8 @@ class PoolFeatures:
     finite: np.ndarray                      # (N,) bool
     embeddings: Optional[np.ndarray] = None  # (N, d) penultimate layer
     jacobian: Optional[np.ndarray] = None    # (N,)
+    jacobian_embedding: Optional[np.ndarray] = None  # (N, R·r) sketched Jacobians (see jacobian_embedding)
+    boundary_embedding: Optional[np.ndarray] = None  # (N, r) ∇(z_a − z_b) / (z_a − z_b), top-2 logits a, b
     mc_probs: Optional[np.ndarray] = None    # (T, N, K)
 
 
@@ -74,8 +79,20 @@ def _last_linear(model: nn.Module) -> Optional[nn.Module]:
 
 def extract_features(model: nn.Module, pool: Any, *, need: Set[str], batch_size: int = 256, device=None,
                      mc_samples: int = 20, seed: int = 0, force_eval: bool = False,
-                     progress: Optional[Callable[[int, int], Any]] = None, chunk_offset: int = 0) -> PoolFeatures:
-    """Compute what a strategy ``need``s (``{"embeddings", "jacobian", "mc"}``; probabilities always).
+                     progress: Optional[Callable[[int, int], Any]] = None, chunk_offset: int = 0,
+                     sketch_dim: int = JACOBIAN_SKETCH_DIM) -> PoolFeatures:
+    """Compute what a strategy ``need``s (``{"embeddings", "jacobian", "jacobian-embedding", "mc"}``;
+    probabilities always).
+
+    ``"jacobian-embedding"``: each item's softmax Jacobian (K−1 rows) times one fixed Gaussian
+    sketch ``(D, sketch_dim)`` seeded by ``seed`` (the same for every chunk and shard), flattened to
+    ``(N, (K−1)·sketch_dim)`` float32: distances between items approximate ‖J(x) − J(x′)‖_F (see
+    :func:`jacal.sensitivity.jacobian_embedding`, exact without a sketch).
+
+    ``"boundary-embedding"``: ``v(x) = ∇ₓ(z_a − z_b) / (z_a − z_b)`` for the top two logits ``a, b``,
+    so ``1/‖v(x)‖`` is the first-order (DeepFool) distance from ``x`` to its nearest decision
+    boundary and ``v``'s direction is that boundary's normal. Exact for fully-connected nets
+    (``min(h₁, D)`` numbers per item), sketched to ``4·sketch_dim`` numbers for other models.
 
     ``chunk_offset``: index of this pool's first chunk within a larger pool (for sharded runs, so
     MC-dropout seeds, drawn per chunk, match an unsharded run).
@@ -131,6 +148,21 @@ def extract_features(model: nn.Module, pool: Any, *, need: Set[str], batch_size:
                     j = np.asarray(jacobian_norm(m, x, batch_size=len(x), device=dev).double().numpy())
                     j[~keep] = np.nan
                     put("jacobian", j, done)
+                if "boundary-embedding" in need:
+                    be = jacobian_embedding(m, x, output="logit_margin", batch_size=len(x), device=dev, seed=seed,
+                                            sketch_dim=None if parse_mlp(m) is not None else 4 * sketch_dim)
+                    be = be.reshape(len(x), -1).double().numpy()
+                    with np.errstate(divide="ignore", invalid="ignore"):
+                        top2 = np.sort(np.log(np.clip(p, 1e-300, None)), axis=1)[:, -2:]
+                    gap = np.maximum(top2[:, 1] - top2[:, 0], 1e-6)  # z_a − z_b = log p_a − log p_b
+                    be = (be / gap[:, None]).astype(np.float32)
+                    be[~keep] = np.nan
+                    put("boundary_embedding", be, done)
+                if "jacobian-embedding" in need:
+                    je = jacobian_embedding(m, x, batch_size=len(x), device=dev, sketch_dim=sketch_dim, seed=seed)
+                    je = je.reshape(len(x), -1).float().numpy()
+                    je[~keep] = np.nan
+                    put("jacobian_embedding", je, done)
                 if "mc" in need:
                     drop = [mod for mod in m.modules() if isinstance(mod, nn.modules.dropout._DropoutNd)]
                     states = [mod.training for mod in drop]
@@ -157,7 +189,8 @@ def extract_features(model: nn.Module, pool: Any, *, need: Set[str], batch_size:
     if done != n:
         raise ValueError(f"`pool` yielded {done} items but reports a length of {n}.")
     return PoolFeatures(probs=out["probs"], finite=out["finite"], embeddings=out.get("embeddings"),
-                        jacobian=out.get("jacobian"), mc_probs=out.get("mc_probs"))
+                        jacobian=out.get("jacobian"), jacobian_embedding=out.get("jacobian_embedding"),
+                        boundary_embedding=out.get("boundary_embedding"), mc_probs=out.get("mc_probs"))
 
 
 def concat_features(parts: List[PoolFeatures]) -> PoolFeatures:
@@ -167,7 +200,8 @@ def concat_features(parts: List[PoolFeatures]) -> PoolFeatures:
         return None if arrays[0] is None else np.concatenate(arrays, axis=axis)
 
     return PoolFeatures(probs=cat("probs"), finite=cat("finite"), embeddings=cat("embeddings"),
-                        jacobian=cat("jacobian"), mc_probs=cat("mc_probs", axis=1))
+                        jacobian=cat("jacobian"), jacobian_embedding=cat("jacobian_embedding"),
+                        boundary_embedding=cat("boundary_embedding"), mc_probs=cat("mc_probs", axis=1))
 
 
 def shard_job(model: nn.Module, shard: Any, need: Set[str], batch_size: int, device: Any, mc_samples: int, seed: int,

@@ -2,7 +2,9 @@
 
 k-center greedy (Sener & Savarese 2018) and k-means++ seeding (Arthur & Vassilvitskii 2007) are
 written here rather than taken from scikit-learn because (1) scikit-learn has no k-center greedy,
-and (2) ``sklearn.cluster.kmeans_plusplus`` needs the embedding matrix in memory, which for
+and (2) ``sklearn.cluster.kmeans_plusplus`` cannot start from given centers (the origin or a labeled
+set, see :func:`kmeans_pp`) and replaces plain D² sampling by a greedy variant with local trials,
+and (3) it needs the embedding matrix in memory, which for
 BADGE is N × (K·d) (a 60,000-item MNIST pool with a 512-wide penultimate layer: 1.2 GB), while
 BADGE's gradient embeddings are rank-one outer products ``g_i = a_i ⊗ h_i`` whose inner products
 factor as ``⟨g_i, g_j⟩ = ⟨a_i, a_j⟩⟨h_i, h_j⟩``: N × (K + d) suffices. Also BADGE uses plain
@@ -15,7 +17,7 @@ from typing import Optional
 import numpy as np
 import torch
 
-__all__ = ["k_center_greedy", "kmeans_pp_outer", "min_distances"]
+__all__ = ["k_center_greedy", "kmeans_pp", "kmeans_pp_outer", "min_distances"]
 
 
 def min_distances(x: torch.Tensor, centers: torch.Tensor, *, chunk: int = 256, centered: bool = False) -> torch.Tensor:
@@ -113,4 +115,53 @@ def kmeans_pp_outer(a: torch.Tensor, h: torch.Tensor, k: int, *, seed: int = 0) 
         d2_at.append(float(d2[j]))
         d2 = torch.minimum(d2, d2_to(j))
         d2[picks] = 0.0
+    return np.asarray(picks, dtype=np.int64), np.asarray(d2_at)
+
+
+def kmeans_pp(x: torch.Tensor, k: int, *, centers: Optional[torch.Tensor] = None, seed: int = 0) -> tuple:
+    """k-means++ seeding (D² sampling) of ``k`` rows of ``x (N, d)``, starting from ``centers``.
+
+    Each pick is drawn with probability ∝ its squared distance to the nearest center so far. With
+    ``centers`` = the origin (as :class:`~jacal.acquisition.strategies.JacobianKMeans` passes for
+    Jacobian embeddings) the first pick is drawn ∝ ‖x‖² and an item's chance never exceeds its own
+    squared norm: magnitude decides how likely a pick is, direction keeps the batch diverse.
+
+    Args:
+        x: ``(N, d)`` embeddings (float32 is fine: distances are formed from the mean-shifted rows).
+        k: picks (≤ N).
+        centers: ``(M, d)`` centers that already exist; ``None``: the first pick is the
+            largest-norm row (as BADGE's reference code does).
+        seed: sampling seed.
+
+    Returns:
+        ``(indices (k,), d2_at_pick (k,))``.
+    """
+    n = x.shape[0]
+    mu = x.mean(dim=0, keepdim=True)  # shift by the mean: smaller norms, less cancellation
+    xs = (x - mu).contiguous()
+    sq = xs.pow(2).sum(dim=1)
+    rng = np.random.default_rng(seed)
+    picks, d2_at = [], []
+    if centers is not None and len(centers):
+        d2 = min_distances(xs, centers.to(x.dtype) - mu, centered=True).double().pow(2)
+    else:
+        first = int(torch.argmax(x.double().pow(2).sum(dim=1)))
+        picks.append(first)
+        d2_at.append(float(x[first].double().pow(2).sum()))
+        d2 = (sq - 2 * (xs @ xs[first]) + sq[first]).clamp_min(0).double()
+        d2[first] = 0.0
+    chosen = torch.zeros(n, dtype=torch.bool)
+    chosen[picks] = True
+    while len(picks) < k:
+        total = float(d2.sum())
+        if total <= 0:  # every remaining row coincides with a center: take the next unpicked in order
+            j = int(torch.nonzero(~chosen)[0])
+        else:
+            p = (d2 / total).numpy()
+            j = int(rng.choice(n, p=p / p.sum()))
+        picks.append(j)
+        d2_at.append(float(d2[j]))
+        chosen[j] = True
+        d2 = torch.minimum(d2, (sq - 2 * (xs @ xs[j]) + sq[j]).clamp_min(0).double())
+        d2[chosen] = 0.0
     return np.asarray(picks, dtype=np.int64), np.asarray(d2_at)

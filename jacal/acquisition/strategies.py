@@ -13,7 +13,7 @@ import torch
 
 from jacal.acquisition import scores as S
 from jacal.acquisition._features import PoolFeatures
-from jacal.acquisition.diversity import k_center_greedy, kmeans_pp_outer, min_distances
+from jacal.acquisition.diversity import k_center_greedy, kmeans_pp, kmeans_pp_outer, min_distances
 
 __all__ = ["Strategy", "ProbabilityStrategy", "STRATEGIES", "register_strategy", "get_strategy", "top_k"]
 
@@ -128,14 +128,90 @@ class BALD(Strategy):
 
 
 @register_strategy
-class Jacobian(Strategy):
-    """Highest per-point Jacobian norm ‖∂softmax/∂x‖_F first."""
+class JacobianTopK(Strategy):
+    """The paper's score as it stands: highest per-point Jacobian norm ‖∂softmax/∂x‖_F first.
 
-    name = "jacobian"
+    Batch-blind: its top tail sits on the steepest decision boundary, so a batch fills with
+    near-duplicates (see docs/jacobian_acquisition.md); kept as the reference for the batch-aware
+    Jacobian strategies.
+    """
+
+    name = "jacobian-topk"
     needs = frozenset({"jacobian"})
 
     def scores(self, f):
         return f.jacobian.copy()
+
+
+@register_strategy
+class JacobianKMeans(Strategy):
+    """k-means++ seeding over Jacobian embeddings, starting from the origin.
+
+    Each item is its softmax Jacobian ``J(x)`` (K−1 rows, sketched to ``(K−1)·64`` numbers by one
+    fixed Gaussian matrix, see :func:`jacal.sensitivity.jacobian_embedding`). Picks are drawn with
+    probability ∝ the squared Jacobian distance to the nearest pick so far, and the origin (the
+    Jacobian of a perfectly confident point) is a center from the start: an item's chance never
+    exceeds ‖J(x)‖², so sensitivity decides how likely it is, and items whose Jacobians resemble an
+    earlier pick's (the same boundary, the same direction) lose their chance: the batch spreads.
+    Per-item score: the exact Jacobian norm.
+    """
+
+    name = "jacobian-kmeans"
+    needs = frozenset({"jacobian", "jacobian-embedding"})
+
+    def select(self, f, k, *, candidates, labeled_embeddings=None, seed=0):
+        e = torch.from_numpy(_rows(f.jacobian_embedding, candidates))
+        picks, d2 = kmeans_pp(e, k, centers=torch.zeros(1, e.shape[1], dtype=e.dtype), seed=seed)
+        s = f.jacobian.copy()
+        return candidates[picks], s, np.sqrt(d2)
+
+
+@register_strategy
+class JacobianBoundary(Strategy):
+    """k-means++ seeding over boundary embeddings ``v(x) = ∇ₓ(z_a − z_b) / (z_a − z_b)``, from the origin.
+
+    ``a, b`` are the item's top two classes, so ``1/‖v(x)‖`` is the first-order (DeepFool) distance
+    from ``x`` to its nearest decision boundary: the input-space margin, which divides the logit gap
+    by the Jacobian of that gap instead of multiplying probabilities by a Jacobian as ‖J‖ does. Picks
+    are drawn ∝ the squared distance to the nearest pick so far, the origin being a center from the
+    start: an item's chance never exceeds 1/distance², and items that face the same boundary from
+    the same side (similar ``v``) lose their chance once one of them is picked.
+    Per-item score: ``‖v(x)‖`` = 1 / (distance to the boundary).
+    """
+
+    name = "jacobian-boundary"
+    needs = frozenset({"boundary-embedding"})
+
+    def select(self, f, k, *, candidates, labeled_embeddings=None, seed=0):
+        e = torch.from_numpy(_rows(f.boundary_embedding, candidates))
+        picks, d2 = kmeans_pp(e, k, centers=torch.zeros(1, e.shape[1], dtype=e.dtype), seed=seed)
+        s = np.full(len(f.finite), np.nan)
+        s[f.finite] = np.linalg.norm(f.boundary_embedding[f.finite].astype(np.float64), axis=1)
+        return candidates[picks], s, np.sqrt(d2)
+
+
+@register_strategy
+class JacobianBalanced(Strategy):
+    """Class-balanced Jacobian top-k: round-robin over predicted classes, highest ‖J‖ first in each.
+
+    The first pick of every class, ranked by ‖J‖, comes before the second pick of any class, so no
+    class can take more than ⌈k / classes present⌉ picks while others have candidates left.
+    Per-item score: the Jacobian norm.
+    """
+
+    name = "jacobian-balanced"
+    needs = frozenset({"jacobian"})
+
+    def select(self, f, k, *, candidates, labeled_embeddings=None, seed=0):
+        s = f.jacobian.copy()
+        order = top_k(s, candidates, len(candidates), seed)  # every candidate, highest ‖J‖ first
+        cls = f.probs[order].argmax(1)
+        rank_in_class = np.empty(len(order), dtype=np.int64)
+        for c in np.unique(cls):  # a loop over classes (≤ K), not over points
+            where = np.flatnonzero(cls == c)
+            rank_in_class[where] = np.arange(len(where))
+        idx = order[np.lexsort((np.arange(len(order)), rank_in_class))[:k]]
+        return idx, s, s[idx]
 
 
 @register_strategy

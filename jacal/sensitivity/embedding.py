@@ -35,14 +35,25 @@ from jacal._validation import as_float_tensor, check_choice, check_finite, check
 from jacal.sensitivity.jacobian import (OUTPUTS, _forward_logits, check_mlp_input, mlp_first_layer_rows,
                                         ones_complement_basis, output_map_jacobian)
 
-__all__ = ["jacobian_embedding"]
+__all__ = ["jacobian_embedding", "EMBEDDING_OUTPUTS"]
+
+
+EMBEDDING_OUTPUTS = OUTPUTS + ("logit_margin",)
 
 
 def embedding_rows(z: torch.Tensor, output: str) -> torch.Tensor:
     """Rows ``(N, R, K)`` in float64 with ``rows_n J_z(x_n)`` an isometric image of ``J_f(x_n)``.
 
-    Softmax: ``Qᵀ T`` (R = K−1, one basis ``Q`` for all points); other outputs: ``T`` (R = K).
+    Softmax: ``Qᵀ T`` (R = K−1, one basis ``Q`` for all points); ``"logit_margin"``: the one row
+    ``e_a − e_b`` for each point's top two classes ``a, b`` (the gradient of ``z_a − z_b``); other
+    outputs: ``T`` (R = K).
     """
+    if output == "logit_margin":
+        top2 = z.detach().topk(2, dim=1).indices
+        rows = torch.zeros(z.shape[0], 1, z.shape[1], dtype=torch.float64, device=z.device)
+        rows[:, 0].scatter_(1, top2[:, :1], 1.0)
+        rows[:, 0].scatter_(1, top2[:, 1:], -1.0)
+        return rows
     t = output_map_jacobian(z, output)
     if output != "softmax":
         return t
@@ -67,7 +78,10 @@ def jacobian_embedding(
     Args:
         model: any classifier mapping ``(N, *input_shape)`` to logits ``(N, K)`` (left as found).
         x: inputs ``(N, *input_shape)``, finite.
-        output: ``"softmax"`` (default; R = K−1 rows), ``"logits"`` or ``"log_softmax"`` (R = K).
+        output: ``"softmax"`` (default; R = K−1 rows), ``"logits"`` or ``"log_softmax"`` (R = K), or
+            ``"logit_margin"`` (R = 1: the gradient of the gap ``z_a − z_b`` between the two top
+            logits, whose ratio ``(z_a − z_b) / ‖∇(z_a − z_b)‖`` is the first-order distance to the
+            nearest decision boundary, as in DeepFool).
         sketch_dim: ``None`` for exact embeddings (fully-connected ``nn.Sequential``:
             ``r = min(h₁, D)``; other models: ``r = D``, the full input), or ``r`` for a seeded
             Johnson–Lindenstrauss sketch of each row (approximate distances, any model).
@@ -93,7 +107,7 @@ def jacobian_embedding(
         >>> bool(torch.allclose(e.flatten(1).norm(dim=1), jacobian_norm(model, x), rtol=1e-4))
         True
     """
-    check_choice("output", output, OUTPUTS)
+    check_choice("output", output, EMBEDDING_OUTPUTS)
     check_positive_int("batch_size", batch_size)
     if sketch_dim is not None:
         check_positive_int("sketch_dim", sketch_dim)

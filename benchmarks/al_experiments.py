@@ -1,0 +1,153 @@
+"""Does Jacobian acquisition pay off? The evidence behind the README's active-learning table.
+
+Runs ``jacal loop`` (the library's :func:`jacal.loop.run_loop`) on four protocols, every strategy
+paired over the same seeds (same validation split, pool, first labeled set and test set):
+
+* ``digits``: the ``smoke`` preset (scikit-learn digits, 20 labels + 10 per round, 8 rounds);
+* ``mnist-gal``: Gal et al. 2017, 20 labels + 10 per round, 30 rounds, pool of 20,000;
+* ``mnist-batch100``: 100 labels + 100 per round, 10 rounds, pool of 20,000;
+* ``mnist-cnn``: the batch-100 protocol with jacal's small CNN, 5 rounds, 3 seeds, a pool of 5,000 and
+  fewer strategies (a CNN's Jacobians take one backward pass per row on a CPU).
+
+Each protocol writes ``OUT/PROTOCOL/`` (loop.sqlite, curves.csv, curves.png, summary.json,
+report.md); a killed run continues where it stopped when started again (always ``resume=True``).
+``report`` collects the finished summaries into ``OUT/table.md`` and prints them as JSON:
+AULC mean and 95% CI per strategy, paired differences against random and against the better of
+margin and badge (paired t-test over seeds).
+
+    python benchmarks/al_experiments.py run digits
+    python benchmarks/al_experiments.py run mnist-gal --data-root ../shared/data --threads 1
+    python benchmarks/al_experiments.py report
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import math
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import SHARED_MNIST  # noqa: E402
+
+from jacal.loop import LOOP_PRESETS, LoopCallbacks, run_loop, summarize  # noqa: E402
+
+BASELINES = ("random", "margin", "entropy", "badge", "coreset")
+JACOBIAN = ("jacobian-boundary", "jacobian-kmeans", "jacobian-balanced", "jacobian-diverse", "jacobian-topk")
+PROTOCOLS = {
+    "digits": dataclasses.replace(LOOP_PRESETS["smoke"], strategies=BASELINES + JACOBIAN),
+    "mnist-gal": dataclasses.replace(LOOP_PRESETS["mnist-gal"], strategies=BASELINES + JACOBIAN),
+    "mnist-batch100": dataclasses.replace(LOOP_PRESETS["mnist-batch100"], strategies=BASELINES + JACOBIAN),
+    "mnist-cnn": dataclasses.replace(LOOP_PRESETS["mnist-batch100"], model="cnn", rounds=5, seeds=3, pool_size=5000,
+                                     strategies=("random", "margin", "badge", "jacobian-kmeans", "jacobian-topk")),
+}
+
+
+def run(args: argparse.Namespace) -> None:
+    cfg = PROTOCOLS[args.protocol]
+    changes = {k: v for k, v in (("seeds", args.seeds),) if v is not None}
+    if args.strategies:
+        changes["strategies"] = tuple(args.strategies.split(","))
+    cfg = dataclasses.replace(cfg, **changes)
+    torch.set_num_threads(args.threads)
+    t0 = time.perf_counter()
+    state = {"done": 0, "total": 0}
+
+    def on_start(total: int, done: int) -> None:
+        state.update(total=total, done=done)
+
+    def on_round(strategy: str, seed: int, rnd: int, acc: float) -> None:
+        state["done"] += 1
+        print(f"[{time.perf_counter() - t0:7.0f}s] {state['done']}/{state['total']} {strategy} seed {seed} "
+              f"round {rnd}: {acc:.4f}", flush=True)
+
+    summary = run_loop(Path(args.out) / args.protocol, cfg, device=args.device, data_root=args.data_root,
+                       resume=True, callbacks=LoopCallbacks(on_start=on_start, on_round=on_round))
+    print(json.dumps({"protocol": args.protocol, "ranking": summary["ranking"],
+                      "wall_s": round(time.perf_counter() - t0, 1)}))
+
+
+def _paired(a: dict, b: dict) -> dict:
+    from scipy import stats
+
+    seeds = sorted(set(a) & set(b))
+    d = np.array([a[s] - b[s] for s in seeds])
+    p = float(stats.ttest_rel([a[s] for s in seeds], [b[s] for s in seeds]).pvalue) if len(d) > 1 and np.ptp(d) > 0 else math.nan
+    half = float(stats.t.ppf(0.975, len(d) - 1) * d.std(ddof=1) / math.sqrt(len(d))) if len(d) > 1 else math.nan
+    return {"mean": float(d.mean()), "ci95": half, "p": p, "n": len(d)}
+
+
+def report(args: argparse.Namespace) -> None:
+    import csv
+
+    from jacal.loop import _aulc
+
+    out = Path(args.out)
+    result, lines = {}, []
+    for name, cfg in PROTOCOLS.items():
+        path = out / name / "curves.csv"
+        if not path.exists():
+            continue
+        rows = [(r["strategy"], int(r["seed"]), int(r["round"]), int(r["n_labeled"]), float(r["test_accuracy"]),
+                 float(r["test_loss"]), float(r["acquisition_time_s"] or "nan"), int(r["train_epochs"]))
+                for r in csv.DictReader(open(path))]
+        full = {}
+        for r in rows:
+            full.setdefault((r[0], r[1]), []).append(r)
+        complete = {key for key, rs in full.items() if len(rs) == cfg.rounds + 1}
+        rows = [r for r in rows if (r[0], r[1]) in complete]
+        per_seed = {}
+        for (s, seed) in complete:
+            rs = sorted(full[(s, seed)], key=lambda r: r[2])
+            per_seed.setdefault(s, {})[seed] = _aulc(np.array([r[3] for r in rs], float), np.array([r[4] for r in rs]))
+        summ = summarize(rows, cfg)["strategies"]
+        strong = max((b for b in ("margin", "badge") if b in per_seed), key=lambda b: summ[b]["aulc"]["mean"],
+                     default=None)
+        table = {}
+        for s in sorted(per_seed, key=lambda s: -summ[s]["aulc"]["mean"]):
+            table[s] = {"seeds": len(per_seed[s]), "aulc": summ[s]["aulc"], "final_accuracy": summ[s]["final_accuracy"],
+                        "acquisition_s_per_round": summ[s]["acquisition_time_s"]["mean"],
+                        "vs_random": _paired(per_seed[s], per_seed["random"]) if "random" in per_seed and s != "random" else None,
+                        "vs_strong": ({"baseline": strong, **_paired(per_seed[s], per_seed[strong])}
+                                      if strong and s != strong else None)}
+        result[name] = table
+        lines += [f"### {name}", "", "| strategy | seeds | AULC [95% CI] | − random (p) | − " + (strong or "–") +
+                  " (p) | final acc. | acq. s/round |", "|---|---|---|---|---|---|---|"]
+
+        def diff(d):
+            return "–" if not d else f"{d['mean']:+.4f} ± {d['ci95']:.4f} ({d['p']:.2g})"
+
+        for s, t in table.items():
+            a = t["aulc"]
+            lines.append(f"| {s} | {t['seeds']} | {a['mean']:.4f} [{a['ci_low']:.4f}, {a['ci_high']:.4f}] | "
+                         f"{diff(t['vs_random'])} | {diff(t['vs_strong'])} | {t['final_accuracy']['mean']:.4f} | "
+                         f"{t['acquisition_s_per_round']:.2f} |")
+        lines.append("")
+    (out / "table.md").write_text("\n".join(lines) + "\n")
+    print(json.dumps(result, indent=1, default=float))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    r = sub.add_parser("run", help="run (or continue) one protocol")
+    r.add_argument("protocol", choices=sorted(PROTOCOLS))
+    r.add_argument("--seeds", type=int, default=None, help="override the protocol's seed count (5)")
+    r.add_argument("--strategies", default=None, help="comma-separated subset")
+    r.add_argument("--threads", type=int, default=torch.get_num_threads(), help="torch CPU threads")
+    r.add_argument("--device", default="auto")
+    r.add_argument("--data-root", type=Path, default=SHARED_MNIST)
+    r.add_argument("--out", default="runs/al")
+    p = sub.add_parser("report", help="collect finished protocols into OUT/table.md and JSON")
+    p.add_argument("--out", default="runs/al")
+    args = ap.parse_args()
+    (run if args.cmd == "run" else report)(args)
+
+
+if __name__ == "__main__":
+    main()
