@@ -5,7 +5,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 import jacal
 from jacal.acquisition import scores as S
-from jacal.acquisition.diversity import k_center_greedy, kmeans_pp_outer
+from jacal.acquisition.diversity import k_center_greedy, kmeans_pp, kmeans_pp_outer
 
 ALL = sorted(jacal.STRATEGIES)
 
@@ -84,6 +84,71 @@ def test_badge_factorized_distances_equal_explicit_embeddings():
         expected = min(((g[picks[j]] - g[p]) ** 2).sum() for p in picks[:j])
         assert d2[j] == pytest.approx(expected, rel=1e-5, abs=1e-6)  # h is held in float32
     assert len(set(picks)) == 5
+
+
+@pytest.mark.parametrize("centers", [None, "origin"])
+def test_kmeans_pp_draws_by_squared_distance_to_the_nearest_center(centers):
+    rng = np.random.default_rng(2)
+    x = rng.normal(size=(50, 6)) * rng.uniform(0.1, 3, size=(50, 1))
+    c = np.zeros((1, 6)) if centers else None
+    picks, d2 = kmeans_pp(torch.from_numpy(x), 8, centers=None if c is None else torch.from_numpy(c), seed=4)
+    assert len(set(picks)) == 8
+    chosen = [] if c is None else list(c)
+    if c is None:
+        assert picks[0] == int(np.argmax((x ** 2).sum(1)))
+    for j, i in enumerate(picks):
+        if chosen:
+            expected = min(((x[i] - q) ** 2).sum() for q in chosen)
+            assert d2[j] == pytest.approx(expected, rel=1e-9, abs=1e-12)
+        chosen.append(x[i])
+    # the sampling law: over many seeds the first pick from the origin is drawn ∝ ‖x‖²
+    small = torch.tensor([[1.0, 0.0], [0.0, 2.0], [0.0, 0.0]], dtype=torch.float64)
+    firsts = [kmeans_pp(small, 1, centers=torch.zeros(1, 2, dtype=torch.float64), seed=s)[0][0] for s in range(2000)]
+    assert np.bincount(firsts, minlength=3)[2] == 0  # zero Jacobian, zero chance
+    assert np.mean(np.array(firsts) == 1) == pytest.approx(0.8, abs=0.04)
+
+
+def test_jacobian_kmeans_samples_from_jacobian_embeddings(setup):
+    model, pool = setup
+    res = jacal.acquire(model, pool, 8, strategy="jacobian-kmeans", seed=3)
+    np.testing.assert_allclose(res.scores, jacal.jacobian_norm(model, pool).double().numpy(), rtol=1e-5)
+    # selection scores are the sketched Jacobian distance to the nearest earlier pick (the origin first)
+    emb = jacal.jacobian_embedding(model, pool, sketch_dim=64, seed=3).flatten(1).double()
+    centers = [torch.zeros(emb.shape[1], dtype=torch.float64)]
+    for i, d in zip(res.indices, res.selection_scores):
+        assert d == pytest.approx(min(float((emb[i] - c).norm()) for c in centers), rel=1e-4)
+        centers.append(emb[i])
+
+
+def test_jacobian_boundary_scores_are_inverse_deepfool_distances(setup):
+    model, pool = setup
+    res = jacal.acquire(model, pool, 6, strategy="jacobian-boundary", seed=1)
+    m = __import__("copy").deepcopy(model).double()
+    for n in range(0, 60, 7):  # float64, one point at a time
+        x = pool[n:n + 1].double().requires_grad_(True)
+        z = m(x)[0]
+        a, b = z.topk(2).indices
+        (g,) = torch.autograd.grad(z[a] - z[b], x)
+        distance = float((z[a] - z[b]).detach() / g.norm())
+        assert res.scores[n] == pytest.approx(1 / distance, rel=1e-4)
+
+
+def test_jacobian_balanced_round_robins_over_predicted_classes():
+    torch.manual_seed(0)
+    model, pool = jacal.mlp(12, 4, width=16, depth=2, weight_variance=4.0, seed=1).eval(), torch.randn(60, 12) * 3
+    res = jacal.acquire(model, pool, 12, strategy="jacobian-balanced", seed=0)
+    norms = jacal.jacobian_norm(model, pool).double().numpy()
+    pred = res.predicted
+    classes = np.unique(pred)
+    assert len(classes) >= 2
+    counts = np.bincount(pred[res.indices], minlength=4)
+    avail = np.bincount(pred, minlength=4)
+    for c in classes:  # no class is more than one pick ahead of a class that still has items left
+        for d in classes:
+            assert counts[c] <= counts[d] + 1 or counts[d] == avail[d]
+    for c in classes:  # within a class, highest norm first
+        mine = res.indices[pred[res.indices] == c]
+        assert set(mine) == set(np.flatnonzero(pred == c)[np.argsort(-norms[pred == c])][:len(mine)])
 
 
 @pytest.mark.parametrize("strategy", ALL)
