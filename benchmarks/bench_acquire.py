@@ -10,7 +10,9 @@ identity, so the other strategies see the plain MLP. Weights are a seeded initia
 does not depend on training). Pool: real MNIST training images when ../shared/data has them.
 
     python benchmarks/bench_acquire.py                  # all strategies, CPU
-    python benchmarks/bench_acquire.py --strategies jacobian,coreset --pool-size 30000
+    python benchmarks/bench_acquire.py --strategies jacobian,badge --pool-size 30000
+
+With badge among the strategies, each result also carries ``time_vs_badge``.
 """
 from __future__ import annotations
 
@@ -62,6 +64,8 @@ def main(argv=None):
     base = rows.pop("baseline")
     for r in rows.values():
         r["extra_mb"] = round(r["peak_rss_mb"] - base["peak_rss_mb"], 1)
+        if "badge" in rows:  # the issue's yardstick: a Jacobian strategy may take at most 2× badge's time
+            r["time_vs_badge"] = round(r["seconds"] / rows["badge"]["seconds"], 2)
     print_json({"benchmark": "acquire k from a pool (features + selection), one subprocess per strategy",
                 "pool_size": args.pool_size, "k": args.k, "batch_size": args.batch_size, "device": args.device,
                 "pool": base["pool"], "baseline_rss_mb": base["peak_rss_mb"], "machine": machine(), "results": rows})

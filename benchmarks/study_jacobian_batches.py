@@ -38,7 +38,19 @@ from jacal.acquisition.strategies import get_strategy  # noqa: E402
 from jacal.loop import LOOP_PRESETS, _build_model, _train_early_stopping  # noqa: E402
 from jacal.training import evaluate  # noqa: E402
 
-STRATEGIES = ("random", "margin", "badge", "jacobian-topk", "jacobian-balanced", "jacobian-kmeans")
+STRATEGIES = ("random", "margin", "badge", "jacobian-topk", "jacobian-balanced", "jacobian-kmeans", "jacobian-boundary")
+
+
+def balanced_topk(jacobian: np.ndarray, probs: np.ndarray, k: int) -> np.ndarray:
+    """A design this study rejected (not shipped): class-balanced Jacobian top-k, round-robin over
+    predicted classes, highest ‖J‖ first within each."""
+    order = np.argsort(-jacobian, kind="stable")
+    cls = probs[order].argmax(1)
+    rank_in_class = np.empty(len(order), dtype=np.int64)
+    for c in np.unique(cls):  # a loop over classes, not points
+        where = np.flatnonzero(cls == c)
+        rank_in_class[where] = np.arange(len(where))
+    return order[np.lexsort((np.arange(len(order)), rank_in_class))[:k]]
 
 
 def _nn_distance(x: torch.Tensor) -> float:
@@ -57,11 +69,14 @@ def one_seed(data, seed: int, k: int, pool_size: int, n_initial: int, device) ->
     model = _build_model(cfg, data, seed)
     _train_early_stopping(model, data.x_train[labeled], data.y_train[labeled], xv, yv, cfg, seed, device)
     xu = data.x_train[unlabeled]
-    feats = extract_features(model, xu, need={"jacobian", "jacobian-embedding", "embeddings"}, seed=seed, device=device)
+    feats = extract_features(model, xu, need={"jacobian", "jacobian-embedding", "boundary-embedding", "embeddings"}, seed=seed, device=device)
     cand = np.arange(len(xu))
     lab_emb = extract_features(model, data.x_train[labeled], need={"embeddings"}, device=device).embeddings
     batches = {}
     for name in STRATEGIES:
+        if name == "jacobian-balanced":
+            batches[name] = balanced_topk(feats.jacobian, feats.probs, k)
+            continue
         batches[name] = get_strategy(name).select(feats, k, candidates=cand, labeled_embeddings=lab_emb, seed=seed)[0]
     margin_score = jacal.acquisition.scores.margin(feats.probs)
     top2 = np.sort(np.argsort(feats.probs, axis=1)[:, -2:], axis=1)

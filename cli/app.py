@@ -20,6 +20,7 @@ import typer
 import jacal
 from jacal._io import atomic_open, load_array, load_image_folder
 from jacal.acquisition import STRATEGIES
+from jacal.acquisition.strategies import RETIRED
 from jacal.backends import get_backend
 from jacal.checkpoint import load_model_file
 from jacal.confidence import METHODS as CONFIDENCE_METHODS, ConfidenceEstimator
@@ -254,7 +255,8 @@ def replicate(
         typer.echo(f"report: {out / 'report.md'} (figures and protocol), {out / 'report.json'}, {out / 'results.sqlite'}")
 
 
-Strategy = Enum("Strategy", {k.replace("-", "_"): k for k in STRATEGIES}, type=str)
+# retired names stay accepted here so that jacal.acquire answers them with the name of their replacement
+Strategy = Enum("Strategy", {k.replace("-", "_"): k for k in [*STRATEGIES, *RETIRED]}, type=str)
 ConfMethod = Enum("ConfMethod", {k: k for k in CONFIDENCE_METHODS}, type=str)
 
 
@@ -342,7 +344,7 @@ def acquire(
     """Choose the next K pool items for annotators to label, and write them as a batch file.
 
     Items with NaN/Inf values are reported by id and never selected; --exclude ids are never
-    selected and anchor the diversity strategies (coreset, jacobian-diverse).
+    selected and anchor the diversity strategies (coreset).
     """
     kind = _output_kind(out, fmt)
     check_writable(out, force)

@@ -5,7 +5,7 @@ predictions to human review.
 
 1. Train a classifier on a small labeled set (200 of scikit-learn's digits).
 2. Write the unlabeled rest as a folder of PNG images (what a labeling tool usually holds).
-3. Acquire the 50 items the annotators should label next (``jacobian-diverse``: sensitive and
+3. Acquire the 50 items the annotators should label next (``jacobian``: sensitive and
    spread out), as the CSV a labeling tool imports: id, rank, score, predicted, confidence.
 4. Fit a confidence estimator (max softmax + log Jacobian norm, logistic regression) on a held-out
    labeled split, and route the pool's low-confidence predictions to review.
@@ -45,7 +45,7 @@ for i in unl:
 pool, ids = load_image_folder(work / "unlabeled", size=(8, 8), channels=1)
 
 # 3. the next batch to label
-batch = jacal.acquire(model, pool, 50, strategy="jacobian-diverse", seed=0)
+batch = jacal.acquire(model, pool, 50, strategy="jacobian", seed=0)
 with open(work / "to_label.csv", "w", newline="") as f:
     w = csv.writer(f)
     w.writerow(["id", "rank", "score", "predicted", "confidence"])

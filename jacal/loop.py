@@ -36,6 +36,7 @@ from jacal._io import ensure_out_dir
 from jacal._model_utils import resolve_device
 from jacal._validation import JacalError, check_choice, check_positive_int
 from jacal.acquisition import STRATEGIES, acquire
+from jacal.acquisition.strategies import get_strategy
 from jacal.data import Splits, load_dataset
 from jacal.models import cnn, mlp
 from jacal.replication.stats import pointwise_sensitivity
@@ -50,8 +51,8 @@ class LoopConfig:
     """A simulated active-learning experiment (see the module docstring)."""
 
     dataset: str = "digits"
-    strategies: Tuple[str, ...] = ("jacobian-kmeans", "jacobian-balanced", "jacobian-topk", "jacobian-diverse", "margin",
-                                   "entropy", "least-confidence", "bald", "coreset", "badge", "random")
+    strategies: Tuple[str, ...] = ("jacobian-boundary", "jacobian-kmeans", "jacobian-topk", "margin", "entropy",
+                                   "least-confidence", "bald", "coreset", "badge", "random")
     initial: int = 20
     k: int = 10
     rounds: int = 8
@@ -178,7 +179,7 @@ def _validate(cfg: LoopConfig) -> None:
     if not cfg.strategies:
         raise ValueError("Expected at least one strategy.")
     for s in cfg.strategies:
-        check_choice("strategy", s, STRATEGIES)
+        get_strategy(s)  # a one-line error for unknown or retired names
     check_choice("model", cfg.model, ("mlp", "cnn"))
     if "bald" in cfg.strategies and cfg.model == "mlp" and cfg.dropout <= 0:
         raise ValueError("strategy 'bald' needs dropout: set dropout > 0.")
@@ -421,6 +422,9 @@ def write_outputs(out: Path, cfg: LoopConfig, rows: Sequence[tuple], check: Dict
 
 
 def _plot(out: Path, rows: Sequence[tuple], cfg: LoopConfig) -> None:
+    """Two panels: mean test accuracy per strategy (95% CI bands clipped to [0, 1]), and each
+    strategy's accuracy minus random's at the same seed and round (paired, mean ± 95% CI), the
+    Jacobian strategies drawn solid and thick, the baselines dashed."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -428,25 +432,39 @@ def _plot(out: Path, rows: Sequence[tuple], cfg: LoopConfig) -> None:
 
     from jacal._io import atomic_path
 
-    fig, ax = plt.subplots(figsize=(8, 5))
-    for i, strategy in enumerate(sorted({r[0] for r in rows})):
+    acc = {(r[0], r[1], r[3]): r[4] for r in rows}
+    names = sorted({r[0] for r in rows}, key=lambda s: (not s.startswith("jacobian"), s))
+    fig, (ax, dx) = plt.subplots(1, 2, figsize=(13, 5))
+    for i, strategy in enumerate(names):
         rs = [r for r in rows if r[0] == strategy]
         ns = sorted({r[3] for r in rs})
-        mean, lo, hi = [], [], []
-        for n in ns:
-            c = _mean_ci([r[4] for r in rs if r[3] == n])
-            mean.append(c["mean"])
-            lo.append(c["ci_low"] if math.isfinite(c["ci_low"]) else c["mean"])
-            hi.append(c["ci_high"] if math.isfinite(c["ci_high"]) else c["mean"])
-        style = "-" if strategy.startswith("jacobian") else "--"
-        ax.plot(ns, mean, style, color=f"C{i}", label=strategy, lw=2 if strategy.startswith("jacobian") else 1.2)
-        ax.fill_between(ns, lo, hi, color=f"C{i}", alpha=0.12)
+        jac = strategy.startswith("jacobian")
+        style = dict(ls="-" if jac else "--", color=f"C{i % 10}", lw=2.2 if jac else 1.2, label=strategy)
+        for panel, value in ((ax, lambda r: r[4]), (dx, lambda r: r[4] - acc.get(("random", r[1], r[3]), math.nan))):
+            if panel is dx and strategy == "random":
+                continue
+            cis = [_mean_ci([value(r) for r in rs if r[3] == n]) for n in ns]
+            mean = np.array([c["mean"] for c in cis])
+            lo = np.array([c["ci_low"] if math.isfinite(c["ci_low"]) else c["mean"] for c in cis])
+            hi = np.array([c["ci_high"] if math.isfinite(c["ci_high"]) else c["mean"] for c in cis])
+            if panel is ax:
+                lo, hi = np.clip(lo, 0, 1), np.clip(hi, 0, 1)
+            panel.plot(ns, mean, **style)
+            panel.fill_between(ns, lo, hi, color=style["color"], alpha=0.10 if jac else 0.05)
     ax.set(xlabel="labeled examples", ylabel="test accuracy",
-           title=f"{cfg.dataset}: active learning, {cfg.seeds} seed(s), mean ± 95% CI")
-    ax.legend(fontsize=8)
+           title=f"{cfg.dataset}: mean over {cfg.seeds} seed(s), 95% CI")
+    dx.axhline(0, color="0.3", lw=0.8)
+    dx.set(xlabel="labeled examples", ylabel="accuracy − random's (same seed)",
+           title="paired difference from random, mean ± 95% CI")
+    ax.legend(fontsize=8, loc="lower right")
+    fig.tight_layout()
     with atomic_path(out / "curves.png") as tmp:
         fig.savefig(tmp, dpi=110, bbox_inches="tight", format="png")
     plt.close(fig)
+
+
+def _p(p: Optional[float]) -> str:
+    return "–" if p is None or not math.isfinite(p) else f"{p:.2g}"
 
 
 def _fmt(c: Dict[str, float]) -> str:
@@ -470,7 +488,7 @@ def _report(out: Path, summary: Dict[str, Any], cfg: LoopConfig) -> None:
         reach = " / ".join("–" if v is None else f"{v:.0f}" for v in d["labels_to_reach"].values())
         vr = d.get("vs_random")
         vb = d.get("vs_best_baseline")
-        vr_t = "–" if not vr else f"{vr['verdict']} ({vr['mean_difference']:+.4f}, p={vr['p_ttest'] if vr['p_ttest'] is not None else '–'})"
+        vr_t = "–" if not vr else f"{vr['verdict']} ({vr['mean_difference']:+.4f}, p={_p(vr['p_ttest'])})"
         vb_t = "–" if not vb else f"{vb['verdict']} vs {vb['baseline']} ({vb['mean_difference']:+.4f})"
         t = d["acquisition_time_s"]["mean"]
         lines.append(f"| {rank} | {s} | {_fmt(d['aulc'])} | {_fmt(d['final_accuracy'])} | {reach} | "
@@ -482,16 +500,16 @@ def _report(out: Path, summary: Dict[str, Any], cfg: LoopConfig) -> None:
             parts = []
             if vr:
                 parts.append(f"{vr['verdict']} against random (AULC {vr['mean_difference']:+.4f}, paired t-test "
-                             f"p={vr['p_ttest']}, {vr['n_seeds']} seeds)")
+                             f"p={_p(vr['p_ttest'])}, {vr['n_seeds']} seeds)")
             if vb:
                 parts.append(f"{vb['verdict']} against the best baseline, {vb['baseline']} (AULC {vb['mean_difference']:+.4f}, "
-                             f"p={vb['p_ttest']})")
+                             f"p={_p(vb['p_ttest'])})")
             lines.append(f"- **{s}**: " + "; ".join(parts) + ".")
     c4 = summary.get("pointwise_check_c4") or {}
     if c4:
         lines += ["", "## Does the Jacobian norm carry signal on this data? (claim C4, first model)", "",
                   f"Spearman ρ(‖J(x)‖, loss) = {c4.get('spearman_rho_jacobian_loss'):.3f} (p={c4.get('p'):.2g}) and "
-                  f"error-detection AUROC of ‖J‖ = {c4.get('error_auroc_jacobian')} on {c4.get('n')} test points "
+                  f"error-detection AUROC of ‖J‖ = {c4.get('error_auroc_jacobian'):.3f} on {c4.get('n')} test points "
                   f"(model test accuracy {c4.get('test_accuracy'):.3f})."]
     lines += ["", "Win/loss: paired t-test on per-seed AULC, p < 0.05; otherwise tie. With few seeds, ties are "
               "the honest default.", "", "![curves](curves.png)", "", "## Protocol", "", summary["protocol"], "",

@@ -15,7 +15,7 @@ from jacal.acquisition import scores as S
 from jacal.acquisition._features import PoolFeatures
 from jacal.acquisition.diversity import k_center_greedy, kmeans_pp, kmeans_pp_outer, min_distances
 
-__all__ = ["Strategy", "ProbabilityStrategy", "STRATEGIES", "register_strategy", "get_strategy", "top_k"]
+__all__ = ["Strategy", "ProbabilityStrategy", "STRATEGIES", "RETIRED", "register_strategy", "get_strategy", "top_k"]
 
 Selection = Tuple[np.ndarray, np.ndarray, np.ndarray]
 
@@ -56,7 +56,18 @@ def register_strategy(cls: Type[Strategy]) -> Type[Strategy]:
     return cls
 
 
+#: Names that no longer select anything, with the strategy that replaced each (see
+#: docs/jacobian_acquisition.md): asking for one raises a one-line error that names its replacement.
+RETIRED: Dict[str, Tuple[str, str]] = {
+    "jacobian-diverse": ("jacobian", "top 5k by Jacobian norm, then k-center greedy, lost to random on MNIST"),
+}
+
+
 def get_strategy(name: str) -> Strategy:
+    """The registered strategy called ``name`` (``ValueError`` naming the replacement of a retired one)."""
+    if name in RETIRED:
+        new, why = RETIRED[name]
+        raise ValueError(f"strategy {name!r} was retired ({why}); use {new!r}, its batch-aware replacement.")
     if name not in STRATEGIES:
         raise ValueError(f"Expected `strategy` to be one of {sorted(STRATEGIES)}, got {name!r}.")
     return STRATEGIES[name]()
@@ -191,30 +202,6 @@ class JacobianBoundary(Strategy):
 
 
 @register_strategy
-class JacobianBalanced(Strategy):
-    """Class-balanced Jacobian top-k: round-robin over predicted classes, highest ‖J‖ first in each.
-
-    The first pick of every class, ranked by ‖J‖, comes before the second pick of any class, so no
-    class can take more than ⌈k / classes present⌉ picks while others have candidates left.
-    Per-item score: the Jacobian norm.
-    """
-
-    name = "jacobian-balanced"
-    needs = frozenset({"jacobian"})
-
-    def select(self, f, k, *, candidates, labeled_embeddings=None, seed=0):
-        s = f.jacobian.copy()
-        order = top_k(s, candidates, len(candidates), seed)  # every candidate, highest ‖J‖ first
-        cls = f.probs[order].argmax(1)
-        rank_in_class = np.empty(len(order), dtype=np.int64)
-        for c in np.unique(cls):  # a loop over classes (≤ K), not over points
-            where = np.flatnonzero(cls == c)
-            rank_in_class[where] = np.arange(len(where))
-        idx = order[np.lexsort((np.arange(len(order)), rank_in_class))[:k]]
-        return idx, s, s[idx]
-
-
-@register_strategy
 class Coreset(Strategy):
     """k-center greedy on penultimate-layer embeddings, starting from the labeled set (Sener & Savarese 2018).
 
@@ -254,28 +241,3 @@ class Badge(Strategy):
         s = np.full(len(f.finite), np.nan)
         s[candidates] = np.linalg.norm(a, axis=1) * np.linalg.norm(h, axis=1)
         return candidates[picks], s, np.sqrt(d2)
-
-
-@register_strategy
-class JacobianDiverse(Strategy):
-    """Batch-aware Jacobian acquisition: top-m by Jacobian norm, then k-center greedy among them.
-
-    ``m = candidates_factor · k`` (default 5k, capped by the pool): the pre-filter keeps the most
-    sensitive items, the k-center pass (on penultimate embeddings, starting from the labeled set)
-    spreads the batch so it does not spend labels on k near-duplicates of one sensitive region.
-    Per-item score: the Jacobian norm.
-    """
-
-    name = "jacobian-diverse"
-    needs = frozenset({"jacobian", "embeddings"})
-    uses_labeled = True
-    candidates_factor = 5
-
-    def select(self, f, k, *, candidates, labeled_embeddings=None, seed=0):
-        s = f.jacobian.copy()
-        m = min(len(candidates), max(k, self.candidates_factor * k))
-        top = top_k(s, candidates, m, seed)
-        centers = torch.from_numpy(labeled_embeddings) if labeled_embeddings is not None and len(labeled_embeddings) else None
-        picks, _ = k_center_greedy(torch.from_numpy(f.embeddings[top]), k, centers=centers, seed=seed)
-        idx = top[picks]
-        return idx, s, s[idx]
