@@ -38,13 +38,13 @@ from _common import SHARED_MNIST  # noqa: E402
 from jacal.loop import LOOP_PRESETS, LoopCallbacks, run_loop, summarize  # noqa: E402
 
 BASELINES = ("random", "margin", "entropy", "badge", "coreset")
-JACOBIAN = ("jacobian-boundary", "jacobian-kmeans", "jacobian-topk")
+JACOBIAN = ("jacobian", "jacobian-kmeans", "jacobian-topk")
 PROTOCOLS = {
     "digits": dataclasses.replace(LOOP_PRESETS["smoke"], strategies=BASELINES + JACOBIAN),
     "mnist-gal": dataclasses.replace(LOOP_PRESETS["mnist-gal"], strategies=BASELINES + JACOBIAN),
     "mnist-batch100": dataclasses.replace(LOOP_PRESETS["mnist-batch100"], strategies=BASELINES + JACOBIAN),
     "mnist-cnn": dataclasses.replace(LOOP_PRESETS["mnist-batch100"], model="cnn", rounds=4, seeds=3, pool_size=5000,
-                                     strategies=("random", "margin", "badge", "jacobian-boundary", "jacobian-kmeans")),
+                                     strategies=("random", "margin", "badge", "jacobian", "jacobian-kmeans")),
 }
 
 

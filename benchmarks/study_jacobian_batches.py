@@ -38,7 +38,7 @@ from jacal.acquisition.strategies import get_strategy  # noqa: E402
 from jacal.loop import LOOP_PRESETS, _build_model, _train_early_stopping  # noqa: E402
 from jacal.training import evaluate  # noqa: E402
 
-STRATEGIES = ("random", "margin", "badge", "jacobian-topk", "jacobian-balanced", "jacobian-kmeans", "jacobian-boundary")
+STRATEGIES = ("random", "margin", "badge", "jacobian-topk", "jacobian-balanced", "jacobian-kmeans", "jacobian")
 
 
 def balanced_topk(jacobian: np.ndarray, probs: np.ndarray, k: int) -> np.ndarray:
@@ -138,7 +138,8 @@ def figures(results: list, out: Path) -> None:
     p = first["_plot"]
     fig, ax = plt.subplots(figsize=(6, 4.5))
     ax.scatter(-p["margin"], p["jacobian"], s=2, c="0.75", label="pool", rasterized=True)
-    for name, color, marker in (("margin", "C0", "o"), ("jacobian-topk", "C3", "x"), ("jacobian-kmeans", "C2", "+")):
+    for name, color, marker in (("margin", "C0", "o"), ("jacobian-topk", "C3", "x"), ("jacobian-kmeans", "C2", "+"),
+                                ("jacobian", "C1", "^")):
         idx = p["batches"][name]
         ax.scatter(-p["margin"][idx], p["jacobian"][idx], s=18, c=color, marker=marker, label=f"{name} batch")
     ax.set(xlabel="top-2 probability gap p(1) − p(2)", ylabel="‖J(x)‖_F (softmax)", yscale="log",

@@ -51,7 +51,7 @@ class LoopConfig:
     """A simulated active-learning experiment (see the module docstring)."""
 
     dataset: str = "digits"
-    strategies: Tuple[str, ...] = ("jacobian-boundary", "jacobian-kmeans", "jacobian-topk", "margin", "entropy",
+    strategies: Tuple[str, ...] = ("jacobian", "jacobian-kmeans", "jacobian-topk", "margin", "entropy",
                                    "least-confidence", "bald", "coreset", "badge", "random")
     initial: int = 20
     k: int = 10

@@ -124,7 +124,7 @@ def test_jacobian_kmeans_samples_from_jacobian_embeddings(setup):
 
 def test_jacobian_boundary_scores_are_inverse_deepfool_distances(setup):
     model, pool = setup
-    res = jacal.acquire(model, pool, 6, strategy="jacobian-boundary", seed=1)
+    res = jacal.acquire(model, pool, 6, strategy="jacobian", seed=1)
     m = __import__("copy").deepcopy(model).double()
     for n in range(0, 60, 7):  # float64, one point at a time
         x = pool[n:n + 1].double().requires_grad_(True)

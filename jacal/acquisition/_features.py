@@ -11,10 +11,11 @@ from torch.utils.data import DataLoader, Dataset, SequentialSampler
 
 from jacal._model_utils import model_dtype, parse_mlp, prepared, resolve_device
 from jacal._validation import as_float_tensor, fmt_shape, nonfinite_rows
-from jacal.sensitivity.embedding import jacobian_embedding
+from jacal.sensitivity.embedding import JacobianEmbedder
 from jacal.sensitivity.jacobian import jacobian_norm
 
 JACOBIAN_SKETCH_DIM = 64
+EXACT_BOUNDARY_DIM = 1024
 
 __all__ = ["JACOBIAN_SKETCH_DIM", "PoolFeatures", "extract_features", "iter_pool", "pool_length", "has_dropout", "concat_features",
            "shard_job"]
@@ -91,8 +92,9 @@ def extract_features(model: nn.Module, pool: Any, *, need: Set[str], batch_size:
 
     ``"boundary-embedding"``: ``v(x) = ∇ₓ(z_a − z_b) / (z_a − z_b)`` for the top two logits ``a, b``,
     so ``1/‖v(x)‖`` is the first-order (DeepFool) distance from ``x`` to its nearest decision
-    boundary and ``v``'s direction is that boundary's normal. Exact for fully-connected nets
-    (``min(h₁, D)`` numbers per item), sketched to ``4·sketch_dim`` numbers for other models.
+    boundary and ``v``'s direction is that boundary's normal. Exact when it needs at most 1,024
+    numbers per item (fully-connected nets: ``min(h₁, D)``, any other model: ``D``), which covers
+    MNIST-sized inputs in every model format alike; sketched to ``4·sketch_dim`` numbers otherwise.
 
     ``chunk_offset``: index of this pool's first chunk within a larger pool (for sharded runs, so
     MC-dropout seeds, drawn per chunk, match an unsharded run).
@@ -120,6 +122,7 @@ def extract_features(model: nn.Module, pool: Any, *, need: Set[str], batch_size:
             raise ValueError("this strategy needs penultimate-layer embeddings: the input of the model's last nn.Linear "
                              "layer, and the model has no nn.Linear module jacal can observe.")
         captured = []
+        embedders: dict = {}
         hook = head.register_forward_hook(lambda mod, inp, out: captured.append(inp[0].detach())) if head else None
         try:
             for ci, chunk in enumerate(iter_pool(pool, batch_size)):
@@ -149,9 +152,13 @@ def extract_features(model: nn.Module, pool: Any, *, need: Set[str], batch_size:
                     j[~keep] = np.nan
                     put("jacobian", j, done)
                 if "boundary-embedding" in need:
-                    be = jacobian_embedding(m, x, output="logit_margin", batch_size=len(x), device=dev, seed=seed,
-                                            sketch_dim=None if parse_mlp(m) is not None else 4 * sketch_dim)
-                    be = be.reshape(len(x), -1).double().numpy()
+                    if "boundary" not in embedders:  # once per pass: one basis for every chunk
+                        parsed = parse_mlp(m)
+                        width = min(parsed[1][0].linear.weight.shape) if parsed is not None else x[0].numel()
+                        exact = width <= EXACT_BOUNDARY_DIM  # the same rule for every model format
+                        embedders["boundary"] = JacobianEmbedder(m, x.shape[1:], output="logit_margin", seed=seed,
+                                                                 sketch_dim=None if exact else 4 * sketch_dim, device=dev)
+                    be = embedders["boundary"](x).reshape(len(x), -1).double().numpy()
                     with np.errstate(divide="ignore", invalid="ignore"):
                         top2 = np.sort(np.log(np.clip(p, 1e-300, None)), axis=1)[:, -2:]
                     gap = np.maximum(top2[:, 1] - top2[:, 0], 1e-6)  # z_a − z_b = log p_a − log p_b
@@ -159,8 +166,10 @@ def extract_features(model: nn.Module, pool: Any, *, need: Set[str], batch_size:
                     be[~keep] = np.nan
                     put("boundary_embedding", be, done)
                 if "jacobian-embedding" in need:
-                    je = jacobian_embedding(m, x, batch_size=len(x), device=dev, sketch_dim=sketch_dim, seed=seed)
-                    je = je.reshape(len(x), -1).float().numpy()
+                    if "softmax" not in embedders:
+                        embedders["softmax"] = JacobianEmbedder(m, x.shape[1:], sketch_dim=sketch_dim, seed=seed,
+                                                                device=dev)
+                    je = embedders["softmax"](x).reshape(len(x), -1).float().numpy()
                     je[~keep] = np.nan
                     put("jacobian_embedding", je, done)
                 if "mc" in need:

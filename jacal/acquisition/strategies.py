@@ -179,7 +179,10 @@ class JacobianKMeans(Strategy):
 
 @register_strategy
 class JacobianBoundary(Strategy):
-    """k-means++ seeding over boundary embeddings ``v(x) = ∇ₓ(z_a − z_b) / (z_a − z_b)``, from the origin.
+    """``jacobian``: k-means++ seeding over boundary embeddings ``v(x) = ∇ₓ(z_a − z_b) / (z_a − z_b)``.
+
+    The Jacobian family's best measured member (docs/jacobian_acquisition.md), so it carries the
+    family's name; it was measured under the name ``jacobian-boundary``.
 
     ``a, b`` are the item's top two classes, so ``1/‖v(x)‖`` is the first-order (DeepFool) distance
     from ``x`` to its nearest decision boundary: the input-space margin, which divides the logit gap
@@ -190,7 +193,7 @@ class JacobianBoundary(Strategy):
     Per-item score: ``‖v(x)‖`` = 1 / (distance to the boundary).
     """
 
-    name = "jacobian-boundary"
+    name = "jacobian"
     needs = frozenset({"boundary-embedding"})
 
     def select(self, f, k, *, candidates, labeled_embeddings=None, seed=0):

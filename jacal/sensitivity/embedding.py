@@ -35,7 +35,7 @@ from jacal._validation import as_float_tensor, check_choice, check_finite, check
 from jacal.sensitivity.jacobian import (OUTPUTS, _forward_logits, check_mlp_input, mlp_first_layer_rows,
                                         ones_complement_basis, output_map_jacobian)
 
-__all__ = ["jacobian_embedding", "EMBEDDING_OUTPUTS"]
+__all__ = ["jacobian_embedding", "JacobianEmbedder", "EMBEDDING_OUTPUTS"]
 
 
 EMBEDDING_OUTPUTS = OUTPUTS + ("logit_margin",)
@@ -119,41 +119,64 @@ def jacobian_embedding(
     dev = resolve_device(device, model)
     n = xt.shape[0]
     with prepared(model, device=dev, force_eval=force_eval) as m:
-        dtype = model_dtype(m)
-        parsed = parse_mlp(m)
-        d_in = int(np.prod(xt.shape[1:]))
-        gen = torch.Generator().manual_seed(int(seed))
+        embed = JacobianEmbedder(m, xt.shape[1:], output=output, sketch_dim=sketch_dim, seed=seed, device=dev)
+        out: Optional[torch.Tensor] = None
+        for start in range(0, n, batch_size):  # chunks, never single points
+            stop = min(start + batch_size, n)
+            e = embed(xt[start:stop])
+            if out is None:
+                out = torch.empty((n,) + tuple(e.shape[1:]), dtype=e.dtype)
+            out[start:stop] = e
+            if progress is not None:
+                progress(stop, n)
+    return out.numpy() if was_numpy else out
+
+
+class JacobianEmbedder:
+    """:func:`jacobian_embedding` for one prepared model, chunk by chunk.
+
+    The per-model work (parsing an MLP, the SVD of ``W₁`` or the sketch matrix) is done once here,
+    so a caller that streams a pool in chunks (the acquisition feature pass) pays it once, and
+    every chunk shares one basis. ``model`` must already be prepared (see ``_model_utils.prepared``).
+    """
+
+    def __init__(self, model: nn.Module, input_shape, *, output: str = "softmax", sketch_dim: Optional[int] = None,
+                 seed: int = 0, device: Union[str, torch.device, None] = None):
+        check_choice("output", output, EMBEDDING_OUTPUTS)
+        if sketch_dim is not None:
+            check_positive_int("sketch_dim", sketch_dim)
+        self.model, self.output = model, output
+        self.device = resolve_device(device, model)
+        self.dtype = model_dtype(model)
+        self.parsed = parse_mlp(model)
+        d_in = int(np.prod(tuple(input_shape)))
         sketch = None
         if sketch_dim is not None:
-            sketch = (torch.randn(d_in, sketch_dim, generator=gen, dtype=torch.float64) / sketch_dim ** 0.5)
-        if parsed is not None:
-            check_mlp_input(parsed, xt)
-            w1 = parsed[1][0].linear.weight.detach().double()
+            gen = torch.Generator().manual_seed(int(seed))
+            sketch = torch.randn(d_in, sketch_dim, generator=gen, dtype=torch.float64) / sketch_dim ** 0.5
+        self.cols = self.sketch = None
+        if self.parsed is not None:
+            w1 = self.parsed[1][0].linear.weight.detach().double()
             if sketch is None:
                 u, s, _ = torch.linalg.svd(w1, full_matrices=False)
                 cols = u * s  # (h₁, min(h₁, D)): ‖A W₁‖ = ‖A U S‖
             else:
                 cols = w1 @ sketch.to(w1.device)
-            cols = cols.to(device=dev, dtype=dtype)
+            self.cols = cols.to(device=self.device, dtype=self.dtype)
         elif sketch is not None:
-            sketch = sketch.to(device=dev, dtype=dtype)
-        out: Optional[torch.Tensor] = None
-        for start in range(0, n, batch_size):  # chunks, never single points
-            stop = min(start + batch_size, n)
-            xc = xt[start:stop].to(device=dev, dtype=dtype)
-            if parsed is not None:
-                with torch.no_grad():
-                    a = mlp_first_layer_rows(parsed, xc, lambda z: embedding_rows(z, output).to(dtype))
-                    e = a @ cols
-            else:
-                e = _vjp_rows(m, xc, output, sketch)
-            if out is None:
-                out = torch.empty((n,) + tuple(e.shape[1:]), dtype=dtype)
-            out[start:stop] = e.detach().cpu()
-            if progress is not None:
-                progress(stop, n)
-    assert out is not None
-    return out.numpy() if was_numpy else out
+            self.sketch = sketch.to(device=self.device, dtype=self.dtype)
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        """Embeddings ``(b, R, r)`` (CPU, the model's dtype) of a finite chunk ``x (b, *input_shape)``."""
+        xc = x.to(device=self.device, dtype=self.dtype)
+        if self.parsed is not None:
+            check_mlp_input(self.parsed, xc)
+            with torch.no_grad():
+                a = mlp_first_layer_rows(self.parsed, xc, lambda z: embedding_rows(z, self.output).to(self.dtype))
+                e = a @ self.cols
+        else:
+            e = _vjp_rows(self.model, xc, self.output, self.sketch)
+        return e.detach().cpu()
 
 
 def _vjp_rows(model: nn.Module, x: torch.Tensor, output: str, sketch: Optional[torch.Tensor]) -> torch.Tensor:
