@@ -122,14 +122,20 @@ def figures(results: list, out: Path) -> None:
 
     first = results[0]
     names = list(first["strategies"])
-    fig, axes = plt.subplots(1, len(names), figsize=(3.0 * len(names), 2.8), sharey=True)
+    cols = 4
+    rows = -(-len(names) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, 2.6 * rows), sharey=True, squeeze=False)
+    axes = axes.ravel()
+    for ax in axes[len(names):]:
+        ax.set_visible(False)
     for ax, name in zip(axes, names):
         counts = first["strategies"][name]["class_counts"]
         ax.bar(range(len(counts)), counts, color="C3" if name.startswith("jacobian") else "C0")
         ax.set_title(name, fontsize=9)
         ax.set_xticks(range(len(counts)))
         ax.set_xlabel("predicted class", fontsize=8)
-    axes[0].set_ylabel(f"picks of {sum(counts)}")
+    for ax in axes[::cols]:
+        ax.set_ylabel(f"picks of {sum(counts)}")
     fig.suptitle(f"One batch of {sum(counts)} after 100 random MNIST labels (seed {first['seed']})", fontsize=10)
     fig.tight_layout()
     fig.savefig(out / "batch_classes.png", dpi=110)
@@ -150,8 +156,10 @@ def figures(results: list, out: Path) -> None:
     plt.close(fig)
 
     keys = [("max_on_one_boundary", "picks on one top-2 boundary"), ("mean_embedding_cosine", "mean cosine of picks' embeddings"),
-            ("nn_distance_vs_random", "nearest-pick distance / random's"), ("accuracy_after_labeling", "test accuracy after labeling")]
-    fig, axes = plt.subplots(1, len(keys), figsize=(3.4 * len(keys), 3.2))
+            ("nn_distance_vs_random", "nearest-pick distance / random's"),
+            ("median_distance_to_labeled", "median pixel distance to labeled set"),
+            ("accuracy_after_labeling", "test accuracy after labeling")]
+    fig, axes = plt.subplots(1, len(keys), figsize=(3.1 * len(keys), 3.2))
     for ax, (key, label) in zip(axes, keys):
         vals = np.array([[r["strategies"][n][key] for n in names] for r in results])
         ax.bar(range(len(names)), vals.mean(0), yerr=vals.std(0) if len(results) > 1 else None,
@@ -159,8 +167,8 @@ def figures(results: list, out: Path) -> None:
         ax.set_xticks(range(len(names)))
         ax.set_xticklabels(names, rotation=60, ha="right", fontsize=8)
         ax.set_title(label, fontsize=9)
-        if key == "accuracy_after_labeling":
-            ax.set_ylim(vals.min() - 0.03, vals.max() + 0.01)
+        if key in ("accuracy_after_labeling", "median_distance_to_labeled"):
+            ax.set_ylim(vals.min() * 0.95, vals.max() * 1.02)
     fig.suptitle(f"Batch redundancy, mean ± sd over {len(results)} seeds", fontsize=10)
     fig.tight_layout()
     fig.savefig(out / "redundancy.png", dpi=110)

@@ -326,7 +326,10 @@ def acquire(
     pool: Annotated[Path, typer.Option(help="Unlabeled items: .npy, .npz (array 'x', optional 'ids'), .pt, or a folder of PNG/JPEG images.")],
     k: Annotated[int, typer.Option(help="How many items to select.")],
     out: Annotated[Path, typer.Option(help="Batch file to write (.csv or .jsonl): id, rank, score, predicted, confidence.")],
-    strategy: Annotated[Strategy, typer.Option(help="Acquisition strategy.")] = "jacobian",
+    strategy: Annotated[Strategy, typer.Option(help="Acquisition strategy. 'jacobian' (default): k-means++ over "
+                                                    "first-order distances to the decision boundary and their "
+                                                    "directions (sensitive and spread out); 'jacobian-topk': the "
+                                                    "highest Jacobian norms (the paper's score, batch-blind).")] = "jacobian",
     exclude: Annotated[Optional[Path], typer.Option(help="File of ids already labeled or queued (one per line, or a CSV with an 'id' column).")] = None,
     fmt: Annotated[Optional[RowFormat], typer.Option("--format", help="Output format (default: from --out's suffix).")] = None,
     seed: Annotated[int, typer.Option(help="Seeds tie-breaking, sampling and MC dropout.")] = 0,

@@ -74,7 +74,11 @@ def acquire(model: nn.Module, pool: Any, k: int, *, strategy: str = "jacobian", 
             ``x`` or ``(x, ...)``) or an unshuffled ``DataLoader``.
         k: batch size to acquire (≤ valid pool items not in ``labeled``).
         strategy: a name in :data:`STRATEGIES`: ``random``, ``least-confidence``, ``margin``,
-            ``entropy``, ``bald``, ``coreset``, ``badge``, ``jacobian``, ``jacobian-diverse``.
+            ``entropy``, ``bald``, ``coreset``, ``badge``, ``jacobian`` (k-means++ over boundary
+            embeddings ∇(z_a − z_b)/(z_a − z_b): near the decision boundary and spread out),
+            ``jacobian-kmeans`` (k-means++ over softmax Jacobians), ``jacobian-topk`` (the highest
+            ‖J‖_F, batch-blind). ``jacobian-diverse`` was retired (a one-line error names its
+            replacement).
         labeled: already-labeled items: pool indices (1-D ints; never selected, and the anchors of
             the diversity strategies) or their features ``(M, *input_shape)`` (diversity anchors).
         seed: seeds tie-breaking, sampling and MC dropout.
