@@ -17,7 +17,7 @@ margin and badge (paired t-test over seeds).
 
     python benchmarks/al_experiments.py run digits
     python benchmarks/al_experiments.py run mnist-gal --data-root ../shared/data --threads 1
-    python benchmarks/al_experiments.py report
+    python benchmarks/al_experiments.py report --docs docs/jacobian_acquisition
 """
 from __future__ import annotations
 
@@ -50,7 +50,8 @@ PROTOCOLS = {
 
 def run(args: argparse.Namespace) -> None:
     cfg = PROTOCOLS[args.protocol]
-    changes = {k: v for k, v in (("seeds", args.seeds),) if v is not None}
+    changes = {k: v for k, v in (("seeds", args.seeds), ("rounds", args.rounds), ("max_epochs", args.max_epochs))
+               if v is not None}
     if args.strategies:
         changes["strategies"] = tuple(args.strategies.split(","))
     cfg = dataclasses.replace(cfg, **changes)
@@ -89,10 +90,13 @@ def report(args: argparse.Namespace) -> None:
 
     out = Path(args.out)
     result, lines = {}, []
-    for name, cfg in PROTOCOLS.items():
+    for name in PROTOCOLS:
         path = out / name / "curves.csv"
         if not path.exists():
             continue
+        stored = json.loads((out / name / "summary.json").read_text())["config"]  # the run's own options
+        cfg = dataclasses.replace(PROTOCOLS[name], **{k: tuple(v) if isinstance(v, list) else v
+                                                      for k, v in stored.items()})
         rows = [(r["strategy"], int(r["seed"]), int(r["round"]), int(r["n_labeled"]), float(r["test_accuracy"]),
                  float(r["test_loss"]), float(r["acquisition_time_s"] or "nan"), int(r["train_epochs"]))
                 for r in csv.DictReader(open(path))]
@@ -129,6 +133,14 @@ def report(args: argparse.Namespace) -> None:
                          f"{t['acquisition_s_per_round']:.2f} |")
         lines.append("")
     (out / "table.md").write_text("\n".join(lines) + "\n")
+    if args.docs is not None:  # the README's and docs/jacobian_acquisition.md's copies
+        import shutil
+
+        args.docs.mkdir(parents=True, exist_ok=True)
+        for name in result:
+            shutil.copyfile(out / name / "curves.png", args.docs / f"curves_{name}.png")
+        (args.docs / "learning_curves.md").write_text("\n".join(lines) + "\n")
+        (args.docs / "learning_curves.json").write_text(json.dumps(result, indent=1, default=float))
     print(json.dumps(result, indent=1, default=float))
 
 
@@ -139,12 +151,16 @@ def main() -> None:
     r.add_argument("protocol", choices=sorted(PROTOCOLS))
     r.add_argument("--seeds", type=int, default=None, help="override the protocol's seed count (5)")
     r.add_argument("--strategies", default=None, help="comma-separated subset")
+    r.add_argument("--rounds", type=int, default=None, help="override the protocol's rounds (a smaller experiment)")
+    r.add_argument("--max-epochs", type=int, default=None, help="override the epoch cap per round")
     r.add_argument("--threads", type=int, default=torch.get_num_threads(), help="torch CPU threads")
     r.add_argument("--device", default="auto")
     r.add_argument("--data-root", type=Path, default=SHARED_MNIST)
     r.add_argument("--out", default="runs/al")
     p = sub.add_parser("report", help="collect finished protocols into OUT/table.md and JSON")
     p.add_argument("--out", default="runs/al")
+    p.add_argument("--docs", type=Path, default=None,
+                   help="also copy each protocol's curves.png and the table here (docs/jacobian_acquisition)")
     args = ap.parse_args()
     (run if args.cmd == "run" else report)(args)
 
