@@ -237,3 +237,12 @@ def test_custom_strategy_registers():
         assert jacal.acquire(model, torch.rand(10, 3), 3, strategy="test-first").indices.tolist() == [0, 1, 2]
     finally:
         jacal.STRATEGIES.pop("test-first")
+
+
+def test_registering_a_taken_or_retired_name_fails_loudly():
+    from jacal.acquisition.strategies import Strategy
+
+    for taken in ("margin", "jacobian-diverse"):
+        with pytest.raises(ValueError, match=f"{taken}.*already registered"):
+            jacal.register_strategy(type("Mine", (Strategy,), {"name": taken}))
+    assert jacal.STRATEGIES["margin"].__name__ == "Margin"

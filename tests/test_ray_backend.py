@@ -66,7 +66,7 @@ def test_acquire_sharded_on_ray_equals_local(ray_local, tmp_path):
     backend, _ = ray_local
     model = jacal.mlp(64, 10, width=32, depth=2, dropout=0.2, seed=0).eval()
     pool = torch.rand(2000, 64)
-    for strategy in ("jacobian", "jacobian-topk", "bald", "coreset"):
+    for strategy in ("jacobian", "jacobian-kmeans", "jacobian-topk", "bald", "coreset"):
         local = jacal.acquire(model, pool, 25, strategy=strategy, batch_size=128, seed=1)
         remote = jacal.acquire(model, pool, 25, strategy=strategy, batch_size=128, seed=1, backend=backend,
                                shard_size=500)

@@ -48,19 +48,22 @@ class Strategy:
 STRATEGIES: Dict[str, Type[Strategy]] = {}
 
 
-def register_strategy(cls: Type[Strategy]) -> Type[Strategy]:
-    """Class decorator: make a :class:`Strategy` available to :func:`jacal.acquire` by its ``name``."""
-    if not cls.name:
-        raise ValueError("A strategy needs a non-empty `name`.")
-    STRATEGIES[cls.name] = cls
-    return cls
-
-
 #: Names that no longer select anything, with the strategy that replaced each (see
 #: docs/jacobian_acquisition.md): asking for one raises a one-line error that names its replacement.
 RETIRED: Dict[str, Tuple[str, str]] = {
     "jacobian-diverse": ("jacobian", "top 5k by Jacobian norm, then k-center greedy, lost to random on MNIST"),
 }
+
+
+def register_strategy(cls: Type[Strategy]) -> Type[Strategy]:
+    """Class decorator: make a :class:`Strategy` available to :func:`jacal.acquire` by its ``name``."""
+    if not cls.name:
+        raise ValueError("A strategy needs a non-empty `name`.")
+    if cls.name in RETIRED or (cls.name in STRATEGIES and STRATEGIES[cls.name] is not cls):
+        raise ValueError(f"A strategy named {cls.name!r} is already registered ({STRATEGIES.get(cls.name, 'retired')}); "
+                         "choose another `name`.")
+    STRATEGIES[cls.name] = cls
+    return cls
 
 
 def get_strategy(name: str) -> Strategy:
