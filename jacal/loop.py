@@ -451,8 +451,9 @@ def _plot(out: Path, rows: Sequence[tuple], cfg: LoopConfig) -> None:
                 lo, hi = np.clip(lo, 0, 1), np.clip(hi, 0, 1)
             panel.plot(ns, mean, **style)
             panel.fill_between(ns, lo, hi, color=style["color"], alpha=0.10 if jac else 0.05)
-    ax.set(xlabel="labeled examples", ylabel="test accuracy",
-           title=f"{cfg.dataset}, {cfg.model}, {cfg.initial} labels +{cfg.k} per round: mean over {cfg.seeds} seed(s), 95% CI")
+    ax.set(xlabel="labeled examples", ylabel="test accuracy")
+    ax.set_title(f"{cfg.dataset}, {cfg.model}, {cfg.initial} labels +{cfg.k} per round: mean over {cfg.seeds} seed(s), "
+                 "95% CI", fontsize=10)
     dx.axhline(0, color="0.3", lw=0.8)
     dx.set(xlabel="labeled examples", ylabel="accuracy − random's (same seed)",
            title="paired difference from random, mean ± 95% CI")
