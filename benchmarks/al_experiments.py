@@ -132,6 +132,32 @@ def report(args: argparse.Namespace) -> None:
                          f"{diff(t['vs_random'])} | {diff(t['vs_strong'])} | {t['final_accuracy']['mean']:.4f} | "
                          f"{t['acquisition_s_per_round']:.2f} |")
         lines.append("")
+    # one table across protocols: each strategy's AULC minus random's (paired over seeds)
+    names = [n for n in result if result[n]]
+    order = list(BASELINES) + list(JACOBIAN)
+    rows_ = sorted({s for n in names for s in result[n]}, key=lambda s: order.index(s) if s in order else len(order))
+    head = ["", "## AULC minus random's, paired over seeds: mean ± 95% CI (paired t-test p)", "",
+            "| strategy | " + " | ".join(f"{n} ({result[n]['random']['seeds'] if 'random' in result[n] else 0} seeds)"
+                                       for n in names) + " |", "|---" * (len(names) + 1) + "|"]
+    for st in rows_:
+        cells = []
+        for n in names:
+            t = result[n].get(st)
+            if t is None:
+                cells.append("–")
+            elif st == "random":
+                cells.append(f"AULC {t['aulc']['mean']:.4f}")
+            else:
+                d = t["vs_random"]
+                cells.append(f"{d['mean']:+.4f} ± {d['ci95']:.4f} ({d['p']:.2g})")
+        head.append(f"| {st} | " + " | ".join(cells) + " |")
+    for st in (s_ for s_ in JACOBIAN if any(s_ in result[n] for n in names)):
+        cells = []
+        for n in names:
+            d = result[n].get(st, {}).get("vs_strong") if st in result[n] else None
+            cells.append("–" if not d else f"{d['mean']:+.4f} ± {d['ci95']:.4f} ({d['p']:.2g}) vs {d['baseline']}")
+        head.append(f"| **{st} − the better of margin and badge** | " + " | ".join(cells) + " |")
+    lines = head + [""] + lines
     (out / "table.md").write_text("\n".join(lines) + "\n")
     if args.docs is not None:  # the README's and docs/jacobian_acquisition.md's copies
         import shutil
