@@ -16,6 +16,7 @@ __all__ = [
     "check_finite",
     "check_choice",
     "check_positive_int",
+    "as_points",
 ]
 
 
@@ -89,3 +90,12 @@ def check_finite(name: str, x: torch.Tensor) -> None:
 
 def fmt_shape(shape: Sequence[int]) -> str:
     return "(" + ", ".join(str(int(s)) for s in shape) + ")"
+
+
+def as_points(name: str, x: Any) -> torch.Tensor:
+    """``x`` as a float tensor of at least one finite point ``(N ≥ 1, ...)``, else ``ValueError``/``TypeError``."""
+    xt = as_float_tensor(name, x, min_ndim=2)
+    if xt.shape[0] == 0:
+        raise ValueError(f"`{name}` is empty: expected at least one point, got shape {fmt_shape(xt.shape)}.")
+    check_finite(name, xt)
+    return xt

@@ -31,7 +31,7 @@ import torch
 from torch import nn
 
 from jacal._model_utils import model_dtype, parse_mlp, prepared, resolve_device
-from jacal._validation import as_float_tensor, check_choice, check_finite, check_positive_int, fmt_shape
+from jacal._validation import as_points, check_choice, check_positive_int
 from jacal.sensitivity.jacobian import (OUTPUTS, _forward_logits, check_mlp_input, mlp_first_layer_rows,
                                         ones_complement_basis, output_map_jacobian)
 
@@ -112,10 +112,7 @@ def jacobian_embedding(
     if sketch_dim is not None:
         check_positive_int("sketch_dim", sketch_dim)
     was_numpy = isinstance(x, np.ndarray)
-    xt = as_float_tensor("x", x, min_ndim=2)
-    if xt.shape[0] == 0:
-        raise ValueError("`x` is empty: expected at least one point, got shape " + fmt_shape(xt.shape) + ".")
-    check_finite("x", xt)
+    xt = as_points("x", x)
     dev = resolve_device(device, model)
     n = xt.shape[0]
     with prepared(model, device=dev, force_eval=force_eval) as m:

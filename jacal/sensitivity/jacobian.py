@@ -39,7 +39,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from jacal._model_utils import model_dtype, parse_mlp, prepared, resolve_device
-from jacal._validation import as_float_tensor, check_choice, check_finite, check_positive_int, fmt_shape
+from jacal._validation import as_points, check_choice, check_positive_int, fmt_shape
 
 __all__ = ["jacobian_norm", "OUTPUTS", "METHODS"]
 
@@ -247,10 +247,7 @@ def jacobian_norm(
     if method == "projection":
         check_positive_int("n_projections", n_projections)
     was_numpy = isinstance(x, np.ndarray)
-    xt = as_float_tensor("x", x, min_ndim=2)
-    if xt.shape[0] == 0:
-        raise ValueError("`x` is empty: expected at least one point, got shape " + fmt_shape(xt.shape) + ".")
-    check_finite("x", xt)
+    xt = as_points("x", x)
     dev = resolve_device(device, model)
     n = xt.shape[0]
     sq = torch.empty(n, dtype=torch.float64)
