@@ -184,8 +184,9 @@ class JacobianKMeans(Strategy):
 class JacobianBoundary(Strategy):
     """``jacobian``: k-means++ seeding over boundary embeddings ``v(x) = ∇ₓ(z_a − z_b) / (z_a − z_b)``.
 
-    The Jacobian family's best measured member (docs/jacobian_acquisition.md), so it carries the
-    family's name; it was measured under the name ``jacobian-boundary``.
+    The Jacobian family's best measured member (the best mean AULC of the family on digits, MNIST
+    batch-100 and the CNN run; ``jacobian-kmeans`` was 0.002 ahead on MNIST 20 + 10 per round, see
+    docs/jacobian_acquisition.md), so it carries the family's name; it was measured as ``jacobian-boundary``.
 
     ``a, b`` are the item's top two classes, so ``1/‖v(x)‖`` is the first-order (DeepFool) distance
     from ``x`` to its nearest decision boundary: the input-space margin, which divides the logit gap
