@@ -102,19 +102,27 @@ def kmeans_pp_outer(a: torch.Tensor, h: torch.Tensor, k: int, *, seed: int = 0) 
 
     d2 = d2_to(first)
     d2[first] = 0.0
-    for _ in range(k - 1):
+    return _d2_sampling(d2, d2_to, k, picks, d2_at, rng)
+
+
+def _d2_sampling(d2: torch.Tensor, d2_to, k: int, picks: list, d2_at: list, rng: np.random.Generator) -> tuple:
+    """The k-means++ loop shared by both seedings: draw rows ∝ ``d2`` (float64, squared distance to the
+    nearest center so far, 0 at ``picks``) until there are ``k`` picks; ``d2_to(j)`` gives every
+    row's squared distance to row ``j``."""
+    chosen = torch.zeros(len(d2), dtype=torch.bool)
+    chosen[picks] = True
+    while len(picks) < k:
         total = float(d2.sum())
-        if total <= 0:  # every remaining point coincides with a center: take the next unpicked in order
-            free = torch.ones(len(d2), dtype=torch.bool)
-            free[picks] = False
-            j = int(torch.nonzero(free)[0])
+        if total <= 0:  # every remaining row coincides with a center: take the next unpicked in order
+            j = int(torch.nonzero(~chosen)[0])
         else:
             p = (d2 / total).numpy()
             j = int(rng.choice(len(p), p=p / p.sum()))
         picks.append(j)
         d2_at.append(float(d2[j]))
+        chosen[j] = True
         d2 = torch.minimum(d2, d2_to(j))
-        d2[picks] = 0.0
+        d2[chosen] = 0.0
     return np.asarray(picks, dtype=np.int64), np.asarray(d2_at)
 
 
@@ -136,11 +144,13 @@ def kmeans_pp(x: torch.Tensor, k: int, *, centers: Optional[torch.Tensor] = None
     Returns:
         ``(indices (k,), d2_at_pick (k,))``.
     """
-    n = x.shape[0]
     mu = x.mean(dim=0, keepdim=True)  # shift by the mean: smaller norms, less cancellation
     xs = (x - mu).contiguous()
     sq = xs.pow(2).sum(dim=1)
-    rng = np.random.default_rng(seed)
+
+    def d2_to(j: int) -> torch.Tensor:
+        return (sq - 2 * (xs @ xs[j]) + sq[j]).clamp_min(0).double()
+
     picks, d2_at = [], []
     if centers is not None and len(centers):
         d2 = min_distances(xs, centers.to(x.dtype) - mu, centered=True).double().pow(2)
@@ -148,20 +158,6 @@ def kmeans_pp(x: torch.Tensor, k: int, *, centers: Optional[torch.Tensor] = None
         first = int(torch.argmax(x.double().pow(2).sum(dim=1)))
         picks.append(first)
         d2_at.append(float(x[first].double().pow(2).sum()))
-        d2 = (sq - 2 * (xs @ xs[first]) + sq[first]).clamp_min(0).double()
+        d2 = d2_to(first)
         d2[first] = 0.0
-    chosen = torch.zeros(n, dtype=torch.bool)
-    chosen[picks] = True
-    while len(picks) < k:
-        total = float(d2.sum())
-        if total <= 0:  # every remaining row coincides with a center: take the next unpicked in order
-            j = int(torch.nonzero(~chosen)[0])
-        else:
-            p = (d2 / total).numpy()
-            j = int(rng.choice(n, p=p / p.sum()))
-        picks.append(j)
-        d2_at.append(float(d2[j]))
-        chosen[j] = True
-        d2 = torch.minimum(d2, (sq - 2 * (xs @ xs[j]) + sq[j]).clamp_min(0).double())
-        d2[chosen] = 0.0
-    return np.asarray(picks, dtype=np.int64), np.asarray(d2_at)
+    return _d2_sampling(d2, d2_to, k, picks, d2_at, np.random.default_rng(seed))
