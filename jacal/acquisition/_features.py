@@ -159,9 +159,8 @@ def extract_features(model: nn.Module, pool: Any, *, need: Set[str], batch_size:
                         embedders["boundary"] = JacobianEmbedder(m, x.shape[1:], output="logit_margin", seed=seed,
                                                                  sketch_dim=None if exact else 4 * sketch_dim, device=dev)
                     be = embedders["boundary"](x).reshape(len(x), -1).double().numpy()
-                    with np.errstate(divide="ignore", invalid="ignore"):
-                        top2 = np.sort(np.log(np.clip(p, 1e-300, None)), axis=1)[:, -2:]
-                    gap = np.maximum(top2[:, 1] - top2[:, 0], 1e-6)  # z_a − z_b = log p_a − log p_b
+                    top2 = z.detach().double().topk(2, dim=1).values.cpu().numpy()
+                    gap = np.maximum(top2[:, 0] - top2[:, 1], 1e-6)  # z_a − z_b, from the logits of this pass
                     be = (be / gap[:, None]).astype(np.float32)
                     be[~keep] = np.nan
                     put("boundary_embedding", be, done)
