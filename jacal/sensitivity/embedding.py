@@ -32,8 +32,8 @@ from torch import nn
 
 from jacal._model_utils import model_dtype, parse_mlp, prepared, resolve_device
 from jacal._validation import as_points, check_choice, check_positive_int
-from jacal.sensitivity.jacobian import (OUTPUTS, _forward_logits, check_mlp_input, mlp_first_layer_rows,
-                                        ones_complement_basis, output_map_jacobian)
+from jacal.sensitivity.jacobian import (OUTPUTS, check_mlp_input, logits_with_graph, mlp_first_layer_rows,
+                                        ones_complement_basis, output_map_jacobian, row_vjps)
 
 __all__ = ["jacobian_embedding", "JacobianEmbedder", "EMBEDDING_OUTPUTS"]
 
@@ -178,17 +178,6 @@ class JacobianEmbedder:
 
 def _vjp_rows(model: nn.Module, x: torch.Tensor, output: str, sketch: Optional[torch.Tensor]) -> torch.Tensor:
     """``(N, R, r)`` by one vector-Jacobian product per row (over the whole chunk)."""
-    x = x.detach().requires_grad_(True)
-    with torch.enable_grad():
-        z = _forward_logits(model, x)
-        if not z.requires_grad:
-            raise ValueError("`model` output does not depend on its input through autograd (is it wrapped in no_grad?).")
-        rows = embedding_rows(z.detach(), output).to(z.dtype)  # (N, R, K)
-        parts = []
-        for r in range(rows.shape[1]):  # loop over output rows (≤ K), never over points
-            (g,) = torch.autograd.grad(z, x, grad_outputs=rows[:, r, :], retain_graph=r < rows.shape[1] - 1,
-                                       allow_unused=True)
-            g = torch.zeros_like(x) if g is None else g
-            g = g.reshape(x.shape[0], -1)
-            parts.append(g @ sketch if sketch is not None else g)
-    return torch.stack(parts, dim=1)
+    x, z = logits_with_graph(model, x)
+    rows = embedding_rows(z.detach(), output).to(z.dtype)  # (N, R, K)
+    return torch.stack([g @ sketch if sketch is not None else g for g in row_vjps(x, z, rows)], dim=1)

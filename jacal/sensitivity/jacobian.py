@@ -31,7 +31,7 @@ Engines (``method``):
 from __future__ import annotations
 
 import functools
-from typing import Any, Callable, Optional, Union
+from typing import Any, Callable, Iterator, Optional, Union
 
 import numpy as np
 import torch
@@ -161,28 +161,39 @@ def _forward_logits(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
     return z
 
 
-def _vjp_sq_norm(model: nn.Module, x: torch.Tensor, rows_fn: RowsFn, batched: bool) -> torch.Tensor:
-    """Squared norms ``(N,)`` by reverse-mode autograd: one VJP per coefficient row."""
+def logits_with_graph(model: nn.Module, x: torch.Tensor) -> tuple:
+    """``(x, z)``: the chunk as a leaf that requires grad, and its logits ``(N, K)`` with their graph."""
     x = x.detach().requires_grad_(True)
     with torch.enable_grad():
         z = _forward_logits(model, x)
-        if not z.requires_grad:
-            raise ValueError("`model` output does not depend on its input through autograd (is it wrapped in no_grad?).")
-        rows = rows_fn(z.detach())  # (N, R, K)
-        n_rows = rows.shape[1]
-        if batched:
-            (g,) = torch.autograd.grad(z, x, grad_outputs=rows.transpose(0, 1).contiguous(),
-                                       is_grads_batched=True, allow_unused=True)
-            if g is None:
-                return torch.zeros(x.shape[0], dtype=x.dtype, device=x.device)
-            return g.reshape(n_rows, x.shape[0], -1).pow(2).sum(dim=(0, 2))
-        sq = torch.zeros(x.shape[0], dtype=x.dtype, device=x.device)
-        for r in range(n_rows):  # loop over output rows (≤ K), never over points
-            (g,) = torch.autograd.grad(z, x, grad_outputs=rows[:, r, :], retain_graph=r < n_rows - 1,
-                                       allow_unused=True)
-            if g is not None:
-                sq += g.reshape(x.shape[0], -1).pow(2).sum(dim=1)
-        return sq
+    if not z.requires_grad:
+        raise ValueError("`model` output does not depend on its input through autograd (is it wrapped in no_grad?).")
+    return x, z
+
+
+def row_vjps(x: torch.Tensor, z: torch.Tensor, rows: torch.Tensor) -> Iterator[torch.Tensor]:
+    """``rows[:, r] · ∂z/∂x`` flattened to ``(N, D)``, for each row ``r`` of ``rows (N, R, K)`` in turn:
+    one vector-Jacobian product over the whole chunk per row (a loop over rows ≤ K, never over points)."""
+    n_rows = rows.shape[1]
+    for r in range(n_rows):
+        (g,) = torch.autograd.grad(z, x, grad_outputs=rows[:, r, :], retain_graph=r < n_rows - 1, allow_unused=True)
+        yield (torch.zeros_like(x) if g is None else g).reshape(x.shape[0], -1)
+
+
+def _vjp_sq_norm(model: nn.Module, x: torch.Tensor, rows_fn: RowsFn, batched: bool) -> torch.Tensor:
+    """Squared norms ``(N,)`` by reverse-mode autograd: one VJP per coefficient row."""
+    x, z = logits_with_graph(model, x)
+    rows = rows_fn(z.detach())  # (N, R, K)
+    if batched:
+        (g,) = torch.autograd.grad(z, x, grad_outputs=rows.transpose(0, 1).contiguous(),
+                                   is_grads_batched=True, allow_unused=True)
+        if g is None:
+            return torch.zeros(x.shape[0], dtype=x.dtype, device=x.device)
+        return g.reshape(rows.shape[1], x.shape[0], -1).pow(2).sum(dim=(0, 2))
+    sq = torch.zeros(x.shape[0], dtype=x.dtype, device=x.device)
+    for g in row_vjps(x, z, rows):
+        sq += g.pow(2).sum(dim=1)
+    return sq
 
 
 def check_mlp_input(parsed: tuple, x: torch.Tensor, name: str = "x") -> None:
