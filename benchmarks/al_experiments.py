@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import math
 import sys
 import time
 from pathlib import Path
@@ -36,6 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import SHARED_MNIST  # noqa: E402
 
 from jacal.loop import LOOP_PRESETS, LoopCallbacks, run_loop, summarize  # noqa: E402
+from jacal.loop import _paired as paired_comparison  # noqa: E402
 
 BASELINES = ("random", "margin", "entropy", "badge", "coreset")
 JACOBIAN = ("jacobian", "jacobian-kmeans", "jacobian-topk")
@@ -74,13 +74,9 @@ def run(args: argparse.Namespace) -> None:
 
 
 def _paired(a: dict, b: dict) -> dict:
-    from scipy import stats
-
-    seeds = sorted(set(a) & set(b))
-    d = np.array([a[s] - b[s] for s in seeds])
-    p = float(stats.ttest_rel([a[s] for s in seeds], [b[s] for s in seeds]).pvalue) if len(d) > 1 and np.ptp(d) > 0 else math.nan
-    half = float(stats.t.ppf(0.975, len(d) - 1) * d.std(ddof=1) / math.sqrt(len(d))) if len(d) > 1 else math.nan
-    return {"mean": float(d.mean()), "ci95": half, "p": p, "n": len(d)}
+    """The loop's paired comparison (:func:`jacal.loop._paired`), in this table's short names."""
+    d = paired_comparison(a, b)
+    return {"mean": d["mean_difference"], "ci95": d["ci95_half_width"], "p": d["p_ttest"], "n": d["n_seeds"]}
 
 
 def report(args: argparse.Namespace) -> None:

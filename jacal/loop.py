@@ -348,10 +348,13 @@ def _aulc(n: np.ndarray, acc: np.ndarray) -> float:
 
 
 def _paired(a: Dict[int, float], b: Dict[int, float]) -> Dict[str, Any]:
+    """Paired comparison of per-seed values ``a`` and ``b`` (seed → value) over their common seeds."""
     seeds = sorted(set(a) & set(b))
     d = np.array([a[s] - b[s] for s in seeds])
     out = {"n_seeds": len(seeds), "mean_difference": float(d.mean()) if len(d) else math.nan, "p_ttest": math.nan,
-           "p_wilcoxon": math.nan}
+           "p_wilcoxon": math.nan, "ci95_half_width": math.nan}
+    if len(d) >= 2:  # t interval of the mean paired difference
+        out["ci95_half_width"] = float(stats.t.ppf(0.975, len(d) - 1) * d.std(ddof=1) / math.sqrt(len(d)))
     if len(d) >= 2 and np.ptp(d) > 0:
         out["p_ttest"] = float(stats.ttest_rel([a[s] for s in seeds], [b[s] for s in seeds]).pvalue)
     if len(d) >= 2 and np.count_nonzero(d) >= 1:
