@@ -6,7 +6,7 @@ import os
 import sys
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, Optional
 
 import typer
 from rich.console import Console
@@ -28,8 +28,26 @@ USER_ERRORS = (JacalError, ValueError, TypeError, FileNotFoundError, PermissionE
                NotADirectoryError)
 
 
+# commands whose work is committed as it goes and continues with --resume
+RESUMABLE = ("replicate", "loop")
+
+
+class Interrupted(Exception):
+    """Ctrl-C inside a command (carried past the CLI framework, which would swallow the message)."""
+
+    def __init__(self, command: Optional[str]) -> None:
+        super().__init__(command)
+        self.command = command
+
+
 class JacalGroup(TyperGroup):
-    """Runs commands so that every user error is one line on stderr and exit code 1."""
+    """Runs commands so that every user error is one line on stderr and exit code 1, Ctrl-C exit code 130."""
+
+    def invoke(self, ctx):  # noqa: D102
+        try:
+            return super().invoke(ctx)
+        except KeyboardInterrupt:
+            raise Interrupted(ctx.invoked_subcommand) from None
 
     def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):  # noqa: D102
         try:
@@ -41,6 +59,12 @@ class JacalGroup(TyperGroup):
         except click_exceptions.ClickException as err:  # usage errors: unknown option, bad choice...
             typer.echo(f"error: {err.format_message()}", err=True)
             sys.exit(1)
+        except Interrupted as err:
+            if err.command in RESUMABLE:
+                typer.echo("error: interrupted; finished work is saved, rerun with --resume to continue", err=True)
+            else:
+                typer.echo("error: interrupted; no output was written", err=True)
+            sys.exit(130)
         except typer.Abort:
             typer.echo("error: aborted", err=True)
             sys.exit(1)

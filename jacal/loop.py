@@ -21,7 +21,6 @@ import copy
 import io
 import json
 import math
-import sqlite3
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -33,6 +32,7 @@ import torch.nn.functional as F
 from scipy import stats
 
 from jacal._io import ensure_out_dir
+from jacal._store import check_store, open_store, run_lock, store_errors
 from jacal._model_utils import resolve_device
 from jacal._validation import JacalError, check_choice, check_positive_int
 from jacal.acquisition import STRATEGIES, acquire
@@ -247,8 +247,6 @@ def run_loop(out: Path, cfg: LoopConfig, *, device: str = "auto", data_root: Opt
     ``backend="ray"`` runs each (strategy, seed) as an independent Ray task; its rounds reach
     ``loop.sqlite`` when the task returns (the local backend commits round by round).
     """
-    from jacal.backends import get_backend
-
     cb = callbacks or LoopCallbacks()
     _validate(cfg)
     out = Path(out)
@@ -257,12 +255,28 @@ def run_loop(out: Path, cfg: LoopConfig, *, device: str = "auto", data_root: Opt
     _splits(data, cfg, 0)  # the sizes fit, before anything is written
     ensure_out_dir(out)
     db = out / "loop.sqlite"
-    if db.exists() and not resume:
-        raise JacalError(f"{db} exists; pass --resume to continue that run, or choose another --out")
-    runner = get_backend(backend, address=address)
-    con = sqlite3.connect(str(db), timeout=30)
+    with run_lock(out, "loop"):  # one run per folder; released on any exit, SIGKILL included
+        if db.exists():
+            check_store(db, "loop", _SCHEMA)  # damaged or foreign: refused untouched, before any work
+            if not resume:
+                raise JacalError(f"{db} exists; pass --resume to continue that run, or choose another --out")
+        with store_errors(db):
+            rows, check_value = _run_all(db, cfg, data, dev, cb, backend, address)
+        return write_outputs(out, cfg, rows, check_value)
+
+
+def _run_all(db: Path, cfg: LoopConfig, data: Splits, dev: torch.device, cb: LoopCallbacks, backend: str,
+             address: Optional[str]) -> Tuple[list, dict]:
+    """Every (strategy, seed) not finished in ``db``; returns the store's rows and the pointwise check."""
+    from jacal.backends import get_backend
+
+    con = open_store(db, "loop", _SCHEMA)
     try:
-        con.executescript(_SCHEMA)
+        runner = get_backend(backend, address=address)
+    except BaseException:
+        con.close()
+        raise
+    try:
         # strategies and the seed count are not part of the experiment's identity: a later run may add
         # strategies or seeds (each seed's split and labeled start depend on the seed alone, so pairing
         # stays valid), or report a subset
@@ -323,7 +337,7 @@ def run_loop(out: Path, cfg: LoopConfig, *, device: str = "auto", data_root: Opt
     finally:
         con.close()
         runner.close()
-    return write_outputs(out, cfg, rows, check_value)
+    return rows, check_value
 
 
 # ---------------------------------------------------------------------------------------------

@@ -13,11 +13,12 @@ import torch.nn.functional as F
 
 from jacal._io import ensure_out_dir
 from jacal._model_utils import resolve_device
+from jacal._store import check_store, run_lock, store_errors
 from jacal._validation import JacalError, check_choice
 from jacal.data import DATASETS, Splits, load_dataset
 from jacal.population import (PopulationMLP, population_jacobian_norm, population_transitions, train_population)
 from jacal.replication.config import PRESETS, PlannedModel, Preset, plan_models, plan_pairs, sweep_signature
-from jacal.replication.store import ResultStore
+from jacal.replication.store import SCHEMA, ResultStore
 from jacal.sensitivity.trajectories import ellipse, random_ellipse
 
 __all__ = ["run_replication", "Callbacks", "prepare_dataset", "DatasetContext"]
@@ -191,23 +192,27 @@ def run_replication(out: Path, *, preset: str = "smoke", datasets: Optional[Sequ
     ensure_out_dir(out)
     db = out / "results.sqlite"
     signature = sweep_signature(p, p.datasets, seed)
-    if db.exists() and not resume:
-        raise JacalError(f"{db} exists; pass --resume to continue that run, or choose another --out")
-    # load every dataset before training anything, so a missing one fails fast
-    contexts = OrderedDict()
-    for name in p.datasets:
-        data = load_dataset(name, root=data_root, download=download, seed=seed, n_train=p.n_train, n_test=p.n_test,
-                            clamp=True)
-        contexts[name] = prepare_dataset(data, p, seed)
-    from jacal.backends import get_backend
+    with run_lock(out, "replicate"):  # one run per folder; released on any exit, SIGKILL included
+        if db.exists():
+            check_store(db, "replicate", SCHEMA)  # damaged or foreign: refused untouched, before any work
+            if not resume:
+                raise JacalError(f"{db} exists; pass --resume to continue that run, or choose another --out")
+        # load every dataset before training anything, so a missing one fails fast
+        contexts = OrderedDict()
+        for name in p.datasets:
+            data = load_dataset(name, root=data_root, download=download, seed=seed, n_train=p.n_train,
+                                n_test=p.n_test, clamp=True)
+            contexts[name] = prepare_dataset(data, p, seed)
+        from jacal.backends import get_backend
 
-    if gpus_per_group is None:
-        gpus_per_group = 1.0 if dev.type == "cuda" else 0.0
-    runner = get_backend(backend, address=address)
-    try:
-        return _run(out, db, p, seed, signature, contexts, dev, cb, runner, gpus_per_group, write_report)
-    finally:
-        runner.close()
+        if gpus_per_group is None:
+            gpus_per_group = 1.0 if dev.type == "cuda" else 0.0
+        runner = get_backend(backend, address=address)
+        try:
+            with store_errors(db):
+                return _run(out, db, p, seed, signature, contexts, dev, cb, runner, gpus_per_group, write_report)
+        finally:
+            runner.close()
 
 
 def _run(out, db, p, seed, signature, contexts, dev, cb, runner, gpus_per_group, write_report):

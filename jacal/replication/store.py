@@ -3,16 +3,18 @@
 Tables: ``meta`` (the run's signature), ``models`` (one row per trained model), ``pairs`` (C3),
 ``points`` (per-point scores of a documented test subset, C4) and ``trajectories`` (per-ellipse
 measurements, C2). A group's rows are committed together, so a killed run leaves only whole
-groups, and ``--resume`` retrains exactly the groups that are missing.
+groups, and ``--resume`` retrains exactly the groups that are missing. Opening checks the file
+first (damaged, foreign or other-version stores are refused untouched; see :mod:`jacal._store`).
 """
 from __future__ import annotations
 
 import json
-import sqlite3
 from pathlib import Path
 from typing import Any, Dict, Iterable, List, Optional, Sequence
 
-__all__ = ["ResultStore", "MODEL_COLUMNS"]
+from jacal._store import open_store
+
+__all__ = ["ResultStore", "MODEL_COLUMNS", "SCHEMA"]
 
 MODEL_COLUMNS = (
     "model_id", "dataset", "group_key", "config", "seed", "width", "depth", "activation", "optimizer", "lr",
@@ -20,7 +22,7 @@ MODEL_COLUMNS = (
     "train_loss", "test_loss", "gap", "mean_jacobian", "transitions", "n_params", "n_neurons", "wall_time_s",
 )
 
-_SCHEMA = """
+SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS models (
     model_id TEXT PRIMARY KEY, dataset TEXT NOT NULL, group_key TEXT NOT NULL, config TEXT NOT NULL,
@@ -43,9 +45,7 @@ class ResultStore:
 
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
-        self.conn = sqlite3.connect(str(self.path), timeout=30)
-        self.conn.executescript(_SCHEMA)
-        self.conn.commit()
+        self.conn = open_store(self.path, "replicate", SCHEMA)
 
     def close(self) -> None:
         self.conn.close()
