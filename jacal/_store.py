@@ -70,7 +70,8 @@ def _check_existing(path: Path, con: sqlite3.Connection, kind: str, schema: str)
     except sqlite3.DatabaseError as err:
         raise JacalError(f"{path} is damaged ({err}); {_ADVICE}") from None
     if status != ["ok"]:
-        raise JacalError(f"{path} is damaged (sqlite quick_check: {status[0]}); {_ADVICE}")
+        detail = " ".join(" ".join(status).replace("*** in database main ***", "").split())
+        raise JacalError(f"{path} is damaged (sqlite quick_check: {detail[:120]}); {_ADVICE}")
     pages, page_size = (con.execute(f"PRAGMA {p}").fetchone()[0] for p in ("page_count", "page_size"))
     if not Path(f"{path}-wal").exists() and path.stat().st_size < pages * page_size:
         raise JacalError(f"{path} is damaged (cut short: {path.stat().st_size} of {pages * page_size} bytes); "

@@ -1,34 +1,26 @@
 import csv
 import json
+import random
+import signal
 import sqlite3
 import subprocess
-import sys
 
 import numpy as np
-import pytest
 from typer.testing import CliRunner
 
-from _helpers import kill_after_rows
+from _helpers import (INTERRUPTED_RESUMABLE, LOOP_TINY, cli, fsize_limit, integrity, kill_at_random_moment,
+                      one_line_failure, signal_after_rows)
 from jacal.cli.app import app
 from jacal.data import load_dataset
 from jacal.loop import LOOP_PRESETS, _splits
 from dataclasses import replace
 
-TINY = ["--strategies", "jacobian,margin", "--rounds", "2", "--seeds", "1", "--k", "7", "--max-epochs", "30",
-        "--device", "cpu"]
+TINY = LOOP_TINY
 
 
 def _curves(path):
     with open(path) as f:
         return [{k: v for k, v in r.items() if k != "acquisition_time_s"} for r in csv.DictReader(f)]
-
-
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    out = tmp_path_factory.mktemp("loop") / "a"
-    r = CliRunner().invoke(app, ["loop", "--out", str(out), *TINY, "--json"])
-    assert r.exit_code == 0, r.output
-    return out, json.loads(r.stdout)
 
 
 def test_files_and_invariants(tiny):
@@ -69,15 +61,50 @@ def test_same_seed_same_curve(tiny, tmp_path):
     assert _curves(out / "curves.csv") == _curves(tmp_path / "b" / "curves.csv")
 
 
-def test_killed_loop_resumes_to_the_same_curves(tiny, tmp_path):
+def _rounds(db):
+    con = sqlite3.connect(db)
+    try:
+        return {r[:3]: r for r in con.execute(
+            "SELECT strategy, seed, round, n_labeled, test_accuracy, test_loss, train_epochs, labeled FROM rounds")}
+    finally:
+        con.close()
+
+
+def _keeps(before, after):
+    assert all(after.get(k) == v for k, v in before.items()), "a committed round was lost or changed"
+
+
+def test_faults_then_resume_give_the_uninterrupted_curves(tiny, tmp_path):
+    """Ctrl-C, SIGKILLs at random moments, then a full disk; --resume ends with the uninterrupted
+    curves, and no fault loses a committed round."""
     out, _ = tiny
-    dest = tmp_path / "killed"
-    cmd = [sys.executable, "-m", "jacal.cli.app", "loop", "--out", str(dest), *TINY]
-    killed_at = kill_after_rows(cmd, dest / "loop.sqlite", "rounds")
-    assert killed_at is not None and killed_at < 6, "could not kill the run part-way"
-    r = subprocess.run(cmd + ["--resume"], capture_output=True, text=True, timeout=300)
+    dest = tmp_path / "faulted"
+    db = dest / "loop.sqlite"
+    cmd = cli("loop", "--out", dest, *TINY, "--resume")
+    # 1. Ctrl-C after the first round is committed
+    n, proc = signal_after_rows(cmd, db, "rounds", signal.SIGINT)
+    assert n is not None and n < 6, "could not interrupt the run part-way"
+    assert proc.returncode == 130 and proc.stderr.strip() == INTERRUPTED_RESUMABLE, proc.stderr
+    seen = _rounds(db)
+    assert len(seen) >= n
+    # 2. SIGKILLs at random moments
+    rng = random.Random(15)
+    for _ in range(2):
+        kill_at_random_moment(cmd, rng, 2.0, 8.0)
+        assert integrity(db) == "ok"
+        now = _rounds(db)
+        _keeps(seen, now)
+        seen = now
+    # 3. the disk fills up: every round fits, curves.png does not; the old outputs stay whole
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=300, preexec_fn=fsize_limit(40_000))
+    one_line_failure(r, "cannot write")
+    assert integrity(db) == "ok"
+    _keeps(seen, _rounds(db))
+    # 4. resume
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr
     assert _curves(out / "curves.csv") == _curves(dest / "curves.csv")
+    assert not list(dest.glob(".*.tmp"))
 
 
 def test_loop_bad_input(tmp_path, tiny):

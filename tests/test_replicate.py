@@ -1,17 +1,19 @@
 import json
+import random
+import signal
 import sqlite3
 import subprocess
-import sys
 
 import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from _helpers import kill_after_rows, one_line_error
+from _helpers import (INTERRUPTED_RESUMABLE, REPLICATE_TINY, cli, fsize_limit, integrity, kill_at_random_moment,
+                      one_line_error, one_line_failure, signal_after_rows)
 from jacal.cli.app import app
 from jacal.replication.analysis import analyse
 
-TINY = ["--groups", "2", "--models-per-group", "3", "--pairs", "2", "--steps", "150", "--device", "cpu"]
+TINY = REPLICATE_TINY
 
 
 def _tables(db):
@@ -23,14 +25,6 @@ def _tables(db):
     pairs = con.execute("SELECT * FROM pairs ORDER BY pair_id").fetchall()
     con.close()
     return models, points, trajs, pairs
-
-
-@pytest.fixture(scope="module")
-def uninterrupted(tmp_path_factory):
-    out = tmp_path_factory.mktemp("rep") / "full"
-    r = CliRunner().invoke(app, ["replicate", "--out", str(out), *TINY, "--json"])
-    assert r.exit_code == 0, r.output
-    return out, json.loads(r.stdout)
 
 
 def test_outputs_and_report(uninterrupted):
@@ -53,22 +47,10 @@ def test_outputs_and_report(uninterrupted):
     assert not list(out.glob(".*tmp"))
 
 
-def test_killed_run_resumes_to_identical_results(uninterrupted, tmp_path):
-    full_out, _ = uninterrupted
-    out = tmp_path / "killed"
-    cmd = [sys.executable, "-m", "jacal.cli.app", "replicate", "--out", str(out), *TINY, "--json"]
-    db = out / "results.sqlite"
-    n_at_kill = kill_after_rows(cmd, db, "models")
-    assert n_at_kill is not None, "the run finished or never wrote a group before it could be killed"
-    full_models = _tables(full_out / "results.sqlite")[0]
-    assert n_at_kill < len(full_models), "killed too late to test anything"
-    assert not (out / "report.json").exists()
-    r = subprocess.run(cmd[:-1] + ["--resume", "--json"], capture_output=True, text=True, timeout=300)
-    assert r.returncode == 0, r.stderr
-    resumed = _tables(db)
-    full = _tables(full_out / "results.sqlite")
-    assert [m[0] for m in resumed[0]] == [m[0] for m in full[0]]  # same ids, none missing or duplicated
-    for a, b in zip(resumed, full):
+def _same(a_tables, b_tables):
+    """Two stores hold the same rows (floats to 1e-9), none missing or duplicated."""
+    assert [m[0] for m in a_tables[0]] == [m[0] for m in b_tables[0]]
+    for a, b in zip(a_tables, b_tables):
         assert len(a) == len(b)
         for ra, rb in zip(a, b):
             assert len(ra) == len(rb)
@@ -77,6 +59,49 @@ def test_killed_run_resumes_to_identical_results(uninterrupted, tmp_path):
                     assert va == pytest.approx(vb, rel=1e-9, abs=1e-12)
                 else:
                     assert va == vb
+
+
+def _keeps(before, after):
+    """Every model row committed ``before`` is still in ``after``, unchanged."""
+    now = {m[0]: m for m in after[0]}
+    assert all(now.get(m[0]) == m for m in before[0]), "a committed row was lost or changed"
+
+
+def test_faults_then_resume_give_the_uninterrupted_results(uninterrupted, tmp_path):
+    """A full disk, then Ctrl-C, then SIGKILLs at random moments; --resume ends with exactly the
+    uninterrupted run's store, and no fault loses a committed row."""
+    full_out, _ = uninterrupted
+    full = _tables(full_out / "results.sqlite")
+    out = tmp_path / "faulted"
+    db = out / "results.sqlite"
+    cmd = cli("replicate", "--out", out, *TINY, "--resume")
+    # 1. the disk fills up part-way: sqlite's write fails, the transaction rolls back
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=300, preexec_fn=fsize_limit(300_000))
+    one_line_failure(r, f"cannot write {db}")
+    assert "--resume" in r.stderr and integrity(db) == "ok"
+    seen = _tables(db)
+    assert 0 < len(seen[0]) < len(full[0]), "the full disk should stop the run part-way"
+    # 2. Ctrl-C once another group is committed: exit 130, one line, the group in progress abandoned
+    n, proc = signal_after_rows(cmd, db, "models", signal.SIGINT, min_rows=len(seen[0]) + 1)
+    assert n is not None and n < len(full[0]), "could not interrupt the run part-way"
+    assert proc.returncode == 130 and proc.stderr.strip() == INTERRUPTED_RESUMABLE, proc.stderr
+    now = _tables(db)
+    _keeps(seen, now)
+    seen = now
+    # 3. SIGKILLs at random moments (start-up, training, commits, the report)
+    rng = random.Random(15)
+    for _ in range(2):
+        kill_at_random_moment(cmd, rng, 2.0, 10.0)
+        assert integrity(db) == "ok"
+        now = _tables(db)
+        _keeps(seen, now)
+        seen = now
+    # 4. resume
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    _same(_tables(db), full)
+    assert json.loads((out / "report.json").read_text())["n_models"] == len(full[0])
+    assert not list(out.glob(".*.tmp")), "a killed run's temporary files were left behind"
 
 
 def test_replicate_bad_input(tmp_path, uninterrupted):
