@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 from dataclasses import replace
 from enum import Enum
 from pathlib import Path
@@ -59,6 +60,13 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="Print a machine-readable 
 BackendName = Enum("BackendName", {"local": "local", "ray": "ray"}, type=str)
 BackendOpt = Annotated[BackendName, typer.Option(help="'local' (this process) or 'ray' (Ray tasks; needs jacal[ray]).")]
 AddressOpt = Annotated[Optional[str], typer.Option(help="Ray cluster: 'auto' or 'ray://host:port' (default: start a local Ray).")]
+LabelNamesOpt = Annotated[Optional[str], typer.Option(help="Class names in class-index order, comma-separated (CSV quoting "
+                                                           "for names with commas). Default: the checkpoint's, else "
+                                                           "0,1,...,K-1. Every label read back must be one of them.")]
+FromNameOpt = Annotated[str, typer.Option(help="Label Studio: the <Choices> control's name (from_name); Argilla: the "
+                                               "label question's name.")]
+ToNameOpt = Annotated[str, typer.Option(help="Label Studio: the <Image> object the choices label (to_name); Argilla: "
+                                             "the image field's name.")]
 
 
 @app.command()
@@ -79,23 +87,63 @@ def train(
     seed: Annotated[int, typer.Option(help="Seeds initialization and data order.")] = 0,
     device: DeviceOpt = "auto",
     force: Annotated[bool, typer.Option(help="Overwrite an existing checkpoint.")] = False,
+    pool: Annotated[Optional[Path], typer.Option(help="Train on annotated items instead of --dataset: the pool the "
+                                                      "--labels name (array file, image folder or .csv/.jsonl "
+                                                      "manifest, as for `jacal acquire`).")] = None,
+    labels: Annotated[Optional[Path], typer.Option(help="Annotations of --pool items: a Label Studio JSON export, an "
+                                                        "Argilla export (records.to_json) or a CSV with 'id' and "
+                                                        "'label' columns. No held-out split: test metrics are not "
+                                                        "reported.")] = None,
+    label_names: Annotated[Optional[str], typer.Option(help="With --labels: class names in class-index order, "
+                                                            "comma-separated (stored in the checkpoint for `jacal "
+                                                            "acquire`); default: the labels are class indices 0..K-1.")] = None,
+    from_name: FromNameOpt = "label",
+    image_size: Annotated[Optional[List[int]], typer.Option(help="With an image --pool: resize to H W (or one size for "
+                                                                 "square); default: the first image's size.")] = None,
+    channels: Annotated[Optional[int], typer.Option(help="With an image --pool: 1 (grayscale) or 3 (RGB); default: "
+                                                         "from the first image.")] = None,
     json_out: JsonOpt = False,
 ) -> None:
-    """Train a fully-connected classifier on a dataset and save a checkpoint."""
+    """Train a fully-connected classifier on a dataset, or on annotated pool items (--pool with
+    --labels from a labeling tool's export), and save a checkpoint."""
     check_writable(out, force)
-    data = jacal.load_dataset(DatasetName(dataset).value, root=data_root, download=download, n_train=n_train, seed=seed)
+    extra: dict = {}
+    if labels is not None or pool is not None:
+        if labels is None or pool is None:
+            fail("--pool and --labels go together: the labels name items of the pool")
+        if not pool.exists():
+            fail(f"--pool not found: {pool}")
+        names = jio.parse_label_names(label_names) if label_names is not None else None
+        ann = jio.read_annotations(labels, question=from_name, label_names=names)
+        items = jio.open_pool(pool, image_size=image_size, channels=channels, infer_image_shape=True)
+        lab = jio.labeled_items(items, ann, names)
+        for item, why in lab.unreadable.items():
+            typer.echo(f"warning: skipped labeled item {item!r}: {why}", err=True)
+        if lab.not_in_pool:
+            typer.echo(f"warning: {len(lab.not_in_pool)} labeled id(s) in {labels} are not in {pool}", err=True)
+        if len(lab.y) == 0:
+            fail(f"{labels} labels none of the readable items of {pool}")
+        data = jacal.Splits(f"labels:{labels.name}", lab.x, lab.y, lab.x[:0], lab.y[:0], len(lab.label_names))
+        extra = {"label_names": lab.label_names, "source": {"pool": str(pool), "labels": str(labels),
+                                                           "format": ann.tool, "n_labeled": len(lab.y)}}
+    else:
+        data = jacal.load_dataset(DatasetName(dataset).value, root=data_root, download=download, n_train=n_train, seed=seed)
     model = jacal.mlp(data.input_dim, data.n_classes, width=width, depth=depth, activation=Activation(activation).value,
                       weight_variance=weight_variance, seed=seed)
     with progress_bar(f"training on {data.name}", 1, enabled=not json_out) as update:
         result = jacal.train(model, data, optimizer=Optimizer(optimizer).value, lr=lr, batch_size=batch_size,
                              epochs=epochs, seed=seed, device=device, progress=update)
-    meta = {"dataset": data.name, "data_root": str(data_root) if data_root else None, "seed": seed,
-            "input_shape": list(data.input_shape), "n_classes": data.n_classes,
+    metrics = {key: (None if isinstance(v, float) and math.isnan(v) else v) for key, v in result.to_dict().items()}
+    meta = {"dataset": None if extra else data.name, "data_root": str(data_root) if data_root and not extra else None,
+            "seed": seed, "input_shape": list(data.input_shape), "n_classes": data.n_classes,
             "train": {"optimizer": Optimizer(optimizer).value, "lr": lr, "batch_size": batch_size, "epochs": epochs},
-            "metrics": result.to_dict()}
+            "metrics": metrics, **extra}
     jacal.save_checkpoint(out, model.cpu(), metadata=meta)
     if json_out:
         emit_json({"checkpoint": str(out), **meta})
+    elif extra:
+        typer.echo(f"saved {out}: train acc {result.train_accuracy:.4f} on {len(data.y_train)} labeled items "
+                   f"(no held-out split, so no test accuracy; {result.steps} steps, {result.wall_time_s:.1f}s)")
     else:
         typer.echo(f"saved {out}: train acc {result.train_accuracy:.4f}, test acc {result.test_accuracy:.4f}, "
                    f"gap {result.gap:.4f} ({result.steps} steps, {result.wall_time_s:.1f}s)")
@@ -278,13 +326,6 @@ ImageSizeOpt = Annotated[Optional[List[int]], typer.Option(help="For images (a f
                                                                 "size for square); default: the checkpoint's input shape.")]
 ChannelsOpt = Annotated[Optional[int], typer.Option(help="For images (a folder or a manifest): 1 (grayscale) or 3 (RGB); "
                                                          "default: the checkpoint's.")]
-LabelNamesOpt = Annotated[Optional[str], typer.Option(help="Class names in class-index order, comma-separated (CSV quoting "
-                                                           "for names with commas). Default: the checkpoint's, else "
-                                                           "0,1,...,K-1. Every label read back must be one of them.")]
-FromNameOpt = Annotated[str, typer.Option(help="Label Studio: the <Choices> control's name (from_name); Argilla: the "
-                                               "label question's name.")]
-ToNameOpt = Annotated[str, typer.Option(help="Label Studio: the <Image> object the choices label (to_name); Argilla: "
-                                             "the image field's name.")]
 
 
 def _open_items(path: Path, ck, image_size, channels) -> jio.Pool:

@@ -45,6 +45,7 @@ from jacal._validation import JacalError
 __all__ = [
     "Pool", "ImagePool", "open_pool", "read_manifest", "Manifest",
     "Annotations", "read_annotations", "read_ids", "parse_label_names", "default_label_names",
+    "LabeledItems", "labeled_items",
     "batch_rows", "label_studio_tasks", "argilla_records", "write_rows", "write_batch", "model_version",
     "BATCH_FORMATS", "TOOLS", "MANIFEST_SUFFIXES", "ARRAY_SUFFIXES",
     "atomic_open", "atomic_path", "load_array", "load_image_folder", "image_transform", "IMAGE_SUFFIXES",
@@ -54,7 +55,7 @@ MANIFEST_SUFFIXES = (".csv", ".jsonl")
 ARRAY_SUFFIXES = (".npy", ".npz", ".pt", ".pth")
 BATCH_FORMATS = ("csv", "jsonl", "label-studio", "argilla")
 TOOLS = ("label-studio", "argilla", "csv")
-_TOOL_NAMES = {"label-studio": "a Label Studio export", "argilla": "an Argilla export", "csv": "a list of ids"}
+_TOOL_NAMES = {"label-studio": "Label Studio JSON", "argilla": "Argilla JSON", "csv": "a list of ids"}
 _DECODE_ERRORS = (OSError, ValueError, SyntaxError)  # PIL.UnidentifiedImageError is an OSError
 
 
@@ -576,7 +577,7 @@ def read_annotations(path: Union[str, Path], *, tool: str = "auto", question: st
             raise JacalError(f"{path} is a JSON list but neither a Label Studio export (tasks with 'data') nor an "
                              "Argilla export (records with 'fields')")
         if tool in ("label-studio", "argilla") and kind != tool:
-            raise JacalError(f"{path} is {_TOOL_NAMES[kind]}, not {_TOOL_NAMES[tool]} (the tool the batch is for)")
+            raise JacalError(f"{path} is {_TOOL_NAMES[kind]}, not {_TOOL_NAMES[tool]} (the tool this batch is for)")
         if len(dicts) != len(data):
             raise JacalError(f"{path}: every entry of {_TOOL_NAMES[kind]} must be a JSON object")
         got = (_from_label_studio(path, data, question) if kind == "label-studio"
@@ -595,6 +596,67 @@ def read_annotations(path: Union[str, Path], *, tool: str = "auto", question: st
 def read_ids(path: Union[str, Path]) -> List[str]:
     """The item ids a file names: any format :func:`read_annotations` reads."""
     return read_annotations(path).ids
+
+
+@dataclass
+class LabeledItems:
+    """Annotated pool items, decoded, ready to train on.
+
+    Attributes:
+        x: ``(M, ...)`` float items.
+        y: ``(M,)`` int64 class indices.
+        ids: the ``M`` item ids, in pool order.
+        label_names: class names in class-index order.
+        not_in_pool: labeled ids that name no pool item.
+        unreadable: ``{id: reason}`` for labeled items that could not be read (skipped).
+    """
+
+    x: torch.Tensor
+    y: torch.Tensor
+    ids: List[str]
+    label_names: List[str]
+    not_in_pool: List[str]
+    unreadable: Dict[str, str]
+
+
+def labeled_items(pool: Pool, annotations: Annotations, label_names: Optional[Sequence[str]] = None) -> LabeledItems:
+    """The pool items that ``annotations`` label, decoded, with their class indices.
+
+    Args:
+        pool: from :func:`open_pool`.
+        annotations: from :func:`read_annotations`.
+        label_names: class names in class-index order; ``None``: the labels must be class indices
+            (``"0"``, ``"1"``, ...) and the names are ``0..max``.
+
+    Raises:
+        JacalError: a label not in ``label_names`` (or, without names, a label that is not an index).
+    """
+    if label_names is None:
+        bad = sorted({lab for lab in annotations.labels.values() if not (lab.isascii() and lab.isdigit())})
+        if bad:
+            raise JacalError(f"{annotations.path} labels items with names ({', '.join(map(repr, bad[:5]))}), not class "
+                             "indices: pass --label-names in class-index order")
+        top = max((int(lab) for lab in annotations.labels.values()), default=-1)
+        label_names = default_label_names(top + 1)
+    index = annotations.label_indices(label_names)
+    pos = {str(item): i for i, item in enumerate(pool.ids)}
+    chosen = sorted(pos[item] for item in index if item in pos)
+    not_in_pool = [item for item in index if item not in pos]
+    keep, xs, unreadable = [], [], {}
+    for i in chosen:  # a labeled set is small next to the pool; each file is decoded once
+        try:
+            xi = pool.materialize([i])[0]
+        except JacalError:
+            unreadable[str(pool.ids[i])] = pool.problems([i]).get(i, "unreadable")
+            continue
+        if not torch.isfinite(xi).all():
+            unreadable[str(pool.ids[i])] = "contains NaN/Inf values"
+            continue
+        keep.append(i)
+        xs.append(xi)
+    x = torch.stack(xs) if xs else torch.zeros((0, *pool.input_shape))
+    y = torch.tensor([index[str(pool.ids[i])] for i in keep], dtype=torch.int64)
+    return LabeledItems(x, y, [str(pool.ids[i]) for i in keep], list(label_names), not_in_pool, unreadable)
 
 
 # ---------------------------------------------------------------------------------------------- batches
@@ -722,9 +784,8 @@ def write_batch(path: Union[str, Path], result: Any, ids: Sequence[Any], *, fmt:
     else:
         out = argilla_records(result, ids, label_names=label_names, uris=uris, question=from_name, field=to_name,
                               model_version=model_version)
-    with atomic_open(path, "w", encoding="utf-8") as f:
-        json.dump(out, f, ensure_ascii=False, indent=1)
-        f.write("\n")
+    with atomic_open(path, "w", encoding="utf-8") as f:  # a JSON list, one task or record per line
+        f.write("[\n" + ",\n".join(json.dumps(t, ensure_ascii=False) for t in out) + "\n]\n")
     return len(out)
 
 
