@@ -29,6 +29,7 @@ import csv
 import io as _stdio
 import json
 import math
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, Iterable, List, Optional, Sequence, Union
@@ -75,13 +76,14 @@ class Manifest:
     """
 
     ids: List[str]
-    files: List[Optional[Path]]
+    files: List[Optional[str]]
     uris: List[str]
     path: Path
 
 
-def _local_file(value: str, base: Path) -> Optional[Path]:
-    """A local path for a manifest value (a path, or a ``file://`` URI), else ``None``."""
+def _local_file(value: str, base: Path) -> Optional[str]:
+    """A local path for a manifest value (a path, or a ``file://`` URI), else ``None`` (kept as a
+    string: a 100,000-row manifest holds 100,000 of them)."""
     parsed = urlparse(value)
     if parsed.scheme == "file":
         if parsed.netloc not in ("", "localhost"):
@@ -91,7 +93,7 @@ def _local_file(value: str, base: Path) -> Optional[Path]:
         return None
     else:
         p = Path(value)
-    return p if p.is_absolute() else base / p
+    return os.fspath(p if p.is_absolute() else base / p)
 
 
 def _read_jsonl(path: Path, text: str, what: str) -> List[dict]:
@@ -132,36 +134,36 @@ def read_manifest(path: Union[str, Path]) -> Manifest:
     path = Path(path)
     text = _read_text(path)
     if path.suffix.lower() == ".jsonl":
-        rows = _read_jsonl(path, text, "one object per line with 'id' and 'path' or 'uri'")
+        rows: Iterable[dict] = _read_jsonl(path, text, "one object per line with 'id' and 'path' or 'uri'")
         columns = set().union(*(r.keys() for r in rows)) if rows else set()
         first_row = 1
     else:
-        reader = csv.DictReader(_stdio.StringIO(text, newline=""))
-        columns = set(reader.fieldnames or [])
-        rows = list(reader)
+        rows = csv.DictReader(_stdio.StringIO(text, newline=""))  # streamed: no list of 100,000 row dicts
+        columns = set(rows.fieldnames or [])
         first_row = 2
     shown = ", ".join(sorted(map(str, columns))) or "none"
     if "id" not in columns:
         raise JacalError(f"manifest {path} has no 'id' column (columns: {shown})")
     if "path" not in columns and "uri" not in columns:
         raise JacalError(f"manifest {path} has no 'path' or 'uri' column (columns: {shown})")
-    if not rows:
-        raise JacalError(f"manifest {path} lists no items")
-    ids, files, uris, seen = [], [], [], {}
+    ids, files, uris, seen = [], [], [], set()
     for n, row in enumerate(rows, first_row):
         item = row.get("id")
         if item is None or item == "" or isinstance(item, (dict, list, bool)):
             raise JacalError(f"manifest {path} row {n} has no id")
         item = str(item)
         if item in seen:
-            raise JacalError(f"manifest {path} has the id {item!r} twice (rows {seen[item]} and {n}); ids must be unique")
-        seen[item] = n
+            raise JacalError(f"manifest {path} has the id {item!r} twice (rows {ids.index(item) + first_row} and {n}); "
+                             "ids must be unique")
+        seen.add(item)
         location = row.get("path") or row.get("uri")
         if not location or not isinstance(location, str):
             raise JacalError(f"manifest {path} row {n} (id {item!r}) has no path or uri")
         ids.append(item)
         files.append(_local_file(location, path.parent))
         uris.append(row.get("uri") or location)
+    if not ids:
+        raise JacalError(f"manifest {path} lists no items")
     return Manifest(ids, files, uris, path)
 
 
@@ -184,7 +186,7 @@ class ImagePool(Dataset):
         decoded: files decoded so far by this object (the laziness is testable).
     """
 
-    def __init__(self, ids: Sequence[str], files: Sequence[Optional[Path]], *, size: Sequence[int], channels: int,
+    def __init__(self, ids: Sequence[str], files: Sequence[Union[str, Path, None]], *, size: Sequence[int], channels: int,
                  uris: Optional[Sequence[str]] = None) -> None:
         self.ids = list(ids)
         self.files = list(files)
@@ -282,7 +284,7 @@ class Pool:
         return {i: r for i, r in found.items() if r is not None}
 
 
-def _image_shape(source: Path, files: List[Optional[Path]], image_size, channels, input_shape, infer: bool):
+def _image_shape(source: Path, files: List[Optional[str]], image_size, channels, input_shape, infer: bool):
     """``(size, channels)`` for an image pool: given, else from the model's input shape, else (with
     ``infer``) from the first readable image."""
     shape = list(input_shape) if input_shape is not None else None
@@ -303,7 +305,7 @@ def _image_shape(source: Path, files: List[Optional[Path]], image_size, channels
     return size, channels
 
 
-def _first_image(source: Path, files: List[Optional[Path]]):
+def _first_image(source: Path, files: List[Optional[str]]):
     from PIL import Image
 
     for f in files:
@@ -344,6 +346,7 @@ def open_pool(path: Union[str, Path], *, image_size: Optional[Sequence[int]] = N
         if not files:
             raise JacalError(f"no PNG/JPEG images in {path}")
         uris = [f.resolve().as_uri() for f in files]
+        files = [os.fspath(f) for f in files]
     elif path.suffix.lower() in MANIFEST_SUFFIXES:
         m = read_manifest(path)
         ids, files, uris = m.ids, m.files, m.uris
@@ -367,6 +370,9 @@ def open_pool(path: Union[str, Path], *, image_size: Optional[Sequence[int]] = N
 def parse_label_names(text: str) -> List[str]:
     """Class names, comma-separated, in class-index order (CSV quoting allowed: ``'"a, b",c'``).
 
+    >>> parse_label_names('cat, dog,"bird, small"')
+    ['cat', 'dog', 'bird, small']
+
     Raises:
         JacalError: an empty or repeated name.
     """
@@ -380,7 +386,11 @@ def parse_label_names(text: str) -> List[str]:
 
 
 def default_label_names(n_classes: int) -> List[str]:
-    """``["0", "1", ..., "K-1"]``: class indices as names."""
+    """``["0", "1", ..., "K-1"]``: class indices as names.
+
+    >>> default_label_names(3)
+    ['0', '1', '2']
+    """
     return [str(i) for i in range(n_classes)]
 
 
