@@ -443,10 +443,9 @@ def acquire(
     labeled, n_unknown = None, 0
     if exclude is not None:
         tool = kind if kind in ("label-studio", "argilla") else "auto"
-        wanted = set(jio.read_annotations(exclude, tool=tool, question=from_name, label_names=names).ids)
-        pos = {v: i for i, v in enumerate(str_ids)}
-        labeled = sorted(pos[v] for v in wanted if v in pos)
-        n_unknown = len(wanted) - len(labeled)
+        labeled, unknown = items.index_of(jio.read_annotations(exclude, tool=tool, question=from_name,
+                                                               label_names=names).ids)
+        n_unknown = len(unknown)
     with progress_bar(f"scoring ({Strategy(strategy).value})", len(items), enabled=not json_out) as update:
         runner = get_backend(BackendName(backend).value, address=address)
         try:

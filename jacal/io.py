@@ -32,7 +32,7 @@ import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, Iterable, List, Optional, Sequence, Union
+from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple, Union
 from urllib.parse import urlparse
 from urllib.request import url2pathname
 
@@ -256,6 +256,13 @@ class Pool:
     def input_shape(self) -> tuple:
         """The shape of one item."""
         return self.items.input_shape if isinstance(self.items, ImagePool) else tuple(self.items.shape[1:])
+
+    def index_of(self, ids: Iterable[Any]) -> Tuple[List[int], List[str]]:
+        """``(indices, unknown)``: the sorted pool indices of ``ids`` (compared as strings) and the
+        ids that name no pool item, in the order given."""
+        pos = {str(item): i for i, item in enumerate(self.ids)}
+        wanted = list(dict.fromkeys(str(item) for item in ids))
+        return sorted(pos[w] for w in wanted if w in pos), [w for w in wanted if w not in pos]
 
     def materialize(self, indices: Optional[Sequence[int]] = None) -> torch.Tensor:
         """The items (all, or ``indices``) as one float tensor ``(M, ...)``, decoded now.
@@ -649,9 +656,7 @@ def labeled_items(pool: Pool, annotations: Annotations, label_names: Optional[Se
         top = max((int(lab) for lab in annotations.labels.values()), default=-1)
         label_names = default_label_names(top + 1)
     index = annotations.label_indices(label_names)
-    pos = {str(item): i for i, item in enumerate(pool.ids)}
-    chosen = sorted(pos[item] for item in index if item in pos)
-    not_in_pool = [item for item in index if item not in pos]
+    chosen, not_in_pool = pool.index_of(index)
     keep, xs, unreadable = [], [], {}
     for i in chosen:  # a labeled set is small next to the pool; each file is decoded once
         try:
