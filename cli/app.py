@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 from dataclasses import replace
 from enum import Enum
 from pathlib import Path
@@ -18,7 +19,8 @@ import typer
 
 
 import jacal
-from jacal._io import atomic_open, load_array, load_image_folder
+import jacal.io as jio
+from jacal._io import atomic_open, load_array
 from jacal.acquisition import STRATEGIES
 from jacal.acquisition.strategies import RETIRED
 from jacal.backends import get_backend
@@ -58,6 +60,13 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="Print a machine-readable 
 BackendName = Enum("BackendName", {"local": "local", "ray": "ray"}, type=str)
 BackendOpt = Annotated[BackendName, typer.Option(help="'local' (this process) or 'ray' (Ray tasks; needs jacal[ray]).")]
 AddressOpt = Annotated[Optional[str], typer.Option(help="Ray cluster: 'auto' or 'ray://host:port' (default: start a local Ray).")]
+LabelNamesOpt = Annotated[Optional[str], typer.Option(help="Class names in class-index order, comma-separated (CSV quoting "
+                                                           "for names with commas). Default: the checkpoint's, else "
+                                                           "0,1,...,K-1. Every label read back must be one of them.")]
+FromNameOpt = Annotated[str, typer.Option(help="Label Studio: the <Choices> control's name (from_name); Argilla: the "
+                                               "label question's name.")]
+ToNameOpt = Annotated[str, typer.Option(help="Label Studio: the <Image> object the choices label (to_name); Argilla: "
+                                             "the image field's name.")]
 
 
 @app.command()
@@ -78,23 +87,63 @@ def train(
     seed: Annotated[int, typer.Option(help="Seeds initialization and data order.")] = 0,
     device: DeviceOpt = "auto",
     force: Annotated[bool, typer.Option(help="Overwrite an existing checkpoint.")] = False,
+    pool: Annotated[Optional[Path], typer.Option(help="Train on annotated items instead of --dataset: the pool the "
+                                                      "--labels name (array file, image folder or .csv/.jsonl "
+                                                      "manifest, as for `jacal acquire`).")] = None,
+    labels: Annotated[Optional[Path], typer.Option(help="Annotations of --pool items: a Label Studio JSON export, an "
+                                                        "Argilla export (records.to_json) or a CSV with 'id' and "
+                                                        "'label' columns. No held-out split: test metrics are not "
+                                                        "reported.")] = None,
+    label_names: Annotated[Optional[str], typer.Option(help="With --labels: class names in class-index order, "
+                                                            "comma-separated (stored in the checkpoint for `jacal "
+                                                            "acquire`); default: the labels are class indices 0..K-1.")] = None,
+    from_name: FromNameOpt = "label",
+    image_size: Annotated[Optional[List[int]], typer.Option(help="With an image --pool: resize to H W (or one size for "
+                                                                 "square); default: the first image's size.")] = None,
+    channels: Annotated[Optional[int], typer.Option(help="With an image --pool: 1 (grayscale) or 3 (RGB); default: "
+                                                         "from the first image.")] = None,
     json_out: JsonOpt = False,
 ) -> None:
-    """Train a fully-connected classifier on a dataset and save a checkpoint."""
+    """Train a fully-connected classifier on a dataset, or on annotated pool items (--pool with
+    --labels from a labeling tool's export), and save a checkpoint."""
     check_writable(out, force)
-    data = jacal.load_dataset(DatasetName(dataset).value, root=data_root, download=download, n_train=n_train, seed=seed)
+    extra: dict = {}
+    if labels is not None or pool is not None:
+        if labels is None or pool is None:
+            fail("--pool and --labels go together: the labels name items of the pool")
+        if not pool.exists():
+            fail(f"--pool not found: {pool}")
+        names = jio.parse_label_names(label_names) if label_names is not None else None
+        ann = jio.read_annotations(labels, question=from_name, label_names=names)
+        items = jio.open_pool(pool, image_size=image_size, channels=channels, infer_image_shape=True)
+        lab = jio.labeled_items(items, ann, names)
+        for item, why in lab.unreadable.items():
+            typer.echo(f"warning: skipped labeled item {item!r}: {why}", err=True)
+        if lab.not_in_pool:
+            typer.echo(f"warning: {len(lab.not_in_pool)} labeled id(s) in {labels} are not in {pool}", err=True)
+        if len(lab.y) == 0:
+            fail(f"{labels} labels none of the readable items of {pool}")
+        data = jacal.Splits(f"labels:{labels.name}", lab.x, lab.y, lab.x[:0], lab.y[:0], len(lab.label_names))
+        extra = {"label_names": lab.label_names, "source": {"pool": str(pool), "labels": str(labels),
+                                                           "format": ann.tool, "n_labeled": len(lab.y)}}
+    else:
+        data = jacal.load_dataset(DatasetName(dataset).value, root=data_root, download=download, n_train=n_train, seed=seed)
     model = jacal.mlp(data.input_dim, data.n_classes, width=width, depth=depth, activation=Activation(activation).value,
                       weight_variance=weight_variance, seed=seed)
     with progress_bar(f"training on {data.name}", 1, enabled=not json_out) as update:
         result = jacal.train(model, data, optimizer=Optimizer(optimizer).value, lr=lr, batch_size=batch_size,
                              epochs=epochs, seed=seed, device=device, progress=update)
-    meta = {"dataset": data.name, "data_root": str(data_root) if data_root else None, "seed": seed,
-            "input_shape": list(data.input_shape), "n_classes": data.n_classes,
+    metrics = {key: (None if isinstance(v, float) and math.isnan(v) else v) for key, v in result.to_dict().items()}
+    meta = {"dataset": None if extra else data.name, "data_root": str(data_root) if data_root and not extra else None,
+            "seed": seed, "input_shape": list(data.input_shape), "n_classes": data.n_classes,
             "train": {"optimizer": Optimizer(optimizer).value, "lr": lr, "batch_size": batch_size, "epochs": epochs},
-            "metrics": result.to_dict()}
+            "metrics": metrics, **extra}
     jacal.save_checkpoint(out, model.cpu(), metadata=meta)
     if json_out:
         emit_json({"checkpoint": str(out), **meta})
+    elif extra:
+        typer.echo(f"saved {out}: train acc {result.train_accuracy:.4f} on {len(data.y_train)} labeled items "
+                   f"(no held-out split, so no test accuracy; {result.steps} steps, {result.wall_time_s:.1f}s)")
     else:
         typer.echo(f"saved {out}: train acc {result.train_accuracy:.4f}, test acc {result.test_accuracy:.4f}, "
                    f"gap {result.gap:.4f} ({result.steps} steps, {result.wall_time_s:.1f}s)")
@@ -265,73 +314,100 @@ class RowFormat(str, Enum):
     jsonl = "jsonl"
 
 
+class BatchFormat(str, Enum):
+    csv = "csv"
+    jsonl = "jsonl"
+    label_studio = "label-studio"
+    argilla = "argilla"
+
+
 ModelOpt = Annotated[Path, typer.Option("--model", help="A jacal checkpoint (`jacal train`), a TorchScript file or a torch.export program.")]
-ImageSizeOpt = Annotated[Optional[List[int]], typer.Option(help="For an image folder: resize to H W (or one size for "
-                                                                "square); default: the checkpoint's input shape.")]
-ChannelsOpt = Annotated[Optional[int], typer.Option(help="For an image folder: 1 (grayscale) or 3 (RGB); default: the checkpoint's.")]
+ImageSizeOpt = Annotated[Optional[List[int]], typer.Option(help="For images (a folder or a manifest): resize to H W (or one "
+                                                                "size for square); default: the checkpoint's input shape.")]
+ChannelsOpt = Annotated[Optional[int], typer.Option(help="For images (a folder or a manifest): 1 (grayscale) or 3 (RGB); "
+                                                         "default: the checkpoint's.")]
+
+
+def _open_items(path: Path, ck, image_size, channels) -> jio.Pool:
+    return jio.open_pool(path, image_size=image_size, channels=channels, input_shape=ck.metadata.get("input_shape"))
 
 
 def _load_items(path: Path, ck, image_size, channels, what: str):
-    """Items ``(N, ...)`` and their ids from an array file or a folder of images."""
-    if path.is_dir():
-        shape = ck.metadata.get("input_shape")
-        if image_size:
-            size = (image_size[0], image_size[-1])
-        elif shape and len(shape) == 3:
-            size = (shape[1], shape[2])
-        else:
-            fail(f"{what} is an image folder: pass --image-size (and --channels) for this model")
-        ch = channels or (shape[0] if shape and len(shape) == 3 else 3)
-        return load_image_folder(path, size=size, channels=ch)
+    """Items ``(N, ...)`` decoded in memory and their ids (for commands that need them all at once)."""
     if not path.exists():
         fail(f"{what} not found: {path}")
-    x, ids = load_array(path)
-    return x, ids if ids is not None else list(range(len(x)))
+    pool = _open_items(path, ck, image_size, channels)
+    return pool.materialize(), pool.ids
 
 
-def _output_kind(out: Path, fmt) -> str:
+def _output_kind(out: Path, fmt, allowed=("csv", "jsonl")) -> str:
     kind = fmt.value if fmt is not None else out.suffix.lstrip(".").lower()
-    if kind not in ("csv", "jsonl"):
-        fail(f"cannot tell the format of {out}; pass --format csv or --format jsonl")
+    if kind not in allowed:
+        fail(f"cannot tell the format of {out}; pass --format {' or '.join(allowed)}")
     return kind
 
 
-def _write_rows(out: Path, kind: str, rows: list, fields: list) -> None:
-    with atomic_open(out, "w", newline="") as f:
-        if kind == "jsonl":
-            for r in rows:
-                f.write(json.dumps(r) + "\n")
-        else:
-            w = csv.DictWriter(f, fieldnames=fields)
-            w.writeheader()
-            w.writerows(rows)
+def _n_classes(model, input_shape) -> Optional[int]:
+    """K, from one forward pass on a blank item (None when the model refuses it; acquire then reports why)."""
+    try:
+        with torch.no_grad():
+            z = model(torch.zeros((2, *input_shape)))  # 2: exported programs may specialize a batch of 1
+        return int(z.shape[1]) if isinstance(z, torch.Tensor) and z.ndim == 2 else None
+    except Exception:  # noqa: BLE001 - the real pass reports the model's error in one line
+        return None
 
 
-def _read_ids(path: Path) -> List[str]:
-    if not path.is_file():
-        fail(f"exclude file not found: {path}")
-    lines = [ln.strip() for ln in path.read_text().splitlines() if ln.strip()]
-    if lines and "," in lines[0]:
-        header = [h.strip() for h in lines[0].split(",")]
-        if "id" not in header:
-            fail(f"{path} is a CSV without an 'id' column")
-        col = header.index("id")
-        return [ln.split(",")[col].strip() for ln in lines[1:]]
-    return lines[1:] if lines and lines[0] == "id" else lines
+def _label_names(text: Optional[str], ck, n_classes: Optional[int]) -> Optional[List[str]]:
+    names = jio.parse_label_names(text) if text is not None else ck.metadata.get("label_names")
+    if names is None:
+        return jio.default_label_names(n_classes) if n_classes else None
+    if n_classes is not None and len(names) != n_classes:
+        fail(f"--label-names has {len(names)} names but the model has {n_classes} classes")
+    return list(names)
+
+
+def _warn_invalid(pool: jio.Pool, invalid, limit: int = 100) -> None:
+    """One warning line per unreadable item (missing or corrupt file) and one line for NaN/Inf items."""
+    reasons = pool.problems(invalid)
+    for n, (i, why) in enumerate(reasons.items()):
+        if n == limit:
+            typer.echo(f"warning: ... and {len(reasons) - limit} more unreadable item(s) (--json lists them all)", err=True)
+            break
+        typer.echo(f"warning: skipped item {pool.ids[i]!r}: {why}", err=True)
+    nan = [i for i in invalid if int(i) not in reasons]
+    if nan:
+        shown = ", ".join(str(pool.ids[i]) for i in nan[:10]) + (" ..." if len(nan) > 10 else "")
+        typer.echo(f"warning: {len(nan)} pool item(s) contain NaN/Inf and were not selected: {shown}", err=True)
 
 
 @app.command()
 def acquire(
     model: ModelOpt,
-    pool: Annotated[Path, typer.Option(help="Unlabeled items: .npy, .npz (array 'x', optional 'ids'), .pt, or a folder of PNG/JPEG images.")],
+    pool: Annotated[Path, typer.Option(help="Unlabeled items: .npy, .npz (array 'x', optional 'ids'), .pt, a folder of "
+                                            "PNG/JPEG images (nested class folders too; ids = relative paths), or a "
+                                            "manifest (.csv or .jsonl with 'id' and 'path'/'uri': local paths, relative "
+                                            "to the manifest, or file:// URIs). Images are decoded batch by batch; "
+                                            "unreadable files are skipped with a warning.")],
     k: Annotated[int, typer.Option(help="How many items to select.")],
-    out: Annotated[Path, typer.Option(help="Batch file to write (.csv or .jsonl): id, rank, score, predicted, confidence.")],
+    out: Annotated[Path, typer.Option(help="Batch file to write: .csv or .jsonl (id, rank, score, predicted, confidence), "
+                                           "or .json with --format label-studio / argilla (tasks with the model's "
+                                           "prediction as a pre-annotation).")],
     strategy: Annotated[Strategy, typer.Option(help="Acquisition strategy. 'jacobian' (default): k-means++ over "
                                                     "first-order distances to the decision boundary and their "
                                                     "directions (sensitive and spread out); 'jacobian-topk': the "
                                                     "highest Jacobian norms (the paper's score, batch-blind).")] = "jacobian",
-    exclude: Annotated[Optional[Path], typer.Option(help="File of ids already labeled or queued (one per line, or a CSV with an 'id' column).")] = None,
-    fmt: Annotated[Optional[RowFormat], typer.Option("--format", help="Output format (default: from --out's suffix).")] = None,
+    exclude: Annotated[Optional[Path], typer.Option(help="Items already labeled or queued, never selected: a Label Studio "
+                                                         "JSON export, an Argilla export (records.to_json), a CSV with an "
+                                                         "'id' (and 'label') column, or one id per line.")] = None,
+    fmt: Annotated[Optional[BatchFormat], typer.Option("--format", help="Output format: csv, jsonl, label-studio (task "
+                                                                        "import JSON) or argilla (record JSON); default: "
+                                                                        "from --out's suffix.")] = None,
+    label_names: LabelNamesOpt = None,
+    from_name: FromNameOpt = "label",
+    to_name: ToNameOpt = "image",
+    model_version: Annotated[Optional[str], typer.Option(help="Label Studio model_version / Argilla agent of the "
+                                                              "predictions (default: the checkpoint's metadata, else "
+                                                              "its file name).")] = None,
     seed: Annotated[int, typer.Option(help="Seeds tie-breaking, sampling and MC dropout.")] = 0,
     batch_size: Annotated[int, typer.Option(help="Items per chunk (bounds memory).")] = 256,
     mc_samples: Annotated[int, typer.Option(help="MC-dropout samples for --strategy bald.")] = 20,
@@ -340,54 +416,55 @@ def acquire(
     device: DeviceOpt = "auto",
     backend: BackendOpt = "local",
     address: AddressOpt = None,
-    shard_size: Annotated[int, typer.Option(help="Ray: pool items per task (a .npy pool is memory-mapped and read shard by shard).")] = 65536,
+    shard_size: Annotated[int, typer.Option(help="Ray: pool items per task (a .npy pool is memory-mapped and read shard by "
+                                                 "shard; image files must be at the same paths on every worker).")] = 65536,
     force: Annotated[bool, typer.Option(help="Overwrite an existing --out file.")] = False,
     json_out: JsonOpt = False,
 ) -> None:
-    """Choose the next K pool items for annotators to label, and write them as a batch file.
+    """Choose the next K pool items for annotators to label, and write them as a batch file or as
+    Label Studio / Argilla tasks.
 
-    Items with NaN/Inf values are reported by id and never selected; --exclude ids are never
-    selected and anchor the diversity strategies (coreset).
+    Items with NaN/Inf values or unreadable files are reported by id and never selected; --exclude
+    ids are never selected and anchor the diversity strategies (coreset).
     """
-    kind = _output_kind(out, fmt)
+    kind = _output_kind(out, fmt, tuple(f.value for f in BatchFormat))
     check_writable(out, force)
     ck = load_model_file(model)
     distributed = BackendName(backend).value != "local"
-    if distributed and pool.suffix == ".npy" and pool.is_file():
-        x, _ = load_array(pool, mmap=True)
-        ids = list(range(len(x)))
-    else:
-        x, ids = _load_items(pool, ck, image_size, channels, "--pool")
-    str_ids = [str(i) for i in ids]
-    labeled = None
-    n_unknown = 0
+    if not pool.exists():
+        fail(f"--pool not found: {pool}")
+    items = jio.open_pool(pool, image_size=image_size, channels=channels, input_shape=ck.metadata.get("input_shape"),
+                          mmap=distributed)
+    n_classes = _n_classes(ck.model, items.input_shape)
+    names = _label_names(label_names, ck, n_classes)
+    if kind in ("label-studio", "argilla") and names is None:
+        fail("the model's number of classes is unknown: pass --label-names")
+    str_ids = [str(i) for i in items.ids]
+    labeled, n_unknown = None, 0
     if exclude is not None:
-        wanted = set(_read_ids(exclude))
-        pos = {v: i for i, v in enumerate(str_ids)}
-        labeled = sorted(pos[v] for v in wanted if v in pos)
-        n_unknown = len(wanted) - len(labeled)
-    with progress_bar(f"scoring ({Strategy(strategy).value})", len(x), enabled=not json_out) as update:
+        tool = kind if kind in ("label-studio", "argilla") else "auto"
+        labeled, unknown = items.index_of(jio.read_annotations(exclude, tool=tool, question=from_name,
+                                                               label_names=names).ids)
+        n_unknown = len(unknown)
+    with progress_bar(f"scoring ({Strategy(strategy).value})", len(items), enabled=not json_out) as update:
         runner = get_backend(BackendName(backend).value, address=address)
         try:
-            res = jacal.acquire(ck.model, x, k, strategy=Strategy(strategy).value, labeled=labeled, seed=seed,
+            res = jacal.acquire(ck.model, items.items, k, strategy=Strategy(strategy).value, labeled=labeled, seed=seed,
                                 batch_size=batch_size, device=device, mc_samples=mc_samples, progress=update,
                                 backend=runner, shard_size=shard_size)
         finally:
             runner.close()
-    rows = [{"id": ids[i], "rank": r + 1, "score": float(res.scores[i]), "predicted": int(res.predicted[i]),
-             "confidence": float(res.confidence[i])} for r, i in enumerate(res.indices)]
-    _write_rows(out, kind, rows, ["id", "rank", "score", "predicted", "confidence"])
-    if len(res.invalid):
-        shown = ", ".join(str_ids[i] for i in res.invalid[:10]) + (" ..." if len(res.invalid) > 10 else "")
-        typer.echo(f"warning: {len(res.invalid)} pool item(s) contain NaN/Inf and were not selected: {shown}", err=True)
+    written = jio.write_batch(out, res, items.ids, fmt=kind, label_names=names, uris=items.uris, from_name=from_name,
+                              to_name=to_name, model_version=model_version or jio.model_version(model, ck.metadata))
+    _warn_invalid(items, res.invalid)
     if n_unknown:
         typer.echo(f"warning: {n_unknown} id(s) in {exclude} are not in the pool", err=True)
-    summary = {"out": str(out), "strategy": res.strategy, "k": len(rows), "pool": len(x), "excluded": len(labeled or []),
-               "invalid": [str_ids[i] for i in res.invalid]}
+    summary = {"out": str(out), "format": kind, "strategy": res.strategy, "k": written, "pool": len(items),
+               "excluded": len(labeled or []), "invalid": [str_ids[i] for i in res.invalid]}
     if json_out:
         emit_json(summary)
     else:
-        typer.echo(f"selected {len(rows)} of {len(x)} items with {res.strategy} -> {out} "
+        typer.echo(f"selected {written} of {len(items)} items with {res.strategy} -> {out} "
                    f"({len(labeled or [])} excluded, {len(res.invalid)} invalid)")
 
 
@@ -444,7 +521,7 @@ def confidence(
         if review_below is not None:
             for r in rows:
                 r["review"] = int(r["confidence"] < review_below)
-        _write_rows(out, kind, rows, list(rows[0]))
+        jio.write_rows(out, rows, fmt=kind)
         summary["out"] = str(out)
     if json_out:
         emit_json(summary)

@@ -19,7 +19,7 @@ import torch
 from PIL import Image
 
 import jacal
-from jacal._io import load_image_folder
+from jacal.io import load_image_folder
 from jacal.confidence import ConfidenceEstimator
 
 ap = argparse.ArgumentParser()

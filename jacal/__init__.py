@@ -2,8 +2,10 @@
 
 The public surface: per-point sensitivity metrics (:func:`jacobian_norm`, :func:`transitions`,
 :func:`activation_codes`, :func:`ellipse`, :func:`random_ellipse`), datasets
-(:func:`load_dataset`), models (:func:`mlp`, :func:`cnn`), training (:func:`train`) and
-checkpoints (:func:`save_checkpoint`, :func:`load_checkpoint`).
+(:func:`load_dataset`), models (:func:`mlp`, :func:`cnn`), training (:func:`train`),
+checkpoints (:func:`save_checkpoint`, :func:`load_checkpoint`), acquisition (:func:`acquire`), and
+``jacal.io`` for labeling pipelines (pools from arrays, image folders and manifests; Label Studio and
+Argilla tasks out, their exports back in).
 """
 from jacal._validation import JacalError
 from jacal.acquisition import STRATEGIES, AcquisitionResult, acquire, modal_query_strategy, register_strategy

@@ -1,4 +1,5 @@
-"""Atomic file writes: write to a temporary name in the same folder, then rename."""
+"""Private I/O plumbing: atomic file writes (a temporary name in the same folder, then a rename), array
+files and image decoding. The public readers and writers are in :mod:`jacal.io`."""
 from __future__ import annotations
 
 import contextlib
@@ -7,7 +8,8 @@ import tempfile
 from pathlib import Path
 from typing import IO, Iterator, Union
 
-__all__ = ["atomic_path", "atomic_open", "ensure_out_dir", "load_array", "load_image_folder"]
+__all__ = ["atomic_path", "atomic_open", "ensure_out_dir", "load_array", "load_image_folder", "image_transform",
+           "decode_image", "list_image_folder", "IMAGE_SUFFIXES"]
 
 
 def ensure_out_dir(out: Union[str, Path]) -> Path:
@@ -135,41 +137,90 @@ def load_array(path: Union[str, Path], *, mmap: bool = False):
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 
 
+def image_transform(size: tuple, channels: int):
+    """The documented image preprocessing, as ``transform(pil_image) -> (C, H, W)`` float32 in [0, 1].
+
+    torchvision ``v2``: ``PILToTensor``, ``Resize(size)`` (bilinear, antialiased),
+    ``ToDtype(float32, scale=True)``; no mean/std normalisation. Convert the image to ``channels``
+    first (:func:`decode_image` does).
+
+    Raises:
+        JacalError: ``channels`` is not 1 or 3.
+    """
+    import torch
+    from torchvision.transforms import v2
+
+    from jacal._validation import JacalError
+
+    if channels not in (1, 3):
+        raise JacalError(f"--channels must be 1 or 3, got {channels}")
+    return v2.Compose([v2.PILToTensor(), v2.Resize(list(size), antialias=True), v2.ToDtype(torch.float32, scale=True)])
+
+
+def decode_image(path: Union[str, Path], channels: int, transform):
+    """Decode one image file with Pillow, convert it to ``channels`` (1: ``"L"``, 3: ``"RGB"``) and
+    apply ``transform`` (from :func:`image_transform`).
+
+    Raises:
+        OSError, ValueError, PIL.UnidentifiedImageError: the file is missing or not a readable image.
+    """
+    from PIL import Image
+
+    with Image.open(path) as im:
+        img = im.convert("L" if channels == 1 else "RGB")
+    return transform(img)
+
+
+def list_image_folder(folder: Union[str, Path]):
+    """Every PNG/JPEG under ``folder``, nested class folders included, sorted by relative path.
+
+    Returns:
+        ``(ids, files)``: ids are the paths relative to ``folder`` with ``/`` separators (the file
+        name for a flat folder), files the paths themselves.
+    """
+    folder = Path(folder)
+    files = sorted((p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()
+                    and not any(part.startswith(".") for part in p.relative_to(folder).parts)),
+                   key=lambda p: p.relative_to(folder).as_posix())
+    return [p.relative_to(folder).as_posix() for p in files], files
+
+
+def first_line(err: BaseException, limit: int = 120) -> str:
+    """The first line of an exception's message (its type name when it has none)."""
+    text = str(err).strip()
+    return text.splitlines()[0][:limit] if text else type(err).__name__
+
+
 def load_image_folder(folder: Union[str, Path], *, size: tuple, channels: int):
-    """Read every PNG/JPEG in ``folder`` (sorted by name) as a float tensor ``(N, C, H, W)``.
+    """Read every PNG/JPEG under ``folder`` (nested class folders included, sorted by relative path)
+    as a float tensor ``(N, C, H, W)``.
 
     Transform (documented; matches jacal's dataset preprocessing): decode with Pillow, convert to
     ``channels`` (1: grayscale ``"L"``, 3: ``"RGB"``), then torchvision ``v2``: ``PILToTensor``,
     ``Resize(size)`` (bilinear, antialiased), ``ToDtype(float32, scale=True)`` → [0, 1]. No mean/std
-    normalisation.
+    normalisation (:func:`image_transform`). :class:`jacal.io.ImagePool` reads the same folder
+    lazily, item by item.
 
     Returns:
-        ``(x, ids)`` with ids the file names.
+        ``(x, ids)`` with ids the paths relative to ``folder`` (the file names for a flat folder).
 
     Raises:
         JacalError: no images, or an unreadable image (named).
     """
     import torch
-    from PIL import Image, UnidentifiedImageError
-    from torchvision.transforms import v2
+    from PIL import UnidentifiedImageError
 
     from jacal._validation import JacalError
 
     folder = Path(folder)
-    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+    ids, files = list_image_folder(folder)
     if not files:
         raise JacalError(f"no PNG/JPEG images in {folder}")
-    if channels not in (1, 3):
-        raise JacalError(f"--channels must be 1 or 3, got {channels}")
-    mode = "L" if channels == 1 else "RGB"
-    transform = v2.Compose([v2.PILToTensor(), v2.Resize(list(size), antialias=True),
-                            v2.ToDtype(torch.float32, scale=True)])
+    transform = image_transform(size, channels)
     images = []
-    for f in files:  # decoding is per file by nature; the scoring that follows is batched
+    for name, f in zip(ids, files):  # decoding is per file by nature; the scoring that follows is batched
         try:
-            with Image.open(f) as im:
-                img = im.convert(mode)
+            images.append(decode_image(f, channels, transform))
         except (UnidentifiedImageError, OSError, ValueError) as err:
-            raise JacalError(f"cannot decode image {f.name}: {str(err).strip().splitlines()[0][:120] if str(err).strip() else type(err).__name__}") from err
-        images.append(transform(img))
-    return torch.stack(images), [f.name for f in files]
+            raise JacalError(f"cannot decode image {name}: {first_line(err)}") from err
+    return torch.stack(images), ids

@@ -21,7 +21,8 @@ OPTIMIZERS = ("sgd", "momentum", "adam", "rmsprop")
 
 @dataclass
 class TrainResult:
-    """Metrics of a finished training run (accuracies in [0, 1], mean cross-entropy losses)."""
+    """Metrics of a finished training run (accuracies in [0, 1], mean cross-entropy losses; the test
+    metrics are NaN without a test split)."""
 
     train_accuracy: float
     test_accuracy: float
@@ -83,7 +84,8 @@ def train(model: nn.Module, data: Splits, *, optimizer: str = "adam", lr: float 
         progress: optional ``callback(step, total_steps)``.
 
     Returns:
-        :class:`TrainResult` (evaluated in eval mode after training).
+        :class:`TrainResult` (evaluated in eval mode after training; test metrics are NaN when
+        ``data`` has an empty test split, e.g. a model trained on everything annotated so far).
     """
     check_choice("optimizer", optimizer, OPTIMIZERS)
     if not (isinstance(lr, (int, float)) and math.isfinite(lr) and lr > 0):
@@ -120,5 +122,6 @@ def train(model: nn.Module, data: Splits, *, optimizer: str = "adam", lr: float 
     opt.zero_grad(set_to_none=True)
     model.eval()
     tr_acc, tr_loss = evaluate(model, data.x_train, data.y_train, device=dev)
-    te_acc, te_loss = evaluate(model, data.x_test, data.y_test, device=dev)
+    te_acc, te_loss = (evaluate(model, data.x_test, data.y_test, device=dev) if len(data.x_test)
+                       else (math.nan, math.nan))  # no held-out split: no test metrics, not a fake 0
     return TrainResult(tr_acc, te_acc, tr_loss, te_loss, step, step / per_epoch, time.perf_counter() - start)

@@ -1,4 +1,6 @@
 """The examples run as documented."""
+import csv
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -20,3 +22,15 @@ def test_labeling_pipeline_runs(tmp_path):
     rows = (tmp_path / "to_label.csv").read_text().splitlines()
     assert rows[0] == "id,rank,score,predicted,confidence" and len(rows) == 51
     assert (tmp_path / "to_review.csv").exists()
+
+
+def test_label_studio_round_runs(tmp_path):
+    r = subprocess.run([sys.executable, str(ROOT / "examples" / "label_studio_round.py"), "--workdir", str(tmp_path)],
+                       capture_output=True, text=True, encoding="utf-8", timeout=300)
+    assert r.returncode == 0, r.stderr + r.stdout
+    assert "second batch disjoint from the first" in r.stdout
+    first, second = (json.loads((tmp_path / f"round{n}_tasks.json").read_text(encoding="utf-8")) for n in (1, 2))
+    pool = {row["id"] for row in csv.DictReader((tmp_path / "manifest.csv").open(encoding="utf-8", newline=""))}
+    ids1, ids2 = ({t["data"]["id"] for t in tasks} for tasks in (first, second))
+    assert len(ids1) == len(ids2) == 40 and not ids1 & ids2 and (ids1 | ids2) <= pool
+    assert all(t["predictions"][0]["model_version"] == "model2" for t in second)

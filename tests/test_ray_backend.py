@@ -102,3 +102,26 @@ def test_loop_on_ray_equals_local(ray_local, tmp_path):
     for x, y in zip(a, b):  # Ray workers run 1 thread: float rounding may differ in the last digits
         assert x[4] == pytest.approx(y[4], abs=1e-9) and x[5] == pytest.approx(y[5], rel=1e-4)
 
+
+
+def test_acquire_manifest_pool_on_ray_equals_local(ray_local, tmp_path):
+    """A lazily decoded image pool (a torch Dataset) is sharded too; a missing file is invalid on both."""
+    from PIL import Image
+
+    import jacal.io as jio
+
+    backend, _ = ray_local
+    pixels = (torch.rand(300, 8, 8, generator=torch.Generator().manual_seed(0)) * 255).to(torch.uint8).numpy()
+    lines = ["id,path"]
+    for i in range(300):
+        Image.fromarray(pixels[i], mode="L").save(tmp_path / f"{i:03d}.png")
+        lines.append(f'"item {i}, é",{i:03d}.png')
+    lines[5] = '"gone",missing.png'
+    (tmp_path / "m.csv").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    pool = jio.open_pool(tmp_path / "m.csv", image_size=(8, 8), channels=1)
+    model = jacal.mlp(64, 10, width=16, depth=1, seed=0).eval()
+    local = jacal.acquire(model, pool.items, 10, strategy="jacobian", batch_size=64, seed=1)
+    remote = jacal.acquire(model, pool.items, 10, strategy="jacobian", batch_size=64, seed=1, backend=backend,
+                           shard_size=100)
+    assert np.array_equal(local.indices, remote.indices)
+    assert local.invalid.tolist() == remote.invalid.tolist() == [4]

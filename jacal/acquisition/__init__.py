@@ -14,6 +14,7 @@ from typing import Any, Callable, Optional
 import numpy as np
 import torch
 from torch import nn
+from torch.utils.data import Dataset, IterableDataset, Subset
 
 from jacal._validation import as_float_tensor, check_positive_int, nonfinite_rows
 from jacal.acquisition import scores
@@ -88,7 +89,8 @@ def acquire(model: nn.Module, pool: Any, k: int, *, strategy: str = "jacobian", 
         mc_samples: MC-dropout samples for ``bald``.
         force_eval: allow a train-mode model with BatchNorm/Dropout (evaluated in eval mode).
         backend: ``"local"``, ``"ray"`` or a :class:`jacal.backends.Backend`: with Ray the pool (an
-            array or tensor) is cut into shards of ``shard_size`` items (rounded to whole chunks),
+            array, a tensor or a map-style ``Dataset``, whose files every worker must see at the same
+            paths) is cut into shards of ``shard_size`` items (rounded to whole chunks),
             each scored by a Ray task, and the selection runs on the driver: the result equals the
             local one for the same seed.
         shard_size: items per shard for a distributed backend.
@@ -145,15 +147,22 @@ def _features(model, pool, need, batch_size, device, mc_samples, seed, force_eva
     if runner.name == "local":
         return extract_features(model, pool, need=need, batch_size=batch_size, device=device, mc_samples=mc_samples,
                                 seed=seed, force_eval=force_eval, progress=progress)
-    if not isinstance(pool, (torch.Tensor, np.ndarray)):
-        raise TypeError("a distributed backend shards array pools: pass a tensor or numpy array (or a memory-mapped .npy).")
+    if isinstance(pool, (torch.Tensor, np.ndarray)):
+        def shard(s: int, e: int) -> Any:
+            return pool[s:e]
+    elif isinstance(pool, Dataset) and not isinstance(pool, IterableDataset) and hasattr(pool, "__len__"):
+        def shard(s: int, e: int) -> Any:  # a map-style Dataset (e.g. jacal.io.ImagePool): each task reads its range
+            return Subset(pool, range(s, e))
+    else:
+        raise TypeError("a distributed backend shards a tensor, a numpy array (or a memory-mapped .npy) or a map-style "
+                        f"torch Dataset with a length; got {type(pool).__name__}.")
     try:
         n = len(pool)
         step = max(batch_size, (shard_size // batch_size) * batch_size)
         shared_model = runner.put(model)
         worker_device = "cpu" if device in (None, "cpu") or (isinstance(device, str) and device == "auto"
                                                                 and not torch.cuda.is_available()) else device
-        jobs = [(shared_model, pool[s:s + step], need, batch_size, worker_device, mc_samples, seed, force_eval,
+        jobs = [(shared_model, shard(s, min(s + step, n)), need, batch_size, worker_device, mc_samples, seed, force_eval,
                  s // batch_size) for s in range(0, n, step)]
         parts: dict = {}
         done = 0

@@ -1,0 +1,348 @@
+"""jacal.io and the labeling-pipeline CLI: every pool format × every output format, annotations back in,
+lazy decoding, and bad input as one-line errors that leave no output file behind."""
+import csv
+import json
+
+import numpy as np
+import pytest
+import torch
+from typer.testing import CliRunner
+
+import jacal
+import jacal.io as jio
+from _helpers import one_line_error
+from jacal.cli.app import app
+
+runner = CliRunner()
+NAMES = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
+N = 40
+
+
+def _run(*args):
+    return runner.invoke(app, [str(a) for a in args])
+
+
+def _odd_id(j):
+    """Ids a labeling pipeline must carry through unchanged: spaces, commas, quotes, non-ASCII."""
+    return [f"item {j}", f"item,{j}", f"élément-{j}", f"数字{j}", f'say "{j}"'][j % 5]
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    from PIL import Image
+
+    root = tmp_path_factory.mktemp("io")
+    d = jacal.load_dataset("digits", n_train=300, seed=0)
+    m = jacal.mlp(64, 10, width=32, depth=1, seed=0)
+    jacal.train(m, d, epochs=5, seed=0)
+    ck = jacal.save_checkpoint(root / "model.pt", m.eval(), metadata={"input_shape": [1, 8, 8], "n_classes": 10})
+    x = d.x_test[:N].numpy()
+    ids = [_odd_id(j) for j in range(N)]
+    truth = {ids[j]: NAMES[int(d.y_test[j])] for j in range(N)}
+    pixels = (x[:, 0] * 255).round().astype(np.uint8)
+    np.savez(root / "pool.npz", x=x, ids=np.array(ids))
+    np.save(root / "pool.npy", x)
+    flat, nested, files = root / "flat", root / "nested", root / "files"
+    for folder in (flat, nested, files):
+        folder.mkdir()
+    item_of = {"npy": {str(j): j for j in range(N)}, "npz": {ids[j]: j for j in range(N)}}
+    item_of.update({k: {} for k in ("folder", "nested", "csv", "jsonl")})
+    rows = []
+    for j in range(N):
+        img = Image.fromarray(pixels[j], mode="L")
+        name = f"{j:02d} é,{j}.png"  # file names with spaces, commas and non-ASCII characters
+        img.save(flat / name)
+        item_of["folder"][name] = j
+        (nested / NAMES[int(d.y_test[j])]).mkdir(exist_ok=True)
+        img.save(nested / NAMES[int(d.y_test[j])] / name)
+        item_of["nested"][f"{NAMES[int(d.y_test[j])]}/{name}"] = j
+        img.save(files / f"{j:02d}.png")
+        rows.append({"id": ids[j], "path": f"files/{j:02d}.png"})
+        item_of["csv"][ids[j]] = item_of["jsonl"][ids[j]] = j
+    with open(root / "manifest.csv", "w", newline="", encoding="utf-8") as f:
+        w = csv.DictWriter(f, ["id", "path"])
+        w.writeheader()
+        w.writerows(rows)
+    with open(root / "manifest.jsonl", "w", encoding="utf-8") as f:  # absolute file:// URIs
+        for r in rows:
+            f.write(json.dumps({"id": r["id"], "uri": (root / r["path"]).resolve().as_uri()}, ensure_ascii=False) + "\n")
+    pools = {"npy": root / "pool.npy", "npz": root / "pool.npz", "folder": flat, "nested": nested,
+             "csv": root / "manifest.csv", "jsonl": root / "manifest.jsonl"}
+    return {"root": root, "model": ck, "pools": pools, "item_of": item_of, "ids": ids, "truth": truth, "x": x}
+
+
+def _read_batch(path, fmt, version="model", strategy="margin"):
+    """(ids in rank order, predicted names or indices, confidences) from any batch format."""
+    text = path.read_text(encoding="utf-8")
+    if fmt == "csv":
+        rows = list(csv.DictReader(text.splitlines()))
+        return [r["id"] for r in rows], [r["predicted"] for r in rows], [float(r["confidence"]) for r in rows]
+    if fmt == "jsonl":
+        rows = [json.loads(ln) for ln in text.splitlines()]
+        return [str(r["id"]) for r in rows], [str(r["predicted"]) for r in rows], [r["confidence"] for r in rows]
+    items = json.loads(text)
+    if fmt == "label-studio":
+        assert [t["data"]["al_rank"] for t in items] == list(range(1, len(items) + 1))
+        for t in items:
+            assert set(t["data"]) >= {"id", "al_score", "al_rank", "strategy"} and t["data"]["strategy"] == strategy
+            (pred,) = t["predictions"]
+            assert pred["model_version"] == version
+            (res,) = pred["result"]
+            assert res["from_name"] == "label" and res["to_name"] == "image" and res["type"] == "choices"
+        return ([str(t["data"]["id"]) for t in items], [t["predictions"][0]["result"][0]["value"]["choices"][0] for t in items],
+                [t["predictions"][0]["score"] for t in items])
+    assert [r["metadata"]["al_rank"] for r in items] == list(range(1, len(items) + 1))
+    for r in items:
+        assert set(r) == {"id", "fields", "metadata", "suggestions"} and set(r["suggestions"]) == {"label"}
+        assert r["suggestions"]["label"]["agent"] == version and "al_score" in r["metadata"]
+    return ([r["id"] for r in items], [r["suggestions"]["label"]["value"] for r in items],
+            [r["suggestions"]["label"]["score"] for r in items])
+
+
+@pytest.mark.parametrize("fmt", ["csv", "jsonl", "label-studio", "argilla"])
+@pytest.mark.parametrize("pool", ["npy", "folder", "nested", "csv", "jsonl"])
+def test_every_pool_format_to_every_output_format(setup, tmp_path, pool, fmt):
+    out = tmp_path / ("batch.json" if fmt in ("label-studio", "argilla") else f"batch.{fmt}")
+    r = _run("acquire", "--strategy", "margin", "--model", setup["model"], "--pool", setup["pools"][pool], "--k", 6,
+             "--out", out, "--format", fmt, "--label-names", ",".join(NAMES), "--json")
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.stdout)["pool"] == N
+    ids, predicted, conf = _read_batch(out, fmt)
+    item_of = setup["item_of"][pool]
+    picks = [item_of[i] for i in ids]  # every id names a pool item, unchanged
+    assert len(set(picks)) == 6
+    # the same items whatever the pool's form (images: the same pixels up to uint8 rounding)
+    model = jacal.load_checkpoint(setup["model"]).model
+    expected = jacal.acquire(model, setup["x"], 6, strategy="margin")
+    assert sorted(picks) == sorted(expected.indices.tolist())
+    assert all(0 < c <= 1 for c in conf)
+    if fmt in ("label-studio", "argilla"):  # the prediction is the model's, named through --label-names
+        assert predicted == [NAMES[expected.predicted[j]] for j in picks]
+        np.testing.assert_allclose(conf, expected.confidence[picks], atol=0.02)
+    if pool in ("csv", "jsonl") and fmt in ("label-studio", "argilla"):
+        uris = [t["data"]["image"] for t in json.loads(out.read_text())] if fmt == "label-studio" else \
+            [rec["fields"]["image"] for rec in json.loads(out.read_text())]
+        assert all(u.endswith(f"{j:02d}.png") for u, j in zip(uris, picks))
+
+
+def _label_studio_export(tasks_file, truth, cancel_first=False):
+    """What Label Studio exports after annotators labeled every imported task (its JSON export format)."""
+    tasks = json.loads(tasks_file.read_text(encoding="utf-8"))
+    for n, t in enumerate(tasks):
+        t["id"] = 1000 + n  # Label Studio's own task id, not jacal's
+        value = {"choices": [truth[t["data"]["id"]]]}
+        ann = {"id": n, "result": [{"id": f"r{n}", "from_name": "label", "to_name": "image", "type": "choices",
+                                    "value": value, "origin": "manual"}],
+               "was_cancelled": False, "ground_truth": False, "completed_by": 1, "task": t["id"]}
+        cancelled = {**ann, "was_cancelled": True, "result": [{**ann["result"][0], "value": {"choices": ["zero"]}}]}
+        t["annotations"] = [cancelled, ann] if cancel_first else [ann]
+    return tasks
+
+
+def _argilla_export(records_file, truth):
+    """What Argilla's dataset.records.to_json writes after annotators answered every record."""
+    records = json.loads(records_file.read_text(encoding="utf-8"))
+    for r in records:
+        r["responses"] = {"label": [{"value": truth[r["id"]], "user_id": "6f0c0a3e-5a4b-4c4f-8c1d-1c1c1c1c1c1c"}]}
+        r.update({"vectors": {}, "status": "completed", "_server_id": "0b8ad2a4-8f52-4a39-9c34-1e0f4d5b8f53"})
+    return records
+
+
+@pytest.mark.parametrize("tool", ["label-studio", "argilla"])
+def test_round_trip_through_a_tool_export(setup, tmp_path, tool):
+    root, truth = setup["root"], setup["truth"]
+    names = ",".join(NAMES)
+    first = tmp_path / "first.json"
+    r = _run("acquire", "--model", setup["model"], "--pool", root / "manifest.csv", "--k", 12, "--out", first,
+             "--format", tool, "--label-names", names, "--strategy", "margin")
+    assert r.exit_code == 0, r.output
+    export = tmp_path / "export.json"
+    done = _label_studio_export(first, truth, cancel_first=True) if tool == "label-studio" else _argilla_export(first, truth)
+    export.write_text(json.dumps(done, ensure_ascii=False), encoding="utf-8")
+    ann = jio.read_annotations(export, tool=tool, label_names=NAMES)
+    assert ann.tool == tool and ann.labels == {i: truth[i] for i in ann.ids} and len(ann.ids) == 12
+    assert set(ann.ids) <= set(setup["ids"])  # ids survived the trip unchanged
+    # retrain from the export: the checkpoint keeps the label names, so acquire needs no --label-names
+    model2 = tmp_path / "model2.pt"
+    r = _run("train", "--pool", root / "manifest.csv", "--labels", export, "--label-names", names, "--out", model2,
+             "--width", 32, "--depth", 1, "--epochs", 100, "--lr", 0.01, "--json")
+    assert r.exit_code == 0, r.output
+    meta = json.loads(r.stdout)
+    assert meta["label_names"] == NAMES and meta["source"]["n_labeled"] == 12 and meta["input_shape"] == [1, 8, 8]
+    assert meta["metrics"]["test_accuracy"] is None and meta["metrics"]["train_accuracy"] > 0.5
+    second = tmp_path / "second.json"
+    r = _run("acquire", "--model", model2, "--pool", root / "manifest.csv", "--k", 12, "--out", second, "--format", tool,
+             "--exclude", export, "--json")
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.stdout)["excluded"] == 12
+    ids2, predicted2, _ = _read_batch(second, tool, version="model2", strategy="jacobian")
+    assert not set(ids2) & set(ann.ids) and set(ids2) <= set(setup["ids"])
+    assert set(predicted2) <= set(NAMES)  # the names came from the checkpoint
+
+
+def test_csv_labels_and_plain_id_lists(setup, tmp_path):
+    ids = setup["ids"]
+    with open(tmp_path / "labels.csv", "w", newline="", encoding="utf-8") as f:
+        w = csv.writer(f)
+        w.writerow(["id", "label"])
+        w.writerows([[ids[0], "3"], [ids[1], "3"], [ids[2], ""]])  # ids with commas and quotes, CSV-quoted
+    ann = jio.read_annotations(tmp_path / "labels.csv")
+    assert ann.tool == "csv" and ann.ids == ids[:3] and ann.labels == {ids[0]: "3", ids[1]: "3"}
+    (tmp_path / "plain.txt").write_text("id\nitem 0\nélément-2\n", encoding="utf-8")
+    assert jio.read_ids(tmp_path / "plain.txt") == ["item 0", "élément-2"]
+    (tmp_path / "rows.jsonl").write_text('{"id": "item 0", "label": "one"}\n{"id": 7}\n')
+    assert jio.read_annotations(tmp_path / "rows.jsonl", label_names=NAMES).labels == {"item 0": "one"}
+    assert jio.parse_label_names('"a, b", c,d') == ["a, b", "c", "d"]
+    # without label names the labels are class indices; with them, names
+    pool = jio.open_pool(setup["pools"]["csv"], infer_image_shape=True)
+    assert pool.input_shape == (1, 8, 8)
+    lab = jio.labeled_items(pool, ann)
+    assert lab.label_names == [str(i) for i in range(4)] and lab.y.tolist() == [3, 3] and lab.x.shape == (2, 1, 8, 8)
+    np.testing.assert_allclose(lab.x.numpy(), setup["x"][:2], atol=0.5 / 255 + 1e-6)
+
+
+def test_majority_label_and_single_choice(tmp_path):
+    tasks = [{"id": 1, "data": {"id": "a", "image": "x.png"}, "annotations": [
+        {"result": [{"from_name": "label", "to_name": "image", "type": "choices", "value": {"choices": [c]}}],
+         "was_cancelled": False} for c in ("two", "one", "two")]}]
+    (tmp_path / "ls.json").write_text(json.dumps(tasks))
+    assert jio.read_annotations(tmp_path / "ls.json").labels == {"a": "two"}
+    tasks[0]["annotations"][0]["result"][0]["value"]["choices"] = ["one", "two"]
+    (tmp_path / "multi.json").write_text(json.dumps(tasks))
+    with pytest.raises(jacal.JacalError, match="2 choices"):
+        jio.read_annotations(tmp_path / "multi.json")
+    with pytest.raises(jacal.JacalError, match="pass --from-name"):
+        jio.read_annotations(tmp_path / "ls.json", question="sentiment")
+
+
+def test_unreadable_files_are_skipped_with_one_warning_each(setup, tmp_path):
+    root = setup["root"]
+    (tmp_path / "broken.png").write_bytes(b"not a png at all")
+    rows = [{"id": "gone", "path": str(tmp_path / "missing.png")}, {"id": "broken", "path": str(tmp_path / "broken.png")},
+            {"id": "web", "path": "https://example.org/x.png"}]
+    rows += [{"id": i, "path": str(root / "files" / f"{j:02d}.png")} for j, i in enumerate(setup["ids"][:10])]
+    with open(tmp_path / "m.csv", "w", newline="", encoding="utf-8") as f:
+        w = csv.DictWriter(f, ["id", "path"])
+        w.writeheader()
+        w.writerows(rows)
+    out = tmp_path / "b.csv"
+    r = _run("acquire", "--model", setup["model"], "--pool", tmp_path / "m.csv", "--k", 10, "--out", out, "--json")
+    assert r.exit_code == 0, r.output
+    warnings = [ln for ln in r.stderr.splitlines() if ln.startswith("warning: skipped item")]
+    assert len(warnings) == 3
+    assert "'gone': file not found" in warnings[0] and "'broken': cannot read" in warnings[1] and "not a local file" in warnings[2]
+    assert json.loads(r.stdout)["invalid"] == ["gone", "broken", "web"]
+    assert {row["id"] for row in csv.DictReader(out.open(encoding="utf-8"))} == set(setup["ids"][:10])
+    one_line_error(_run("acquire", "--model", setup["model"], "--pool", tmp_path / "m.csv", "--k", 11, "--out",
+                        tmp_path / "c.csv"), "after exclusions (10)")
+    assert not (tmp_path / "c.csv").exists()
+
+
+def test_manifest_pool_decodes_lazily_one_batch_at_a_time(setup):
+    pool = jio.open_pool(setup["pools"]["csv"], image_size=(8, 8), channels=1)
+    assert pool.items.decoded == 0  # opening reads the manifest, not the images
+    assert not any(isinstance(v, torch.Tensor) for v in vars(pool.items).values())  # it keeps no pixels
+    seen = []
+    model = jacal.load_checkpoint(setup["model"]).model
+    jacal.acquire(model, pool.items, 3, strategy="margin", batch_size=8,
+                  progress=lambda done, n: seen.append((done, pool.items.decoded)))
+    assert [s[0] for s in seen] == [8, 16, 24, 32, 40]
+    assert all(decoded == done for done, decoded in seen)  # decoded chunk by chunk, never ahead of scoring
+
+
+def test_nested_folder_ids_are_relative_paths(setup):
+    x, ids = jio.load_image_folder(setup["pools"]["nested"], size=(8, 8), channels=1)
+    assert ids == sorted(setup["item_of"]["nested"]) and all("/" in i for i in ids)
+    order = [setup["item_of"]["nested"][i] for i in ids]
+    np.testing.assert_allclose(x.numpy(), setup["x"][order], atol=0.5 / 255 + 1e-6)
+
+
+def test_bad_input_is_one_line_and_writes_nothing(setup, tmp_path):
+    root, model = setup["root"], setup["model"]
+    out = tmp_path / "out.json"
+
+    def bad(fragment, *args, pool=root / "manifest.csv", fmt="label-studio"):
+        one_line_error(_run("acquire", "--model", model, "--pool", pool, "--k", 3, "--out", out, "--format", fmt, *args),
+                       fragment)
+        assert not out.exists() and not list(tmp_path.glob(".out.json.*"))
+
+    (tmp_path / "noid.csv").write_text("name,path\na,files/00.png\n")
+    bad("no 'id' column", pool=tmp_path / "noid.csv")
+    (tmp_path / "nopath.jsonl").write_text('{"id": "a", "file": "files/00.png"}\n')
+    bad("no 'path' or 'uri' column", pool=tmp_path / "nopath.jsonl")
+    (tmp_path / "dup.csv").write_text("id,path\na,files/00.png\nb,files/01.png\na,files/02.png\n")
+    bad("'a' twice (rows 2 and 4)", pool=tmp_path / "dup.csv")
+    bad("pool not found", pool=tmp_path / "none.csv")
+    bad("file not found", "--exclude", tmp_path / "none.json")
+    (tmp_path / "names.csv").write_text(f'id,label\n"{setup["ids"][1]}",seven\n', encoding="utf-8")
+    bad("is labeled 'seven', which is not one of the label names (0, 1", "--exclude", tmp_path / "names.csv")
+    argilla = _argilla_export_file(setup, tmp_path)
+    bad("is Argilla JSON, not Label Studio JSON", "--exclude", argilla, "--label-names", ",".join(NAMES))
+    (tmp_path / "coco.json").write_text('[{"image_id": 1, "category_id": 3}]')
+    bad("neither a Label Studio export", "--exclude", tmp_path / "coco.json")
+    bad("has 3 names but the model has 10 classes", "--label-names", "a,b,c")
+    bad("repeats 'a'", "--label-names", "a,a,b,c,d,e,f,g,h,i")
+    one_line_error(_run("acquire", "--model", model, "--pool", root / "manifest.csv", "--k", 3, "--out", out), "--format")
+    assert not out.exists()
+    # train from an export: the same checks, and no checkpoint written
+    ck = tmp_path / "m.pt"
+    one_line_error(_run("train", "--labels", argilla, "--out", ck), "--pool and --labels go together")
+    one_line_error(_run("train", "--pool", root / "manifest.csv", "--labels", argilla, "--out", ck), "not class indices")
+    one_line_error(_run("train", "--pool", root / "manifest.csv", "--labels", argilla, "--label-names", "a,b", "--out",
+                        ck), "not one of the label names (a, b)")
+    assert not ck.exists()
+
+
+def _argilla_export_file(setup, tmp_path):
+    recs = [{"id": i, "fields": {"image": "x.png"}, "metadata": {}, "suggestions": {},
+             "responses": {"label": [{"value": setup["truth"][i], "user_id": "u"}]}, "vectors": {}, "status": "completed",
+             "_server_id": None} for i in setup["ids"][:3]]
+    path = tmp_path / "argilla.json"
+    path.write_text(json.dumps(recs, ensure_ascii=False), encoding="utf-8")
+    return path
+
+
+def test_argilla_records_load_with_the_argilla_sdk(setup, tmp_path):
+    """Our records are what Argilla's own Record.from_dict reads, and its to_dict is what we read back."""
+    rg = pytest.importorskip("argilla")
+    out = tmp_path / "records.json"
+    r = _run("acquire", "--model", setup["model"], "--pool", setup["pools"]["jsonl"], "--k", 5, "--out", out,
+             "--format", "argilla", "--label-names", ",".join(NAMES), "--strategy", "margin")
+    assert r.exit_code == 0, r.output
+    written = json.loads(out.read_text(encoding="utf-8"))
+    exported = []
+    for d in written:
+        rec = rg.Record.from_dict(d)
+        assert rec.id == d["id"] and rec.fields["image"] == d["fields"]["image"]
+        s = rec.suggestions["label"]
+        assert (s.value, s.score, s.agent) == (d["suggestions"]["label"]["value"], d["suggestions"]["label"]["score"], "model")
+        assert dict(rec.metadata) == d["metadata"]
+        rec.responses.add(rg.Response("label", setup["truth"][d["id"]], user_id="6f0c0a3e-5a4b-4c4f-8c1d-1c1c1c1c1c1c"))
+        exported.append(rec.to_dict())
+    (tmp_path / "export.json").write_text(json.dumps(exported, default=str, ensure_ascii=False), encoding="utf-8")
+    ann = jio.read_annotations(tmp_path / "export.json", tool="argilla", label_names=NAMES)
+    assert ann.labels == {d["id"]: setup["truth"][d["id"]] for d in written}
+
+
+def test_label_studio_tasks_validate_with_the_label_studio_sdk(setup, tmp_path):
+    """Our tasks pass the Label Studio SDK's own checks against an image-classification config."""
+    pytest.importorskip("label_studio_sdk")
+    from label_studio_sdk.label_interface import LabelInterface
+    from label_studio_sdk.label_interface.objects import PredictionValue
+
+    config = ('<View><Image name="image" value="$image"/><Choices name="label" toName="image" choice="single">'
+              + "".join(f'<Choice value="{n}"/>' for n in NAMES) + "</Choices></View>")
+    li = LabelInterface(config)
+    out = tmp_path / "tasks.json"
+    r = _run("acquire", "--model", setup["model"], "--pool", setup["pools"]["csv"], "--k", 5, "--out", out,
+             "--format", "label-studio", "--label-names", ",".join(NAMES))
+    assert r.exit_code == 0, r.output
+    tasks = json.loads(out.read_text(encoding="utf-8"))
+    for t in tasks:
+        assert all(t["data"].get(o.value_name) for o in li.objects if o.value_is_variable)  # $image is there
+        (pred,) = t["predictions"]
+        assert PredictionValue(**pred).model_version == "model"
+        assert li.validate_prediction(pred, return_errors=True) == []
+    wrong = json.loads(json.dumps(tasks[0]["predictions"][0]))
+    wrong["result"][0]["value"]["choices"] = ["ten"]  # the same validator does catch a bad prediction
+    assert li.validate_prediction(wrong, return_errors=True)
