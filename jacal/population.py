@@ -34,7 +34,12 @@ __all__ = ["ModelConfig", "PopulationMLP", "train_population", "population_jacob
 
 @dataclass(frozen=True)
 class ModelConfig:
-    """One model of a sweep. ``batch_size=0`` means full batch."""
+    """One model of a sweep. ``batch_size=0`` means full batch.
+
+    ``until_fit`` > 0 trains the model until its training accuracy (clean inputs, its own labels,
+    checked every :data:`FIT_CHECK_EVERY` steps) reaches ``until_fit``, for at most ``steps`` steps
+    (the steps it took are reported); 0 trains exactly ``steps`` steps.
+    """
 
     width: int
     depth: int
@@ -48,6 +53,7 @@ class ModelConfig:
     augment: bool = False
     random_labels: bool = False
     seed: int = 0
+    until_fit: float = 0.0
 
     def group_key(self) -> Tuple:
         """Models with equal keys train together as one population."""
@@ -60,6 +66,9 @@ class ModelConfig:
     def from_dict(cls, d: Dict[str, Any]) -> "ModelConfig":
         names = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in d.items() if k in names})
+
+
+FIT_CHECK_EVERY = 100
 
 
 def random_labels_for(cfg: ModelConfig, n: int, n_classes: int) -> torch.Tensor:
@@ -143,6 +152,12 @@ class _PopulationOptimizer:
         self.lr = [lr.reshape(-1, *([1] * (p.ndim - 1))).to(p) for p in params]
         self.state = [dict() for _ in params]
 
+    def freeze(self, done: torch.Tensor) -> None:
+        """Stop updating the models flagged in ``done`` (P,): their learning rate becomes 0, so every
+        rule here leaves their parameters exactly as they are."""
+        keep = (~done).to(self.lr[0].dtype)
+        self.lr = [lr * keep.reshape(-1, *([1] * (lr.ndim - 1))).to(lr) for lr in self.lr]
+
     @torch.no_grad()
     def step(self, grads: Sequence[torch.Tensor]) -> None:
         self.t += 1
@@ -212,7 +227,8 @@ def train_population(configs: Sequence[ModelConfig], data: Splits, *, device: to
 
     Returns:
         The trained :class:`PopulationMLP` and one metrics dict per model (train/test accuracy and
-        loss, gap, steps, wall time per model = group time / P).
+        loss, gap, steps trained, wall time per model = group time / P). A group whose models all
+        train ``until_fit`` ends as soon as the last of them fits.
     """
     if not configs:
         raise ValueError("Expected at least one config.")
@@ -242,7 +258,20 @@ def train_population(configs: Sequence[ModelConfig], data: Splits, *, device: to
                                torch.tensor([c.lr for c in configs], dtype=x_flat.dtype))
     shared_full_batch = bs == n and not bool(aug.any())
     orders = None
+    target = torch.tensor([c.until_fit for c in configs], dtype=torch.float64)
+    stopped_at = torch.full((p,), steps, dtype=torch.long)
     for step in range(steps):
+        if step and step % FIT_CHECK_EVERY == 0 and bool((target > 0).any()):
+            active = stopped_at == steps
+            acc, _ = population_evaluate(pop, x_flat, labels)
+            done = active & (target > 0) & (acc >= target)
+            if bool(done.any()):
+                stopped_at[done] = step
+                opt.freeze(stopped_at < steps)
+            if not bool((stopped_at == steps).any()):
+                if progress is not None:
+                    progress(steps, steps)
+                break
         if step % per_epoch == 0:
             orders = torch.stack([torch.randperm(n, generator=g) for g in order_gens]).to(device)
         j = step % per_epoch
@@ -276,7 +305,7 @@ def train_population(configs: Sequence[ModelConfig], data: Splits, *, device: to
     for i in range(p):
         results.append({"train_accuracy": float(tr_acc[i]), "test_accuracy": float(te_acc[i]),
                         "train_loss": float(tr_loss[i]), "test_loss": float(te_loss[i]),
-                        "gap": float(tr_acc[i] - te_acc[i]), "steps": steps, "wall_time_s": wall})
+                        "gap": float(tr_acc[i] - te_acc[i]), "steps": int(stopped_at[i]), "wall_time_s": wall})
     return pop, results
 
 

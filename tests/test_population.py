@@ -119,3 +119,34 @@ def test_augmentation_with_flips_on_colour_images():
     assert pop.weights[0].shape == (2, 192, 16)
     assert not torch.equal(pop.weights[0][0], pop.weights[0][1])  # only the augmented member saw other inputs
     assert all(0.0 <= r["train_accuracy"] <= 1.0 for r in res)
+
+
+@pytest.mark.parametrize("optimizer,lr", [("sgd", 0.2), ("momentum", 0.05), ("adam", 3e-3), ("rmsprop", 1e-3)])
+def test_until_fit_stops_each_model_where_a_fixed_run_of_that_length_ends(digits, optimizer, lr):
+    """A model trained until it fits is frozen at the first check where it fits: its weights are
+    exactly those of a fixed run of that many steps; a member that cannot fit trains to the cap."""
+    fits = ModelConfig(width=64, depth=1, optimizer=optimizer, lr=lr, batch_size=32, steps=2000, seed=3,
+                       until_fit=0.99)
+    stuck = ModelConfig(width=64, depth=1, optimizer=optimizer, lr=lr * 1e-4, batch_size=32, steps=2000, seed=4,
+                        until_fit=0.99)
+    pop, res = train_population([fits, stuck], digits)
+    s = res[0]["steps"]
+    assert 0 < s < 2000 and s % 100 == 0 and res[0]["train_accuracy"] >= 0.99
+    assert res[1]["steps"] == 2000 and res[1]["train_accuracy"] < 0.99
+    fixed, fixed_res = train_population([ModelConfig(**{**fits.to_dict(), "steps": s, "until_fit": 0.0})], digits)
+    for a, b in zip(pop.parameters, fixed.parameters):
+        assert torch.equal(a[0], b[0])
+    assert fixed_res[0]["steps"] == s
+    earlier, _ = train_population([ModelConfig(**{**fits.to_dict(), "steps": s - 100, "until_fit": 0.0})], digits)
+    acc, _ = jacal.population.population_evaluate(earlier, digits.x_train.reshape(len(digits.x_train), -1),
+                                                   digits.y_train)
+    assert float(acc[0]) < 0.99  # it did not fit at the check before
+
+
+def test_until_fit_group_ends_when_all_fit(digits):
+    cfgs = [ModelConfig(width=64, depth=1, optimizer="adam", lr=3e-3, batch_size=32, steps=5000, seed=s,
+                        until_fit=0.99) for s in range(3)]
+    calls = []
+    _, res = train_population(cfgs, digits, progress=lambda step, total: calls.append(step))
+    assert max(r["steps"] for r in res) < 5000
+    assert len(calls) <= max(r["steps"] for r in res) + 1 and calls[-1] == 5000  # the bar completes

@@ -185,3 +185,28 @@ def test_replicate_on_colour_images_with_flips(tmp_path, monkeypatch):
     models = _tables(tmp_path / "out" / "results.sqlite")[0]
     assert len(models) >= 2 and report["preset"]["datasets"] == ["cifar10"]
     assert all(m[1] == "cifar10" for m in models)
+
+
+def test_pairs_differ_in_one_factor_and_train_until_fit():
+    """Version-2 pairs: two fresh models of the base's config, one factor changed, both trained until
+    they fit under the declared caps."""
+    from jacal.replication.config import FACTORS, PRESETS, plan_models, plan_pairs
+
+    p = PRESETS["smoke"]
+    base = plan_models(p, "digits", 0)
+    fitted = {b.model_id for b in base[::2]}
+    planned, pairs = plan_pairs(p, "digits", base, fitted)
+    by_id = {m.model_id: m for m in planned}
+    src = {b.model_id: b for b in base}
+    assert {q.factor for q in pairs} == set(FACTORS) and len(planned) == 2 * len(pairs)
+    for q in pairs:
+        b, v = by_id[q.base_id].config, by_id[q.variant_id].config
+        assert b.until_fit == v.until_fit == p.fit_threshold
+        changed = {k for k in b.to_dict() if b.to_dict()[k] != v.to_dict()[k]} - {"steps"}
+        assert changed == {"random_labels": {"random_labels"}, "augmentation": {"augment"},
+                           "full_batch": {"batch_size"}, "saturating": {"activation"}}[q.factor]
+        origin = next(s for s in src.values() if s.config.seed == b.seed)
+        assert origin.model_id in fitted and {**origin.config.to_dict(), "steps": 0, "until_fit": 0} == \
+            {**b.to_dict(), "steps": 0, "until_fit": 0}
+        cap = {"random_labels": p.steps * p.random_label_steps_factor, "full_batch": p.full_batch_steps}
+        assert v.steps == cap.get(q.factor, p.steps * p.variant_steps_factor)

@@ -12,12 +12,20 @@ jacal's choices ([ours] in ``shared/PAPER.md``), all recorded in every report:
   (C3's ReLU-vs-saturating pairs need ReLU bases).
 * **Paired factor models (C3).** After the base population is trained, for each factor
   ``pairs_per_factor`` base models *that fit their training set* are taken round-robin over the
-  groups and copied with exactly one factor changed: random labels (trained
-  ``random_label_steps_factor``× longer: memorizing random labels takes longer, and the paper
-  trains every model to 100% train accuracy);
-  data augmentation (random translations of ±1 px for 8×8 images, ±2 px otherwise, plus
-  horizontal flips for CIFAR); full batch (``full_batch_steps`` steps); ReLU → a saturating
-  activation (cycling hard_sigmoid, hard_tanh, tanh; ReLU bases only).
+  groups. Each pair is two fresh models from that base's config (same seed, init, data order and
+  learning rate) that differ in exactly one factor: random labels; data augmentation (random
+  translations of ±1 px for 8×8 images, ±2 px otherwise, plus horizontal flips for CIFAR); full batch;
+  ReLU → a saturating activation (cycling hard_sigmoid, hard_tanh, tanh; ReLU bases only). *Both*
+  members train until they fit (training accuracy ≥ ``fit_threshold``, checked every 100 steps), the
+  paper's "trained to 100% train accuracy", up to a cap: ``random_label_steps_factor``× ``steps`` for
+  random labels (memorizing takes longer), ``full_batch_steps`` for the full-batch member (its partner:
+  ``steps``), ``variant_steps_factor``× ``steps`` otherwise. A pair whose members do not both fit by
+  their caps is reported as dropped.
+
+  Protocol change (sweep version 2): version 1 trained each variant for a fixed number of steps and
+  paired it with the base model itself (trained a fixed ``steps``), so variants that fit more slowly
+  (augmentation: 2 of 16 pairs fitted on the smoke preset; full batch: 5 of 12 on standard) were
+  dropped and C3 left inconclusive; and the two sides of a pair were stopped by different rules.
 * Every model trains for ``steps`` optimizer steps (full-batch variants: ``full_batch_steps``).
 """
 from __future__ import annotations
@@ -64,6 +72,7 @@ class Preset:
     c2_ellipses: int = 2
     fit_threshold: float = 0.995
     random_label_steps_factor: int = 3
+    variant_steps_factor: int = 3
     activations: Tuple[str, ...] = SWEEP_ACTIVATIONS
 
     def to_dict(self) -> dict:
@@ -151,24 +160,26 @@ def plan_pairs(preset: Preset, dataset: str, base: Sequence[PlannedModel], fitte
         for k in range(min(preset.pairs_per_factor, len(pool))):
             b = pool[k]
             pair_id = f"{dataset}-{factor}-{k:02d}"
-            base_id = b.model_id
+            cap = {"random_labels": b.config.steps * preset.random_label_steps_factor,
+                   "full_batch": preset.full_batch_steps}.get(factor, b.config.steps * preset.variant_steps_factor)
             if factor == "random_labels":
-                cfg = replace(b.config, random_labels=True, steps=b.config.steps * preset.random_label_steps_factor)
+                cfg = replace(b.config, random_labels=True)
             elif factor == "augmentation":
                 cfg = replace(b.config, augment=True)
             elif factor == "full_batch":
-                cfg = replace(b.config, batch_size=0, steps=preset.full_batch_steps)
-                if preset.full_batch_steps != b.config.steps:
-                    # the mini-batch partner trains for as many steps as the full-batch model
-                    base_id = f"{pair_id}-base"
-                    planned.append(PlannedModel(base_id, dataset, replace(b.config, steps=preset.full_batch_steps)))
+                cfg = replace(b.config, batch_size=0)
             else:
                 cfg = replace(b.config, activation=SATURATING[k % len(SATURATING)])
-            planned.append(PlannedModel(f"{pair_id}-variant", dataset, cfg))
-            pairs.append(Pair(pair_id, factor, base_id, f"{pair_id}-variant"))
+            # both members train until they fit (or the cap): the same stopping rule on each side
+            base_cap = b.config.steps if factor == "full_batch" else cap
+            planned.append(PlannedModel(f"{pair_id}-base", dataset,
+                                        replace(b.config, steps=base_cap, until_fit=preset.fit_threshold)))
+            planned.append(PlannedModel(f"{pair_id}-variant", dataset,
+                                        replace(cfg, steps=cap, until_fit=preset.fit_threshold)))
+            pairs.append(Pair(pair_id, factor, f"{pair_id}-base", f"{pair_id}-variant"))
     return planned, pairs
 
 
 def sweep_signature(preset: Preset, datasets: Tuple[str, ...], seed: int) -> dict:
     """What must match for ``--resume`` to continue a run."""
-    return {"preset": preset.to_dict(), "datasets": list(datasets), "seed": seed, "version": 1}
+    return {"preset": preset.to_dict(), "datasets": list(datasets), "seed": seed, "version": 2}

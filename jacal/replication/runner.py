@@ -105,7 +105,7 @@ def measure_group(pop: PopulationMLP, members: Sequence[PlannedModel], results: 
             "model_id": pm.model_id, "dataset": pm.dataset, "group_key": json.dumps(list(pm.group_key())),
             "config": json.dumps(cfg.to_dict(), sort_keys=True), "seed": cfg.seed, "width": cfg.width,
             "depth": cfg.depth, "activation": cfg.activation, "optimizer": cfg.optimizer, "lr": cfg.lr,
-            "batch_size": cfg.batch_size, "steps": cfg.steps, "weight_variance": cfg.weight_variance,
+            "batch_size": cfg.batch_size, "steps": res.get("steps", cfg.steps), "weight_variance": cfg.weight_variance,
             "augment": int(cfg.augment), "random_labels": int(cfg.random_labels),
             **{k: (res[k] if good else nan) for k in ("train_accuracy", "test_accuracy", "train_loss", "test_loss", "gap")},
             "mean_jacobian": float(norms[p].mean()) if good else nan,
