@@ -86,6 +86,10 @@ def analyse(models: List[Dict[str, Any]], pairs: List[Dict[str, Any]], points: L
             trajectories: List[Dict[str, Any]], *, fit_threshold: float, seed: int = 0) -> Dict[str, Any]:
     """All claims. ``models`` rows as stored; returns ``{"claims": [...], "exclusions": {...}}``."""
     by_id = {m["model_id"]: m for m in models}
+    # a C3 pair's own copy of a base model repeats a config of the sweep (same seed and init): it is
+    # not a new sample of the population, so population-level claims leave it out (C3 uses it)
+    partners = {p["base_id"] for p in pairs if p["base_id"].endswith("-base")}
+    models = [m for m in models if m["model_id"] not in partners]
     datasets = sorted({m["dataset"] for m in models})
     true_label = [m for m in models if not m["random_labels"] and _finite(m["train_accuracy"])]
     diverged = [m["model_id"] for m in models if not _finite(m["train_accuracy"])]
@@ -93,6 +97,7 @@ def analyse(models: List[Dict[str, Any]], pairs: List[Dict[str, Any]], points: L
     exclusions = {
         "fit_threshold": fit_threshold,
         "diverged": len(diverged),
+        "pair_copies_of_base_models_kept_out_of_population_claims": len(partners),
         "random_label_models_excluded_from_gap_analyses": sum(bool(m["random_labels"]) for m in models),
         "true_label_models": len(true_label),
         "not_fitting_training_set": len(true_label) - len(fitted),

@@ -26,7 +26,13 @@ jacal's choices ([ours] in ``shared/PAPER.md``), all recorded in every report:
   paired it with the base model itself (trained a fixed ``steps``), so variants that fit more slowly
   (augmentation: 2 of 16 pairs fitted on the smoke preset; full batch: 5 of 12 on standard) were
   dropped and C3 left inconclusive; and the two sides of a pair were stopped by different rules.
-* Every model trains for ``steps`` optimizer steps (full-batch variants: ``full_batch_steps``).
+* Every base model trains for ``steps`` optimizer steps.
+* **Preset sizes, changed with sweep version 2** (issue 12: the README's first command should end
+  in ≤ 120 s on 2 CPU cores with C1 still replicated). The population trainer is bound by
+  per-step overhead at these tiny shapes (see ``benchmarks/bench_population.py``), so the smoke
+  preset now trains fewer, larger populations for fewer steps: 8 groups × 8 models (was 10 × 6),
+  widths {64, 128, 256} (was {128, 256, 512}), 1,500 steps (was 2,000), 12 pairs per factor (was
+  16), caps of 2× ``steps`` for random-label and other variants (``standard``/``paper``: 3×).
 """
 from __future__ import annotations
 
@@ -80,10 +86,10 @@ class Preset:
 
 
 PRESETS: Dict[str, Preset] = {
-    "smoke": Preset("smoke", ("digits",), n_groups=10, models_per_group=6, pairs_per_factor=16, steps=2000,
-                    full_batch_steps=2000, widths=(128, 256, 512), depths=(1, 2, 3), batch_sizes=(16, 32, 64),
+    "smoke": Preset("smoke", ("digits",), n_groups=8, models_per_group=8, pairs_per_factor=12, steps=1500,
+                    full_batch_steps=1500, widths=(64, 128, 256), depths=(1, 2, 3), batch_sizes=(16, 32, 64),
                     n_train=500, jacobian_points=450, stored_points=300, n_ellipses=4, ellipse_points=120,
-                    c2_ellipses=2),
+                    c2_ellipses=2, random_label_steps_factor=2, variant_steps_factor=2),
     "standard": Preset("standard", ("mnist",), n_groups=12, models_per_group=12, pairs_per_factor=12, steps=3000,
                        full_batch_steps=500, widths=(128, 256, 512), depths=(1, 2, 3), batch_sizes=(32, 64, 128),
                        n_train=2000, n_test=2000, jacobian_points=1000, stored_points=500, c2_ellipses=3),

@@ -104,7 +104,9 @@ def write_report(out: Path, preset: cfg.Preset, seed: int) -> Dict[str, Any]:
     md += ["", f"Exclusions: {ex['diverged']} diverged; {ex['random_label_models_excluded_from_gap_analyses']} random-label "
                f"models kept out of gap analyses; {ex['not_fitting_training_set']} of {ex['true_label_models']} true-label "
                f"models did not reach train accuracy ≥ {ex['fit_threshold']} and are excluded from C1, C5's gap "
-               f"correlations and C6 ({ex['fitted_models_used_for_gap_analyses']} used).", "", "## Figures", ""]
+               f"correlations and C6 ({ex['fitted_models_used_for_gap_analyses']} used); "
+               f"{ex.get('pair_copies_of_base_models_kept_out_of_population_claims', 0)} C3 pair copies of base models "
+               f"are used by C3 only.", "", "## Figures", ""]
     md += [f"![{n}]({n})" for n in report["figures"]]
     md += ["", "## Protocol", "", "```", report["protocol"]["sampling"], "```", "",
            f"- learning-rate ranges (log-uniform): {report['protocol']['lr_ranges']}",
