@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 import platform
 import statistics
 import time
@@ -12,6 +13,12 @@ import numpy as np
 import torch
 
 SHARED_MNIST = Path(__file__).resolve().parents[2] / "shared" / "data"
+MNIST_NPZ_ENV = "JACAL_MNIST_NPZ"  # a path to mnist.npz that overrides ../shared/data/mnist.npz (gpu_suite.py sets it)
+
+
+def mnist_npz() -> Path:
+    """The compressed MNIST the benchmarks read: ``$JACAL_MNIST_NPZ``, else ``../shared/data/mnist.npz``."""
+    return Path(os.environ[MNIST_NPZ_ENV]) if os.environ.get(MNIST_NPZ_ENV) else SHARED_MNIST / "mnist.npz"
 
 
 def sync(device: torch.device) -> None:
@@ -49,8 +56,8 @@ def timeit_interleaved(fns: dict, device: torch.device, repeats: int) -> dict:
 
 
 def mnist_like(n: int, seed: int = 0, split: str = "test") -> tuple:
-    """``n`` real MNIST images (N, 1, 28, 28) in [0, 1] when ../shared/data has them, else uniform noise."""
-    npz = SHARED_MNIST / "mnist.npz"
+    """``n`` real MNIST images (N, 1, 28, 28) in [0, 1] when :func:`mnist_npz` has them, else uniform noise."""
+    npz = mnist_npz()
     if npz.exists():
         with np.load(npz) as f:
             raw = f[f"x_{split}"][:n]
@@ -65,6 +72,8 @@ def machine() -> dict:
             "cpu": platform.processor() or platform.machine()}
     if torch.cuda.is_available():
         info["gpu"] = torch.cuda.get_device_name()
+        info["cuda"] = torch.version.cuda
+        info["cudnn"] = torch.backends.cudnn.version()
     return info
 
 

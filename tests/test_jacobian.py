@@ -174,3 +174,79 @@ def test_cpu_equals_cuda():
     for method in ("mlp", "vjp"):
         torch.testing.assert_close(jacobian_norm(model, x, device="cuda", method=method), cpu, rtol=1e-4, atol=0)
     assert next(model.parameters()).device.type == "cpu"  # the caller's model did not move
+
+
+# --- precision opt-in -------------------------------------------------------------------------
+
+
+def _tf32_state():
+    m, c = torch.backends.cuda.matmul, torch.backends.cudnn
+    if hasattr(m, "fp32_precision"):
+        return m.fp32_precision, c.conv.fp32_precision
+    return m.allow_tf32, c.allow_tf32
+
+
+def test_precision_float32_is_the_default_and_tf32_is_a_no_op_on_cpu():
+    x = torch.rand(70, 1, 8, 8)
+    for model in (_scaled(mlp(64, 10, width=32, depth=2, seed=3)).eval(), cnn((1, 8, 8), 10, seed=3).eval()):
+        for method in ("auto", "vjp", "vjp-batched"):
+            default = jacobian_norm(model, x, method=method, batch_size=32)
+            assert torch.equal(jacobian_norm(model, x, method=method, batch_size=32, precision="float32"), default)
+            assert torch.equal(jacobian_norm(model, x, method=method, batch_size=32, precision="tf32"), default)
+
+
+@pytest.mark.parametrize("width,depth", [(32, 2), (48, 1)])  # (48, 1): the W₁W₁ᵀ Gram path is off, (32, 2) on
+def test_bf16_mlp_is_close_but_not_float32(width, depth):
+    model = _scaled(mlp(40, 10, width=width, depth=depth, seed=4)).eval()
+    x = torch.rand(60, 40)
+    exact = jacobian_norm(model, x)
+    got = jacobian_norm(model, x, precision="bf16")
+    assert got.dtype == torch.float32
+    assert not torch.equal(got, exact)  # bf16 really ran
+    assert relative_error(got, reference_jacobian_norm(model, x)) < 1e-2
+
+
+def test_bf16_is_refused_by_the_vjp_engines_and_ignored_by_float64_models():
+    x = torch.rand(5, 1, 8, 8)
+    with pytest.raises(ValueError, match="bf16.*MLP engine only"):
+        jacobian_norm(cnn((1, 8, 8), 10, seed=0).eval(), x, precision="bf16")
+    with pytest.raises(ValueError, match="bf16.*MLP engine only"):
+        jacobian_norm(mlp(64, 10, width=8, depth=1, seed=0).eval(), x, method="vjp", precision="bf16")
+    m64 = cnn((1, 8, 8), 10, seed=0).double().eval()
+    assert torch.equal(jacobian_norm(m64, x.double(), precision="bf16"), jacobian_norm(m64, x.double()))
+    with pytest.raises(ValueError, match="`precision`"):
+        jacobian_norm(m64, x.double(), precision="fp16")
+
+
+def test_matmul_precision_scopes_the_cuda_tf32_flags():
+    from jacal.sensitivity.jacobian import matmul_precision
+
+    before = _tf32_state()
+    on = ("tf32", "tf32") if isinstance(before[0], str) else (True, True)
+    off = ("ieee", "ieee") if isinstance(before[0], str) else (False, False)
+    with matmul_precision("tf32", "cuda"):  # setting the flags needs no GPU
+        assert _tf32_state() == on
+        with matmul_precision("float32", "cuda"):
+            assert _tf32_state() == off
+        assert _tf32_state() == on
+    assert _tf32_state() == before
+    with pytest.raises(RuntimeError, match="boom"):
+        with matmul_precision("tf32", torch.device("cuda")):
+            raise RuntimeError("boom")
+    assert _tf32_state() == before
+    with matmul_precision("tf32", "cpu"):
+        assert _tf32_state() == before  # CPU: untouched
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_opt_in_precisions_stay_within_1e_3_and_restore_the_flags():
+    before = _tf32_state()
+    x = torch.rand(200, 1, 28, 28)
+    for model, modes in ((mlp(784, 10, width=256, depth=2, seed=7).eval(), ("tf32", "bf16")),
+                         (cnn((1, 28, 28), 10, seed=7).eval(), ("tf32",))):
+        ref = reference_jacobian_norm(model, x[:40])
+        exact = jacobian_norm(model, x, device="cuda")
+        assert relative_error(exact[:40], ref) < RTOL
+        for mode in modes:
+            assert relative_error(jacobian_norm(model, x, device="cuda", precision=mode)[:40], ref) < 1e-2
+            assert _tf32_state() == before

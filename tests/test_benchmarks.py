@@ -1,0 +1,118 @@
+"""The speed benchmarks and the GPU suite at tiny sizes on CPU, so that the scripts behind the README's
+figures cannot rot: each runs end to end and prints the JSON its readers expect."""
+import importlib.util
+import itertools
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+BENCH = ROOT / "benchmarks"
+
+
+def _load(name):
+    sys.path.insert(0, str(BENCH))
+    spec = importlib.util.spec_from_file_location(f"bench_{name}_under_test", BENCH / f"{name}.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_bench_jacobian_reports_the_opt_in_precisions(capsys):
+    out = _load("bench_jacobian").main(["--n", "16", "--batch-size", "8", "--repeats", "1", "--ref-points", "4"])
+    assert json.loads(capsys.readouterr().out) == json.loads(json.dumps(out))
+    mlp, cnn = out["results"]
+    for r in (mlp, cnn):
+        assert r["precisions"]["float32"]["max_rel_err_vs_float64_ref"] < 1e-5
+        assert r["precisions_skipped"]["tf32"] == "a no-op on CPU"
+        assert "jacal_auto_tf32" not in r["methods"]
+    # bf16 runs for the closed-form MLP engine and is refused (so skipped) for the CNN
+    assert mlp["methods"]["jacal_auto_bf16"]["points_per_s"] > 0
+    assert 0 < mlp["precisions"]["bf16"]["max_rel_err_vs_float64_ref"] < 1e-2
+    assert "bf16" in cnn["precisions_skipped"] and "jacal_auto_bf16" not in cnn["methods"]
+
+
+def test_bench_population_reports_gflops_against_the_gemm_rate(capsys):
+    mod = _load("bench_population")
+    out = mod.main(["--models", "3", "--width", "8", "--depth", "2", "--batch-size", "8", "--steps", "4", "--n", "40",
+                    "--repeats", "1", "--gemm-size", "64", "--optimizer", "rmsprop"])
+    assert json.loads(capsys.readouterr().out)["speedups"] == out["speedups"]
+    tf = out["trainer_flops"]
+    shapes = mod.layer_shapes(64, 8, 2, 10)
+    assert shapes == [(64, 8), (8, 8), (8, 10)]
+    assert mod.step_flops(shapes, 3, 8) == 6 * 3 * 8 * (64 * 8 + 8 * 8 + 8 * 10)
+    rate = mod.step_flops(shapes, 3, 8) * 3 / tf["loop_seconds"] / 1e9  # steps 2..4 are timed
+    assert tf["gflop_per_s"] == pytest.approx(rate, rel=0.02, abs=0.01)
+    assert tf["fraction_of_mm"] == pytest.approx(tf["gflop_per_s"] / out["gemm"]["mm_gflop_per_s"], rel=0.02, abs=1e-3)
+    assert 0 < tf["executed_fraction_of_counted"] < 1 and out["gemm"]["mm_gflop_per_s"] > 0
+    assert "GFLOP/s" in out["note"] and out["flop_formula"].startswith("6 * models * batch")
+    assert set(out["results"]) == {"jacal_population", "torch_func_vmap", "sequential_loop"}
+
+
+def test_bench_population_at_the_smoke_preset_shapes(capsys):
+    from jacal.replication.config import PRESETS
+
+    out = _load("bench_population").main(["--shapes", "smoke", "--steps", "2", "--repeats", "1", "--gemm-size", "64"])
+    capsys.readouterr()
+    pre = PRESETS["smoke"]
+    got = [(r["width"], r["depth"], r["batch_size"]) for r in out["shapes"]]
+    assert got == list(itertools.product(pre.widths, pre.depths, pre.batch_sizes))
+    assert all(r["models"] == pre.models_per_group and r["gflop_per_s"] > 0 for r in out["shapes"])
+    agg = out["aggregate"]
+    assert agg["gflop_per_s"] > 0 and agg["fraction_of_mm"] == pytest.approx(
+        agg["gflop_per_s"] / agg["gemm_mm_gflop_per_s"], rel=0.02, abs=1e-3)
+
+
+def test_gpu_suite_tiny_runs_every_part_and_prints_one_json(tmp_path):
+    r = subprocess.run([sys.executable, str(BENCH / "gpu_suite.py"), "--tiny", "--device", "cpu", "--out", str(tmp_path)],
+                       capture_output=True, text=True, timeout=240, cwd=ROOT)
+    assert r.returncode == 0, r.stderr
+    suite = json.loads(r.stdout)  # the whole stdout is one JSON object
+    parts = ("jacobian", "population", "population_smoke_shapes", "acquire", "replicate")
+    assert list(suite["parts"]) == list(parts)
+    assert suite["all_parts_ok"], {k: v.get("error") for k, v in suite["parts"].items()}
+    for name in parts:
+        assert suite["parts"][name]["seconds"] > 0 and (tmp_path / f"{name}.json").is_file()
+    assert suite["machine"]["torch"] and "gpu" in suite["machine"] and "cuda" in suite["machine"]
+    h = suite["parts"]
+    assert h["population"]["headline"]["speedups"]["population_over_sequential"] > 0
+    assert h["population_smoke_shapes"]["headline"]["gflop_per_s"] > 0
+    assert set(h["acquire"]["headline"]["seconds"]) == {"jacobian"}
+    rep = h["replicate"]["headline"]
+    assert rep["n_models"] >= 6 and rep["dataset"] in ("mnist", "digits") and "C1" in rep["verdicts"]
+    assert (tmp_path / "replicate" / "report.json").is_file()
+    t = suite["targets"]
+    assert set(t) == {"population_over_sequential", "population_over_torch_func", "jacobian_opt_in_3x_torch_func_at_1e-3",
+                      "jacobian_float32_exact", "replicate_at_least_1000_models", "total_seconds"}
+    assert t["jacobian_float32_exact"]["pass"] is True  # exact even at tiny sizes
+    assert t["replicate_at_least_1000_models"]["pass"] is False and suite["targets_binding"] is False
+    assert all(v["pass"] in (True, False) for v in t.values())  # every part ran, so every target was judged
+    assert json.loads((tmp_path / "suite.json").read_text())["parts"].keys() == suite["parts"].keys()
+
+
+def test_gpu_suite_refuses_a_full_run_without_mnist(tmp_path):
+    r = subprocess.run([sys.executable, str(BENCH / "gpu_suite.py"), "--device", "cpu", "--out", str(tmp_path),
+                        "--mnist-npz", str(tmp_path / "absent.npz")], capture_output=True, text=True, timeout=60, cwd=ROOT)
+    assert r.returncode != 0 and "absent.npz is not a file" in r.stderr
+
+
+def test_gpu_suite_reads_mnist_from_any_npz_path(tmp_path):
+    import argparse
+
+    import numpy as np
+
+    import jacal
+
+    rng = np.random.default_rng(0)
+    npz = tmp_path / "carried" / "MNIST-compressed.npz"  # not named mnist.npz: the suite links it as OUT/data/mnist.npz
+    npz.parent.mkdir()
+    np.savez_compressed(npz, x_train=rng.integers(0, 256, (30, 28, 28), dtype=np.uint8), y_train=np.arange(30) % 10,
+                        x_test=rng.integers(0, 256, (20, 28, 28), dtype=np.uint8), y_test=np.arange(20) % 10)
+    args = argparse.Namespace(mnist_npz=npz, data_root=None)
+    found = _load("gpu_suite").resolve_mnist(args, tmp_path / "out")
+    assert found.name == "mnist.npz" and found.resolve() == npz.resolve()
+    data = jacal.load_dataset("mnist", root=args.data_root)
+    assert len(data.x_train) == 30 and data.x_train.shape[1:] == (1, 28, 28)
