@@ -8,6 +8,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import time
 from dataclasses import replace
 from enum import Enum
 from pathlib import Path
@@ -260,6 +261,7 @@ def replicate(
     Writes results.sqlite (one row per model, written as groups finish; rerun with --resume after a
     crash), report.json, report.md and PNG figures into --out, and prints the claims table.
     """
+    started = time.perf_counter()
     for option, value in (("--groups", groups), ("--models-per-group", models_per_group), ("--pairs", pairs),
                           ("--steps", steps)):
         if value is not None and value < 1:
@@ -292,7 +294,8 @@ def replicate(
         lazy.stop()
     if json_out:
         emit_json({"out": str(out), "claims": [{k: c[k] for k in ("id", "verdict", "reason", "statistic")}
-                                                for c in report["claims"]], "exclusions": report["exclusions"]})
+                                                for c in report["claims"]], "exclusions": report["exclusions"],
+                   "wall_s": round(time.perf_counter() - started, 1)})
     else:
         from rich.console import Console
 
@@ -301,7 +304,8 @@ def replicate(
         for c in report["claims"]:
             if c["verdict"] != "replicated":
                 console.print(f"  {c['id']}: {c['verdict']} — {c['reason']}", highlight=False)
-        typer.echo(f"report: {out / 'report.md'} (figures and protocol), {out / 'report.json'}, {out / 'results.sqlite'}")
+        typer.echo(f"report: {out / 'report.md'} (figures and protocol), {out / 'report.json'}, {out / 'results.sqlite'} "
+                   f"({time.perf_counter() - started:.0f} s)")
 
 
 # retired names stay accepted here so that jacal.acquire answers them with the name of their replacement

@@ -7,7 +7,7 @@ import subprocess
 import sys
 import time
 
-REPLICATE_TINY = ["--groups", "2", "--models-per-group", "3", "--pairs", "2", "--steps", "150", "--device", "cpu"]
+REPLICATE_TINY = ["--groups", "3", "--models-per-group", "2", "--pairs", "2", "--steps", "400", "--device", "cpu"]
 LOOP_TINY = ["--strategies", "jacobian,margin", "--rounds", "2", "--seeds", "1", "--k", "7", "--max-epochs", "30",
              "--device", "cpu"]
 INTERRUPTED_RESUMABLE = "error: interrupted; finished work is saved, rerun with --resume to continue"
