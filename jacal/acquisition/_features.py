@@ -9,6 +9,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, SequentialSampler
 
+from jacal.acquisition._foreign import dropout_layers, has_dropout, is_compiled, mc_runner, penultimate_runner
 from jacal._model_utils import model_dtype, parse_mlp, prepared, resolve_device
 from jacal._validation import as_float_tensor, fmt_shape, nonfinite_rows
 from jacal.sensitivity.embedding import JacobianEmbedder
@@ -66,10 +67,6 @@ def iter_pool(pool: Any, batch_size: int) -> Iterator[torch.Tensor]:
         yield as_float_tensor("pool", _first(batch), min_ndim=2)
 
 
-def has_dropout(model: nn.Module) -> bool:
-    return any(isinstance(m, nn.modules.dropout._DropoutNd) for m in model.modules())
-
-
 def _last_linear(model: nn.Module) -> Optional[nn.Module]:
     last = None
     for m in model.modules():
@@ -117,8 +114,9 @@ def extract_features(model: nn.Module, pool: Any, *, need: Set[str], batch_size:
     done = 0
     with prepared(model, device=dev, force_eval=force_eval) as m:
         dtype = model_dtype(m)
-        head = _last_linear(m) if "embeddings" in need else None
-        if "embeddings" in need and head is None:
+        runner = penultimate_runner(m) if "embeddings" in need else None  # TorchScript / torch.export
+        head = _last_linear(m) if "embeddings" in need and runner is None else None
+        if "embeddings" in need and runner is None and head is None:
             raise ValueError("this strategy needs penultimate-layer embeddings: the input of the model's last nn.Linear "
                              "layer, and the model has no nn.Linear module jacal can observe.")
         captured = []
@@ -132,7 +130,11 @@ def extract_features(model: nn.Module, pool: Any, *, need: Set[str], batch_size:
                 captured.clear()
                 with torch.no_grad():
                     try:
-                        z = m(x)
+                        if runner is not None:
+                            z, emb = runner(x)
+                            captured.append(emb)
+                        else:
+                            z = m(x)
                     except (RuntimeError, ValueError, IndexError, AssertionError) as err:
                         msg = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
                         raise ValueError(f"the model rejected pool items of shape {fmt_shape(chunk.shape[1:])}: {msg}") from err
@@ -143,7 +145,7 @@ def extract_features(model: nn.Module, pool: Any, *, need: Set[str], batch_size:
                 p[~keep] = np.nan
                 put("probs", p, done)
                 put("finite", keep, done)
-                if head is not None:
+                if "embeddings" in need:
                     e = captured[-1].reshape(len(x), -1).float().cpu().numpy()
                     e[~keep] = np.nan
                     put("embeddings", e, done)
@@ -172,8 +174,9 @@ def extract_features(model: nn.Module, pool: Any, *, need: Set[str], batch_size:
                     je[~keep] = np.nan
                     put("jacobian_embedding", je, done)
                 if "mc" in need:
-                    drop = [mod for mod in m.modules() if isinstance(mod, nn.modules.dropout._DropoutNd)]
+                    drop = dropout_layers(m)
                     states = [mod.training for mod in drop]
+                    forward = mc_runner(m)
                     samples = []
                     with torch.random.fork_rng(devices=[dev] if dev.type == "cuda" else []), torch.no_grad():
                         torch.manual_seed(seed * 1_000_003 + chunk_offset + ci)
@@ -181,11 +184,16 @@ def extract_features(model: nn.Module, pool: Any, *, need: Set[str], batch_size:
                             mod.train()
                         try:
                             for _ in range(mc_samples):
-                                samples.append(torch.softmax(m(x).double(), dim=1).cpu().numpy())
+                                samples.append(torch.softmax(forward(x).double(), dim=1).cpu().numpy())
                         finally:
                             for mod, st in zip(drop, states):
                                 mod.train(st)
                     s = np.stack(samples)
+                    if is_compiled(m) and len(s) > 1 and np.array_equal(s[0], s[-1]):
+                        raise ValueError("strategy 'bald' needs dropout that is random in train mode, and this "
+                                         "model's is fixed (a traced TorchScript model keeps the dropout it was "
+                                         "traced with); save it with torch.jit.script, torch.export (.pt2) or as "
+                                         "a jacal checkpoint.")
                     s[:, ~keep] = np.nan
                     put("mc_probs", s, done, axis=1)
                 done += len(x)

@@ -1,0 +1,146 @@
+"""Penultimate embeddings and MC dropout for models jacal did not build: TorchScript and torch.export.
+
+An eager ``nn.Module`` gives its penultimate features through a forward hook on its last
+``nn.Linear`` and does MC dropout by switching its dropout modules to train mode. Neither works on a
+compiled model: TorchScript modules take no hooks, and a ``torch.export`` program is an FX graph of
+``aten`` ops whose dropout was recorded with ``train=False``. The rules here, the same in spirit for
+every format (documented in :func:`jacal.acquire`):
+
+* **Embedding** = the input of the model's last linear layer.
+  - TorchScript (scripted or traced): the top-level layers are run in order and the input of the
+    last ``Linear`` among them is kept. That is an ``nn.Sequential``'s forward, and many custom
+    ones (``head(body(x))``); the logits of this run are checked against the model's own forward on
+    the first chunk, and any other forward (residuals, reshapes between layers) gets a one-line
+    error that says what to do.
+  - ``torch.export``: the graph is run by ``torch.fx.Interpreter`` and the first argument of its last
+    ``aten.linear`` node is kept.
+* **MC dropout**: TorchScript ``Dropout`` submodules (found by their original class name) are put
+  in train mode, as for an eager model; a traced model fixed its dropout when it was traced, which a
+  check catches (two passes in train mode must differ). ``torch.export``: every ``aten.dropout``
+  node is run with ``train=True``.
+"""
+from __future__ import annotations
+
+from typing import Callable, List, Optional, Tuple
+
+import torch
+from torch import nn
+
+__all__ = ["dropout_layers", "has_dropout", "penultimate_runner", "mc_runner", "is_compiled"]
+
+DROPOUT_NAMES = {"Dropout", "Dropout1d", "Dropout2d", "Dropout3d", "AlphaDropout", "FeatureAlphaDropout"}
+
+
+def _is_script(model: nn.Module) -> bool:
+    return isinstance(model, torch.jit.ScriptModule)
+
+
+def _is_graph(model: nn.Module) -> bool:
+    return isinstance(model, torch.fx.GraphModule)
+
+
+def is_compiled(model: nn.Module) -> bool:
+    """A TorchScript module or an FX graph (what ``torch.export``'s ``.module()`` returns)."""
+    return _is_script(model) or _is_graph(model)
+
+
+def _linear_nodes(gm: torch.fx.GraphModule) -> list:
+    return [n for n in gm.graph.nodes if n.op == "call_function" and n.target is torch.ops.aten.linear.default]
+
+
+def _dropout_nodes(gm: torch.fx.GraphModule) -> list:
+    return [n for n in gm.graph.nodes if n.op == "call_function" and n.target is torch.ops.aten.dropout.default]
+
+
+def dropout_layers(model: nn.Module) -> List[nn.Module]:
+    """The dropout modules of an eager or TorchScript model (by class, or by TorchScript's original name)."""
+    return [m for m in model.modules() if isinstance(m, nn.modules.dropout._DropoutNd)
+            or (_is_script(m) and getattr(m, "original_name", "") in DROPOUT_NAMES)]
+
+
+def has_dropout(model: nn.Module) -> bool:
+    """Whether ``model`` has dropout that MC dropout can switch on (eager, TorchScript or an export graph)."""
+    if _is_graph(model) and _dropout_nodes(model):
+        return True
+    return bool(dropout_layers(model))
+
+
+class _Run(torch.fx.Interpreter):
+    """Runs an export graph, keeping one node's value and optionally forcing dropout on."""
+
+    def __init__(self, gm: torch.fx.GraphModule, keep=None, train_dropout: bool = False) -> None:
+        super().__init__(gm)
+        self.keep, self.train_dropout, self.kept = keep, train_dropout, None
+
+    def run_node(self, n):
+        if n is self.keep:
+            self.kept = self.env[n.args[0]]
+        if self.train_dropout and n.op == "call_function" and n.target is torch.ops.aten.dropout.default:
+            x, p = self.env[n.args[0]], n.args[1]
+            return torch.ops.aten.dropout.default(x, p, True)
+        return super().run_node(n)
+
+
+def _graph_output(out):
+    return out[0] if isinstance(out, (tuple, list)) and len(out) == 1 else out
+
+
+def penultimate_runner(model: nn.Module) -> Optional[Callable[[torch.Tensor], Tuple[torch.Tensor, torch.Tensor]]]:
+    """``x -> (logits, input of the last linear layer)`` for a compiled model; None for an eager one.
+
+    Raises:
+        ValueError: the model is compiled but its last linear layer cannot be reached.
+    """
+    if _is_graph(model):
+        linears = _linear_nodes(model)
+        if not linears:
+            raise ValueError("this strategy needs penultimate-layer embeddings: the input of the model's last linear "
+                             "layer, and this torch.export program has no aten.linear op.")
+        last = linears[-1]
+
+        def run_graph(x: torch.Tensor):
+            interp = _Run(model, keep=last)
+            z = _graph_output(interp.run(x))
+            return z, interp.kept
+        return run_graph
+    if _is_script(model):
+        children = list(model.children())
+        heads = [i for i, c in enumerate(children) if getattr(c, "original_name", "") == "Linear"]
+        out_of_reach = ("this strategy needs penultimate-layer embeddings, and the last linear layer of this TorchScript "
+                        "model is out of reach (jacal runs its top-level layers in order, which does not reproduce "
+                        "its forward); save it with torch.export (.pt2) or as a jacal checkpoint.")
+        if not heads:
+            raise ValueError(out_of_reach)
+        head = heads[-1]
+        checked = []
+
+        def run_chain(x: torch.Tensor):
+            h, emb = x, None
+            try:
+                for i, child in enumerate(children):
+                    if i == head:
+                        emb = h
+                    h = child(h)
+            except (RuntimeError, ValueError, TypeError, IndexError) as err:
+                if checked:
+                    raise
+                raise ValueError(out_of_reach) from err
+            if not checked:  # once per pass: running the layers in order is the model's own forward
+                z = model(x)
+                if h.shape != z.shape or not torch.allclose(h, z, rtol=1e-5, atol=1e-6):
+                    raise ValueError(out_of_reach)
+                checked.append(True)
+            return h, emb
+        return run_chain
+    return None
+
+
+def mc_runner(model: nn.Module) -> Callable[[torch.Tensor], torch.Tensor]:
+    """``x -> logits`` with dropout on, for any model format; the model's own modes are restored by
+    the caller (eager and TorchScript dropout modules are switched here and back in ``finally``)."""
+    if _is_graph(model):
+        if not _dropout_nodes(model):
+            raise ValueError("strategy 'bald' needs a model with dropout layers (MC dropout); this torch.export "
+                             "program has no aten.dropout op (export the model with its nn.Dropout layers).")
+        return lambda x: _graph_output(_Run(model, train_dropout=True).run(x))
+    return model
