@@ -96,7 +96,9 @@ def load_model_file(path: Union[str, Path]) -> Checkpoint:
         if path.suffix == ".pt2":  # torch.export's archive format requires this suffix
             try:
                 program = torch.export.load(str(path))
-                return Checkpoint(program.module(), "export", {}, {})
+                module = program.module()
+                module._jacal_program = program  # to send the model to workers in its own format
+                return Checkpoint(module, "export", {}, {})
             except Exception as err:  # torch.export raises many types for corrupt archives
                 raise JacalError(f"{path} is not a readable torch.export program ({type(err).__name__})") from err
         try:

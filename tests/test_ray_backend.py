@@ -125,3 +125,30 @@ def test_acquire_manifest_pool_on_ray_equals_local(ray_local, tmp_path):
                            shard_size=100)
     assert np.array_equal(local.indices, remote.indices)
     assert local.invalid.tolist() == remote.invalid.tolist() == [4]
+
+
+@pytest.mark.parametrize("fmt", ["torchscript", "export"])
+def test_compiled_models_travel_to_ray_workers(ray_local, tmp_path, fmt):
+    """TorchScript and torch.export models reach the workers as bytes in their own format; every
+    kind of strategy (scores, Jacobians, embeddings, MC dropout) picks what the local backend picks."""
+    import warnings
+
+    from jacal.checkpoint import load_model_file
+
+    backend, _ = ray_local
+    warnings.simplefilter("ignore")
+    seq = torch.nn.Sequential(*jacal.mlp(64, 10, width=32, depth=2, dropout=0.2, seed=0).children()).eval()
+    pool = torch.rand(1200, 64, generator=torch.Generator().manual_seed(0))
+    path = tmp_path / ("m.pt" if fmt == "torchscript" else "m.pt2")
+    if fmt == "torchscript":
+        torch.jit.script(seq).save(str(path))
+    else:
+        torch.export.save(torch.export.export(seq, (pool[:4],), dynamic_shapes={"input": {0: torch.export.Dim("b")}}),
+                          str(path))
+    model = load_model_file(path).model
+    for strategy in ("margin", "jacobian", "coreset", "bald"):
+        local = jacal.acquire(model, pool, 20, strategy=strategy, batch_size=128, seed=1)
+        remote = jacal.acquire(model, pool, 20, strategy=strategy, batch_size=128, seed=1, backend=backend,
+                               shard_size=400)
+        assert np.array_equal(local.indices, remote.indices), strategy
+        np.testing.assert_allclose(remote.scores, local.scores, rtol=1e-5)

@@ -18,6 +18,7 @@ from torch.utils.data import Dataset, IterableDataset, Subset
 
 from jacal._validation import as_float_tensor, check_positive_int, nonfinite_rows
 from jacal.acquisition import scores
+from jacal.acquisition._foreign import to_portable
 from jacal.acquisition._features import (PoolFeatures, concat_features, extract_features, has_dropout, pool_length,
                                          shard_job)
 from jacal.acquisition.strategies import STRATEGIES, Strategy, get_strategy, register_strategy, top_k
@@ -159,7 +160,7 @@ def _features(model, pool, need, batch_size, device, mc_samples, seed, force_eva
     try:
         n = len(pool)
         step = max(batch_size, (shard_size // batch_size) * batch_size)
-        shared_model = runner.put(model)
+        shared_model = runner.put(to_portable(model))  # compiled models travel as bytes in their own format
         worker_device = "cpu" if device in (None, "cpu") or (isinstance(device, str) and device == "auto"
                                                                 and not torch.cuda.is_available()) else device
         jobs = [(shared_model, shard(s, min(s + step, n)), need, batch_size, worker_device, mc_samples, seed, force_eval,

@@ -9,7 +9,8 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, SequentialSampler
 
-from jacal.acquisition._foreign import dropout_layers, has_dropout, is_compiled, mc_runner, penultimate_runner
+from jacal.acquisition._foreign import (dropout_layers, from_portable, has_dropout, is_compiled, mc_runner,
+                                        penultimate_runner)
 from jacal._model_utils import model_dtype, parse_mlp, prepared, resolve_device
 from jacal._validation import as_float_tensor, fmt_shape, nonfinite_rows
 from jacal.sensitivity.embedding import JacobianEmbedder
@@ -225,5 +226,5 @@ def shard_job(model: nn.Module, shard: Any, need: Set[str], batch_size: int, dev
     """One shard of a pool as a unit of work (a Ray task)."""
     if isinstance(shard, np.ndarray) and not shard.flags.writeable:
         shard = shard.copy()  # Ray hands numpy arrays over read-only; torch wants to own writable memory
-    return extract_features(model, shard, need=need, batch_size=batch_size, device=device, mc_samples=mc_samples,
-                            seed=seed, force_eval=force_eval, chunk_offset=chunk_offset)
+    return extract_features(from_portable(model), shard, need=need, batch_size=batch_size, device=device,
+                            mc_samples=mc_samples, seed=seed, force_eval=force_eval, chunk_offset=chunk_offset)

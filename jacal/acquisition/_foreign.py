@@ -144,3 +144,48 @@ def mc_runner(model: nn.Module) -> Callable[[torch.Tensor], torch.Tensor]:
                              "program has no aten.dropout op (export the model with its nn.Dropout layers).")
         return lambda x: _graph_output(_Run(model, train_dropout=True).run(x))
     return model
+
+
+class Portable:
+    """A compiled model as bytes in its own format, for a worker process (Ray pickles its task
+    arguments, and TorchScript modules and export graphs do not pickle)."""
+
+    def __init__(self, kind: str, data: bytes) -> None:
+        self.kind, self.data = kind, data
+
+    def load(self) -> nn.Module:
+        import io
+
+        buf = io.BytesIO(self.data)
+        if self.kind == "torchscript":
+            return torch.jit.load(buf, map_location="cpu")
+        return torch.export.load(buf).module()
+
+
+def to_portable(model: nn.Module):
+    """``model`` itself for an eager module (it pickles); :class:`Portable` bytes for a compiled one.
+
+    Raises:
+        ValueError: an export graph that did not come from :func:`jacal.checkpoint.load_model_file`
+            (so its ``ExportedProgram`` is unknown) and does not pickle.
+    """
+    import io
+
+    if _is_script(model):
+        buf = io.BytesIO()
+        torch.jit.save(model, buf)
+        return Portable("torchscript", buf.getvalue())
+    if _is_graph(model):
+        program = getattr(model, "_jacal_program", None)
+        if program is None:
+            raise ValueError("a distributed backend sends the model to its workers, and this torch.export graph has no "
+                             "program to serialize; load it with jacal.checkpoint.load_model_file (or the CLI's "
+                             "--model) so jacal keeps its ExportedProgram.")
+        buf = io.BytesIO()
+        torch.export.save(program, buf)
+        return Portable("export", buf.getvalue())
+    return model
+
+
+def from_portable(obj) -> nn.Module:
+    return obj.load() if isinstance(obj, Portable) else obj
