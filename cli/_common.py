@@ -13,7 +13,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from typer.core import TyperGroup
 
-from jacal._validation import JacalError
+from jacal._validation import JacalError, first_line
 
 try:  # typer ≥ 0.20 vendors click as typer._click; older typer depends on click itself
     from typer._click import exceptions as click_exceptions
@@ -71,7 +71,7 @@ class JacalGroup(TyperGroup):
         except USER_ERRORS as err:
             if os.environ.get("JACAL_DEBUG"):
                 raise
-            msg = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            msg = first_line(err, None)
             typer.echo(f"error: {msg}", err=True)
             sys.exit(1)
         sys.exit(rv if isinstance(rv, int) else 0)

@@ -86,7 +86,7 @@ def load_array(path: Union[str, Path], *, mmap: bool = False):
     import numpy as np
     import torch
 
-    from jacal._validation import JacalError
+    from jacal._validation import JacalError, first_line
 
     path = Path(path)
     if not path.is_file():
@@ -125,7 +125,7 @@ def load_array(path: Union[str, Path], *, mmap: bool = False):
     except JacalError:
         raise
     except Exception as err:  # numpy/torch raise many types for corrupt files
-        raise JacalError(f"could not read {path}: {str(err).strip().splitlines()[0][:160] if str(err).strip() else type(err).__name__}") from err
+        raise JacalError(f"could not read {path}: {first_line(err, 160)}") from err
     x = torch.as_tensor(x)
     if x.ndim < 2:
         raise JacalError(f"{path}: expected an array of points (N, ...), got shape {tuple(x.shape)}")
@@ -185,12 +185,6 @@ def list_image_folder(folder: Union[str, Path]):
     return [p.relative_to(folder).as_posix() for p in files], files
 
 
-def first_line(err: BaseException, limit: int = 120) -> str:
-    """The first line of an exception's message (its type name when it has none)."""
-    text = str(err).strip()
-    return text.splitlines()[0][:limit] if text else type(err).__name__
-
-
 def load_image_folder(folder: Union[str, Path], *, size: tuple, channels: int):
     """Read every PNG/JPEG under ``folder`` (nested class folders included, sorted by relative path)
     as a float tensor ``(N, C, H, W)``.
@@ -210,7 +204,7 @@ def load_image_folder(folder: Union[str, Path], *, size: tuple, channels: int):
     import torch
     from PIL import UnidentifiedImageError
 
-    from jacal._validation import JacalError
+    from jacal._validation import JacalError, first_line
 
     folder = Path(folder)
     ids, files = list_image_folder(folder)

@@ -24,7 +24,7 @@ import json
 import os
 import sqlite3
 from pathlib import Path
-from typing import Dict, Iterator, Tuple
+from typing import Dict, Iterator, Optional, Tuple
 
 from jacal._validation import JacalError
 
@@ -126,15 +126,18 @@ def check_store(path, kind: str, schema: str) -> bool:
             con.close()
 
 
-def open_store(path, kind: str, schema: str) -> sqlite3.Connection:
+def open_store(path, kind: str, schema: str, *, stamp: Optional[bool] = None) -> sqlite3.Connection:
     """Open (or create) the store of command ``kind`` at ``path`` with the tables of ``schema``.
 
     An existing file is checked first (:func:`check_store`, reads only); any problem raises
     :class:`JacalError` and leaves the file untouched. A new (or pre-version, same-schema) store gets
-    its ``jacal_store`` and ``schema_version`` recorded.
+    its ``jacal_store`` and ``schema_version`` recorded. ``stamp``: what :func:`check_store` already
+    returned for this file under the run's :func:`run_lock` (True for a file that did not exist), so
+    the check is not repeated; ``None`` checks now.
     """
     path = Path(path)
-    stamp = check_store(path, kind, schema) if path.exists() else True
+    if stamp is None:
+        stamp = check_store(path, kind, schema) if path.exists() else True
     with store_errors(path):
         con = sqlite3.connect(str(path), timeout=30)
         try:

@@ -5,7 +5,7 @@ Every user-facing error is raised from here, as a ``TypeError`` (wrong container
 """
 from __future__ import annotations
 
-from typing import Any, Iterable, Sequence
+from typing import Any, Iterable, Optional, Sequence
 
 import numpy as np
 import torch
@@ -17,6 +17,7 @@ __all__ = [
     "check_choice",
     "check_positive_int",
     "as_points",
+    "first_line",
 ]
 
 
@@ -90,6 +91,13 @@ def check_finite(name: str, x: torch.Tensor) -> None:
 
 def fmt_shape(shape: Sequence[int]) -> str:
     return "(" + ", ".join(str(int(s)) for s in shape) + ")"
+
+
+def first_line(err: BaseException, limit: Optional[int] = 120) -> str:
+    """The first line of an exception's message, cut at ``limit`` characters (``None``: uncut); its
+    type name when it has no message."""
+    text = str(err).strip()
+    return text.splitlines()[0][:limit] if text else type(err).__name__
 
 
 def as_points(name: str, x: Any) -> torch.Tensor:

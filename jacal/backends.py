@@ -16,7 +16,7 @@ from __future__ import annotations
 import os
 from typing import Any, Callable, Iterator, Optional, Sequence, Tuple
 
-from jacal._validation import JacalError, check_choice
+from jacal._validation import JacalError, check_choice, first_line
 
 __all__ = ["Backend", "LocalBackend", "RayBackend", "get_backend", "BACKENDS"]
 
@@ -79,7 +79,7 @@ class RayBackend(Backend):
                     ray.init(address=address, **kwargs)
             except (ConnectionError, RuntimeError, ValueError) as err:
                 raise JacalError(f"cannot start or reach Ray at {address or 'a local instance'}: "
-                                 f"{str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__}") from err
+                                 f"{first_line(err, None)}") from err
 
     def put(self, obj):
         return self._ray.put(obj)

@@ -39,9 +39,9 @@ from urllib.request import url2pathname
 import torch
 from torch.utils.data import Dataset
 
-from jacal._io import (IMAGE_SUFFIXES, atomic_open, atomic_path, decode_image, first_line, image_transform,
-                       list_image_folder, load_array, load_image_folder)
-from jacal._validation import JacalError
+from jacal._io import (IMAGE_SUFFIXES, atomic_open, atomic_path, decode_image, image_transform, list_image_folder,
+                       load_array, load_image_folder)
+from jacal._validation import JacalError, first_line
 
 __all__ = [
     "Pool", "ImagePool", "open_pool", "read_manifest", "Manifest",

@@ -256,21 +256,21 @@ def run_loop(out: Path, cfg: LoopConfig, *, device: str = "auto", data_root: Opt
     ensure_out_dir(out)
     db = out / "loop.sqlite"
     with run_lock(out, "loop"):  # one run per folder; released on any exit, SIGKILL included
-        if db.exists():
-            check_store(db, "loop", _SCHEMA)  # damaged or foreign: refused untouched, before any work
-            if not resume:
-                raise JacalError(f"{db} exists; pass --resume to continue that run, or choose another --out")
+        # a damaged or foreign store is refused untouched, before any work
+        stamp = check_store(db, "loop", _SCHEMA) if db.exists() else True
+        if db.exists() and not resume:
+            raise JacalError(f"{db} exists; pass --resume to continue that run, or choose another --out")
         with store_errors(db):
-            rows, check_value = _run_all(db, cfg, data, dev, cb, backend, address)
+            rows, check_value = _run_all(db, stamp, cfg, data, dev, cb, backend, address)
         return write_outputs(out, cfg, rows, check_value)
 
 
-def _run_all(db: Path, cfg: LoopConfig, data: Splits, dev: torch.device, cb: LoopCallbacks, backend: str,
-             address: Optional[str]) -> Tuple[list, dict]:
+def _run_all(db: Path, stamp: bool, cfg: LoopConfig, data: Splits, dev: torch.device, cb: LoopCallbacks,
+             backend: str, address: Optional[str]) -> Tuple[list, dict]:
     """Every (strategy, seed) not finished in ``db``; returns the store's rows and the pointwise check."""
     from jacal.backends import get_backend
 
-    con = open_store(db, "loop", _SCHEMA)
+    con = open_store(db, "loop", _SCHEMA, stamp=stamp)  # checked by run_loop under the lock
     try:
         runner = get_backend(backend, address=address)
     except BaseException:

@@ -12,7 +12,7 @@ from torch.utils.data import DataLoader, Dataset, SequentialSampler
 from jacal.acquisition._foreign import (dropout_layers, from_portable, has_dropout, is_compiled, mc_runner,
                                         penultimate_runner)
 from jacal._model_utils import model_dtype, parse_mlp, prepared, resolve_device
-from jacal._validation import as_float_tensor, fmt_shape, nonfinite_rows
+from jacal._validation import as_float_tensor, first_line, fmt_shape, nonfinite_rows
 from jacal.sensitivity.embedding import JacobianEmbedder
 from jacal.sensitivity.jacobian import jacobian_norm
 
@@ -137,7 +137,7 @@ def extract_features(model: nn.Module, pool: Any, *, need: Set[str], batch_size:
                         else:
                             z = m(x)
                     except (RuntimeError, ValueError, IndexError, AssertionError) as err:
-                        msg = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+                        msg = first_line(err, None)
                         raise ValueError(f"the model rejected pool items of shape {fmt_shape(chunk.shape[1:])}: {msg}") from err
                 if not isinstance(z, torch.Tensor) or z.ndim != 2 or z.shape[0] != len(x):
                     raise ValueError(f"Expected the model to return logits (N, K), got {getattr(z, 'shape', type(z))}.")

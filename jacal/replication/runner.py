@@ -193,10 +193,10 @@ def run_replication(out: Path, *, preset: str = "smoke", datasets: Optional[Sequ
     db = out / "results.sqlite"
     signature = sweep_signature(p, p.datasets, seed)
     with run_lock(out, "replicate"):  # one run per folder; released on any exit, SIGKILL included
-        if db.exists():
-            check_store(db, "replicate", SCHEMA)  # damaged or foreign: refused untouched, before any work
-            if not resume:
-                raise JacalError(f"{db} exists; pass --resume to continue that run, or choose another --out")
+        # a damaged or foreign store is refused untouched, before any work
+        stamp = check_store(db, "replicate", SCHEMA) if db.exists() else True
+        if db.exists() and not resume:
+            raise JacalError(f"{db} exists; pass --resume to continue that run, or choose another --out")
         # load every dataset before training anything, so a missing one fails fast
         contexts = OrderedDict()
         for name in p.datasets:
@@ -210,14 +210,15 @@ def run_replication(out: Path, *, preset: str = "smoke", datasets: Optional[Sequ
         runner = get_backend(backend, address=address)
         try:
             with store_errors(db):
-                return _run(out, db, p, seed, signature, contexts, dev, cb, runner, gpus_per_group, write_report)
+                return _run(out, db, stamp, p, seed, signature, contexts, dev, cb, runner, gpus_per_group,
+                            write_report)
         finally:
             runner.close()
 
 
-def _run(out, db, p, seed, signature, contexts, dev, cb, runner, gpus_per_group, write_report):
+def _run(out, db, stamp, p, seed, signature, contexts, dev, cb, runner, gpus_per_group, write_report):
     shared = {name: runner.put(ctx) for name, ctx in contexts.items()}
-    with ResultStore(db) as store:
+    with ResultStore(db, stamp=stamp) as store:
         old = store.get_meta("signature")
         if old is not None and old != json.loads(json.dumps(signature, sort_keys=True)):
             raise JacalError(f"{db} holds a different run (preset, datasets or seed differ); choose another --out")

@@ -43,9 +43,9 @@ CREATE TABLE IF NOT EXISTS trajectories (
 class ResultStore:
     """A thin wrapper over one sqlite3 file."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, *, stamp: Optional[bool] = None) -> None:
         self.path = Path(path)
-        self.conn = open_store(self.path, "replicate", SCHEMA)
+        self.conn = open_store(self.path, "replicate", SCHEMA, stamp=stamp)  # stamp: see open_store
 
     def close(self) -> None:
         self.conn.close()

@@ -56,7 +56,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from jacal._model_utils import model_dtype, parse_mlp, prepared, resolve_device
-from jacal._validation import as_points, check_choice, check_positive_int, fmt_shape
+from jacal._validation import as_points, check_choice, check_positive_int, first_line, fmt_shape
 
 __all__ = ["jacobian_norm", "matmul_precision", "OUTPUTS", "METHODS", "PRECISIONS"]
 
@@ -231,7 +231,7 @@ def _forward_logits(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
     try:
         z = model(x)
     except (RuntimeError, ValueError, IndexError, AssertionError) as err:
-        msg = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        msg = first_line(err, None)
         raise ValueError(f"`model` rejected `x` with per-point shape {fmt_shape(x.shape[1:])}: {msg}") from err
     if not isinstance(z, torch.Tensor) or z.ndim != 2 or z.shape[0] != x.shape[0]:
         got = fmt_shape(z.shape) if isinstance(z, torch.Tensor) else type(z).__name__
