@@ -21,33 +21,31 @@ def mnist_root():
     return MNIST_ROOT
 
 
-@pytest.fixture(scope="session")
-def uninterrupted(tmp_path_factory):
-    """A finished tiny `jacal replicate` run: (out folder, its --json summary); shared, never modified."""
+def _finished_run(tmp_path_factory, command, args, folder):
+    """Run ``jacal COMMAND --out ... ARGS --json`` once in-process; (out folder, its --json summary)."""
     import json
 
     from typer.testing import CliRunner
 
-    from _helpers import REPLICATE_TINY
     from jacal.cli.app import app
 
-    out = tmp_path_factory.mktemp("rep") / "full"
-    r = CliRunner().invoke(app, ["replicate", "--out", str(out), *REPLICATE_TINY, "--json"])
+    out = tmp_path_factory.mktemp(folder) / "run"
+    r = CliRunner().invoke(app, [command, "--out", str(out), *args, "--json"])
     assert r.exit_code == 0, r.output
     return out, json.loads(r.stdout)
+
+
+@pytest.fixture(scope="session")
+def uninterrupted(tmp_path_factory):
+    """A finished tiny `jacal replicate` run: (out folder, its --json summary); shared, never modified."""
+    from _helpers import REPLICATE_TINY
+
+    return _finished_run(tmp_path_factory, "replicate", REPLICATE_TINY, "rep")
 
 
 @pytest.fixture(scope="session")
 def tiny(tmp_path_factory):
     """A finished tiny `jacal loop` run: (out folder, its --json summary); shared, never modified."""
-    import json
-
-    from typer.testing import CliRunner
-
     from _helpers import LOOP_TINY
-    from jacal.cli.app import app
 
-    out = tmp_path_factory.mktemp("loop") / "a"
-    r = CliRunner().invoke(app, ["loop", "--out", str(out), *LOOP_TINY, "--json"])
-    assert r.exit_code == 0, r.output
-    return out, json.loads(r.stdout)
+    return _finished_run(tmp_path_factory, "loop", LOOP_TINY, "loop")
