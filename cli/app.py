@@ -415,6 +415,10 @@ def acquire(
     seed: Annotated[int, typer.Option(help="Seeds tie-breaking, sampling and MC dropout.")] = 0,
     batch_size: Annotated[int, typer.Option(help="Items per chunk (bounds memory).")] = 256,
     mc_samples: Annotated[int, typer.Option(help="MC-dropout samples for --strategy bald.")] = 20,
+    embedding_layer: Annotated[Optional[str], typer.Option(
+        help="coreset/badge: the layer whose output embeds each item, named as in model.named_modules() (TorchScript: "
+             "a top-level layer, Sequential containers opened, e.g. 'body.2'; .pt2: the module path recorded in the "
+             "graph). Default: the input of the model's last linear layer.")] = None,
     image_size: ImageSizeOpt = None,
     channels: ChannelsOpt = None,
     device: DeviceOpt = "auto",
@@ -434,11 +438,10 @@ def acquire(
     kind = _output_kind(out, fmt, tuple(f.value for f in BatchFormat))
     check_writable(out, force)
     ck = load_model_file(model)
-    distributed = BackendName(backend).value != "local"
     if not pool.exists():
         fail(f"--pool not found: {pool}")
     items = jio.open_pool(pool, image_size=image_size, channels=channels, input_shape=ck.metadata.get("input_shape"),
-                          mmap=distributed)
+                          mmap=True)  # a .npy pool is read chunk by chunk from disk, never held whole
     n_classes = _n_classes(ck.model, items.input_shape)
     names = _label_names(label_names, ck, n_classes)
     if kind in ("label-studio", "argilla") and names is None:
@@ -455,7 +458,7 @@ def acquire(
         try:
             res = jacal.acquire(ck.model, items.items, k, strategy=Strategy(strategy).value, labeled=labeled, seed=seed,
                                 batch_size=batch_size, device=device, mc_samples=mc_samples, progress=update,
-                                backend=runner, shard_size=shard_size)
+                                backend=runner, shard_size=shard_size, embedding_layer=embedding_layer)
         finally:
             runner.close()
     written = jio.write_batch(out, res, items.ids, fmt=kind, label_names=names, uris=items.uris, from_name=from_name,

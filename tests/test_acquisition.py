@@ -246,3 +246,55 @@ def test_registering_a_taken_or_retired_name_fails_loudly():
         with pytest.raises(ValueError, match=f"{taken}.*already registered"):
             jacal.register_strategy(type("Mine", (Strategy,), {"name": taken}))
     assert jacal.STRATEGIES["margin"].__name__ == "Margin"
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.uint8])
+def test_memory_mapped_pool_is_read_chunk_by_chunk(setup, tmp_path, dtype):
+    """A read-only memory-mapped .npy (float or integer) gives every strategy the picks of the same
+    array in memory, and is converted a chunk at a time: no allocation of the pool's size."""
+    import tracemalloc
+
+    model, _ = setup
+    rng = np.random.default_rng(0)
+    arr = (rng.random((3000, 12)) * 3).astype(np.float32) if dtype == np.float32 else \
+        rng.integers(0, 4, size=(3000, 12)).astype(np.uint8)
+    np.save(tmp_path / "pool.npy", arr)
+    mapped = np.load(tmp_path / "pool.npy", mmap_mode="r")
+    for strategy in ALL:
+        got = jacal.acquire(model, mapped, 7, strategy=strategy, labeled=[0, 5], seed=2, batch_size=128)
+        ref = jacal.acquire(model, np.array(arr), 7, strategy=strategy, labeled=[0, 5], seed=2, batch_size=128)
+        assert list(got.indices) == list(ref.indices), strategy
+    wide = jacal.mlp(400, 4, width=8, depth=1, seed=0).eval()
+    np.save(tmp_path / "wide.npy", np.ones((3000, 400), dtype=dtype))
+    wide_pool = np.load(tmp_path / "wide.npy", mmap_mode="r")  # 4.8 MB as float32
+    for strategy in ("margin", "coreset"):
+        tracemalloc.start()  # numpy registers its allocations here (torch's are not: the test sees copies in numpy)
+        jacal.acquire(wide, wide_pool, 7, strategy=strategy, batch_size=128)
+        peak = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+        assert peak < 3000 * 400 * 4 / 4, (strategy, peak)
+
+
+def test_diversity_works_in_place_with_an_allowed_mask():
+    """The selection functions take the whole matrix and a mask: rows outside it (NaN included) are
+    never picked, and the picks equal those on the allowed rows alone."""
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(50, 4))
+    allowed = np.ones(50, dtype=bool)
+    allowed[[1, 7, 20]] = False
+    x_nan = x.copy()
+    x_nan[7] = np.nan
+    sub = np.flatnonzero(allowed)
+    t = torch.from_numpy
+    p_full, d_full = k_center_greedy(t(x_nan), 6, allowed=t(allowed), seed=1)
+    p_sub, d_sub = k_center_greedy(t(x[sub]), 6, seed=1)
+    assert list(p_full) == list(sub[p_sub]) and np.allclose(d_full, d_sub)
+    p_full, d_full = kmeans_pp(t(x_nan), 6, centers=torch.zeros(1, 4, dtype=torch.float64), allowed=t(allowed), seed=1)
+    p_sub, d_sub = kmeans_pp(t(x[sub]), 6, centers=torch.zeros(1, 4, dtype=torch.float64), seed=1)
+    assert list(p_full) == list(sub[p_sub]) and np.allclose(d_full, d_sub)
+    a = rng.normal(size=(50, 3))
+    p_full, _ = kmeans_pp_outer(t(a), t(x_nan), 6, allowed=t(allowed), seed=1)
+    p_sub, _ = kmeans_pp_outer(t(a[sub]), t(x[sub]), 6, seed=1)
+    assert list(p_full) == list(sub[p_sub])
+    with pytest.raises(ValueError, match="boolean mask of shape \\(50,\\)"):
+        kmeans_pp(t(x), 2, allowed=t(allowed[:10]))

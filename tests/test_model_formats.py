@@ -16,61 +16,12 @@ import jacal
 from jacal.acquisition import STRATEGIES
 from jacal.checkpoint import load_model_file
 
-
-class Net(nn.Module):
-    """Not a Sequential: its own forward, a body and a head."""
-
-    def __init__(self):
-        super().__init__()
-        self.body = nn.Sequential(nn.Linear(64, 32), nn.ReLU(), nn.Dropout(0.2), nn.Linear(32, 32), nn.ReLU(),
-                                  nn.Dropout(0.2))
-        self.head = nn.Linear(32, 10)
-
-    def forward(self, x):
-        return self.head(self.body(x.flatten(1)))
-
-
-class Residual(nn.Module):
-    """A forward that running the layers in order does not reproduce."""
-
-    def __init__(self):
-        super().__init__()
-        self.a = nn.Linear(64, 64)
-        self.drop = nn.Dropout(0.2)
-        self.head = nn.Linear(64, 10)
-
-    def forward(self, x):
-        return self.head(self.drop(torch.relu(self.a(x))) + x)
-
-
-FORMATS = ["checkpoint", "module", "scripted", "traced", "export"]
-# cells that cannot work, with the one line that says why
-PINNED = {("traced", "bald"): "traced TorchScript model keeps the dropout it was traced with"}
+from _formats import FORMATS, PINNED, Net, Residual, build_formats
 
 
 @pytest.fixture(scope="module")
 def built(tmp_path_factory):
-    warnings.simplefilter("ignore")
-    root = tmp_path_factory.mktemp("formats")
-    d = jacal.load_dataset("digits", n_train=300, seed=0)
-    mlp = jacal.mlp(64, 10, width=32, depth=2, dropout=0.2, seed=0)
-    jacal.train(mlp, d, epochs=3, seed=0)
-    mlp.eval()
-    torch.manual_seed(0)
-    net = Net().eval()
-    x = d.x_test[:80].reshape(80, -1)
-    seq = nn.Sequential(*mlp.children()).eval()  # the same layers, as a user's own Sequential (scriptable)
-    jacal.save_checkpoint(root / "mlp.pt", mlp, metadata={"input_shape": [64]})
-    torch.jit.script(seq).save(str(root / "scripted.pt"))
-    torch.jit.trace(seq, x[:4]).save(str(root / "traced.pt"))
-    batch = torch.export.Dim("batch")
-    torch.export.save(torch.export.export(seq, (x[:4],), dynamic_shapes={"input": {0: batch}}), str(root / "mlp.pt2"))
-    models = {"checkpoint": load_model_file(root / "mlp.pt").model, "module": net,
-              "scripted": load_model_file(root / "scripted.pt").model,
-              "traced": load_model_file(root / "traced.pt").model,
-              "export": load_model_file(root / "mlp.pt2").model}
-    eager = {"checkpoint": mlp, "module": net, "scripted": seq, "traced": seq, "export": seq}
-    return models, eager, x
+    return build_formats(tmp_path_factory.mktemp("formats"))
 
 
 @pytest.mark.parametrize("strategy", list(STRATEGIES))
@@ -123,3 +74,47 @@ def test_export_without_dropout_pinned(built, tmp_path):
                       str(tmp_path / "p.pt2"))
     with pytest.raises(ValueError, match="needs a model with dropout layers"):
         jacal.acquire(load_model_file(tmp_path / "p.pt2").model, x, 5, strategy="bald", device="cpu")
+
+
+# the first ReLU's output, named as each format names it
+LAYER = {"checkpoint": "1", "module": "body.1", "scripted": "1", "traced": "1", "export": "1"}
+
+
+@pytest.mark.parametrize("strategy", ["coreset", "badge"])
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_embedding_layer_on_every_format(built, fmt, strategy):
+    """``embedding_layer=`` takes the named layer's output in every format: the picks equal those of
+    ``embed=`` computing that output by hand on the eager model, and differ from the default's."""
+    models, eager, x = built
+    ref_model = eager[fmt]
+    layers = list((ref_model.body if fmt == "module" else ref_model).children())[:2]
+    first = nn.Sequential(*layers)  # the first Linear and ReLU, by hand
+    got = jacal.acquire(models[fmt], x, 6, strategy=strategy, device="cpu", seed=1, embedding_layer=LAYER[fmt])
+    by_hand = jacal.acquire(ref_model, x, 6, strategy=strategy, device="cpu", seed=1, embed=first)
+    default = jacal.acquire(models[fmt], x, 6, strategy=strategy, device="cpu", seed=1)
+    assert list(got.indices) == list(by_hand.indices)
+    np.testing.assert_allclose(got.scores, by_hand.scores, rtol=1e-4, atol=1e-6)
+    assert not np.allclose(got.scores, default.scores)
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_unknown_embedding_layer_names_the_layers(built, fmt):
+    models, _, x = built
+    with pytest.raises(ValueError, match="`embedding_layer` 'nope' is not") as err:
+        jacal.acquire(models[fmt], x, 5, strategy="coreset", device="cpu", embedding_layer="nope")
+    assert "\n" not in str(err.value) and repr(LAYER[fmt]) in str(err.value)
+
+
+def test_embed_callable_and_its_errors(built):
+    models, eager, x = built
+    no_linear = nn.Sequential(nn.Flatten(), nn.Identity()).eval()  # no linear layer: the logits are the input
+    pool = torch.rand(30, 10)
+    with pytest.raises(ValueError, match="no nn.Linear module .* embedding_layer= .* embed=") as err:
+        jacal.acquire(no_linear, pool, 3, strategy="coreset")
+    assert "\n" not in str(err.value)
+    got = jacal.acquire(no_linear, pool, 3, strategy="coreset", embed=lambda t: t * 2)
+    assert list(got.indices) == list(jacal.acquire(no_linear, pool, 3, strategy="coreset", embed=lambda t: t).indices)
+    with pytest.raises(ValueError, match="Expected embeddings \\(30, d\\)"):
+        jacal.acquire(no_linear, pool, 3, strategy="coreset", embed=lambda t: t[:2], batch_size=30)
+    with pytest.raises(ValueError, match="not both"):
+        jacal.acquire(models["checkpoint"], x, 3, strategy="coreset", embed=lambda t: t, embedding_layer="1")

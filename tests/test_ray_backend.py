@@ -21,10 +21,17 @@ TINY = ["--groups", "2", "--models-per-group", "3", "--pairs", "2", "--steps", "
 def ray_local(tmp_path_factory):
     crash_dir = tmp_path_factory.mktemp("crash")
     os.environ["JACAL_TEST_CRASH_ONCE"] = str(crash_dir)  # inherited by the local Ray workers
+    old_path = os.environ.get("PYTHONPATH")
+    here = os.path.dirname(os.path.abspath(__file__))  # test modules' classes and functions must import on workers,
+    os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (here, old_path) if p)  # as a user's own code must
     backend = RayBackend(num_cpus=2)
     yield backend, crash_dir
     ray.shutdown()
     os.environ.pop("JACAL_TEST_CRASH_ONCE", None)
+    if old_path is None:
+        os.environ.pop("PYTHONPATH", None)
+    else:
+        os.environ["PYTHONPATH"] = old_path
 
 
 def _models(db):
@@ -152,3 +159,40 @@ def test_compiled_models_travel_to_ray_workers(ray_local, tmp_path, fmt):
                                shard_size=400)
         assert np.array_equal(local.indices, remote.indices), strategy
         np.testing.assert_allclose(remote.scores, local.scores, rtol=1e-5)
+
+
+@pytest.fixture(scope="module")
+def formats(tmp_path_factory):
+    from _formats import build_formats
+
+    return build_formats(tmp_path_factory.mktemp("formats"))
+
+
+@pytest.mark.parametrize("fmt", ["checkpoint", "module", "scripted", "traced", "export"])
+def test_every_format_every_strategy_on_ray(ray_local, formats, fmt):
+    """The third axis of the matrix: each model format × every registered strategy on Ray picks what the
+    local backend picks (in three shards), or gives the local backend's pinned one-line error."""
+    from _formats import PINNED
+
+    backend, _ = ray_local
+    models, _, x = formats
+    for strategy in sorted(jacal.STRATEGIES):
+        kw = dict(strategy=strategy, batch_size=16, seed=1, device="cpu")
+        if (fmt, strategy) in PINNED:
+            with pytest.raises(ValueError, match=PINNED[(fmt, strategy)]):
+                jacal.acquire(models[fmt], x, 5, backend=backend, shard_size=32, **kw)
+            continue
+        local = jacal.acquire(models[fmt], x, 5, **kw)
+        remote = jacal.acquire(models[fmt], x, 5, backend=backend, shard_size=32, **kw)
+        assert np.array_equal(local.indices, remote.indices), strategy
+        np.testing.assert_allclose(remote.scores, local.scores, rtol=1e-5, atol=1e-7)
+    if fmt != "traced":  # a named layer and an embed callable travel too
+        for extra in ({"embedding_layer": "body.1" if fmt == "module" else "1"}, {"embed": _first_eight}):
+            local = jacal.acquire(models[fmt], x, 5, strategy="badge", seed=1, batch_size=16, **extra)
+            remote = jacal.acquire(models[fmt], x, 5, strategy="badge", seed=1, batch_size=16, backend=backend,
+                                   shard_size=32, **extra)
+            assert np.array_equal(local.indices, remote.indices)
+
+
+def _first_eight(x):
+    return x.reshape(len(x), -1)[:, :8]

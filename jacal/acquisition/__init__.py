@@ -67,7 +67,8 @@ def _labeled_indices(labeled: Any, n: int) -> Optional[np.ndarray]:
 def acquire(model: nn.Module, pool: Any, k: int, *, strategy: str = "jacobian", labeled: Any = None, seed: int = 0,
             batch_size: int = 256, device=None, mc_samples: int = 20, force_eval: bool = False,
             progress: Optional[Callable[[int, int], Any]] = None, backend: Any = "local",
-            shard_size: int = 65536) -> AcquisitionResult:
+            shard_size: int = 65536, embedding_layer: Optional[str] = None,
+            embed: Optional[Callable[[torch.Tensor], torch.Tensor]] = None) -> AcquisitionResult:
     """Choose ``k`` pool items to label next.
 
     Args:
@@ -95,6 +96,18 @@ def acquire(model: nn.Module, pool: Any, k: int, *, strategy: str = "jacobian", 
             each scored by a Ray task, and the selection runs on the driver: the result equals the
             local one for the same seed.
         shard_size: items per shard for a distributed backend.
+        embedding_layer: for the strategies that use embeddings (``coreset``, ``badge``): the name of
+            the layer whose output is each item's embedding (as in ``model.named_modules()``; for
+            TorchScript a top-level layer, ``Sequential`` containers opened; for ``torch.export`` the
+            module path the graph recorded). Default: the input of the model's last linear layer
+            (penultimate features), found in every model format.
+        embed: for anything else, ``embed(x) -> (b, d)`` embeddings of a chunk ``x`` (with a Ray
+            backend it must pickle).
+
+    Memory: the pool is read a ``batch_size`` chunk at a time (a memory-mapped ``.npy`` stays on
+    disk). Score-only strategies keep ``K + 3`` numbers per item (probabilities, score, prediction,
+    confidence); the diversity strategies add one float32 embedding per item and work on it in
+    place (no copies: see :mod:`jacal.acquisition.diversity`).
 
     Returns:
         :class:`AcquisitionResult`.
@@ -106,18 +119,23 @@ def acquire(model: nn.Module, pool: Any, k: int, *, strategy: str = "jacobian", 
     n = pool_length(pool)
     if n == 0:
         raise ValueError("`pool` is empty: nothing to acquire.")
+    if embedding_layer is not None and embed is not None:
+        raise ValueError("pass `embedding_layer` or `embed`, not both.")
+    if embed is not None and not callable(embed):
+        raise TypeError(f"Expected `embed` to be a callable x -> (b, d), got {type(embed).__name__}.")
     if "mc" in strat.needs and not has_dropout(model):
         raise ValueError("strategy 'bald' needs a model with dropout layers (MC dropout); this model has none.")
     lab_idx = _labeled_indices(labeled, n)
     local = backend == "local" or getattr(backend, "name", None) == "local"
     if local and isinstance(pool, (torch.Tensor, np.ndarray)):  # fail fast, before the scoring pass
-        xt = as_float_tensor("pool", pool, min_ndim=2)
-        ok = ~nonfinite_rows(xt).numpy()
+        ok = np.ones(n, dtype=bool)
+        if not isinstance(pool, np.memmap):  # an array on disk is read once, by the scoring pass
+            ok = ~nonfinite_rows(as_float_tensor("pool", pool, min_ndim=2)).numpy()
         if lab_idx is not None:
             ok[lab_idx] = False
         check_positive_int("k", k, upper=int(ok.sum()), upper_name="the valid pool items after exclusions")
     feats = _features(model, pool, set(strat.needs), batch_size, device, mc_samples, seed, force_eval, progress,
-                      backend, shard_size)
+                      backend, shard_size, embedding_layer, embed)
     available = feats.finite.copy()
     if lab_idx is not None:
         available[lab_idx] = False
@@ -129,7 +147,7 @@ def acquire(model: nn.Module, pool: Any, k: int, *, strategy: str = "jacobian", 
             labeled_emb = feats.embeddings[lab_idx][feats.finite[lab_idx]] if len(lab_idx) else None
         else:
             lab_feats = extract_features(model, labeled, need={"embeddings"}, batch_size=batch_size, device=device,
-                                         force_eval=force_eval)
+                                         force_eval=force_eval, embedding_layer=embedding_layer, embed=embed)
             labeled_emb = lab_feats.embeddings[lab_feats.finite]
     idx, s, sel = strat.select(feats, int(k), candidates=candidates, labeled_embeddings=labeled_emb, seed=seed)
     pred = np.where(feats.finite, np.nan_to_num(feats.probs, nan=0.0).argmax(1), -1)
@@ -140,14 +158,15 @@ def acquire(model: nn.Module, pool: Any, k: int, *, strategy: str = "jacobian", 
                              lab_idx if lab_idx is not None else np.zeros(0, dtype=np.int64))
 
 
-def _features(model, pool, need, batch_size, device, mc_samples, seed, force_eval, progress, backend, shard_size
-              ) -> PoolFeatures:
+def _features(model, pool, need, batch_size, device, mc_samples, seed, force_eval, progress, backend, shard_size,
+              embedding_layer=None, embed=None) -> PoolFeatures:
     from jacal.backends import Backend, get_backend
 
     runner = backend if isinstance(backend, Backend) else get_backend(backend)
     if runner.name == "local":
         return extract_features(model, pool, need=need, batch_size=batch_size, device=device, mc_samples=mc_samples,
-                                seed=seed, force_eval=force_eval, progress=progress)
+                                seed=seed, force_eval=force_eval, progress=progress, embedding_layer=embedding_layer,
+                                embed=embed)
     if isinstance(pool, (torch.Tensor, np.ndarray)):
         def shard(s: int, e: int) -> Any:
             return pool[s:e]
@@ -164,7 +183,7 @@ def _features(model, pool, need, batch_size, device, mc_samples, seed, force_eva
         worker_device = "cpu" if device in (None, "cpu") or (isinstance(device, str) and device == "auto"
                                                                 and not torch.cuda.is_available()) else device
         jobs = [(shared_model, shard(s, min(s + step, n)), need, batch_size, worker_device, mc_samples, seed, force_eval,
-                 s // batch_size) for s in range(0, n, step)]
+                 s // batch_size, embedding_layer, embed) for s in range(0, n, step)]
         parts: dict = {}
         done = 0
         for i, feats in runner.map_unordered(shard_job, jobs):

@@ -9,8 +9,8 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, SequentialSampler
 
-from jacal.acquisition._foreign import (dropout_layers, from_portable, has_dropout, is_compiled, mc_runner,
-                                        penultimate_runner)
+from jacal.acquisition._foreign import (dropout_layers, embedding_runner, from_portable, has_dropout, is_compiled,
+                                        mc_runner)
 from jacal._model_utils import model_dtype, parse_mlp, prepared, resolve_device
 from jacal._validation import as_float_tensor, first_line, fmt_shape, nonfinite_rows
 from jacal.sensitivity.embedding import JacobianEmbedder
@@ -53,9 +53,13 @@ def pool_length(pool: Any) -> int:
 def iter_pool(pool: Any, batch_size: int) -> Iterator[torch.Tensor]:
     """Chunks ``(b, ...)`` of the pool, in order."""
     if isinstance(pool, (torch.Tensor, np.ndarray)):
-        x = as_float_tensor("pool", pool, min_ndim=2)
-        for s in range(0, len(x), batch_size):
-            yield x[s:s + batch_size]
+        as_float_tensor("pool", np.array(pool[:0]) if isinstance(pool, np.ndarray) else pool[:0],
+                        min_ndim=2)  # type and shape checks, on no data
+        for s in range(0, len(pool), batch_size):  # converted chunk by chunk: a memory-mapped pool stays on disk
+            chunk = pool[s:s + batch_size]
+            if isinstance(chunk, np.ndarray) and not chunk.flags.writeable:
+                chunk = np.array(chunk)  # torch wants writable memory; one chunk's copy
+            yield as_float_tensor("pool", chunk, min_ndim=2)
         return
     if isinstance(pool, DataLoader):
         if not isinstance(pool.sampler, SequentialSampler) and pool.batch_sampler is not None \
@@ -68,18 +72,11 @@ def iter_pool(pool: Any, batch_size: int) -> Iterator[torch.Tensor]:
         yield as_float_tensor("pool", _first(batch), min_ndim=2)
 
 
-def _last_linear(model: nn.Module) -> Optional[nn.Module]:
-    last = None
-    for m in model.modules():
-        if isinstance(m, nn.Linear):
-            last = m
-    return last
-
-
 def extract_features(model: nn.Module, pool: Any, *, need: Set[str], batch_size: int = 256, device=None,
                      mc_samples: int = 20, seed: int = 0, force_eval: bool = False,
                      progress: Optional[Callable[[int, int], Any]] = None, chunk_offset: int = 0,
-                     sketch_dim: int = JACOBIAN_SKETCH_DIM) -> PoolFeatures:
+                     sketch_dim: int = JACOBIAN_SKETCH_DIM, embedding_layer: Optional[str] = None,
+                     embed: Optional[Callable[[torch.Tensor], torch.Tensor]] = None) -> PoolFeatures:
     """Compute what a strategy ``need``s (``{"embeddings", "jacobian", "jacobian-embedding", "mc"}``;
     probabilities always).
 
@@ -93,6 +90,10 @@ def extract_features(model: nn.Module, pool: Any, *, need: Set[str], batch_size:
     boundary and ``v``'s direction is that boundary's normal. Exact when it needs at most 1,024
     numbers per item (fully-connected nets: ``min(h₁, D)``, any other model: ``D``), which covers
     MNIST-sized inputs in every model format alike; sketched to ``4·sketch_dim`` numbers otherwise.
+
+    ``"embeddings"``: by default the input of the model's last linear layer (penultimate features),
+    found in every model format (see :mod:`jacal.acquisition._foreign`); ``embedding_layer="name"``
+    takes the output of that layer instead, and ``embed(x) -> (b, d)`` computes them any other way.
 
     ``chunk_offset``: index of this pool's first chunk within a larger pool (for sharded runs, so
     MC-dropout seeds, drawn per chunk, match an unsharded run).
@@ -115,94 +116,91 @@ def extract_features(model: nn.Module, pool: Any, *, need: Set[str], batch_size:
     done = 0
     with prepared(model, device=dev, force_eval=force_eval) as m:
         dtype = model_dtype(m)
-        runner = penultimate_runner(m) if "embeddings" in need else None  # TorchScript / torch.export
-        head = _last_linear(m) if "embeddings" in need and runner is None else None
-        if "embeddings" in need and runner is None and head is None:
-            raise ValueError("this strategy needs penultimate-layer embeddings: the input of the model's last nn.Linear "
-                             "layer, and the model has no nn.Linear module jacal can observe.")
-        captured = []
+        runner = embedding_runner(m, embedding_layer) if "embeddings" in need and embed is None else None
         embedders: dict = {}
-        hook = head.register_forward_hook(lambda mod, inp, out: captured.append(inp[0].detach())) if head else None
-        try:
-            for ci, chunk in enumerate(iter_pool(pool, batch_size)):
-                bad = nonfinite_rows(chunk)
-                x = torch.where(bad.reshape(-1, *([1] * (chunk.ndim - 1))), torch.zeros((), dtype=chunk.dtype), chunk)
-                x = x.to(dev, dtype)
-                captured.clear()
-                with torch.no_grad():
+        for ci, chunk in enumerate(iter_pool(pool, batch_size)):
+            bad = nonfinite_rows(chunk)
+            x = torch.where(bad.reshape(-1, *([1] * (chunk.ndim - 1))), torch.zeros((), dtype=chunk.dtype), chunk)
+            x = x.to(dev, dtype)
+            with torch.no_grad():
+                try:
+                    emb = None
+                    if runner is not None:
+                        z, emb = runner(x)
+                    else:
+                        z = m(x)
+                        if embed is not None and "embeddings" in need:
+                            emb = embed(x)
+                except (RuntimeError, ValueError, IndexError, AssertionError) as err:
+                    msg = first_line(err, None)
+                    if isinstance(err, ValueError) and msg.startswith(("this strategy needs", "`embedding_layer`",
+                                                                       "the model's forward never")):
+                        raise
+                    raise ValueError(f"the model rejected pool items of shape {fmt_shape(chunk.shape[1:])}: {msg}") from err
+            if not isinstance(z, torch.Tensor) or z.ndim != 2 or z.shape[0] != len(x):
+                raise ValueError(f"Expected the model to return logits (N, K), got {getattr(z, 'shape', type(z))}.")
+            keep = (~bad).cpu().numpy()
+            p = torch.softmax(z.double(), dim=1).cpu().numpy()
+            p[~keep] = np.nan
+            put("probs", p, done)
+            put("finite", keep, done)
+            if "embeddings" in need:
+                if not isinstance(emb, torch.Tensor) or emb.ndim < 1 or emb.shape[0] != len(x):
+                    raise ValueError(f"Expected embeddings ({len(x)}, d) for a chunk of {len(x)} items, got "
+                                     f"{getattr(emb, 'shape', type(emb).__name__)}.")
+                e = emb.detach().reshape(len(x), -1).float().cpu().numpy()
+                e[~keep] = np.nan
+                put("embeddings", e, done)
+            if "jacobian" in need:
+                j = np.asarray(jacobian_norm(m, x, batch_size=len(x), device=dev).double().numpy())
+                j[~keep] = np.nan
+                put("jacobian", j, done)
+            if "boundary-embedding" in need:
+                if "boundary" not in embedders:  # once per pass: one basis for every chunk
+                    parsed = parse_mlp(m)
+                    width = min(parsed[1][0].linear.weight.shape) if parsed is not None else x[0].numel()
+                    exact = width <= EXACT_BOUNDARY_DIM  # the same rule for every model format
+                    embedders["boundary"] = JacobianEmbedder(m, x.shape[1:], output="logit_margin", seed=seed,
+                                                             sketch_dim=None if exact else 4 * sketch_dim, device=dev)
+                be = embedders["boundary"](x).reshape(len(x), -1).double().numpy()
+                top2 = z.detach().double().topk(2, dim=1).values.cpu().numpy()
+                gap = np.maximum(top2[:, 0] - top2[:, 1], 1e-6)  # z_a − z_b, from the logits of this pass
+                be = (be / gap[:, None]).astype(np.float32)
+                be[~keep] = np.nan
+                put("boundary_embedding", be, done)
+            if "jacobian-embedding" in need:
+                if "softmax" not in embedders:
+                    embedders["softmax"] = JacobianEmbedder(m, x.shape[1:], sketch_dim=sketch_dim, seed=seed,
+                                                            device=dev)
+                je = embedders["softmax"](x).reshape(len(x), -1).float().numpy()
+                je[~keep] = np.nan
+                put("jacobian_embedding", je, done)
+            if "mc" in need:
+                drop = dropout_layers(m)
+                states = [mod.training for mod in drop]
+                forward = mc_runner(m)
+                samples = []
+                with torch.random.fork_rng(devices=[dev] if dev.type == "cuda" else []), torch.no_grad():
+                    torch.manual_seed(seed * 1_000_003 + chunk_offset + ci)
+                    for mod in drop:
+                        mod.train()
                     try:
-                        if runner is not None:
-                            z, emb = runner(x)
-                            captured.append(emb)
-                        else:
-                            z = m(x)
-                    except (RuntimeError, ValueError, IndexError, AssertionError) as err:
-                        msg = first_line(err, None)
-                        raise ValueError(f"the model rejected pool items of shape {fmt_shape(chunk.shape[1:])}: {msg}") from err
-                if not isinstance(z, torch.Tensor) or z.ndim != 2 or z.shape[0] != len(x):
-                    raise ValueError(f"Expected the model to return logits (N, K), got {getattr(z, 'shape', type(z))}.")
-                keep = (~bad).cpu().numpy()
-                p = torch.softmax(z.double(), dim=1).cpu().numpy()
-                p[~keep] = np.nan
-                put("probs", p, done)
-                put("finite", keep, done)
-                if "embeddings" in need:
-                    e = captured[-1].reshape(len(x), -1).float().cpu().numpy()
-                    e[~keep] = np.nan
-                    put("embeddings", e, done)
-                if "jacobian" in need:
-                    j = np.asarray(jacobian_norm(m, x, batch_size=len(x), device=dev).double().numpy())
-                    j[~keep] = np.nan
-                    put("jacobian", j, done)
-                if "boundary-embedding" in need:
-                    if "boundary" not in embedders:  # once per pass: one basis for every chunk
-                        parsed = parse_mlp(m)
-                        width = min(parsed[1][0].linear.weight.shape) if parsed is not None else x[0].numel()
-                        exact = width <= EXACT_BOUNDARY_DIM  # the same rule for every model format
-                        embedders["boundary"] = JacobianEmbedder(m, x.shape[1:], output="logit_margin", seed=seed,
-                                                                 sketch_dim=None if exact else 4 * sketch_dim, device=dev)
-                    be = embedders["boundary"](x).reshape(len(x), -1).double().numpy()
-                    top2 = z.detach().double().topk(2, dim=1).values.cpu().numpy()
-                    gap = np.maximum(top2[:, 0] - top2[:, 1], 1e-6)  # z_a − z_b, from the logits of this pass
-                    be = (be / gap[:, None]).astype(np.float32)
-                    be[~keep] = np.nan
-                    put("boundary_embedding", be, done)
-                if "jacobian-embedding" in need:
-                    if "softmax" not in embedders:
-                        embedders["softmax"] = JacobianEmbedder(m, x.shape[1:], sketch_dim=sketch_dim, seed=seed,
-                                                                device=dev)
-                    je = embedders["softmax"](x).reshape(len(x), -1).float().numpy()
-                    je[~keep] = np.nan
-                    put("jacobian_embedding", je, done)
-                if "mc" in need:
-                    drop = dropout_layers(m)
-                    states = [mod.training for mod in drop]
-                    forward = mc_runner(m)
-                    samples = []
-                    with torch.random.fork_rng(devices=[dev] if dev.type == "cuda" else []), torch.no_grad():
-                        torch.manual_seed(seed * 1_000_003 + chunk_offset + ci)
-                        for mod in drop:
-                            mod.train()
-                        try:
-                            for _ in range(mc_samples):
-                                samples.append(torch.softmax(forward(x).double(), dim=1).cpu().numpy())
-                        finally:
-                            for mod, st in zip(drop, states):
-                                mod.train(st)
-                    s = np.stack(samples)
-                    if is_compiled(m) and len(s) > 1 and np.array_equal(s[0], s[-1]):
-                        raise ValueError("strategy 'bald' needs dropout that is random in train mode, and this "
-                                         "model's is fixed (a traced TorchScript model keeps the dropout it was "
-                                         "traced with); save it with torch.jit.script, torch.export (.pt2) or as "
-                                         "a jacal checkpoint.")
-                    s[:, ~keep] = np.nan
-                    put("mc_probs", s, done, axis=1)
-                done += len(x)
-                if progress is not None:
-                    progress(done, n)
-        finally:
-            if hook is not None:
-                hook.remove()
+                        for _ in range(mc_samples):
+                            samples.append(torch.softmax(forward(x).double(), dim=1).cpu().numpy())
+                    finally:
+                        for mod, st in zip(drop, states):
+                            mod.train(st)
+                s = np.stack(samples)
+                if is_compiled(m) and len(s) > 1 and np.array_equal(s[0], s[-1]):
+                    raise ValueError("strategy 'bald' needs dropout that is random in train mode, and this "
+                                     "model's is fixed (a traced TorchScript model keeps the dropout it was "
+                                     "traced with); save it with torch.jit.script, torch.export (.pt2) or as "
+                                     "a jacal checkpoint.")
+                s[:, ~keep] = np.nan
+                put("mc_probs", s, done, axis=1)
+            done += len(x)
+            if progress is not None:
+                progress(done, n)
     if done != n:
         raise ValueError(f"`pool` yielded {done} items but reports a length of {n}.")
     return PoolFeatures(probs=out["probs"], finite=out["finite"], embeddings=out.get("embeddings"),
@@ -222,9 +220,10 @@ def concat_features(parts: List[PoolFeatures]) -> PoolFeatures:
 
 
 def shard_job(model: nn.Module, shard: Any, need: Set[str], batch_size: int, device: Any, mc_samples: int, seed: int,
-              force_eval: bool, chunk_offset: int) -> PoolFeatures:
-    """One shard of a pool as a unit of work (a Ray task)."""
-    if isinstance(shard, np.ndarray) and not shard.flags.writeable:
-        shard = shard.copy()  # Ray hands numpy arrays over read-only; torch wants to own writable memory
+              force_eval: bool, chunk_offset: int, embedding_layer: Optional[str] = None,
+              embed: Optional[Callable] = None) -> PoolFeatures:
+    """One shard of a pool as a unit of work (a Ray task). Read-only shards (Ray's numpy arrays, a
+    memory map) are copied chunk by chunk as they are scored."""
     return extract_features(from_portable(model), shard, need=need, batch_size=batch_size, device=device,
-                            mc_samples=mc_samples, seed=seed, force_eval=force_eval, chunk_offset=chunk_offset)
+                            mc_samples=mc_samples, seed=seed, force_eval=force_eval, chunk_offset=chunk_offset,
+                            embedding_layer=embedding_layer, embed=embed)

@@ -6,14 +6,16 @@ compiled model: TorchScript modules take no hooks, and a ``torch.export`` progra
 ``aten`` ops whose dropout was recorded with ``train=False``. The rules here, the same in spirit for
 every format (documented in :func:`jacal.acquire`):
 
-* **Embedding** = the input of the model's last linear layer.
-  - TorchScript (scripted or traced): the top-level layers are run in order and the input of the
-    last ``Linear`` among them is kept. That is an ``nn.Sequential``'s forward, and many custom
+* **Embedding** = the input of the model's last linear layer, or the output of a layer the user
+  names (``embedding_layer=``; :func:`embedding_runner`).
+  - Eager: a forward hook on that module.
+  - TorchScript (scripted or traced): the top-level layers (``Sequential`` containers opened) are
+    run in order and the input of the last ``Linear`` among them (or the named layer's output) is kept. That is an ``nn.Sequential``'s forward, and many custom
     ones (``head(body(x))``); the logits of this run are checked against the model's own forward on
     the first chunk, and any other forward (residuals, reshapes between layers) gets a one-line
     error that says what to do.
   - ``torch.export``: the graph is run by ``torch.fx.Interpreter`` and the first argument of its last
-    ``aten.linear`` node is kept.
+    ``aten.linear`` node is kept (or the output of the last node recorded inside the named module).
 * **MC dropout**: TorchScript ``Dropout`` submodules (found by their original class name) are put
   in train mode, as for an eager model; a traced model fixed its dropout when it was traced, which a
   check catches (two passes in train mode must differ). ``torch.export``: every ``aten.dropout``
@@ -26,7 +28,11 @@ from typing import Callable, List, Optional, Tuple
 import torch
 from torch import nn
 
-__all__ = ["dropout_layers", "has_dropout", "penultimate_runner", "mc_runner", "is_compiled"]
+__all__ = ["dropout_layers", "has_dropout", "embedding_runner", "mc_runner", "is_compiled"]
+
+NEEDS = "this strategy needs embeddings (by default the input of the model's last linear layer)"
+NAME_ONE = "name a layer whose output to use with embedding_layer= (--embedding-layer) or pass embed=."
+
 
 DROPOUT_NAMES = {"Dropout", "Dropout1d", "Dropout2d", "Dropout3d", "AlphaDropout", "FeatureAlphaDropout"}
 
@@ -68,71 +74,157 @@ def has_dropout(model: nn.Module) -> bool:
 class _Run(torch.fx.Interpreter):
     """Runs an export graph, keeping one node's value and optionally forcing dropout on."""
 
-    def __init__(self, gm: torch.fx.GraphModule, keep=None, train_dropout: bool = False) -> None:
+    def __init__(self, gm: torch.fx.GraphModule, keep=None, train_dropout: bool = False, take_input: bool = True) -> None:
         super().__init__(gm)
-        self.keep, self.train_dropout, self.kept = keep, train_dropout, None
+        self.keep, self.train_dropout, self.take_input, self.kept = keep, train_dropout, take_input, None
 
     def run_node(self, n):
-        if n is self.keep:
+        if n is self.keep and self.take_input:
             self.kept = self.env[n.args[0]]
         if self.train_dropout and n.op == "call_function" and n.target is torch.ops.aten.dropout.default:
             x, p = self.env[n.args[0]], n.args[1]
             return torch.ops.aten.dropout.default(x, p, True)
-        return super().run_node(n)
+        out = super().run_node(n)
+        if n is self.keep and not self.take_input:
+            self.kept = out
+        return out
 
 
 def _graph_output(out):
     return out[0] if isinstance(out, (tuple, list)) and len(out) == 1 else out
 
 
-def penultimate_runner(model: nn.Module) -> Optional[Callable[[torch.Tensor], Tuple[torch.Tensor, torch.Tensor]]]:
-    """``x -> (logits, input of the last linear layer)`` for a compiled model; None for an eager one.
+def _names(names: List[str]) -> str:
+    shown = ", ".join(repr(n) for n in names[:12])
+    return (shown + f" (and {len(names) - 12} more)") if len(names) > 12 else (shown or "none")
 
-    Raises:
-        ValueError: the model is compiled but its last linear layer cannot be reached.
-    """
-    if _is_graph(model):
+
+def _chain(model: nn.Module, prefix: str = "") -> List[Tuple[str, nn.Module]]:
+    """A TorchScript model's top-level layers in order, ``Sequential`` containers opened (``body.0``...)."""
+    out = []
+    for name, child in model.named_children():
+        full = f"{prefix}{name}"
+        if getattr(child, "original_name", "") == "Sequential":
+            out.extend(_chain(child, full + "."))
+        else:
+            out.append((full, child))
+    return out
+
+
+def _graph_runner(model: torch.fx.GraphModule, layer: Optional[str]):
+    if layer is None:
         linears = _linear_nodes(model)
         if not linears:
-            raise ValueError("this strategy needs penultimate-layer embeddings: the input of the model's last linear "
-                             "layer, and this torch.export program has no aten.linear op.")
-        last = linears[-1]
+            raise ValueError(f"{NEEDS}, and this torch.export program has no aten.linear op; {NAME_ONE}")
+        keep, take_input = linears[-1], True
+    else:  # the output of the named module: the last graph node recorded inside it
+        paths: List[str] = []
+        keep = None
+        for n in model.graph.nodes:
+            for path, _ in (n.meta.get("nn_module_stack") or {}).values():
+                if path and path not in paths:
+                    paths.append(path)
+                if path == layer or n.name == layer:
+                    keep = n
+        if keep is None:
+            raise ValueError(f"`embedding_layer` {layer!r} is not a layer of this torch.export program; its layers: "
+                             f"{_names(paths)}.")
+        take_input = False
 
-        def run_graph(x: torch.Tensor):
-            interp = _Run(model, keep=last)
-            z = _graph_output(interp.run(x))
-            return z, interp.kept
-        return run_graph
-    if _is_script(model):
-        children = list(model.children())
-        heads = [i for i, c in enumerate(children) if getattr(c, "original_name", "") == "Linear"]
-        out_of_reach = ("this strategy needs penultimate-layer embeddings, and the last linear layer of this TorchScript "
-                        "model is out of reach (jacal runs its top-level layers in order, which does not reproduce "
-                        "its forward); save it with torch.export (.pt2) or as a jacal checkpoint.")
+    def run_graph(x: torch.Tensor):
+        interp = _Run(model, keep=keep, take_input=take_input)
+        z = _graph_output(interp.run(x))
+        return z, interp.kept
+    return run_graph
+
+
+def _script_runner(model: nn.Module, layer: Optional[str]):
+    chain = _chain(model)
+    names = [n for n, _ in chain]
+    out_of_reach = (f"{NEEDS}, and the {'last linear layer' if layer is None else 'layer ' + repr(layer)} of this "
+                    "TorchScript model is out of reach (jacal runs its top-level layers in order, which does not "
+                    "reproduce its forward); save it with torch.export (.pt2) or as a jacal checkpoint, or pass embed=.")
+    if layer is None:
+        heads = [i for i, (_, c) in enumerate(chain) if getattr(c, "original_name", "") == "Linear"]
         if not heads:
             raise ValueError(out_of_reach)
-        head = heads[-1]
-        checked = []
+        at, take_input = heads[-1], True
+    else:
+        if layer not in names:
+            raise ValueError(f"`embedding_layer` {layer!r} is not one of the layers jacal can run in order in this "
+                             f"TorchScript model: {_names(names)}.")
+        at, take_input = names.index(layer), False
+    checked = []
 
-        def run_chain(x: torch.Tensor):
-            h, emb = x, None
-            try:
-                for i, child in enumerate(children):
-                    if i == head:
-                        emb = h
-                    h = child(h)
-            except (RuntimeError, ValueError, TypeError, IndexError) as err:
-                if checked:
-                    raise
-                raise ValueError(out_of_reach) from err
-            if not checked:  # once per pass: running the layers in order is the model's own forward
-                z = model(x)
-                if h.shape != z.shape or not torch.allclose(h, z, rtol=1e-5, atol=1e-6):
-                    raise ValueError(out_of_reach)
-                checked.append(True)
-            return h, emb
-        return run_chain
-    return None
+    def run_chain(x: torch.Tensor):
+        h, emb = x, None
+        try:
+            for i, (_, child) in enumerate(chain):
+                if i == at and take_input:
+                    emb = h
+                h = child(h)
+                if i == at and not take_input:
+                    emb = h
+        except (RuntimeError, ValueError, TypeError, IndexError) as err:
+            if checked:
+                raise
+            raise ValueError(out_of_reach) from err
+        if not checked:  # once per pass: running the layers in order is the model's own forward
+            z = model(x)
+            if h.shape != z.shape or not torch.allclose(h, z, rtol=1e-5, atol=1e-6):
+                raise ValueError(out_of_reach)
+            checked.append(True)
+        return h, emb
+    return run_chain
+
+
+def _eager_runner(model: nn.Module, layer: Optional[str]):
+    if layer is None:
+        target = None
+        for mod in model.modules():
+            if isinstance(mod, nn.Linear):
+                target = mod
+        if target is None:
+            raise ValueError(f"{NEEDS}, and the model has no nn.Linear module jacal can observe; {NAME_ONE}")
+    else:
+        modules = dict(model.named_modules())
+        if layer not in modules or layer == "":
+            raise ValueError(f"`embedding_layer` {layer!r} is not a layer of this model; its layers: "
+                             f"{_names([n for n in modules if n])}.")
+        target = modules[layer]
+
+    def run(x: torch.Tensor):
+        seen = []
+        grab = (lambda mod, inp, out: seen.append(inp[0])) if layer is None else (lambda mod, inp, out: seen.append(out))
+        handle = target.register_forward_hook(grab)
+        try:
+            z = model(x)
+        finally:
+            handle.remove()
+        if not seen:
+            raise ValueError(f"the model's forward never called {'its last nn.Linear' if layer is None else repr(layer)}, "
+                             "so it gives no embedding; name another layer with embedding_layer= or pass embed=.")
+        return z, seen[-1]
+    return run
+
+
+def embedding_runner(model: nn.Module, layer: Optional[str] = None
+                     ) -> Callable[[torch.Tensor], Tuple[torch.Tensor, torch.Tensor]]:
+    """``x -> (logits, embeddings)`` for any model format, in one forward pass.
+
+    ``layer=None``: the input of the model's last linear layer (penultimate features). ``layer="name"``:
+    the output of that layer, named as in ``model.named_modules()`` (eager), in the top-level layers
+    with ``Sequential`` containers opened (TorchScript: ``"body.2"``), or as the module path (or node
+    name) recorded in the graph (``torch.export``).
+
+    Raises:
+        ValueError: one line saying why no embedding can be taken, and what to pass instead.
+    """
+    if _is_graph(model):
+        return _graph_runner(model, layer)
+    if _is_script(model):
+        return _script_runner(model, layer)
+    return _eager_runner(model, layer)
 
 
 def mc_runner(model: nn.Module) -> Callable[[torch.Tensor], torch.Tensor]:

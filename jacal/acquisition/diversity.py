@@ -1,14 +1,25 @@
-"""Batch-diversity selection: k-center greedy and factorized k-means++ seeding.
+"""Batch-diversity selection: k-center greedy and factorized k-means++ seeding, in bounded memory.
 
 k-center greedy (Sener & Savarese 2018) and k-means++ seeding (Arthur & Vassilvitskii 2007) are
-written here rather than taken from scikit-learn because (1) scikit-learn has no k-center greedy,
-and (2) ``sklearn.cluster.kmeans_plusplus`` cannot start from given centers (the origin or a labeled
-set, see :func:`kmeans_pp`) and replaces plain D² sampling by a greedy variant with local trials,
-and (3) it needs the embedding matrix in memory, which for
-BADGE is N × (K·d) (a 60,000-item MNIST pool with a 512-wide penultimate layer: 1.2 GB), while
-BADGE's gradient embeddings are rank-one outer products ``g_i = a_i ⊗ h_i`` whose inner products
-factor as ``⟨g_i, g_j⟩ = ⟨a_i, a_j⟩⟨h_i, h_j⟩``: N × (K + d) suffices. Also BADGE uses plain
-k-means++ sampling, not scikit-learn's greedy variant with local trials.
+written here rather than taken from scikit-learn or faiss because
+
+1. scikit-learn has no k-center greedy, and ``sklearn.cluster.kmeans_plusplus`` cannot start from
+   given centers (the origin or a labeled set, see :func:`kmeans_pp`), replaces plain D² sampling
+   by a greedy variant with local trials (BADGE uses plain D² sampling), and needs the embedding
+   matrix itself, which for BADGE is N × (K·d);
+2. both algorithms are sequential: each pick depends on the distances updated by the previous one,
+   so the work is one matrix-vector product over the pool per pick, bound by memory bandwidth.
+   faiss's batched nearest-neighbour search has nothing to batch here, and its k-means is Lloyd's
+   iteration, not seeding.
+
+Memory: the functions take the whole ``(N, d)`` embedding matrix as it is (a view, never a copy;
+float32 is fine) plus an ``allowed`` mask of the rows that may be picked, and keep only a few
+numbers per row besides (squared norms, current distances). Distances are formed as
+``‖x − μ‖² − 2 (x − μ)·(c − μ) + ‖c − μ‖²`` with μ the mean of the allowed rows, where the centred
+squared norms are computed once, chunk by chunk, and ``(x − μ)·w = x·w − μ·w``: no N × d temporary.
+BADGE's gradient embeddings ``g_i = a_i ⊗ h_i`` are never formed either: their inner products factor
+as ``⟨g_i, g_j⟩ = ⟨a_i, a_j⟩⟨h_i, h_j⟩``, so N × (K + d) numbers suffice (a million-item pool with
+K = 10 and a 512-wide penultimate layer: 2 GB instead of 20 GB).
 """
 from __future__ import annotations
 
@@ -17,99 +28,164 @@ from typing import Optional
 import numpy as np
 import torch
 
-__all__ = ["k_center_greedy", "kmeans_pp", "kmeans_pp_outer", "min_distances"]
+__all__ = ["k_center_greedy", "kmeans_pp", "kmeans_pp_outer", "min_distances", "row_mean", "row_norms"]
+
+_CHUNK_ELEMENTS = 1 << 24  # temporaries of at most 16M numbers (64 MB in float32)
 
 
-def min_distances(x: torch.Tensor, centers: torch.Tensor, *, chunk: int = 256, centered: bool = False) -> torch.Tensor:
-    """Distance ``(N,)`` from each row of ``x (N, d)`` to its nearest row of ``centers (M, d)``.
-
-    ``‖x‖² − 2 x·c + ‖c‖²`` in ``x``'s dtype, ``chunk`` centers at a time: no N × d temporaries.
-    Both sides are shifted by the mean of ``x`` first, which shrinks the norms and so the
-    cancellation of this expansion (in float32, distances are accurate to ~1e-3·spread);
-    ``centered=True`` says the caller already did so (no copy of ``x``).
-    """
-    mu = torch.zeros_like(x[:1]) if centered else x.mean(dim=0, keepdim=True)
-    x = x if centered else x - mu
-    sq = x.pow(2).sum(dim=1)
-    c = centers.to(x.dtype) - mu
-    d2 = torch.full((x.shape[0],), float("inf"), dtype=x.dtype)
-    for s in range(0, len(c), chunk):
-        cc = c[s:s + chunk]
-        part = (sq[:, None] - 2 * (x @ cc.T) + cc.pow(2).sum(dim=1)[None, :]).clamp_min_(0).min(dim=1).values
-        d2 = torch.minimum(d2, part)
-    return d2.sqrt()
+def _row_chunk(x: torch.Tensor) -> int:
+    return max(1, _CHUNK_ELEMENTS // max(1, x[0].numel() if len(x) else 1))
 
 
-def k_center_greedy(x: torch.Tensor, k: int, *, centers: Optional[torch.Tensor] = None, seed: int = 0) -> tuple:
+def _allowed(allowed: Optional[torch.Tensor], n: int) -> torch.Tensor:
+    if allowed is None:
+        return torch.ones(n, dtype=torch.bool)
+    allowed = torch.as_tensor(allowed, dtype=torch.bool)
+    if allowed.shape != (n,):
+        raise ValueError(f"Expected `allowed` to be a boolean mask of shape ({n},), got {tuple(allowed.shape)}.")
+    return allowed
+
+
+def row_norms(x: torch.Tensor, *, squared: bool = False, shift: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """``‖x_i − shift‖`` (or its square) for every row of ``x (N, d)``, in float64, a chunk of rows
+    at a time (no N × d temporary)."""
+    out = torch.empty(len(x), dtype=torch.float64)
+    step = _row_chunk(x)
+    for s in range(0, len(x), step):
+        xc = x[s:s + step]
+        if shift is not None:
+            xc = xc - shift
+        out[s:s + step] = xc.double().pow(2).sum(dim=1)
+    return out if squared else out.sqrt()
+
+
+def row_mean(x: torch.Tensor, allowed: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """The mean ``(d,)`` of the ``allowed`` rows of ``x (N, d)`` (others may hold NaN), in ``x``'s dtype,
+    accumulated in float64 a chunk of rows at a time."""
+    ok = _allowed(allowed, len(x))
+    total = torch.zeros(x.shape[1:], dtype=torch.float64)
+    step = _row_chunk(x)
+    for s in range(0, len(x), step):
+        total += x[s:s + step][ok[s:s + step]].double().sum(dim=0)
+    return (total / max(1, int(ok.sum()))).to(x.dtype)
+
+
+class _Distances:
+    """Squared distances from every row of ``x`` to one vector at a time, around the allowed rows' mean."""
+
+    def __init__(self, x: torch.Tensor, allowed: torch.Tensor):
+        self.x = x
+        self.allowed = allowed
+        self.mu = row_mean(x, allowed)
+        self.sq = row_norms(x, squared=True, shift=self.mu).to(x.dtype)
+
+    def to_vector(self, c: torch.Tensor) -> torch.Tensor:
+        """``‖x_i − c‖²`` for every row (float64; 0 for rows that are not allowed)."""
+        w = c.to(self.x.dtype) - self.mu
+        d2 = (self.sq - 2 * (self.x @ w - self.mu @ w) + w @ w).clamp_min_(0).double()
+        return torch.where(self.allowed, d2, torch.zeros((), dtype=torch.float64))
+
+    def to_row(self, j: int) -> torch.Tensor:
+        return self.to_vector(self.x[j])
+
+    def to_nearest(self, centers: torch.Tensor, chunk: Optional[int] = None) -> torch.Tensor:
+        """Squared distance to the nearest row of ``centers (M, d)``, a chunk of centers at a time."""
+        c = centers.to(self.x.dtype) - self.mu
+        chunk = chunk or max(1, _CHUNK_ELEMENTS // max(1, len(self.x)))
+        d2 = torch.full((len(self.x),), float("inf"), dtype=self.x.dtype)
+        for s in range(0, len(c), chunk):
+            cc = c[s:s + chunk]
+            prod = self.x @ cc.T - (self.mu @ cc.T)[None, :]
+            part = (self.sq[:, None] - 2 * prod + cc.pow(2).sum(dim=1)[None, :]).clamp_min_(0).min(dim=1).values
+            d2 = torch.minimum(d2, part)
+        return torch.where(self.allowed, d2.double(), torch.zeros((), dtype=torch.float64))
+
+
+def min_distances(x: torch.Tensor, centers: torch.Tensor, *, allowed: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """Distance ``(N,)`` from each row of ``x (N, d)`` to its nearest row of ``centers (M, d)`` (float64;
+    0 for rows outside ``allowed``). Both sides are shifted by the mean of the allowed rows of ``x``,
+    which shrinks the norms and so the cancellation of the expansion (in float32, distances are
+    accurate to ~1e-3·spread)."""
+    return _Distances(x, _allowed(allowed, len(x))).to_nearest(centers).sqrt()
+
+
+def k_center_greedy(x: torch.Tensor, k: int, *, centers: Optional[torch.Tensor] = None,
+                    allowed: Optional[torch.Tensor] = None, seed: int = 0) -> tuple:
     """Pick ``k`` rows of ``x (N, d)``, each the farthest from everything chosen so far.
 
-    Distances use ``‖x‖² − 2 x·c + ‖c‖²`` (one matrix-vector product per pick, no N × d
-    temporaries), in ``x``'s dtype, clamped at 0.
+    One matrix-vector product over ``x`` per pick, in ``x``'s dtype, clamped at 0; memory beyond
+    ``x``: a few numbers per row.
 
     Args:
-        x: candidate embeddings.
-        k: how many to pick (≤ N).
+        x: embeddings (rows outside ``allowed`` may hold anything, NaN included).
+        k: how many to pick (≤ allowed rows).
         centers: embeddings ``(M, d)`` already covered (the labeled set); when absent the first
             pick is the point farthest from the mean.
+        allowed: ``(N,)`` bool, the rows that may be picked (default: all).
         seed: breaks exact ties.
 
     Returns:
-        ``(indices (k,), distances (k,))``: picks in order and each one's distance to the
-        nearest earlier center at the time it was picked.
+        ``(indices (k,), distances (k,))``: picks (rows of ``x``) in order and each one's distance
+        to the nearest earlier center at the time it was picked.
     """
-    n = x.shape[0]
-    ref = centers if centers is not None and len(centers) else x.mean(dim=0, keepdim=True)
-    mu = x.mean(dim=0, keepdim=True)  # shift everything by the mean: smaller norms, less cancellation
-    x = (x - mu).contiguous()
-    ref = ref.to(x.dtype) - mu
-    sq = x.pow(2).sum(dim=1)
-    rng = np.random.default_rng(seed)
-    jitter = torch.from_numpy(rng.random(n) * 1e-9).to(x.dtype)
-    d2 = min_distances(x, ref, centered=True).pow(2)
+    ok = _allowed(allowed, len(x))
+    dist = _Distances(x, ok)
+    if centers is not None and len(centers):
+        d2 = dist.to_nearest(centers)
+    else:
+        d2 = dist.to_vector(dist.mu)
+    d2[~ok] = -1.0
+    jitter = torch.from_numpy(np.random.default_rng(seed).random(len(x)) * 1e-9)
     picks, dists = [], []
     for _ in range(k):
         i = int(torch.argmax(d2 + jitter * d2.max().clamp_min(1e-30)))
         picks.append(i)
         dists.append(float(d2[i].clamp_min(0).sqrt()))
-        d2 = torch.minimum(d2, (sq - 2 * (x @ x[i]) + sq[i]).clamp_min_(0))
+        d2 = torch.where(ok, torch.minimum(d2, dist.to_row(i)), d2)
         d2[i] = -1.0
     return np.asarray(picks, dtype=np.int64), np.asarray(dists)
 
 
-def kmeans_pp_outer(a: torch.Tensor, h: torch.Tensor, k: int, *, seed: int = 0) -> tuple:
+def kmeans_pp_outer(a: torch.Tensor, h: torch.Tensor, k: int, *, allowed: Optional[torch.Tensor] = None,
+                    seed: int = 0) -> tuple:
     """k-means++ seeding on implicit embeddings ``g_i = a_i ⊗ h_i`` (BADGE).
 
     ``‖g_i − g_j‖² = ‖a_i‖²‖h_i‖² + ‖a_j‖²‖h_j‖² − 2⟨a_i, a_j⟩⟨h_i, h_j⟩`` — exact, never forming g.
 
     Args:
         a: ``(N, K)`` (softmax minus one-hot of the predicted class).
-        h: ``(N, d)`` penultimate-layer embeddings.
+        h: ``(N, d)`` penultimate-layer embeddings (used as they are: no copy when float32).
         k: picks.
+        allowed: ``(N,)`` bool, the rows that may be picked (default: all).
         seed: sampling seed.
 
     Returns:
         ``(indices (k,), d2_at_pick (k,))``. The first pick is the largest-norm embedding (as in
         BADGE's reference code), each later one is sampled with probability ∝ D².
     """
-    a, h = a.double(), h.float()
-    norms2 = a.pow(2).sum(1) * h.double().pow(2).sum(1)
+    ok = _allowed(allowed, len(a))
+    a = a.double()
+    h = h if h.dtype == torch.float32 else h.float()
+    norms2 = torch.where(ok, a.pow(2).sum(1) * row_norms(h, squared=True), torch.zeros((), dtype=torch.float64))
     rng = np.random.default_rng(seed)
-    first = int(torch.argmax(norms2))
+    first = int(torch.argmax(torch.where(ok, norms2, torch.tensor(-1.0, dtype=torch.float64))))
     picks, d2_at = [first], [float(norms2[first])]
 
     def d2_to(j: int) -> torch.Tensor:
-        return (norms2 + norms2[j] - 2 * (a @ a[j]) * (h @ h[j]).double()).clamp_min(0)
+        d2 = (norms2 + norms2[j] - 2 * (a @ a[j]) * (h @ h[j]).double()).clamp_min(0)
+        return torch.where(ok, d2, torch.zeros((), dtype=torch.float64))
 
     d2 = d2_to(first)
     d2[first] = 0.0
-    return _d2_sampling(d2, d2_to, k, picks, d2_at, rng)
+    return _d2_sampling(d2, d2_to, k, picks, d2_at, rng, ok)
 
 
-def _d2_sampling(d2: torch.Tensor, d2_to, k: int, picks: list, d2_at: list, rng: np.random.Generator) -> tuple:
+def _d2_sampling(d2: torch.Tensor, d2_to, k: int, picks: list, d2_at: list, rng: np.random.Generator,
+                 allowed: torch.Tensor) -> tuple:
     """The k-means++ loop shared by both seedings: draw rows ∝ ``d2`` (float64, squared distance to the
-    nearest center so far, 0 at ``picks``) until there are ``k`` picks; ``d2_to(j)`` gives every
-    row's squared distance to row ``j``."""
-    chosen = torch.zeros(len(d2), dtype=torch.bool)
+    nearest center so far, 0 at ``picks`` and outside ``allowed``) until there are ``k`` picks;
+    ``d2_to(j)`` gives every row's squared distance to row ``j``."""
+    chosen = ~allowed.clone()
     chosen[picks] = True
     while len(picks) < k:
         total = float(d2.sum())
@@ -126,7 +202,8 @@ def _d2_sampling(d2: torch.Tensor, d2_to, k: int, picks: list, d2_at: list, rng:
     return np.asarray(picks, dtype=np.int64), np.asarray(d2_at)
 
 
-def kmeans_pp(x: torch.Tensor, k: int, *, centers: Optional[torch.Tensor] = None, seed: int = 0) -> tuple:
+def kmeans_pp(x: torch.Tensor, k: int, *, centers: Optional[torch.Tensor] = None,
+              allowed: Optional[torch.Tensor] = None, seed: int = 0) -> tuple:
     """k-means++ seeding (D² sampling) of ``k`` rows of ``x (N, d)``, starting from ``centers``.
 
     Each pick is drawn with probability ∝ its squared distance to the nearest center so far. With
@@ -135,29 +212,26 @@ def kmeans_pp(x: torch.Tensor, k: int, *, centers: Optional[torch.Tensor] = None
     squared norm: magnitude decides how likely a pick is, direction keeps the batch diverse.
 
     Args:
-        x: ``(N, d)`` embeddings (float32 is fine: distances are formed from the mean-shifted rows).
-        k: picks (≤ N).
+        x: ``(N, d)`` embeddings (float32 is fine: distances are formed around the mean).
+        k: picks (≤ allowed rows).
         centers: ``(M, d)`` centers that already exist; ``None``: the first pick is the
             largest-norm row (as BADGE's reference code does).
+        allowed: ``(N,)`` bool, the rows that may be picked (default: all).
         seed: sampling seed.
 
     Returns:
         ``(indices (k,), d2_at_pick (k,))``.
     """
-    mu = x.mean(dim=0, keepdim=True)  # shift by the mean: smaller norms, less cancellation
-    xs = (x - mu).contiguous()
-    sq = xs.pow(2).sum(dim=1)
-
-    def d2_to(j: int) -> torch.Tensor:
-        return (sq - 2 * (xs @ xs[j]) + sq[j]).clamp_min(0).double()
-
+    ok = _allowed(allowed, len(x))
+    dist = _Distances(x, ok)
     picks, d2_at = [], []
     if centers is not None and len(centers):
-        d2 = min_distances(xs, centers.to(x.dtype) - mu, centered=True).double().pow(2)
+        d2 = dist.to_nearest(centers)
     else:
-        first = int(torch.argmax(x.double().pow(2).sum(dim=1)))
+        norms2 = torch.where(ok, row_norms(x, squared=True), torch.tensor(-1.0, dtype=torch.float64))
+        first = int(torch.argmax(norms2))
         picks.append(first)
-        d2_at.append(float(x[first].double().pow(2).sum()))
-        d2 = d2_to(first)
+        d2_at.append(float(norms2[first]))
+        d2 = dist.to_row(first)
         d2[first] = 0.0
-    return _d2_sampling(d2, d2_to, k, picks, d2_at, np.random.default_rng(seed))
+    return _d2_sampling(d2, dist.to_row, k, picks, d2_at, np.random.default_rng(seed), ok)

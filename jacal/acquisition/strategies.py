@@ -13,7 +13,7 @@ import torch
 
 from jacal.acquisition import scores as S
 from jacal.acquisition._features import PoolFeatures
-from jacal.acquisition.diversity import k_center_greedy, kmeans_pp, kmeans_pp_outer, min_distances
+from jacal.acquisition.diversity import k_center_greedy, kmeans_pp, kmeans_pp_outer, min_distances, row_mean, row_norms
 
 __all__ = ["Strategy", "ProbabilityStrategy", "STRATEGIES", "RETIRED", "register_strategy", "get_strategy", "top_k"]
 
@@ -76,11 +76,12 @@ def get_strategy(name: str) -> Strategy:
     return STRATEGIES[name]()
 
 
-def _rows(a: np.ndarray, candidates: np.ndarray) -> np.ndarray:
-    """``a[candidates]`` without a copy when the candidates are every row in order."""
-    if len(candidates) == len(a) and (len(a) == 0 or (candidates[0] == 0 and candidates[-1] == len(a) - 1)):
-        return a
-    return a[candidates]
+def _allowed(n: int, candidates: np.ndarray) -> torch.Tensor:
+    """The candidates as a boolean mask over all ``n`` rows: the diversity functions take the whole
+    feature matrix and this mask, so a million-row embedding is never copied."""
+    mask = torch.zeros(n, dtype=torch.bool)
+    mask[torch.from_numpy(np.asarray(candidates, dtype=np.int64))] = True
+    return mask
 
 
 def _probs_or_nan(f: PoolFeatures, fn) -> np.ndarray:
@@ -174,10 +175,11 @@ class JacobianKMeans(Strategy):
     needs = frozenset({"jacobian", "jacobian-embedding"})
 
     def select(self, f, k, *, candidates, labeled_embeddings=None, seed=0):
-        e = torch.from_numpy(_rows(f.jacobian_embedding, candidates))
-        picks, d2 = kmeans_pp(e, k, centers=torch.zeros(1, e.shape[1], dtype=e.dtype), seed=seed)
+        e = torch.from_numpy(f.jacobian_embedding)
+        picks, d2 = kmeans_pp(e, k, centers=torch.zeros(1, e.shape[1], dtype=e.dtype),
+                              allowed=_allowed(len(e), candidates), seed=seed)
         s = f.jacobian.copy()
-        return candidates[picks], s, np.sqrt(d2)
+        return picks, s, np.sqrt(d2)
 
 
 @register_strategy
@@ -201,11 +203,11 @@ class JacobianBoundary(Strategy):
     needs = frozenset({"boundary-embedding"})
 
     def select(self, f, k, *, candidates, labeled_embeddings=None, seed=0):
-        e = torch.from_numpy(_rows(f.boundary_embedding, candidates))
-        picks, d2 = kmeans_pp(e, k, centers=torch.zeros(1, e.shape[1], dtype=e.dtype), seed=seed)
-        s = np.full(len(f.finite), np.nan)
-        s[f.finite] = np.linalg.norm(f.boundary_embedding[f.finite].astype(np.float64), axis=1)
-        return candidates[picks], s, np.sqrt(d2)
+        e = torch.from_numpy(f.boundary_embedding)
+        picks, d2 = kmeans_pp(e, k, centers=torch.zeros(1, e.shape[1], dtype=e.dtype),
+                              allowed=_allowed(len(e), candidates), seed=seed)
+        s = row_norms(e).numpy()  # NaN for invalid items, whose embedding rows are NaN
+        return picks, s, np.sqrt(d2)
 
 
 @register_strategy
@@ -220,13 +222,15 @@ class Coreset(Strategy):
     uses_labeled = True
 
     def select(self, f, k, *, candidates, labeled_embeddings=None, seed=0):
-        emb = torch.from_numpy(_rows(f.embeddings, candidates))
+        emb = torch.from_numpy(f.embeddings)
+        allowed = _allowed(len(emb), candidates)
         centers = torch.from_numpy(labeled_embeddings) if labeled_embeddings is not None and len(labeled_embeddings) else None
-        picks, dist = k_center_greedy(emb, k, centers=centers, seed=seed)
+        picks, dist = k_center_greedy(emb, k, centers=centers, allowed=allowed, seed=seed)
         s = np.full(len(f.finite), np.nan)
-        ref = centers if centers is not None else emb.mean(0, keepdim=True)
-        s[candidates] = min_distances(emb, ref).double().numpy()
-        return candidates[picks], s, dist
+        if centers is None:  # the mean of the candidates
+            centers = row_mean(emb, allowed)[None, :]
+        s[candidates] = min_distances(emb, centers, allowed=allowed).numpy()[candidates]
+        return picks, s, dist
 
 
 @register_strategy
@@ -240,11 +244,10 @@ class Badge(Strategy):
     needs = frozenset({"embeddings"})
 
     def select(self, f, k, *, candidates, labeled_embeddings=None, seed=0):
-        p = f.probs[candidates]
-        a = p.copy()
-        a[np.arange(len(a)), p.argmax(1)] -= 1.0
-        h = _rows(f.embeddings, candidates)
-        picks, d2 = kmeans_pp_outer(torch.from_numpy(a), torch.from_numpy(h), k, seed=seed)
+        a = np.nan_to_num(f.probs, nan=0.0)  # (N, K): a few numbers per item, the one copy made
+        a[np.arange(len(a)), a.argmax(1)] -= 1.0
+        h = torch.from_numpy(f.embeddings)
+        picks, d2 = kmeans_pp_outer(torch.from_numpy(a), h, k, allowed=_allowed(len(a), candidates), seed=seed)
         s = np.full(len(f.finite), np.nan)
-        s[candidates] = np.linalg.norm(a, axis=1) * np.linalg.norm(h, axis=1)
-        return candidates[picks], s, np.sqrt(d2)
+        s[candidates] = (np.linalg.norm(a, axis=1) * row_norms(h).numpy())[candidates]
+        return picks, s, np.sqrt(d2)
