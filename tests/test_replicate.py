@@ -194,7 +194,7 @@ def test_pairs_differ_in_one_factor_and_train_until_fit():
 
     p = PRESETS["smoke"]
     base = plan_models(p, "digits", 0)
-    fitted = {b.model_id for b in base[::2]}
+    fitted = {b.model_id: 0.01 * ((7 * i) % 11) for i, b in enumerate(base[::2])}  # id → training loss
     planned, pairs = plan_pairs(p, "digits", base, fitted)
     by_id = {m.model_id: m for m in planned}
     src = {b.model_id: b for b in base}
@@ -210,3 +210,18 @@ def test_pairs_differ_in_one_factor_and_train_until_fit():
             {**b.to_dict(), "steps": 0, "until_fit": 0}
         cap = {"random_labels": p.steps * p.random_label_steps_factor, "full_batch": p.full_batch_steps}
         assert v.steps == cap.get(q.factor, p.steps * p.variant_steps_factor)
+    # bases: the lowest training losses first, at most ceil(pairs / 4) (or pairs / groups) per group
+    for factor in FACTORS:
+        ids = [next(s.model_id for s in src.values() if s.config.seed == by_id[q.base_id].config.seed)
+               for q in pairs if q.factor == factor]
+        pool = [i for i in fitted if factor != "saturating" or src[i].config.activation == "relu"]
+        n_groups = len({i.rsplit("-m", 1)[0] for i in pool})
+        per_group = max(-(-p.pairs_per_factor // 4), -(-p.pairs_per_factor // n_groups))
+        counts = {}
+        for i in ids:
+            counts[i.rsplit("-m", 1)[0]] = counts.get(i.rsplit("-m", 1)[0], 0) + 1
+        assert max(counts.values()) <= per_group and len(ids) == min(p.pairs_per_factor, len(pool))
+        assert [fitted[i] for i in ids] == sorted(fitted[i] for i in ids)  # taken in order of training loss
+        for i in set(pool) - set(ids):  # a skipped candidate that fits more comfortably had a full group
+            if (fitted[i], i) < max((fitted[j], j) for j in ids):
+                assert counts.get(i.rsplit("-m", 1)[0], 0) == per_group

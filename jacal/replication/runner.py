@@ -227,7 +227,7 @@ def _run(out, db, stamp, p, seed, signature, contexts, dev, cb, runner, gpus_per
         base: Dict[str, List[PlannedModel]] = {name: plan_models(p, name, seed) for name in p.datasets}
         # phase 1: the base population; phase 2: C3 pairs on the bases that fit
         _train_groups([pm for name in p.datasets for pm in base[name]], store, shared, p, dev, cb, runner, gpus_per_group)
-        fitted = {m["model_id"] for m in store.models()
+        fitted = {m["model_id"]: m["train_loss"] for m in store.models()  # id → training loss: bases that fit
                   if m["train_accuracy"] is not None and m["train_accuracy"] >= p.fit_threshold}
         variants: List[PlannedModel] = []
         for name in p.datasets:
