@@ -105,7 +105,7 @@ def acquire(model: nn.Module, pool: Any, k: int, *, strategy: str = "jacobian", 
             backend it must pickle).
 
     Memory: the pool is read a ``batch_size`` chunk at a time (a memory-mapped ``.npy`` stays on
-    disk). Score-only strategies keep ``K + 3`` numbers per item (probabilities, score, prediction,
+    disk). Score-only strategies keep ``K + 4`` numbers per item (probabilities, score, prediction,
     confidence); the diversity strategies add one float32 embedding per item and work on it in
     place (no copies: see :mod:`jacal.acquisition.diversity`).
 
@@ -123,7 +123,7 @@ def acquire(model: nn.Module, pool: Any, k: int, *, strategy: str = "jacobian", 
         raise ValueError("pass `embedding_layer` or `embed`, not both.")
     if embed is not None and not callable(embed):
         raise TypeError(f"Expected `embed` to be a callable x -> (b, d), got {type(embed).__name__}.")
-    if "mc" in strat.needs and not has_dropout(model):
+    if strat.needs & {"mc", "bald"} and not has_dropout(model):
         raise ValueError("strategy 'bald' needs a model with dropout layers (MC dropout); this model has none.")
     lab_idx = _labeled_indices(labeled, n)
     local = backend == "local" or getattr(backend, "name", None) == "local"

@@ -13,6 +13,7 @@ from jacal.acquisition._foreign import (dropout_layers, embedding_runner, from_p
                                         mc_runner)
 from jacal._model_utils import model_dtype, parse_mlp, prepared, resolve_device
 from jacal._validation import as_float_tensor, first_line, fmt_shape, nonfinite_rows
+from jacal.acquisition.scores import bald as bald_score
 from jacal.sensitivity.embedding import JacobianEmbedder
 from jacal.sensitivity.jacobian import jacobian_norm
 
@@ -33,7 +34,8 @@ class PoolFeatures:
     jacobian: Optional[np.ndarray] = None    # (N,)
     jacobian_embedding: Optional[np.ndarray] = None  # (N, R·r) sketched Jacobians (see jacobian_embedding)
     boundary_embedding: Optional[np.ndarray] = None  # (N, r) ∇(z_a − z_b) / (z_a − z_b), top-2 logits a, b
-    mc_probs: Optional[np.ndarray] = None    # (T, N, K)
+    mc_probs: Optional[np.ndarray] = None    # (T, N, K) MC-dropout probabilities ("mc")
+    bald: Optional[np.ndarray] = None        # (N,) their BALD score, chunk by chunk ("bald")
 
 
 def _first(batch: Any) -> Any:
@@ -77,8 +79,11 @@ def extract_features(model: nn.Module, pool: Any, *, need: Set[str], batch_size:
                      progress: Optional[Callable[[int, int], Any]] = None, chunk_offset: int = 0,
                      sketch_dim: int = JACOBIAN_SKETCH_DIM, embedding_layer: Optional[str] = None,
                      embed: Optional[Callable[[torch.Tensor], torch.Tensor]] = None) -> PoolFeatures:
-    """Compute what a strategy ``need``s (``{"embeddings", "jacobian", "jacobian-embedding", "mc"}``;
-    probabilities always).
+    """Compute what a strategy ``need``s (``{"embeddings", "jacobian", "jacobian-embedding",
+    "boundary-embedding", "mc", "bald"}``; probabilities always).
+
+    ``"mc"`` keeps every MC-dropout sample (T·K numbers per item) for custom strategies; ``"bald"``
+    keeps only their BALD score (what the ``bald`` strategy needs: memory independent of T).
 
     ``"jacobian-embedding"``: each item's softmax Jacobian (K−1 rows) times one fixed Gaussian
     sketch ``(D, sketch_dim)`` seeded by ``seed`` (the same for every chunk and shard), flattened to
@@ -175,7 +180,7 @@ def extract_features(model: nn.Module, pool: Any, *, need: Set[str], batch_size:
                 je = embedders["softmax"](x).reshape(len(x), -1).float().numpy()
                 je[~keep] = np.nan
                 put("jacobian_embedding", je, done)
-            if "mc" in need:
+            if "mc" in need or "bald" in need:
                 drop = dropout_layers(m)
                 states = [mod.training for mod in drop]
                 forward = mc_runner(m)
@@ -197,7 +202,12 @@ def extract_features(model: nn.Module, pool: Any, *, need: Set[str], batch_size:
                                      "traced with); save it with torch.jit.script, torch.export (.pt2) or as "
                                      "a jacal checkpoint.")
                 s[:, ~keep] = np.nan
-                put("mc_probs", s, done, axis=1)
+                if "mc" in need:
+                    put("mc_probs", s, done, axis=1)
+                if "bald" in need:  # one number per item: the T samples of a chunk are dropped here
+                    b = np.full(len(x), np.nan)
+                    b[keep] = bald_score(s[:, keep])
+                    put("bald", b, done)
             done += len(x)
             if progress is not None:
                 progress(done, n)
@@ -205,7 +215,8 @@ def extract_features(model: nn.Module, pool: Any, *, need: Set[str], batch_size:
         raise ValueError(f"`pool` yielded {done} items but reports a length of {n}.")
     return PoolFeatures(probs=out["probs"], finite=out["finite"], embeddings=out.get("embeddings"),
                         jacobian=out.get("jacobian"), jacobian_embedding=out.get("jacobian_embedding"),
-                        boundary_embedding=out.get("boundary_embedding"), mc_probs=out.get("mc_probs"))
+                        boundary_embedding=out.get("boundary_embedding"), mc_probs=out.get("mc_probs"),
+                        bald=out.get("bald"))
 
 
 def concat_features(parts: List[PoolFeatures]) -> PoolFeatures:
@@ -216,7 +227,8 @@ def concat_features(parts: List[PoolFeatures]) -> PoolFeatures:
 
     return PoolFeatures(probs=cat("probs"), finite=cat("finite"), embeddings=cat("embeddings"),
                         jacobian=cat("jacobian"), jacobian_embedding=cat("jacobian_embedding"),
-                        boundary_embedding=cat("boundary_embedding"), mc_probs=cat("mc_probs", axis=1))
+                        boundary_embedding=cat("boundary_embedding"), mc_probs=cat("mc_probs", axis=1),
+                        bald=cat("bald"))
 
 
 def shard_job(model: nn.Module, shard: Any, need: Set[str], batch_size: int, device: Any, mc_samples: int, seed: int,
