@@ -54,9 +54,9 @@ with open(work / "to_label.csv", "w", newline="") as f:
 print(f"wrote {work / 'to_label.csv'}: {len(batch.indices)} items for the annotators")
 
 # 4. which model predictions to trust: a combined estimator fitted on the held-out labeled split
-est = ConfidenceEstimator("combined").fit(model, data.x_train[held], data.y_train[held])
+est = ConfidenceEstimator("combined").learn(model, data.x_train[held], data.y_train[held])
 print("held-out test metrics:", {k: round(v, 4) for k, v in est.evaluate(model, data.x_test, data.y_test).items()})
-p_correct = est.predict_confidence(model, pool)
+p_correct = est.probability_correct(model, pool)
 review = np.flatnonzero(p_correct < 0.9)
 with open(work / "to_review.csv", "w", newline="") as f:
     w = csv.writer(f)

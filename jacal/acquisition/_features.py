@@ -36,6 +36,7 @@ class PoolFeatures:
     boundary_embedding: Optional[np.ndarray] = None  # (N, r) ∇(z_a − z_b) / (z_a − z_b), top-2 logits a, b
     mc_probs: Optional[np.ndarray] = None    # (T, N, K) MC-dropout probabilities ("mc")
     bald: Optional[np.ndarray] = None        # (N,) their BALD score, chunk by chunk ("bald")
+    logits: Optional[np.ndarray] = None      # (N, K) float64, always
 
 
 def _first(batch: Any) -> Any:
@@ -148,6 +149,9 @@ def extract_features(model: nn.Module, pool: Any, *, need: Set[str], batch_size:
             p = torch.softmax(z.double(), dim=1).cpu().numpy()
             p[~keep] = np.nan
             put("probs", p, done)
+            zl = z.detach().double().cpu().numpy()
+            zl[~keep] = np.nan
+            put("logits", zl, done)
             put("finite", keep, done)
             if "embeddings" in need:
                 if not isinstance(emb, torch.Tensor) or emb.ndim < 1 or emb.shape[0] != len(x):
@@ -216,7 +220,7 @@ def extract_features(model: nn.Module, pool: Any, *, need: Set[str], batch_size:
     return PoolFeatures(probs=out["probs"], finite=out["finite"], embeddings=out.get("embeddings"),
                         jacobian=out.get("jacobian"), jacobian_embedding=out.get("jacobian_embedding"),
                         boundary_embedding=out.get("boundary_embedding"), mc_probs=out.get("mc_probs"),
-                        bald=out.get("bald"))
+                        bald=out.get("bald"), logits=out.get("logits"))
 
 
 def concat_features(parts: List[PoolFeatures]) -> PoolFeatures:
@@ -228,7 +232,7 @@ def concat_features(parts: List[PoolFeatures]) -> PoolFeatures:
     return PoolFeatures(probs=cat("probs"), finite=cat("finite"), embeddings=cat("embeddings"),
                         jacobian=cat("jacobian"), jacobian_embedding=cat("jacobian_embedding"),
                         boundary_embedding=cat("boundary_embedding"), mc_probs=cat("mc_probs", axis=1),
-                        bald=cat("bald"))
+                        bald=cat("bald"), logits=cat("logits"))
 
 
 def shard_job(model: nn.Module, shard: Any, need: Set[str], batch_size: int, device: Any, mc_samples: int, seed: int,
