@@ -26,7 +26,7 @@ from jacal.acquisition import STRATEGIES
 from jacal.acquisition.strategies import RETIRED
 from jacal.backends import get_backend
 from jacal.checkpoint import load_model_file
-from jacal.confidence import METHODS as CONFIDENCE_METHODS, ConfidenceEstimator
+from jacal.confidence import FITTED as FITTED_METHODS, METHODS as CONFIDENCE_METHODS, NEEDS_LABELS, ConfidenceEstimator
 from jacal.loop import LOOP_PRESETS, LoopCallbacks, run_loop
 from jacal.replication import PRESETS, Callbacks, run_replication
 from jacal.replication.report import statistic_text
@@ -311,6 +311,7 @@ def replicate(
 # retired names stay accepted here so that jacal.acquire answers them with the name of their replacement
 Strategy = Enum("Strategy", {k.replace("-", "_"): k for k in [*STRATEGIES, *RETIRED]}, type=str)
 ConfMethod = Enum("ConfMethod", {k: k for k in CONFIDENCE_METHODS}, type=str)
+_FITTED_HELP = ", ".join(f"{k} ({v})" for k, v in FITTED_METHODS.items())
 
 
 class RowFormat(str, Enum):
@@ -493,30 +494,52 @@ def confidence(
     model: ModelOpt,
     data: Annotated[Path, typer.Option(help="Items to score: .npy, .npz, .pt or a folder of images.")],
     labels: Annotated[Optional[Path], typer.Option(help="True labels of --data (.npy or one integer per line): adds metrics.")] = None,
-    method: Annotated[ConfMethod, typer.Option(help="Confidence estimator; 'combined' needs --fit-data/--fit-labels.")] = "max_softmax",
-    fit_data: Annotated[Optional[Path], typer.Option(help="Held-out labeled items to fit the combined estimator.")] = None,
-    fit_labels: Annotated[Optional[Path], typer.Option(help="Labels of --fit-data.")] = None,
+    method: Annotated[Optional[ConfMethod], typer.Option(help="Confidence estimator (default max_softmax, or the --estimator "
+                                                              "file's). Fitted ones need --fit-data: " + _FITTED_HELP + ".")] = None,
+    fit_data: Annotated[Optional[Path], typer.Option(help="Items a fitted method learns from: a held-out split, or the "
+                                                          "training items for mahalanobis and knn.")] = None,
+    fit_labels: Annotated[Optional[Path], typer.Option(help="Labels of --fit-data (all fitted methods but knn and "
+                                                            "jacobian_residual need them).")] = None,
+    estimator: Annotated[Optional[Path], typer.Option(help="A fitted estimator written by --save-estimator: its method and "
+                                                           "state, checked against --model's weights.")] = None,
+    save_estimator: Annotated[Optional[Path], typer.Option(help="Write the fitted estimator here (e.g. beside the model) "
+                                                                "to score later batches with --estimator.")] = None,
     review_below: Annotated[Optional[float], typer.Option(help="Flag items whose confidence is below this for human review.")] = None,
     out: Annotated[Optional[Path], typer.Option(help="Per-item file (.csv or .jsonl): id, predicted, confidence[, review].")] = None,
     fmt: Annotated[Optional[RowFormat], typer.Option("--format", help="Output format (default: from --out's suffix).")] = None,
     image_size: ImageSizeOpt = None,
     channels: ChannelsOpt = None,
     device: DeviceOpt = "auto",
-    force: Annotated[bool, typer.Option(help="Overwrite an existing --out file.")] = False,
+    force: Annotated[bool, typer.Option(help="Overwrite an existing --out or --save-estimator file.")] = False,
     json_out: JsonOpt = False,
 ) -> None:
     """Per-item confidence of a model's predictions, and failure-detection metrics when labels are given."""
     kind = _output_kind(out, fmt) if out is not None else None
-    if out is not None:
-        check_writable(out, force)
+    for path in (out, save_estimator):
+        if path is not None:
+            check_writable(path, force)
     ck = load_model_file(model)
     x, ids = _load_items(data, ck, image_size, channels, "--data")
-    est = ConfidenceEstimator(ConfMethod(method).value, device=device)
-    if est.method == "combined":
-        if fit_data is None or fit_labels is None:
-            fail("method 'combined' needs --fit-data and --fit-labels (a held-out labeled split)")
-        xf, _ = _load_items(fit_data, ck, image_size, channels, "--fit-data")
-        est.fit(ck.model, xf, _read_labels(fit_labels, len(xf)))
+    if estimator is not None:
+        if fit_data is not None or fit_labels is not None:
+            fail("--estimator is already fitted: drop --fit-data/--fit-labels, or fit anew without --estimator")
+        est = ConfidenceEstimator.load(estimator, device=device)
+        if method is not None and ConfMethod(method).value != est.method:
+            fail(f"--method {ConfMethod(method).value} differs from {estimator}'s method {est.method}")
+    else:
+        est = ConfidenceEstimator(ConfMethod(method).value if method is not None else "max_softmax", device=device)
+        if est.method in FITTED_METHODS:
+            needs_labels = est.method in NEEDS_LABELS
+            if fit_data is None or (needs_labels and fit_labels is None):
+                what = "--fit-data and --fit-labels" if needs_labels else "--fit-data"
+                fail(f"method '{est.method}' needs {what} ({FITTED_METHODS[est.method]} items it learns from), or a "
+                     "fitted --estimator file")
+            xf, _ = _load_items(fit_data, ck, image_size, channels, "--fit-data")
+            est.learn(ck.model, xf, _read_labels(fit_labels, len(xf)) if fit_labels is not None else None)
+        else:
+            if fit_data is not None or fit_labels is not None:
+                typer.echo(f"warning: method '{est.method}' learns nothing; --fit-data/--fit-labels are ignored", err=True)
+            est.learn(ck.model, None)
     conf, pred = est.confidence_and_prediction(ck.model, x)
     summary = {"n": len(x), "method": est.method, "mean_confidence": float(np.mean(conf))}
     if labels is not None:
@@ -530,6 +553,11 @@ def confidence(
                 r["review"] = int(r["confidence"] < review_below)
         jio.write_rows(out, rows, fmt=kind)
         summary["out"] = str(out)
+    if save_estimator is not None:
+        est.save(save_estimator)
+        summary["estimator"] = str(save_estimator)
+    elif estimator is not None:
+        summary["estimator"] = str(estimator)
     if json_out:
         emit_json(summary)
     else:
@@ -540,6 +568,8 @@ def confidence(
                      f"FPR@95%TPR {mt['fpr_at_95_tpr']:.4f}" + (f", ECE {mt['ece']:.4f}" if "ece" in mt else ""))
         if review_below is not None:
             line += f"; {summary['to_review']} below {review_below} for review"
+        if save_estimator is not None:
+            line += f"; estimator saved to {save_estimator}"
         typer.echo(line + (f" -> {out}" if out else ""))
 
 
