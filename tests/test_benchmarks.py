@@ -138,3 +138,35 @@ def test_gpu_suite_reads_mnist_from_any_npz_path(tmp_path):
     assert found.name == "mnist.npz" and found.resolve() == npz.resolve()
     data = jacal.load_dataset("mnist", root=args.data_root)
     assert len(data.x_train) == 30 and data.x_train.shape[1:] == (1, 28, 28)
+
+
+def test_confidence_shift_tiny_end_to_end(tmp_path, capsys):
+    """The confidence-under-shift benchmark at its --tiny size (digits): JSON, table, figures, resumable."""
+    mod = _load("confidence_shift")
+    out = mod.main(["--tiny", "--out", str(tmp_path)])
+    printed = json.loads(capsys.readouterr().out, parse_constant=lambda c: pytest.fail(f"non-JSON constant {c}"))
+    assert printed == out
+    from jacal.confidence import JACOBIAN_METHODS, METHODS
+
+    for arch in ("mlp", "cnn"):
+        t = out["table"][arch]
+        assert t["seeds"] == [0, 1] and set(t["estimators"]) == set(METHODS)
+        row = t["estimators"]["max_softmax"]
+        assert 0 <= row["corruption_aurc"]["mean"] <= 1 and row["corruption_aurc"]["n"] == 2
+        assert {"ood_auroc_uniform_noise", "ood_auroc_sample_images", "clean_ece"} <= set(row)
+        assert set(t["aurc_by_corruption"]["rotate"]) == {"1", "3"}
+        assert t["estimators"]["energy"]["time_ratio"] > 0
+    tg = out["targets"]
+    assert set(tg["pooled"]["corruption_aurc"]["vs_baseline"]) == set(JACOBIAN_METHODS)
+    assert tg["pooled"]["corruption_aurc"]["vs_baseline"]["jacobian"]["n_pairs"] == 4
+    assert tg["cost"]["limit"] == 2.0 and isinstance(tg["cost"]["met"], bool)
+    table = (tmp_path / "table.md").read_text()
+    assert all(f"`{m}`" in table for m in METHODS) and "## Targets" in table
+    assert (tmp_path / "aurc_by_corruption.png").stat().st_size > 0 and (tmp_path / "aurc_delta.png").exists()
+    # a rerun with the same settings reuses every per-model result
+    stamps = {p.name: p.stat().st_mtime_ns for p in (tmp_path / "runs").iterdir()}
+    assert len(stamps) == 4
+    again = mod.main(["--tiny", "--out", str(tmp_path)])
+    capsys.readouterr()
+    assert {p.name: p.stat().st_mtime_ns for p in (tmp_path / "runs").iterdir()} == stamps
+    assert again["table"] == out["table"] and again["targets"] == out["targets"]
