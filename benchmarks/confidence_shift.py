@@ -455,7 +455,7 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
         raise SystemExit(f"unknown --methods {bad}; choose from {list(METHODS)}")
     started = time.perf_counter()
     (args.out / "runs").mkdir(parents=True, exist_ok=True)
-    config = protocol(args)
+    config = {k: v for k, v in protocol(args).items() if k not in ("models", "seeds")}  # what one model's results depend on
     runs, sets = [], None
     for arch in [a.strip() for a in args.models.split(",") if a.strip()]:
         for seed in range(args.seeds):

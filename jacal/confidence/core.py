@@ -197,6 +197,21 @@ def _normalized(e: np.ndarray) -> np.ndarray:
     return e / np.maximum(np.linalg.norm(e, axis=1, keepdims=True), 1e-12)
 
 
+def _kth_distance(q: np.ndarray, bank: np.ndarray, k: int, chunk: int = 2048) -> np.ndarray:
+    """Distance ``(N,)`` from each unit row of ``q`` to its k-th nearest unit row of ``bank`` (brute force).
+
+    Neighbours are ranked by float32 cosine similarity (``‖a − b‖² = 2 − 2 aᵀb`` for unit vectors), one
+    matrix product and top-k per chunk; the k-th neighbour's distance is then computed exactly in float64.
+    """
+    import torch
+
+    k = min(k, len(bank))
+    b = torch.from_numpy(bank)
+    idx = np.concatenate([(torch.from_numpy(q[s:s + chunk].astype(np.float32)) @ b.T).topk(k, dim=1).indices[:, -1].numpy()
+                          for s in range(0, len(q), chunk)])
+    return np.linalg.norm(q - bank[idx].astype(np.float64), axis=1)
+
+
 def _state(state, method: str, keys, z: np.ndarray, embeddings=None) -> Dict[str, np.ndarray]:
     if state is None or any(k not in state for k in keys):
         raise ValueError(f"the {method!r} confidence is not fitted: fit it on {FITTED[method]} data first "
@@ -254,13 +269,9 @@ def confidence_from(logits, *, method: str = "max_softmax", gram=None, embedding
         q = np.sum(ep * e, 1)[:, None] - 2 * ep @ st["means"].T + np.sum(st["means"] @ st["precision"] * st["means"], 1)
         return -q.min(1)
     if method == "knn":
-        from sklearn.neighbors import NearestNeighbors
-
         e = _array("embeddings", embeddings, 2, len(z))
         st = _state(state, method, ("bank", "k"), z, e)
-        k = min(int(st["k"]), len(st["bank"]))
-        nn = NearestNeighbors(n_neighbors=k, algorithm="brute").fit(st["bank"].astype(np.float32))
-        return -nn.kneighbors(_normalized(e).astype(np.float32))[0][:, -1].astype(np.float64)
+        return -_kth_distance(_normalized(e), np.asarray(st["bank"], dtype=np.float32), int(st["k"]))
     if method == "jacobian":
         return -_log_js(z, gram, jacobian)
     if method == "jacobian_logits":
