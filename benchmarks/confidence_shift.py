@@ -5,7 +5,7 @@ Protocol (every choice here is jacal's; numbers in ``--help``):
 * Data: MNIST (``--data-root`` with ``MNIST/raw`` or ``mnist.npz``; offline fallback: scikit-learn
   digits). Per training seed, a seeded subset of the training split: ``--n-train`` images to train
   on and ``--n-heldout`` disjoint ones to fit the held-out estimators (temperature,
-  jacobian_residual, combined). Mahalanobis and kNN are fitted on the training images.
+  jacobian_residual, jacobian_noise, combined). Mahalanobis and kNN are fitted on the training images.
 * Models: jacal's MLP 784-256-256-10 (ReLU) and small CNN, Adam (lr 1e-3, batch 128),
   ``--epochs-mlp`` / ``--epochs-cnn`` epochs; one model per (architecture, seed).
 * Evaluation sets, the same for every seed: the first ``--n-test`` test images (clean); the first
@@ -20,9 +20,16 @@ Protocol (every choice here is jacal's; numbers in ``--help``):
   the two far sets) of each Jacobian estimator against energy, paired, two-sided; the time of each
   estimator on ``--timing-n`` clean images relative to ``jacobian_norm`` (seed 0, one run each).
 
+Sizes: 5,000 training images and a few epochs keep the default run near 15 minutes on 2 CPU cores
+(measured with one thread: MLP about 45 s per seed, CNN about 3.3 min per seed of which 18 s training,
+the estimator timings about 2.5 min); both models reach about 95-96% clean test accuracy, so there
+are errors to detect on clean data too, and the issue's 1,000-image MLP is a flag away (``--n-train``).
+Corrupted sets use 1,500 test images each (36 sets), clean test all 10,000.
+
 Outputs in ``--out``: ``runs/ARCH-seedS.json`` (one per model, reused by a rerun with the same
-settings: a killed run continues), ``summary.json``, ``table.md``, ``aurc_by_corruption.png``; the
-summary is printed as one JSON object.
+settings: a killed run continues, and seeds can be added run by run), ``summary.json``, ``table.md``,
+``aurc_by_corruption.png`` (AURC against severity, a few estimators) and ``aurc_delta.png`` (every
+estimator's AURC minus max_softmax's); the summary is printed as one JSON object (NaN as null).
 
     python benchmarks/confidence_shift.py --data-root ../shared/data --out runs/confidence_shift
     python benchmarks/confidence_shift.py --tiny --out /tmp/cs   # digits, seconds

@@ -116,6 +116,13 @@ def _logits(logits) -> np.ndarray:
     return z
 
 
+def _gram(z: np.ndarray, gram) -> np.ndarray:
+    g = _array("gram", gram, 3, len(z))
+    if g.shape[1:] != (z.shape[1], z.shape[1]):
+        raise ValueError(f"Expected `gram` of shape (N, K, K) with K={z.shape[1]}, got {g.shape}.")
+    return g
+
+
 def softmax_features(logits) -> Dict[str, np.ndarray]:
     """Per item: ``log1m_pmax = log(1 − p_a)``, ``log_p2 = log p_b``, ``gap = z_a − z_b``, ``max_logit``
     and ``lse = log Σ exp z`` (all ``(N,)``, exact in log space)."""
@@ -152,9 +159,7 @@ def jacobian_features(logits, gram) -> Dict[str, np.ndarray]:
     """From the logits ``(N, K)`` and the Gram ``Γ (N, K, K)``: ``log_jz = log ‖∂z/∂x‖_F``,
     ``log_js = log ‖∂p/∂x‖_F`` and ``log_boundary = log min_{c≠a} (z_a − z_c) / ‖∇ₓ(z_a − z_c)‖``."""
     z = _logits(logits)
-    g = _array("gram", gram, 3, len(z))
-    if g.shape[1:] != (z.shape[1], z.shape[1]):
-        raise ValueError(f"Expected `gram` of shape (N, K, K) with K={z.shape[1]}, got {g.shape}.")
+    g = _gram(z, gram)
     rows = np.arange(len(z))
     a = z.argmax(1)
     diag = np.diagonal(g, axis1=1, axis2=2)
@@ -173,7 +178,7 @@ def _log_js(z: np.ndarray, gram, jacobian) -> np.ndarray:
 
 def _noise_probs(z: np.ndarray, gram, sigma2: float) -> np.ndarray:
     """The probit-approximated softmax ``(N, K)`` of ``z + Jε``, ε ~ N(0, σ²I), from the centred Gram."""
-    g = _array("gram", gram, 3, len(z))
+    g = _gram(z, gram)
     k = z.shape[1]
     centring = np.eye(k) - 1.0 / k
     var = np.diagonal(centring @ g @ centring, axis1=1, axis2=2)  # ‖∇(z_k − z̄)‖²
@@ -334,8 +339,8 @@ def fit_confidence(logits, y=None, *, method: str, gram=None, embeddings=None, j
         from scipy.optimize import minimize_scalar
 
         labels = _labels(y, n, n_classes)
-        _array("gram", gram, 3, n)
-        res = minimize_scalar(lambda ls: _nll(_noise_probs(z, gram, float(np.exp(ls))), labels),
+        g = _gram(z, gram)
+        res = minimize_scalar(lambda ls: _nll(_noise_probs(z, g, float(np.exp(ls))), labels),
                               bounds=(np.log(1e-8), np.log(1e3)), method="bounded", options={"xatol": 1e-4})
         out["sigma2"] = np.asarray(float(np.exp(res.x)))
     elif method == "mahalanobis":
