@@ -36,7 +36,7 @@ class PoolFeatures:
     boundary_embedding: Optional[np.ndarray] = None  # (N, r) ∇(z_a − z_b) / (z_a − z_b), top-2 logits a, b
     mc_probs: Optional[np.ndarray] = None    # (T, N, K) MC-dropout probabilities ("mc")
     bald: Optional[np.ndarray] = None        # (N,) their BALD score, chunk by chunk ("bald")
-    logits: Optional[np.ndarray] = None      # (N, K) float64, always
+    logits: Optional[np.ndarray] = None      # (N, K) float64 ("logits")
 
 
 def _first(batch: Any) -> Any:
@@ -81,7 +81,7 @@ def extract_features(model: nn.Module, pool: Any, *, need: Set[str], batch_size:
                      sketch_dim: int = JACOBIAN_SKETCH_DIM, embedding_layer: Optional[str] = None,
                      embed: Optional[Callable[[torch.Tensor], torch.Tensor]] = None) -> PoolFeatures:
     """Compute what a strategy ``need``s (``{"embeddings", "jacobian", "jacobian-embedding",
-    "boundary-embedding", "mc", "bald"}``; probabilities always).
+    "boundary-embedding", "mc", "bald", "logits"}``; probabilities always).
 
     ``"mc"`` keeps every MC-dropout sample (T·K numbers per item) for custom strategies; ``"bald"``
     keeps only their BALD score (what the ``bald`` strategy needs: memory independent of T).
@@ -149,9 +149,10 @@ def extract_features(model: nn.Module, pool: Any, *, need: Set[str], batch_size:
             p = torch.softmax(z.double(), dim=1).cpu().numpy()
             p[~keep] = np.nan
             put("probs", p, done)
-            zl = z.detach().double().cpu().numpy()
-            zl[~keep] = np.nan
-            put("logits", zl, done)
+            if "logits" in need:
+                zl = z.detach().double().cpu().numpy()
+                zl[~keep] = np.nan
+                put("logits", zl, done)
             put("finite", keep, done)
             if "embeddings" in need:
                 if not isinstance(emb, torch.Tensor) or emb.ndim < 1 or emb.shape[0] != len(x):

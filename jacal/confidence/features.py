@@ -81,7 +81,7 @@ def confidence_features(model: nn.Module, x: Any, *, need: Iterable[str] = (), b
                 idx = (torch.nonzero(bad).flatten() + done).tolist()
                 more = " ..." if len(idx) > 5 else ""
                 raise ValueError(f"`x` contains NaN or Inf in row(s) {', '.join(map(str, idx[:5]))}{more}.")
-            f = extract_features(m, chunk, need={"embeddings"} & need, batch_size=len(chunk), device=dev)
+            f = extract_features(m, chunk, need={"logits"} | ({"embeddings"} & need), batch_size=len(chunk), device=dev)
             parts["logits"].append(f.logits)
             if "embeddings" in need:
                 parts["embeddings"].append(f.embeddings)
