@@ -71,6 +71,26 @@ def test_acquire_round_trip_every_model_format(models, pools, tmp_path, fmt, str
     assert [x["id"] for x in rows] == [f"img{i:02d}.png" for i in expected]
 
 
+@pytest.mark.parametrize("fmt", ["checkpoint", "torchscript", "export"])
+def test_acquire_embedding_layer(models, pools, tmp_path, fmt):
+    """--embedding-layer names the layer whose output embeds the items, in every model format; an
+    unknown name is one line that lists the model's layers, and nothing is written."""
+    paths, _ = models
+    ck = jacal.load_checkpoint(paths["checkpoint"])
+    layer = "2"  # jacal.mlp(depth=1): Linear, ReLU, Dropout, Linear; the dropout's output (= the ReLU's)
+    out = tmp_path / "batch.csv"
+    r = _run("acquire", "--strategy", "coreset", "--model", paths[fmt], "--pool", pools / "pool.npy", "--k", 5,
+             "--out", out, "--device", "cpu", "--embedding-layer", layer)
+    assert r.exit_code == 0, r.output
+    expected = jacal.acquire(ck.model, np.load(pools / "pool.npy"), 5, strategy="coreset",
+                             embedding_layer=layer).indices
+    assert [int(x["id"]) for x in csv.DictReader(out.open())] == list(expected)
+    bad = tmp_path / "bad.csv"
+    one_line_error(_run("acquire", "--strategy", "badge", "--model", paths[fmt], "--pool", pools / "pool.npy", "--k",
+                        5, "--out", bad, "--device", "cpu", "--embedding-layer", "nope"), "`embedding_layer` 'nope'")
+    assert not bad.exists()
+
+
 @pytest.mark.parametrize("pool", ["pool.npy", "pool.npz", "pool.pt", "images"])
 def test_acquire_every_pool_format(models, pools, tmp_path, pool):
     paths, _ = models

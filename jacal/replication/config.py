@@ -42,8 +42,8 @@ jacal's choices ([ours] in ``shared/PAPER.md``), all recorded in every report:
 * Every base model trains for ``steps`` optimizer steps.
 * **Preset sizes.** ``standard`` (sweep version 3): 10 groups × 10 models (was 12 × 12), 2,000 steps (was
   3,000), ``full_batch_steps`` 2,000 (was 500: 1 of 2 early full-batch variants fitted by 500), 16 pairs
-  per factor: measured at 17 min on 2 CPU cores with 12 pairs (was > 22 min, cut short), within the
-  20-minute budget of issue 12. Changed with sweep version 2 (issue 12: the README's first command should end
+  per factor: 13.5 min on 2 CPU cores for all 228 models (802 s; version 2 with 12 pairs: 17 min; the
+  12 × 12 preset of version 1: > 22 min, cut short), within the 20-minute budget of issue 12. Changed with sweep version 2 (issue 12: the README's first command should end
   in ≤ 120 s on 2 CPU cores with C1 still replicated). The population trainer is bound by
   per-step overhead at these tiny shapes (see ``benchmarks/bench_population.py``), so the smoke
   preset now trains fewer, larger populations for fewer steps: 8 groups × 8 models (was 10 × 6),
