@@ -30,7 +30,7 @@ import torch
 
 __all__ = ["k_center_greedy", "kmeans_pp", "kmeans_pp_outer", "min_distances", "row_mean", "row_norms"]
 
-_CHUNK_ELEMENTS = 1 << 24  # temporaries of at most 16M numbers (64 MB in float32)
+_CHUNK_ELEMENTS = 1 << 22  # temporaries of at most 4M numbers (32 MB in float64)
 
 
 def _row_chunk(x: torch.Tensor) -> int:
@@ -80,13 +80,16 @@ class _Distances:
         self.sq = row_norms(x, squared=True, shift=self.mu).to(x.dtype)
 
     def to_vector(self, c: torch.Tensor) -> torch.Tensor:
-        """``‖x_i − c‖²`` for every row (float64; 0 for rows that are not allowed)."""
+        """``‖x_i − c‖²`` for every row, in ``x``'s dtype (anything, NaN included, for rows that are not
+        allowed: callers mask them)."""
         w = c.to(self.x.dtype) - self.mu
-        d2 = (self.sq - 2 * (self.x @ w - self.mu @ w) + w @ w).clamp_min_(0).double()
-        return torch.where(self.allowed, d2, torch.zeros((), dtype=torch.float64))
+        return (self.sq - 2 * (self.x @ w - self.mu @ w) + w @ w).clamp_min_(0)
 
     def to_row(self, j: int) -> torch.Tensor:
         return self.to_vector(self.x[j])
+
+    def to_row64(self, j: int) -> torch.Tensor:
+        return self.to_vector(self.x[j]).double()
 
     def to_nearest(self, centers: torch.Tensor, chunk: Optional[int] = None) -> torch.Tensor:
         """Squared distance to the nearest row of ``centers (M, d)``, a chunk of centers at a time."""
@@ -131,17 +134,17 @@ def k_center_greedy(x: torch.Tensor, k: int, *, centers: Optional[torch.Tensor] 
     ok = _allowed(allowed, len(x))
     dist = _Distances(x, ok)
     if centers is not None and len(centers):
-        d2 = dist.to_nearest(centers)
+        d2 = dist.to_nearest(centers).to(x.dtype)
     else:
         d2 = dist.to_vector(dist.mu)
     d2[~ok] = -1.0
-    jitter = torch.from_numpy(np.random.default_rng(seed).random(len(x)) * 1e-9)
+    jitter = torch.from_numpy(np.random.default_rng(seed).random(len(x)) * 1e-9).to(x.dtype)
     picks, dists = [], []
     for _ in range(k):
         i = int(torch.argmax(d2 + jitter * d2.max().clamp_min(1e-30)))
         picks.append(i)
         dists.append(float(d2[i].clamp_min(0).sqrt()))
-        d2 = torch.where(ok, torch.minimum(d2, dist.to_row(i)), d2)
+        d2 = torch.fmin(d2, dist.to_row(i))  # rows not allowed stay at −1 (fmin skips their NaN)
         d2[i] = -1.0
     return np.asarray(picks, dtype=np.int64), np.asarray(dists)
 
@@ -187,6 +190,7 @@ def _d2_sampling(d2: torch.Tensor, d2_to, k: int, picks: list, d2_at: list, rng:
     ``d2_to(j)`` gives every row's squared distance to row ``j``."""
     chosen = ~allowed.clone()
     chosen[picks] = True
+    d2[chosen] = 0.0
     while len(picks) < k:
         total = float(d2.sum())
         if total <= 0:  # every remaining row coincides with a center: take the next unpicked in order
@@ -232,6 +236,6 @@ def kmeans_pp(x: torch.Tensor, k: int, *, centers: Optional[torch.Tensor] = None
         first = int(torch.argmax(norms2))
         picks.append(first)
         d2_at.append(float(norms2[first]))
-        d2 = dist.to_row(first)
+        d2 = dist.to_row64(first)
         d2[first] = 0.0
-    return _d2_sampling(d2, dist.to_row, k, picks, d2_at, np.random.default_rng(seed), ok)
+    return _d2_sampling(d2, dist.to_row64, k, picks, d2_at, np.random.default_rng(seed), ok)
