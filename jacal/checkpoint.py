@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from jacal._io import atomic_path
-from jacal._validation import JacalError
+from jacal._validation import JacalError, first_line
 from jacal.models import MODEL_KINDS, build_model
 
 __all__ = ["save_checkpoint", "load_checkpoint", "load_model_file", "Checkpoint"]
@@ -47,6 +47,21 @@ def save_checkpoint(path: Union[str, Path], model: nn.Module, *, metadata: Optio
     return path
 
 
+def read_tagged(path: Path, fmt: str, what: str, kind: str) -> dict:
+    """The dict saved by ``torch.save`` at ``path`` (read with ``weights_only=True``: no pickled code)
+    whose ``"format"`` is ``fmt``; one-line :class:`JacalError` naming ``what`` (the file) or ``kind``
+    (what it should have been) otherwise."""
+    if not path.is_file():
+        raise JacalError(f"{what} not found: {path}")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except (RuntimeError, OSError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile, ValueError) as err:
+        raise JacalError(f"not a readable {what}: {path} ({first_line(err)})") from err
+    if not isinstance(payload, dict) or payload.get("format") != fmt:
+        raise JacalError(f"not a {kind}: {path}")
+    return payload
+
+
 def load_checkpoint(path: Union[str, Path]) -> Checkpoint:
     """Load a checkpoint written by :func:`save_checkpoint` (weights only, no pickled code).
 
@@ -54,14 +69,7 @@ def load_checkpoint(path: Union[str, Path]) -> Checkpoint:
         JacalError: the file is missing, unreadable or not a jacal checkpoint.
     """
     path = Path(path)
-    if not path.is_file():
-        raise JacalError(f"checkpoint not found: {path}")
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except (RuntimeError, OSError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile, ValueError) as err:
-        raise JacalError(f"not a readable checkpoint: {path} ({str(err).strip().splitlines()[0][:120]})") from err
-    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
-        raise JacalError(f"not a jacal checkpoint: {path}")
+    payload = read_tagged(path, FORMAT, "checkpoint", "jacal checkpoint")
     try:
         model = build_model(payload["kind"], payload["config"])
         model.load_state_dict(payload["state_dict"])

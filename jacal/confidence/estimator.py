@@ -14,9 +14,7 @@ method, its options, the state and a fingerprint of the model's weights it was f
 from __future__ import annotations
 
 import hashlib
-import pickle
 import warnings
-import zipfile
 from pathlib import Path
 from typing import Any, Dict, Optional, Tuple, Union
 
@@ -25,6 +23,7 @@ import torch
 from torch import nn
 
 from jacal._io import atomic_path
+from jacal.checkpoint import read_tagged
 from jacal._validation import JacalError, check_choice, first_line
 from jacal.confidence.core import FITTED, METHODS, NEEDS_LABELS, PROBABILISTIC, confidence_from, fit_confidence, inputs_of
 from jacal.confidence.features import ConfidenceFeatures, confidence_features
@@ -197,14 +196,7 @@ class ConfidenceEstimator:
             JacalError: a missing, unreadable or foreign file, or an incomplete state.
         """
         path = Path(path)
-        if not path.is_file():
-            raise JacalError(f"estimator file not found: {path}")
-        try:
-            payload = torch.load(path, map_location="cpu", weights_only=True)
-        except (RuntimeError, OSError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile, ValueError) as err:
-            raise JacalError(f"not a readable estimator file: {path} ({first_line(err)})") from err
-        if not isinstance(payload, dict) or payload.get("format") != FORMAT:
-            raise JacalError(f"not a jacal confidence estimator: {path}")
+        payload = read_tagged(path, FORMAT, "estimator file", "jacal confidence estimator")
         try:
             method, params, state = payload["method"], dict(payload["params"]), dict(payload["state"])
             check_choice("method", method, METHODS)
