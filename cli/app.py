@@ -21,7 +21,8 @@ import typer
 
 import jacal
 import jacal.io as jio
-from jacal._io import atomic_open, load_array
+from jacal._io import atomic_open
+from jacal.io import load_array
 from jacal.acquisition import STRATEGIES
 from jacal.acquisition.strategies import RETIRED
 from jacal.backends import get_backend

@@ -103,7 +103,7 @@ def test_acquire_every_pool_format(models, pools, tmp_path, pool):
     summary = json.loads(r.stdout)
     assert summary["k"] == 4 and summary["pool"] == 40
     if pool == "images":  # the folder decodes to the same pixels as the array, up to uint8 rounding
-        from jacal._io import load_image_folder
+        from jacal.io import load_image_folder
 
         x, ids = load_image_folder(pools / "images", size=(8, 8), channels=1)
         assert ids[:2] == ["img00.png", "img01.png"] and x.shape == (40, 1, 8, 8)

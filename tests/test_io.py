@@ -346,3 +346,17 @@ def test_label_studio_tasks_validate_with_the_label_studio_sdk(setup, tmp_path):
     wrong = json.loads(json.dumps(tasks[0]["predictions"][0]))
     wrong["result"][0]["value"]["choices"] = ["ten"]  # the same validator does catch a bad prediction
     assert li.validate_prediction(wrong, return_errors=True)
+
+
+def test_public_names_and_moved_readers():
+    """Every public name of jacal.io resolves; the readers that lived in jacal._io are jacal.io's and still
+    import from there, with a DeprecationWarning."""
+    import jacal._io
+
+    assert all(hasattr(jio, name) for name in jio.__all__)
+    for name in ("load_array", "load_image_folder", "image_transform", "decode_image", "list_image_folder",
+                 "IMAGE_SUFFIXES"):
+        with pytest.warns(DeprecationWarning, match=f"jacal.io.{name}"):
+            assert getattr(jacal._io, name) is getattr(jio, name)
+    with pytest.raises(AttributeError):
+        jacal._io.no_such_name

@@ -1,0 +1,48 @@
+"""jacal's public I/O: pools in, annotations back in, batches and labeling-tool tasks out.
+
+**Pools** (:func:`open_pool`), what :func:`jacal.acquire` scores:
+
+* arrays: ``.npy``, ``.npz`` (array ``x``, optional ``ids``), ``.pt`` (:func:`load_array`);
+* a folder of PNG/JPEG images, nested class folders included; ids are the paths relative to the
+  folder (the file names for a flat folder);
+* a **manifest**, as labeling tools export them: a CSV (``.csv``) or JSON-lines (``.jsonl``) file
+  with an ``id`` column and a ``path`` and/or ``uri`` column. A value is a local path (relative paths
+  resolve against the manifest's folder) or a ``file://`` URI; with both columns jacal reads
+  ``path`` and hands ``uri`` to the labeling tool.
+
+Images are decoded lazily, one batch at a time, by :class:`ImagePool` with the documented transform
+of :func:`load_image_folder`; a missing or unreadable file becomes an all-NaN item, which
+:func:`jacal.acquire` reports in ``invalid`` and never selects (:meth:`Pool.problems` names why).
+
+**Annotations back in** (:func:`read_annotations`): a Label Studio JSON export, an Argilla export
+(``dataset.records.to_json``), a CSV (or JSON lines) with ``id`` and optional ``label`` columns,
+or a plain list of ids; labels map to class indices through the label names
+(:func:`parse_label_names`, :meth:`Annotations.label_indices`).
+
+**Batches out** (:func:`write_batch`): CSV / JSON lines (id, rank, score, predicted, confidence),
+Label Studio task-import JSON (:func:`label_studio_tasks`) or Argilla record JSON
+(:func:`argilla_records`), always written atomically.
+
+The modules, by task: :mod:`jacal.io.pools` (pools and manifests), :mod:`jacal.io.annotations`
+(exports and label files back in), :mod:`jacal.io.batches` (batch files out) and
+:mod:`jacal.io.readers` (array files, image folders, the image transform). Every public name is
+re-exported here.
+"""
+from jacal._io import atomic_open, atomic_path
+from jacal.io.annotations import (TOOLS, Annotations, LabeledItems, default_label_names, labeled_items,
+                                  parse_label_names, read_annotations, read_ids)
+from jacal.io.batches import (BATCH_FORMATS, argilla_records, batch_rows, label_studio_tasks, model_version, write_batch,
+                              write_rows)
+from jacal.io.pools import ARRAY_SUFFIXES, MANIFEST_SUFFIXES, ImagePool, Manifest, Pool, open_pool, read_manifest
+from jacal.io.readers import (IMAGE_SUFFIXES, decode_image, image_transform, list_image_folder, load_array,
+                              load_image_folder)
+
+__all__ = [
+    "Pool", "ImagePool", "open_pool", "read_manifest", "Manifest",
+    "Annotations", "read_annotations", "read_ids", "parse_label_names", "default_label_names",
+    "LabeledItems", "labeled_items",
+    "batch_rows", "label_studio_tasks", "argilla_records", "write_rows", "write_batch", "model_version",
+    "BATCH_FORMATS", "TOOLS", "MANIFEST_SUFFIXES", "ARRAY_SUFFIXES",
+    "atomic_open", "atomic_path", "load_array", "load_image_folder", "image_transform", "IMAGE_SUFFIXES",
+    "decode_image", "list_image_folder",
+]

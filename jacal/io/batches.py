@@ -1,0 +1,151 @@
+"""Batches out: the picks of an acquisition as CSV / JSON lines, Label Studio task-import JSON or
+Argilla record JSON, always written atomically."""
+from __future__ import annotations
+
+import csv
+import json
+import math
+from pathlib import Path
+from typing import Any, List, Optional, Sequence, Union
+
+from jacal._io import atomic_open
+from jacal._validation import JacalError
+
+__all__ = ["batch_rows", "label_studio_tasks", "argilla_records", "write_rows", "write_batch", "model_version",
+           "BATCH_FORMATS"]
+
+BATCH_FORMATS = ("csv", "jsonl", "label-studio", "argilla")
+
+
+def _num(v: Any) -> Optional[float]:
+    v = float(v)
+    return v if math.isfinite(v) else None
+
+
+def batch_rows(result: Any, ids: Sequence[Any]) -> List[dict]:
+    """Rows of a batch file: ``id, rank, score, predicted, confidence`` for each pick, in rank order.
+
+    Args:
+        result: a :class:`jacal.AcquisitionResult`.
+        ids: the pool's ids.
+    """
+    return [{"id": ids[i], "rank": r + 1, "score": float(result.scores[i]), "predicted": int(result.predicted[i]),
+             "confidence": float(result.confidence[i])} for r, i in enumerate(result.indices)]
+
+
+def _check_names(result: Any, label_names: Sequence[str]) -> None:
+    top = int(max(result.predicted[result.indices].max(initial=-1), 0))
+    if top >= len(label_names):
+        raise JacalError(f"the model predicts class {top} but only {len(label_names)} label names are given")
+
+
+def label_studio_tasks(result: Any, ids: Sequence[Any], *, label_names: Sequence[str], uris: Optional[Sequence[str]] = None,
+                       from_name: str = "label", to_name: str = "image", model_version: str = "jacal") -> List[dict]:
+    """Label Studio task-import JSON for the picks, each with the model's prediction as a pre-annotation.
+
+    Each task: ``data`` holds ``image`` (the item's uri, for ``<Image name="image" value="$image"/>``),
+    ``id`` (jacal's item id, read back from the export), ``al_score``, ``al_rank`` and ``strategy``
+    (sortable columns in the Data Manager); ``predictions`` holds one prediction with
+    ``model_version``, ``score`` = the model's confidence (max softmax; Label Studio orders by
+    lowest score first, so the least confident come first) and a ``choices`` result from
+    ``from_name`` to ``to_name`` with the predicted class name.
+    Format: https://labelstud.io/guide/predictions and https://labelstud.io/guide/task_format
+
+    Args:
+        result: a :class:`jacal.AcquisitionResult`.
+        ids: the pool's ids.
+        label_names: class names in class-index order.
+        uris: what Label Studio shows for each pool item (omitted when ``None``).
+        from_name: the ``<Choices name=...>`` control.
+        to_name: the object the choices label (``toName``).
+        model_version: the prediction's model version.
+    """
+    _check_names(result, label_names)
+    tasks = []
+    for r, i in enumerate(result.indices):
+        data = {"image": uris[i]} if uris is not None else {}
+        data.update({"id": ids[i], "al_score": _num(result.scores[i]), "al_rank": r + 1, "strategy": result.strategy})
+        tasks.append({"data": data, "predictions": [{
+            "model_version": model_version, "score": _num(result.confidence[i]),
+            "result": [{"from_name": from_name, "to_name": to_name, "type": "choices",
+                        "value": {"choices": [label_names[int(result.predicted[i])]]}}]}]})
+    return tasks
+
+
+def argilla_records(result: Any, ids: Sequence[Any], *, label_names: Sequence[str], uris: Optional[Sequence[str]] = None,
+                    question: str = "label", field: str = "image", model_version: str = "jacal") -> List[dict]:
+    """Argilla records for the picks, in the layout of Argilla's own export (``Record.to_dict``), so
+    ``rg.Record.from_dict`` / ``dataset.records.from_json`` read them.
+
+    Each record: ``id`` (jacal's item id, as a string), ``fields`` ``{field: uri}``, ``metadata``
+    ``{"al_score", "al_rank"}`` and ``suggestions`` ``{question: {"value": predicted class name,
+    "score": confidence, "agent": model_version}}``.
+    Format: https://docs.argilla.io/latest/reference/argilla/records/records and
+    https://docs.argilla.io/latest/reference/argilla/records/suggestions
+
+    Args:
+        result: a :class:`jacal.AcquisitionResult`.
+        ids: the pool's ids.
+        label_names: class names in class-index order (the question's labels).
+        uris: the image of each pool item (``fields`` is empty when ``None``).
+        question: the label question's name.
+        field: the image field's name.
+        model_version: the suggestion's agent.
+    """
+    _check_names(result, label_names)
+    return [{"id": str(ids[i]), "fields": {field: uris[i]} if uris is not None else {},
+             "metadata": {"al_score": _num(result.scores[i]), "al_rank": r + 1},
+             "suggestions": {question: {"value": label_names[int(result.predicted[i])],
+                                        "score": _num(result.confidence[i]), "agent": model_version}}}
+            for r, i in enumerate(result.indices)]
+
+
+def write_rows(path: Union[str, Path], rows: List[dict], *, fmt: str, fields: Optional[Sequence[str]] = None) -> None:
+    """Write ``rows`` as CSV (header ``fields``, default the first row's keys) or JSON lines, atomically."""
+    if fmt not in ("csv", "jsonl"):
+        raise ValueError(f"Expected `fmt` to be 'csv' or 'jsonl', got {fmt!r}.")
+    with atomic_open(path, "w", newline="", encoding="utf-8") as f:
+        if fmt == "jsonl":
+            for r in rows:
+                f.write(json.dumps(r, ensure_ascii=False) + "\n")
+        else:
+            w = csv.DictWriter(f, fieldnames=list(fields if fields is not None else (rows[0] if rows else [])))
+            w.writeheader()
+            w.writerows(rows)
+
+
+def write_batch(path: Union[str, Path], result: Any, ids: Sequence[Any], *, fmt: str,
+                label_names: Optional[Sequence[str]] = None, uris: Optional[Sequence[str]] = None,
+                from_name: str = "label", to_name: str = "image", model_version: str = "jacal") -> int:
+    """Write the picks of ``result`` to ``path`` atomically, in ``fmt`` (one of :data:`BATCH_FORMATS`).
+
+    ``csv`` / ``jsonl``: :func:`batch_rows`; ``label-studio``: :func:`label_studio_tasks`;
+    ``argilla``: :func:`argilla_records` (``from_name`` is the question, ``to_name`` the field).
+    Everything is built before the file is opened, so a failure leaves no file behind.
+
+    Returns:
+        The number of items written.
+    """
+    if fmt not in BATCH_FORMATS:
+        raise ValueError(f"Expected `fmt` to be one of {list(BATCH_FORMATS)}, got {fmt!r}.")
+    if fmt in ("csv", "jsonl"):
+        rows = batch_rows(result, ids)
+        write_rows(path, rows, fmt=fmt, fields=["id", "rank", "score", "predicted", "confidence"])
+        return len(rows)
+    if label_names is None:
+        raise ValueError(f"format {fmt!r} needs `label_names`.")
+    if fmt == "label-studio":
+        out = label_studio_tasks(result, ids, label_names=label_names, uris=uris, from_name=from_name,
+                                 to_name=to_name, model_version=model_version)
+    else:
+        out = argilla_records(result, ids, label_names=label_names, uris=uris, question=from_name, field=to_name,
+                              model_version=model_version)
+    with atomic_open(path, "w", encoding="utf-8") as f:  # a JSON list, one task or record per line
+        f.write("[\n" + ",\n".join(json.dumps(t, ensure_ascii=False) for t in out) + "\n]\n")
+    return len(out)
+
+
+def model_version(checkpoint: Union[str, Path], metadata: Optional[dict] = None) -> str:
+    """A model's version tag: ``metadata["model_version"]`` when present, else the checkpoint file's stem."""
+    value = (metadata or {}).get("model_version")
+    return str(value) if value else Path(checkpoint).stem
