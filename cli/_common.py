@@ -1,11 +1,10 @@
-"""Shared CLI plumbing: one-line errors with exit code 1, progress bars, output writing."""
+"""Shared CLI plumbing: one-line errors with exit code 1, warnings, progress bars, JSON output."""
 from __future__ import annotations
 
 import json
 import os
 import sys
 from contextlib import contextmanager
-from pathlib import Path
 from typing import Any, Iterator, Optional
 
 import typer
@@ -82,18 +81,9 @@ def fail(message: str) -> None:
     raise JacalError(message)
 
 
-def check_writable(path: Path, force: bool) -> None:
-    if path.exists() and not force:
-        fail(f"{path} exists; pass --force to overwrite it")
-    if path.exists() and path.is_dir():
-        fail(f"{path} is a folder, expected a file path")
-    parent = path.parent if str(path.parent) else Path(".")
-    try:
-        parent.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        fail(f"cannot create output folder {parent}: {err.strerror}")
-    if not os.access(parent, os.W_OK):
-        fail(f"output folder {parent} is not writable")
+def warn(text: str) -> None:
+    """One ``warning: ...`` line on stderr."""
+    typer.echo(f"warning: {text}", err=True)
 
 
 class LazyProgress:

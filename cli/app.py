@@ -5,33 +5,23 @@ A thin typer layer: every command parses options, calls the library, and prints 
 """
 from __future__ import annotations
 
-import csv
-import json
-import math
 import time
 from dataclasses import replace
 from enum import Enum
 from pathlib import Path
 from typing import Annotated, List, Optional
 
-import numpy as np
-import torch
 import typer
 
-
 import jacal
-import jacal.io as jio
-from jacal._io import atomic_open
-from jacal.io import load_array
 from jacal.acquisition import STRATEGIES
 from jacal.acquisition.strategies import RETIRED
-from jacal.backends import get_backend
-from jacal.checkpoint import load_model_file
-from jacal.confidence import FITTED as FITTED_METHODS, METHODS as CONFIDENCE_METHODS, NEEDS_LABELS, ConfidenceEstimator
+from jacal.confidence import FITTED as FITTED_METHODS, METHODS as CONFIDENCE_METHODS
 from jacal.loop import LOOP_PRESETS, LoopCallbacks, run_loop
+from jacal.pipeline import acquire_batch, confidence_file, score_file, train_checkpoint
 from jacal.replication import PRESETS, Callbacks, run_replication
 from jacal.replication.report import statistic_text
-from ._common import JacalGroup, LazyProgress, check_writable, emit_json, fail, progress_bar
+from ._common import JacalGroup, LazyProgress, emit_json, fail, progress_bar, warn
 
 app = typer.Typer(
     name="jacal",
@@ -108,47 +98,23 @@ def train(
 ) -> None:
     """Train a fully-connected classifier on a dataset, or on annotated pool items (--pool with
     --labels from a labeling tool's export), and save a checkpoint."""
-    check_writable(out, force)
-    extra: dict = {}
-    if labels is not None or pool is not None:
-        if labels is None or pool is None:
-            fail("--pool and --labels go together: the labels name items of the pool")
-        if not pool.exists():
-            fail(f"--pool not found: {pool}")
-        names = jio.parse_label_names(label_names) if label_names is not None else None
-        ann = jio.read_annotations(labels, question=from_name, label_names=names)
-        items = jio.open_pool(pool, image_size=image_size, channels=channels, infer_image_shape=True)
-        lab = jio.labeled_items(items, ann, names)
-        for item, why in lab.unreadable.items():
-            typer.echo(f"warning: skipped labeled item {item!r}: {why}", err=True)
-        if lab.not_in_pool:
-            typer.echo(f"warning: {len(lab.not_in_pool)} labeled id(s) in {labels} are not in {pool}", err=True)
-        if len(lab.y) == 0:
-            fail(f"{labels} labels none of the readable items of {pool}")
-        data = jacal.Splits(f"labels:{labels.name}", lab.x, lab.y, lab.x[:0], lab.y[:0], len(lab.label_names))
-        extra = {"label_names": lab.label_names, "source": {"pool": str(pool), "labels": str(labels),
-                                                           "format": ann.tool, "n_labeled": len(lab.y)}}
-    else:
-        data = jacal.load_dataset(DatasetName(dataset).value, root=data_root, download=download, n_train=n_train, seed=seed)
-    model = jacal.mlp(data.input_dim, data.n_classes, width=width, depth=depth, activation=Activation(activation).value,
-                      weight_variance=weight_variance, seed=seed)
-    with progress_bar(f"training on {data.name}", 1, enabled=not json_out) as update:
-        result = jacal.train(model, data, optimizer=Optimizer(optimizer).value, lr=lr, batch_size=batch_size,
-                             epochs=epochs, seed=seed, device=device, progress=update)
-    metrics = {key: (None if isinstance(v, float) and math.isnan(v) else v) for key, v in result.to_dict().items()}
-    meta = {"dataset": None if extra else data.name, "data_root": str(data_root) if data_root and not extra else None,
-            "seed": seed, "input_shape": list(data.input_shape), "n_classes": data.n_classes,
-            "train": {"optimizer": Optimizer(optimizer).value, "lr": lr, "batch_size": batch_size, "epochs": epochs},
-            "metrics": metrics, **extra}
-    jacal.save_checkpoint(out, model.cpu(), metadata=meta)
+    source = f"labels:{labels.name}" if labels is not None and pool is not None else DatasetName(dataset).value
+    with progress_bar(f"training on {source}", 1, enabled=not json_out) as update:
+        meta = train_checkpoint(out, dataset=DatasetName(dataset).value, data_root=data_root, download=download,
+                                n_train=n_train, pool=pool, labels=labels, label_names=label_names, from_name=from_name,
+                                image_size=image_size, channels=channels, width=width, depth=depth,
+                                activation=Activation(activation).value, weight_variance=weight_variance,
+                                optimizer=Optimizer(optimizer).value, lr=lr, batch_size=batch_size, epochs=epochs,
+                                seed=seed, device=device, force=force, progress=update, on_warning=warn)
+    m = meta["metrics"]
     if json_out:
-        emit_json({"checkpoint": str(out), **meta})
-    elif extra:
-        typer.echo(f"saved {out}: train acc {result.train_accuracy:.4f} on {len(data.y_train)} labeled items "
-                   f"(no held-out split, so no test accuracy; {result.steps} steps, {result.wall_time_s:.1f}s)")
+        emit_json(meta)
+    elif "source" in meta:
+        typer.echo(f"saved {out}: train acc {m['train_accuracy']:.4f} on {meta['source']['n_labeled']} labeled items "
+                   f"(no held-out split, so no test accuracy; {m['steps']} steps, {m['wall_time_s']:.1f}s)")
     else:
-        typer.echo(f"saved {out}: train acc {result.train_accuracy:.4f}, test acc {result.test_accuracy:.4f}, "
-                   f"gap {result.gap:.4f} ({result.steps} steps, {result.wall_time_s:.1f}s)")
+        typer.echo(f"saved {out}: train acc {m['train_accuracy']:.4f}, test acc {m['test_accuracy']:.4f}, "
+                   f"gap {m['gap']:.4f} ({m['steps']} steps, {m['wall_time_s']:.1f}s)")
 
 
 @app.command()
@@ -168,54 +134,16 @@ def score(
     json_out: JsonOpt = False,
 ) -> None:
     """Per-point Jacobian Frobenius norms of a trained model, with a summary line."""
-    ck = load_model_file(checkpoint)
-    if out is not None:
-        check_writable(out, force)
-    labels, ids = None, None
-    if input_file is not None:
-        x, ids = load_array(input_file)
-        source = str(input_file)
-    else:
-        name = DatasetName(dataset).value if dataset is not None else ck.metadata.get("dataset")
-        if name is None:
-            fail("the checkpoint names no dataset; pass --dataset or --input")
-        if split not in ("train", "test"):
-            fail(f"--split must be 'train' or 'test', got {split!r}")
-        data = jacal.load_dataset(name, root=data_root or ck.metadata.get("data_root"))
-        x, labels = data.split(split)
-        source = f"{name}/{split}"
-    with progress_bar("scoring", len(x), enabled=not json_out) as update:
-        norms = jacal.jacobian_norm(ck.model, x, output=Output(output).value, method=Method(method).value,
-                                    batch_size=batch_size, device=device, progress=update)
-    with torch.no_grad():
-        pred = torch.cat([ck.model(x[i:i + 4096]).argmax(1) for i in range(0, len(x), 4096)])
-    ids = ids if ids is not None else list(range(len(x)))
-    summary = {"source": source, "n": len(x), "output": Output(output).value, "method": Method(method).value,
-               "mean": float(norms.mean()), "median": float(norms.median()), "std": float(norms.std()) if len(x) > 1 else 0.0,
-               "min": float(norms.min()), "max": float(norms.max())}
-    if labels is not None:
-        summary["accuracy"] = float((pred == labels).float().mean())
-    if out is not None:
-        kind = (fmt.value if fmt is not None else out.suffix.lstrip(".").lower())
-        if kind not in ("csv", "json"):
-            fail(f"cannot tell the format of {out}; pass --format csv or --format json")
-        rows = [{"id": i, "jacobian_norm": float(n), "predicted": int(p)} for i, n, p in zip(ids, norms.tolist(), pred.tolist())]
-        if labels is not None:
-            for r, y in zip(rows, labels.tolist()):
-                r["label"] = int(y)
-        with atomic_open(out, "w", newline="") as f:
-            if kind == "json":
-                json.dump({"summary": summary, "scores": rows}, f)
-            else:
-                w = csv.DictWriter(f, fieldnames=list(rows[0]))
-                w.writeheader()
-                w.writerows(rows)
-        summary["out"] = str(out)
+    with progress_bar("scoring", 0, enabled=not json_out) as update:
+        summary = score_file(checkpoint, dataset=DatasetName(dataset).value if dataset is not None else None,
+                             split=split, data_root=data_root, input_file=input_file, output=Output(output).value,
+                             method=Method(method).value, batch_size=batch_size, device=device, out=out,
+                             fmt=fmt.value if fmt is not None else None, force=force, progress=update)
     if json_out:
         emit_json(summary)
     else:
         extra = f", accuracy {summary['accuracy']:.4f}" if "accuracy" in summary else ""
-        typer.echo(f"scored {summary['n']} points ({source}): mean ‖J‖_F {summary['mean']:.4g}, median "
+        typer.echo(f"scored {summary['n']} points ({summary['source']}): mean ‖J‖_F {summary['mean']:.4g}, median "
                    f"{summary['median']:.4g}, max {summary['max']:.4g}{extra}" + (f" -> {out}" if out else ""))
 
 
@@ -334,58 +262,6 @@ ChannelsOpt = Annotated[Optional[int], typer.Option(help="For images (a folder o
                                                          "default: the checkpoint's.")]
 
 
-def _open_items(path: Path, ck, image_size, channels) -> jio.Pool:
-    return jio.open_pool(path, image_size=image_size, channels=channels, input_shape=ck.metadata.get("input_shape"))
-
-
-def _load_items(path: Path, ck, image_size, channels, what: str):
-    """Items ``(N, ...)`` decoded in memory and their ids (for commands that need them all at once)."""
-    if not path.exists():
-        fail(f"{what} not found: {path}")
-    pool = _open_items(path, ck, image_size, channels)
-    return pool.materialize(), pool.ids
-
-
-def _output_kind(out: Path, fmt, allowed=("csv", "jsonl")) -> str:
-    kind = fmt.value if fmt is not None else out.suffix.lstrip(".").lower()
-    if kind not in allowed:
-        fail(f"cannot tell the format of {out}; pass --format {' or '.join(allowed)}")
-    return kind
-
-
-def _n_classes(model, input_shape) -> Optional[int]:
-    """K, from one forward pass on a blank item (None when the model refuses it; acquire then reports why)."""
-    try:
-        with torch.no_grad():
-            z = model(torch.zeros((2, *input_shape)))  # 2: exported programs may specialize a batch of 1
-        return int(z.shape[1]) if isinstance(z, torch.Tensor) and z.ndim == 2 else None
-    except Exception:  # noqa: BLE001 - the real pass reports the model's error in one line
-        return None
-
-
-def _label_names(text: Optional[str], ck, n_classes: Optional[int]) -> Optional[List[str]]:
-    names = jio.parse_label_names(text) if text is not None else ck.metadata.get("label_names")
-    if names is None:
-        return jio.default_label_names(n_classes) if n_classes else None
-    if n_classes is not None and len(names) != n_classes:
-        fail(f"--label-names has {len(names)} names but the model has {n_classes} classes")
-    return list(names)
-
-
-def _warn_invalid(pool: jio.Pool, invalid, limit: int = 100) -> None:
-    """One warning line per unreadable item (missing or corrupt file) and one line for NaN/Inf items."""
-    reasons = pool.problems(invalid)
-    for n, (i, why) in enumerate(reasons.items()):
-        if n == limit:
-            typer.echo(f"warning: ... and {len(reasons) - limit} more unreadable item(s) (--json lists them all)", err=True)
-            break
-        typer.echo(f"warning: skipped item {pool.ids[i]!r}: {why}", err=True)
-    nan = [i for i in invalid if int(i) not in reasons]
-    if nan:
-        shown = ", ".join(str(pool.ids[i]) for i in nan[:10]) + (" ..." if len(nan) > 10 else "")
-        typer.echo(f"warning: {len(nan)} pool item(s) contain NaN/Inf and were not selected: {shown}", err=True)
-
-
 @app.command()
 def acquire(
     model: ModelOpt,
@@ -437,57 +313,22 @@ def acquire(
     Items with NaN/Inf values or unreadable files are reported by id and never selected; --exclude
     ids are never selected and anchor the diversity strategies (coreset).
     """
-    kind = _output_kind(out, fmt, tuple(f.value for f in BatchFormat))
-    check_writable(out, force)
-    ck = load_model_file(model)
-    if not pool.exists():
-        fail(f"--pool not found: {pool}")
-    items = jio.open_pool(pool, image_size=image_size, channels=channels, input_shape=ck.metadata.get("input_shape"),
-                          mmap=True)  # a .npy pool is read chunk by chunk from disk, never held whole
-    n_classes = _n_classes(ck.model, items.input_shape)
-    names = _label_names(label_names, ck, n_classes)
-    if kind in ("label-studio", "argilla") and names is None:
-        fail("the model's number of classes is unknown: pass --label-names")
-    str_ids = [str(i) for i in items.ids]
-    labeled, n_unknown = None, 0
-    if exclude is not None:
-        tool = kind if kind in ("label-studio", "argilla") else "auto"
-        labeled, unknown = items.index_of(jio.read_annotations(exclude, tool=tool, question=from_name,
-                                                               label_names=names).ids)
-        n_unknown = len(unknown)
-    with progress_bar(f"scoring ({Strategy(strategy).value})", len(items), enabled=not json_out) as update:
-        runner = get_backend(BackendName(backend).value, address=address)
-        try:
-            res = jacal.acquire(ck.model, items.items, k, strategy=Strategy(strategy).value, labeled=labeled, seed=seed,
-                                batch_size=batch_size, device=device, mc_samples=mc_samples, progress=update,
-                                backend=runner, shard_size=shard_size, embedding_layer=embedding_layer)
-        finally:
-            runner.close()
-    written = jio.write_batch(out, res, items.ids, fmt=kind, label_names=names, uris=items.uris, from_name=from_name,
-                              to_name=to_name, model_version=model_version or jio.model_version(model, ck.metadata))
-    _warn_invalid(items, res.invalid)
-    if n_unknown:
-        typer.echo(f"warning: {n_unknown} id(s) in {exclude} are not in the pool", err=True)
-    summary = {"out": str(out), "format": kind, "strategy": res.strategy, "k": written, "pool": len(items),
-               "excluded": len(labeled or []), "invalid": [str_ids[i] for i in res.invalid]}
+    notes: List[str] = []
+    with progress_bar(f"scoring ({Strategy(strategy).value})", 0, enabled=not json_out) as update:
+        summary = acquire_batch(model, pool, k, out, fmt=fmt.value if fmt is not None else None,
+                                strategy=Strategy(strategy).value, exclude=exclude, label_names=label_names,
+                                from_name=from_name, to_name=to_name, model_version=model_version, seed=seed,
+                                batch_size=batch_size, device=device, mc_samples=mc_samples,
+                                embedding_layer=embedding_layer, image_size=image_size, channels=channels,
+                                backend=BackendName(backend).value, address=address, shard_size=shard_size, force=force,
+                                progress=update, on_warning=notes.append)
+    for line in notes:  # after the progress bar has gone
+        warn(line)
     if json_out:
         emit_json(summary)
     else:
-        typer.echo(f"selected {written} of {len(items)} items with {res.strategy} -> {out} "
-                   f"({len(labeled or [])} excluded, {len(res.invalid)} invalid)")
-
-
-def _read_labels(path: Path, n: int):
-    if not path.is_file():
-        fail(f"labels file not found: {path}")
-    try:
-        y = np.load(path) if path.suffix == ".npy" else np.loadtxt(path, dtype=np.int64, ndmin=1)
-    except (ValueError, OSError) as err:
-        fail(f"could not read labels from {path}: {err}")
-    y = np.asarray(y).reshape(-1)
-    if len(y) != n:
-        fail(f"{path} has {len(y)} labels for {n} items")
-    return y.astype(np.int64)
+        typer.echo(f"selected {summary['k']} of {summary['pool']} items with {summary['strategy']} -> {out} "
+                   f"({summary['excluded']} excluded, {len(summary['invalid'])} invalid)")
 
 
 @app.command()
@@ -515,54 +356,15 @@ def confidence(
     json_out: JsonOpt = False,
 ) -> None:
     """Per-item confidence of a model's predictions, and failure-detection metrics when labels are given."""
-    kind = _output_kind(out, fmt) if out is not None else None
-    for path in (out, save_estimator):
-        if path is not None:
-            check_writable(path, force)
-    ck = load_model_file(model)
-    x, ids = _load_items(data, ck, image_size, channels, "--data")
-    if estimator is not None:
-        if fit_data is not None or fit_labels is not None:
-            fail("--estimator is already fitted: drop --fit-data/--fit-labels, or fit anew without --estimator")
-        est = ConfidenceEstimator.load(estimator, device=device)
-        if method is not None and ConfMethod(method).value != est.method:
-            fail(f"--method {ConfMethod(method).value} differs from {estimator}'s method {est.method}")
-    else:
-        est = ConfidenceEstimator(ConfMethod(method).value if method is not None else "max_softmax", device=device)
-        if est.method in FITTED_METHODS:
-            needs_labels = est.method in NEEDS_LABELS
-            if fit_data is None or (needs_labels and fit_labels is None):
-                what = "--fit-data and --fit-labels" if needs_labels else "--fit-data"
-                fail(f"method '{est.method}' needs {what} ({FITTED_METHODS[est.method]} items it learns from), or a "
-                     "fitted --estimator file")
-            xf, _ = _load_items(fit_data, ck, image_size, channels, "--fit-data")
-            est.learn(ck.model, xf, _read_labels(fit_labels, len(xf)) if fit_labels is not None else None)
-        else:
-            if fit_data is not None or fit_labels is not None:
-                typer.echo(f"warning: method '{est.method}' learns nothing; --fit-data/--fit-labels are ignored", err=True)
-            est.learn(ck.model, None)
-    conf, pred = est.confidence_and_prediction(ck.model, x)
-    summary = {"n": len(x), "method": est.method, "mean_confidence": float(np.mean(conf))}
-    if labels is not None:
-        summary["metrics"] = est.metrics(conf, pred, _read_labels(labels, len(x)))
-    if review_below is not None:
-        summary["to_review"] = int((conf < review_below).sum())
-    if out is not None:
-        rows = [{"id": i, "predicted": int(p), "confidence": float(c)} for i, p, c in zip(ids, pred, conf)]
-        if review_below is not None:
-            for r in rows:
-                r["review"] = int(r["confidence"] < review_below)
-        jio.write_rows(out, rows, fmt=kind)
-        summary["out"] = str(out)
-    if save_estimator is not None:
-        est.save(save_estimator)
-        summary["estimator"] = str(save_estimator)
-    elif estimator is not None:
-        summary["estimator"] = str(estimator)
+    summary = confidence_file(model, data, labels=labels, method=ConfMethod(method).value if method is not None else None,
+                              fit_data=fit_data, fit_labels=fit_labels, estimator=estimator,
+                              save_estimator=save_estimator, review_below=review_below, out=out,
+                              fmt=fmt.value if fmt is not None else None, image_size=image_size, channels=channels,
+                              device=device, force=force, on_warning=warn)
     if json_out:
         emit_json(summary)
     else:
-        line = f"scored {len(x)} items with {est.method}: mean confidence {summary['mean_confidence']:.4f}"
+        line = f"scored {summary['n']} items with {summary['method']}: mean confidence {summary['mean_confidence']:.4f}"
         if "metrics" in summary:
             mt = summary["metrics"]
             line += (f"; accuracy {mt['accuracy']:.4f}, failure AUROC {mt['failure_auroc']:.4f}, AURC {mt['aurc']:.4f}, "

@@ -10,7 +10,7 @@ import tempfile
 from pathlib import Path
 from typing import IO, Iterator, Union
 
-__all__ = ["atomic_path", "atomic_open", "ensure_out_dir"]
+__all__ = ["atomic_path", "atomic_open", "ensure_out_dir", "check_writable"]
 
 # readers that moved to jacal.io.readers: old imports keep working, with a DeprecationWarning
 _MOVED = ("load_array", "load_image_folder", "image_transform", "decode_image", "list_image_folder", "IMAGE_SUFFIXES")
@@ -30,6 +30,25 @@ def ensure_out_dir(out: Union[str, Path]) -> Path:
     if not os.access(out, os.W_OK):
         raise JacalError(f"output folder {out} is not writable")
     return out
+
+
+def check_writable(path: Union[str, Path], force: bool) -> None:
+    """Raise ``JacalError`` unless the output file ``path`` may be written: it does not exist (or
+    ``force``), is not a folder, and its folder can be created and written to."""
+    from jacal._validation import JacalError
+
+    path = Path(path)
+    if path.exists() and not force:
+        raise JacalError(f"{path} exists; pass --force to overwrite it")
+    if path.exists() and path.is_dir():
+        raise JacalError(f"{path} is a folder, expected a file path")
+    parent = path.parent if str(path.parent) else Path(".")
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise JacalError(f"cannot create output folder {parent}: {err.strerror}") from None
+    if not os.access(parent, os.W_OK):
+        raise JacalError(f"output folder {parent} is not writable")
 
 
 def _umask() -> int:

@@ -1,129 +1,23 @@
-"""jacal.io and the labeling-pipeline CLI: every pool format × every output format, annotations back in,
-lazy decoding, and bad input as one-line errors that leave no output file behind."""
+"""jacal.io and the labeling-pipeline CLI: annotations back in, round trips through the tools' exports,
+lazy decoding, and bad input as one-line errors that leave no output file behind (every pool format ×
+every output format: test_pipeline.py)."""
 import csv
 import json
 
 import numpy as np
 import pytest
 import torch
-from typer.testing import CliRunner
 
 import jacal
 import jacal.io as jio
+from _cli import run as _run
 from _helpers import one_line_error
-from jacal.cli.app import app
-
-runner = CliRunner()
-NAMES = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
-N = 40
-
-
-def _run(*args):
-    return runner.invoke(app, [str(a) for a in args])
-
-
-def _odd_id(j):
-    """Ids a labeling pipeline must carry through unchanged: spaces, commas, quotes, non-ASCII."""
-    return [f"item {j}", f"item,{j}", f"élément-{j}", f"数字{j}", f'say "{j}"'][j % 5]
+from _pools import NAMES, build, read_batch as _read_batch, write_manifest
 
 
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
-    from PIL import Image
-
-    root = tmp_path_factory.mktemp("io")
-    d = jacal.load_dataset("digits", n_train=300, seed=0)
-    m = jacal.mlp(64, 10, width=32, depth=1, seed=0)
-    jacal.train(m, d, epochs=5, seed=0)
-    ck = jacal.save_checkpoint(root / "model.pt", m.eval(), metadata={"input_shape": [1, 8, 8], "n_classes": 10})
-    x = d.x_test[:N].numpy()
-    ids = [_odd_id(j) for j in range(N)]
-    truth = {ids[j]: NAMES[int(d.y_test[j])] for j in range(N)}
-    pixels = (x[:, 0] * 255).round().astype(np.uint8)
-    np.savez(root / "pool.npz", x=x, ids=np.array(ids))
-    np.save(root / "pool.npy", x)
-    flat, nested, files = root / "flat", root / "nested", root / "files"
-    for folder in (flat, nested, files):
-        folder.mkdir()
-    item_of = {"npy": {str(j): j for j in range(N)}, "npz": {ids[j]: j for j in range(N)}}
-    item_of.update({k: {} for k in ("folder", "nested", "csv", "jsonl")})
-    rows = []
-    for j in range(N):
-        img = Image.fromarray(pixels[j], mode="L")
-        name = f"{j:02d} é,{j}.png"  # file names with spaces, commas and non-ASCII characters
-        img.save(flat / name)
-        item_of["folder"][name] = j
-        (nested / NAMES[int(d.y_test[j])]).mkdir(exist_ok=True)
-        img.save(nested / NAMES[int(d.y_test[j])] / name)
-        item_of["nested"][f"{NAMES[int(d.y_test[j])]}/{name}"] = j
-        img.save(files / f"{j:02d}.png")
-        rows.append({"id": ids[j], "path": f"files/{j:02d}.png"})
-        item_of["csv"][ids[j]] = item_of["jsonl"][ids[j]] = j
-    with open(root / "manifest.csv", "w", newline="", encoding="utf-8") as f:
-        w = csv.DictWriter(f, ["id", "path"])
-        w.writeheader()
-        w.writerows(rows)
-    with open(root / "manifest.jsonl", "w", encoding="utf-8") as f:  # absolute file:// URIs
-        for r in rows:
-            f.write(json.dumps({"id": r["id"], "uri": (root / r["path"]).resolve().as_uri()}, ensure_ascii=False) + "\n")
-    pools = {"npy": root / "pool.npy", "npz": root / "pool.npz", "folder": flat, "nested": nested,
-             "csv": root / "manifest.csv", "jsonl": root / "manifest.jsonl"}
-    return {"root": root, "model": ck, "pools": pools, "item_of": item_of, "ids": ids, "truth": truth, "x": x}
-
-
-def _read_batch(path, fmt, version="model", strategy="margin"):
-    """(ids in rank order, predicted names or indices, confidences) from any batch format."""
-    text = path.read_text(encoding="utf-8")
-    if fmt == "csv":
-        rows = list(csv.DictReader(text.splitlines()))
-        return [r["id"] for r in rows], [r["predicted"] for r in rows], [float(r["confidence"]) for r in rows]
-    if fmt == "jsonl":
-        rows = [json.loads(ln) for ln in text.splitlines()]
-        return [str(r["id"]) for r in rows], [str(r["predicted"]) for r in rows], [r["confidence"] for r in rows]
-    items = json.loads(text)
-    if fmt == "label-studio":
-        assert [t["data"]["al_rank"] for t in items] == list(range(1, len(items) + 1))
-        for t in items:
-            assert set(t["data"]) >= {"id", "al_score", "al_rank", "strategy"} and t["data"]["strategy"] == strategy
-            (pred,) = t["predictions"]
-            assert pred["model_version"] == version
-            (res,) = pred["result"]
-            assert res["from_name"] == "label" and res["to_name"] == "image" and res["type"] == "choices"
-        return ([str(t["data"]["id"]) for t in items], [t["predictions"][0]["result"][0]["value"]["choices"][0] for t in items],
-                [t["predictions"][0]["score"] for t in items])
-    assert [r["metadata"]["al_rank"] for r in items] == list(range(1, len(items) + 1))
-    for r in items:
-        assert set(r) == {"id", "fields", "metadata", "suggestions"} and set(r["suggestions"]) == {"label"}
-        assert r["suggestions"]["label"]["agent"] == version and "al_score" in r["metadata"]
-    return ([r["id"] for r in items], [r["suggestions"]["label"]["value"] for r in items],
-            [r["suggestions"]["label"]["score"] for r in items])
-
-
-@pytest.mark.parametrize("fmt", ["csv", "jsonl", "label-studio", "argilla"])
-@pytest.mark.parametrize("pool", ["npy", "folder", "nested", "csv", "jsonl"])
-def test_every_pool_format_to_every_output_format(setup, tmp_path, pool, fmt):
-    out = tmp_path / ("batch.json" if fmt in ("label-studio", "argilla") else f"batch.{fmt}")
-    r = _run("acquire", "--strategy", "margin", "--model", setup["model"], "--pool", setup["pools"][pool], "--k", 6,
-             "--out", out, "--format", fmt, "--label-names", ",".join(NAMES), "--json")
-    assert r.exit_code == 0, r.output
-    assert json.loads(r.stdout)["pool"] == N
-    ids, predicted, conf = _read_batch(out, fmt)
-    item_of = setup["item_of"][pool]
-    picks = [item_of[i] for i in ids]  # every id names a pool item, unchanged
-    assert len(set(picks)) == 6
-    # the same items whatever the pool's form (images: the same pixels up to uint8 rounding)
-    model = jacal.load_checkpoint(setup["model"]).model
-    expected = jacal.acquire(model, setup["x"], 6, strategy="margin")
-    assert sorted(picks) == sorted(expected.indices.tolist())
-    assert all(0 < c <= 1 for c in conf)
-    if fmt in ("label-studio", "argilla"):  # the prediction is the model's, named through --label-names
-        assert predicted == [NAMES[expected.predicted[j]] for j in picks]
-        np.testing.assert_allclose(conf, expected.confidence[picks], atol=0.02)
-    if pool in ("csv", "jsonl") and fmt in ("label-studio", "argilla"):
-        uris = [t["data"]["image"] for t in json.loads(out.read_text())] if fmt == "label-studio" else \
-            [rec["fields"]["image"] for rec in json.loads(out.read_text())]
-        assert all(u.endswith(f"{j:02d}.png") for u, j in zip(uris, picks))
-
+    return build(tmp_path_factory.mktemp("io"))
 
 def _label_studio_export(tasks_file, truth, cancel_first=False):
     """What Label Studio exports after annotators labeled every imported task (its JSON export format)."""
@@ -221,10 +115,7 @@ def test_unreadable_files_are_skipped_with_one_warning_each(setup, tmp_path):
     rows = [{"id": "gone", "path": str(tmp_path / "missing.png")}, {"id": "broken", "path": str(tmp_path / "broken.png")},
             {"id": "web", "path": "https://example.org/x.png"}]
     rows += [{"id": i, "path": str(root / "files" / f"{j:02d}.png")} for j, i in enumerate(setup["ids"][:10])]
-    with open(tmp_path / "m.csv", "w", newline="", encoding="utf-8") as f:
-        w = csv.DictWriter(f, ["id", "path"])
-        w.writeheader()
-        w.writerows(rows)
+    write_manifest(tmp_path / "m.csv", rows)
     out = tmp_path / "b.csv"
     r = _run("acquire", "--model", setup["model"], "--pool", tmp_path / "m.csv", "--k", 10, "--out", out, "--json")
     assert r.exit_code == 0, r.output

@@ -30,12 +30,12 @@ re-exported here.
 """
 from jacal._io import atomic_open, atomic_path
 from jacal.io.annotations import (TOOLS, Annotations, LabeledItems, default_label_names, labeled_items,
-                                  parse_label_names, read_annotations, read_ids)
-from jacal.io.batches import (BATCH_FORMATS, argilla_records, batch_rows, label_studio_tasks, model_version, write_batch,
-                              write_rows)
+                                  parse_label_names, read_annotations, read_ids, resolve_label_names)
+from jacal.io.batches import (BATCH_FORMATS, argilla_records, batch_rows, label_studio_tasks, model_version,
+                              output_format, write_batch, write_rows)
 from jacal.io.pools import ARRAY_SUFFIXES, MANIFEST_SUFFIXES, ImagePool, Manifest, Pool, open_pool, read_manifest
 from jacal.io.readers import (IMAGE_SUFFIXES, decode_image, image_transform, list_image_folder, load_array,
-                              load_image_folder)
+                              load_image_folder, read_labels)
 
 __all__ = [
     "Pool", "ImagePool", "open_pool", "read_manifest", "Manifest",
@@ -44,5 +44,5 @@ __all__ = [
     "batch_rows", "label_studio_tasks", "argilla_records", "write_rows", "write_batch", "model_version",
     "BATCH_FORMATS", "TOOLS", "MANIFEST_SUFFIXES", "ARRAY_SUFFIXES",
     "atomic_open", "atomic_path", "load_array", "load_image_folder", "image_transform", "IMAGE_SUFFIXES",
-    "decode_image", "list_image_folder",
+    "decode_image", "list_image_folder", "read_labels", "resolve_label_names", "output_format",
 ]

@@ -15,8 +15,8 @@ from jacal._validation import JacalError
 from jacal.io._files import read_jsonl as _read_jsonl, read_text as _read_text
 from jacal.io.pools import Pool
 
-__all__ = ["Annotations", "read_annotations", "read_ids", "parse_label_names", "default_label_names", "LabeledItems",
-           "labeled_items", "TOOLS"]
+__all__ = ["Annotations", "read_annotations", "read_ids", "parse_label_names", "default_label_names",
+           "resolve_label_names", "LabeledItems", "labeled_items", "TOOLS"]
 
 TOOLS = ("label-studio", "argilla", "csv")
 _TOOL_NAMES = {"label-studio": "Label Studio JSON", "argilla": "Argilla JSON", "csv": "a list of ids"}
@@ -47,6 +47,28 @@ def default_label_names(n_classes: int) -> List[str]:
     ['0', '1', '2']
     """
     return [str(i) for i in range(n_classes)]
+
+
+def resolve_label_names(given: Optional[Sequence[str]], stored: Optional[Sequence[str]] = None,
+                        n_classes: Optional[int] = None) -> Optional[List[str]]:
+    """The class names to write a model's predictions with: ``given``, else ``stored`` (a
+    checkpoint's), else ``0..K-1`` (:func:`default_label_names`) when the model's ``n_classes`` is known.
+
+    >>> resolve_label_names(None, None, 3)
+    ['0', '1', '2']
+
+    Returns:
+        The names, or ``None`` when neither names nor the number of classes are known.
+
+    Raises:
+        JacalError: names that are not one per class.
+    """
+    names = given if given is not None else stored
+    if names is None:
+        return default_label_names(n_classes) if n_classes else None
+    if n_classes is not None and len(names) != n_classes:
+        raise JacalError(f"--label-names has {len(names)} names but the model has {n_classes} classes")
+    return list(names)
 
 
 @dataclass

@@ -12,7 +12,7 @@ from jacal._io import atomic_open
 from jacal._validation import JacalError
 
 __all__ = ["batch_rows", "label_studio_tasks", "argilla_records", "write_rows", "write_batch", "model_version",
-           "BATCH_FORMATS"]
+           "output_format", "BATCH_FORMATS"]
 
 BATCH_FORMATS = ("csv", "jsonl", "label-studio", "argilla")
 
@@ -149,3 +149,18 @@ def model_version(checkpoint: Union[str, Path], metadata: Optional[dict] = None)
     """A model's version tag: ``metadata["model_version"]`` when present, else the checkpoint file's stem."""
     value = (metadata or {}).get("model_version")
     return str(value) if value else Path(checkpoint).stem
+
+
+def output_format(path: Union[str, Path], fmt: Optional[str] = None, allowed: Sequence[str] = ("csv", "jsonl")) -> str:
+    """The format to write ``path`` in: ``fmt`` when given, else ``path``'s suffix; one of ``allowed``.
+
+    >>> output_format("batch.JSONL")
+    'jsonl'
+
+    Raises:
+        JacalError: neither names one of ``allowed`` (the message says which to pass to ``--format``).
+    """
+    kind = fmt if fmt is not None else Path(path).suffix.lstrip(".").lower()
+    if kind not in allowed:
+        raise JacalError(f"cannot tell the format of {path}; pass --format {' or '.join(allowed)}")
+    return kind

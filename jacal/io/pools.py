@@ -233,6 +233,24 @@ class Pool:
         found = {int(i): self.items.problem(int(i)) for i in indices}
         return {i: r for i, r in found.items() if r is not None}
 
+    def invalid_report(self, indices: Iterable[int], limit: int = 100) -> List[str]:
+        """Lines that say why the items at ``indices`` (e.g. :attr:`jacal.AcquisitionResult.invalid`)
+        were left out: one per unreadable item (at most ``limit``, then a count), and one for all the
+        items that hold NaN/Inf values."""
+        indices = list(indices)
+        reasons = self.problems(indices)
+        lines = []
+        for n, (i, why) in enumerate(reasons.items()):
+            if n == limit:
+                lines.append(f"... and {len(reasons) - limit} more unreadable item(s) (--json lists them all)")
+                break
+            lines.append(f"skipped item {self.ids[i]!r}: {why}")
+        nan = [i for i in indices if int(i) not in reasons]
+        if nan:
+            shown = ", ".join(str(self.ids[i]) for i in nan[:10]) + (" ..." if len(nan) > 10 else "")
+            lines.append(f"{len(nan)} pool item(s) contain NaN/Inf and were not selected: {shown}")
+        return lines
+
 
 def _image_shape(source: Path, files: List[Optional[str]], image_size, channels, input_shape, infer: bool):
     """``(size, channels)`` for an image pool: given, else from the model's input shape, else (with

@@ -3,9 +3,10 @@ documented image transform that :class:`jacal.io.ImagePool` decodes with."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Union
+from typing import Optional, Union
 
-__all__ = ["load_array", "load_image_folder", "image_transform", "decode_image", "list_image_folder", "IMAGE_SUFFIXES"]
+__all__ = ["load_array", "load_image_folder", "image_transform", "decode_image", "list_image_folder", "read_labels",
+           "IMAGE_SUFFIXES"]
 
 
 def load_array(path: Union[str, Path], *, mmap: bool = False):
@@ -154,3 +155,33 @@ def load_image_folder(folder: Union[str, Path], *, size: tuple, channels: int):
         except (UnidentifiedImageError, OSError, ValueError) as err:
             raise JacalError(f"cannot decode image {name}: {first_line(err)}") from err
     return torch.stack(images), ids
+
+
+def read_labels(path: Union[str, Path], n: Optional[int] = None):
+    """Class indices from a ``.npy`` file or a text file with one integer per line.
+
+    Args:
+        path: the file.
+        n: how many items the labels are for (checked when given).
+
+    Returns:
+        An int64 numpy array ``(N,)``.
+
+    Raises:
+        JacalError: a missing or unreadable file, or not ``n`` labels.
+    """
+    import numpy as np
+
+    from jacal._validation import JacalError
+
+    path = Path(path)
+    if not path.is_file():
+        raise JacalError(f"labels file not found: {path}")
+    try:
+        y = np.load(path) if path.suffix == ".npy" else np.loadtxt(path, dtype=np.int64, ndmin=1)
+    except (ValueError, OSError) as err:
+        raise JacalError(f"could not read labels from {path}: {err}") from err
+    y = np.asarray(y).reshape(-1)
+    if n is not None and len(y) != n:
+        raise JacalError(f"{path} has {len(y)} labels for {n} items")
+    return y.astype(np.int64)

@@ -1,0 +1,349 @@
+"""A labeling pipeline's steps on files: each reads its inputs, calls the library, writes its output
+atomically and returns a summary. Every ``jacal`` command that works on files is one call here, so a
+pipeline runs the same steps from Python without the command line:
+
+* :func:`acquire_batch`: a model file and a pool in, the next batch to label out, as CSV / JSON
+  lines or Label Studio / Argilla tasks (``jacal acquire``);
+* :func:`confidence_file`: per-item confidence of a model's predictions, failure-detection metrics
+  when labels are given, a fitted estimator saved or reused (``jacal confidence``);
+* :func:`score_file`: per-point Jacobian norms of a dataset split or an array file (``jacal score``);
+* :func:`train_checkpoint`: a classifier trained on a dataset or on the pool items a labeling
+  tool's export labels, saved as a checkpoint (``jacal train``).
+
+Each returns the summary ``dict`` that the command prints with ``--json``. Bad input raises
+:class:`jacal.JacalError` with one line, before any output file is written; what is worth telling
+but not fatal (skipped items, unknown ids, ignored options) goes to ``on_warning`` (default:
+:func:`warnings.warn`). ``progress(done, total)`` follows the long pass.
+"""
+from __future__ import annotations
+
+import json
+import math
+import warnings
+from pathlib import Path
+from typing import Any, Callable, List, Optional, Sequence, Union
+
+import numpy as np
+import torch
+
+from jacal import io as jio
+from jacal._io import atomic_open, check_writable
+from jacal._validation import JacalError
+
+__all__ = ["acquire_batch", "confidence_file", "score_file", "train_checkpoint"]
+
+PathLike = Union[str, Path]
+Progress = Optional[Callable[[int, int], Any]]
+Warn = Optional[Callable[[str], Any]]
+
+
+def _warner(on_warning: Warn) -> Callable[[str], Any]:
+    return on_warning if on_warning is not None else (lambda text: warnings.warn(text, stacklevel=3))
+
+
+def _names(label_names: Union[str, Sequence[str], None]) -> Optional[List[str]]:
+    return jio.parse_label_names(label_names) if isinstance(label_names, str) else label_names
+
+
+def acquire_batch(model: PathLike, pool: PathLike, k: int, out: PathLike, *, fmt: Optional[str] = None,
+                  strategy: str = "jacobian", exclude: Optional[PathLike] = None,
+                  label_names: Union[str, Sequence[str], None] = None, from_name: str = "label", to_name: str = "image",
+                  model_version: Optional[str] = None, seed: int = 0, batch_size: int = 256, device: Any = "auto",
+                  mc_samples: int = 20, embedding_layer: Optional[str] = None,
+                  image_size: Optional[Sequence[int]] = None, channels: Optional[int] = None,
+                  backend: str = "local", address: Optional[str] = None, shard_size: int = 65536,
+                  force: bool = False, progress: Progress = None, on_warning: Warn = None) -> dict:
+    """Choose the next ``k`` items of the pool at ``pool`` with the model at ``model``; write them to ``out``.
+
+    Args:
+        model: a jacal checkpoint, a TorchScript file or a ``torch.export`` program (``.pt2``).
+        pool: an array file, an image folder or a manifest (:func:`jacal.io.open_pool`); a ``.npy``
+            pool is memory-mapped and read chunk by chunk.
+        k: how many items to select.
+        out: the batch file.
+        fmt: one of :data:`jacal.io.BATCH_FORMATS` (default: from ``out``'s suffix).
+        strategy: an acquisition strategy (:data:`jacal.STRATEGIES`).
+        exclude: items already labeled or queued (any file :func:`jacal.io.read_annotations` reads):
+            never selected; they anchor the diversity strategies.
+        label_names: class names in class-index order (a list, or comma-separated text); default:
+            the checkpoint's, else ``0..K-1``.
+        from_name, to_name: Label Studio control / object (Argilla question / field).
+        model_version: the predictions' version tag (default :func:`jacal.io.model_version`).
+        seed, batch_size, device, mc_samples, embedding_layer, backend, address, shard_size: as for
+            :func:`jacal.acquire` (``backend`` by name, see :func:`jacal.backends.get_backend`).
+        image_size, channels: for image pools (default: the checkpoint's input shape).
+        force: overwrite an existing ``out``.
+
+    Returns:
+        ``{"out", "format", "strategy", "k", "pool", "excluded", "invalid"}``: ``k`` items written,
+        ``invalid`` the ids of unreadable or non-finite items (never selected).
+    """
+    import jacal
+    from jacal.backends import get_backend
+    from jacal.checkpoint import load_model_file
+
+    warn = _warner(on_warning)
+    out = Path(out)
+    kind = jio.output_format(out, fmt, jio.BATCH_FORMATS)
+    check_writable(out, force)
+    ck = load_model_file(model)
+    if not Path(pool).exists():
+        raise JacalError(f"--pool not found: {pool}")
+    items = jio.open_pool(pool, image_size=image_size, channels=channels, input_shape=ck.metadata.get("input_shape"),
+                          mmap=True)  # a .npy pool is read chunk by chunk from disk, never held whole
+    names = jio.resolve_label_names(_names(label_names), ck.metadata.get("label_names"),
+                                    _n_classes(ck.model, items.input_shape))
+    if kind in ("label-studio", "argilla") and names is None:
+        raise JacalError("the model's number of classes is unknown: pass --label-names")
+    labeled, unknown = None, []
+    if exclude is not None:
+        tool = kind if kind in ("label-studio", "argilla") else "auto"
+        labeled, unknown = items.index_of(jio.read_annotations(exclude, tool=tool, question=from_name,
+                                                               label_names=names).ids)
+    runner = get_backend(backend, address=address)
+    try:
+        res = jacal.acquire(ck.model, items.items, k, strategy=strategy, labeled=labeled, seed=seed,
+                            batch_size=batch_size, device=device, mc_samples=mc_samples, progress=progress,
+                            backend=runner, shard_size=shard_size, embedding_layer=embedding_layer)
+    finally:
+        runner.close()
+    written = jio.write_batch(out, res, items.ids, fmt=kind, label_names=names, uris=items.uris, from_name=from_name,
+                              to_name=to_name, model_version=model_version or jio.model_version(model, ck.metadata))
+    for line in items.invalid_report(res.invalid):
+        warn(line)
+    if unknown:
+        warn(f"{len(unknown)} id(s) in {exclude} are not in the pool")
+    return {"out": str(out), "format": kind, "strategy": res.strategy, "k": written, "pool": len(items),
+            "excluded": len(labeled or []), "invalid": [str(items.ids[i]) for i in res.invalid]}
+
+
+def _n_classes(model: Any, input_shape: Sequence[int]) -> Optional[int]:
+    """K, from one forward pass on a blank item (None when the model refuses it; acquire then reports why)."""
+    try:
+        with torch.no_grad():
+            z = model(torch.zeros((2, *input_shape)))  # 2: exported programs may specialize a batch of 1
+        return int(z.shape[1]) if isinstance(z, torch.Tensor) and z.ndim == 2 else None
+    except Exception:  # noqa: BLE001 - the real pass reports the model's error in one line
+        return None
+
+
+def _load_items(path: PathLike, input_shape: Optional[Sequence[int]], image_size, channels, what: str):
+    """Items ``(N, ...)`` decoded in memory and their ids (for steps that need them all at once)."""
+    if not Path(path).exists():
+        raise JacalError(f"{what} not found: {path}")
+    pool = jio.open_pool(path, image_size=image_size, channels=channels, input_shape=input_shape)
+    return pool.materialize(), pool.ids
+
+
+def confidence_file(model: PathLike, data: PathLike, *, labels: Optional[PathLike] = None, method: Optional[str] = None,
+                    fit_data: Optional[PathLike] = None, fit_labels: Optional[PathLike] = None,
+                    estimator: Optional[PathLike] = None, save_estimator: Optional[PathLike] = None,
+                    review_below: Optional[float] = None, out: Optional[PathLike] = None, fmt: Optional[str] = None,
+                    image_size: Optional[Sequence[int]] = None, channels: Optional[int] = None, device: Any = "auto",
+                    force: bool = False, on_warning: Warn = None) -> dict:
+    """Per-item confidence of the model at ``model`` on the items at ``data``.
+
+    Args:
+        model: a jacal checkpoint, a TorchScript file or a ``torch.export`` program.
+        data: items to score (any pool :func:`jacal.io.open_pool` reads).
+        labels: their true labels (:func:`jacal.io.read_labels`): adds failure-detection metrics.
+        method: a confidence method (default ``max_softmax``, or ``estimator``'s).
+        fit_data, fit_labels: what a fitted method learns from.
+        estimator: a fitted estimator file (its method and state; no fitting).
+        save_estimator: where to write the fitted estimator.
+        review_below: flag items whose confidence is below this.
+        out: per-item file (CSV or JSON lines): ``id, predicted, confidence[, review]``.
+        fmt: ``"csv"`` or ``"jsonl"`` (default: from ``out``'s suffix).
+        image_size, channels: for images (default: the checkpoint's input shape).
+        force: overwrite an existing ``out`` or ``save_estimator``.
+
+    Returns:
+        ``{"n", "method", "mean_confidence"}``, with ``metrics`` (labels given), ``to_review``,
+        ``out`` and ``estimator`` where they apply.
+    """
+    from jacal.checkpoint import load_model_file
+    from jacal.confidence import FITTED as FITTED_METHODS, NEEDS_LABELS, ConfidenceEstimator
+
+    warn = _warner(on_warning)
+    kind = jio.output_format(Path(out), fmt) if out is not None else None
+    for path in (out, save_estimator):
+        if path is not None:
+            check_writable(Path(path), force)
+    ck = load_model_file(model)
+    shape = ck.metadata.get("input_shape")
+    x, ids = _load_items(data, shape, image_size, channels, "--data")
+    if estimator is not None:
+        if fit_data is not None or fit_labels is not None:
+            raise JacalError("--estimator is already fitted: drop --fit-data/--fit-labels, or fit anew without "
+                             "--estimator")
+        est = ConfidenceEstimator.load(estimator, device=device)
+        if method is not None and method != est.method:
+            raise JacalError(f"--method {method} differs from {estimator}'s method {est.method}")
+    else:
+        est = ConfidenceEstimator(method if method is not None else "max_softmax", device=device)
+        if est.method in FITTED_METHODS:
+            needs_labels = est.method in NEEDS_LABELS
+            if fit_data is None or (needs_labels and fit_labels is None):
+                what = "--fit-data and --fit-labels" if needs_labels else "--fit-data"
+                raise JacalError(f"method '{est.method}' needs {what} ({FITTED_METHODS[est.method]} items it learns "
+                                 "from), or a fitted --estimator file")
+            xf, _ = _load_items(fit_data, shape, image_size, channels, "--fit-data")
+            est.learn(ck.model, xf, jio.read_labels(fit_labels, len(xf)) if fit_labels is not None else None)
+        else:
+            if fit_data is not None or fit_labels is not None:
+                warn(f"method '{est.method}' learns nothing; --fit-data/--fit-labels are ignored")
+            est.learn(ck.model, None)
+    conf, pred = est.confidence_and_prediction(ck.model, x)
+    summary = {"n": len(x), "method": est.method, "mean_confidence": float(np.mean(conf))}
+    if labels is not None:
+        summary["metrics"] = est.metrics(conf, pred, jio.read_labels(labels, len(x)))
+    if review_below is not None:
+        summary["to_review"] = int((conf < review_below).sum())
+    if out is not None:
+        rows = [{"id": i, "predicted": int(p), "confidence": float(c)} for i, p, c in zip(ids, pred, conf)]
+        if review_below is not None:
+            for r in rows:
+                r["review"] = int(r["confidence"] < review_below)
+        jio.write_rows(out, rows, fmt=kind)
+        summary["out"] = str(out)
+    if save_estimator is not None:
+        est.save(save_estimator)
+        summary["estimator"] = str(save_estimator)
+    elif estimator is not None:
+        summary["estimator"] = str(estimator)
+    return summary
+
+
+def score_file(checkpoint: PathLike, *, dataset: Optional[str] = None, split: str = "test",
+               data_root: Optional[PathLike] = None, input_file: Optional[PathLike] = None, output: str = "softmax",
+               method: str = "auto", batch_size: int = 1024, device: Any = "auto", out: Optional[PathLike] = None,
+               fmt: Optional[str] = None, force: bool = False, progress: Progress = None) -> dict:
+    """Per-point Jacobian Frobenius norms of the model at ``checkpoint``, with a summary.
+
+    Args:
+        checkpoint: a jacal checkpoint (or a TorchScript / ``torch.export`` file, with ``input_file``).
+        dataset, split, data_root: the points to score (default: the checkpoint's dataset, ``"test"``).
+        input_file: score the points of an array file (:func:`jacal.io.load_array`) instead.
+        output, method, batch_size, device: as for :func:`jacal.jacobian_norm`.
+        out: per-point file, CSV (``id, jacobian_norm, predicted[, label]``) or JSON
+            (``{"summary", "scores"}``).
+        fmt: ``"csv"`` or ``"json"`` (default: from ``out``'s suffix).
+        force: overwrite an existing ``out``.
+
+    Returns:
+        ``{"source", "n", "output", "method", "mean", "median", "std", "min", "max"}``, with
+        ``accuracy`` (a dataset split) and ``out`` where they apply.
+    """
+    import jacal
+    from jacal.checkpoint import load_model_file
+
+    ck = load_model_file(checkpoint)
+    if out is not None:
+        check_writable(Path(out), force)
+        kind = fmt if fmt is not None else Path(out).suffix.lstrip(".").lower()
+        if kind not in ("csv", "json"):
+            raise JacalError(f"cannot tell the format of {out}; pass --format csv or --format json")
+    labels, ids = None, None
+    if input_file is not None:
+        x, ids = jio.load_array(input_file)
+        source = str(input_file)
+    else:
+        name = dataset if dataset is not None else ck.metadata.get("dataset")
+        if name is None:
+            raise JacalError("the checkpoint names no dataset; pass --dataset or --input")
+        if split not in ("train", "test"):
+            raise JacalError(f"--split must be 'train' or 'test', got {split!r}")
+        data = jacal.load_dataset(name, root=data_root or ck.metadata.get("data_root"))
+        x, labels = data.split(split)
+        source = f"{name}/{split}"
+    norms = jacal.jacobian_norm(ck.model, x, output=output, method=method, batch_size=batch_size, device=device,
+                                progress=progress)
+    with torch.no_grad():
+        pred = torch.cat([ck.model(x[i:i + 4096]).argmax(1) for i in range(0, len(x), 4096)])
+    ids = ids if ids is not None else list(range(len(x)))
+    summary = {"source": source, "n": len(x), "output": output, "method": method, "mean": float(norms.mean()),
+               "median": float(norms.median()), "std": float(norms.std()) if len(x) > 1 else 0.0,
+               "min": float(norms.min()), "max": float(norms.max())}
+    if labels is not None:
+        summary["accuracy"] = float((pred == labels).float().mean())
+    if out is not None:
+        rows = [{"id": i, "jacobian_norm": float(n), "predicted": int(p)}
+                for i, n, p in zip(ids, norms.tolist(), pred.tolist())]
+        if labels is not None:
+            for r, y in zip(rows, labels.tolist()):
+                r["label"] = int(y)
+        if kind == "json":
+            with atomic_open(out, "w") as f:
+                json.dump({"summary": summary, "scores": rows}, f)
+        else:
+            jio.write_rows(out, rows, fmt="csv")
+        summary["out"] = str(out)
+    return summary
+
+
+def train_checkpoint(out: PathLike, *, dataset: str = "digits", data_root: Optional[PathLike] = None,
+                     download: bool = False, n_train: Optional[int] = None, pool: Optional[PathLike] = None,
+                     labels: Optional[PathLike] = None, label_names: Union[str, Sequence[str], None] = None,
+                     from_name: str = "label", image_size: Optional[Sequence[int]] = None,
+                     channels: Optional[int] = None, width: int = 256, depth: int = 2, activation: str = "relu",
+                     weight_variance: float = 2.0, optimizer: str = "adam", lr: float = 1e-3, batch_size: int = 64,
+                     epochs: float = 30, seed: int = 0, device: Any = "auto", force: bool = False,
+                     progress: Progress = None, on_warning: Warn = None) -> dict:
+    """Train a fully-connected classifier (:func:`jacal.mlp`) and save it as a checkpoint at ``out``.
+
+    On ``dataset`` (its train split; test metrics on its test split), or, with ``pool`` and
+    ``labels``, on the pool items a labeling tool's export labels (:func:`jacal.io.labeled_items`;
+    no held-out split, so test metrics are ``None``). The checkpoint's metadata keeps the label
+    names, so ``jacal acquire`` names its predictions without ``--label-names``.
+
+    Args:
+        out: the checkpoint file.
+        dataset, data_root, download, n_train: as for :func:`jacal.load_dataset`.
+        pool, labels: a pool (:func:`jacal.io.open_pool`; image shape from the first image unless
+            ``image_size``/``channels``) and the annotations of its items
+            (:func:`jacal.io.read_annotations`, question ``from_name``).
+        label_names: class names in class-index order (default: the labels are class indices).
+        width, depth, activation, weight_variance: the model (:func:`jacal.mlp`).
+        optimizer, lr, batch_size, epochs, seed, device: the training (:func:`jacal.train`).
+        force: overwrite an existing ``out``.
+
+    Returns:
+        ``{"checkpoint", **metadata}``: the metadata saved with the model (``metrics`` included).
+    """
+    import jacal
+
+    warn = _warner(on_warning)
+    out = Path(out)
+    check_writable(out, force)
+    extra: dict = {}
+    if labels is not None or pool is not None:
+        if labels is None or pool is None:
+            raise JacalError("--pool and --labels go together: the labels name items of the pool")
+        if not Path(pool).exists():
+            raise JacalError(f"--pool not found: {pool}")
+        names = _names(label_names)
+        ann = jio.read_annotations(labels, question=from_name, label_names=names)
+        items = jio.open_pool(pool, image_size=image_size, channels=channels, infer_image_shape=True)
+        lab = jio.labeled_items(items, ann, names)
+        for item, why in lab.unreadable.items():
+            warn(f"skipped labeled item {item!r}: {why}")
+        if lab.not_in_pool:
+            warn(f"{len(lab.not_in_pool)} labeled id(s) in {labels} are not in {pool}")
+        if len(lab.y) == 0:
+            raise JacalError(f"{labels} labels none of the readable items of {pool}")
+        data = jacal.Splits(f"labels:{Path(labels).name}", lab.x, lab.y, lab.x[:0], lab.y[:0], len(lab.label_names))
+        extra = {"label_names": lab.label_names, "source": {"pool": str(pool), "labels": str(labels),
+                                                           "format": ann.tool, "n_labeled": len(lab.y)}}
+    else:
+        data = jacal.load_dataset(dataset, root=data_root, download=download, n_train=n_train, seed=seed)
+    model = jacal.mlp(data.input_dim, data.n_classes, width=width, depth=depth, activation=activation,
+                      weight_variance=weight_variance, seed=seed)
+    result = jacal.train(model, data, optimizer=optimizer, lr=lr, batch_size=batch_size, epochs=epochs, seed=seed,
+                         device=device, progress=progress)
+    metrics = {key: (None if isinstance(v, float) and math.isnan(v) else v) for key, v in result.to_dict().items()}
+    meta = {"dataset": None if extra else data.name, "data_root": str(data_root) if data_root and not extra else None,
+            "seed": seed, "input_shape": list(data.input_shape), "n_classes": data.n_classes,
+            "train": {"optimizer": optimizer, "lr": lr, "batch_size": batch_size, "epochs": epochs},
+            "metrics": metrics, **extra}
+    jacal.save_checkpoint(out, model.cpu(), metadata=meta)
+    return {"checkpoint": str(out), **meta}
