@@ -7,21 +7,20 @@ from __future__ import annotations
 
 import time
 from dataclasses import replace
-from enum import Enum
 from pathlib import Path
 from typing import Annotated, List, Optional
 
 import typer
 
-import jacal
-from jacal.acquisition import STRATEGIES
-from jacal.acquisition.strategies import RETIRED
-from jacal.confidence import FITTED as FITTED_METHODS, METHODS as CONFIDENCE_METHODS
 from jacal.loop import LOOP_PRESETS, LoopCallbacks, run_loop
 from jacal.pipeline import acquire_batch, confidence_file, score_file, train_checkpoint
 from jacal.replication import PRESETS, Callbacks, run_replication
 from jacal.replication.report import statistic_text
 from ._common import JacalGroup, LazyProgress, emit_json, fail, progress_bar, warn
+from ._options import (FITTED_HELP, Activation, AddressOpt, Arch, BackendName, BackendOpt, BatchFormat, ChannelsOpt,
+                       ConfMethod, DataRootOpt, DatasetName, DeviceOpt, DownloadOpt, ForceOutOpt, Format, FromNameOpt,
+                       ImageSizeOpt, JsonOpt, LabelNamesOpt, LoopPreset, Method, ModelOpt, Optimizer, Output, Preset,
+                       RowFormat, Split, Strategy, ToNameOpt, strategy_list)
 
 app = typer.Typer(
     name="jacal",
@@ -33,40 +32,12 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
-DatasetName = Enum("DatasetName", {k.replace("-", "_"): k for k in jacal.DATASETS}, type=str)
-Activation = Enum("Activation", {k: k for k in jacal.models.ACTIVATIONS}, type=str)
-Optimizer = Enum("Optimizer", {k: k for k in jacal.training.OPTIMIZERS}, type=str)
-Output = Enum("Output", {k: k for k in jacal.sensitivity.OUTPUTS}, type=str)
-Method = Enum("Method", {k.replace("-", "_"): k for k in jacal.sensitivity.METHODS}, type=str)
-
-
-class Format(str, Enum):
-    csv = "csv"
-    json = "json"
-
-
-DeviceOpt = Annotated[str, typer.Option(help="'auto' (CUDA when present), 'cpu', 'cuda' or 'cuda:N'.")]
-DataRootOpt = Annotated[Optional[Path], typer.Option(help="Folder with downloaded datasets (torchvision layout). "
-                                                          "Default: $JACAL_DATA or ~/.cache/jacal/data.")]
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print a machine-readable JSON summary on stdout.")]
-BackendName = Enum("BackendName", {"local": "local", "ray": "ray"}, type=str)
-BackendOpt = Annotated[BackendName, typer.Option(help="'local' (this process) or 'ray' (Ray tasks; needs jacal[ray]).")]
-AddressOpt = Annotated[Optional[str], typer.Option(help="Ray cluster: 'auto' or 'ray://host:port' (default: start a local Ray).")]
-LabelNamesOpt = Annotated[Optional[str], typer.Option(help="Class names in class-index order, comma-separated (CSV quoting "
-                                                           "for names with commas). Default: the checkpoint's, else "
-                                                           "0,1,...,K-1. Every label read back must be one of them.")]
-FromNameOpt = Annotated[str, typer.Option(help="Label Studio: the <Choices> control's name (from_name); Argilla: the "
-                                               "label question's name.")]
-ToNameOpt = Annotated[str, typer.Option(help="Label Studio: the <Image> object the choices label (to_name); Argilla: "
-                                             "the image field's name.")]
-
-
 @app.command()
 def train(
     out: Annotated[Path, typer.Option(help="Checkpoint file to write.")] = Path("runs/model.pt"),
     dataset: Annotated[DatasetName, typer.Option(help="Dataset to train on ('digits' works offline).")] = "digits",
     data_root: DataRootOpt = None,
-    download: Annotated[bool, typer.Option(help="Allow torchvision to download a missing dataset.")] = False,
+    download: DownloadOpt = False,
     n_train: Annotated[Optional[int], typer.Option(help="Use a seeded random subset of the training set.")] = None,
     width: Annotated[int, typer.Option(help="Hidden units per layer.")] = 256,
     depth: Annotated[int, typer.Option(help="Hidden layers.")] = 2,
@@ -79,10 +50,10 @@ def train(
     seed: Annotated[int, typer.Option(help="Seeds initialization and data order.")] = 0,
     device: DeviceOpt = "auto",
     force: Annotated[bool, typer.Option(help="Overwrite an existing checkpoint.")] = False,
-    pool: Annotated[Optional[Path], typer.Option(help="Train on annotated items instead of --dataset: the pool the "
+    pool: Annotated[Optional[Path], typer.Option(exists=True, help="Train on annotated items instead of --dataset: the pool the "
                                                       "--labels name (array file, image folder or .csv/.jsonl "
                                                       "manifest, as for `jacal acquire`).")] = None,
-    labels: Annotated[Optional[Path], typer.Option(help="Annotations of --pool items: a Label Studio JSON export, an "
+    labels: Annotated[Optional[Path], typer.Option(exists=True, dir_okay=False, help="Annotations of --pool items: a Label Studio JSON export, an "
                                                         "Argilla export (records.to_json) or a CSV with 'id' and "
                                                         "'label' columns. No held-out split: test metrics are not "
                                                         "reported.")] = None,
@@ -119,24 +90,24 @@ def train(
 
 @app.command()
 def score(
-    checkpoint: Annotated[Path, typer.Argument(help="A checkpoint written by `jacal train` (or a TorchScript / torch.export .pt2 file, with --input).")],
+    checkpoint: Annotated[Path, typer.Argument(exists=True, dir_okay=False, help="A checkpoint written by `jacal train` (or a TorchScript / torch.export .pt2 file, with --input).")],
     dataset: Annotated[Optional[DatasetName], typer.Option(help="Score a dataset split (default: the checkpoint's dataset).")] = None,
-    split: Annotated[str, typer.Option(help="'train' or 'test'.")] = "test",
+    split: Annotated[Split, typer.Option(help="The dataset split to score.")] = "test",
     data_root: DataRootOpt = None,
-    input_file: Annotated[Optional[Path], typer.Option("--input", help="Score points from a .npy, .npz (array 'x', optional 'ids') or .pt file instead.")] = None,
+    input_file: Annotated[Optional[Path], typer.Option("--input", exists=True, dir_okay=False, help="Score points from a .npy, .npz (array 'x', optional 'ids') or .pt file instead.")] = None,
     output: Annotated[Output, typer.Option(help="Differentiate the softmax (the paper's metric), logits or log-softmax.")] = "softmax",
     method: Annotated[Method, typer.Option(help="'auto' picks the fastest exact method.")] = "auto",
     batch_size: Annotated[int, typer.Option(help="Points per chunk (bounds memory).")] = 1024,
     device: DeviceOpt = "auto",
     out: Annotated[Optional[Path], typer.Option(help="Write per-point scores here (.csv or .json).")] = None,
     fmt: Annotated[Optional[Format], typer.Option("--format", help="Output format (default: from --out's suffix).")] = None,
-    force: Annotated[bool, typer.Option(help="Overwrite an existing --out file.")] = False,
+    force: ForceOutOpt = False,
     json_out: JsonOpt = False,
 ) -> None:
     """Per-point Jacobian Frobenius norms of a trained model, with a summary line."""
     with progress_bar("scoring", 0, enabled=not json_out) as update:
         summary = score_file(checkpoint, dataset=DatasetName(dataset).value if dataset is not None else None,
-                             split=split, data_root=data_root, input_file=input_file, output=Output(output).value,
+                             split=Split(split).value, data_root=data_root, input_file=input_file, output=Output(output).value,
                              method=Method(method).value, batch_size=batch_size, device=device, out=out,
                              fmt=fmt.value if fmt is not None else None, force=force, progress=update)
     if json_out:
@@ -145,9 +116,6 @@ def score(
         extra = f", accuracy {summary['accuracy']:.4f}" if "accuracy" in summary else ""
         typer.echo(f"scored {summary['n']} points ({summary['source']}): mean ‖J‖_F {summary['mean']:.4g}, median "
                    f"{summary['median']:.4g}, max {summary['max']:.4g}{extra}" + (f" -> {out}" if out else ""))
-
-
-Preset = Enum("Preset", {k: k for k in PRESETS}, type=str)
 
 
 def _claims_table(report: dict):
@@ -237,35 +205,10 @@ def replicate(
                    f"({time.perf_counter() - started:.0f} s)")
 
 
-# retired names stay accepted here so that jacal.acquire answers them with the name of their replacement
-Strategy = Enum("Strategy", {k.replace("-", "_"): k for k in [*STRATEGIES, *RETIRED]}, type=str)
-ConfMethod = Enum("ConfMethod", {k: k for k in CONFIDENCE_METHODS}, type=str)
-_FITTED_HELP = ", ".join(f"{k} ({v})" for k, v in FITTED_METHODS.items())
-
-
-class RowFormat(str, Enum):
-    csv = "csv"
-    jsonl = "jsonl"
-
-
-class BatchFormat(str, Enum):
-    csv = "csv"
-    jsonl = "jsonl"
-    label_studio = "label-studio"
-    argilla = "argilla"
-
-
-ModelOpt = Annotated[Path, typer.Option("--model", help="A jacal checkpoint (`jacal train`), a TorchScript file or a torch.export program.")]
-ImageSizeOpt = Annotated[Optional[List[int]], typer.Option(help="For images (a folder or a manifest): resize to H W (or one "
-                                                                "size for square); default: the checkpoint's input shape.")]
-ChannelsOpt = Annotated[Optional[int], typer.Option(help="For images (a folder or a manifest): 1 (grayscale) or 3 (RGB); "
-                                                         "default: the checkpoint's.")]
-
-
 @app.command()
 def acquire(
     model: ModelOpt,
-    pool: Annotated[Path, typer.Option(help="Unlabeled items: .npy, .npz (array 'x', optional 'ids'), .pt, a folder of "
+    pool: Annotated[Path, typer.Option(exists=True, help="Unlabeled items: .npy, .npz (array 'x', optional 'ids'), .pt, a folder of "
                                             "PNG/JPEG images (nested class folders too; ids = relative paths), or a "
                                             "manifest (.csv or .jsonl with 'id' and 'path'/'uri': local paths, relative "
                                             "to the manifest, or file:// URIs). Images are decoded batch by batch; "
@@ -278,7 +221,7 @@ def acquire(
                                                     "first-order distances to the decision boundary and their "
                                                     "directions (sensitive and spread out); 'jacobian-topk': the "
                                                     "highest Jacobian norms (the paper's score, batch-blind).")] = "jacobian",
-    exclude: Annotated[Optional[Path], typer.Option(help="Items already labeled or queued, never selected: a Label Studio "
+    exclude: Annotated[Optional[Path], typer.Option(exists=True, dir_okay=False, help="Items already labeled or queued, never selected: a Label Studio "
                                                          "JSON export, an Argilla export (records.to_json), a CSV with an "
                                                          "'id' (and 'label') column, or one id per line.")] = None,
     fmt: Annotated[Optional[BatchFormat], typer.Option("--format", help="Output format: csv, jsonl, label-studio (task "
@@ -304,7 +247,7 @@ def acquire(
     address: AddressOpt = None,
     shard_size: Annotated[int, typer.Option(help="Ray: pool items per task (a .npy pool is memory-mapped and read shard by "
                                                  "shard; image files must be at the same paths on every worker).")] = 65536,
-    force: Annotated[bool, typer.Option(help="Overwrite an existing --out file.")] = False,
+    force: ForceOutOpt = False,
     json_out: JsonOpt = False,
 ) -> None:
     """Choose the next K pool items for annotators to label, and write them as a batch file or as
@@ -334,13 +277,14 @@ def acquire(
 @app.command()
 def confidence(
     model: ModelOpt,
-    data: Annotated[Path, typer.Option(help="Items to score: .npy, .npz, .pt or a folder of images.")],
-    labels: Annotated[Optional[Path], typer.Option(help="True labels of --data (.npy or one integer per line): adds metrics.")] = None,
+    data: Annotated[Path, typer.Option(exists=True, help="Items to score: .npy, .npz, .pt, a folder of images or a "
+                                                         "manifest (.csv or .jsonl).")],
+    labels: Annotated[Optional[Path], typer.Option(exists=True, dir_okay=False, help="True labels of --data (.npy or one integer per line): adds metrics.")] = None,
     method: Annotated[Optional[ConfMethod], typer.Option(help="Confidence estimator (default max_softmax, or the --estimator "
-                                                              "file's). Fitted ones need --fit-data: " + _FITTED_HELP + ".")] = None,
-    fit_data: Annotated[Optional[Path], typer.Option(help="Items a fitted method learns from: a held-out split, or the "
+                                                              "file's). Fitted ones need --fit-data: " + FITTED_HELP + ".")] = None,
+    fit_data: Annotated[Optional[Path], typer.Option(exists=True, help="Items a fitted method learns from: a held-out split, or the "
                                                           "training items for mahalanobis and knn.")] = None,
-    fit_labels: Annotated[Optional[Path], typer.Option(help="Labels of --fit-data (all fitted methods but knn and "
+    fit_labels: Annotated[Optional[Path], typer.Option(exists=True, dir_okay=False, help="Labels of --fit-data (all fitted methods but knn and "
                                                             "jacobian_residual need them).")] = None,
     estimator: Annotated[Optional[Path], typer.Option(help="A fitted estimator written by --save-estimator: its method and "
                                                            "state, checked against --model's weights.")] = None,
@@ -376,9 +320,6 @@ def confidence(
         typer.echo(line + (f" -> {out}" if out else ""))
 
 
-LoopPreset = Enum("LoopPreset", {k.replace("-", "_"): k for k in LOOP_PRESETS}, type=str)
-
-
 @app.command()
 def loop(
     preset: Annotated[LoopPreset, typer.Option(help="'smoke' (digits, all strategies, 3 seeds, minutes on a CPU), "
@@ -386,13 +327,16 @@ def loop(
                                                     "'mnist-batch100' (+100 per round).")] = "smoke",
     dataset: Annotated[Optional[DatasetName], typer.Option(help="Override the preset's dataset.")] = None,
     data_root: DataRootOpt = None,
-    download: Annotated[bool, typer.Option(help="Allow torchvision to download a missing dataset.")] = False,
-    strategies: Annotated[Optional[str], typer.Option(help="Comma-separated strategies (default: all).")] = None,
+    download: DownloadOpt = False,
+    strategies: Annotated[Optional[str], typer.Option(metavar="NAME[,NAME...]", callback=strategy_list,
+                                                      help="Comma-separated strategies (default: all): "
+                                                           + ", ".join(s.value for s in Strategy) + ".")] = None,
     initial: Annotated[Optional[int], typer.Option(help="Labeled items before the first round.")] = None,
     k: Annotated[Optional[int], typer.Option(help="Items acquired per round.")] = None,
     rounds: Annotated[Optional[int], typer.Option(help="Acquisition rounds.")] = None,
     seeds: Annotated[Optional[int], typer.Option(help="Independent repetitions (paired across strategies).")] = None,
-    model: Annotated[Optional[str], typer.Option(help="'mlp' or 'cnn'.")] = None,
+    arch: Annotated[Optional[Arch], typer.Option(help="The architecture trained each round.")] = None,
+    model: Annotated[Optional[Arch], typer.Option(hidden=True, help="Deprecated: --arch.")] = None,
     warm_start: Annotated[bool, typer.Option(help="Continue training the previous round's model instead of a fresh one.")] = False,
     max_epochs: Annotated[Optional[int], typer.Option(help="Epoch cap per round (early stopping on validation).")] = None,
     pool_size: Annotated[Optional[int], typer.Option(help="Cap the unlabeled pool at this many training items (per seed, a random subset).")] = None,
@@ -409,14 +353,19 @@ def loop(
     with each strategy and reveals their labels; learning curves, areas under them with CIs, paired
     comparisons against random and the best baseline, and the per-point check C4 are reported.
     """
+    if model is not None:  # loop's --model named the architecture, elsewhere --model is a checkpoint
+        typer.echo("warning: `jacal loop --model` is deprecated, use --arch (--model names a checkpoint elsewhere)",
+                   err=True)
+        arch = arch if arch is not None else model
     base = LOOP_PRESETS[LoopPreset(preset).value]
     changes = {name: v for name, v in (("initial", initial), ("k", k), ("rounds", rounds), ("seeds", seeds),
-                                       ("model", model), ("max_epochs", max_epochs), ("pool_size", pool_size))
+                                       ("model", Arch(arch).value if arch is not None else None),
+                                       ("max_epochs", max_epochs), ("pool_size", pool_size))
                if v is not None}
     if dataset is not None:
         changes["dataset"] = DatasetName(dataset).value
-    if strategies:
-        changes["strategies"] = tuple(s.strip() for s in strategies.split(",") if s.strip())
+    if strategies is not None:
+        changes["strategies"] = strategies  # a tuple of names (strategy_list)
     if warm_start:
         changes["warm_start"] = True
     cfg = replace(base, **changes)

@@ -73,7 +73,7 @@ def test_refuses_to_overwrite_without_force(checkpoint, tmp_path):
 
 
 def test_bad_inputs(checkpoint, tmp_path):
-    one_line_error(_run("score", tmp_path / "missing.pt"), "model file not found")
+    one_line_error(_run("score", tmp_path / "missing.pt"), "Invalid value for 'checkpoint': file")
     corrupt = tmp_path / "corrupt.pt"
     corrupt.write_bytes(b"\x00not a checkpoint")
     one_line_error(_run("score", corrupt), "not a jacal checkpoint, TorchScript file")
@@ -104,5 +104,25 @@ def test_cli_entry_point_runs_as_installed_script(tmp_path):
 
     r = subprocess.run([sys.executable, "-m", "jacal.cli.app", "score", str(tmp_path / "none.pt")],
                        capture_output=True, text=True)
-    assert r.returncode == 1 and r.stderr.strip().startswith("error: model file not found")
+    assert r.returncode == 1 and r.stderr.strip() == f"error: Invalid value for 'checkpoint': file '{tmp_path / 'none.pt'}' does not exist."
     assert "Traceback" not in r.stderr
+
+
+def test_missing_input_files_are_one_line_usage_errors(tmp_path):
+    """Every input file option is checked before any work (exists=True): one line that names the option."""
+    here, gone, out = tmp_path / "here.npy", tmp_path / "gone.npy", tmp_path / "o.csv"
+    here.write_bytes(b"")
+    cases = [(["score", gone], "'checkpoint': file"), (["score", here, "--input", gone], "'--input': file"),
+             (["train", "--pool", gone, "--labels", here], "'--pool': path"),
+             (["train", "--pool", here, "--labels", gone], "'--labels': file"),
+             (["acquire", "--model", gone, "--pool", here, "--k", 1, "--out", out], "'--model': file"),
+             (["acquire", "--model", here, "--pool", gone, "--k", 1, "--out", out], "'--pool': path"),
+             (["acquire", "--model", here, "--pool", here, "--k", 1, "--out", out, "--exclude", gone], "'--exclude': file"),
+             (["confidence", "--model", here, "--data", gone], "'--data': path"),
+             (["confidence", "--model", here, "--data", here, "--labels", gone], "'--labels': file"),
+             (["confidence", "--model", here, "--data", here, "--fit-data", gone], "'--fit-data': path"),
+             (["confidence", "--model", here, "--data", here, "--fit-labels", gone], "'--fit-labels': file")]
+    for args, fragment in cases:
+        one_line_error(_run(*args), f"Invalid value for {fragment} '{gone}' does not exist.")
+    one_line_error(_run("acquire", "--model", tmp_path, "--pool", here, "--k", 1, "--out", out), "is a directory")
+    assert not out.exists()

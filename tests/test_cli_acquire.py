@@ -158,7 +158,7 @@ def test_acquire_bad_input(models, pools, tmp_path):
     one_line_error(_run("acquire", "--model", no_dropout, "--pool", pools / "pool.npy", "--k", 2, "--strategy", "bald",
                          "--out", tmp_path / "e.csv"), "dropout")
     one_line_error(_run("acquire", "--model", paths["checkpoint"], "--pool", tmp_path / "none.npy", "--k", 2,
-                         "--out", tmp_path / "f.csv"), "not found")
+                         "--out", tmp_path / "f.csv"), "Invalid value for '--pool': path")
 
 
 def test_confidence_command(models, pools, tmp_path):
