@@ -105,6 +105,11 @@ class LazyProgress:
             self.progress.start()
             self.started = True
 
+    def begin(self, task: Any, total: Optional[int], completed: int = 0) -> None:
+        """Start the display (call it once the inputs are validated) with ``task`` at ``completed`` of ``total``."""
+        self.start()
+        self.progress.update(task, total=total, completed=completed)
+
     def stop(self) -> None:
         if self.started:
             self.progress.stop()
@@ -117,12 +122,8 @@ def progress_bar(description: str, total: int, enabled: bool = True) -> Iterator
                         TimeElapsedColumn(), TimeRemainingColumn(), enabled=enabled)
     task = lazy.progress.add_task(description, total=total)
 
-    def update(done: int, tot: int) -> None:
-        lazy.start()
-        lazy.progress.update(task, completed=done, total=tot)
-
     try:
-        yield update
+        yield lambda done, tot: lazy.begin(task, tot, done)
     finally:
         lazy.stop()
 

@@ -26,7 +26,7 @@ def checkpoint(tmp_path_factory):
 
 
 def test_help_for_every_command():
-    for cmd in ([], ["train"], ["score"]):
+    for cmd in ([], ["train"], ["score"], ["replicate"], ["acquire"], ["confidence"], ["loop"]):
         r = _run(*cmd, "--help")
         assert r.exit_code == 0 and "Usage" in r.output
 
@@ -126,3 +126,31 @@ def test_missing_input_files_are_one_line_usage_errors(tmp_path):
         one_line_error(_run(*args), f"Invalid value for {fragment} '{gone}' does not exist.")
     one_line_error(_run("acquire", "--model", tmp_path, "--pool", here, "--k", 1, "--out", out), "is a directory")
     assert not out.exists()
+
+
+def test_loop_arch_strategies_and_the_deprecated_model_alias(monkeypatch, tmp_path):
+    """--arch and --strategies reach the loop's config; loop's old --model still works, with a one-line note."""
+    import jacal
+    import jacal.cli._loop as loop_cli
+
+    seen = []
+
+    def run_loop(out, cfg, **kwargs):
+        seen.append(cfg)
+        raise jacal.JacalError("stopped before the work")
+
+    monkeypatch.setattr(loop_cli, "run_loop", run_loop)
+    one_line_error(_run("loop", "--arch", "cnn", "--strategies", "margin, jacobian", "--out", tmp_path), "stopped")
+    assert seen[-1].model == "cnn" and seen[-1].strategies == ("margin", "jacobian")
+    r = _run("loop", "--model", "cnn", "--out", tmp_path)
+    assert r.exit_code == 1 and seen[-1].model == "cnn" and len(seen) == 2
+    assert r.stderr.splitlines() == ["warning: `jacal loop --model` is deprecated, use --arch (--model names a "
+                                     "checkpoint elsewhere)", "error: stopped before the work"]
+    for args, fragment in [(["--arch", "transformer"], "'transformer' is not one of 'mlp', 'cnn'"),
+                           (["--strategies", "margin,oracle"], "'oracle' is not one of 'random'")]:
+        one_line_error(_run("loop", *args, "--out", tmp_path), fragment)
+    assert len(seen) == 2 and "--model" not in _run("loop", "--help").output
+
+
+def test_split_is_a_choice(checkpoint):
+    one_line_error(_run("score", checkpoint, "--split", "val"), "'val' is not one of 'train', 'test'")

@@ -1,0 +1,133 @@
+"""`jacal acquire` and `jacal confidence`: the labeling pipeline's steps (:mod:`jacal.pipeline`)."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, List, Optional
+
+import typer
+
+from jacal.pipeline import acquire_batch, confidence_file
+from ._common import emit_json, progress_bar, warn
+from ._options import (FITTED_HELP, AddressOpt, BackendName, BackendOpt, BatchFormat, ChannelsOpt, ConfMethod, DeviceOpt,
+                       ForceOutOpt, FromNameOpt, ImageSizeOpt, JsonOpt, LabelNamesOpt, ModelOpt, RowFormat, Strategy,
+                       ToNameOpt)
+
+
+def acquire(
+    model: ModelOpt,
+    pool: Annotated[Path, typer.Option(help="Unlabeled items: .npy, .npz (array 'x', optional 'ids'), .pt, a folder of "
+                                            "PNG/JPEG images (nested class folders too; ids = relative paths), or a "
+                                            "manifest (.csv or .jsonl with 'id' and 'path'/'uri': local paths, relative "
+                                            "to the manifest, or file:// URIs). Images are decoded batch by batch; "
+                                            "unreadable files are skipped with a warning.",
+                                            exists=True)],
+    k: Annotated[int, typer.Option(help="How many items to select.")],
+    out: Annotated[Path, typer.Option(help="Batch file to write: .csv or .jsonl (id, rank, score, predicted, confidence), "
+                                           "or .json with --format label-studio / argilla (tasks with the model's "
+                                           "prediction as a pre-annotation).")],
+    strategy: Annotated[Strategy, typer.Option(help="Acquisition strategy. 'jacobian' (default): k-means++ over "
+                                                    "first-order distances to the decision boundary and their "
+                                                    "directions (sensitive and spread out); 'jacobian-topk': the "
+                                                    "highest Jacobian norms (the paper's score, batch-blind).")] = "jacobian",
+    exclude: Annotated[Optional[Path], typer.Option(help="Items already labeled or queued, never selected: a Label Studio "
+                                                         "JSON export, an Argilla export (records.to_json), a CSV with an "
+                                                         "'id' (and 'label') column, or one id per line.",
+                                                         exists=True, dir_okay=False)] = None,
+    fmt: Annotated[Optional[BatchFormat], typer.Option("--format", help="Output format: csv, jsonl, label-studio (task "
+                                                                        "import JSON) or argilla (record JSON); default: "
+                                                                        "from --out's suffix.")] = None,
+    label_names: LabelNamesOpt = None,
+    from_name: FromNameOpt = "label",
+    to_name: ToNameOpt = "image",
+    model_version: Annotated[Optional[str], typer.Option(help="Label Studio model_version / Argilla agent of the "
+                                                              "predictions (default: the checkpoint's metadata, else "
+                                                              "its file name).")] = None,
+    seed: Annotated[int, typer.Option(help="Seeds tie-breaking, sampling and MC dropout.")] = 0,
+    batch_size: Annotated[int, typer.Option(help="Items per chunk (bounds memory).")] = 256,
+    mc_samples: Annotated[int, typer.Option(help="MC-dropout samples for --strategy bald.")] = 20,
+    embedding_layer: Annotated[Optional[str], typer.Option(
+        help="coreset/badge: the layer whose output embeds each item, named as in model.named_modules() (TorchScript: "
+             "a top-level layer, Sequential containers opened, e.g. 'body.2'; .pt2: the module path recorded in the "
+             "graph). Default: the input of the model's last linear layer.")] = None,
+    image_size: ImageSizeOpt = None,
+    channels: ChannelsOpt = None,
+    device: DeviceOpt = "auto",
+    backend: BackendOpt = "local",
+    address: AddressOpt = None,
+    shard_size: Annotated[int, typer.Option(help="Ray: pool items per task (a .npy pool is memory-mapped and read shard by "
+                                                 "shard; image files must be at the same paths on every worker).")] = 65536,
+    force: ForceOutOpt = False,
+    json_out: JsonOpt = False,
+) -> None:
+    """Choose the next K pool items for annotators to label, and write them as a batch file or as
+    Label Studio / Argilla tasks.
+
+    Items with NaN/Inf values or unreadable files are reported by id and never selected; --exclude
+    ids are never selected and anchor the diversity strategies (coreset).
+    """
+    notes: List[str] = []
+    with progress_bar(f"scoring ({Strategy(strategy).value})", 0, enabled=not json_out) as update:
+        summary = acquire_batch(model, pool, k, out, fmt=fmt.value if fmt is not None else None,
+                                strategy=Strategy(strategy).value, exclude=exclude, label_names=label_names,
+                                from_name=from_name, to_name=to_name, model_version=model_version, seed=seed,
+                                batch_size=batch_size, device=device, mc_samples=mc_samples,
+                                embedding_layer=embedding_layer, image_size=image_size, channels=channels,
+                                backend=BackendName(backend).value, address=address, shard_size=shard_size, force=force,
+                                progress=update, on_warning=notes.append)
+    for line in notes:  # after the progress bar has gone
+        warn(line)
+    if json_out:
+        emit_json(summary)
+    else:
+        typer.echo(f"selected {summary['k']} of {summary['pool']} items with {summary['strategy']} -> {out} "
+                   f"({summary['excluded']} excluded, {len(summary['invalid'])} invalid)")
+
+
+def confidence(
+    model: ModelOpt,
+    data: Annotated[Path, typer.Option(help="Items to score: .npy, .npz, .pt, a folder of images or a "
+                                            "manifest (.csv or .jsonl).",
+                                       exists=True)],
+    labels: Annotated[Optional[Path], typer.Option(help="True labels of --data (.npy or one integer per line): adds "
+                                                        "metrics.",
+                                                   exists=True, dir_okay=False)] = None,
+    method: Annotated[Optional[ConfMethod], typer.Option(help="Confidence estimator (default max_softmax, or the --estimator "
+                                                              "file's). Fitted ones need --fit-data: " + FITTED_HELP + ".")] = None,
+    fit_data: Annotated[Optional[Path], typer.Option(help="Items a fitted method learns from: a held-out split, or the "
+                                                          "training items for mahalanobis and knn.",
+                                                          exists=True)] = None,
+    fit_labels: Annotated[Optional[Path], typer.Option(help="Labels of --fit-data (all fitted methods but knn and "
+                                                            "jacobian_residual need them).",
+                                                            exists=True, dir_okay=False)] = None,
+    estimator: Annotated[Optional[Path], typer.Option(help="A fitted estimator written by --save-estimator: its method and "
+                                                           "state, checked against --model's weights.")] = None,
+    save_estimator: Annotated[Optional[Path], typer.Option(help="Write the fitted estimator here (e.g. beside the model) "
+                                                                "to score later batches with --estimator.")] = None,
+    review_below: Annotated[Optional[float], typer.Option(help="Flag items whose confidence is below this for human review.")] = None,
+    out: Annotated[Optional[Path], typer.Option(help="Per-item file (.csv or .jsonl): id, predicted, confidence[, review].")] = None,
+    fmt: Annotated[Optional[RowFormat], typer.Option("--format", help="Output format (default: from --out's suffix).")] = None,
+    image_size: ImageSizeOpt = None,
+    channels: ChannelsOpt = None,
+    device: DeviceOpt = "auto",
+    force: Annotated[bool, typer.Option(help="Overwrite an existing --out or --save-estimator file.")] = False,
+    json_out: JsonOpt = False,
+) -> None:
+    """Per-item confidence of a model's predictions, and failure-detection metrics when labels are given."""
+    summary = confidence_file(model, data, labels=labels, method=ConfMethod(method).value if method is not None else None,
+                              fit_data=fit_data, fit_labels=fit_labels, estimator=estimator,
+                              save_estimator=save_estimator, review_below=review_below, out=out,
+                              fmt=fmt.value if fmt is not None else None, image_size=image_size, channels=channels,
+                              device=device, force=force, on_warning=warn)
+    if json_out:
+        emit_json(summary)
+    else:
+        line = f"scored {summary['n']} items with {summary['method']}: mean confidence {summary['mean_confidence']:.4f}"
+        if "metrics" in summary:
+            mt = summary["metrics"]
+            line += (f"; accuracy {mt['accuracy']:.4f}, failure AUROC {mt['failure_auroc']:.4f}, AURC {mt['aurc']:.4f}, "
+                     f"FPR@95%TPR {mt['fpr_at_95_tpr']:.4f}" + (f", ECE {mt['ece']:.4f}" if "ece" in mt else ""))
+        if review_below is not None:
+            line += f"; {summary['to_review']} below {review_below} for review"
+        if save_estimator is not None:
+            line += f"; estimator saved to {save_estimator}"
+        typer.echo(line + (f" -> {out}" if out else ""))

@@ -1,0 +1,100 @@
+"""`jacal loop`: simulated active learning, strategies compared on learning curves."""
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from jacal.loop import LOOP_PRESETS, LoopCallbacks, run_loop
+from ._common import LazyProgress, emit_json
+from ._options import (AddressOpt, Arch, BackendName, BackendOpt, DataRootOpt, DatasetName, DeviceOpt, DownloadOpt,
+                       JsonOpt, LoopPreset, Strategy, strategy_list)
+
+
+def loop(
+    preset: Annotated[LoopPreset, typer.Option(help="'smoke' (digits, all strategies, 3 seeds, minutes on a CPU), "
+                                                    "'mnist-gal' (Gal et al. 2017: 20 labels +10 per round), "
+                                                    "'mnist-batch100' (+100 per round).")] = "smoke",
+    dataset: Annotated[Optional[DatasetName], typer.Option(help="Override the preset's dataset.")] = None,
+    data_root: DataRootOpt = None,
+    download: DownloadOpt = False,
+    strategies: Annotated[Optional[str], typer.Option(metavar="NAME[,NAME...]", callback=strategy_list,
+                                                      help="Comma-separated strategies (default: all): "
+                                                           + ", ".join(s.value for s in Strategy) + ".")] = None,
+    initial: Annotated[Optional[int], typer.Option(help="Labeled items before the first round.")] = None,
+    k: Annotated[Optional[int], typer.Option(help="Items acquired per round.")] = None,
+    rounds: Annotated[Optional[int], typer.Option(help="Acquisition rounds.")] = None,
+    seeds: Annotated[Optional[int], typer.Option(help="Independent repetitions (paired across strategies).")] = None,
+    arch: Annotated[Optional[Arch], typer.Option(help="The architecture trained each round.")] = None,
+    model: Annotated[Optional[Arch], typer.Option(hidden=True, help="Deprecated: --arch.")] = None,
+    warm_start: Annotated[bool, typer.Option(help="Continue training the previous round's model instead of a fresh one.")] = False,
+    max_epochs: Annotated[Optional[int], typer.Option(help="Epoch cap per round (early stopping on validation).")] = None,
+    pool_size: Annotated[Optional[int], typer.Option(help="Cap the unlabeled pool at this many training items (per seed, a random subset).")] = None,
+    device: DeviceOpt = "auto",
+    out: Annotated[Path, typer.Option(help="Output folder: loop.sqlite, curves.csv, summary.json, curves.png, report.md.")] = Path("runs/loop"),
+    resume: Annotated[bool, typer.Option(help="Continue an interrupted experiment in --out at each run's last finished round.")] = False,
+    backend: BackendOpt = "local",
+    address: AddressOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Simulated active learning: does choosing by Jacobian norm beat the alternatives on this data?
+
+    Each round trains the model on the labeled set, evaluates it on the test split, acquires --k items
+    with each strategy and reveals their labels; learning curves, areas under them with CIs, paired
+    comparisons against random and the best baseline, and the per-point check C4 are reported.
+    """
+    if model is not None:  # loop's --model named the architecture, elsewhere --model is a checkpoint
+        typer.echo("warning: `jacal loop --model` is deprecated, use --arch (--model names a checkpoint elsewhere)",
+                   err=True)
+        arch = arch if arch is not None else model
+    base = LOOP_PRESETS[LoopPreset(preset).value]
+    changes = {name: v for name, v in (("initial", initial), ("k", k), ("rounds", rounds), ("seeds", seeds),
+                                       ("model", Arch(arch).value if arch is not None else None),
+                                       ("max_epochs", max_epochs), ("pool_size", pool_size))
+               if v is not None}
+    if dataset is not None:
+        changes["dataset"] = DatasetName(dataset).value
+    if strategies is not None:
+        changes["strategies"] = strategies  # a tuple of names (strategy_list)
+    if warm_start:
+        changes["warm_start"] = True
+    cfg = replace(base, **changes)
+    lazy = LazyProgress(enabled=not json_out)
+    prog = lazy.progress
+    task = prog.add_task("rounds", total=None)
+
+    cb = LoopCallbacks(on_start=lambda total, done: lazy.begin(task, total, done), on_run=lambda s, seed: prog.update(task, description=f"{s} · seed {seed}"),
+                       on_round=lambda s, seed, rnd, acc: prog.advance(task))
+    try:
+        summary = run_loop(out, cfg, device=device, data_root=data_root, download=download, resume=resume, callbacks=cb,
+                           backend=BackendName(backend).value, address=address)
+    finally:
+        lazy.stop()
+    if json_out:
+        emit_json({"out": str(out), "ranking": summary["ranking"],
+                   "strategies": {s: {"aulc": d["aulc"], "final_accuracy": d["final_accuracy"],
+                                      "vs_random": d.get("vs_random")} for s, d in summary["strategies"].items()},
+                   "pointwise_check_c4": summary["pointwise_check_c4"]})
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"{cfg.dataset}: {cfg.initial} labels +{cfg.k}×{cfg.rounds}, {cfg.seeds} seeds")
+    for col in ("strategy", "AULC [95% CI]", "final acc.", "vs random", "vs best baseline"):
+        table.add_column(col)
+    for s in summary["ranking"]:
+        d = summary["strategies"][s]
+        a = d["aulc"]
+        ci = f" [{a['ci_low']:.3f}, {a['ci_high']:.3f}]" if a.get("ci_low") is not None else ""
+        vr, vb = d.get("vs_random"), d.get("vs_best_baseline")
+        table.add_row(s, f"{a['mean']:.3f}{ci}", f"{d['final_accuracy']['mean']:.3f}",
+                      "–" if not vr else f"{vr['verdict']} ({vr['mean_difference']:+.3f})",
+                      "–" if not vb else f"{vb['verdict']} vs {vb['baseline']}")
+    Console().print(table)
+    c4 = summary["pointwise_check_c4"]
+    if c4:
+        typer.echo(f"C4 check (first model): ρ(‖J‖, loss) = {c4['spearman_rho_jacobian_loss']:.3f}, "
+                   f"error AUROC of ‖J‖ = {c4['error_auroc_jacobian']}")
+    typer.echo(f"report: {out / 'report.md'}, {out / 'curves.png'}, {out / 'curves.csv'}, {out / 'summary.json'}")
