@@ -42,13 +42,7 @@ def check_writable(path: Union[str, Path], force: bool) -> None:
         raise JacalError(f"{path} exists; pass --force to overwrite it")
     if path.exists() and path.is_dir():
         raise JacalError(f"{path} is a folder, expected a file path")
-    parent = path.parent if str(path.parent) else Path(".")
-    try:
-        parent.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        raise JacalError(f"cannot create output folder {parent}: {err.strerror}") from None
-    if not os.access(parent, os.W_OK):
-        raise JacalError(f"output folder {parent} is not writable")
+    ensure_out_dir(path.parent if str(path.parent) else Path("."))
 
 
 def _umask() -> int:

@@ -3,16 +3,8 @@ import json
 import numpy as np
 import pytest
 import torch
-from typer.testing import CliRunner
-
+from _cli import run as _run
 from _helpers import one_line_error
-from jacal.cli.app import app
-
-runner = CliRunner()
-
-
-def _run(*args):
-    return runner.invoke(app, [str(a) for a in args])
 
 
 @pytest.fixture(scope="module")

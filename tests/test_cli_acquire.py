@@ -4,27 +4,15 @@ import json
 import numpy as np
 import pytest
 import torch
-from typer.testing import CliRunner
-
 import jacal
+from _cli import digits_model, run as _run
 from _helpers import one_line_error
-from jacal.cli.app import app
-
-runner = CliRunner()
-
-
-def _run(*args):
-    return runner.invoke(app, [str(a) for a in args])
 
 
 @pytest.fixture(scope="module")
 def models(tmp_path_factory):
     root = tmp_path_factory.mktemp("models")
-    d = jacal.load_dataset("digits", n_train=300, seed=0)
-    m = jacal.mlp(64, 10, width=32, depth=1, dropout=0.2, seed=0)
-    jacal.train(m, d, epochs=5, seed=0)
-    m.eval()
-    ck = jacal.save_checkpoint(root / "model.pt", m, metadata={"input_shape": [1, 8, 8], "dataset": "digits"})
+    ck, m, d = digits_model(root / "model.pt", dropout=0.2, metadata={"input_shape": [1, 8, 8], "dataset": "digits"})
     example = d.x_test[:4]
     ts = root / "model.ts"
     torch.jit.trace(m, example).save(str(ts))

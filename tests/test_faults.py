@@ -26,12 +26,10 @@ import time
 
 import numpy as np
 import pytest
-from typer.testing import CliRunner
-
 import jacal
+from _cli import digits_model, run as _invoke
 from _helpers import LOOP_TINY, REPLICATE_TINY, cli, fsize_limit, one_line_error, one_line_failure
 from jacal._store import SCHEMA_VERSION, check_store, open_store, run_lock
-from jacal.cli.app import app
 from jacal.loop import _SCHEMA as LOOP_SCHEMA
 from jacal.replication.store import SCHEMA as REPLICATE_SCHEMA, ResultStore
 
@@ -40,10 +38,6 @@ SCHEMA = {"replicate": REPLICATE_SCHEMA, "loop": LOOP_SCHEMA}
 ARGS = {"replicate": REPLICATE_TINY, "loop": LOOP_TINY}
 OTHER = {"replicate": "loop", "loop": "replicate"}
 ADVICE = "remove it or choose another --out"
-
-
-def _invoke(*args):
-    return CliRunner().invoke(app, [str(a) for a in args])
 
 
 def _store(path, kind, rows=400):
@@ -172,10 +166,7 @@ def test_stale_lock(tmp_path):
 @pytest.fixture(scope="module")
 def model_and_pool(tmp_path_factory):
     root = tmp_path_factory.mktemp("faults")
-    d = jacal.load_dataset("digits", n_train=300, seed=0)
-    m = jacal.mlp(64, 10, width=32, depth=1, seed=0)
-    jacal.train(m, d, epochs=3, seed=0)
-    jacal.save_checkpoint(root / "model.pt", m.eval(), metadata={"input_shape": [1, 8, 8], "dataset": "digits"})
+    _, _, d = digits_model(root / "model.pt", epochs=3, metadata={"input_shape": [1, 8, 8], "dataset": "digits"})
     np.save(root / "pool.npy", d.x_test[:60].numpy())
     return root / "model.pt", root / "pool.npy"
 
