@@ -11,7 +11,6 @@ predictions to human review.
    labeled split, and route the pool's low-confidence predictions to review.
 """
 import argparse
-import csv
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +18,7 @@ import torch
 from PIL import Image
 
 import jacal
-from jacal.io import load_image_folder
+from jacal.io import load_image_folder, write_batch, write_rows
 from jacal.confidence import ConfidenceEstimator
 
 ap = argparse.ArgumentParser()
@@ -46,11 +45,7 @@ pool, ids = load_image_folder(work / "unlabeled", size=(8, 8), channels=1)
 
 # 3. the next batch to label
 batch = jacal.acquire(model, pool, 50, strategy="jacobian", seed=0)
-with open(work / "to_label.csv", "w", newline="") as f:
-    w = csv.writer(f)
-    w.writerow(["id", "rank", "score", "predicted", "confidence"])
-    for rank, i in enumerate(batch.indices, 1):
-        w.writerow([ids[i], rank, f"{batch.scores[i]:.6g}", batch.predicted[i], f"{batch.confidence[i]:.4f}"])
+write_batch(work / "to_label.csv", batch, ids, fmt="csv")  # or fmt="label-studio" / "argilla" with label_names
 print(f"wrote {work / 'to_label.csv'}: {len(batch.indices)} items for the annotators")
 
 # 4. which model predictions to trust: a combined estimator fitted on the held-out labeled split
@@ -58,11 +53,9 @@ est = ConfidenceEstimator("combined").learn(model, data.x_train[held], data.y_tr
 print("held-out test metrics:", {k: round(v, 4) for k, v in est.evaluate(model, data.x_test, data.y_test).items()})
 p_correct = est.probability_correct(model, pool)
 review = np.flatnonzero(p_correct < 0.9)
-with open(work / "to_review.csv", "w", newline="") as f:
-    w = csv.writer(f)
-    w.writerow(["id", "predicted", "p_correct"])
-    for i in review[np.argsort(p_correct[review])]:
-        w.writerow([ids[i], batch.predicted[i], f"{p_correct[i]:.4f}"])
+to_review = [{"id": ids[i], "predicted": int(batch.predicted[i]), "p_correct": round(float(p_correct[i]), 4)}
+             for i in review[np.argsort(p_correct[review])]]
+write_rows(work / "to_review.csv", to_review, fmt="csv", fields=["id", "predicted", "p_correct"])
 with torch.no_grad():
     source = [int(name[len("digit_"):-len(".png")]) for name in ids]  # files are listed by name
     truly_wrong = (model(pool).argmax(1) != data.y_train[source]).numpy()  # known here, not in real life

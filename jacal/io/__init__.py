@@ -26,7 +26,8 @@ Label Studio task-import JSON (:func:`label_studio_tasks`) or Argilla record JSO
 The modules, by task: :mod:`jacal.io.pools` (pools and manifests), :mod:`jacal.io.annotations`
 (exports and label files back in), :mod:`jacal.io.batches` (batch files out) and
 :mod:`jacal.io.readers` (array files, image folders, the image transform). Every public name is
-re-exported here.
+re-exported here. :mod:`jacal.pipeline` strings them into one call per labeling step (a pool file
+in, a batch file out).
 """
 from jacal._io import atomic_open, atomic_path
 from jacal.io.annotations import (TOOLS, Annotations, LabeledItems, default_label_names, labeled_items,
