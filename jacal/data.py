@@ -25,7 +25,7 @@ from typing import Callable, Dict, Optional, Tuple, Union
 import numpy as np
 import torch
 
-from jacal._validation import JacalError, check_choice
+from jacal._validation import JacalError, check_choice, first_line
 
 __all__ = ["Splits", "load_dataset", "register_dataset", "DATASETS", "default_root"]
 
@@ -112,7 +112,7 @@ def _torchvision(cls_name: str, name: str, layout: str, n_classes: int, images_h
         except RuntimeError as err:
             if "not found" in str(err).lower() or "corrupted" in str(err).lower():
                 raise _missing(name, root, layout) from err
-            raise JacalError(f"could not read dataset '{name}' under {root}: {str(err).splitlines()[0]}") from err
+            raise JacalError(f"could not read dataset '{name}' under {root}: {first_line(err, None)}") from err
         except (OSError, ValueError, EOFError) as err:  # a download failure or a truncated file
             raise JacalError(f"could not read dataset '{name}' under {root}: {err}") from err
 
