@@ -364,7 +364,8 @@ def write_table(summary: Dict[str, Any], out: Path) -> str:
             b = c["vs_baseline"][c["best_jacobian"]]
             lines.append(f"- **{name}**, corruption-averaged AURC, best Jacobian estimator `{c['best_jacobian']}` vs "
                          f"`{c['baseline']}`: {b['mean_difference']:+.4f} over {b['n_pairs']} (architecture, seed) pairs, "
-                         f"one-sided paired t-test p = {_p(b['p'])} (Holm over the Jacobian estimators {_p(b['p_holm'])}): "
+                         f"one-sided paired t-test p = {_p(b['p'])} (Holm-adjusted over the "
+                         f"{len(c['vs_baseline'])} Jacobian estimators: p = {_p(b['p_holm'])}): "
                          f"**{'met' if c['met'] else 'missed'}**. Others: " + "; ".join(
                              f"`{m}` {t['mean_difference']:+.4f} (p {_p(t['p'])})" for m, t in c["vs_baseline"].items()
                              if m != c["best_jacobian"]) + ".")

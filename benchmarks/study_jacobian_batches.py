@@ -33,7 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import SHARED_MNIST  # noqa: E402
 
 import jacal  # noqa: E402
-from jacal.acquisition._features import extract_features  # noqa: E402
+from jacal.features import extract_features  # noqa: E402
 from jacal.acquisition.strategies import get_strategy  # noqa: E402
 from jacal.loop import LOOP_PRESETS, _build_model, _train_early_stopping  # noqa: E402
 from jacal.training import evaluate  # noqa: E402

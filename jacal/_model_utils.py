@@ -4,14 +4,14 @@ from __future__ import annotations
 import contextlib
 import copy
 from dataclasses import dataclass
-from typing import Iterator, List, Optional, Union
+from typing import Iterator, List, NamedTuple, Optional, Union
 
 import torch
 from torch import nn
 
 from jacal._activations import ActivationSpec, activation_spec
 
-__all__ = ["resolve_device", "prepared", "parse_mlp", "MLPLayer", "model_device", "model_dtype"]
+__all__ = ["resolve_device", "prepared", "parse_mlp", "ParsedMLP", "MLPLayer", "model_device", "model_dtype"]
 
 def model_device(model: nn.Module) -> torch.device:
     for t in model.parameters():
@@ -93,6 +93,18 @@ class MLPLayer:
     module: Optional[nn.Module] = None
 
 
+class ParsedMLP(NamedTuple):
+    """A plain fully-connected network as :func:`parse_mlp` reads it."""
+
+    flatten_first: bool  #: a leading ``nn.Flatten`` reshapes ``(N, ...)`` inputs to ``(N, D)``
+    layers: List[MLPLayer]  #: Linear layers and activations in order (first and last are Linear)
+
+    @property
+    def first_weight(self) -> torch.Tensor:
+        """``W₁ (h₁, D)``: the weight of the first Linear layer."""
+        return self.layers[0].linear.weight
+
+
 def _is_plain_sequential(module: nn.Module) -> bool:
     """An ``nn.Sequential`` (or subclass) whose ``forward`` is Sequential's own."""
     return isinstance(module, nn.Sequential) and type(module).forward is nn.Sequential.forward
@@ -111,8 +123,8 @@ def _flatten_sequential(module: nn.Module) -> Optional[List[nn.Module]]:
     return out
 
 
-def parse_mlp(model: nn.Module) -> Optional[tuple]:
-    """Describe ``model`` as ``(flatten_first, layers)`` if it is a plain fully-connected net.
+def parse_mlp(model: nn.Module) -> Optional[ParsedMLP]:
+    """Describe ``model`` as a :class:`ParsedMLP` ``(flatten_first, layers)`` if it is a plain fully-connected net.
 
     Recognised: an ``nn.Sequential`` (nested Sequentials allowed, as is jacal's ``MLP``) made of
     an optional leading ``nn.Flatten``, ``nn.Linear`` layers, activations with a known derivative,
@@ -145,4 +157,4 @@ def parse_mlp(model: nn.Module) -> Optional[tuple]:
             layers.append(MLPLayer(activation=spec, module=m))
     if not layers or layers[0].linear is None or layers[-1].linear is None:
         return None
-    return flatten_first, layers
+    return ParsedMLP(flatten_first, layers)

@@ -5,7 +5,7 @@ Every user-facing error is raised from here, as a ``TypeError`` (wrong container
 """
 from __future__ import annotations
 
-from typing import Any, Iterable, Optional, Sequence
+from typing import Any, Callable, Iterable, Optional, Sequence
 
 import numpy as np
 import torch
@@ -18,7 +18,14 @@ __all__ = [
     "check_positive_int",
     "as_points",
     "first_line",
+    "call_model",
+    "check_logits",
+    "forward_logits",
+    "check_probabilities",
 ]
+
+#: What a model's forward raises on input it cannot take (wrong shape, wrong dtype, its own checks).
+MODEL_ERRORS = (RuntimeError, ValueError, IndexError, AssertionError)
 
 
 class JacalError(ValueError):
@@ -107,3 +114,44 @@ def as_points(name: str, x: Any) -> torch.Tensor:
         raise ValueError(f"`{name}` is empty: expected at least one point, got shape {fmt_shape(xt.shape)}.")
     check_finite(name, xt)
     return xt
+
+
+def call_model(fn: Callable[[torch.Tensor], Any], x: torch.Tensor, *, what: str = "`x`") -> Any:
+    """``fn(x)``, with the model's own error reworded as one line that names the input:
+    "`model` rejected {what} with per-point shape (…): <its first line>". A :class:`JacalError`
+    (jacal's own message, e.g. from an embedding hook) passes unchanged."""
+    try:
+        return fn(x)
+    except JacalError:
+        raise
+    except MODEL_ERRORS as err:
+        raise ValueError(f"`model` rejected {what} with per-point shape {fmt_shape(x.shape[1:])}: "
+                         f"{first_line(err, None)}") from err
+
+
+def check_logits(z: Any, n: int) -> torch.Tensor:
+    """``z`` if it is a tensor of logits ``(n, K)``, else ``ValueError`` echoing what the model returned."""
+    if not isinstance(z, torch.Tensor) or z.ndim != 2 or z.shape[0] != n:
+        got = fmt_shape(z.shape) if isinstance(z, torch.Tensor) else type(z).__name__
+        raise ValueError(f"Expected `model` to return logits of shape (N, K) for N={n} points, got {got}.")
+    return z
+
+
+def forward_logits(model: Callable[[torch.Tensor], Any], x: torch.Tensor, *, what: str = "`x`") -> torch.Tensor:
+    """``model(x)``: logits ``(N, K)`` for ``x (N, ...)``, or a one-line ``ValueError`` (see :func:`call_model`)."""
+    return check_logits(call_model(model, x, what=what), x.shape[0])
+
+
+def check_probabilities(name: str, probs: Any, *, ndim: int = 2) -> np.ndarray:
+    """``probs (..., K)`` as float64 numpy, checked: ``ndim`` dimensions, K ≥ 2, finite, non-negative rows
+    summing to 1 (to 1e-3), clipped to [0, 1]."""
+    t = as_float_tensor(name, probs, min_ndim=ndim)
+    if t.ndim != ndim:
+        raise ValueError(f"Expected `{name}` with {ndim} dimensions, got shape {tuple(t.shape)}.")
+    if t.shape[-1] < 2:
+        raise ValueError(f"Expected `{name}` to have at least 2 classes in its last dimension, got shape {tuple(t.shape)}.")
+    check_finite(name, t.reshape(-1, t.shape[-1]))
+    p = t.double().cpu().numpy()
+    if (p < -1e-6).any() or np.abs(p.sum(-1) - 1).max() > 1e-3:
+        raise ValueError(f"Expected `{name}` to hold probabilities (non-negative rows summing to 1).")
+    return np.clip(p, 0.0, 1.0)

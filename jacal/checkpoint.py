@@ -41,6 +41,12 @@ def save_checkpoint(path: Union[str, Path], model: nn.Module, *, metadata: Optio
         "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
         "metadata": dict(metadata or {}),
     }
+    return write_tagged(path, payload)
+
+
+def write_tagged(path: Union[str, Path], payload: dict) -> Path:
+    """``torch.save`` a tagged dict (its ``"format"`` names what it is; see :func:`read_tagged`) to
+    ``path`` atomically: a crash leaves the old file or none, never half a file."""
     path = Path(path)
     with atomic_path(path) as tmp:
         torch.save(payload, tmp)
@@ -74,7 +80,7 @@ def load_checkpoint(path: Union[str, Path]) -> Checkpoint:
         model = build_model(payload["kind"], payload["config"])
         model.load_state_dict(payload["state_dict"])
     except (KeyError, ValueError, TypeError, RuntimeError) as err:
-        raise JacalError(f"corrupt jacal checkpoint: {path} ({str(err).strip().splitlines()[0][:120]})") from err
+        raise JacalError(f"corrupt jacal checkpoint: {path} ({first_line(err)})") from err
     return Checkpoint(model.eval(), payload["kind"], payload["config"], payload.get("metadata", {}))
 
 

@@ -25,7 +25,7 @@ from typing import Callable, Dict, Optional, Tuple, Union
 import numpy as np
 import torch
 
-from jacal._validation import JacalError, check_choice
+from jacal._validation import JacalError, check_choice, first_line
 
 __all__ = ["Splits", "load_dataset", "register_dataset", "DATASETS", "default_root"]
 
@@ -109,12 +109,10 @@ def _torchvision(cls_name: str, name: str, layout: str, n_classes: int, images_h
         try:
             train = cls(str(root), train=True, download=download)
             test = cls(str(root), train=False, download=download)
-        except RuntimeError as err:
-            if "not found" in str(err).lower() or "corrupted" in str(err).lower():
+        except (RuntimeError, OSError, ValueError, EOFError) as err:  # a download failure or a truncated file
+            if isinstance(err, RuntimeError) and ("not found" in str(err).lower() or "corrupted" in str(err).lower()):
                 raise _missing(name, root, layout) from err
-            raise JacalError(f"could not read dataset '{name}' under {root}: {str(err).splitlines()[0]}") from err
-        except (OSError, ValueError, EOFError) as err:  # a download failure or a truncated file
-            raise JacalError(f"could not read dataset '{name}' under {root}: {err}") from err
+            raise JacalError(f"could not read dataset '{name}' under {root}: {first_line(err, None)}") from err
 
         def arrays(ds):
             x = np.asarray(ds.data)
@@ -134,7 +132,7 @@ def _mnist(root: Path, download: bool):
             with np.load(npz) as f:
                 arr = {k: f[k] for k in ("x_train", "y_train", "x_test", "y_test")}
         except (OSError, KeyError, ValueError) as err:
-            raise JacalError(f"could not read {npz}: {err}") from err
+            raise JacalError(f"could not read {npz}: {first_line(err, None)}") from err
         scale = lambda a: (a.astype(np.float32) / 255.0)[:, None, :, :]  # noqa: E731
         return (scale(arr["x_train"]), arr["y_train"].astype(np.int64), scale(arr["x_test"]),
                 arr["y_test"].astype(np.int64), 10)

@@ -239,6 +239,65 @@ def test_custom_strategy_registers():
         jacal.STRATEGIES.pop("test-first")
 
 
+@pytest.mark.parametrize("name", ALL)
+def test_every_strategy_returns_a_selection(setup, name):
+    from jacal.acquisition import Selection, get_strategy
+    from jacal.features import extract_features
+
+    model, pool = setup
+    strat = get_strategy(name)
+    f = extract_features(model, pool, need=set(strat.needs), seed=0)
+    out = strat.select(f, 5, candidates=np.arange(len(pool)), seed=0)
+    assert isinstance(out, Selection)
+    assert out.indices.shape == (5,) and out.scores.shape == (len(pool),) and out.selection_scores.shape == (5,)
+
+
+@pytest.mark.parametrize("bad, message", [
+    (lambda f, k: (np.arange(k), np.zeros(len(f.finite)), np.zeros(k), 0), "must return a Selection"),
+    (lambda f, k: (np.zeros(k, dtype=np.int64), np.zeros(len(f.finite)), np.zeros(k)), "distinct candidates"),
+    (lambda f, k: (np.arange(k) + len(f.finite), np.zeros(len(f.finite)), np.zeros(k)), "distinct candidates"),
+    (lambda f, k: (np.arange(k)[:-1], np.zeros(len(f.finite)), np.zeros(k)), "expected 3 integer indices"),
+    (lambda f, k: (np.arange(k) * 1.0, np.zeros(len(f.finite)), np.zeros(k)), "expected 3 integer indices"),
+    (lambda f, k: (np.arange(k), np.zeros(len(f.finite) - 1), np.zeros(k)), "scores of shape"),
+    (lambda f, k: (np.arange(k), np.zeros(len(f.finite)), np.zeros(k + 1)), "scores of shape"),
+])
+def test_a_custom_strategy_that_breaks_the_contract_is_named(bad, message):
+    from jacal.acquisition import Strategy, register_strategy
+
+    @register_strategy
+    class Broken(Strategy):
+        name = "test-broken"
+
+        def select(self, f, k, *, candidates, labeled_embeddings=None, seed=0):
+            return bad(f, k)
+
+    try:
+        model = jacal.mlp(3, 2, width=4, depth=1, seed=0).eval()
+        with pytest.raises((ValueError, TypeError), match=f"strategy 'test-broken'.*{message}"):
+            jacal.acquire(model, torch.rand(10, 3), 3, strategy="test-broken")
+        # a labeled item is not a candidate: selecting it breaks the contract too
+        Broken.select = lambda self, f, k, **kw: (np.arange(k), np.zeros(len(f.finite)), np.zeros(k))
+        with pytest.raises(ValueError, match="distinct candidates"):
+            jacal.acquire(model, torch.rand(10, 3), 3, strategy="test-broken", labeled=[0])
+    finally:
+        jacal.STRATEGIES.pop("test-broken")
+
+
+def test_feature_names_are_checked_and_need_members_are_strings(setup):
+    from jacal.features import NEEDS, Need, extract_features
+
+    model, pool = setup
+    assert Need.JACOBIAN == "jacobian" and {str(n) for n in Need} == NEEDS
+    assert all(set(map(str, jacal.STRATEGIES[s].needs)) <= NEEDS for s in ALL)
+    with pytest.raises(ValueError, match=r"among .*got \['jacobain'\]"):
+        extract_features(model, pool, need={"jacobain"})
+    with pytest.raises(TypeError, match="set of names"):
+        extract_features(model, pool, need="jacobian")
+    a = extract_features(model, pool, need={Need.JACOBIAN})
+    b = extract_features(model, pool, need={"jacobian"})
+    assert np.array_equal(a.jacobian, b.jacobian)
+
+
 def test_registering_a_taken_or_retired_name_fails_loudly():
     from jacal.acquisition.strategies import Strategy
 

@@ -3,6 +3,7 @@ figures cannot rot: each runs end to end and prints the JSON its readers expect.
 import importlib.util
 import itertools
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -170,3 +171,16 @@ def test_confidence_shift_tiny_end_to_end(tmp_path, capsys):
     capsys.readouterr()
     assert {p.name: p.stat().st_mtime_ns for p in (tmp_path / "runs").iterdir()} == stamps
     assert again["table"] == out["table"] and again["targets"] == out["targets"]
+
+
+def test_interleave_acquire_alternates_two_checkouts(tmp_path):
+    """The script behind the README's old-vs-new 60,000-item figures: each checkout's library, in turn."""
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+    r = subprocess.run(["bash", str(BENCH / "interleave_acquire.sh"), str(ROOT), "margin", "2", str(tmp_path),
+                        "--pool-size", "200", "--k", "5"], capture_output=True, text=True, env=env, timeout=240)
+    assert r.returncode == 0, r.stderr
+    assert [line.split(":")[0] for line in r.stdout.splitlines()] == ["old round 1", "new round 1", "old round 2",
+                                                                      "new round 2"]
+    for name in ("old-1", "new-1", "old-2", "new-2"):
+        result = json.loads((tmp_path / f"{name}.json").read_text())
+        assert result["pool_size"] == 200 and result["results"]["margin"]["seconds"] > 0

@@ -34,3 +34,15 @@ def test_label_studio_round_runs(tmp_path):
     ids1, ids2 = ({t["data"]["id"] for t in tasks} for tasks in (first, second))
     assert len(ids1) == len(ids2) == 40 and not ids1 & ids2 and (ids1 | ids2) <= pool
     assert all(t["predictions"][0]["model_version"] == "model2" for t in second)
+
+
+def test_custom_strategy_runs():
+    """A strategy written from the public API alone: registered, selected by name, batch spread over classes."""
+    r = subprocess.run([sys.executable, str(ROOT / "examples" / "custom_strategy.py")], capture_output=True, text=True,
+                       timeout=300)
+    assert r.returncode == 0, r.stderr
+    lines = dict(line.split(": ", 1) for line in r.stdout.splitlines() if ": picks" in line)
+    assert set(lines) == {"class-balanced-jacobian", "jacobian-topk"}
+    covered = lines["class-balanced-jacobian"].split("covered ")[1].split(";")[0]
+    assert covered == "10/10", r.stdout  # 20 picks round robin over 10 predicted classes: 2 each
+    assert "per class [2, 2, 2, 2, 2, 2, 2, 2, 2, 2]" in lines["class-balanced-jacobian"]

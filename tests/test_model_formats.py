@@ -3,7 +3,7 @@
 Formats: a jacal checkpoint, a plain ``nn.Module`` subclass with its own ``forward``, TorchScript
 scripted, TorchScript traced, and a ``torch.export`` program, all with dropout layers and the same
 weights. Penultimate embeddings (coreset, badge) and MC dropout (bald) reach into compiled models
-(see ``jacal/acquisition/_foreign.py``), so the picks must equal the eager model's exactly.
+(see ``jacal/_foreign.py``), so the picks must equal the eager model's exactly.
 """
 import warnings
 

@@ -7,27 +7,14 @@ from __future__ import annotations
 
 import numpy as np
 
-from jacal._validation import check_finite, as_float_tensor
+from jacal._validation import check_probabilities
 
 __all__ = ["least_confidence", "margin", "entropy", "bald", "max_softmax"]
 
 
-def _probs(name: str, probs, ndim: int = 2) -> np.ndarray:
-    t = as_float_tensor(name, probs, min_ndim=ndim)
-    if t.ndim != ndim:
-        raise ValueError(f"Expected `{name}` with {ndim} dimensions, got shape {tuple(t.shape)}.")
-    if t.shape[-1] < 2:
-        raise ValueError(f"Expected `{name}` to have at least 2 classes in its last dimension, got shape {tuple(t.shape)}.")
-    check_finite(name, t.reshape(-1, t.shape[-1]))
-    p = t.double().cpu().numpy()
-    if (p < -1e-6).any() or np.abs(p.sum(-1) - 1).max() > 1e-3:
-        raise ValueError(f"Expected `{name}` to hold probabilities (non-negative rows summing to 1).")
-    return np.clip(p, 0.0, 1.0)
-
-
 def max_softmax(probs) -> np.ndarray:
     """``max_k p_k`` ``(N,)``: a confidence, not an acquisition score."""
-    return _probs("probs", probs).max(axis=1)
+    return check_probabilities("probs", probs).max(axis=1)
 
 
 def least_confidence(probs) -> np.ndarray:
@@ -37,13 +24,13 @@ def least_confidence(probs) -> np.ndarray:
 
 def margin(probs) -> np.ndarray:
     """``−(p_(1) − p_(2))``: a small gap between the two top classes scores high."""
-    p = np.sort(_probs("probs", probs), axis=1)
+    p = np.sort(check_probabilities("probs", probs), axis=1)
     return -(p[:, -1] - p[:, -2])
 
 
 def entropy(probs) -> np.ndarray:
     """Predictive entropy ``−Σ_k p_k log p_k`` (nats)."""
-    p = _probs("probs", probs)
+    p = check_probabilities("probs", probs)
     with np.errstate(divide="ignore", invalid="ignore"):
         return -np.sum(np.where(p > 0, p * np.log(p), 0.0), axis=1)
 
@@ -53,7 +40,7 @@ def bald(mc_probs) -> np.ndarray:
 
     ``H(mean_t p_t) − mean_t H(p_t)`` (Houlsby et al. 2011; Gal et al. 2017).
     """
-    p = _probs("mc_probs", mc_probs, ndim=3)
+    p = check_probabilities("mc_probs", mc_probs, ndim=3)
     if p.shape[0] < 2:
         raise ValueError(f"Expected at least 2 MC samples in `mc_probs`, got shape {p.shape}.")
     mean = p.mean(axis=0)

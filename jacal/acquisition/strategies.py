@@ -1,23 +1,54 @@
 """Acquisition strategies: one interface, a registry by name.
 
 Every strategy answers ``select(features, k, candidates=..., labeled_embeddings=..., seed=...)``
-with ``(indices in rank order (k,), per-item scores (N,), score of each pick at selection (k,))``.
-Higher scores are acquired first; exact ties are broken by a seeded random key.
+with a :class:`Selection`: indices in rank order ``(k,)``, per-item scores ``(N,)`` and the score
+of each pick at the moment it was picked ``(k,)``. Higher scores are acquired first; exact ties
+are broken by a seeded random key. A new strategy subclasses :class:`Strategy`, names the features
+it reads in ``needs`` (members of :class:`jacal.features.Need`) and implements ``scores`` (top-k
+is then done for it) or ``select``; ``@register_strategy`` makes it available by name
+(``examples/custom_strategy.py``).
 """
 from __future__ import annotations
 
-from typing import Dict, Optional, Tuple, Type
+from typing import Any, Dict, NamedTuple, Optional, Tuple, Type
 
 import numpy as np
 import torch
 
 from jacal.acquisition import scores as S
-from jacal.acquisition._features import PoolFeatures
+from jacal.features import Need, PoolFeatures
 from jacal.acquisition.diversity import k_center_greedy, kmeans_pp, kmeans_pp_outer, min_distances, row_mean, row_norms
 
-__all__ = ["Strategy", "ProbabilityStrategy", "STRATEGIES", "RETIRED", "register_strategy", "get_strategy", "top_k"]
+__all__ = ["Strategy", "ProbabilityStrategy", "Selection", "STRATEGIES", "RETIRED", "register_strategy",
+           "get_strategy", "top_k", "as_selection"]
 
-Selection = Tuple[np.ndarray, np.ndarray, np.ndarray]
+
+class Selection(NamedTuple):
+    """What :meth:`Strategy.select` returns (a tuple: ``idx, s, sel = strategy.select(...)`` works)."""
+
+    indices: np.ndarray  #: (k,) pool indices in rank order (first = label first)
+    scores: np.ndarray  #: (N,) every item's score (NaN where it has none)
+    selection_scores: np.ndarray  #: (k,) each pick's score at the moment it was picked
+
+
+def as_selection(out: Any, *, n: int, k: int, candidates: np.ndarray, name: str) -> Selection:
+    """A strategy's answer checked against its contract: ``k`` distinct candidate indices, ``n``
+    scores, ``k`` selection scores (a custom strategy's mistake is named, never passed on)."""
+    if not isinstance(out, tuple) or len(out) != 3:
+        raise TypeError(f"strategy {name!r}: `select` must return a Selection (indices, scores, selection_scores), "
+                        f"got {type(out).__name__}.")
+    idx, s, sel = (np.asarray(a) for a in out)
+    if idx.shape != (k,) or not (idx.size == 0 or np.issubdtype(idx.dtype, np.integer)):
+        raise ValueError(f"strategy {name!r}: expected {k} integer indices, got shape {idx.shape} of {idx.dtype}.")
+    if s.shape != (n,) or sel.shape != (k,):
+        raise ValueError(f"strategy {name!r}: expected scores of shape ({n},) and selection scores of shape ({k},), "
+                         f"got {s.shape} and {sel.shape}.")
+    allowed = np.zeros(n, dtype=bool)
+    allowed[candidates] = True
+    if len(np.unique(idx)) != k or ((idx < 0) | (idx >= n)).any() or not allowed[idx].all():
+        raise ValueError(f"strategy {name!r}: selected indices must be {k} distinct candidates (valid, unlabeled "
+                         "pool items).")
+    return Selection(idx.astype(np.int64), s.astype(np.float64), sel.astype(np.float64))
 
 
 def top_k(scores: np.ndarray, candidates: np.ndarray, k: int, seed: int) -> np.ndarray:
@@ -42,7 +73,7 @@ class Strategy:
                seed: int = 0) -> Selection:
         s = self.scores(f)
         idx = top_k(s, candidates, k, seed)
-        return idx, s, s[idx]
+        return Selection(idx, s, s[idx])
 
 
 STRATEGIES: Dict[str, Type[Strategy]] = {}
@@ -84,6 +115,14 @@ def _allowed(n: int, candidates: np.ndarray) -> torch.Tensor:
     return mask
 
 
+def _seeded_from_origin(e: torch.Tensor, k: int, candidates: np.ndarray, seed: int) -> Tuple[np.ndarray, np.ndarray]:
+    """k-means++ seeding over the rows of ``e`` with the origin a center from the start: ``(picks,
+    distance of each pick to the nearest earlier center)``."""
+    picks, d2 = kmeans_pp(e, k, centers=torch.zeros(1, e.shape[1], dtype=e.dtype),
+                          allowed=_allowed(len(e), candidates), seed=seed)
+    return picks, np.sqrt(d2)
+
+
 def _probs_or_nan(f: PoolFeatures, fn) -> np.ndarray:
     out = np.full(len(f.finite), np.nan)
     out[f.finite] = fn(f.probs[f.finite])
@@ -98,7 +137,7 @@ class RandomStrategy(Strategy):
         s = np.random.default_rng(seed).random(len(f.finite))
         s[~f.finite] = np.nan
         idx = top_k(s, candidates, k, seed + 1)
-        return idx, s, s[idx]
+        return Selection(idx, s, s[idx])
 
 
 class ProbabilityStrategy(Strategy):
@@ -134,7 +173,7 @@ class BALD(Strategy):
     """Mutual information between prediction and weights, from MC-dropout samples."""
 
     name = "bald"
-    needs = frozenset({"bald"})  # scored chunk by chunk from the MC samples (not kept)
+    needs = frozenset({Need.BALD})  # scored chunk by chunk from the MC samples (not kept)
 
     def scores(self, f):
         return f.bald.copy()
@@ -150,7 +189,7 @@ class JacobianTopK(Strategy):
     """
 
     name = "jacobian-topk"
-    needs = frozenset({"jacobian"})
+    needs = frozenset({Need.JACOBIAN})
 
     def scores(self, f):
         return f.jacobian.copy()
@@ -170,14 +209,11 @@ class JacobianKMeans(Strategy):
     """
 
     name = "jacobian-kmeans"
-    needs = frozenset({"jacobian", "jacobian-embedding"})
+    needs = frozenset({Need.JACOBIAN, Need.JACOBIAN_EMBEDDING})
 
     def select(self, f, k, *, candidates, labeled_embeddings=None, seed=0):
-        e = torch.from_numpy(f.jacobian_embedding)
-        picks, d2 = kmeans_pp(e, k, centers=torch.zeros(1, e.shape[1], dtype=e.dtype),
-                              allowed=_allowed(len(e), candidates), seed=seed)
-        s = f.jacobian.copy()
-        return picks, s, np.sqrt(d2)
+        picks, dist = _seeded_from_origin(torch.from_numpy(f.jacobian_embedding), k, candidates, seed)
+        return Selection(picks, f.jacobian.copy(), dist)
 
 
 @register_strategy
@@ -198,14 +234,12 @@ class JacobianBoundary(Strategy):
     """
 
     name = "jacobian"
-    needs = frozenset({"boundary-embedding"})
+    needs = frozenset({Need.BOUNDARY_EMBEDDING})
 
     def select(self, f, k, *, candidates, labeled_embeddings=None, seed=0):
         e = torch.from_numpy(f.boundary_embedding)
-        picks, d2 = kmeans_pp(e, k, centers=torch.zeros(1, e.shape[1], dtype=e.dtype),
-                              allowed=_allowed(len(e), candidates), seed=seed)
-        s = row_norms(e).numpy()  # NaN for invalid items, whose embedding rows are NaN
-        return picks, s, np.sqrt(d2)
+        picks, dist = _seeded_from_origin(e, k, candidates, seed)
+        return Selection(picks, row_norms(e).numpy(), dist)  # NaN scores for invalid items (NaN rows)
 
 
 @register_strategy
@@ -216,7 +250,7 @@ class Coreset(Strategy):
     """
 
     name = "coreset"
-    needs = frozenset({"embeddings"})
+    needs = frozenset({Need.EMBEDDINGS})
     uses_labeled = True
 
     def select(self, f, k, *, candidates, labeled_embeddings=None, seed=0):
@@ -228,7 +262,7 @@ class Coreset(Strategy):
         if centers is None:  # the mean of the candidates
             centers = row_mean(emb, allowed)[None, :]
         s[candidates] = min_distances(emb, centers, allowed=allowed).numpy()[candidates]
-        return picks, s, dist
+        return Selection(picks, s, dist)
 
 
 @register_strategy
@@ -239,7 +273,7 @@ class Badge(Strategy):
     """
 
     name = "badge"
-    needs = frozenset({"embeddings"})
+    needs = frozenset({Need.EMBEDDINGS})
 
     def select(self, f, k, *, candidates, labeled_embeddings=None, seed=0):
         a = np.nan_to_num(f.probs, nan=0.0)  # (N, K): a few numbers per item, the one copy made
@@ -248,4 +282,4 @@ class Badge(Strategy):
         picks, d2 = kmeans_pp_outer(torch.from_numpy(a), h, k, allowed=_allowed(len(a), candidates), seed=seed)
         s = np.full(len(f.finite), np.nan)
         s[candidates] = (np.linalg.norm(a, axis=1) * row_norms(h).numpy())[candidates]
-        return picks, s, np.sqrt(d2)
+        return Selection(picks, s, np.sqrt(d2))

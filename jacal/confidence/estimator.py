@@ -22,8 +22,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from jacal._io import atomic_path
-from jacal.checkpoint import read_tagged
+from jacal.checkpoint import read_tagged, write_tagged
 from jacal._validation import JacalError, check_choice, first_line
 from jacal.confidence.core import FITTED, METHODS, NEEDS_LABELS, PROBABILISTIC, confidence_from, fit_confidence, inputs_of
 from jacal.confidence.features import ConfidenceFeatures, confidence_features
@@ -183,10 +182,7 @@ class ConfidenceEstimator:
                               "odin_epsilon": float(self.odin_epsilon), "seed": int(self.seed)},
                    "state": {k: torch.from_numpy(np.array(v)) for k, v in self.state_.items()},
                    "model_fingerprint": self.model_fingerprint_}
-        path = Path(path)
-        with atomic_path(path) as tmp:
-            torch.save(payload, tmp)
-        return path
+        return write_tagged(path, payload)
 
     @classmethod
     def load(cls, path: Union[str, Path], *, batch_size: int = 256, device=None) -> "ConfidenceEstimator":

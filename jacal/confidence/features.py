@@ -10,7 +10,7 @@ from torch import nn
 
 from jacal._model_utils import model_dtype, prepared, resolve_device
 from jacal._validation import check_positive_int, nonfinite_rows
-from jacal.acquisition._features import extract_features, iter_pool, pool_length
+from jacal.features import extract_features, iter_pool, pool_length
 from jacal.sensitivity.gram import jacobian_gram
 from jacal.sensitivity.jacobian import jacobian_norm, logits_with_graph
 

@@ -153,7 +153,7 @@ class JacobianEmbedder:
             sketch = torch.randn(d_in, sketch_dim, generator=gen, dtype=torch.float64) / sketch_dim ** 0.5
         self.cols = self.sketch = None
         if self.parsed is not None:
-            w1 = self.parsed[1][0].linear.weight.detach().double()
+            w1 = self.parsed.first_weight.detach().double()
             if sketch is None:
                 u, s, _ = torch.linalg.svd(w1, full_matrices=False)
                 cols = u * s  # (h₁, min(h₁, D)): ‖A W₁‖ = ‖A U S‖

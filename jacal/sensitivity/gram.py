@@ -82,7 +82,7 @@ def jacobian_gram(model: nn.Module, x: Union[torch.Tensor, np.ndarray], *, batch
         parsed = parse_mlp(m)
         if parsed is not None:
             check_mlp_input(parsed, xt)
-            w1 = parsed[1][0].linear.weight
+            w1 = parsed.first_weight
             wide = w1.shape[1] > w1.shape[0]
             gram_w = w1 @ w1.T if wide else None
         for start in range(0, len(xt), batch_size):

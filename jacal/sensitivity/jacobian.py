@@ -55,8 +55,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from jacal._model_utils import model_dtype, parse_mlp, prepared, resolve_device
-from jacal._validation import as_points, check_choice, check_positive_int, first_line, fmt_shape
+from jacal._model_utils import ParsedMLP, model_dtype, parse_mlp, prepared, resolve_device
+from jacal._validation import as_points, check_choice, check_positive_int, fmt_shape, forward_logits
 
 __all__ = ["jacobian_norm", "matmul_precision", "OUTPUTS", "METHODS", "PRECISIONS"]
 
@@ -183,7 +183,7 @@ def scaled_output_rows(z: torch.Tensor, output: str, generator: Optional[torch.G
     return (rows / scale[:, None, None]).to(z.dtype), scale
 
 
-def mlp_first_layer_rows(parsed: tuple, x: torch.Tensor, rows_fn: RowsFn,
+def mlp_first_layer_rows(parsed: ParsedMLP, x: torch.Tensor, rows_fn: RowsFn,
                          backward_context: Callable[[], Any] = contextlib.nullcontext) -> torch.Tensor:
     """``A (N, R, h₁)`` with ``rows_n · J_z(x_n) = A_n · W₁`` for a parsed fully-connected network.
 
@@ -214,11 +214,11 @@ def mlp_first_layer_rows(parsed: tuple, x: torch.Tensor, rows_fn: RowsFn,
     return a
 
 
-def _mlp_sq_norm(parsed: tuple, x: torch.Tensor, rows_fn: RowsFn, gram: Optional[torch.Tensor],
+def _mlp_sq_norm(parsed: ParsedMLP, x: torch.Tensor, rows_fn: RowsFn, gram: Optional[torch.Tensor],
                  backward_context: Callable[[], Any] = contextlib.nullcontext) -> torch.Tensor:
     """Closed-form squared norms ``(N,)`` for a parsed fully-connected network (backward products,
     the last one included, inside ``backward_context()``; squares summed in ``x``'s dtype)."""
-    layers = parsed[1]
+    layers = parsed.layers
     a = mlp_first_layer_rows(parsed, x, rows_fn, backward_context)
     with backward_context():
         last = torch.matmul(a, gram if gram is not None else layers[0].linear.weight)
@@ -227,23 +227,11 @@ def _mlp_sq_norm(parsed: tuple, x: torch.Tensor, rows_fn: RowsFn, gram: Optional
     return last.to(x.dtype).pow(2).sum(dim=(1, 2))
 
 
-def _forward_logits(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    try:
-        z = model(x)
-    except (RuntimeError, ValueError, IndexError, AssertionError) as err:
-        msg = first_line(err, None)
-        raise ValueError(f"`model` rejected `x` with per-point shape {fmt_shape(x.shape[1:])}: {msg}") from err
-    if not isinstance(z, torch.Tensor) or z.ndim != 2 or z.shape[0] != x.shape[0]:
-        got = fmt_shape(z.shape) if isinstance(z, torch.Tensor) else type(z).__name__
-        raise ValueError(f"Expected `model` to return logits of shape (N, K) for N={x.shape[0]} points, got {got}.")
-    return z
-
-
 def logits_with_graph(model: nn.Module, x: torch.Tensor) -> tuple:
     """``(x, z)``: the chunk as a leaf that requires grad, and its logits ``(N, K)`` with their graph."""
     x = x.detach().requires_grad_(True)
     with torch.enable_grad():
-        z = _forward_logits(model, x)
+        z = forward_logits(model, x)
     if not z.requires_grad:
         raise ValueError("`model` output does not depend on its input through autograd (is it wrapped in no_grad?).")
     return x, z
@@ -278,7 +266,7 @@ def _vjp_sq_norm(model: nn.Module, x: torch.Tensor, rows_fn: RowsFn, batched: bo
     return sq
 
 
-def check_mlp_input(parsed: tuple, x: torch.Tensor, name: str = "x") -> None:
+def check_mlp_input(parsed: ParsedMLP, x: torch.Tensor, name: str = "x") -> None:
     """Raise ``ValueError`` unless ``x`` fits the first Linear layer of a parsed MLP."""
     flatten_first, layers = parsed
     d_in = layers[0].linear.in_features
@@ -370,7 +358,7 @@ def jacobian_norm(
                 raise ValueError("method='mlp' needs a plain fully-connected nn.Sequential (Flatten, Linear, "
                                  "known activations); use method='vjp' for other models.")
             check_mlp_input(parsed, xt)
-            w1 = parsed[1][0].linear.weight
+            w1 = parsed.first_weight
             gram = (w1 @ w1.T) if w1.shape[1] > w1.shape[0] else None
         elif low_precision and precision == "bf16":
             raise ValueError(

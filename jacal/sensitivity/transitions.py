@@ -22,9 +22,9 @@ import torch
 from torch import nn
 
 from jacal._activations import activation_spec
-from jacal._model_utils import parse_mlp, prepared, resolve_device
+from jacal._model_utils import ParsedMLP, model_dtype, parse_mlp, prepared, resolve_device
 from jacal.sensitivity.jacobian import check_mlp_input
-from jacal._validation import as_float_tensor, check_choice, check_finite, fmt_shape
+from jacal._validation import as_float_tensor, call_model, check_choice, check_finite, fmt_shape
 
 __all__ = ["activation_codes", "transitions", "TransitionResult"]
 
@@ -76,10 +76,7 @@ def _hooked_codes(model: nn.Module, x: torch.Tensor) -> Tuple[torch.Tensor, bool
                          "activations applied as functions inside forward() cannot be observed.")
     try:
         with torch.no_grad():
-            model(x)
-    except (RuntimeError, ValueError) as err:
-        raise ValueError(f"`model` rejected input with per-point shape {fmt_shape(x.shape[1:])}: "
-                         f"{str(err).strip().splitlines()[0]}") from err
+            call_model(model, x, what="input")
     finally:
         for h in handles:
             h.remove()
@@ -101,7 +98,7 @@ def activation_codes(model: nn.Module, x, *, device=None, force_eval: bool = Fal
     check_finite("x", xt)
     dev = resolve_device(device, model)
     with prepared(model, device=dev, force_eval=force_eval) as m:
-        dtype = next((p.dtype for p in m.parameters()), torch.float32)
+        dtype = model_dtype(m)
         codes, _ = _hooked_codes(m, xt.to(dev, dtype))
     return codes.cpu()
 
@@ -112,7 +109,7 @@ def _closed_l1(codes: torch.Tensor) -> torch.Tensor:
     return (codes.to(torch.int16) - nxt.to(torch.int16)).abs().sum(dim=1).to(torch.int64)
 
 
-def _exact_counts(parsed: tuple, z: torch.Tensor) -> Tuple[torch.Tensor, List[int]]:
+def _exact_counts(parsed: ParsedMLP, z: torch.Tensor) -> Tuple[torch.Tensor, List[int]]:
     """Exact crossings per step ``(k,)`` along the closed polygon through ``z`` (k, D), float64."""
     _, layers = parsed
     k = z.shape[0]
@@ -189,14 +186,14 @@ def transitions(
         raise ValueError(f"Expected `trajectory` to hold at least 2 points, got shape {fmt_shape(traj.shape)}.")
     dev = resolve_device(device, model)
     with prepared(model, device=dev, force_eval=force_eval) as m:
-        dtype = next((p.dtype for p in m.parameters()), torch.float32)
+        dtype = model_dtype(m)
         codes, smooth = _hooked_codes(m, traj.to(dev, dtype))
         sampled = _closed_l1(codes.cpu())
         if method == "sampled":
             return TransitionResult(int(sampled.sum()), sampled, "sampled", smooth, int(sampled.sum()), codes.shape[1])
         parsed = parse_mlp(m)
         if parsed is None or smooth or any(
-            layer.activation is not None and not layer.activation.piecewise_linear for layer in parsed[1]
+            layer.activation is not None and not layer.activation.piecewise_linear for layer in parsed.layers
         ):
             raise ValueError("method='exact' needs a fully-connected nn.Sequential with piecewise-linear "
                              "activations (ReLU, LeakyReLU, ReLU6, Hardtanh, Hardsigmoid); use method='sampled'.")

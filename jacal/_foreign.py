@@ -28,6 +28,8 @@ from typing import Callable, List, Optional, Tuple
 import torch
 from torch import nn
 
+from jacal._validation import JacalError
+
 __all__ = ["dropout_layers", "has_dropout", "embedding_runner", "mc_runner", "is_compiled"]
 
 NEEDS = "this strategy needs embeddings (by default the input of the model's last linear layer)"
@@ -115,7 +117,7 @@ def _graph_runner(model: torch.fx.GraphModule, layer: Optional[str]):
     if layer is None:
         linears = _linear_nodes(model)
         if not linears:
-            raise ValueError(f"{NEEDS}, and this torch.export program has no aten.linear op; {NAME_ONE}")
+            raise JacalError(f"{NEEDS}, and this torch.export program has no aten.linear op; {NAME_ONE}")
         keep, take_input = linears[-1], True
     else:  # the output of the named module: the last graph node recorded inside it
         paths: List[str] = []
@@ -127,7 +129,7 @@ def _graph_runner(model: torch.fx.GraphModule, layer: Optional[str]):
                 if path == layer or n.name == layer:
                     keep = n
         if keep is None:
-            raise ValueError(f"`embedding_layer` {layer!r} is not a layer of this torch.export program; its layers: "
+            raise JacalError(f"`embedding_layer` {layer!r} is not a layer of this torch.export program; its layers: "
                              f"{_names(paths)}.")
         take_input = False
 
@@ -147,11 +149,11 @@ def _script_runner(model: nn.Module, layer: Optional[str]):
     if layer is None:
         heads = [i for i, (_, c) in enumerate(chain) if getattr(c, "original_name", "") == "Linear"]
         if not heads:
-            raise ValueError(out_of_reach)
+            raise JacalError(out_of_reach)
         at, take_input = heads[-1], True
     else:
         if layer not in names:
-            raise ValueError(f"`embedding_layer` {layer!r} is not one of the layers jacal can run in order in this "
+            raise JacalError(f"`embedding_layer` {layer!r} is not one of the layers jacal can run in order in this "
                              f"TorchScript model: {_names(names)}.")
         at, take_input = names.index(layer), False
     checked = []
@@ -168,11 +170,11 @@ def _script_runner(model: nn.Module, layer: Optional[str]):
         except (RuntimeError, ValueError, TypeError, IndexError) as err:
             if checked:
                 raise
-            raise ValueError(out_of_reach) from err
+            raise JacalError(out_of_reach) from err
         if not checked:  # once per pass: running the layers in order is the model's own forward
             z = model(x)
             if h.shape != z.shape or not torch.allclose(h, z, rtol=1e-5, atol=1e-6):
-                raise ValueError(out_of_reach)
+                raise JacalError(out_of_reach)
             checked.append(True)
         return h, emb
     return run_chain
@@ -185,11 +187,11 @@ def _eager_runner(model: nn.Module, layer: Optional[str]):
             if isinstance(mod, nn.Linear):
                 target = mod
         if target is None:
-            raise ValueError(f"{NEEDS}, and the model has no nn.Linear module jacal can observe; {NAME_ONE}")
+            raise JacalError(f"{NEEDS}, and the model has no nn.Linear module jacal can observe; {NAME_ONE}")
     else:
         modules = dict(model.named_modules())
         if layer not in modules or layer == "":
-            raise ValueError(f"`embedding_layer` {layer!r} is not a layer of this model; its layers: "
+            raise JacalError(f"`embedding_layer` {layer!r} is not a layer of this model; its layers: "
                              f"{_names([n for n in modules if n])}.")
         target = modules[layer]
 
@@ -202,7 +204,7 @@ def _eager_runner(model: nn.Module, layer: Optional[str]):
         finally:
             handle.remove()
         if not seen:
-            raise ValueError(f"the model's forward never called {'its last nn.Linear' if layer is None else repr(layer)}, "
+            raise JacalError(f"the model's forward never called {'its last nn.Linear' if layer is None else repr(layer)}, "
                              "so it gives no embedding; name another layer with embedding_layer= or pass embed=.")
         return z, seen[-1]
     return run
@@ -232,7 +234,7 @@ def mc_runner(model: nn.Module) -> Callable[[torch.Tensor], torch.Tensor]:
     the caller (eager and TorchScript dropout modules are switched here and back in ``finally``)."""
     if _is_graph(model):
         if not _dropout_nodes(model):
-            raise ValueError("strategy 'bald' needs a model with dropout layers (MC dropout); this torch.export "
+            raise JacalError("strategy 'bald' needs a model with dropout layers (MC dropout); this torch.export "
                              "program has no aten.dropout op (export the model with its nn.Dropout layers).")
         return lambda x: _graph_output(_Run(model, train_dropout=True).run(x))
     return model
@@ -270,7 +272,7 @@ def to_portable(model: nn.Module):
     if _is_graph(model):
         program = getattr(model, "_jacal_program", None)
         if program is None:
-            raise ValueError("a distributed backend sends the model to its workers, and this torch.export graph has no "
+            raise JacalError("a distributed backend sends the model to its workers, and this torch.export graph has no "
                              "program to serialize; load it with jacal.checkpoint.load_model_file (or the CLI's "
                              "--model) so jacal keeps its ExportedProgram.")
         buf = io.BytesIO()

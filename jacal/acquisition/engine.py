@@ -1,0 +1,188 @@
+"""``acquire``: one feature pass over the pool (local or sharded over a backend), then a strategy's selection."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable, Optional
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import Dataset, IterableDataset, Subset
+
+from jacal._foreign import to_portable
+from jacal._validation import as_float_tensor, check_positive_int, nonfinite_rows
+from jacal.acquisition.strategies import Strategy, as_selection, get_strategy
+from jacal.features import Need, PoolFeatures, concat_features, extract_features, has_dropout, pool_length, shard_job
+
+__all__ = ["acquire", "AcquisitionResult"]
+
+
+@dataclass
+class AcquisitionResult:
+    """What :func:`acquire` chose.
+
+    Attributes:
+        indices: ``(k,)`` pool indices in rank order (first = label first).
+        scores: ``(N,)`` every pool item's score under the strategy (NaN for invalid items).
+        selection_scores: ``(k,)`` each pick's score at the moment it was picked (for diversity
+            strategies: its distance to the batch so far).
+        strategy: the strategy's name.
+        invalid: indices of pool items with NaN/Inf features (never selected).
+        predicted: ``(N,)`` predicted class per item (−1 for invalid items).
+        confidence: ``(N,)`` max softmax probability per item (NaN for invalid items).
+    """
+
+    indices: np.ndarray
+    scores: np.ndarray
+    selection_scores: np.ndarray
+    strategy: str
+    invalid: np.ndarray
+    predicted: np.ndarray
+    confidence: np.ndarray
+    excluded: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+
+
+def _labeled_indices(labeled: Any, n: int) -> Optional[np.ndarray]:
+    if labeled is None:
+        return None
+    arr = np.asarray(labeled.cpu() if isinstance(labeled, torch.Tensor) else labeled)
+    if arr.ndim == 1 and (arr.size == 0 or np.issubdtype(arr.dtype, np.integer)):
+        arr = arr.astype(np.int64)
+        if arr.size and (arr.min() < 0 or arr.max() >= n):
+            raise ValueError(f"`labeled` indices must lie in [0, {n}), got values from {arr.min()} to {arr.max()}.")
+        return np.unique(arr)
+    return None
+
+
+def acquire(model: nn.Module, pool: Any, k: int, *, strategy: str = "jacobian", labeled: Any = None, seed: int = 0,
+            batch_size: int = 256, device=None, mc_samples: int = 20, force_eval: bool = False,
+            progress: Optional[Callable[[int, int], Any]] = None, backend: Any = "local",
+            shard_size: int = 65536, embedding_layer: Optional[str] = None,
+            embed: Optional[Callable[[torch.Tensor], torch.Tensor]] = None) -> AcquisitionResult:
+    """Choose ``k`` pool items to label next.
+
+    Args:
+        model: a trained classifier (any ``nn.Module`` returning logits ``(N, K)``).
+        pool: unlabeled items ``(N, *input_shape)``: tensor, numpy array, torch ``Dataset`` (items
+            ``x`` or ``(x, ...)``) or an unshuffled ``DataLoader``.
+        k: batch size to acquire (≤ valid pool items not in ``labeled``).
+        strategy: a name in :data:`STRATEGIES`: ``random``, ``least-confidence``, ``margin``,
+            ``entropy``, ``bald``, ``coreset``, ``badge``, ``jacobian`` (k-means++ over boundary
+            embeddings ∇(z_a − z_b)/(z_a − z_b): near the decision boundary and spread out),
+            ``jacobian-kmeans`` (k-means++ over softmax Jacobians), ``jacobian-topk`` (the highest
+            ‖J‖_F, batch-blind). ``jacobian-diverse`` was retired (a one-line error names its
+            replacement).
+        labeled: already-labeled items: pool indices (1-D ints; never selected, and the anchors of
+            the diversity strategies) or their features ``(M, *input_shape)`` (diversity anchors).
+        seed: seeds tie-breaking, sampling and MC dropout.
+        batch_size: chunk size; memory is bounded by it (diversity strategies also keep one
+            embedding per item).
+        device: ``None`` (the model's), ``"auto"``, ``"cpu"``, ``"cuda"``.
+        mc_samples: MC-dropout samples for ``bald``.
+        force_eval: allow a train-mode model with BatchNorm/Dropout (evaluated in eval mode).
+        backend: ``"local"``, ``"ray"`` or a :class:`jacal.backends.Backend`: with Ray the pool (an
+            array, a tensor or a map-style ``Dataset``, whose files every worker must see at the same
+            paths) is cut into shards of ``shard_size`` items (rounded to whole chunks),
+            each scored by a Ray task, and the selection runs on the driver: the result equals the
+            local one for the same seed.
+        shard_size: items per shard for a distributed backend.
+        embedding_layer: for the strategies that use embeddings (``coreset``, ``badge``): the name of
+            the layer whose output is each item's embedding (as in ``model.named_modules()``; for
+            TorchScript a top-level layer, ``Sequential`` containers opened; for ``torch.export`` the
+            module path the graph recorded). Default: the input of the model's last linear layer
+            (penultimate features), found in every model format.
+        embed: for anything else, ``embed(x) -> (b, d)`` embeddings of a chunk ``x`` (with a Ray
+            backend it must pickle).
+
+    Memory: the pool is read a ``batch_size`` chunk at a time (a memory-mapped ``.npy`` stays on
+    disk). Score-only strategies keep ``K + 4`` numbers per item (probabilities, score, prediction,
+    confidence); the diversity strategies add one float32 embedding per item and work on it in
+    place (no copies: see :mod:`jacal.acquisition.diversity`).
+
+    Returns:
+        :class:`AcquisitionResult`.
+    """
+    strat = get_strategy(strategy) if isinstance(strategy, str) else strategy
+    if not isinstance(strat, Strategy):
+        raise TypeError(f"Expected `strategy` to be a name or a Strategy, got {type(strategy).__name__}.")
+    check_positive_int("batch_size", batch_size)
+    n = pool_length(pool)
+    if n == 0:
+        raise ValueError("`pool` is empty: nothing to acquire.")
+    if embedding_layer is not None and embed is not None:
+        raise ValueError("pass `embedding_layer` or `embed`, not both.")
+    if embed is not None and not callable(embed):
+        raise TypeError(f"Expected `embed` to be a callable x -> (b, d), got {type(embed).__name__}.")
+    if strat.needs & {"mc", "bald"} and not has_dropout(model):
+        raise ValueError("strategy 'bald' needs a model with dropout layers (MC dropout); this model has none.")
+    lab_idx = _labeled_indices(labeled, n)
+    local = backend == "local" or getattr(backend, "name", None) == "local"
+    if local and isinstance(pool, (torch.Tensor, np.ndarray)):  # fail fast, before the scoring pass
+        ok = np.ones(n, dtype=bool)
+        if not isinstance(pool, np.memmap):  # an array on disk is read once, by the scoring pass
+            ok = ~nonfinite_rows(as_float_tensor("pool", pool, min_ndim=2)).numpy()
+        if lab_idx is not None:
+            ok[lab_idx] = False
+        check_positive_int("k", k, upper=int(ok.sum()), upper_name="the valid pool items after exclusions")
+    feats = _pool_features(model, pool, set(strat.needs), batch_size, device, mc_samples, seed, force_eval, progress,
+                           backend, shard_size, embedding_layer, embed)
+    available = feats.finite.copy()
+    if lab_idx is not None:
+        available[lab_idx] = False
+    candidates = np.flatnonzero(available)
+    check_positive_int("k", k, upper=len(candidates), upper_name="the valid pool items after exclusions")
+    labeled_emb = None
+    if strat.uses_labeled and labeled is not None:
+        if lab_idx is not None:
+            labeled_emb = feats.embeddings[lab_idx][feats.finite[lab_idx]] if len(lab_idx) else None
+        else:
+            lab_feats = extract_features(model, labeled, need={Need.EMBEDDINGS}, batch_size=batch_size, device=device,
+                                         force_eval=force_eval, embedding_layer=embedding_layer, embed=embed)
+            labeled_emb = lab_feats.embeddings[lab_feats.finite]
+    idx, s, sel = as_selection(strat.select(feats, int(k), candidates=candidates, labeled_embeddings=labeled_emb,
+                                            seed=seed), n=n, k=int(k), candidates=candidates, name=strat.name)
+    pred = np.where(feats.finite, np.nan_to_num(feats.probs, nan=0.0).argmax(1), -1)
+    conf = np.where(feats.finite, np.nanmax(np.where(feats.finite[:, None], feats.probs, 0.0), axis=1), np.nan)
+    return AcquisitionResult(np.asarray(idx, dtype=np.int64), np.asarray(s, dtype=np.float64),
+                             np.asarray(sel, dtype=np.float64), strat.name, np.flatnonzero(~feats.finite),
+                             pred.astype(np.int64), conf,
+                             lab_idx if lab_idx is not None else np.zeros(0, dtype=np.int64))
+
+
+def _pool_features(model, pool, need, batch_size, device, mc_samples, seed, force_eval, progress, backend, shard_size,
+              embedding_layer=None, embed=None) -> PoolFeatures:
+    from jacal.backends import Backend, get_backend
+
+    runner = backend if isinstance(backend, Backend) else get_backend(backend)
+    if runner.name == "local":
+        return extract_features(model, pool, need=need, batch_size=batch_size, device=device, mc_samples=mc_samples,
+                                seed=seed, force_eval=force_eval, progress=progress, embedding_layer=embedding_layer,
+                                embed=embed)
+    if isinstance(pool, (torch.Tensor, np.ndarray)):
+        def shard(s: int, e: int) -> Any:
+            return pool[s:e]
+    elif isinstance(pool, Dataset) and not isinstance(pool, IterableDataset) and hasattr(pool, "__len__"):
+        def shard(s: int, e: int) -> Any:  # a map-style Dataset (e.g. jacal.io.ImagePool): each task reads its range
+            return Subset(pool, range(s, e))
+    else:
+        raise TypeError("a distributed backend shards a tensor, a numpy array (or a memory-mapped .npy) or a map-style "
+                        f"torch Dataset with a length; got {type(pool).__name__}.")
+    try:
+        n = len(pool)
+        step = max(batch_size, (shard_size // batch_size) * batch_size)
+        shared_model = runner.put(to_portable(model))  # compiled models travel as bytes in their own format
+        worker_device = "cpu" if device in (None, "cpu") or (isinstance(device, str) and device == "auto"
+                                                                and not torch.cuda.is_available()) else device
+        jobs = [(shared_model, shard(s, min(s + step, n)), need, batch_size, worker_device, mc_samples, seed, force_eval,
+                 s // batch_size, embedding_layer, embed) for s in range(0, n, step)]
+        parts: dict = {}
+        done = 0
+        for i, feats in runner.map_unordered(shard_job, jobs):
+            parts[i] = feats
+            done += len(feats.finite)
+            if progress is not None:
+                progress(done, n)
+        return concat_features([parts[i] for i in range(len(jobs))])
+    finally:
+        if runner is not backend:
+            runner.close()
