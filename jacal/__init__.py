@@ -22,7 +22,8 @@ Acquisition (``jacal.acquisition``)
     execution (``jacal.backends``: :func:`get_backend`).
 Labeling pipelines (``jacal.io``)
     pools from arrays, image folders and manifests (:func:`open_pool`), Label Studio / Argilla / CSV
-    annotations back in (:func:`read_annotations`), batches out in every format (:func:`write_batch`).
+    annotations back in (:func:`read_annotations`), batches out in every format (:func:`write_batch`);
+    each command's step on files in one call (``jacal.pipeline``: a pool file in, a batch file out).
 Confidence (``jacal.confidence``)
     :func:`confidence_from` (arrays in), :class:`ConfidenceEstimator` (fit, save, load), failure and
     OOD metrics; MNIST-C-style corruptions and offline far-OOD sets in ``jacal.shift``.
@@ -65,7 +66,7 @@ _LAZY = {
     "run_loop": "jacal.loop", "LoopConfig": "jacal.loop",
 }
 _SUBMODULES = ("acquisition", "augment", "backends", "checkpoint", "confidence", "data", "features", "io", "loop",
-               "models", "population", "replication", "sensitivity", "shift", "training")
+               "models", "pipeline", "population", "replication", "sensitivity", "shift", "training")
 
 
 def __getattr__(name: str) -> Any:
