@@ -12,7 +12,8 @@ from _helpers import (INTERRUPTED_RESUMABLE, LOOP_TINY, cli, fsize_limit, integr
                       one_line_failure, signal_after_rows)
 from jacal.cli.app import app
 from jacal.data import load_dataset
-from jacal.loop import LOOP_PRESETS, _splits
+from jacal.loop import LOOP_PRESETS
+from jacal.loop.config import seed_splits
 from dataclasses import replace
 
 TINY = LOOP_TINY
@@ -34,7 +35,7 @@ def test_files_and_invariants(tiny):
     assert "spearman_rho_jacobian_loss" in summary["pointwise_check_c4"]
     cfg = replace(LOOP_PRESETS["smoke"], strategies=("jacobian", "margin"), rounds=2, seeds=1, k=7, max_epochs=30)
     data = load_dataset("digits")
-    val, pool, initial = _splits(data, cfg, 0)
+    val, pool, initial = seed_splits(data, cfg, 0)
     con = sqlite3.connect(out / "loop.sqlite")
     for strategy in ("jacobian", "margin"):
         sets = [np.array(json.loads(r[0])) for r in con.execute(
