@@ -17,7 +17,12 @@ from jacal._validation import check_choice, check_positive_int
 from jacal.acquisition.strategies import get_strategy
 from jacal.data import Splits
 
-__all__ = ["LoopConfig", "LOOP_PRESETS", "validate", "seed_splits"]
+__all__ = ["LoopConfig", "LOOP_PRESETS", "validate", "seed_splits", "OPTIMIZER", "LR", "BATCH_SIZE"]
+
+# the training recipe of every round (see jacal.loop.runner): jacal.train's optimizer, learning rate, batch size
+OPTIMIZER = "adam"
+LR = 1e-3
+BATCH_SIZE = 32
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,6 @@ AUROC of ‖J‖ for detecting errors, so a user sees whether the Jacobian strat
 """
 from __future__ import annotations
 
-import copy
 import io
 import json
 import math
@@ -36,12 +35,12 @@ from jacal._store import check_store, run_lock, store_errors
 from jacal._validation import JacalError
 from jacal.acquisition import STRATEGIES, acquire
 from jacal.data import Splits, load_dataset
-from jacal.loop.config import LoopConfig, seed_splits, validate
+from jacal.loop.config import BATCH_SIZE, LR, OPTIMIZER, LoopConfig, seed_splits, validate
 from jacal.loop.store import SCHEMA, LoopStore
 from jacal.models import cnn, mlp
 from jacal.replication.stats import pointwise_sensitivity
 from jacal.sensitivity.jacobian import jacobian_norm
-from jacal.training import evaluate
+from jacal.training import evaluate, train
 
 __all__ = ["run_loop", "LoopCallbacks", "pointwise_check", "build_model", "train_early_stopping"]
 
@@ -62,34 +61,15 @@ def build_model(cfg: LoopConfig, data: Splits, seed: int) -> torch.nn.Module:
 
 def train_early_stopping(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, xv: torch.Tensor, yv: torch.Tensor,
                          cfg: LoopConfig, seed: int, device: torch.device) -> int:
-    """Adam, batch 32, early stopping on validation accuracy; restores the best weights. Returns epochs run."""
-    model.to(device)
-    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
-    gen = torch.Generator().manual_seed(seed)
-    x, y = x.to(device), y.to(device)
-    best_acc, best_state, since, epoch = -1.0, None, 0, 0
+    """The training recipe (module docstring) on ``x (N, ...)``, ``y (N,)`` with the validation split
+    ``xv``, ``yv``: :func:`jacal.train` with early stopping, the data order and the dropout masks
+    seeded by ``seed``. The best weights are restored; returns the epochs run."""
+    labeled = Splits("labeled", x, y, x[:0], y[:0], n_classes=int(torch.cat([y, yv]).max()) + 1)
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         torch.manual_seed(seed)  # dropout masks
-        for epoch in range(1, cfg.max_epochs + 1):
-            model.train()
-            order = torch.randperm(len(x), generator=gen).to(device)
-            for s in range(0, len(x), 32):
-                idx = order[s:s + 32]
-                loss = F.cross_entropy(model(x[idx]), y[idx])
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-            model.eval()
-            acc, _ = evaluate(model, xv, yv, device=device)
-            if acc > best_acc:
-                best_acc, best_state, since = acc, copy.deepcopy(model.state_dict()), 0
-            else:
-                since += 1
-                if since >= cfg.patience:
-                    break
-    model.load_state_dict(best_state)
-    model.eval()
-    return epoch
+        result = train(model, labeled, optimizer=OPTIMIZER, lr=LR, batch_size=BATCH_SIZE, epochs=cfg.max_epochs,
+                       seed=seed, device=device, val=(xv, yv), patience=cfg.patience)
+    return int(result.epochs)
 
 
 def pointwise_check(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, device) -> Dict[str, float]:
