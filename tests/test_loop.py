@@ -1,5 +1,6 @@
 import csv
 import json
+import math
 import random
 import signal
 import sqlite3
@@ -117,3 +118,44 @@ def test_loop_bad_input(tmp_path, tiny):
         assert r.exit_code == 1 and frag in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.output
     r = run(app, ["loop", "--out", str(tiny[0]), *TINY])
     assert r.exit_code == 1 and "--resume" in r.stderr
+
+
+def _hand_rows():
+    """Rounds of two seeds × three strategies, as the store holds them, without training anything."""
+    acc = {"random": [0.41, 0.5234567891, 0.6], "margin": [0.41, 0.5712345678, 0.7123456789],
+           "jacobian": [0.41, 0.5612345678, 0.7680738461538462]}
+    shift = {"random": 0.0123456789, "margin": 0.0234567891, "jacobian": 0.00567891234}
+    rows = []
+    for strategy, accs in acc.items():
+        for seed in (0, 1):
+            for rnd, a in enumerate(accs):
+                rows.append((strategy, seed, rnd, 20 + 7 * rnd, a - shift[strategy] * seed * rnd, 1.0 / (1 + rnd),
+                             0.012345678 if rnd < 2 else float("nan"), 30))
+    return rows
+
+
+def test_report_rounds_numbers_and_ignores_docstrings(tmp_path, monkeypatch):
+    import re
+
+    import jacal.loop.report as report
+    import jacal.loop.runner as runner
+    import jacal.loop.summary as summary_module
+    from jacal.loop import write_outputs
+
+    cfg = replace(LOOP_PRESETS["smoke"], strategies=("jacobian", "margin", "random"), rounds=2, seeds=2, k=7)
+    check = {"n": 450, "spearman_rho_jacobian_loss": 0.4123456789, "p": 0.05253678691660495,
+             "error_auroc_jacobian": 0.7680738461538462, "test_accuracy": 0.8877777777}
+    (tmp_path / "a").mkdir()
+    summary = write_outputs(tmp_path / "a", cfg, _hand_rows(), check)
+    text = (tmp_path / "a" / "report.md").read_text()
+    assert summary["ranking"][0] == "jacobian" and math.isfinite(summary["strategies"]["jacobian"]["vs_random"]["p_ttest"])
+    assert not re.search(r"\d\.\d{5,}", text), "a number printed at full precision"
+    assert "AUROC of ‖J‖ = 0.768 " in text and "(p=0.053)" in text and "ρ(‖J(x)‖, loss) = 0.412 " in text
+    assert re.search(r"\| 1 \| jacobian \| 0\.\d{3} \[0\.\d{1,3}, 0\.\d{1,3}\] \|", text), text
+    assert re.search(r"win \(\+0\.\d{1,4}, p=0\.\d{1,3}\)|tie \(\+0\.\d{1,4}, p=0\.\d{1,3}\)", text), text
+    for module in (runner, report, summary_module):  # the report does not paste docstrings
+        monkeypatch.setattr(module, "__doc__", "an edited docstring")
+    (tmp_path / "b").mkdir()
+    write_outputs(tmp_path / "b", cfg, _hand_rows(), check)
+    assert (tmp_path / "b" / "report.md").read_text() == text
+    assert json.loads((tmp_path / "b" / "summary.json").read_text()) == summary

@@ -7,7 +7,6 @@ its presets and checks), :mod:`~jacal.loop.runner` (the rounds and the training 
 other outputs).
 """
 from jacal.loop.config import LOOP_PRESETS, LoopConfig
-from jacal.loop.report import write_outputs  # noqa: F401 (a name of the former module)
 from jacal.loop.runner import LoopCallbacks, pointwise_check, run_loop  # noqa: F401
 from jacal.loop.summary import summarize
 
@@ -20,3 +19,11 @@ from jacal.loop.summary import aulc as _aulc  # noqa: E402,F401
 from jacal.loop.summary import paired_seeds as _paired  # noqa: E402,F401
 
 __all__ = ["LoopConfig", "LOOP_PRESETS", "run_loop", "LoopCallbacks", "summarize"]
+
+
+def __getattr__(name: str):
+    if name == "write_outputs":  # the outputs (and matplotlib) load on first use, not with jacal.loop
+        from jacal.loop.report import write_outputs
+
+        return write_outputs
+    raise AttributeError(f"module 'jacal.loop' has no attribute {name!r}")
