@@ -8,6 +8,21 @@ from jacal import evaluate, load_dataset, mlp, train
 from jacal.data import Splits
 
 
+def test_train_is_seeded_and_fits_digits():
+    d = load_dataset("digits")
+    r1 = train(mlp(64, 10, width=64, depth=1, seed=0), d, epochs=20, batch_size=32, lr=3e-3, seed=0)
+    r2 = train(mlp(64, 10, width=64, depth=1, seed=0), d, epochs=20, batch_size=32, lr=3e-3, seed=0)
+    assert r1.train_accuracy > 0.98 and r1.test_accuracy > 0.9
+    assert (r1.train_accuracy, r1.test_loss) == (r2.train_accuracy, r2.test_loss)
+    assert r1.gap == pytest.approx(r1.train_accuracy - r1.test_accuracy)
+    full = train(mlp(64, 10, width=16, depth=1, seed=0), d, batch_size=None, steps=5, optimizer="sgd", lr=0.1)
+    assert full.steps == 5 and full.epochs == 5
+    with pytest.raises(ValueError, match="optimizer"):
+        train(mlp(64, 10, width=4, depth=1), d, optimizer="lbfgs")
+    with pytest.raises(ValueError, match="lr"):
+        train(mlp(64, 10, width=4, depth=1), d, lr=float("nan"))
+
+
 def _early_stopping_reference(model, x, y, xv, yv, *, lr, batch_size, max_epochs, patience, seed):
     """Early stopping written out epoch by epoch: Adam, a seeded permutation per epoch, validation
     accuracy after each, stop after ``patience`` epochs without a better one, restore the best."""
