@@ -7,6 +7,7 @@ import sqlite3
 import subprocess
 
 import numpy as np
+import pytest
 from typer.testing import CliRunner
 
 from _helpers import (INTERRUPTED_RESUMABLE, LOOP_TINY, cli, fsize_limit, integrity, kill_at_random_moment,
@@ -159,3 +160,24 @@ def test_report_rounds_numbers_and_ignores_docstrings(tmp_path, monkeypatch):
     write_outputs(tmp_path / "b", cfg, _hand_rows(), check)
     assert (tmp_path / "b" / "report.md").read_text() == text
     assert json.loads((tmp_path / "b" / "summary.json").read_text()) == summary
+
+
+def test_curve_bands_are_clipped_and_paired_by_seed():
+    from jacal.loop.figures import curve_bands
+
+    rows = _hand_rows()
+    bands = curve_bands(rows)
+    assert set(bands["accuracy"]) == {"jacobian", "margin", "random"} and set(bands["vs_random"]) == {"jacobian", "margin"}
+    ns, mean, lo, hi = bands["accuracy"]["margin"]
+    assert ns.tolist() == [20, 27, 34]
+    assert (lo >= 0).all() and (hi <= 1).all() and (lo <= mean).all() and (mean <= hi).all()
+    spread = [("random", seed, 0, 20, a, 1.0, 0.1, 5) for seed, a in enumerate((0.95, 0.6))]  # t interval ±2.2
+    _, mean, lo, hi = curve_bands(spread)["accuracy"]["random"]
+    assert mean[0] == pytest.approx(0.775) and (lo[0], hi[0]) == (0.0, 1.0)
+    acc = {(r[0], r[1], r[3]): r[4] for r in rows}
+    for strategy in ("jacobian", "margin"):
+        ns, mean, lo, hi = bands["vs_random"][strategy]
+        for j, n in enumerate(ns):  # the mean over seeds of the per-seed difference from random
+            want = np.mean([acc[(strategy, s, n)] - acc[("random", s, n)] for s in (0, 1)])
+            assert mean[j] == pytest.approx(want)
+        assert (lo >= -1).all() and (hi <= 1).all()
