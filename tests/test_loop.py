@@ -1,18 +1,21 @@
 import csv
 import json
+import math
 import random
 import signal
 import sqlite3
 import subprocess
 
 import numpy as np
+import pytest
 from typer.testing import CliRunner
 
 from _helpers import (INTERRUPTED_RESUMABLE, LOOP_TINY, cli, fsize_limit, integrity, kill_at_random_moment,
                       one_line_failure, signal_after_rows)
 from jacal.cli.app import app
 from jacal.data import load_dataset
-from jacal.loop import LOOP_PRESETS, _splits
+from jacal.loop import LOOP_PRESETS
+from jacal.loop.config import seed_splits
 from dataclasses import replace
 
 TINY = LOOP_TINY
@@ -34,7 +37,7 @@ def test_files_and_invariants(tiny):
     assert "spearman_rho_jacobian_loss" in summary["pointwise_check_c4"]
     cfg = replace(LOOP_PRESETS["smoke"], strategies=("jacobian", "margin"), rounds=2, seeds=1, k=7, max_epochs=30)
     data = load_dataset("digits")
-    val, pool, initial = _splits(data, cfg, 0)
+    val, pool, initial = seed_splits(data, cfg, 0)
     con = sqlite3.connect(out / "loop.sqlite")
     for strategy in ("jacobian", "margin"):
         sets = [np.array(json.loads(r[0])) for r in con.execute(
@@ -116,3 +119,65 @@ def test_loop_bad_input(tmp_path, tiny):
         assert r.exit_code == 1 and frag in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.output
     r = run(app, ["loop", "--out", str(tiny[0]), *TINY])
     assert r.exit_code == 1 and "--resume" in r.stderr
+
+
+def _hand_rows():
+    """Rounds of two seeds × three strategies, as the store holds them, without training anything."""
+    acc = {"random": [0.41, 0.5234567891, 0.6], "margin": [0.41, 0.5712345678, 0.7123456789],
+           "jacobian": [0.41, 0.5612345678, 0.7680738461538462]}
+    shift = {"random": 0.0123456789, "margin": 0.0234567891, "jacobian": 0.00567891234}
+    rows = []
+    for strategy, accs in acc.items():
+        for seed in (0, 1):
+            for rnd, a in enumerate(accs):
+                rows.append((strategy, seed, rnd, 20 + 7 * rnd, a - shift[strategy] * seed * rnd, 1.0 / (1 + rnd),
+                             0.012345678 if rnd < 2 else float("nan"), 30))
+    return rows
+
+
+def test_report_rounds_numbers_and_ignores_docstrings(tmp_path, monkeypatch):
+    import re
+
+    import jacal.loop.report as report
+    import jacal.loop.runner as runner
+    import jacal.loop.summary as summary_module
+    from jacal.loop import write_outputs
+
+    cfg = replace(LOOP_PRESETS["smoke"], strategies=("jacobian", "margin", "random"), rounds=2, seeds=2, k=7)
+    check = {"n": 450, "spearman_rho_jacobian_loss": 0.4123456789, "p": 0.05253678691660495,
+             "error_auroc_jacobian": 0.7680738461538462, "test_accuracy": 0.8877777777}
+    (tmp_path / "a").mkdir()
+    summary = write_outputs(tmp_path / "a", cfg, _hand_rows(), check)
+    text = (tmp_path / "a" / "report.md").read_text()
+    assert summary["ranking"][0] == "jacobian" and math.isfinite(summary["strategies"]["jacobian"]["vs_random"]["p_ttest"])
+    assert not re.search(r"\d\.\d{5,}", text), "a number printed at full precision"
+    assert "AUROC of ‖J‖ = 0.768 " in text and "(p=0.053)" in text and "ρ(‖J(x)‖, loss) = 0.412 " in text
+    assert re.search(r"\| 1 \| jacobian \| 0\.\d{3} \[0\.\d{1,3}, 0\.\d{1,3}\] \|", text), text
+    assert re.search(r"win \(\+0\.\d{1,4}, p=0\.\d{1,3}\)|tie \(\+0\.\d{1,4}, p=0\.\d{1,3}\)", text), text
+    for module in (runner, report, summary_module):  # the report does not paste docstrings
+        monkeypatch.setattr(module, "__doc__", "an edited docstring")
+    (tmp_path / "b").mkdir()
+    write_outputs(tmp_path / "b", cfg, _hand_rows(), check)
+    assert (tmp_path / "b" / "report.md").read_text() == text
+    assert json.loads((tmp_path / "b" / "summary.json").read_text()) == summary
+
+
+def test_curve_bands_are_clipped_and_paired_by_seed():
+    from jacal.loop.figures import curve_bands
+
+    rows = _hand_rows()
+    bands = curve_bands(rows)
+    assert set(bands["accuracy"]) == {"jacobian", "margin", "random"} and set(bands["vs_random"]) == {"jacobian", "margin"}
+    ns, mean, lo, hi = bands["accuracy"]["margin"]
+    assert ns.tolist() == [20, 27, 34]
+    assert (lo >= 0).all() and (hi <= 1).all() and (lo <= mean).all() and (mean <= hi).all()
+    spread = [("random", seed, 0, 20, a, 1.0, 0.1, 5) for seed, a in enumerate((0.95, 0.6))]  # t interval ±2.2
+    _, mean, lo, hi = curve_bands(spread)["accuracy"]["random"]
+    assert mean[0] == pytest.approx(0.775) and (lo[0], hi[0]) == (0.0, 1.0)
+    acc = {(r[0], r[1], r[3]): r[4] for r in rows}
+    for strategy in ("jacobian", "margin"):
+        ns, mean, lo, hi = bands["vs_random"][strategy]
+        for j, n in enumerate(ns):  # the mean over seeds of the per-seed difference from random
+            want = np.mean([acc[(strategy, s, n)] - acc[("random", s, n)] for s in (0, 1)])
+            assert mean[j] == pytest.approx(want)
+        assert (lo >= -1).all() and (hi <= 1).all()

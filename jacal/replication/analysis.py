@@ -7,6 +7,7 @@ from typing import Any, Dict, List, Sequence
 
 import numpy as np
 
+from jacal._stats import finite
 from jacal.replication.stats import (ALPHA, MIN_PAIRS, correlation, one_sample_greater, paired_comparison,
                                      pointwise_sensitivity, verdict)
 
@@ -73,10 +74,6 @@ def _combine(verdicts: Sequence[str]) -> str:
     return "inconclusive"
 
 
-def _finite(v) -> bool:
-    return v is not None and isinstance(v, (int, float)) and math.isfinite(v)
-
-
 def _claim(cid: str, statistic: Dict[str, Any], v: Dict[str, str], **extra) -> Dict[str, Any]:
     return {"id": cid, "paper": PAPER[cid], "short": SHORT[cid], "rule": RULES.get(cid.split("-")[0] if cid.startswith("C3") else cid, ""),
             "statistic": statistic, "verdict": v["verdict"], "reason": v["reason"], **extra}
@@ -91,8 +88,8 @@ def analyse(models: List[Dict[str, Any]], pairs: List[Dict[str, Any]], points: L
     partners = {p["base_id"] for p in pairs if p["base_id"].endswith("-base")}
     models = [m for m in models if m["model_id"] not in partners]
     datasets = sorted({m["dataset"] for m in models})
-    true_label = [m for m in models if not m["random_labels"] and _finite(m["train_accuracy"])]
-    diverged = [m["model_id"] for m in models if not _finite(m["train_accuracy"])]
+    true_label = [m for m in models if not m["random_labels"] and finite(m["train_accuracy"])]
+    diverged = [m["model_id"] for m in models if not finite(m["train_accuracy"])]
     fitted = [m for m in true_label if m["train_accuracy"] >= fit_threshold]
     exclusions = {
         "fit_threshold": fit_threshold,
@@ -112,7 +109,7 @@ def analyse(models: List[Dict[str, Any]], pairs: List[Dict[str, Any]], points: L
     for d in datasets:
         ms = [m for m in fitted if m["dataset"] == d]
         c = correlation([m["mean_jacobian"] for m in ms], [m["gap"] for m in ms], seed=seed)
-        per[d] = {**c, **verdict(n=c["n"], p=c["p"], direction_ok=(c["rho"] > 0) if _finite(c["rho"]) else None)}
+        per[d] = {**c, **verdict(n=c["n"], p=c["p"], direction_ok=(c["rho"] > 0) if finite(c["rho"]) else None)}
     main = per[datasets[0]] if datasets else {}
     claims.append({**_claim("C1", main, {"verdict": _combine([p["verdict"] for p in per.values()]),
                                           "reason": "; ".join(f"{d}: {p['reason']}" for d, p in per.items())}),
@@ -151,33 +148,33 @@ def analyse(models: List[Dict[str, Any]], pairs: List[Dict[str, Any]], points: L
         away_anchor.append(np.mean([a[mask].mean() for a in dt]))
     r = one_sample_greater(ratio, 1.0)
     claims.append(_claim("C2a", {**r, "median_log10_ratio": r["median"]},
-                         verdict(n=r["n"], p=r["p"], direction_ok=(r["median"] > 1) if _finite(r["median"]) else None)))
+                         verdict(n=r["n"], p=r["p"], direction_ok=(r["median"] > 1) if finite(r["median"]) else None)))
     b = paired_comparison(np.power(10.0, same_between), np.power(10.0, diff_between), predicted="greater")
     claims.append(_claim("C2b", b, verdict(n=b["n"], p=b["sign_p"], min_n=MIN_PAIRS,
-                                           direction_ok=(b["fraction_predicted"] > 0.5) if _finite(b["fraction_predicted"]) else None)))
+                                           direction_ok=(b["fraction_predicted"] > 0.5) if finite(b["fraction_predicted"]) else None)))
     rd = paired_comparison(dens["same-class"], dens["random"], predicted="greater")
     ds = paired_comparison(dens["same-class"], dens["different-class"], predicted="greater")
-    p_c = max(rd["sign_p"], ds["sign_p"]) if _finite(rd["sign_p"]) and _finite(ds["sign_p"]) else math.nan
-    ok_c = (rd["fraction_predicted"] > 0.5 and ds["fraction_predicted"] > 0.5) if _finite(p_c) else None
+    p_c = max(rd["sign_p"], ds["sign_p"]) if finite(rd["sign_p"]) and finite(ds["sign_p"]) else math.nan
+    ok_c = (rd["fraction_predicted"] > 0.5 and ds["fraction_predicted"] > 0.5) if finite(p_c) else None
     claims.append(_claim("C2c", {"n": rd["n"], "p": p_c, "random_vs_same": rd, "different_vs_same": ds,
                                  "mean_density": {k: float(np.mean(v)) for k, v in dens.items() if v}},
                          verdict(n=rd["n"], p=p_c, direction_ok=ok_c, min_n=MIN_PAIRS)))
     an = paired_comparison(np.asarray(near_anchor) + 1e-9, np.asarray(away_anchor) + 1e-9, predicted="greater")
     claims.append(_claim("C2d", an, verdict(n=an["n"], p=an["sign_p"], min_n=MIN_PAIRS,
-                                            direction_ok=(an["fraction_predicted"] > 0.5) if _finite(an["fraction_predicted"]) else None)))
+                                            direction_ok=(an["fraction_predicted"] > 0.5) if finite(an["fraction_predicted"]) else None)))
 
     # C3 ---------------------------------------------------------------------------------
     predicted = {"random_labels": "greater", "augmentation": "less", "full_batch": "greater", "saturating": "greater"}
     for factor, direction in predicted.items():
         ps = [(by_id.get(p["base_id"]), by_id.get(p["variant_id"])) for p in pairs if p["factor"] == factor]
         n_planned = len(ps)
-        ps = [(b, v) for b, v in ps if b is not None and v is not None and _finite(b["mean_jacobian"])
-              and _finite(v["mean_jacobian"]) and b["train_accuracy"] >= fit_threshold and v["train_accuracy"] >= fit_threshold]
+        ps = [(b, v) for b, v in ps if b is not None and v is not None and finite(b["mean_jacobian"])
+              and finite(v["mean_jacobian"]) and b["train_accuracy"] >= fit_threshold and v["train_accuracy"] >= fit_threshold]
         jac = paired_comparison([b["mean_jacobian"] for b, _ in ps], [v["mean_jacobian"] for _, v in ps], predicted=direction)
         gap = paired_comparison([b["gap"] for b, _ in ps], [v["gap"] for _, v in ps], predicted=direction, log=False)
         trans = paired_comparison([b["transitions"] for b, _ in ps], [v["transitions"] for _, v in ps], predicted=direction)
         v = verdict(n=jac["n"], p=jac["sign_p"], min_n=MIN_PAIRS,
-                    direction_ok=(jac["fraction_predicted"] > 0.5) if _finite(jac["fraction_predicted"]) else None)
+                    direction_ok=(jac["fraction_predicted"] > 0.5) if finite(jac["fraction_predicted"]) else None)
         claims.append(_claim(f"C3-{factor}", {**jac, "predicted": f"variant {direction} than base"}, v,
                              gap=gap, transitions=trans, pairs_planned=n_planned,
                              pairs_dropped_not_fitting=n_planned - len(ps),
@@ -195,7 +192,7 @@ def analyse(models: List[Dict[str, Any]], pairs: List[Dict[str, Any]], points: L
     r = one_sample_greater(rhos, 0.0)
     claims.append(_claim("C4", {**r, "median_rho": r["median"], "median_auroc": float(np.median(aucs)) if aucs else math.nan,
                                 "n_models_auroc": len(aucs)},
-                         verdict(n=r["n"], p=r["p"], direction_ok=(r["median"] > 0) if _finite(r["median"]) else None)))
+                         verdict(n=r["n"], p=r["p"], direction_ok=(r["median"] > 0) if finite(r["median"]) else None)))
 
     # C5 ---------------------------------------------------------------------------------
     per = {}
@@ -210,8 +207,8 @@ def analyse(models: List[Dict[str, Any]], pairs: List[Dict[str, Any]], points: L
             within[(m["width"], m["depth"], m["activation"])].append(m)
         within_t = [correlation([m["transitions"] for m in g], [m["gap"] for m in g], n_boot=10)["rho"]
                     for g in within.values() if len(g) >= 5]
-        within_t = [x for x in within_t if _finite(x)]
-        per[d] = {**c, **verdict(n=c["n"], p=c["p"], direction_ok=(c["rho"] > 0) if _finite(c["rho"]) else None),
+        within_t = [x for x in within_t if finite(x)]
+        per[d] = {**c, **verdict(n=c["n"], p=c["p"], direction_ok=(c["rho"] > 0) if finite(c["rho"]) else None),
                   "rho_transitions_gap_across_architectures": across_t["rho"],
                   "rho_jacobian_gap_across_architectures": across_j["rho"],
                   "median_rho_transitions_gap_within_architectures": float(np.median(within_t)) if within_t else math.nan,
@@ -227,8 +224,8 @@ def analyse(models: List[Dict[str, Any]], pairs: List[Dict[str, Any]], points: L
         ms = [m for m in fitted if m["dataset"] == d]
         size = correlation([m["gap"] for m in ms], [m["n_params"] for m in ms], seed=seed)
         loss = correlation([m["gap"] for m in ms], [m["train_loss"] for m in ms], seed=seed)
-        v = verdict(n=size["n"], p=size["p"], direction_ok=(size["rho"] < 0) if _finite(size["rho"]) else None)
-        loss_predicts = _finite(loss["p"]) and loss["p"] < ALPHA and abs(loss["rho"]) >= 0.3
+        v = verdict(n=size["n"], p=size["p"], direction_ok=(size["rho"] < 0) if finite(size["rho"]) else None)
+        loss_predicts = finite(loss["p"]) and loss["p"] < ALPHA and abs(loss["rho"]) >= 0.3
         if v["verdict"] == "replicated" and loss_predicts:
             v = {"verdict": "not replicated", "reason": f"training loss predicts the gap (ρ={loss['rho']:.2f}, p={loss['p']:.2g})"}
         elif v["verdict"] == "replicated":

@@ -1,7 +1,6 @@
 """Figures of the replication report (PNG, matplotlib, in the spirit of the paper's)."""
 from __future__ import annotations
 
-import math
 from collections import defaultdict
 from pathlib import Path
 from typing import Any, Dict, List
@@ -13,20 +12,10 @@ import matplotlib.pyplot as plt  # noqa: E402
 import matplotlib.ticker  # noqa: E402
 import numpy as np  # noqa: E402
 
-from jacal._io import atomic_path  # noqa: E402
+from jacal._plotting import save_png  # noqa: E402
+from jacal._stats import finite  # noqa: E402
 
 __all__ = ["make_figures"]
-
-
-def _save(fig, path: Path) -> str:
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=110, bbox_inches="tight", format="png")
-    plt.close(fig)
-    return path.name
-
-
-def _ok(v) -> bool:
-    return v is not None and isinstance(v, (int, float)) and math.isfinite(v)
 
 
 def make_figures(out: Path, models: List[Dict[str, Any]], pairs: List[Dict[str, Any]], points: List[tuple],
@@ -36,7 +25,7 @@ def make_figures(out: Path, models: List[Dict[str, Any]], pairs: List[Dict[str, 
     names = []
     datasets = sorted({m["dataset"] for m in models})
     by_id = {m["model_id"]: m for m in models}
-    good = [m for m in models if _ok(m["train_accuracy"]) and _ok(m["mean_jacobian"])]
+    good = [m for m in models if finite(m["train_accuracy"]) and finite(m["mean_jacobian"])]
 
     # C1 ---------------------------------------------------------------------------------
     fig, axes = plt.subplots(1, len(datasets), figsize=(5 * len(datasets), 4), squeeze=False)
@@ -51,7 +40,7 @@ def make_figures(out: Path, models: List[Dict[str, Any]], pairs: List[Dict[str, 
         ax.set_xscale("log")
         ax.set(xlabel="mean test Jacobian norm ‖J‖_F", ylabel="generalization gap (train − test acc.)", title=f"C1 · {d}")
         ax.legend(fontsize=8)
-    names.append(_save(fig, out / "c1_gap_vs_jacobian.png"))
+    names.append(save_png(fig, out / "c1_gap_vs_jacobian.png"))
 
     # C2 ---------------------------------------------------------------------------------
     fig, (a1, a2) = plt.subplots(1, 2, figsize=(11, 4))
@@ -74,7 +63,7 @@ def make_figures(out: Path, models: List[Dict[str, Any]], pairs: List[Dict[str, 
     a1.set(ylabel="log10 ‖J‖_F", title="C2 · Jacobian norm along ellipses")
     a2.set(ylabel="transitions per step", title="C2 · transition density")
     a1.legend(fontsize=8)
-    names.append(_save(fig, out / "c2_trajectories.png"))
+    names.append(save_png(fig, out / "c2_trajectories.png"))
 
     # C3 ---------------------------------------------------------------------------------
     factors = ["random_labels", "augmentation", "full_batch", "saturating"]
@@ -82,7 +71,7 @@ def make_figures(out: Path, models: List[Dict[str, Any]], pairs: List[Dict[str, 
     fig, axes = plt.subplots(3, 4, figsize=(16, 11))
     for j, f in enumerate(factors):
         ps = [(by_id.get(p["base_id"]), by_id.get(p["variant_id"])) for p in pairs if p["factor"] == f]
-        ps = [(b, v) for b, v in ps if b and v and _ok(b["mean_jacobian"]) and _ok(v["mean_jacobian"])]
+        ps = [(b, v) for b, v in ps if b and v and finite(b["mean_jacobian"]) and finite(v["mean_jacobian"])]
         fits = [b["train_accuracy"] >= fit_threshold and v["train_accuracy"] >= fit_threshold for b, v in ps]
         for i, (key, label, log) in enumerate(metrics):
             ax = axes[i, j]
@@ -105,7 +94,7 @@ def make_figures(out: Path, models: List[Dict[str, Any]], pairs: List[Dict[str, 
                 if len(xs):
                     ax.legend(fontsize=7)
     fig.tight_layout()
-    names.append(_save(fig, out / "c3_pairs.png"))
+    names.append(save_png(fig, out / "c3_pairs.png"))
 
     # C4 ---------------------------------------------------------------------------------
     per_model = defaultdict(list)
@@ -132,17 +121,17 @@ def make_figures(out: Path, models: List[Dict[str, Any]], pairs: List[Dict[str, 
         a2.hist(list(rhos.values()), bins=20, color="C0")
         a2.axvline(0, c="k", lw=0.8)
     a2.set(xlabel="Spearman ρ(‖J‖, loss) per model", ylabel="models", title="C4 · across models")
-    names.append(_save(fig, out / "c4_pointwise.png"))
+    names.append(save_png(fig, out / "c4_pointwise.png"))
 
     # C5 ---------------------------------------------------------------------------------
     fig, ax = plt.subplots(figsize=(6, 4))
-    tl = [m for m in good if not m["random_labels"] and _ok(m["transitions"])]
+    tl = [m for m in good if not m["random_labels"] and finite(m["transitions"])]
     for depth in sorted({m["depth"] for m in tl}):
         g = [m for m in tl if m["depth"] == depth]
         ax.scatter([m["n_neurons"] for m in g], [m["transitions"] for m in g], s=16, label=f"depth {depth}")
     ax.set(xscale="log", xlabel="hidden units", ylabel="transitions per ellipse", title="C5 · transitions vs neurons")
     ax.legend(fontsize=8)
-    names.append(_save(fig, out / "c5_transitions_vs_neurons.png"))
+    names.append(save_png(fig, out / "c5_transitions_vs_neurons.png"))
 
     # C6 ---------------------------------------------------------------------------------
     fig, (a1, a2) = plt.subplots(1, 2, figsize=(11, 4))
@@ -151,5 +140,5 @@ def make_figures(out: Path, models: List[Dict[str, Any]], pairs: List[Dict[str, 
     a1.set(xscale="log", xlabel="parameters", ylabel="generalization gap", title="C6 · gap vs size (fitted models)")
     a2.scatter([max(m["train_loss"], 1e-12) for m in fm], [m["gap"] for m in fm], s=16, c="C1")
     a2.set(xscale="log", xlabel="training loss", ylabel="generalization gap", title="C6 · gap vs training loss")
-    names.append(_save(fig, out / "c6_gap_vs_size_and_loss.png"))
+    names.append(save_png(fig, out / "c6_gap_vs_size_and_loss.png"))
     return names

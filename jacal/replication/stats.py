@@ -11,19 +11,13 @@ from typing import Dict, Optional, Sequence
 import numpy as np
 from scipy import stats
 
+from jacal._stats import finite_rows, wilcoxon_p
+
 __all__ = ["pointwise_sensitivity", "correlation", "paired_comparison", "one_sample_greater", "verdict", "ALPHA", "MIN_N", "MIN_PAIRS"]
 
 ALPHA = 0.01      # significance level of every pre-declared rule
 MIN_N = 10        # fewer models than this → inconclusive
 MIN_PAIRS = 8     # a one-sided sign test cannot reach p < 0.01 with fewer than 7 pairs
-
-
-def _clean(*arrays):
-    arrs = [np.asarray(a, dtype=float) for a in arrays]
-    ok = np.ones(len(arrs[0]), dtype=bool)
-    for a in arrs:
-        ok &= np.isfinite(a)
-    return [a[ok] for a in arrs]
 
 
 def pointwise_sensitivity(norms: Sequence[float], loss: Sequence[float], wrong: Sequence[bool]) -> Dict[str, float]:
@@ -49,7 +43,7 @@ def correlation(x: Sequence[float], y: Sequence[float], *, n_boot: int = 1000, s
 
     Non-finite pairs are dropped. Returns NaNs when fewer than 3 pairs remain or a side is constant.
     """
-    x, y = _clean(x, y)
+    x, y = finite_rows(x, y)
     n = len(x)
     out = {"n": n, "rho": math.nan, "ci_low": math.nan, "ci_high": math.nan, "p": math.nan, "tau": math.nan, "tau_p": math.nan}
     if n < 3 or np.ptp(x) == 0 or np.ptp(y) == 0:
@@ -80,7 +74,7 @@ def paired_comparison(base: Sequence[float], variant: Sequence[float], *, predic
         n, fraction on the predicted side, one-sided sign-test p (binomial, ties dropped),
         one-sided Wilcoxon signed-rank p, and the median log10-ratio (or difference).
     """
-    b, v = _clean(base, variant)
+    b, v = finite_rows(base, variant)
     if log:
         keep = (b > 0) & (v > 0)
         b, v = b[keep], v[keep]
@@ -99,21 +93,18 @@ def paired_comparison(base: Sequence[float], variant: Sequence[float], *, predic
     out["median_log10_ratio" if log else "median_difference"] = float(np.median(d))
     if len(nz):
         out["sign_p"] = float(stats.binomtest(wins, len(nz), 0.5, alternative="greater").pvalue)
-        if len(nz) >= 2:
-            out["wilcoxon_p"] = float(stats.wilcoxon(sign * nz, alternative="greater").pvalue)
+        out["wilcoxon_p"] = wilcoxon_p(sign * d, alternative="greater")
     return out
 
 
 def one_sample_greater(values: Sequence[float], threshold: float = 0.0) -> Dict[str, float]:
     """Median, fraction above ``threshold`` and one-sided Wilcoxon p that values exceed it."""
-    (v,) = _clean(values)
+    (v,) = finite_rows(values)
     out = {"n": len(v), "median": math.nan, "fraction_above": math.nan, "p": math.nan}
     if len(v) == 0:
         return out
     out.update(median=float(np.median(v)), fraction_above=float(np.mean(v > threshold)))
-    d = v - threshold
-    if np.count_nonzero(d) >= 2:
-        out["p"] = float(stats.wilcoxon(d[d != 0], alternative="greater").pvalue)
+    out["p"] = wilcoxon_p(v - threshold, alternative="greater")
     return out
 
 

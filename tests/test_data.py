@@ -5,8 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-import jacal
-from jacal import JacalError, load_checkpoint, load_dataset, mlp, save_checkpoint, train
+from jacal import JacalError, load_dataset
 
 
 def _write_idx(path, arr):
@@ -104,52 +103,3 @@ def test_real_mnist_when_present(mnist_root):
     d = load_dataset("mnist", root=mnist_root, n_train=1000, n_test=500)
     assert d.x_train.shape == (1000, 1, 28, 28) and d.n_classes == 10
     assert set(d.y_train.tolist()) == set(range(10))
-
-
-def test_mlp_init_and_validation():
-    m = mlp(64, 10, width=500, depth=2, weight_variance=2.0, seed=0)
-    w = m[1].weight.detach()
-    assert abs(float(w.var()) - 2.0 / 64) < 0.1 * 2.0 / 64
-    assert torch.equal(mlp(64, 10, width=8, depth=1, seed=5)[1].weight, mlp(64, 10, width=8, depth=1, seed=5)[1].weight)
-    assert m.n_neurons == 1000
-    with pytest.raises(ValueError, match="activation"):
-        mlp(4, 2, activation="swish")
-    with pytest.raises(ValueError, match="depth"):
-        mlp(4, 2, depth=-1)
-
-
-def test_train_is_seeded_and_fits_digits():
-    d = load_dataset("digits")
-    r1 = train(mlp(64, 10, width=64, depth=1, seed=0), d, epochs=20, batch_size=32, lr=3e-3, seed=0)
-    r2 = train(mlp(64, 10, width=64, depth=1, seed=0), d, epochs=20, batch_size=32, lr=3e-3, seed=0)
-    assert r1.train_accuracy > 0.98 and r1.test_accuracy > 0.9
-    assert (r1.train_accuracy, r1.test_loss) == (r2.train_accuracy, r2.test_loss)
-    assert r1.gap == pytest.approx(r1.train_accuracy - r1.test_accuracy)
-    full = train(mlp(64, 10, width=16, depth=1, seed=0), d, batch_size=None, steps=5, optimizer="sgd", lr=0.1)
-    assert full.steps == 5 and full.epochs == 5
-    with pytest.raises(ValueError, match="optimizer"):
-        train(mlp(64, 10, width=4, depth=1), d, optimizer="lbfgs")
-    with pytest.raises(ValueError, match="lr"):
-        train(mlp(64, 10, width=4, depth=1), d, lr=float("nan"))
-
-
-def test_checkpoint_round_trip_and_corruption(tmp_path):
-    m = mlp(64, 10, width=8, depth=2, activation="tanh", seed=1).eval()
-    path = save_checkpoint(tmp_path / "m.pt", m, metadata={"dataset": "digits"})
-    ck = load_checkpoint(path)
-    x = torch.rand(5, 64)
-    torch.testing.assert_close(ck.model(x), m(x))
-    assert ck.metadata["dataset"] == "digits" and ck.kind == "mlp" and not ck.model.training
-    cnn = jacal.cnn((1, 8, 8), 10, seed=0).eval()
-    torch.testing.assert_close(load_checkpoint(save_checkpoint(tmp_path / "c.pt", cnn)).model(x.reshape(5, 1, 8, 8)),
-                               cnn(x.reshape(5, 1, 8, 8)))
-    truncated = tmp_path / "t.pt"
-    truncated.write_bytes(path.read_bytes()[:100])
-    with pytest.raises(JacalError, match="not a readable checkpoint"):
-        load_checkpoint(truncated)
-    torch.save({"x": 1}, tmp_path / "other.pt")
-    with pytest.raises(JacalError, match="not a jacal checkpoint"):
-        load_checkpoint(tmp_path / "other.pt")
-    with pytest.raises(TypeError, match="jacal.models"):
-        save_checkpoint(tmp_path / "n.pt", torch.nn.Linear(2, 2))
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["c.pt", "m.pt", "other.pt", "t.pt"]  # no temp files left

@@ -1,0 +1,29 @@
+"""Simulated active learning: labeling rounds that compare acquisition strategies honestly.
+
+One module per concern, like :mod:`jacal.replication`: :mod:`~jacal.loop.config` (the experiment,
+its presets and checks), :mod:`~jacal.loop.runner` (the rounds and the training recipe),
+:mod:`~jacal.loop.store` (``loop.sqlite``), :mod:`~jacal.loop.summary` (AULC, CIs, paired tests),
+:mod:`~jacal.loop.figures` (``curves.png``) and :mod:`~jacal.loop.report` (``report.md`` and the
+other outputs).
+"""
+from jacal.loop.config import LOOP_PRESETS, LoopConfig
+from jacal.loop.runner import LoopCallbacks, pointwise_check, run_loop  # noqa: F401
+from jacal.loop.summary import summarize
+
+# the names of the single-module jacal.loop that the benchmarks and tests import
+from jacal.loop.config import seed_splits as _splits  # noqa: E402,F401
+from jacal.loop.runner import build_model as _build_model  # noqa: E402,F401
+from jacal.loop.runner import train_early_stopping as _train_early_stopping  # noqa: E402,F401
+from jacal.loop.store import SCHEMA as _SCHEMA  # noqa: E402,F401
+from jacal.loop.summary import aulc as _aulc  # noqa: E402,F401
+from jacal.loop.summary import paired_seeds as _paired  # noqa: E402,F401
+
+__all__ = ["LoopConfig", "LOOP_PRESETS", "run_loop", "LoopCallbacks", "summarize"]
+
+
+def __getattr__(name: str):
+    if name == "write_outputs":  # the outputs (and matplotlib) load on first use, not with jacal.loop
+        from jacal.loop.report import write_outputs
+
+        return write_outputs
+    raise AttributeError(f"module 'jacal.loop' has no attribute {name!r}")

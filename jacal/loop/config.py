@@ -1,0 +1,97 @@
+"""What a simulated active-learning experiment is: :class:`LoopConfig`, the presets, and the checks
+and the seeded splits that hold before anything runs.
+
+Per seed, the training set is cut once (seeded by the seed alone, so every strategy at a seed and
+every later run that adds strategies or seeds see the same cut): ``val_size`` items for early
+stopping (never labeled, never in the pool), the pool (the rest, or its first ``pool_size``), and
+the first ``initial`` pool items as the starting labeled set.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Dict, Optional, Tuple
+
+import numpy as np
+
+from jacal._validation import check_choice, check_positive_int
+from jacal.acquisition.strategies import get_strategy
+from jacal.data import Splits
+
+__all__ = ["LoopConfig", "LOOP_PRESETS", "validate", "seed_splits", "OPTIMIZER", "LR", "BATCH_SIZE"]
+
+# the training recipe of every round (see jacal.loop.runner): jacal.train's optimizer, learning rate, batch size
+OPTIMIZER = "adam"
+LR = 1e-3
+BATCH_SIZE = 32
+
+
+@dataclass(frozen=True)
+class LoopConfig:
+    """A simulated active-learning experiment (see :mod:`jacal.loop.runner` for the protocol)."""
+
+    dataset: str = "digits"
+    strategies: Tuple[str, ...] = ("jacobian", "jacobian-kmeans", "jacobian-topk", "margin", "entropy",
+                                   "least-confidence", "bald", "coreset", "badge", "random")
+    initial: int = 20
+    k: int = 10
+    rounds: int = 8
+    seeds: int = 3
+    model: str = "mlp"
+    width: int = 128
+    depth: int = 2
+    dropout: float = 0.25
+    max_epochs: int = 100
+    patience: int = 10
+    val_size: int = 200
+    n_test: Optional[int] = None
+    pool_size: Optional[int] = None
+    warm_start: bool = False
+    thresholds: Tuple[float, ...] = (0.8, 0.9, 0.95)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+LOOP_PRESETS: Dict[str, LoopConfig] = {
+    "smoke": LoopConfig(seeds=5),
+    # Gal et al. 2017 / BatchBALD: MNIST, 20 initial labels, +10 per round (to 320 here), a pool of
+    # 20,000 training images so a run fits a 2-core CPU
+    "mnist-gal": LoopConfig(dataset="mnist", initial=20, k=10, rounds=30, seeds=5, val_size=1000, n_test=10000,
+                            max_epochs=200, patience=20, width=256, depth=2, dropout=0.5, pool_size=20000),
+    # a larger-batch protocol: +100 per round
+    "mnist-batch100": LoopConfig(dataset="mnist", initial=100, k=100, rounds=10, seeds=5, val_size=1000,
+                                 n_test=10000, max_epochs=200, patience=20, width=256, depth=2, dropout=0.5,
+                                 pool_size=20000),
+}
+
+
+def validate(cfg: LoopConfig) -> None:
+    """Raise ``ValueError`` (one line, naming the option) for a config that cannot run."""
+    for name in ("initial", "k", "seeds", "max_epochs", "patience", "val_size"):
+        check_positive_int(name, getattr(cfg, name))
+    if isinstance(cfg.rounds, bool) or not isinstance(cfg.rounds, int) or cfg.rounds < 0:
+        raise ValueError(f"Expected `rounds` to be a non-negative int, got {cfg.rounds!r}.")
+    if cfg.pool_size is not None:
+        check_positive_int("pool_size", cfg.pool_size)
+    if not cfg.strategies:
+        raise ValueError("Expected at least one strategy.")
+    for s in cfg.strategies:
+        get_strategy(s)  # a one-line error for unknown or retired names
+    check_choice("model", cfg.model, ("mlp", "cnn"))
+    if "bald" in cfg.strategies and cfg.model == "mlp" and cfg.dropout <= 0:
+        raise ValueError("strategy 'bald' needs dropout: set dropout > 0.")
+
+
+def seed_splits(data: Splits, cfg: LoopConfig, seed: int) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(validation indices, pool indices, initial labeled indices) into the training set, for a seed."""
+    rng = np.random.default_rng([seed, 7])
+    order = rng.permutation(len(data.x_train))
+    if cfg.val_size + cfg.initial + cfg.k * cfg.rounds > len(order):
+        raise ValueError(f"the training set ({len(order)}) is too small for val_size + initial + k·rounds "
+                         f"({cfg.val_size} + {cfg.initial} + {cfg.k}·{cfg.rounds}).")
+    val = np.sort(order[:cfg.val_size])
+    pool = order[cfg.val_size:]
+    if cfg.pool_size is not None:
+        pool = pool[:cfg.pool_size]
+    initial = np.sort(pool[:cfg.initial])
+    return val, np.sort(pool), initial

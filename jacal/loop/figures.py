@@ -1,0 +1,67 @@
+"""``curves.png``: the learning curves, and each strategy's accuracy minus random's at the same seed."""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Dict, Sequence, Tuple
+
+import numpy as np
+
+from jacal._plotting import pyplot, save_png
+from jacal._stats import mean_ci
+from jacal.loop.config import LoopConfig
+
+__all__ = ["plot_curves", "curve_bands"]
+
+Band = Tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]  # labeled examples, mean, low, high: (R,) each
+
+
+def curve_bands(rows: Sequence[tuple]) -> Dict[str, Dict[str, Band]]:
+    """What ``curves.png`` draws, per panel and strategy: ``(n_labeled, mean, low, high)`` over seeds.
+
+    ``"accuracy"``: test accuracy, mean and 95% t interval clipped to [0, 1]. ``"vs_random"``: the
+    strategy's accuracy minus random's at the same seed and round (paired), mean and 95% t interval
+    clipped to [-1, 1]; random itself is left out. With one seed the band is the mean.
+    """
+    acc = {(r[0], r[1], r[3]): r[4] for r in rows}
+    panels: Dict[str, Dict[str, Band]] = {"accuracy": {}, "vs_random": {}}
+    for strategy in sorted({r[0] for r in rows}):
+        rs = [r for r in rows if r[0] == strategy]
+        ns = sorted({r[3] for r in rs})
+        for panel, value, bound in (("accuracy", lambda r: r[4], (0, 1)),
+                                    ("vs_random", lambda r: r[4] - acc.get(("random", r[1], r[3]), math.nan), (-1, 1))):
+            if panel == "vs_random" and strategy == "random":
+                continue
+            cis = [mean_ci([value(r) for r in rs if r[3] == n]) for n in ns]
+            mean = np.array([c["mean"] for c in cis])
+            lo = np.array([c["ci_low"] if math.isfinite(c["ci_low"]) else c["mean"] for c in cis])
+            hi = np.array([c["ci_high"] if math.isfinite(c["ci_high"]) else c["mean"] for c in cis])
+            panels[panel][strategy] = (np.array(ns), mean, np.clip(lo, *bound), np.clip(hi, *bound))
+    return panels
+
+
+def plot_curves(out: Path, rows: Sequence[tuple], cfg: LoopConfig) -> str:
+    """Two panels (:func:`curve_bands`): mean test accuracy per strategy with its band, and each
+    strategy's paired difference from random; the Jacobian strategies (names starting with
+    ``jacobian``) drawn solid and thick, the baselines dashed. Returns the file name."""
+    plt = pyplot()
+    bands = curve_bands(rows)
+    names = sorted(bands["accuracy"], key=lambda s: (not s.startswith("jacobian"), s))
+    fig, (ax, dx) = plt.subplots(1, 2, figsize=(13, 5))
+    for i, strategy in enumerate(names):
+        jac = strategy.startswith("jacobian")
+        style = dict(ls="-" if jac else "--", color=f"C{i % 10}", lw=2.2 if jac else 1.2, label=strategy)
+        for panel, axis in (("accuracy", ax), ("vs_random", dx)):
+            if strategy in bands[panel]:
+                ns, mean, lo, hi = bands[panel][strategy]
+                axis.plot(ns, mean, **style)
+                axis.fill_between(ns, lo, hi, color=style["color"], alpha=0.10 if jac else 0.05)
+    ax.set(xlabel="labeled examples", ylabel="test accuracy")
+    ax.set_title(f"{cfg.dataset}, {cfg.model}, {cfg.initial} labels +{cfg.k} per round: mean over {cfg.seeds} seed(s), "
+                 "95% CI", fontsize=10)
+    dx.axhline(0, color="0.3", lw=0.8)
+    dx.set(xlabel="labeled examples", ylabel="accuracy − random's (same seed)",
+           title="paired difference from random, mean ± 95% CI")
+    ax.legend(fontsize=8, loc="lower right")
+    fig.tight_layout()
+    return save_png(fig, Path(out) / "curves.png")

@@ -1,0 +1,92 @@
+"""Learning curves into numbers: area under the curve, labels to reach an accuracy, paired comparisons.
+
+* **AULC**: the area under one (strategy, seed) curve of test accuracy against labeled examples
+  (trapezoids), divided by the label range: a mean accuracy over the run, in [0, 1].
+* Per strategy: mean and 95% t interval over seeds of the AULC, the final accuracy and the
+  acquisition time; the median over seeds of the labels needed to reach each threshold (``None``
+  when a seed never reaches it).
+* **Paired comparisons** against random and against the best baseline (the non-Jacobian,
+  non-random strategy with the highest mean AULC): per-seed AULC differences over the seeds both
+  ran (the same split, pool and first labeled set at a seed), their mean with a 95% t interval, a
+  paired t-test and a Wilcoxon signed-rank test. Verdict: ``win``/``loss`` when the t-test gives
+  p < 0.05, else ``tie`` (``inconclusive (one seed)`` with a single seed).
+"""
+from __future__ import annotations
+
+import math
+from typing import Any, Dict, List, Sequence
+
+import numpy as np
+from scipy import stats
+
+from jacal._stats import mean_ci, t_half_width, wilcoxon_p
+from jacal.loop.config import LoopConfig
+
+__all__ = ["summarize", "aulc", "paired_seeds", "P_WIN"]
+
+P_WIN = 0.05  # a paired t-test below this is a win or a loss
+
+
+def aulc(n: np.ndarray, acc: np.ndarray) -> float:
+    """Area under the accuracy-vs-labels curve ``acc (R,)`` at ``n (R,)`` labels, divided by the label
+    range (a mean accuracy); the single accuracy for one round, NaN for none."""
+    if len(n) < 2:
+        return float(acc[0]) if len(acc) else math.nan
+    return float(np.trapezoid(acc, n) / (n[-1] - n[0])) if hasattr(np, "trapezoid") else float(np.trapz(acc, n) / (n[-1] - n[0]))
+
+
+def paired_seeds(a: Dict[int, float], b: Dict[int, float]) -> Dict[str, Any]:
+    """Paired comparison of per-seed values ``a`` and ``b`` (seed → value) over their common seeds."""
+    seeds = sorted(set(a) & set(b))
+    d = np.array([a[s] - b[s] for s in seeds])
+    out = {"n_seeds": len(seeds), "mean_difference": float(d.mean()) if len(d) else math.nan, "p_ttest": math.nan,
+           "p_wilcoxon": math.nan, "ci95_half_width": math.nan}
+    if len(d) >= 2:  # t interval of the mean paired difference
+        out["ci95_half_width"] = t_half_width(d)
+    if len(d) >= 2 and np.ptp(d) > 0:
+        out["p_ttest"] = float(stats.ttest_rel([a[s] for s in seeds], [b[s] for s in seeds]).pvalue)
+    out["p_wilcoxon"] = wilcoxon_p(d)
+    p = out["p_ttest"]
+    if not math.isfinite(p) or p >= P_WIN:
+        out["verdict"] = "tie" if len(d) >= 2 else "inconclusive (one seed)"
+    else:
+        out["verdict"] = "win" if out["mean_difference"] > 0 else "loss"
+    return out
+
+
+def summarize(rows: Sequence[tuple], cfg: LoopConfig) -> Dict[str, Any]:
+    """Per-strategy AULC, final accuracy, labels to thresholds, acquisition time, paired comparisons.
+
+    ``rows``: rounds as :data:`jacal.loop.store.ROUND_COLUMNS` tuples.
+    """
+    by: Dict[str, Dict[int, List[tuple]]] = {}
+    for r in rows:
+        by.setdefault(r[0], {}).setdefault(r[1], []).append(r)
+    per: Dict[str, Any] = {}
+    areas: Dict[str, Dict[int, float]] = {}
+    for strategy, seeds in by.items():
+        areas[strategy] = {}
+        finals, times, reach = [], [], {t: [] for t in cfg.thresholds}
+        for seed, rs in seeds.items():
+            rs = sorted(rs, key=lambda r: r[2])
+            n = np.array([r[3] for r in rs], float)
+            acc = np.array([r[4] for r in rs], float)
+            areas[strategy][seed] = aulc(n, acc)
+            finals.append(acc[-1])
+            times += [r[6] for r in rs if r[6] is not None and math.isfinite(r[6])]
+            for t in cfg.thresholds:
+                hit = np.flatnonzero(acc >= t)
+                reach[t].append(float(n[hit[0]]) if len(hit) else math.nan)
+        per[strategy] = {"aulc": mean_ci(list(areas[strategy].values())), "final_accuracy": mean_ci(finals),
+                         "labels_to_reach": {str(t): (float(np.median(v)) if np.isfinite(v).all() else None)
+                                             for t, v in reach.items()},
+                         "acquisition_time_s": mean_ci(times), "rounds_per_seed": max(len(v) for v in seeds.values())}
+    baselines = [s for s in per if not s.startswith("jacobian") and s != "random"]
+    best = max(baselines, key=lambda s: per[s]["aulc"]["mean"]) if baselines else None
+    for s in per:
+        if s != "random" and "random" in areas:
+            per[s]["vs_random"] = paired_seeds(areas[s], areas["random"])
+        if best is not None and s != best:
+            per[s]["vs_best_baseline"] = {"baseline": best, **paired_seeds(areas[s], areas[best])}
+    ranking = sorted(per, key=lambda s: -per[s]["aulc"]["mean"])
+    return {"strategies": per, "ranking": ranking, "best_baseline": best}
