@@ -7,6 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 
+from jacal._stats import fmt
 from jacal.loop import LOOP_PRESETS, LoopCallbacks, run_loop
 from ._common import LazyProgress, emit_json
 from ._options import (AddressOpt, Arch, BackendName, BackendOpt, DataRootOpt, DatasetName, DeviceOpt, DownloadOpt,
@@ -95,6 +96,6 @@ def loop(
     Console().print(table)
     c4 = summary["pointwise_check_c4"]
     if c4:
-        typer.echo(f"C4 check (first model): ρ(‖J‖, loss) = {c4['spearman_rho_jacobian_loss']:.3f}, "
-                   f"error AUROC of ‖J‖ = {c4['error_auroc_jacobian']}")
+        typer.echo(f"C4 check (first model): ρ(‖J‖, loss) = {fmt(c4['spearman_rho_jacobian_loss'])}, "
+                   f"error AUROC of ‖J‖ = {fmt(c4['error_auroc_jacobian'])}")
     typer.echo(f"report: {out / 'report.md'}, {out / 'curves.png'}, {out / 'curves.csv'}, {out / 'summary.json'}")

@@ -9,8 +9,9 @@ Sensitivity core (``jacal.sensitivity``)
 Data, models, training
     :func:`load_dataset` → :class:`Splits`, :func:`register_dataset`, :data:`DATASETS` (``jacal.data``;
     digits offline, MNIST, Fashion-MNIST, CIFAR-10 through torchvision), :func:`mlp` / :class:`MLP`,
-    :func:`cnn` / :class:`SmallCNN` (``jacal.models``), :func:`train` → :class:`TrainResult`,
-    :func:`evaluate` (``jacal.training``), :func:`save_checkpoint`, :func:`load_checkpoint` → :class:`Checkpoint`,
+    :func:`cnn` / :class:`SmallCNN` (``jacal.models``), :func:`train` → :class:`TrainResult` (early
+    stopping with ``val=``, ``patience=``), :func:`evaluate` (``jacal.training``), :func:`save_checkpoint`,
+    :func:`load_checkpoint` → :class:`Checkpoint`,
     :func:`load_model_file` (``jacal.checkpoint``: jacal checkpoints, TorchScript, ``torch.export``),
     populations of MLPs trained at once (``jacal.population``), augmentations (``jacal.augment``).
 Acquisition (``jacal.acquisition``)

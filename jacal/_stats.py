@@ -13,7 +13,7 @@ from typing import Any, Dict, List, Sequence
 import numpy as np
 from scipy import stats
 
-__all__ = ["finite", "finite_rows", "t_half_width", "mean_ci", "wilcoxon_p"]
+__all__ = ["finite", "finite_rows", "t_half_width", "mean_ci", "wilcoxon_p", "fmt"]
 
 
 def finite(v: Any) -> bool:
@@ -68,3 +68,16 @@ def wilcoxon_p(d: np.ndarray, alternative: str = "two-sided") -> float:
     if np.count_nonzero(d) < 2:
         return math.nan
     return float(stats.wilcoxon(d[d != 0], alternative=alternative).pvalue)
+
+
+def fmt(v: Any, digits: int = 3) -> str:
+    """A statistic as reports print it: floats to ``digits`` significant digits, "–" when undefined.
+
+    >>> fmt(0.05253678691660495), fmt(0.7680738461538462, 2), fmt(float("nan")), fmt(None), fmt(12)
+    ('0.0525', '0.77', '–', '–', '12')
+    """
+    if v is None or (isinstance(v, float) and not math.isfinite(v)):
+        return "–"
+    if isinstance(v, float):
+        return f"{v:.{digits}g}"
+    return str(v)

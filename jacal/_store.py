@@ -215,3 +215,19 @@ def remove_stale_temporaries(out) -> int:
                 tmp.unlink()
                 n += 1
     return n
+
+
+@contextlib.contextmanager
+def resumable_store(out, command: str, filename: str, schema: str, resume: bool) -> Iterator[Tuple[Path, bool]]:
+    """A run folder's result store, held for one run: ``(path, stamp)`` with ``stamp`` as
+    :func:`check_store` returns it (True for a new store).
+
+    The folder is locked (:func:`run_lock`); a damaged or foreign store is refused untouched, and an
+    existing one without ``resume``, both before any work.
+    """
+    db = Path(out) / filename
+    with run_lock(out, command):
+        stamp = check_store(db, command, schema) if db.exists() else True
+        if db.exists() and not resume:
+            raise JacalError(f"{db} exists; pass --resume to continue that run, or choose another --out")
+        yield db, stamp

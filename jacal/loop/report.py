@@ -11,7 +11,7 @@ from jacal.loop.config import BATCH_SIZE, LR, OPTIMIZER, LoopConfig
 from jacal.loop.figures import plot_curves
 from jacal.loop.store import ROUND_COLUMNS
 from jacal.loop.summary import P_WIN, summarize
-from jacal.replication.report import _fmt  # the replication report's number format: 3 significant digits
+from jacal._stats import fmt as _fmt  # the replication report's number format: 3 significant digits
 
 __all__ = ["write_outputs", "write_report", "protocol"]
 

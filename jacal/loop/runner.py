@@ -31,8 +31,7 @@ import torch.nn.functional as F
 
 from jacal._io import ensure_out_dir
 from jacal._model_utils import resolve_device
-from jacal._store import check_store, run_lock, store_errors
-from jacal._validation import JacalError
+from jacal._store import resumable_store, store_errors
 from jacal.acquisition import STRATEGIES, acquire
 from jacal.data import Splits, load_dataset
 from jacal.loop.config import BATCH_SIZE, LR, OPTIMIZER, LoopConfig, seed_splits, validate
@@ -155,12 +154,8 @@ def run_loop(out: Path, cfg: LoopConfig, *, device: str = "auto", data_root: Opt
     data = load_dataset(cfg.dataset, root=data_root, download=download, n_test=cfg.n_test, seed=0)
     seed_splits(data, cfg, 0)  # the sizes fit, before anything is written
     ensure_out_dir(out)
-    db = out / "loop.sqlite"
-    with run_lock(out, "loop"):  # one run per folder; released on any exit, SIGKILL included
-        # a damaged or foreign store is refused untouched, before any work
-        stamp = check_store(db, "loop", SCHEMA) if db.exists() else True
-        if db.exists() and not resume:
-            raise JacalError(f"{db} exists; pass --resume to continue that run, or choose another --out")
+    # one run per folder (released on any exit, SIGKILL included); a damaged or foreign store is refused
+    with resumable_store(out, "loop", "loop.sqlite", SCHEMA, resume) as (db, stamp):
         with store_errors(db):
             rows, check_value = _run_all(db, stamp, cfg, data, dev, cb, backend, address)
         return write_outputs(out, cfg, rows, check_value)

@@ -6,6 +6,7 @@ import math
 from pathlib import Path
 from typing import Any, Dict
 
+from jacal._stats import fmt as _fmt
 from jacal._io import atomic_open
 from jacal.replication import config as cfg
 from jacal.replication.analysis import RULES, analyse
@@ -13,14 +14,6 @@ from jacal.replication.figures import make_figures
 from jacal.replication.store import ResultStore
 
 __all__ = ["write_report", "build_report", "statistic_text"]
-
-
-def _fmt(v, digits=3) -> str:
-    if v is None or (isinstance(v, float) and not math.isfinite(v)):
-        return "–"
-    if isinstance(v, float):
-        return f"{v:.{digits}g}"
-    return str(v)
 
 
 def _json_safe(obj):

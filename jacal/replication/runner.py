@@ -13,7 +13,7 @@ import torch.nn.functional as F
 
 from jacal._io import ensure_out_dir
 from jacal._model_utils import resolve_device
-from jacal._store import check_store, run_lock, store_errors
+from jacal._store import resumable_store, store_errors
 from jacal._validation import JacalError, check_choice
 from jacal.data import DATASETS, Splits, load_dataset
 from jacal.population import (PopulationMLP, population_jacobian_norm, population_transitions, train_population)
@@ -190,13 +190,9 @@ def run_replication(out: Path, *, preset: str = "smoke", datasets: Optional[Sequ
     p = resolve_preset(preset, overrides, datasets)
     dev = resolve_device(device)
     ensure_out_dir(out)
-    db = out / "results.sqlite"
     signature = sweep_signature(p, p.datasets, seed)
-    with run_lock(out, "replicate"):  # one run per folder; released on any exit, SIGKILL included
-        # a damaged or foreign store is refused untouched, before any work
-        stamp = check_store(db, "replicate", SCHEMA) if db.exists() else True
-        if db.exists() and not resume:
-            raise JacalError(f"{db} exists; pass --resume to continue that run, or choose another --out")
+    # one run per folder (released on any exit, SIGKILL included); a damaged or foreign store is refused
+    with resumable_store(out, "replicate", "results.sqlite", SCHEMA, resume) as (db, stamp):
         # load every dataset before training anything, so a missing one fails fast
         contexts = OrderedDict()
         for name in p.datasets:
