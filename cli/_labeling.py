@@ -100,7 +100,8 @@ def confidence(
                                                             "jacobian_residual need them).",
                                                             exists=True, dir_okay=False)] = None,
     estimator: Annotated[Optional[Path], typer.Option(help="A fitted estimator written by --save-estimator: its method and "
-                                                           "state, checked against --model's weights.")] = None,
+                                                           "state, checked against --model's weights.",
+                                                      exists=True, dir_okay=False)] = None,
     save_estimator: Annotated[Optional[Path], typer.Option(help="Write the fitted estimator here (e.g. beside the model) "
                                                                 "to score later batches with --estimator.")] = None,
     review_below: Annotated[Optional[float], typer.Option(help="Flag items whose confidence is below this for human review.")] = None,

@@ -8,9 +8,9 @@ import pytest
 import torch
 from sklearn.covariance import LedoitWolf
 from sklearn.metrics import roc_auc_score
-from typer.testing import CliRunner
 
 import jacal
+from _cli import run as _run
 from _helpers import one_line_error
 from _reference import reference_jacobian
 from jacal.confidence import (FITTED, METHODS, NEEDS_LABELS, PROBABILISTIC, ConfidenceEstimator, aurc,
@@ -338,19 +338,6 @@ def test_bad_input_is_a_one_line_value_error(trained):
 # ---------------------------------------------------------------------------------------------
 # the command line: every method × {csv, jsonl}, with --json
 
-runner = CliRunner()
-
-
-def _run(*args):
-    return runner.invoke(app_(), [str(a) for a in args])
-
-
-def app_():
-    from jacal.cli.app import app
-
-    return app
-
-
 @pytest.fixture(scope="module")
 def cli_files(trained, tmp_path_factory):
     m, d = trained
@@ -415,7 +402,7 @@ def test_cli_one_line_errors(cli_files, tmp_path, trained):
     one_line_error(_run(*base, "--method", "mahalanobis"), "needs --fit-data and --fit-labels")
     one_line_error(_run(*base, "--method", "knn"), "needs --fit-data")
     one_line_error(_run(*base, "--method", "temperature", "--fit-data", root / "xh.npy"), "--fit-labels")
-    one_line_error(_run(*base, "--estimator", tmp_path / "none.pt"), "estimator file not found")
+    one_line_error(_run(*base, "--estimator", tmp_path / "none.pt"), "Invalid value for '--estimator'")
     (tmp_path / "bad.pt").write_bytes(b"\x00garbage" * 40)
     one_line_error(_run(*base, "--estimator", tmp_path / "bad.pt"), "not a readable estimator file")
     one_line_error(_run(*base, "--estimator", root / "model.pt"), "not a jacal confidence estimator")

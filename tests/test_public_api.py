@@ -28,3 +28,14 @@ def test_unknown_attribute_is_an_attribute_error():
         assert "no_such_thing" in str(err)
     else:
         raise AssertionError("jacal.no_such_thing resolved")
+
+
+def test_moved_private_modules_answer_with_a_deprecation_warning():
+    import sys
+
+    import pytest
+
+    sys.modules.pop("jacal.acquisition._features", None)
+    with pytest.warns(DeprecationWarning, match="moved to jacal.features"):
+        old = importlib.import_module("jacal.acquisition._features")
+    assert old.extract_features is jacal.features.extract_features
