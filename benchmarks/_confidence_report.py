@@ -41,7 +41,7 @@ def write_table(summary: Dict[str, Any], out: Path) -> str:
     lines = ["# Confidence under shift", "",
              "Mean ± 95% CI half-width over seeds. AURC and E-AURC: lower is better; AUROC: higher is better. "
              "`corr.` = averaged over every corruption × severity; `near` = scikit-learn digits in MNIST's layout; "
-             "OOD = clean test vs far-OOD set; `time` = seconds on the timed images / `jacobian_norm`'s.", ""]
+             "OOD = clean test vs far-OOD set; `time` = seconds on the timed images / `jacobian_norm`'s (median over rounds).", ""]
     for arch, t in summary["table"].items():
         est = t["estimators"]
         far = sorted({k[len("ood_auroc_"):] for v in est.values() for k in v if k.startswith("ood_auroc_")})

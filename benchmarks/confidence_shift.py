@@ -18,7 +18,8 @@ Protocol (every choice here is jacal's; numbers in ``--help``):
   corruption × severity) of each Jacobian estimator against max_softmax, paired over (architecture,
   seed), one-sided paired t-test, Holm-adjusted over the Jacobian estimators; far-OOD AUROC (mean of
   the two far sets) of each Jacobian estimator against energy, paired, two-sided; the time of each
-  estimator on ``--timing-n`` clean images relative to ``jacobian_norm`` (seed 0, one run each).
+  estimator on ``--timing-n`` clean images relative to ``jacobian_norm`` (seed 0; the median over
+  ``--timing-repeats`` rounds of the ratio to that round's ``jacobian_norm`` time).
 
 Sizes: 5,000 training images and a few epochs keep the default run near 15 minutes on 2 CPU cores
 (measured with one thread: MLP about 45 s per seed, CNN about 3.3 min per seed of which 18 s training,
@@ -81,6 +82,9 @@ def parse(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     ap.add_argument("--severities", default=",".join(map(str, SEVERITIES)))
     ap.add_argument("--methods", default=",".join(METHODS))
     ap.add_argument("--timing-n", type=int, default=10000, help="clean images timed per estimator (0: no timing)")
+    ap.add_argument("--timing-repeats", type=int, default=3,
+                    help="timing rounds (jacobian_norm, then every estimator, per round): each ratio is the median "
+                         "over rounds of the estimator's time over that round's jacobian_norm time")
     ap.add_argument("--batch-size", type=int, default=256)
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: leave as is)")
     ap.add_argument("--out", type=Path, default=Path("runs/confidence_shift"))
@@ -90,7 +94,7 @@ def parse(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     if args.tiny:
         args.dataset, args.seeds, args.n_train, args.n_heldout = "digits", 2, 900, 300
         args.n_test, args.n_shift, args.n_ood, args.epochs_mlp, args.epochs_cnn = 450, 150, 150, 15, 12
-        args.severities, args.timing_n = "1,3", 200
+        args.severities, args.timing_n, args.timing_repeats = "1,3", 200, 1
     return args
 
 
@@ -167,27 +171,37 @@ def run_one(arch: str, seed: int, args: argparse.Namespace, sets: List[Dict[str,
         row["seconds"] = round(time.perf_counter() - t0, 2)
         out["sets"][s["name"]] = row
     if seed == 0 and args.timing_n > 0:
-        out["timing"] = timing(model, data["x_test"][:args.timing_n], states, methods, bs)
+        out["timing"] = timing(model, data["x_test"][:args.timing_n], states, methods, bs, args.timing_repeats)
     return out
 
 
 def timing(model: torch.nn.Module, x: torch.Tensor, states: Dict[str, dict], methods: Sequence[str],
-           batch_size: int) -> Dict[str, Any]:
-    """Seconds to score ``x`` with each estimator end to end (its own model pass) and with jacobian_norm."""
+           batch_size: int, repeats: int = 3) -> Dict[str, Any]:
+    """Seconds to score ``x`` with each estimator end to end (its own model pass), against ``jacobian_norm``.
+
+    ``repeats`` rounds, each timing ``jacobian_norm`` and then every estimator once; an estimator's
+    ratio is the median over rounds of its time over that round's ``jacobian_norm`` time (a single
+    sub-second timing on a shared machine is noise), its seconds the median of its times.
+    """
     def clock(fn) -> float:
         t0 = time.perf_counter()
         fn()
         return time.perf_counter() - t0
 
     jacal.jacobian_norm(model, x[:batch_size], batch_size=batch_size)  # warm-up: allocator, first-call costs
-    base = clock(lambda: jacal.jacobian_norm(model, x, batch_size=batch_size))
-    seconds = {}
+    estimators = {}
     for m in methods:
-        est = ConfidenceEstimator(m, batch_size=batch_size)
-        est.state_ = states[m]
-        seconds[m] = clock(lambda: est.predict_confidence(model, x))
-    return {"n": len(x), "jacobian_norm_s": base, "seconds": seconds,
-            "ratio_to_jacobian_norm": {m: s / base for m, s in seconds.items()}}
+        estimators[m] = ConfidenceEstimator(m, batch_size=batch_size)
+        estimators[m].state_ = states[m]
+    bases, seconds = [], {m: [] for m in methods}
+    for _ in range(max(1, repeats)):
+        bases.append(clock(lambda: jacal.jacobian_norm(model, x, batch_size=batch_size)))
+        for m, est in estimators.items():
+            seconds[m].append(clock(lambda: est.predict_confidence(model, x)))
+    return {"n": len(x), "repeats": len(bases), "jacobian_norm_s": float(np.median(bases)),
+            "seconds": {m: float(np.median(s)) for m, s in seconds.items()},
+            "ratio_to_jacobian_norm": {m: float(np.median(np.asarray(s) / np.asarray(bases)))
+                                       for m, s in seconds.items()}}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -301,7 +315,7 @@ def targets(runs: List[Dict[str, Any]], methods: Sequence[str]) -> Dict[str, Any
 
 def protocol(args: argparse.Namespace) -> Dict[str, Any]:
     keys = ("dataset", "models", "seeds", "n_train", "n_heldout", "n_test", "n_shift", "n_ood", "epochs_mlp",
-            "epochs_cnn", "corruptions", "severities", "timing_n", "batch_size")
+            "epochs_cnn", "corruptions", "severities", "timing_n", "timing_repeats", "batch_size")
     return {k: getattr(args, k) for k in keys}
 
 

@@ -6,10 +6,12 @@ import json
 import os
 import subprocess
 import sys
+import types
 from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 BENCH = ROOT / "benchmarks"
@@ -171,6 +173,27 @@ def test_confidence_shift_tiny_end_to_end(tmp_path, capsys):
     capsys.readouterr()
     assert {p.name: p.stat().st_mtime_ns for p in (tmp_path / "runs").iterdir()} == stamps
     assert again["table"] == out["table"] and again["targets"] == out["targets"]
+
+
+def test_confidence_timing_is_the_median_of_paired_rounds(monkeypatch):
+    """Each estimator's ratio is the median over rounds of its time over that round's jacobian_norm time."""
+    import jacal
+
+    mod = _load("confidence_shift")
+    durations = iter([1.0, 3.0, 2.0, 2.0, 4.0, 40.0])  # rounds of (jacobian_norm, max_softmax): ratios 3, 1, 10
+    clock = {"t": 0.0, "start": True}
+
+    def fake_counter():
+        if not clock["start"]:
+            clock["t"] += next(durations)
+        clock["start"] = not clock["start"]
+        return clock["t"]
+
+    model = jacal.mlp(64, 10, width=8, depth=1, seed=0).eval()
+    monkeypatch.setattr(mod, "time", types.SimpleNamespace(perf_counter=fake_counter))
+    t = mod.timing(model, torch.rand(20, 64), {"max_softmax": {}}, ["max_softmax"], 8, repeats=3)
+    assert t["repeats"] == 3 and t["jacobian_norm_s"] == 2.0 and t["seconds"]["max_softmax"] == 3.0
+    assert t["ratio_to_jacobian_norm"]["max_softmax"] == 3.0
 
 
 def test_interleave_acquire_alternates_two_checkouts(tmp_path):
