@@ -14,6 +14,17 @@ def _seed():
     torch.manual_seed(0)
 
 
+@pytest.fixture(scope="module")
+def trained():
+    """``(model, data)``: a small MLP trained on digits, shared by the confidence tests (library and CLI)."""
+    import jacal
+
+    d = jacal.load_dataset("digits")
+    m = jacal.mlp(64, 10, width=32, depth=1, seed=0)
+    jacal.train(m, d, epochs=3, seed=0)
+    return m.eval(), d
+
+
 @pytest.fixture
 def mnist_root():
     if not (MNIST_ROOT / "MNIST" / "raw").exists():

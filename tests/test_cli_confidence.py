@@ -13,14 +13,6 @@ from jacal.confidence import FITTED, METHODS, NEEDS_LABELS, PROBABILISTIC, Confi
 
 
 @pytest.fixture(scope="module")
-def trained():
-    d = jacal.load_dataset("digits")
-    m = jacal.mlp(64, 10, width=32, depth=1, seed=0)
-    jacal.train(m, d, epochs=3, seed=0)
-    return m.eval(), d
-
-
-@pytest.fixture(scope="module")
 def cli_files(trained, tmp_path_factory):
     m, d = trained
     root = tmp_path_factory.mktemp("confidence_cli")

@@ -51,14 +51,6 @@ def test_metrics_known_values():
         ood_auroc([1.0], [])
 
 
-@pytest.fixture(scope="module")
-def trained():
-    d = jacal.load_dataset("digits")
-    m = jacal.mlp(64, 10, width=32, depth=1, seed=0)
-    jacal.train(m, d, epochs=3, seed=0)
-    return m.eval(), d
-
-
 def test_estimators(trained):
     m, d = trained
     xh, yh, xt, yt = d.x_test[:200], d.y_test[:200], d.x_test[200:], d.y_test[200:]
