@@ -35,7 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import SHARED_MNIST  # noqa: E402
 
 from jacal.loop import LOOP_PRESETS, LoopCallbacks, run_loop, summarize  # noqa: E402
-from jacal.loop import _paired as paired_comparison  # noqa: E402
+from jacal.loop.summary import aulc, paired_seeds as paired_comparison  # noqa: E402
 
 BASELINES = ("random", "margin", "entropy", "badge", "coreset")
 JACOBIAN = ("jacobian", "jacobian-kmeans", "jacobian-topk")
@@ -74,7 +74,7 @@ def run(args: argparse.Namespace) -> None:
 
 
 def _paired(a: dict, b: dict) -> dict:
-    """The loop's paired comparison (:func:`jacal.loop._paired`), in this table's short names."""
+    """The loop's paired comparison (:func:`jacal.loop.summary.paired_seeds`), in this table's short names."""
     d = paired_comparison(a, b)
     return {"mean": d["mean_difference"], "ci95": d["ci95_half_width"], "p": d["p_ttest"], "n": d["n_seeds"]}
 
@@ -82,7 +82,6 @@ def _paired(a: dict, b: dict) -> dict:
 def report(args: argparse.Namespace) -> None:
     import csv
 
-    from jacal.loop import _aulc
 
     out = Path(args.out)
     result, lines = {}, []
@@ -104,7 +103,7 @@ def report(args: argparse.Namespace) -> None:
         per_seed = {}
         for (s, seed) in complete:
             rs = sorted(full[(s, seed)], key=lambda r: r[2])
-            per_seed.setdefault(s, {})[seed] = _aulc(np.array([r[3] for r in rs], float), np.array([r[4] for r in rs]))
+            per_seed.setdefault(s, {})[seed] = aulc(np.array([r[3] for r in rs], float), np.array([r[4] for r in rs]))
         summ = summarize(rows, cfg)["strategies"]
         strong = max((b for b in ("margin", "badge") if b in per_seed), key=lambda b: summ[b]["aulc"]["mean"],
                      default=None)

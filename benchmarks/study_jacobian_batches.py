@@ -35,7 +35,8 @@ from _common import SHARED_MNIST  # noqa: E402
 import jacal  # noqa: E402
 from jacal.features import extract_features  # noqa: E402
 from jacal.acquisition.strategies import get_strategy  # noqa: E402
-from jacal.loop import LOOP_PRESETS, _build_model, _train_early_stopping  # noqa: E402
+from jacal.loop import LOOP_PRESETS  # noqa: E402
+from jacal.loop.runner import build_model, train_early_stopping  # noqa: E402
 from jacal.training import evaluate  # noqa: E402
 
 STRATEGIES = ("random", "margin", "badge", "jacobian-topk", "jacobian-balanced", "jacobian-kmeans", "jacobian")
@@ -66,8 +67,8 @@ def one_seed(data, seed: int, k: int, pool_size: int, n_initial: int, device) ->
     val, pool = order[:1000], order[1000:1000 + pool_size]
     labeled, unlabeled = pool[:n_initial], pool[n_initial:]
     xv, yv = data.x_train[val], data.y_train[val]
-    model = _build_model(cfg, data, seed)
-    _train_early_stopping(model, data.x_train[labeled], data.y_train[labeled], xv, yv, cfg, seed, device)
+    model = build_model(cfg, data, seed)
+    train_early_stopping(model, data.x_train[labeled], data.y_train[labeled], xv, yv, cfg, seed, device)
     xu = data.x_train[unlabeled]
     feats = extract_features(model, xu, need={"jacobian", "jacobian-embedding", "boundary-embedding", "embeddings"}, seed=seed, device=device)
     cand = np.arange(len(xu))
@@ -94,9 +95,9 @@ def one_seed(data, seed: int, k: int, pool_size: int, n_initial: int, device) ->
         cos = emb @ emb.T
         mean_cos = float((cos.sum() - cos.diagonal().sum()) / (k * (k - 1)))
         to_labeled = torch.cdist(flat_u[idx], flat_l).min(dim=1).values
-        retrained = _build_model(cfg, data, seed + 100)
+        retrained = build_model(cfg, data, seed + 100)
         new = np.concatenate([labeled, unlabeled[idx]])
-        _train_early_stopping(retrained, data.x_train[new], data.y_train[new], xv, yv, cfg, seed + 100, device)
+        train_early_stopping(retrained, data.x_train[new], data.y_train[new], xv, yv, cfg, seed + 100, device)
         acc, _ = evaluate(retrained, data.x_test, data.y_test, device=device)
         out["strategies"][name] = {
             "class_counts": np.bincount(pred, minlength=data.n_classes).tolist(),

@@ -30,7 +30,7 @@ import jacal
 from _cli import digits_model, run as _invoke
 from _helpers import LOOP_TINY, REPLICATE_TINY, cli, fsize_limit, one_line_error, one_line_failure
 from jacal._store import SCHEMA_VERSION, check_store, open_store, run_lock
-from jacal.loop import _SCHEMA as LOOP_SCHEMA
+from jacal.loop.store import SCHEMA as LOOP_SCHEMA
 from jacal.replication.store import SCHEMA as REPLICATE_SCHEMA, ResultStore
 
 STORE = {"replicate": "results.sqlite", "loop": "loop.sqlite"}

@@ -10,14 +10,6 @@ from jacal.loop.config import LOOP_PRESETS, LoopConfig
 from jacal.loop.runner import LoopCallbacks, pointwise_check, run_loop  # noqa: F401
 from jacal.loop.summary import summarize
 
-# the names of the single-module jacal.loop that the benchmarks and tests import
-from jacal.loop.config import seed_splits as _splits  # noqa: E402,F401
-from jacal.loop.runner import build_model as _build_model  # noqa: E402,F401
-from jacal.loop.runner import train_early_stopping as _train_early_stopping  # noqa: E402,F401
-from jacal.loop.store import SCHEMA as _SCHEMA  # noqa: E402,F401
-from jacal.loop.summary import aulc as _aulc  # noqa: E402,F401
-from jacal.loop.summary import paired_seeds as _paired  # noqa: E402,F401
-
 __all__ = ["LoopConfig", "LOOP_PRESETS", "run_loop", "LoopCallbacks", "summarize"]
 
 
