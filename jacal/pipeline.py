@@ -28,7 +28,7 @@ import torch
 
 from jacal import io as jio
 from jacal._io import atomic_open, check_writable
-from jacal._validation import JacalError
+from jacal._validation import JacalError, check_choice
 
 __all__ = ["acquire_batch", "confidence_file", "score_file", "train_checkpoint"]
 
@@ -251,8 +251,7 @@ def score_file(checkpoint: PathLike, *, dataset: Optional[str] = None, split: st
         name = dataset if dataset is not None else ck.metadata.get("dataset")
         if name is None:
             raise JacalError("the checkpoint names no dataset; pass --dataset or --input")
-        if split not in ("train", "test"):
-            raise JacalError(f"--split must be 'train' or 'test', got {split!r}")
+        check_choice("split", split, ("train", "test"))  # before the dataset is loaded
         data = jacal.load_dataset(name, root=data_root or ck.metadata.get("data_root"))
         x, labels = data.split(split)
         source = f"{name}/{split}"

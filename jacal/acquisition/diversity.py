@@ -178,9 +178,7 @@ def kmeans_pp_outer(a: torch.Tensor, h: torch.Tensor, k: int, *, allowed: Option
         d2 = (norms2 + norms2[j] - 2 * (a @ a[j]) * (h @ h[j]).double()).clamp_min(0)
         return torch.where(ok, d2, torch.zeros((), dtype=torch.float64))
 
-    d2 = d2_to(first)
-    d2[first] = 0.0
-    return _d2_sampling(d2, d2_to, k, picks, d2_at, rng, ok)
+    return _d2_sampling(d2_to(first), d2_to, k, picks, d2_at, rng, ok)
 
 
 def _d2_sampling(d2: torch.Tensor, d2_to, k: int, picks: list, d2_at: list, rng: np.random.Generator,
@@ -237,5 +235,4 @@ def kmeans_pp(x: torch.Tensor, k: int, *, centers: Optional[torch.Tensor] = None
         picks.append(first)
         d2_at.append(float(norms2[first]))
         d2 = dist.to_row64(first)
-        d2[first] = 0.0
     return _d2_sampling(d2, dist.to_row64, k, picks, d2_at, np.random.default_rng(seed), ok)

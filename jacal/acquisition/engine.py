@@ -113,7 +113,7 @@ def acquire(model: nn.Module, pool: Any, k: int, *, strategy: str = "jacobian", 
         raise ValueError("pass `embedding_layer` or `embed`, not both.")
     if embed is not None and not callable(embed):
         raise TypeError(f"Expected `embed` to be a callable x -> (b, d), got {type(embed).__name__}.")
-    if strat.needs & {"mc", "bald"} and not has_dropout(model):
+    if strat.needs & {Need.MC, Need.BALD} and not has_dropout(model):
         raise ValueError("strategy 'bald' needs a model with dropout layers (MC dropout); this model has none.")
     lab_idx = _labeled_indices(labeled, n)
     local = backend == "local" or getattr(backend, "name", None) == "local"
