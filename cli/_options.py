@@ -43,26 +43,10 @@ Arch = _choices("Arch", MODEL_KINDS)
 FITTED_HELP = ", ".join(f"{k} ({v})" for k, v in FITTED_METHODS.items())
 
 
-class Split(str, Enum):
-    train = "train"
-    test = "test"
-
-
-class Format(str, Enum):
-    csv = "csv"
-    json = "json"
-
-
-class RowFormat(str, Enum):
-    csv = "csv"
-    jsonl = "jsonl"
-
-
-class BatchFormat(str, Enum):
-    csv = "csv"
-    jsonl = "jsonl"
-    label_studio = "label-studio"
-    argilla = "argilla"
+Split = _choices("Split", ("train", "test"))
+Format = _choices("Format", ("csv", "json"))
+RowFormat = _choices("RowFormat", ("csv", "jsonl"))
+BatchFormat = _choices("BatchFormat", jacal.io.BATCH_FORMATS)
 
 
 def strategy_list(text: Optional[str]) -> Optional[tuple]:
