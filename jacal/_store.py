@@ -231,3 +231,24 @@ def resumable_store(out, command: str, filename: str, schema: str, resume: bool)
         if db.exists() and not resume:
             raise JacalError(f"{db} exists; pass --resume to continue that run, or choose another --out")
         yield db, stamp
+
+
+class SqliteStore:
+    """Base of jacal's result stores: one sqlite3 file opened (created, checked, stamped) by
+    :func:`open_store` for ``COMMAND`` with ``SCHEMA``; a context manager that closes it."""
+
+    COMMAND = ""
+    SCHEMA = ""
+
+    def __init__(self, path: Path, *, stamp: Optional[bool] = None) -> None:
+        self.path = Path(path)
+        self.conn = open_store(self.path, self.COMMAND, self.SCHEMA, stamp=stamp)  # stamp: see open_store
+
+    def close(self) -> None:
+        self.conn.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()

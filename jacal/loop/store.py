@@ -11,12 +11,11 @@ other-version stores are refused untouched; see :mod:`jacal._store`).
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 
-from jacal._store import open_store
+from jacal._store import SqliteStore
 from jacal._validation import JacalError
 
 __all__ = ["LoopStore", "SCHEMA", "ROUND_COLUMNS"]
@@ -36,21 +35,11 @@ ROUND_COLUMNS = ("strategy", "seed", "round", "n_labeled", "test_accuracy", "tes
                  "train_epochs")
 
 
-class LoopStore:
+class LoopStore(SqliteStore):
     """A thin wrapper over one ``loop.sqlite`` file; every SQL statement of the loop is here."""
 
-    def __init__(self, path: Path, *, stamp: Optional[bool] = None) -> None:
-        self.path = Path(path)
-        self.conn = open_store(self.path, "loop", SCHEMA, stamp=stamp)  # stamp: see open_store
-
-    def close(self) -> None:
-        self.conn.close()
-
-    def __enter__(self) -> "LoopStore":
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
+    COMMAND = "loop"
+    SCHEMA = SCHEMA
 
     # meta -------------------------------------------------------------------------------
     def claim(self, signature: str) -> None:

@@ -9,10 +9,9 @@ first (damaged, foreign or other-version stores are refused untouched; see :mod:
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Any, Dict, Iterable, List, Optional, Sequence
 
-from jacal._store import open_store
+from jacal._store import SqliteStore
 
 __all__ = ["ResultStore", "MODEL_COLUMNS", "SCHEMA"]
 
@@ -40,21 +39,11 @@ CREATE TABLE IF NOT EXISTS trajectories (
 """
 
 
-class ResultStore:
+class ResultStore(SqliteStore):
     """A thin wrapper over one sqlite3 file."""
 
-    def __init__(self, path: Path, *, stamp: Optional[bool] = None) -> None:
-        self.path = Path(path)
-        self.conn = open_store(self.path, "replicate", SCHEMA, stamp=stamp)  # stamp: see open_store
-
-    def close(self) -> None:
-        self.conn.close()
-
-    def __enter__(self) -> "ResultStore":
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
+    COMMAND = "replicate"
+    SCHEMA = SCHEMA
 
     # meta -------------------------------------------------------------------------------
     def get_meta(self, key: str) -> Optional[Any]:
