@@ -27,7 +27,7 @@ from torch.utils.data import DataLoader, Dataset, SequentialSampler
 
 from jacal._foreign import dropout_layers, embedding_runner, from_portable, has_dropout, is_compiled, mc_runner
 from jacal._model_utils import model_dtype, parse_mlp, prepared, resolve_device
-from jacal._validation import as_float_tensor, call_model, check_logits, fmt_shape, nonfinite_rows
+from jacal._validation import as_float_tensor, call_model, check_logits, nonfinite_rows
 from jacal.sensitivity.embedding import JacobianEmbedder
 from jacal.sensitivity.jacobian import jacobian_norm
 
