@@ -51,6 +51,8 @@ class Need(str, Enum):
     MC = "mc"  #: (T, N, K) every MC-dropout sample
     BALD = "bald"  #: (N,) the BALD score of the MC-dropout samples (the samples are not kept)
     LOGITS = "logits"  #: (N, K) float64 logits
+    IN_DISTRIBUTION = "in-distribution"  #: (N,) in [0, 1]: labelable-item score from the labeled set (acquire)
+    LDM = "ldm"  #: (N,) least disagree metric (LDM-S): smallest last-layer perturbation that flips the item
 
     __str__ = str.__str__
 
@@ -82,6 +84,8 @@ class PoolFeatures:
     mc_probs: Optional[np.ndarray] = None    # (T, N, K) MC-dropout probabilities ("mc")
     bald: Optional[np.ndarray] = None        # (N,) their BALD score, chunk by chunk ("bald")
     logits: Optional[np.ndarray] = None      # (N, K) float64 ("logits")
+    in_distribution: Optional[np.ndarray] = None  # (N,) in [0, 1], set by acquire ("in-distribution")
+    ldm: Optional[np.ndarray] = None         # (N,) least disagree metric ("ldm")
 
 
 def _first(batch: Any) -> Any:

@@ -11,7 +11,9 @@ from torch.utils.data import Dataset, IterableDataset, Subset
 
 from jacal._foreign import to_portable
 from jacal._validation import as_float_tensor, check_positive_int, nonfinite_rows
+from jacal.acquisition.ldm import last_linear, least_disagree_metric
 from jacal.acquisition.strategies import Strategy, as_selection, get_strategy
+from jacal.confidence.openset import in_distribution
 from jacal.features import Need, PoolFeatures, concat_features, extract_features, has_dropout, pool_length, shard_job
 
 __all__ = ["acquire", "AcquisitionResult"]
@@ -54,7 +56,27 @@ def _labeled_indices(labeled: Any, n: int) -> Optional[np.ndarray]:
     return None
 
 
-def acquire(model: nn.Module, pool: Any, k: int, *, strategy: str = "jacobian", labeled: Any = None, seed: int = 0,
+def _out_of_set(out_of_set: Any, labeled: Any, lab_idx: Optional[np.ndarray], n: int) -> np.ndarray:
+    """``out_of_set`` checked: pool indices (``labeled`` as indices) or row positions in ``labeled``."""
+    if out_of_set is None:
+        return np.zeros(0, dtype=np.int64)
+    arr = np.asarray(out_of_set.cpu() if isinstance(out_of_set, torch.Tensor) else out_of_set)
+    if arr.ndim != 1 or not (arr.size == 0 or np.issubdtype(arr.dtype, np.integer)):
+        raise TypeError(f"Expected `out_of_set` to be a 1-D array of integer indices, got shape {arr.shape} of {arr.dtype}.")
+    arr = np.unique(arr.astype(np.int64))
+    if arr.size == 0:
+        return arr
+    if labeled is None:
+        raise ValueError("`out_of_set` names items of `labeled` (every item already sent to annotators); pass `labeled`.")
+    m = n if lab_idx is not None else pool_length(labeled)
+    where = "pool indices" if lab_idx is not None else f"row positions in `labeled` ({m} rows)"
+    if arr.min() < 0 or arr.max() >= m:
+        raise ValueError(f"`out_of_set` must hold {where} in [0, {m}), got values from {arr.min()} to {arr.max()}.")
+    return arr
+
+
+def acquire(model: nn.Module, pool: Any, k: int, *, strategy: str = "jacobian", labeled: Any = None,
+            out_of_set: Any = None, seed: int = 0,
             batch_size: int = 256, device=None, mc_samples: int = 20, force_eval: bool = False,
             progress: Optional[Callable[[int, int], Any]] = None, backend: Any = "local",
             shard_size: int = 65536, embedding_layer: Optional[str] = None,
@@ -74,6 +96,12 @@ def acquire(model: nn.Module, pool: Any, k: int, *, strategy: str = "jacobian", 
             replacement).
         labeled: already-labeled items: pool indices (1-D ints; never selected, and the anchors of
             the diversity strategies) or their features ``(M, *input_shape)`` (diversity anchors).
+            Every item already sent to annotators belongs here, those answered "none of these" too.
+        out_of_set: which of ``labeled`` the annotators answered "none of these" (outside the label
+            set): pool indices when ``labeled`` holds pool indices, else row positions in
+            ``labeled``. Never selected; the open-set-aware strategies (``jacobian``, ``margin-knn``)
+            learn from them which pool items annotators cannot label (see
+            :func:`jacal.confidence.openset.in_distribution`).
         seed: seeds tie-breaking, sampling and MC dropout.
         batch_size: chunk size; memory is bounded by it (diversity strategies also keep one
             embedding per item).
@@ -116,6 +144,9 @@ def acquire(model: nn.Module, pool: Any, k: int, *, strategy: str = "jacobian", 
     if strat.needs & {Need.MC, Need.BALD} and not has_dropout(model):
         raise ValueError("strategy 'bald' needs a model with dropout layers (MC dropout); this model has none.")
     lab_idx = _labeled_indices(labeled, n)
+    oos = _out_of_set(out_of_set, labeled, lab_idx, n)
+    if lab_idx is not None and len(oos):
+        lab_idx = np.union1d(lab_idx, oos)
     local = backend == "local" or getattr(backend, "name", None) == "local"
     if local and isinstance(pool, (torch.Tensor, np.ndarray)):  # fail fast, before the scoring pass
         ok = np.ones(n, dtype=bool)
@@ -124,7 +155,11 @@ def acquire(model: nn.Module, pool: Any, k: int, *, strategy: str = "jacobian", 
         if lab_idx is not None:
             ok[lab_idx] = False
         check_positive_int("k", k, upper=int(ok.sum()), upper_name="the valid pool items after exclusions")
-    feats = _pool_features(model, pool, set(strat.needs), batch_size, device, mc_samples, seed, force_eval, progress,
+    want_id, want_ldm = Need.IN_DISTRIBUTION in strat.needs, Need.LDM in strat.needs
+    need = set(strat.needs) - {Need.IN_DISTRIBUTION, Need.LDM}
+    if want_id or want_ldm:
+        need.add(Need.EMBEDDINGS)
+    feats = _pool_features(model, pool, need, batch_size, device, mc_samples, seed, force_eval, progress,
                            backend, shard_size, embedding_layer, embed)
     available = feats.finite.copy()
     if lab_idx is not None:
@@ -132,13 +167,25 @@ def acquire(model: nn.Module, pool: Any, k: int, *, strategy: str = "jacobian", 
     candidates = np.flatnonzero(available)
     check_positive_int("k", k, upper=len(candidates), upper_name="the valid pool items after exclusions")
     labeled_emb = None
-    if strat.uses_labeled and labeled is not None:
+    if (strat.uses_labeled or want_id) and labeled is not None:
         if lab_idx is not None:
-            labeled_emb = feats.embeddings[lab_idx][feats.finite[lab_idx]] if len(lab_idx) else None
+            lab_all, lab_ok = feats.embeddings[lab_idx], feats.finite[lab_idx]
+            is_out = np.isin(lab_idx, oos)
         else:
             lab_feats = extract_features(model, labeled, need={Need.EMBEDDINGS}, batch_size=batch_size, device=device,
                                          force_eval=force_eval, embedding_layer=embedding_layer, embed=embed)
-            labeled_emb = lab_feats.embeddings[lab_feats.finite]
+            lab_all, lab_ok = lab_feats.embeddings, lab_feats.finite
+            is_out = np.zeros(len(lab_all), dtype=bool)
+            is_out[oos] = True
+        if strat.uses_labeled:
+            labeled_emb = lab_all[lab_ok] if lab_ok.any() else None
+        if want_id:
+            feats.in_distribution = in_distribution(feats.embeddings, lab_all[lab_ok & ~is_out], lab_all[lab_ok & is_out])
+    elif want_id:
+        feats.in_distribution = np.where(feats.finite, 1.0, np.nan)
+    if want_ldm:
+        w, b = last_linear(model)
+        feats.ldm = least_disagree_metric(feats.embeddings, w, b, seed=seed, valid=feats.finite)
     idx, s, sel = as_selection(strat.select(feats, int(k), candidates=candidates, labeled_embeddings=labeled_emb,
                                             seed=seed), n=n, k=int(k), candidates=candidates, name=strat.name)
     pred = np.where(feats.finite, np.nan_to_num(feats.probs, nan=0.0).argmax(1), -1)

@@ -20,7 +20,7 @@ from jacal.features import Need, PoolFeatures
 from jacal.acquisition.diversity import k_center_greedy, kmeans_pp, kmeans_pp_outer, min_distances, row_mean, row_norms
 
 __all__ = ["Strategy", "ProbabilityStrategy", "Selection", "STRATEGIES", "RETIRED", "register_strategy",
-           "get_strategy", "top_k", "as_selection"]
+           "get_strategy", "top_k", "as_selection", "id_candidates"]
 
 
 class Selection(NamedTuple):
@@ -216,9 +216,50 @@ class JacobianKMeans(Strategy):
         return Selection(picks, f.jacobian.copy(), dist)
 
 
+def id_candidates(f: PoolFeatures, candidates: np.ndarray, k: int, threshold: float = 0.5) -> np.ndarray:
+    """The candidates the in-distribution score calls labelable (``f.in_distribution >= threshold``);
+    when fewer than ``k`` are, the ``k`` candidates with the highest score."""
+    s = f.in_distribution[candidates]
+    keep = candidates[s >= threshold]
+    if len(keep) >= k:
+        return keep
+    return candidates[np.argsort(-s, kind="stable")[:k]]
+
+
+class _BoundarySeeding(Strategy):
+    """k-means++ seeding over boundary embeddings ``v(x) = ∇ₓ(z_a − z_b) / (z_a − z_b)`` (see ``jacobian``),
+    optionally restricted to the items the in-distribution score calls labelable (``id_filter``),
+    weighted by that score (``id_power``), and extended by unit penultimate features scaled by ‖v‖
+    (``feature_weight``: diversity where ``v`` has few directions, e.g. a linear head)."""
+
+    needs = frozenset({Need.BOUNDARY_EMBEDDING})
+    id_filter: bool = False
+    id_power: float = 0.0
+    feature_weight: float = 0.0
+
+    def select(self, f, k, *, candidates, labeled_embeddings=None, seed=0):
+        e = torch.from_numpy(f.boundary_embedding)
+        scores = row_norms(e).numpy()  # NaN scores for invalid items (NaN rows)
+        if self.id_filter:
+            candidates = id_candidates(f, candidates, k)
+        if self.id_power or self.feature_weight:
+            parts = [e.double()]
+            if self.feature_weight:
+                h = torch.from_numpy(f.embeddings).double()
+                h = h / h.norm(dim=1, keepdim=True).clamp_min(1e-12)
+                parts.append(self.feature_weight * h * torch.from_numpy(scores)[:, None])
+            e = torch.cat(parts, dim=1)
+            if self.id_power:
+                e = e * torch.from_numpy(np.nan_to_num(f.in_distribution, nan=0.0) ** self.id_power)[:, None]
+            e = e.float()
+        picks, dist = _seeded_from_origin(e, k, candidates, seed)
+        return Selection(picks, scores, dist)
+
+
 @register_strategy
-class JacobianBoundary(Strategy):
-    """``jacobian``: k-means++ seeding over boundary embeddings ``v(x) = ∇ₓ(z_a − z_b) / (z_a − z_b)``.
+class JacobianBoundary(_BoundarySeeding):
+    """``jacobian``: k-means++ seeding over boundary embeddings ``v(x) = ∇ₓ(z_a − z_b) / (z_a − z_b)``,
+    among the items annotators can label.
 
     The Jacobian family's best measured member (the best mean AULC of the family on digits, MNIST
     batch-100 and the CNN run; ``jacobian-kmeans`` was 0.002 ahead on MNIST 20 + 10 per round, see
@@ -230,16 +271,82 @@ class JacobianBoundary(Strategy):
     are drawn ∝ the squared distance to the nearest pick so far, the origin being a center from the
     start: an item's chance never exceeds 1/distance², and items that face the same boundary from
     the same side (similar ``v``) lose their chance once one of them is picked.
+
+    Open pools: when some items already sent came back "none of these" (``acquire(...,
+    out_of_set=...)``), only the items that the in-distribution score
+    (:func:`jacal.confidence.openset.in_distribution`, nearest labeled items in feature space) puts
+    nearer the labeled classes than the known out-of-set items are candidates. Without such answers
+    every item is a candidate and the selection is the closed-pool one.
     Per-item score: ``‖v(x)‖`` = 1 / (distance to the boundary).
     """
 
     name = "jacobian"
-    needs = frozenset({Need.BOUNDARY_EMBEDDING})
+    needs = frozenset({Need.BOUNDARY_EMBEDDING, Need.IN_DISTRIBUTION})
+    uses_labeled = True
+    id_filter = True
+
+
+@register_strategy
+class JacobianBoundaryClosed(_BoundarySeeding):
+    """``jacobian`` without the open-set filter: every unlabeled item is a candidate (the selection of
+    ``jacobian`` on a closed pool; kept to measure what the filter buys)."""
+
+    name = "jacobian-closed"
+
+
+@register_strategy
+class JacobianBoundaryWeighted(_BoundarySeeding):
+    """Open-set variant measured against ``jacobian``: the boundary embedding scaled by the squared
+    in-distribution score instead of a hard filter."""
+
+    name = "jacobian-id-weight"
+    needs = frozenset({Need.BOUNDARY_EMBEDDING, Need.IN_DISTRIBUTION})
+    uses_labeled = True
+    id_power = 2.0
+
+
+@register_strategy
+class JacobianBoundaryFeatures(_BoundarySeeding):
+    """Variant measured against ``jacobian``: ``[v(x), ‖v(x)‖·ĥ(x)]`` (ĥ the unit penultimate features), so
+    items facing one boundary still differ by their features (a linear head's ``v`` has one
+    direction per class pair); open-set filter as ``jacobian``."""
+
+    name = "jacobian-features"
+    needs = frozenset({Need.BOUNDARY_EMBEDDING, Need.IN_DISTRIBUTION, Need.EMBEDDINGS})
+    uses_labeled = True
+    id_filter = True
+    feature_weight = 1.0
+
+
+@register_strategy
+class MarginKNN(Strategy):
+    """Open-set baseline: ``margin`` among the items the in-distribution score calls labelable (the
+    candidates of ``jacobian``'s filter, :func:`id_candidates`). Per-item score: the margin score."""
+
+    name = "margin-knn"
+    needs = frozenset({Need.IN_DISTRIBUTION})
+    uses_labeled = True
 
     def select(self, f, k, *, candidates, labeled_embeddings=None, seed=0):
-        e = torch.from_numpy(f.boundary_embedding)
-        picks, dist = _seeded_from_origin(e, k, candidates, seed)
-        return Selection(picks, row_norms(e).numpy(), dist)  # NaN scores for invalid items (NaN rows)
+        s = _probs_or_nan(f, S.margin)
+        idx = top_k(s, id_candidates(f, candidates, k), k, seed)
+        return Selection(idx, s, s[idx])
+
+
+@register_strategy
+class LDMSeeding(Strategy):
+    """LDM-S (Cho et al., ICLR 2024): small least-disagree-metric items, spread by weighted k-means++
+    seeding on cosine distances of penultimate features (see :mod:`jacal.acquisition.ldm`).
+    Per-item score: −LDM (higher = closer to the boundary)."""
+
+    name = "ldm-s"
+    needs = frozenset({Need.LDM, Need.EMBEDDINGS})
+
+    def select(self, f, k, *, candidates, labeled_embeddings=None, seed=0):
+        from jacal.acquisition.ldm import ldm_seeding
+
+        picks, w = ldm_seeding(f.ldm, f.embeddings, k, candidates, seed=seed)
+        return Selection(picks, -f.ldm, w)
 
 
 @register_strategy

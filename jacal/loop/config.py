@@ -14,7 +14,9 @@ from typing import Dict, Optional, Tuple
 import numpy as np
 
 from jacal._validation import check_choice, check_positive_int
+from jacal.acquisition.coldstart import COLD_START_METHODS
 from jacal.acquisition.strategies import get_strategy
+from jacal.scenarios import SCENARIOS
 from jacal.data import Splits
 
 __all__ = ["LoopConfig", "LOOP_PRESETS", "validate", "seed_splits", "OPTIMIZER", "LR", "BATCH_SIZE"]
@@ -47,6 +49,9 @@ class LoopConfig:
     pool_size: Optional[int] = None
     warm_start: bool = False
     thresholds: Tuple[float, ...] = (0.8, 0.9, 0.95)
+    scenario: str = "clean"
+    scenario_params: Tuple[Tuple[str, float], ...] = ()
+    cold_start: str = "typiclust"
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -67,8 +72,13 @@ LOOP_PRESETS: Dict[str, LoopConfig] = {
 
 def validate(cfg: LoopConfig) -> None:
     """Raise ``ValueError`` (one line, naming the option) for a config that cannot run."""
-    for name in ("initial", "k", "seeds", "max_epochs", "patience", "val_size"):
+    for name in ("k", "seeds", "max_epochs", "patience", "val_size"):
         check_positive_int(name, getattr(cfg, name))
+    if isinstance(cfg.initial, bool) or not isinstance(cfg.initial, int) or cfg.initial < 0:
+        raise ValueError(f"Expected `initial` to be a non-negative int (0: a cold start), got {cfg.initial!r}.")
+    if cfg.scenario not in SCENARIOS:
+        raise ValueError(f"Expected `scenario` to be one of {sorted(SCENARIOS)}, got {cfg.scenario!r}.")
+    check_choice("cold_start", cfg.cold_start, COLD_START_METHODS)
     if isinstance(cfg.rounds, bool) or not isinstance(cfg.rounds, int) or cfg.rounds < 0:
         raise ValueError(f"Expected `rounds` to be a non-negative int, got {cfg.rounds!r}.")
     if cfg.pool_size is not None:
@@ -82,13 +92,27 @@ def validate(cfg: LoopConfig) -> None:
         raise ValueError("strategy 'bald' needs dropout: set dropout > 0.")
 
 
-def seed_splits(data: Splits, cfg: LoopConfig, seed: int) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(validation indices, pool indices, initial labeled indices) into the training set, for a seed."""
+def seed_splits(data: Splits, cfg: LoopConfig, seed: int,
+                labelable: Optional[np.ndarray] = None) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(validation indices, pool indices, initial labeled indices) into the training set, for a seed.
+
+    ``labelable (N,)``: the items with a class (a scenario's); the validation split is drawn from those
+    only (a team validates on labeled data), the pool and the first labeled set from all the rest."""
     rng = np.random.default_rng([seed, 7])
     order = rng.permutation(len(data.x_train))
     if cfg.val_size + cfg.initial + cfg.k * cfg.rounds > len(order):
         raise ValueError(f"the training set ({len(order)}) is too small for val_size + initial + k·rounds "
                          f"({cfg.val_size} + {cfg.initial} + {cfg.k}·{cfg.rounds}).")
+    if labelable is not None and not labelable.all():
+        ok = labelable[order]
+        val_pos = np.flatnonzero(ok)[:cfg.val_size]
+        val = np.sort(order[val_pos])
+        rest = np.ones(len(order), dtype=bool)
+        rest[val_pos] = False
+        pool = order[rest]
+        if cfg.pool_size is not None:
+            pool = pool[:cfg.pool_size]
+        return val, np.sort(pool), np.sort(pool[:cfg.initial])
     val = np.sort(order[:cfg.val_size])
     pool = order[cfg.val_size:]
     if cfg.pool_size is not None:

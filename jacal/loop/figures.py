@@ -3,15 +3,16 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Dict, Sequence, Tuple
+from typing import Dict, Optional, Sequence, Tuple
 
 import numpy as np
 
 from jacal._plotting import pyplot, save_png
 from jacal._stats import mean_ci
 from jacal.loop.config import LoopConfig
+from jacal.loop.summary import PANEL_METRICS, metric_value
 
-__all__ = ["plot_curves", "curve_bands"]
+__all__ = ["plot_curves", "curve_bands", "metric_bands", "panel_metric"]
 
 Band = Tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]  # labeled examples, mean, low, high: (R,) each
 
@@ -40,14 +41,53 @@ def curve_bands(rows: Sequence[tuple]) -> Dict[str, Dict[str, Band]]:
     return panels
 
 
-def plot_curves(out: Path, rows: Sequence[tuple], cfg: LoopConfig) -> str:
+def panel_metric(cfg: LoopConfig, metrics: Optional[Dict[tuple, dict]]) -> Optional[str]:
+    """Which scenario number goes in the panel under the curves (:data:`PANEL_METRICS`), if any: the
+    wasted share on a pool with out-of-set items, the duplicate share on repeated items, the rarest
+    class's labels on a long tail."""
+    if not metrics:
+        return None
+    ms = list(metrics.values())
+    if any(m.get("wasted_total", 0) for m in ms):
+        return "wasted_cumulative"
+    if cfg.scenario == "repeated":
+        return "duplicate_share"
+    if cfg.scenario == "long-tail":
+        return "rarest_class_labels"
+    return None
+
+
+def metric_bands(rows: Sequence[tuple], metrics: Dict[tuple, dict], key: str) -> Dict[str, Band]:
+    """Per strategy ``(n_labeled, mean, low, high)`` over seeds of the per-round number ``key``."""
+    out: Dict[str, Band] = {}
+    for strategy in sorted({r[0] for r in rows}):
+        rs = [r for r in rows if r[0] == strategy and (r[0], r[1], r[2]) in metrics]
+        ns = sorted({r[3] for r in rs})
+        cis = [mean_ci([metric_value(metrics[(r[0], r[1], r[2])], key, r[3]) for r in rs if r[3] == n]) for n in ns]
+        mean = np.array([c["mean"] for c in cis])
+        lo = np.array([c["ci_low"] if math.isfinite(c["ci_low"]) else c["mean"] for c in cis])
+        hi = np.array([c["ci_high"] if math.isfinite(c["ci_high"]) else c["mean"] for c in cis])
+        out[strategy] = (np.array(ns), mean, lo, hi)
+    return out
+
+
+def plot_curves(out: Path, rows: Sequence[tuple], cfg: LoopConfig, metrics: Optional[Dict[tuple, dict]] = None) -> str:
     """Two panels (:func:`curve_bands`): mean test accuracy per strategy with its band, and each
     strategy's paired difference from random; the Jacobian strategies (names starting with
-    ``jacobian``) drawn solid and thick, the baselines dashed. Returns the file name."""
+    ``jacobian``) drawn solid and thick, the baselines dashed. On a scenario with something to show
+    (:func:`panel_metric`), a panel under each on the same x axis: that number per round.
+    Returns the file name."""
     plt = pyplot()
     bands = curve_bands(rows)
+    key = panel_metric(cfg, metrics)
     names = sorted(bands["accuracy"], key=lambda s: (not s.startswith("jacobian"), s))
-    fig, (ax, dx) = plt.subplots(1, 2, figsize=(13, 5))
+    if key is None:
+        fig, (ax, dx) = plt.subplots(1, 2, figsize=(13, 5))
+        under = None
+    else:
+        fig, axes = plt.subplots(2, 2, figsize=(13, 8), sharex="col", gridspec_kw={"height_ratios": [3, 1.4]})
+        (ax, dx), under = axes[0], axes[1]
+        extra = metric_bands(rows, metrics, key)
     for i, strategy in enumerate(names):
         jac = strategy.startswith("jacobian")
         style = dict(ls="-" if jac else "--", color=f"C{i % 10}", lw=2.2 if jac else 1.2, label=strategy)
@@ -56,6 +96,15 @@ def plot_curves(out: Path, rows: Sequence[tuple], cfg: LoopConfig) -> str:
                 ns, mean, lo, hi = bands[panel][strategy]
                 axis.plot(ns, mean, **style)
                 axis.fill_between(ns, lo, hi, color=style["color"], alpha=0.10 if jac else 0.05)
+        if under is not None and strategy in extra:
+            ns, mean, lo, hi = extra[strategy]
+            for axis in under:
+                axis.plot(ns, mean, **style)
+                axis.fill_between(ns, lo, hi, color=style["color"], alpha=0.10 if jac else 0.05)
+    if under is not None:
+        for axis in under:
+            axis.set(xlabel="labeled examples", ylabel=PANEL_METRICS[key])
+            axis.yaxis.label.set_size(8)
     ax.set(xlabel="labeled examples", ylabel="test accuracy")
     ax.set_title(f"{cfg.dataset}, {cfg.model}, {cfg.initial} labels +{cfg.k} per round: mean over {cfg.seeds} seed(s), "
                  "95% CI", fontsize=10)

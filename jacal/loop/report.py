@@ -16,7 +16,8 @@ from jacal._stats import fmt as _fmt  # the replication report's number format: 
 __all__ = ["write_outputs", "write_report", "protocol"]
 
 
-def write_outputs(out: Path, cfg: LoopConfig, rows: Sequence[tuple], check: Dict[str, Any]) -> Dict[str, Any]:
+def write_outputs(out: Path, cfg: LoopConfig, rows: Sequence[tuple], check: Dict[str, Any],
+                  metrics: Optional[Dict[tuple, dict]] = None) -> Dict[str, Any]:
     """Write every output of a run from its rounds (:data:`ROUND_COLUMNS` tuples) and per-point check;
     returns the summary as written to ``summary.json`` (NaN as ``None``)."""
     out = Path(out)
@@ -24,11 +25,11 @@ def write_outputs(out: Path, cfg: LoopConfig, rows: Sequence[tuple], check: Dict
         w = csv.writer(f)
         w.writerow(ROUND_COLUMNS)
         w.writerows(rows)
-    summary = summarize(rows, cfg)
+    summary = summarize(rows, cfg, metrics)
     summary["pointwise_check_c4"] = check
     summary["config"] = cfg.to_dict()
     summary["protocol"] = protocol(cfg)
-    plot_curves(out, rows, cfg)
+    plot_curves(out, rows, cfg, metrics)
     clean = json.loads(json.dumps(summary, default=float).replace("NaN", "null"))
     with atomic_open(out / "summary.json", "w") as f:
         json.dump(clean, f, indent=2)
@@ -89,6 +90,19 @@ def write_report(out: Path, summary: Dict[str, Any], cfg: LoopConfig) -> None:
         vb_t = "–" if not vb else f"{vb['verdict']} vs {vb['baseline']} ({_signed(vb['mean_difference'])})"
         lines.append(f"| {rank} | {s} | {_ci(d['aulc'])} | {_ci(d['final_accuracy'])} | {reach} | "
                      f"{_fmt(d['acquisition_time_s']['mean'])} | {vr_t} | {vb_t} |")
+    sc = summary.get("scenario") or {}
+    if sc:
+        lines += ["", f"## What the labels bought (scenario `{cfg.scenario}`)", "",
+                  "| strategy | labels spent on out-of-set items [95% CI] | vs random | duplicate share of batches | "
+                  "balanced-accuracy AULC | labels per class at the end |", "|---|---|---|---|---|---|"]
+        for s in summary["ranking"]:
+            if s not in sc:
+                continue
+            d = sc[s]
+            wr = d.get("wasted_vs_random")
+            wr_t = "–" if not wr else f"{_signed(wr['mean_difference'])} (p={_fmt(wr['p_ttest'], 2)})"
+            lines.append(f"| {s} | {_ci(d['wasted_share'])} | {wr_t} | {_fmt(d['duplicate_share']['mean'])} | "
+                         f"{_ci(d['balanced_aulc'])} | {' '.join(f'{v:g}' for v in d['labels_per_class'])} |")
     lines += ["", "## Where the Jacobian strategies stand", ""]
     for s in summary["ranking"]:
         if s.startswith("jacobian"):

@@ -28,15 +28,18 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 import numpy as np
 import torch
 import torch.nn.functional as F
+from sklearn.metrics import balanced_accuracy_score
 
 from jacal._io import ensure_out_dir
 from jacal._model_utils import resolve_device
 from jacal._store import resumable_store, store_errors
 from jacal.acquisition import STRATEGIES, acquire
+from jacal.acquisition.coldstart import cold_start
 from jacal.data import Splits, load_dataset
 from jacal.loop.config import BATCH_SIZE, LR, OPTIMIZER, LoopConfig, seed_splits, validate
 from jacal.loop.store import SCHEMA, LoopStore
 from jacal.models import cnn, mlp
+from jacal.scenarios import KINDS, OUT_OF_SET, ScenarioPool, build_scenario
 from jacal.replication.stats import pointwise_sensitivity
 from jacal.sensitivity.jacobian import jacobian_norm
 from jacal.training import evaluate, train
@@ -83,56 +86,102 @@ def pointwise_check(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, de
             "test_accuracy": float(1 - wrong.mean())}
 
 
-def _run_one(cfg: LoopConfig, data: Splits, strategy: str, seed: int, last: int, labeled: np.ndarray,
+def round_metrics(sp: ScenarioPool, model: torch.nn.Module, sent: np.ndarray, batch: np.ndarray,
+                  device: torch.device) -> Dict[str, Any]:
+    """What a round cost and bought beyond accuracy: the share of the batch annotators could not label
+    (``wasted_share``, and by kind), the share that repeats an item already sent or earlier in the
+    batch (``duplicate_share``), labels per class so far, and balanced accuracy on the test split."""
+    y = sp.data.y_train.numpy()
+    out: Dict[str, Any] = {}
+    if len(batch):
+        kinds = sp.kind[batch]
+        out["wasted_share"] = float((y[batch] == OUT_OF_SET).mean())
+        out["wasted_by_kind"] = {KINDS[c]: int((kinds == c).sum()) for c in np.unique(kinds) if c != 0}
+        g = sp.group[batch]
+        seen = set(sp.group[sent].tolist())
+        dup, mine = 0, set()
+        for gi in g.tolist():  # k group ids: a loop over the batch, not the pool
+            dup += gi in seen or gi in mine
+            mine.add(gi)
+        out["duplicate_share"] = dup / len(batch)
+    lab = y[sent]
+    out["labels_per_class"] = np.bincount(lab[lab >= 0], minlength=sp.data.n_classes).tolist()
+    out["wasted_total"] = int((lab == OUT_OF_SET).sum())
+    with torch.no_grad():
+        z = torch.cat([model(sp.data.x_test[i:i + 2048].to(device)).cpu() for i in range(0, len(sp.data.x_test), 2048)])
+    out["balanced_accuracy"] = float(balanced_accuracy_score(sp.data.y_test.numpy(), z.argmax(1).numpy()))
+    return out
+
+
+def _run_one(cfg: LoopConfig, sp: ScenarioPool, strategy: str, seed: int, last: int, labeled: np.ndarray,
              warm_state: Optional[bytes], device: str, want_check: bool,
-             commit: Optional[Callable[[tuple, Optional[bytes], Optional[dict]], Any]] = None
-             ) -> Tuple[List[Tuple[tuple, Optional[bytes]]], Optional[dict]]:
+             commit: Optional[Callable[..., Any]] = None
+             ) -> Tuple[List[Tuple[tuple, Optional[bytes], dict]], Optional[dict]]:
     """Rounds ``last + 1 .. rounds`` of one (strategy, seed): a unit of work (local, or a Ray task).
 
-    Returns the round rows (with warm-start weights when used) and the C4 check when asked for.
-    ``commit(row, warm_blob, check)`` is called after each round when given (the local backend
-    commits round by round).
+    ``labeled`` holds every item sent to annotators so far; those of them the scenario marks out of
+    the label set cost a label and are never trained on (``acquire(..., out_of_set=...)`` hears of
+    them). With nothing sent yet (``initial=0``), the first batch is the cold-start pick
+    (:func:`jacal.acquisition.coldstart.cold_start`, ``cfg.cold_start``; ``random`` stays random).
+
+    Returns the round rows (with warm-start weights when used, and the round's metrics) and the C4
+    check when asked for. ``commit(row, warm_blob, check, metrics)`` is called after each round when
+    given (the local backend commits round by round).
     """
     from jacal.backends import crash_once_for_tests
 
     crash_once_for_tests(f"loop-{strategy}-{seed}")
+    data = sp.data
     dev = torch.device(device)
-    val, pool, _ = seed_splits(data, cfg, seed)
+    y_all = data.y_train.numpy()
+    val, pool, _ = seed_splits(data, cfg, seed, sp.labelable)
     xv, yv = data.x_train[val], data.y_train[val]
     model = None
     if cfg.warm_start and warm_state is not None:  # continue from the stored weights of the last round
         model = build_model(cfg, data, seed)
         model.load_state_dict(torch.load(io.BytesIO(warm_state), weights_only=True))
-    out: List[Tuple[tuple, Optional[bytes]]] = []
+    out: List[Tuple[tuple, Optional[bytes], dict]] = []
     check = None
     for rnd in range(last + 1, cfg.rounds + 1):
         if model is None or not cfg.warm_start:
             model = build_model(cfg, data, seed * 1000 + rnd if not cfg.warm_start else seed)
-        epochs = train_early_stopping(model, data.x_train[labeled], data.y_train[labeled], xv, yv, cfg,
-                                      seed * 1000 + rnd, dev)
+        train_idx = labeled[y_all[labeled] != OUT_OF_SET]
+        epochs = 0
+        if len(train_idx):
+            epochs = train_early_stopping(model, data.x_train[train_idx], data.y_train[train_idx], xv, yv, cfg,
+                                          seed * 1000 + rnd, dev)
+        model.eval()
         acc, loss = evaluate(model, data.x_test, data.y_test, device=dev)
         round_check = None
-        if want_check and rnd == 0:
+        if want_check and rnd == 0 and len(train_idx):
             check = round_check = pointwise_check(model, data.x_test, data.y_test, dev)
         acq_time = math.nan
-        new_labeled = labeled
+        new_labeled, batch = labeled, np.zeros(0, dtype=np.int64)
         if rnd < cfg.rounds:
             remaining = np.setdiff1d(pool, labeled)
             t0 = time.perf_counter()
-            res = acquire(model, data.x_train[remaining], cfg.k, strategy=strategy,
-                          labeled=data.x_train[labeled] if STRATEGIES[strategy].uses_labeled else None,
-                          seed=seed * 1000 + rnd, device=dev)
+            if len(labeled) == 0:  # a cold start: nothing labeled, no model worth asking
+                method = "random" if strategy == "random" else cfg.cold_start
+                picks = cold_start(data.x_train[remaining], cfg.k, method=method, seed=seed * 1000 + rnd)
+            else:
+                wants = STRATEGIES[strategy].uses_labeled
+                oos = np.flatnonzero(y_all[labeled] == OUT_OF_SET)
+                picks = acquire(model, data.x_train[remaining], cfg.k, strategy=strategy,
+                                labeled=data.x_train[labeled] if wants or len(oos) else None,
+                                out_of_set=oos if len(oos) else None, seed=seed * 1000 + rnd, device=dev).indices
             acq_time = time.perf_counter() - t0
-            new_labeled = np.sort(np.concatenate([labeled, remaining[res.indices]]))
+            batch = remaining[picks]
+            new_labeled = np.sort(np.concatenate([labeled, batch]))
+        metrics = round_metrics(sp, model, labeled, batch, dev)
         row = (strategy, seed, rnd, int(len(labeled)), acc, loss, acq_time, epochs, json.dumps(new_labeled.tolist()))
         blob = None
         if cfg.warm_start:
             buf = io.BytesIO()
             torch.save({k: v.cpu() for k, v in model.state_dict().items()}, buf)
             blob = buf.getvalue()
-        out.append((row, blob))
+        out.append((row, blob, metrics))
         if commit is not None:
-            commit(row, blob, round_check)
+            commit(row, blob, round_check, metrics)
         labeled = new_labeled
     return out, check
 
@@ -152,18 +201,20 @@ def run_loop(out: Path, cfg: LoopConfig, *, device: str = "auto", data_root: Opt
     out = Path(out)
     dev = resolve_device(device)
     data = load_dataset(cfg.dataset, root=data_root, download=download, n_test=cfg.n_test, seed=0)
-    seed_splits(data, cfg, 0)  # the sizes fit, before anything is written
+    sp = build_scenario(cfg.scenario, data, dict(cfg.scenario_params), seed=0)
+    seed_splits(sp.data, cfg, 0, sp.labelable)  # the sizes fit, before anything is written
     ensure_out_dir(out)
     # one run per folder (released on any exit, SIGKILL included); a damaged or foreign store is refused
     with resumable_store(out, "loop", "loop.sqlite", SCHEMA, resume) as (db, stamp):
         with store_errors(db):
-            rows, check_value = _run_all(db, stamp, cfg, data, dev, cb, backend, address)
-        return write_outputs(out, cfg, rows, check_value)
+            rows, check_value, metrics = _run_all(db, stamp, cfg, sp, dev, cb, backend, address)
+        return write_outputs(out, cfg, rows, check_value, metrics)
 
 
-def _run_all(db: Path, stamp: bool, cfg: LoopConfig, data: Splits, dev: torch.device, cb: LoopCallbacks,
-             backend: str, address: Optional[str]) -> Tuple[list, dict]:
-    """Every (strategy, seed) not finished in ``db``; returns the store's rows and the pointwise check."""
+def _run_all(db: Path, stamp: bool, cfg: LoopConfig, sp: ScenarioPool, dev: torch.device, cb: LoopCallbacks,
+             backend: str, address: Optional[str]) -> Tuple[list, dict, dict]:
+    """Every (strategy, seed) not finished in ``db``; returns the store's rows, the pointwise check and
+    the rounds' scenario metrics."""
     from jacal.backends import get_backend
 
     store = LoopStore(db, stamp=stamp)  # checked by run_loop under the lock
@@ -183,15 +234,15 @@ def _run_all(db: Path, stamp: bool, cfg: LoopConfig, data: Splits, dev: torch.de
         cb.on_start(total, sum(r + 1 for r in done.values()))
         have_check = store.has_pointwise_check()
 
-        def commit(row: tuple, blob: Optional[bytes], check: Optional[dict]) -> None:
-            # the round, the labeled set it ends with (and warm weights), together
-            store.commit_round(row, blob, check)
+        def commit(row: tuple, blob: Optional[bytes], check: Optional[dict], metrics: Optional[dict] = None) -> None:
+            # the round, the labeled set it ends with (and warm weights, its metrics), together
+            store.commit_round(row, blob, check, metrics)
             cb.on_round(row[0], row[1], row[2], row[4])
 
         jobs = []
         first = cfg.strategies[0]
         for seed in range(cfg.seeds):
-            _, _, initial = seed_splits(data, cfg, seed)
+            _, _, initial = seed_splits(sp.data, cfg, seed, sp.labelable)
             for strategy in cfg.strategies:
                 last = done.get((strategy, seed), -1)
                 if last >= cfg.rounds:
@@ -206,17 +257,18 @@ def _run_all(db: Path, stamp: bool, cfg: LoopConfig, data: Splits, dev: torch.de
         if runner.name == "local":
             for strategy, seed, last, labeled, warm, want in jobs:
                 cb.on_run(strategy, seed)
-                _run_one(cfg, data, strategy, seed, last, labeled, warm, str(dev), want, commit)
+                _run_one(cfg, sp, strategy, seed, last, labeled, warm, str(dev), want, commit)
         else:
-            shared = runner.put(data)
+            shared = runner.put(sp)
             worker_device = "cuda" if dev.type == "cuda" else "cpu"
             args = [(cfg, shared, s, sd, last, lab, warm, worker_device, want) for s, sd, last, lab, warm, want in jobs]
             for i, (rows_, check) in runner.map_unordered(_run_one, args, num_gpus=1.0 if dev.type == "cuda" else 0.0):
-                for j, (row_, blob) in enumerate(rows_):
-                    commit(row_, blob, check if j == 0 else None)
+                for j, (row_, blob, m_) in enumerate(rows_):
+                    commit(row_, blob, check if j == 0 else None, m_)
         rows = [r for r in store.rounds() if r[0] in cfg.strategies and r[1] < cfg.seeds]
         check_value = store.pointwise_check()
+        metrics = {key: m for key, m in store.metrics().items() if key[0] in cfg.strategies and key[1] < cfg.seeds}
     finally:
         store.close()
         runner.close()
-    return rows, check_value
+    return rows, check_value, metrics

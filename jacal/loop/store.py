@@ -28,6 +28,8 @@ CREATE TABLE IF NOT EXISTS rounds (
     PRIMARY KEY (strategy, seed, round));
 CREATE TABLE IF NOT EXISTS warm (strategy TEXT NOT NULL, seed INTEGER NOT NULL, state BLOB NOT NULL,
     PRIMARY KEY (strategy, seed));
+CREATE TABLE IF NOT EXISTS round_metrics (strategy TEXT NOT NULL, seed INTEGER NOT NULL, round INTEGER NOT NULL,
+    metrics TEXT NOT NULL, PRIMARY KEY (strategy, seed, round));
 """
 
 # the columns of a round as the summary, curves.csv and the figures read it (``labeled`` stays in the store)
@@ -59,11 +61,15 @@ class LoopStore(SqliteStore):
         return json.loads(row[0]) if row else {}
 
     # writes -----------------------------------------------------------------------------
-    def commit_round(self, row: tuple, blob: Optional[bytes], check: Optional[dict]) -> None:
+    def commit_round(self, row: tuple, blob: Optional[bytes], check: Optional[dict],
+                     metrics: Optional[dict] = None) -> None:
         """The round ``row`` (:data:`ROUND_COLUMNS` + ``labeled``), the labeled set it ends with, its warm
-        weights and the per-point check when given: all of them or none."""
+        weights, the per-point check and the round's scenario metrics when given: all of them or none."""
         with self.conn:
             self.conn.execute("INSERT OR REPLACE INTO rounds VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", row)
+            if metrics is not None:
+                self.conn.execute("INSERT OR REPLACE INTO round_metrics VALUES (?, ?, ?, ?)",
+                                  (row[0], row[1], row[2], json.dumps(metrics)))
             if blob is not None:
                 self.conn.execute("INSERT OR REPLACE INTO warm VALUES (?, ?, ?)", (row[0], row[1], blob))
             if check is not None:
@@ -83,6 +89,11 @@ class LoopStore(SqliteStore):
 
     def warm_state(self, strategy: str, seed: int) -> bytes:
         return self.conn.execute("SELECT state FROM warm WHERE strategy=? AND seed=?", (strategy, seed)).fetchone()[0]
+
+    def metrics(self) -> Dict[Tuple[str, int, int], dict]:
+        """(strategy, seed, round) → the round's scenario metrics (wasted share, balanced accuracy, ...)."""
+        return {(s, sd, r): json.loads(m) for s, sd, r, m in
+                self.conn.execute("SELECT strategy, seed, round, metrics FROM round_metrics")}
 
     def rounds(self) -> List[tuple]:
         """Every round as a :data:`ROUND_COLUMNS` tuple, ordered by strategy, seed, round."""

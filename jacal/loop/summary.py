@@ -14,7 +14,7 @@
 from __future__ import annotations
 
 import math
-from typing import Any, Dict, List, Sequence
+from typing import Any, Dict, List, Optional, Sequence
 
 import numpy as np
 from scipy import stats
@@ -22,7 +22,7 @@ from scipy import stats
 from jacal._stats import mean_ci, t_half_width, wilcoxon_p
 from jacal.loop.config import LoopConfig
 
-__all__ = ["summarize", "aulc", "paired_seeds", "P_WIN"]
+__all__ = ["summarize", "aulc", "paired_seeds", "scenario_numbers", "metric_value", "PANEL_METRICS", "P_WIN"]
 
 P_WIN = 0.05  # a paired t-test below this is a win or a loss
 
@@ -54,8 +54,57 @@ def paired_seeds(a: Dict[int, float], b: Dict[int, float]) -> Dict[str, Any]:
     return out
 
 
-def summarize(rows: Sequence[tuple], cfg: LoopConfig) -> Dict[str, Any]:
-    """Per-strategy AULC, final accuracy, labels to thresholds, acquisition time, paired comparisons.
+#: the per-round scenario numbers a panel under the learning curve can show (key: what it is)
+PANEL_METRICS = {"wasted_cumulative": "share of labels spent on out-of-set items",
+                 "duplicate_share": "share of the batch repeating an item already sent",
+                 "rarest_class_labels": "labels of the rarest class"}
+
+
+def metric_value(m: Dict[str, Any], key: str, n_labeled: int) -> float:
+    """One per-round number of :data:`PANEL_METRICS` from a round's stored metrics."""
+    if key == "wasted_cumulative":
+        return m.get("wasted_total", 0) / n_labeled if n_labeled else math.nan
+    if key == "rarest_class_labels":
+        return float(min(m["labels_per_class"])) if m.get("labels_per_class") else math.nan
+    return float(m.get(key, math.nan))
+
+
+def scenario_numbers(rows: Sequence[tuple], metrics: Dict[tuple, dict]) -> Dict[str, Any]:
+    """Per strategy, over seeds: the share of all labels spent on out-of-set items at the end
+    (``wasted_share``, paired against random), the mean duplicate share of the batches, the labels
+    per class at the end, and the AULC of balanced accuracy."""
+    by: Dict[str, Dict[int, List[tuple]]] = {}
+    for r in rows:
+        by.setdefault(r[0], {}).setdefault(r[1], []).append(r)
+    out: Dict[str, Any] = {}
+    wasted: Dict[str, Dict[int, float]] = {}
+    for strategy, seeds in by.items():
+        w, dup, per_class, bal = {}, [], [], []
+        for seed, rs in seeds.items():
+            rs = sorted(rs, key=lambda r: r[2])
+            ms = [metrics.get((strategy, seed, r[2])) for r in rs]
+            if any(m is None for m in ms):
+                continue
+            last, n_last = ms[-1], rs[-1][3]
+            w[seed] = last.get("wasted_total", 0) / n_last if n_last else math.nan
+            dup += [m["duplicate_share"] for m in ms if "duplicate_share" in m]
+            per_class.append(last["labels_per_class"])
+            bal.append(aulc(np.array([r[3] for r in rs], float), np.array([m["balanced_accuracy"] for m in ms])))
+        if not w:
+            continue
+        wasted[strategy] = w
+        out[strategy] = {"wasted_share": mean_ci(list(w.values())), "duplicate_share": mean_ci(dup),
+                         "labels_per_class": np.mean(per_class, axis=0).round(1).tolist(),
+                         "balanced_aulc": mean_ci(bal)}
+    for strategy in out:
+        if strategy != "random" and "random" in wasted:
+            out[strategy]["wasted_vs_random"] = paired_seeds(wasted[strategy], wasted["random"])
+    return out
+
+
+def summarize(rows: Sequence[tuple], cfg: LoopConfig, metrics: Optional[Dict[tuple, dict]] = None) -> Dict[str, Any]:
+    """Per-strategy AULC, final accuracy, labels to thresholds, acquisition time, paired comparisons,
+    and with ``metrics`` (the rounds' scenario metrics) :func:`scenario_numbers` under ``"scenario"``.
 
     ``rows``: rounds as :data:`jacal.loop.store.ROUND_COLUMNS` tuples.
     """
@@ -89,4 +138,7 @@ def summarize(rows: Sequence[tuple], cfg: LoopConfig) -> Dict[str, Any]:
         if best is not None and s != best:
             per[s]["vs_best_baseline"] = {"baseline": best, **paired_seeds(areas[s], areas[best])}
     ranking = sorted(per, key=lambda s: -per[s]["aulc"]["mean"])
-    return {"strategies": per, "ranking": ranking, "best_baseline": best}
+    out = {"strategies": per, "ranking": ranking, "best_baseline": best}
+    if metrics:
+        out["scenario"] = scenario_numbers(rows, metrics)
+    return out
