@@ -47,6 +47,36 @@ PROTOCOLS = {
                                      strategies=("random", "margin", "badge", "jacobian", "jacobian-kmeans")),
 }
 
+# The pools teams have (jacal.scenarios), each on real MNIST with 5 seeds: the Gal et al. protocol
+# (20 labels + 10 per round, 20 rounds; at most 100 epochs a round, patience 10, so that the eight
+# scenarios fit a 2-core CPU) over a pool of 10,000, except where the scenario is the batch size or
+# the model. Every strategy at a seed sees the same pool, split and first labeled set.
+SCENARIO_STRATEGIES = ("random", "margin", "badge", "ldm-s", "jacobian")
+_GAL = dataclasses.replace(LOOP_PRESETS["mnist-gal"], rounds=20, pool_size=10000, max_epochs=100, patience=10,
+                           strategies=SCENARIO_STRATEGIES)
+_SHORT = dataclasses.replace(_GAL, rounds=15)  # 20 labels + 10 per round to 170: the other scenarios
+PROTOCOLS.update({
+    # 40% of the pool outside the label set: digits 6-9 (unseen classes) and junk (noise, blank, shuffled scans)
+    "open-set": dataclasses.replace(_GAL, scenario="open-set", scenario_params=(("share", 0.4),),
+                                    strategies=SCENARIO_STRATEGIES + ("margin-knn", "jacobian-closed")),
+    # class c keeps 10^(-c/9) of its items (largest / smallest = 10); balanced test set
+    "long-tail": dataclasses.replace(_SHORT, scenario="long-tail", scenario_params=(("ratio", 10.0),)),
+    # every image 3 times, each copy with its own N(0, 0.1²) noise (Repeated MNIST)
+    "repeated": dataclasses.replace(_SHORT, scenario="repeated", scenario_params=(("copies", 3.0), ("noise", 0.1))),
+    # a frozen 64-d embedding (whitened PCA) with a linear head, and with a one-hidden-layer MLP head
+    "embedding-linear": dataclasses.replace(_SHORT, scenario="embedding", scenario_params=(("dim", 64.0),), depth=0,
+                                            dropout=0.0, strategies=SCENARIO_STRATEGIES + ("jacobian-features",)),
+    "embedding-mlp": dataclasses.replace(_SHORT, scenario="embedding", scenario_params=(("dim", 64.0),), depth=1,
+                                         width=128, strategies=SCENARIO_STRATEGIES + ("jacobian-features",)),
+    # batches as teams send them: 500 labels + 500 per round over a pool of 20,000
+    "large-batch": dataclasses.replace(_GAL, initial=500, k=500, rounds=6, pool_size=20000),
+    # nothing labeled: round 0 picks by typicality (TypiClust over pixels; random stays random)
+    "cold-start": dataclasses.replace(_SHORT, initial=0, cold_start="typiclust"),
+    # 3x32x32 inputs through the small CNN: above the exact boundary-embedding limit (the sketched path)
+    "image3-cnn": dataclasses.replace(LOOP_PRESETS["mnist-batch100"], scenario="image3", model="cnn", initial=50, k=50,
+                                      rounds=6, pool_size=3000, strategies=("random", "margin", "badge", "jacobian")),
+})
+
 
 def run(args: argparse.Namespace) -> None:
     cfg = PROTOCOLS[args.protocol]

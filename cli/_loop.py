@@ -9,6 +9,7 @@ import typer
 
 from jacal._stats import fmt
 from jacal.loop import LOOP_PRESETS, LoopCallbacks, run_loop
+from jacal.scenarios import parse_params
 from ._common import LazyProgress, emit_json
 from ._options import (AddressOpt, Arch, BackendName, BackendOpt, DataRootOpt, DatasetName, DeviceOpt, DownloadOpt,
                        JsonOpt, LoopPreset, Strategy, strategy_list)
@@ -33,6 +34,19 @@ def loop(
     warm_start: Annotated[bool, typer.Option(help="Continue training the previous round's model instead of a fresh one.")] = False,
     max_epochs: Annotated[Optional[int], typer.Option(help="Epoch cap per round (early stopping on validation).")] = None,
     pool_size: Annotated[Optional[int], typer.Option(help="Cap the unlabeled pool at this many training items (per seed, a random subset).")] = None,
+    scenario: Annotated[Optional[str], typer.Option(
+        help="The pool as a team has it (jacal.scenarios): 'clean', 'open-set' (items annotators cannot label: "
+             "unseen classes and junk; they cost a label and are answered 'none of these'), 'long-tail', 'repeated' "
+             "(noisy copies), 'embedding' (a frozen PCA embedding; --depth 0 for a linear head), 'image3' "
+             "(3x32x32 images).")] = None,
+    scenario_params: Annotated[Optional[str], typer.Option(
+        metavar="NAME=NUMBER[,...]", help="The scenario's parameters, e.g. 'share=0.4,junk=0.25' (open-set), "
+                                          "'ratio=10' (long-tail), 'copies=3,noise=0.1' (repeated), 'dim=64' "
+                                          "(embedding).")] = None,
+    cold_start: Annotated[Optional[str], typer.Option(
+        help="With --initial 0, how the first batch is chosen: 'typiclust' (default), 'kmeans++' or 'random' "
+             "(the random strategy always draws at random).")] = None,
+    depth: Annotated[Optional[int], typer.Option(help="Hidden layers of the MLP (0: a linear model).")] = None,
     device: DeviceOpt = "auto",
     out: Annotated[Path, typer.Option(help="Output folder: loop.sqlite, curves.csv, summary.json, curves.png, report.md.")] = Path("runs/loop"),
     resume: Annotated[bool, typer.Option(help="Continue an interrupted experiment in --out at each run's last finished round.")] = False,
@@ -53,7 +67,8 @@ def loop(
     base = LOOP_PRESETS[LoopPreset(preset).value]
     changes = {name: v for name, v in (("initial", initial), ("k", k), ("rounds", rounds), ("seeds", seeds),
                                        ("model", Arch(arch).value if arch is not None else None),
-                                       ("max_epochs", max_epochs), ("pool_size", pool_size))
+                                       ("max_epochs", max_epochs), ("pool_size", pool_size), ("scenario", scenario),
+                                       ("cold_start", cold_start), ("depth", depth))
                if v is not None}
     if dataset is not None:
         changes["dataset"] = DatasetName(dataset).value
@@ -61,6 +76,8 @@ def loop(
         changes["strategies"] = strategies  # a tuple of names (strategy_list)
     if warm_start:
         changes["warm_start"] = True
+    if scenario_params is not None:
+        changes["scenario_params"] = tuple(sorted(parse_params(scenario_params).items()))
     cfg = replace(base, **changes)
     lazy = LazyProgress(enabled=not json_out)
     prog = lazy.progress
@@ -77,13 +94,17 @@ def loop(
         emit_json({"out": str(out), "ranking": summary["ranking"],
                    "strategies": {s: {"aulc": d["aulc"], "final_accuracy": d["final_accuracy"],
                                       "vs_random": d.get("vs_random")} for s, d in summary["strategies"].items()},
+                   "scenario": summary.get("scenario"),
                    "pointwise_check_c4": summary["pointwise_check_c4"]})
         return
     from rich.console import Console
     from rich.table import Table
 
-    table = Table(title=f"{cfg.dataset}: {cfg.initial} labels +{cfg.k}×{cfg.rounds}, {cfg.seeds} seeds")
-    for col in ("strategy", "AULC [95% CI]", "final acc.", "vs random", "vs best baseline"):
+    table = Table(title=f"{cfg.dataset} ({cfg.scenario}): {cfg.initial} labels +{cfg.k}×{cfg.rounds}, {cfg.seeds} seeds")
+    sc = summary.get("scenario") or {}
+    wasted = any((d["wasted_share"]["mean"] or 0) > 0 for d in sc.values())
+    for col in ("strategy", "AULC [95% CI]", "final acc.", "vs random", "vs best baseline") + (
+            ("labels wasted",) if wasted else ()):
         table.add_column(col)
     for s in summary["ranking"]:
         d = summary["strategies"][s]
@@ -92,7 +113,8 @@ def loop(
         vr, vb = d.get("vs_random"), d.get("vs_best_baseline")
         table.add_row(s, f"{a['mean']:.3f}{ci}", f"{d['final_accuracy']['mean']:.3f}",
                       "–" if not vr else f"{vr['verdict']} ({vr['mean_difference']:+.3f})",
-                      "–" if not vb else f"{vb['verdict']} vs {vb['baseline']}")
+                      "–" if not vb else f"{vb['verdict']} vs {vb['baseline']}",
+                      *((f"{sc[s]['wasted_share']['mean']:.0%}" if s in sc else "–",) if wasted else ()))
     Console().print(table)
     c4 = summary["pointwise_check_c4"]
     if c4:

@@ -160,7 +160,7 @@ def open_set(data: Splits, *, seed: int = 0, share: float = 0.4, known: Optional
     g = torch.Generator().manual_seed(int(rng.integers(2 ** 31)))
     noise = torch.rand((per[0], *shape), generator=g)
     blank = torch.rand((per[1], *([1] * len(shape))), generator=g) * 0.2 + 0.02 * torch.rand((per[1], *shape), generator=g)
-    src = x[torch.from_numpy(rng.choice(inset, size=per[2]))].reshape(per[2], -1) if per[2] else x[:0].reshape(0, -1)
+    src = x[torch.from_numpy(rng.choice(inset, size=per[2]))].reshape(per[2], int(np.prod(shape)))
     perm = torch.argsort(torch.rand(src.shape, generator=g), dim=1)
     corrupted = torch.gather(src, 1, perm).reshape(per[2], *shape)
     xs = torch.cat([x[torch.from_numpy(np.sort(inset))], x[torch.from_numpy(unseen[:n_unseen])], noise,

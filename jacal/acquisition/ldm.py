@@ -8,8 +8,8 @@ and the disagreement ``ρ(g, h)`` of a hypothesis is the share of a reference sa
 prediction it changes; LDM(x) = min ρ over the hypotheses that flip x (1 for items none flips).
 
 Two choices are jacal's: the reference draws hypotheses at each σ until ten in a row improve no
-item, here a fixed ``per_sigma`` hypotheses per σ are drawn at once (seeded; 20 by default, twice
-the reference's minimum) so the whole estimate is a few batched matrix products; and the reference
+item, here a fixed ``per_sigma`` hypotheses per σ are drawn at once (seeded; 10 by default, the
+reference's minimum) so the whole estimate is a few batched matrix products; and the reference
 sample is a seeded subset of the pool (``reference_size`` items).
 
 LDM-S seeding (the reference's ``query_by_LDMS``): items sorted by LDM, ``q`` = the k-th smallest,
@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from torch import nn
 
-__all__ = ["last_linear", "least_disagree_metric", "ldm_seeding"]
+__all__ = ["last_linear", "hypotheses", "least_disagree_metric", "ldm_seeding"]
 
 SIGMAS = 10.0 ** np.arange(-5.0, 0.05, 0.1)
 
@@ -41,38 +41,45 @@ def last_linear(model: nn.Module) -> Tuple[torch.Tensor, torch.Tensor]:
     return w, b
 
 
-def least_disagree_metric(h: np.ndarray, w: torch.Tensor, b: torch.Tensor, *, seed: int = 0, per_sigma: int = 20,
+def hypotheses(k: int, d: int, *, seed: int = 0, per_sigma: int = 10) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The seeded perturbations ``(σ (H,), ΔW (H, K, d), Δb (H, K))`` of the last layer, H = 51 · per_sigma."""
+    g = torch.Generator().manual_seed(int(np.random.default_rng([seed, 43]).integers(2 ** 31)))
+    sig = torch.from_numpy(np.repeat(SIGMAS, per_sigma)).float()
+    dw = torch.randn((len(sig), k, d), generator=g) * sig[:, None, None]
+    db = torch.randn((len(sig), k), generator=g) * sig[:, None]
+    return sig, dw, db
+
+
+def least_disagree_metric(h: np.ndarray, w: torch.Tensor, b: torch.Tensor, *, seed: int = 0, per_sigma: int = 10,
                           reference_size: int = 2000, valid: Optional[np.ndarray] = None,
                           block_elements: int = 1 << 24) -> np.ndarray:
     """LDM ``(N,)`` of items with penultimate features ``h (N, d)`` under last layer ``w (K, d)``, ``b (K,)``.
 
-    Rows that are not ``valid`` (or not finite) get NaN.
+    Rows that are not ``valid`` (or not finite) get NaN. The hypotheses (:func:`hypotheses`) and the
+    reference sample depend on ``seed`` only; ``block_elements`` bounds the logits held at once
+    (hypotheses × items × classes) and does not change the result.
     """
     h = np.asarray(h)
     n = len(h)
     ok = np.isfinite(h).all(axis=1) if valid is None else (np.asarray(valid, bool) & np.isfinite(h).all(axis=1))
+    if not ok.any():
+        return np.full(n, np.nan)
     x = torch.from_numpy(np.where(ok[:, None], h, 0.0)).float()
     w, b = w.float(), b.float()
     y0 = (x @ w.T + b).argmax(1)
-    rng = np.random.default_rng([seed, 41])
     ok_idx = np.flatnonzero(ok)
+    rng = np.random.default_rng([seed, 41])
     ref = torch.from_numpy(np.sort(rng.choice(ok_idx, size=min(reference_size, len(ok_idx)), replace=False)))
-    g = torch.Generator().manual_seed(int(rng.integers(2 ** 31)))
-    ldm = torch.ones(n, dtype=torch.float32)
     k, d = w.shape
-    # hypotheses per block so that a block's logits (H, N, K) stay within block_elements numbers
-    per_block = max(1, block_elements // max(1, n * k))
-    sig = torch.from_numpy(np.repeat(SIGMAS, per_sigma)).float()
-    for s in range(0, len(sig), per_block):
-        sg = sig[s:s + per_block]
-        dw = torch.randn((len(sg), k, d), generator=g) * sg[:, None, None]
-        db = torch.randn((len(sg), k), generator=g) * sg[:, None]
-        wh, bh = w[None] + dw, b[None] + db
+    _, dw, db = hypotheses(k, d, seed=seed, per_sigma=per_sigma)
+    ldm = torch.ones(n, dtype=torch.float32)
+    per_block = max(1, block_elements // max(1, n * k))  # a block's logits (H, N, K) stay within block_elements
+    for s in range(0, len(dw), per_block):
+        wh, bh = w[None] + dw[s:s + per_block], b[None] + db[s:s + per_block]
         yh = (torch.einsum("nd,hkd->hnk", x, wh) + bh[:, None, :]).argmax(2)  # (H, N)
         flip = yh != y0[None]
         rho = flip[:, ref].float().mean(1)  # (H,) disagreement of each hypothesis on the reference sample
-        cand = torch.where(flip, rho[:, None], torch.ones(()))
-        ldm = torch.minimum(ldm, cand.min(0).values)
+        ldm = torch.minimum(ldm, torch.where(flip, rho[:, None], torch.ones(())).min(0).values)
     out = ldm.double().numpy()
     out[~ok] = np.nan
     return out

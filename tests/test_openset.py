@@ -1,0 +1,138 @@
+"""Open-set acquisition: the in-distribution score against a per-point float64 reference, LDM against a
+per-hypothesis reference, cold start, and acquire(out_of_set=...) over the whole matrix of inputs."""
+import numpy as np
+import pytest
+import torch
+
+import jacal
+from jacal.acquisition.coldstart import cold_start
+from jacal.acquisition.ldm import hypotheses, last_linear, ldm_seeding, least_disagree_metric
+from jacal.confidence.openset import in_distribution
+
+
+def _ref_in_distribution(pool, ins, outs, m):
+    def unit(v):
+        return v / max(np.linalg.norm(v), 1e-12)
+
+    out = []
+    for x in pool.astype(np.float64):
+        q = unit(x)
+        d_in = np.mean(sorted(np.linalg.norm(q - unit(b)) for b in ins.astype(np.float64))[:m])
+        d_out = np.mean(sorted(np.linalg.norm(q - unit(b)) for b in outs.astype(np.float64))[:m])
+        out.append(d_out / (d_in + d_out))
+    return np.array(out)
+
+
+@pytest.mark.parametrize("m", [1, 3])
+def test_in_distribution_matches_reference(m):
+    rng = np.random.default_rng(0)
+    pool, ins, outs = rng.normal(size=(40, 6)), rng.normal(size=(9, 6)), rng.normal(size=(5, 6))
+    got = in_distribution(pool.astype(np.float32), ins, outs, m=m)
+    np.testing.assert_allclose(got, _ref_in_distribution(pool, ins, outs, m), atol=1e-5)
+    assert np.array_equal(in_distribution(pool, ins, None), np.ones(40))
+    pool[3] = np.nan
+    got = in_distribution(pool, ins, outs, m=m)
+    assert np.isnan(got[3]) and np.isfinite(np.delete(got, 3)).all()
+    with pytest.raises(ValueError, match="in_embeddings"):
+        in_distribution(pool, ins[:, :3], outs)
+
+
+def test_ldm_matches_per_hypothesis_reference_and_blocks_do_not_matter():
+    rng = np.random.default_rng(1)
+    h = rng.normal(size=(60, 5)).astype(np.float32)
+    w, b = torch.from_numpy(rng.normal(size=(3, 5))), torch.from_numpy(rng.normal(size=3))
+    got = least_disagree_metric(h, w, b, seed=2, per_sigma=2, reference_size=60)
+    small = least_disagree_metric(h, w, b, seed=2, per_sigma=2, reference_size=60, block_elements=7)
+    np.testing.assert_array_equal(got, small)
+    _, dw, db = hypotheses(3, 5, seed=2, per_sigma=2)
+    x = torch.from_numpy(h).double()
+    y0 = (x @ w.T + b).argmax(1)
+    ref = np.ones(60)
+    for j in range(len(dw)):  # one hypothesis at a time
+        yh = (x @ (w + dw[j].double()).T + (b + db[j].double())).argmax(1)
+        rho = float((yh != y0).double().mean())
+        for i in range(60):
+            if yh[i] != y0[i]:
+                ref[i] = min(ref[i], rho)
+    np.testing.assert_allclose(got, ref, atol=1e-6)
+    # items on the boundary have the smallest LDM
+    margin = np.sort((x @ w.T + b).numpy(), axis=1)
+    gap = margin[:, -1] - margin[:, -2]
+    assert got[np.argmin(gap)] <= np.median(got)
+
+
+def test_ldm_seeding_starts_at_the_smallest_ldm():
+    rng = np.random.default_rng(2)
+    ldm, h = rng.random(50), rng.normal(size=(50, 4))
+    cand = np.arange(5, 50)
+    picks, w = ldm_seeding(ldm, h, 8, cand, seed=0)
+    assert picks[0] == cand[np.argmin(ldm[cand])] and len(set(picks)) == 8 and set(picks) <= set(cand)
+    assert np.array_equal(picks, ldm_seeding(ldm, h, 8, cand, seed=0)[0])
+    with pytest.raises(ValueError, match="nn.Linear"):
+        last_linear(torch.nn.ReLU())
+
+
+def test_cold_start_methods():
+    rng = np.random.default_rng(0)
+    x = np.concatenate([rng.normal(size=(60, 3)) + 8 * c for c in range(4)])
+    picks = cold_start(x, 4, method="typiclust", seed=0)
+    assert sorted(int(p) // 60 for p in picks) == [0, 1, 2, 3]  # one per blob
+    for method in ("kmeans++", "random"):
+        p = cold_start(torch.from_numpy(x), 4, method=method, seed=1)
+        assert len(set(p.tolist())) == 4 and np.array_equal(p, cold_start(x, 4, method=method, seed=1))
+    with pytest.raises(ValueError, match="k"):
+        cold_start(x, 500)
+    x[0, 0] = np.nan
+    with pytest.raises(ValueError, match="NaN"):
+        cold_start(x, 2)
+    with pytest.raises(ValueError, match="method"):
+        cold_start(x[1:], 2, method="psychic")
+
+
+def _two_cluster_pool():
+    """In-set items near e1 (+ noise), junk near −e1: a model that only knows the in-set region."""
+    g = torch.Generator().manual_seed(0)
+    ins = torch.randn(200, 8, generator=g) * 0.3 + torch.eye(8)[0] * 3
+    junk = torch.randn(200, 8, generator=g) * 0.3 - torch.eye(8)[0] * 3
+    return torch.cat([ins, junk]), jacal.mlp(8, 3, width=16, depth=1, seed=0).eval()
+
+
+OPEN = ("jacobian", "jacobian-id-weight", "jacobian-features", "margin-knn")
+
+
+@pytest.mark.parametrize("strategy", OPEN + ("jacobian-closed", "ldm-s", "badge", "margin", "coreset", "random"))
+@pytest.mark.parametrize("labeled_as", ["indices", "items"])
+@pytest.mark.parametrize("with_oos", [False, True])
+def test_out_of_set_matrix(strategy, labeled_as, with_oos):
+    pool, model = _two_cluster_pool()
+    lab_idx = np.r_[0:10, 200:210]  # ten of each, sent; the second ten answered "none of these"
+    oos_idx = np.arange(200, 210)
+    if labeled_as == "indices":
+        labeled, oos = lab_idx, (oos_idx if with_oos else None)
+    else:
+        labeled, oos = pool[lab_idx], (np.arange(10, 20) if with_oos else None)
+    r = jacal.acquire(model, pool, 20, strategy=strategy, labeled=labeled, out_of_set=oos, seed=0)
+    assert len(set(r.indices.tolist())) == 20
+    if labeled_as == "indices":
+        assert not set(r.indices.tolist()) & set(lab_idx.tolist())
+    if with_oos and strategy in OPEN:  # the open-set strategies keep to the in-set cluster
+        assert (r.indices < 200).mean() >= 0.9, r.indices
+
+
+def test_open_set_filter_cuts_waste_against_closed():
+    pool, model = _two_cluster_pool()
+    lab, oos = np.r_[0:10, 200:210], np.arange(200, 210)
+    closed = jacal.acquire(model, pool, 30, strategy="jacobian-closed", labeled=lab, out_of_set=oos).indices
+    opened = jacal.acquire(model, pool, 30, strategy="jacobian", labeled=lab, out_of_set=oos).indices
+    assert (opened >= 200).sum() < (closed >= 200).sum() or (closed >= 200).sum() == 0
+    assert (opened >= 200).sum() <= 3
+
+
+def test_out_of_set_errors():
+    pool, model = _two_cluster_pool()
+    for kwargs, frag in [({"out_of_set": [1]}, "pass `labeled`"),
+                         ({"labeled": pool[:5], "out_of_set": [7]}, r"row positions in `labeled` \(5 rows\)"),
+                         ({"labeled": np.arange(5), "out_of_set": [400]}, "pool indices"),
+                         ({"labeled": np.arange(5), "out_of_set": np.array([0.5])}, "integer")]:
+        with pytest.raises((ValueError, TypeError), match=frag):
+            jacal.acquire(model, pool, 3, strategy="jacobian", **kwargs)
