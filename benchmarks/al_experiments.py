@@ -1,6 +1,6 @@
 """Does Jacobian acquisition pay off? The evidence behind the README's active-learning table.
 
-Runs ``jacal loop`` (the library's :func:`jacal.loop.run_loop`) on four protocols, every strategy
+Runs ``jacal loop`` (the library's :func:`jacal.loop.run_loop`) on protocols, every strategy
 paired over the same seeds (same validation split, pool, first labeled set and test set):
 
 * ``digits``: the ``smoke`` preset (scikit-learn digits, 20 labels + 10 per round, 8 rounds);
@@ -8,6 +8,13 @@ paired over the same seeds (same validation split, pool, first labeled set and t
 * ``mnist-batch100``: 100 labels + 100 per round, 10 rounds, pool of 20,000;
 * ``mnist-cnn``: the batch-100 protocol with jacal's small CNN, 5 rounds, 3 seeds, a pool of 5,000 and
   fewer strategies (a CNN's Jacobians take one backward pass per row on a CPU).
+
+and the pools teams have (:mod:`jacal.scenarios`), on real MNIST with 5 seeds each (``open-set``,
+``long-tail``, ``repeated``, ``embedding-linear``, ``embedding-mlp``, ``large-batch``, ``cold-start``,
+``image3-cnn``; see ``PROTOCOLS`` below for each one's numbers) and ``digits-open-set`` offline. Their
+tables add the share of labels spent on items outside the label set (paired against random's), the
+duplicate share of the batches and the labels of the rarest class, and compare each strategy with the
+best of margin, badge and LDM-S.
 
 Each protocol writes ``OUT/PROTOCOL/`` (loop.sqlite, curves.csv, curves.png, summary.json,
 report.md); a killed run continues where it stopped when started again (always ``resume=True``).
@@ -17,6 +24,7 @@ margin and badge (paired t-test over seeds).
 
     python benchmarks/al_experiments.py run digits
     python benchmarks/al_experiments.py run mnist-gal --data-root ../shared/data --threads 1
+    python benchmarks/al_experiments.py run open-set --data-root ../shared/data --threads 1
     python benchmarks/al_experiments.py report --docs docs/jacobian_acquisition
 """
 from __future__ import annotations
@@ -37,8 +45,10 @@ from _common import SHARED_MNIST  # noqa: E402
 from jacal.loop import LOOP_PRESETS, LoopCallbacks, run_loop, summarize  # noqa: E402
 from jacal.loop.summary import aulc, paired_seeds as paired_comparison  # noqa: E402
 
-BASELINES = ("random", "margin", "entropy", "badge", "coreset")
-JACOBIAN = ("jacobian", "jacobian-kmeans", "jacobian-topk")
+BASELINES = ("random", "margin", "entropy", "badge", "coreset", "ldm-s", "margin-knn")
+STRONG = ("margin", "badge", "ldm-s")  # the baselines a Jacobian strategy must match: the best of these
+JACOBIAN = ("jacobian", "jacobian-kmeans", "jacobian-topk", "jacobian-closed", "jacobian-features",
+            "jacobian-id-weight")
 PROTOCOLS = {
     "digits": dataclasses.replace(LOOP_PRESETS["smoke"], strategies=BASELINES + JACOBIAN),
     "mnist-gal": dataclasses.replace(LOOP_PRESETS["mnist-gal"], strategies=BASELINES + JACOBIAN),
@@ -56,6 +66,8 @@ _GAL = dataclasses.replace(LOOP_PRESETS["mnist-gal"], rounds=20, pool_size=10000
                            strategies=SCENARIO_STRATEGIES)
 _SHORT = dataclasses.replace(_GAL, rounds=15)  # 20 labels + 10 per round to 170: the other scenarios
 PROTOCOLS.update({
+    "digits-open-set": dataclasses.replace(LOOP_PRESETS["smoke"], scenario="open-set", scenario_params=(("share", 0.4),),
+                                           strategies=SCENARIO_STRATEGIES + ("margin-knn", "jacobian-closed")),
     # 40% of the pool outside the label set: digits 6-9 (unseen classes) and junk (noise, blank, shuffled scans)
     "open-set": dataclasses.replace(_GAL, scenario="open-set", scenario_params=(("share", 0.4),),
                                     strategies=SCENARIO_STRATEGIES + ("margin-knn", "jacobian-closed")),
@@ -135,27 +147,38 @@ def report(args: argparse.Namespace) -> None:
             rs = sorted(full[(s, seed)], key=lambda r: r[2])
             per_seed.setdefault(s, {})[seed] = aulc(np.array([r[3] for r in rs], float), np.array([r[4] for r in rs]))
         summ = summarize(rows, cfg)["strategies"]
-        strong = max((b for b in ("margin", "badge") if b in per_seed), key=lambda b: summ[b]["aulc"]["mean"],
-                     default=None)
+        scen = json.loads((out / name / "summary.json").read_text()).get("scenario") or {}
+        strong = max((b for b in STRONG if b in per_seed), key=lambda b: summ[b]["aulc"]["mean"], default=None)
         table = {}
         for s in sorted(per_seed, key=lambda s: -summ[s]["aulc"]["mean"]):
             table[s] = {"seeds": len(per_seed[s]), "aulc": summ[s]["aulc"], "final_accuracy": summ[s]["final_accuracy"],
                         "acquisition_s_per_round": summ[s]["acquisition_time_s"]["mean"],
                         "vs_random": _paired(per_seed[s], per_seed["random"]) if "random" in per_seed and s != "random" else None,
                         "vs_strong": ({"baseline": strong, **_paired(per_seed[s], per_seed[strong])}
-                                      if strong and s != strong else None)}
+                                      if strong and s != strong else None),
+                        "scenario": scen.get(s)}
         result[name] = table
         lines += [f"### {name}", "", "| strategy | seeds | AULC [95% CI] | − random (p) | − " + (strong or "–") +
-                  " (p) | final acc. | acq. s/round |", "|---|---|---|---|---|---|---|"]
+                  " (p) | final acc. | acq. s/round |" + (" labels wasted | − random's (p) | duplicate share | "
+                                                         "rarest class labels |" if scen else ""),
+                  "|---|---|---|---|---|---|---|" + ("---|---|---|---|" if scen else "")]
 
         def diff(d):
             return "–" if not d else f"{d['mean']:+.4f} ± {d['ci95']:.4f} ({d['p']:.2g})"
 
         for s, t in table.items():
             a = t["aulc"]
+            extra = ""
+            if scen and t["scenario"]:
+                sc = t["scenario"]
+                wr = sc.get("wasted_vs_random")
+                p = None if not wr else wr["p_ttest"]
+                wr_t = "–" if not wr else f"{wr['mean_difference']:+.3f} ({'–' if p is None else f'{p:.2g}'})"
+                extra = (f" {sc['wasted_share']['mean']:.1%} | {wr_t} | {sc['duplicate_share']['mean']:.3f} | "
+                         f"{min(sc['labels_per_class']):g} |")
             lines.append(f"| {s} | {t['seeds']} | {a['mean']:.4f} [{a['ci_low']:.4f}, {a['ci_high']:.4f}] | "
                          f"{diff(t['vs_random'])} | {diff(t['vs_strong'])} | {t['final_accuracy']['mean']:.4f} | "
-                         f"{t['acquisition_s_per_round']:.2f} |")
+                         f"{t['acquisition_s_per_round']:.2f} |" + extra)
         lines.append("")
     # one table across protocols: each strategy's AULC minus random's (paired over seeds)
     names = [n for n in result if result[n]]
@@ -181,7 +204,7 @@ def report(args: argparse.Namespace) -> None:
         for n in names:
             d = result[n].get(st, {}).get("vs_strong") if st in result[n] else None
             cells.append("–" if not d else f"{d['mean']:+.4f} ± {d['ci95']:.4f} ({d['p']:.2g}) vs {d['baseline']}")
-        head.append(f"| **{st} − the better of margin and badge** | " + " | ".join(cells) + " |")
+        head.append(f"| **{st} − the best of margin, badge and ldm-s** | " + " | ".join(cells) + " |")
     lines = head + [""] + lines
     (out / "table.md").write_text("\n".join(lines) + "\n")
     if args.docs is not None:  # the README's and docs/jacobian_acquisition.md's copies

@@ -32,3 +32,15 @@ def test_run_add_a_strategy_then_report(tmp_path):
     assert table["random"]["vs_random"] is None
     assert (tmp_path / "docs" / "curves_digits.png").stat().st_size > 0
     assert "| jacobian | 2 |" in (tmp_path / "docs" / "learning_curves.md").read_text()
+
+
+def test_scenario_protocol_reports_wasted_labels(tmp_path):
+    tiny = ["--seeds", "2", "--rounds", "2", "--max-epochs", "3", "--threads", "1", "--out", tmp_path]
+    _run("run", "digits-open-set", "--strategies", "random,margin,jacobian", *tiny)
+    report = json.loads(_run("report", "--out", tmp_path))
+    table = report["digits-open-set"]
+    for name in ("random", "margin", "jacobian"):
+        sc = table[name]["scenario"]
+        assert 0 < sc["wasted_share"]["mean"] < 1 and len(sc["labels_per_class"]) == 6
+    assert table["jacobian"]["scenario"]["wasted_vs_random"]["n_seeds"] == 2
+    assert "labels wasted" in (tmp_path / "table.md").read_text()
