@@ -68,8 +68,17 @@ def test_ldm_seeding_starts_at_the_smallest_ldm():
     picks, w = ldm_seeding(ldm, h, 8, cand, seed=0)
     assert picks[0] == cand[np.argmin(ldm[cand])] and len(set(picks)) == 8 and set(picks) <= set(cand)
     assert np.array_equal(picks, ldm_seeding(ldm, h, 8, cand, seed=0)[0])
-    with pytest.raises(ValueError, match="nn.Linear"):
-        last_linear(torch.nn.ReLU())
+    # the last layer: the eager one, or recovered from embeddings and logits (any model format)
+    model = jacal.mlp(4, 3, width=5, depth=1, seed=0).eval()
+    hh = torch.randn(30, 5).abs()
+    lin = [m for m in model.modules() if isinstance(m, torch.nn.Linear)][-1]
+    zz = lin(hh).detach().numpy()
+    w_e, b_e = last_linear(model, hh.numpy(), zz)
+    w_l, b_l = last_linear(torch.nn.ReLU(), hh.numpy(), zz)  # no nn.Linear to read: least squares
+    np.testing.assert_allclose(w_l.numpy(), w_e.numpy(), atol=1e-4)
+    np.testing.assert_allclose(b_l.numpy(), b_e.numpy(), atol=1e-4)
+    with pytest.raises(ValueError, match="affine"):
+        last_linear(torch.nn.ReLU(), hh.numpy(), np.sin(zz * 5))
 
 
 def test_cold_start_methods():
@@ -97,7 +106,7 @@ def _two_cluster_pool():
     return torch.cat([ins, junk]), jacal.mlp(8, 3, width=16, depth=1, seed=0).eval()
 
 
-OPEN = ("jacobian", "jacobian-id-weight", "jacobian-features", "margin-knn")
+OPEN = ("jacobian", "jacobian-id-weight", "jacobian-id-both", "jacobian-features", "margin-knn")
 
 
 @pytest.mark.parametrize("strategy", OPEN + ("jacobian-closed", "ldm-s", "badge", "margin", "coreset", "random"))

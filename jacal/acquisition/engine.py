@@ -159,6 +159,8 @@ def acquire(model: nn.Module, pool: Any, k: int, *, strategy: str = "jacobian", 
     need = set(strat.needs) - {Need.IN_DISTRIBUTION, Need.LDM}
     if want_id or want_ldm:
         need.add(Need.EMBEDDINGS)
+    if want_ldm:
+        need.add(Need.LOGITS)
     feats = _pool_features(model, pool, need, batch_size, device, mc_samples, seed, force_eval, progress,
                            backend, shard_size, embedding_layer, embed)
     available = feats.finite.copy()
@@ -184,7 +186,7 @@ def acquire(model: nn.Module, pool: Any, k: int, *, strategy: str = "jacobian", 
     elif want_id:
         feats.in_distribution = np.where(feats.finite, 1.0, np.nan)
     if want_ldm:
-        w, b = last_linear(model)
+        w, b = last_linear(model, feats.embeddings, feats.logits)
         feats.ldm = least_disagree_metric(feats.embeddings, w, b, seed=seed, valid=feats.finite)
     idx, s, sel = as_selection(strat.select(feats, int(k), candidates=candidates, labeled_embeddings=labeled_emb,
                                             seed=seed), n=n, k=int(k), candidates=candidates, name=strat.name)

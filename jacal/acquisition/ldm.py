@@ -30,15 +30,30 @@ __all__ = ["last_linear", "hypotheses", "least_disagree_metric", "ldm_seeding"]
 SIGMAS = 10.0 ** np.arange(-5.0, 0.05, 0.1)
 
 
-def last_linear(model: nn.Module) -> Tuple[torch.Tensor, torch.Tensor]:
-    """``(W (K, d), b (K,))`` of the model's last ``nn.Linear`` (``ValueError`` when it has none)."""
+def last_linear(model: nn.Module, embeddings: np.ndarray, logits: np.ndarray) -> Tuple[torch.Tensor, torch.Tensor]:
+    """``(W (K, d), b (K,))``: the layer that maps the pool's ``embeddings (N, d)`` to its ``logits (N, K)``.
+
+    An eager model's last ``nn.Linear`` when its shape fits; otherwise (TorchScript, ``torch.export``,
+    a custom ``embed``) it is recovered by least squares from the pool itself: the logits are an affine
+    function of the last linear layer's input, so the fit is exact up to rounding, and a fit that is
+    not (embeddings that are not that input) is refused in one line.
+    """
+    ok = np.isfinite(embeddings).all(axis=1) & np.isfinite(logits).all(axis=1)
+    h, z = embeddings[ok].astype(np.float64), logits[ok].astype(np.float64)
     lin = [m for m in model.modules() if isinstance(m, nn.Linear)]
-    if not lin:
-        raise ValueError("strategy 'ldm-s' perturbs the model's last nn.Linear layer, and this model has none "
-                         "(a compiled model's layers are out of reach: pass the eager nn.Module).")
-    w = lin[-1].weight.detach().double().cpu()
-    b = lin[-1].bias.detach().double().cpu() if lin[-1].bias is not None else torch.zeros(w.shape[0], dtype=torch.float64)
-    return w, b
+    if lin and tuple(lin[-1].weight.shape) == (z.shape[1], h.shape[1]):
+        w = lin[-1].weight.detach().double().cpu()
+        b = lin[-1].bias.detach().double().cpu() if lin[-1].bias is not None else torch.zeros(w.shape[0], dtype=torch.float64)
+        if np.allclose(h @ w.numpy().T + b.numpy(), z, rtol=1e-3, atol=1e-3 * max(1.0, float(np.abs(z).max()))):
+            return w, b
+    a = np.concatenate([h, np.ones((len(h), 1))], axis=1)
+    beta, *_ = np.linalg.lstsq(a, z, rcond=None)
+    resid = np.abs(a @ beta - z).max() if len(z) else np.inf
+    if not resid <= 1e-3 * max(1.0, float(np.abs(z).max())):
+        raise ValueError("strategy 'ldm-s' needs the input of the model's last linear layer as the embeddings (the "
+                         f"logits are not an affine function of these: residual {resid:.3g}); leave "
+                         "`embedding_layer`/`embed` unset.")
+    return torch.from_numpy(beta[:-1].T.copy()), torch.from_numpy(beta[-1].copy())
 
 
 def hypotheses(k: int, d: int, *, seed: int = 0, per_sigma: int = 10) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

@@ -306,6 +306,18 @@ class JacobianBoundaryWeighted(_BoundarySeeding):
 
 
 @register_strategy
+class JacobianBoundaryFilteredWeighted(_BoundarySeeding):
+    """Open-set variant measured against ``jacobian``: its filter, and inside it the boundary embedding
+    scaled by the squared in-distribution score (items near the filter's edge lose their chance)."""
+
+    name = "jacobian-id-both"
+    needs = frozenset({Need.BOUNDARY_EMBEDDING, Need.IN_DISTRIBUTION})
+    uses_labeled = True
+    id_filter = True
+    id_power = 2.0
+
+
+@register_strategy
 class JacobianBoundaryFeatures(_BoundarySeeding):
     """Variant measured against ``jacobian``: ``[v(x), ‖v(x)‖·ĥ(x)]`` (ĥ the unit penultimate features), so
     items facing one boundary still differ by their features (a linear head's ``v`` has one
