@@ -20,7 +20,9 @@ Acquisition (``jacal.acquisition``)
     :class:`PoolFeatures`, :func:`extract_features`), returns a :class:`Selection` and is made
     available by :func:`register_strategy` (``examples/custom_strategy.py``); array scores for any
     pipeline (``jacal.acquisition.scores``); :func:`modal_query_strategy` for modAL; local or Ray
-    execution (``jacal.backends``: :func:`get_backend`).
+    execution (``jacal.backends``: :func:`get_backend`). Open pools: ``acquire(..., out_of_set=...)``
+    hears which items came back "none of these" (``jacal.confidence.openset``); a first batch with
+    nothing labeled comes from ``jacal.acquisition.coldstart``.
 Labeling pipelines (``jacal.io``)
     pools from arrays, image folders and manifests (:func:`open_pool`), Label Studio / Argilla / CSV
     annotations back in (:func:`read_annotations`), batches out in every format (:func:`write_batch`);
@@ -30,7 +32,9 @@ Confidence (``jacal.confidence``)
     OOD metrics; MNIST-C-style corruptions and offline far-OOD sets in ``jacal.shift``.
 Experiments
     the Novak et al. 2018 replication (``jacal.replication``: :func:`run_replication`) and simulated
-    active-learning loops with learning curves (``jacal.loop``: :func:`run_loop`, :class:`LoopConfig`).
+    active-learning loops with learning curves (``jacal.loop``: :func:`run_loop`, :class:`LoopConfig`)
+    on the pools teams have (``jacal.scenarios``: :func:`build_scenario` → :class:`ScenarioPool`: open
+    sets, long tails, repeated items, frozen embeddings, larger images).
 
 Errors a user can fix are :class:`JacalError` (a ``ValueError``) or ``TypeError``, in one line.
 """
@@ -65,9 +69,10 @@ _LAZY = {
     "confidence_from": "jacal.confidence", "ConfidenceEstimator": "jacal.confidence",
     "run_replication": "jacal.replication",
     "run_loop": "jacal.loop", "LoopConfig": "jacal.loop",
+    "build_scenario": "jacal.scenarios", "ScenarioPool": "jacal.scenarios",
 }
 _SUBMODULES = ("acquisition", "augment", "backends", "checkpoint", "confidence", "data", "features", "io", "loop",
-               "models", "pipeline", "population", "replication", "sensitivity", "shift", "training")
+               "models", "pipeline", "population", "replication", "scenarios", "sensitivity", "shift", "training")
 
 
 def __getattr__(name: str) -> Any:

@@ -22,8 +22,10 @@ Builders (all deterministic for a given ``seed``; jacal's choices, documented he
   noise of standard deviation ``noise`` (default 0.1; Repeated MNIST, Kirsch et al. 2019); copies
   share a ``group``.
 * ``embedding``: items replaced by a frozen ``dim``-dimensional embedding (default 64): a PCA of the
-  training items (scikit-learn, whitened, fitted on the unlabeled training set only), so a model on
-  it is a head on frozen features (a linear head: ``depth=0``).
+  training items (scikit-learn, fitted on the unlabeled training set only; not whitened, which would
+  blow the weakest components up to the strongest's scale, but divided by one overall scale so the
+  features have unit mean variance), so a model on it is a head on frozen features (a linear head:
+  ``depth=0``).
 * ``image3``: each image resized to ``size × size`` (default 32) and repeated over 3 channels
   (torchvision's resize), so a CNN's input is above the exact Jacobian-embedding limit and the
   sketched path is the one measured.
@@ -217,10 +219,11 @@ def embedding(data: Splits, *, seed: int = 0, dim: float = 64) -> ScenarioPool:
     dim = int(dim)
     if not 1 <= dim <= data.input_dim:
         raise ValueError(f"Expected `dim` in [1, {data.input_dim}], got {dim}.")
-    pca = PCA(n_components=dim, whiten=True, random_state=seed).fit(data.x_train.reshape(len(data.x_train), -1).numpy())
+    pca = PCA(n_components=dim, random_state=seed).fit(data.x_train.reshape(len(data.x_train), -1).numpy())
+    scale = float(np.sqrt(pca.explained_variance_.mean()))
 
     def emb(x: torch.Tensor) -> torch.Tensor:
-        return torch.from_numpy(pca.transform(x.reshape(len(x), -1).numpy()).astype(np.float32))
+        return torch.from_numpy((pca.transform(x.reshape(len(x), -1).numpy()) / scale).astype(np.float32))
 
     out = replace(data, name=f"{data.name}-embedding", x_train=emb(data.x_train), x_test=emb(data.x_test))
     n = len(out.x_train)

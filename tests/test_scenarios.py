@@ -63,6 +63,8 @@ def test_repeated_copies_share_a_group(digits):
 def test_embedding_and_image3_shapes(digits):
     e = build_scenario("embedding", digits, {"dim": 16})
     assert e.data.x_train.shape == (len(digits.x_train), 16) and e.data.x_test.shape == (len(digits.x_test), 16)
+    var = e.data.x_train.double().var(0)
+    assert abs(float(var.mean()) - 1) < 1e-3 and float(var[0]) > float(var[-1])  # one overall scale, not whitened
     i = build_scenario("image3", digits, {"size": 32})
     assert i.data.x_train.shape == (len(digits.x_train), 3, 32, 32) and torch.equal(i.data.x_train[:, 0], i.data.x_train[:, 2])
 
