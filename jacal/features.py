@@ -85,6 +85,7 @@ class PoolFeatures:
     bald: Optional[np.ndarray] = None        # (N,) their BALD score, chunk by chunk ("bald")
     logits: Optional[np.ndarray] = None      # (N, K) float64 ("logits")
     in_distribution: Optional[np.ndarray] = None  # (N,) in [0, 1], set by acquire ("in-distribution")
+    in_distribution_floor: float = 0.0       # the score 95% of labeled in-set items reach (leave-one-out)
     ldm: Optional[np.ndarray] = None         # (N,) least disagree metric ("ldm")
 
 

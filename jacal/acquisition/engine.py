@@ -13,7 +13,7 @@ from jacal._foreign import to_portable
 from jacal._validation import as_float_tensor, check_positive_int, nonfinite_rows
 from jacal.acquisition.ldm import last_linear, least_disagree_metric
 from jacal.acquisition.strategies import Strategy, as_selection, get_strategy
-from jacal.confidence.openset import in_distribution
+from jacal.confidence.openset import in_distribution, in_distribution_floor
 from jacal.features import Need, PoolFeatures, concat_features, extract_features, has_dropout, pool_length, shard_job
 
 __all__ = ["acquire", "AcquisitionResult"]
@@ -155,7 +155,8 @@ def acquire(model: nn.Module, pool: Any, k: int, *, strategy: str = "jacobian", 
         if lab_idx is not None:
             ok[lab_idx] = False
         check_positive_int("k", k, upper=int(ok.sum()), upper_name="the valid pool items after exclusions")
-    want_id, want_ldm = Need.IN_DISTRIBUTION in strat.needs, Need.LDM in strat.needs
+    # the in-distribution score needs embeddings only when some item came back "none of these"
+    want_id, want_ldm = Need.IN_DISTRIBUTION in strat.needs and len(oos) > 0, Need.LDM in strat.needs
     need = set(strat.needs) - {Need.IN_DISTRIBUTION, Need.LDM}
     if want_id or want_ldm:
         need.add(Need.EMBEDDINGS)
@@ -182,8 +183,10 @@ def acquire(model: nn.Module, pool: Any, k: int, *, strategy: str = "jacobian", 
         if strat.uses_labeled:
             labeled_emb = lab_all[lab_ok] if lab_ok.any() else None
         if want_id:
-            feats.in_distribution = in_distribution(feats.embeddings, lab_all[lab_ok & ~is_out], lab_all[lab_ok & is_out])
-    elif want_id:
+            ins, outs = lab_all[lab_ok & ~is_out], lab_all[lab_ok & is_out]
+            feats.in_distribution = in_distribution(feats.embeddings, ins, outs)
+            feats.in_distribution_floor = in_distribution_floor(ins, outs)
+    if Need.IN_DISTRIBUTION in strat.needs and not want_id:  # nothing to contrast: every item is labelable
         feats.in_distribution = np.where(feats.finite, 1.0, np.nan)
     if want_ldm:
         w, b = last_linear(model, feats.embeddings, feats.logits)

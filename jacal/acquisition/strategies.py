@@ -216,9 +216,12 @@ class JacobianKMeans(Strategy):
         return Selection(picks, f.jacobian.copy(), dist)
 
 
-def id_candidates(f: PoolFeatures, candidates: np.ndarray, k: int, threshold: float = 0.5) -> np.ndarray:
-    """The candidates the in-distribution score calls labelable (``f.in_distribution >= threshold``);
-    when fewer than ``k`` are, the ``k`` candidates with the highest score."""
+def id_candidates(f: PoolFeatures, candidates: np.ndarray, k: int, threshold: Optional[float] = None) -> np.ndarray:
+    """The candidates the in-distribution score calls labelable: ``f.in_distribution >= threshold``,
+    by default the conformal floor ``f.in_distribution_floor`` (the score 95% of the labeled in-set
+    items reach, see :func:`jacal.confidence.openset.in_distribution_floor`); when fewer than ``k``
+    are, the ``k`` candidates with the highest score."""
+    threshold = f.in_distribution_floor if threshold is None else threshold
     s = f.in_distribution[candidates]
     keep = candidates[s >= threshold]
     if len(keep) >= k:
@@ -234,6 +237,7 @@ class _BoundarySeeding(Strategy):
 
     needs = frozenset({Need.BOUNDARY_EMBEDDING})
     id_filter: bool = False
+    id_threshold: Optional[float] = None  # None: the conformal floor; a number: a fixed cut on the score
     id_power: float = 0.0
     feature_weight: float = 0.0
 
@@ -241,7 +245,7 @@ class _BoundarySeeding(Strategy):
         e = torch.from_numpy(f.boundary_embedding)
         scores = row_norms(e).numpy()  # NaN scores for invalid items (NaN rows)
         if self.id_filter:
-            candidates = id_candidates(f, candidates, k)
+            candidates = id_candidates(f, candidates, k, self.id_threshold)
         if self.id_power or self.feature_weight:
             parts = [e.double()]
             if self.feature_weight:
@@ -282,7 +286,6 @@ class JacobianBoundary(_BoundarySeeding):
 
     name = "jacobian"
     needs = frozenset({Need.BOUNDARY_EMBEDDING, Need.IN_DISTRIBUTION})
-    uses_labeled = True
     id_filter = True
 
 
@@ -295,13 +298,23 @@ class JacobianBoundaryClosed(_BoundarySeeding):
 
 
 @register_strategy
+class JacobianBoundaryHalf(_BoundarySeeding):
+    """Open-set variant measured against ``jacobian``: its filter with a fixed cut at score ½ (nearer
+    the labeled classes than the known out-of-set items) instead of the conformal floor."""
+
+    name = "jacobian-id-half"
+    needs = frozenset({Need.BOUNDARY_EMBEDDING, Need.IN_DISTRIBUTION})
+    id_filter = True
+    id_threshold = 0.5
+
+
+@register_strategy
 class JacobianBoundaryWeighted(_BoundarySeeding):
     """Open-set variant measured against ``jacobian``: the boundary embedding scaled by the squared
     in-distribution score instead of a hard filter."""
 
     name = "jacobian-id-weight"
     needs = frozenset({Need.BOUNDARY_EMBEDDING, Need.IN_DISTRIBUTION})
-    uses_labeled = True
     id_power = 2.0
 
 
@@ -312,7 +325,6 @@ class JacobianBoundaryFilteredWeighted(_BoundarySeeding):
 
     name = "jacobian-id-both"
     needs = frozenset({Need.BOUNDARY_EMBEDDING, Need.IN_DISTRIBUTION})
-    uses_labeled = True
     id_filter = True
     id_power = 2.0
 
@@ -325,7 +337,6 @@ class JacobianBoundaryFeatures(_BoundarySeeding):
 
     name = "jacobian-features"
     needs = frozenset({Need.BOUNDARY_EMBEDDING, Need.IN_DISTRIBUTION, Need.EMBEDDINGS})
-    uses_labeled = True
     id_filter = True
     feature_weight = 1.0
 
@@ -337,12 +348,20 @@ class MarginKNN(Strategy):
 
     name = "margin-knn"
     needs = frozenset({Need.IN_DISTRIBUTION})
-    uses_labeled = True
+    id_threshold: Optional[float] = None
 
     def select(self, f, k, *, candidates, labeled_embeddings=None, seed=0):
         s = _probs_or_nan(f, S.margin)
-        idx = top_k(s, id_candidates(f, candidates, k), k, seed)
+        idx = top_k(s, id_candidates(f, candidates, k, self.id_threshold), k, seed)
         return Selection(idx, s, s[idx])
+
+
+@register_strategy
+class MarginKNNHalf(MarginKNN):
+    """``margin-knn`` with the fixed cut at score ½ (measured against the conformal floor)."""
+
+    name = "margin-knn-half"
+    id_threshold = 0.5
 
 
 @register_strategy

@@ -14,6 +14,13 @@ a soft nearest-neighbour vote: 1 on top of a labeled in-set item, 0 on top of a 
 one, ½ halfway. With no out-of-set answer yet there is nothing to contrast, and every item scores 1
 (acquisition is then exactly what it is on a closed pool).
 
+Where to cut (:func:`in_distribution_floor`): the same score for each labeled in-set item, left
+out of its own bank (leave-one-out), tells how low a score real in-set items get; the floor is its
+``1 − coverage`` quantile (coverage 0.95: 95% of labeled in-set items score at or above it), a
+split-conformal threshold. Early on, with a few labels, in-set items of classes nobody has labeled
+yet sit far from every bank and score about ½, as do the labeled ones that are alone in their
+class, so the floor drops and they stay candidates; a fixed cut at ½ would drop half of them.
+
     >>> import numpy as np
     >>> from jacal.confidence.openset import in_distribution
     >>> pool = np.array([[1.0, 0.0], [0.0, 1.0], [0.7, 0.7]])
@@ -27,7 +34,7 @@ from typing import Optional
 import numpy as np
 import torch
 
-__all__ = ["in_distribution", "mean_nearest_distance"]
+__all__ = ["in_distribution", "in_distribution_floor", "mean_nearest_distance"]
 
 
 def _unit(e: np.ndarray) -> np.ndarray:
@@ -83,3 +90,29 @@ def in_distribution(pool_embeddings: np.ndarray, in_embeddings: np.ndarray,
     score[(d_in + d_out) <= 1e-12] = 0.5
     out[~bad] = score[~bad]
     return out
+
+
+def in_distribution_floor(in_embeddings: np.ndarray, out_embeddings: Optional[np.ndarray] = None, *, m: int = 3,
+                          coverage: float = 0.95) -> float:
+    """The score below which an item is more out-of-set-like than ``coverage`` of the labeled in-set
+    items (leave-one-out scores, module docstring); ``0.0`` when there is nothing to contrast."""
+    if not 0 < coverage < 1:
+        raise ValueError(f"Expected `coverage` in (0, 1), got {coverage!r}.")
+    if out_embeddings is None or len(out_embeddings) == 0:
+        return 0.0
+    ins = np.asarray(in_embeddings)
+    ins = ins[np.isfinite(ins).all(axis=1)] if ins.ndim == 2 else ins
+    outs = np.asarray(out_embeddings)
+    outs = outs[np.isfinite(outs).all(axis=1)]
+    if len(ins) < 2 or len(outs) == 0:
+        return 0.0
+    q, bank_out = _unit(ins), _unit(outs)
+    # leave-one-out: each in-set item's nearest in-set items, itself excluded (its own similarity is the top one)
+    m_in = max(1, min(int(m), len(q) - 1))
+    sim = torch.from_numpy(q) @ torch.from_numpy(q).T
+    sim.fill_diagonal_(-np.inf)
+    top = sim.topk(m_in, dim=1).values.double()
+    d_in = torch.sqrt(torch.clamp(2.0 - 2.0 * top, min=0.0)).mean(dim=1).numpy()
+    d_out = mean_nearest_distance(q, bank_out, m)
+    loo = d_out / np.maximum(d_in + d_out, 1e-12)
+    return float(np.quantile(loo, 1 - coverage, method="lower"))
