@@ -70,9 +70,8 @@ PROTOCOLS.update({
                                            strategies=SCENARIO_STRATEGIES + ("margin-knn", "jacobian-closed")),
     # 40% of the pool outside the label set: digits 6-9 (unseen classes) and junk (noise, blank, shuffled scans)
     "open-set": dataclasses.replace(_GAL, scenario="open-set", scenario_params=(("share", 0.4),),
-                                    strategies=SCENARIO_STRATEGIES + ("margin-knn", "jacobian-closed", "jacobian-id-half",
-                                                                      "margin-knn-half", "jacobian-id-weight",
-                                                                      "jacobian-id-both")),
+                                    strategies=SCENARIO_STRATEGIES + ("margin-knn", "jacobian-closed",
+                                                                      "jacobian-id-half")),
     # class c keeps 10^(-c/9) of its items (largest / smallest = 10); balanced test set
     "long-tail": dataclasses.replace(_SHORT, scenario="long-tail", scenario_params=(("ratio", 10.0),)),
     # every image 3 times, each copy with its own N(0, 0.1²) noise (Repeated MNIST)

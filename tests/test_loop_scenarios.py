@@ -67,6 +67,11 @@ def test_validation_split_is_labelable():
     val, pool, initial = seed_splits(sp.data, TINY, 0, sp.labelable)
     assert sp.labelable[val].all() and not set(val) & set(pool) and set(initial) <= set(pool)
     assert not sp.labelable[pool].all()  # the pool keeps its out-of-set items
+    # the pool and the first labeled set are random draws: their out-of-set shares are the scenario's
+    assert abs((~sp.labelable[pool]).mean() - 0.4) < 0.08
+    cfg = dataclasses.replace(TINY, initial=100, pool_size=600)
+    _, pool, initial = seed_splits(sp.data, cfg, 1, sp.labelable)
+    assert len(pool) == 600 and 0.2 < (~sp.labelable[initial]).mean() < 0.6
 
 
 def test_cold_start_then_resume(tmp_path):

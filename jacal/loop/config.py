@@ -109,7 +109,7 @@ def seed_splits(data: Splits, cfg: LoopConfig, seed: int,
         val = np.sort(order[val_pos])
         rest = np.ones(len(order), dtype=bool)
         rest[val_pos] = False
-        pool = order[rest]
+        pool = rng.permutation(order[rest])  # a fresh order: the first positions are not the leftovers of val
         if cfg.pool_size is not None:
             pool = pool[:cfg.pool_size]
         return val, np.sort(pool), np.sort(pool[:cfg.initial])
