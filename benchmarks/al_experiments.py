@@ -47,8 +47,8 @@ from jacal.loop.summary import aulc, paired_seeds as paired_comparison  # noqa: 
 
 BASELINES = ("random", "margin", "entropy", "badge", "coreset", "ldm-s", "margin-knn")
 STRONG = ("margin", "badge", "ldm-s")  # the baselines a Jacobian strategy must match: the best of these
-JACOBIAN = ("jacobian", "jacobian-kmeans", "jacobian-topk", "jacobian-closed", "jacobian-features",
-            "jacobian-id-weight")
+JACOBIAN = ("jacobian", "jacobian-kmeans", "jacobian-topk", "jacobian-closed", "jacobian-id-half",
+            "jacobian-features")
 PROTOCOLS = {
     "digits": dataclasses.replace(LOOP_PRESETS["smoke"], strategies=BASELINES + JACOBIAN),
     "mnist-gal": dataclasses.replace(LOOP_PRESETS["mnist-gal"], strategies=BASELINES + JACOBIAN),

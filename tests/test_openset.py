@@ -106,7 +106,7 @@ def _two_cluster_pool():
     return torch.cat([ins, junk]), jacal.mlp(8, 3, width=16, depth=1, seed=0).eval()
 
 
-OPEN = ("jacobian", "jacobian-id-weight", "jacobian-id-both", "jacobian-features", "margin-knn")
+OPEN = ("jacobian", "jacobian-id-half", "jacobian-features", "margin-knn")
 
 
 @pytest.mark.parametrize("strategy", OPEN + ("jacobian-closed", "ldm-s", "badge", "margin", "coreset", "random"))

@@ -231,14 +231,13 @@ def id_candidates(f: PoolFeatures, candidates: np.ndarray, k: int, threshold: Op
 
 class _BoundarySeeding(Strategy):
     """k-means++ seeding over boundary embeddings ``v(x) = ∇ₓ(z_a − z_b) / (z_a − z_b)`` (see ``jacobian``),
-    optionally restricted to the items the in-distribution score calls labelable (``id_filter``),
-    weighted by that score (``id_power``), and extended by unit penultimate features scaled by ‖v‖
-    (``feature_weight``: diversity where ``v`` has few directions, e.g. a linear head)."""
+    optionally restricted to the items the in-distribution score calls labelable (``id_filter``) and
+    extended by unit penultimate features scaled by ‖v‖ (``feature_weight``: diversity where ``v``
+    has few directions, e.g. a linear head)."""
 
     needs = frozenset({Need.BOUNDARY_EMBEDDING})
     id_filter: bool = False
     id_threshold: Optional[float] = None  # None: the conformal floor; a number: a fixed cut on the score
-    id_power: float = 0.0
     feature_weight: float = 0.0
 
     def select(self, f, k, *, candidates, labeled_embeddings=None, seed=0):
@@ -246,16 +245,10 @@ class _BoundarySeeding(Strategy):
         scores = row_norms(e).numpy()  # NaN scores for invalid items (NaN rows)
         if self.id_filter:
             candidates = id_candidates(f, candidates, k, self.id_threshold)
-        if self.id_power or self.feature_weight:
-            parts = [e.double()]
-            if self.feature_weight:
-                h = torch.from_numpy(f.embeddings).double()
-                h = h / h.norm(dim=1, keepdim=True).clamp_min(1e-12)
-                parts.append(self.feature_weight * h * torch.from_numpy(scores)[:, None])
-            e = torch.cat(parts, dim=1)
-            if self.id_power:
-                e = e * torch.from_numpy(np.nan_to_num(f.in_distribution, nan=0.0) ** self.id_power)[:, None]
-            e = e.float()
+        if self.feature_weight:
+            h = torch.from_numpy(f.embeddings).double()
+            h = h / h.norm(dim=1, keepdim=True).clamp_min(1e-12)
+            e = torch.cat([e.double(), self.feature_weight * h * torch.from_numpy(scores)[:, None]], dim=1).float()
         picks, dist = _seeded_from_origin(e, k, candidates, seed)
         return Selection(picks, scores, dist)
 
@@ -309,27 +302,6 @@ class JacobianBoundaryHalf(_BoundarySeeding):
 
 
 @register_strategy
-class JacobianBoundaryWeighted(_BoundarySeeding):
-    """Open-set variant measured against ``jacobian``: the boundary embedding scaled by the squared
-    in-distribution score instead of a hard filter."""
-
-    name = "jacobian-id-weight"
-    needs = frozenset({Need.BOUNDARY_EMBEDDING, Need.IN_DISTRIBUTION})
-    id_power = 2.0
-
-
-@register_strategy
-class JacobianBoundaryFilteredWeighted(_BoundarySeeding):
-    """Open-set variant measured against ``jacobian``: its filter, and inside it the boundary embedding
-    scaled by the squared in-distribution score (items near the filter's edge lose their chance)."""
-
-    name = "jacobian-id-both"
-    needs = frozenset({Need.BOUNDARY_EMBEDDING, Need.IN_DISTRIBUTION})
-    id_filter = True
-    id_power = 2.0
-
-
-@register_strategy
 class JacobianBoundaryFeatures(_BoundarySeeding):
     """Variant measured against ``jacobian``: ``[v(x), ‖v(x)‖·ĥ(x)]`` (ĥ the unit penultimate features), so
     items facing one boundary still differ by their features (a linear head's ``v`` has one
@@ -354,14 +326,6 @@ class MarginKNN(Strategy):
         s = _probs_or_nan(f, S.margin)
         idx = top_k(s, id_candidates(f, candidates, k, self.id_threshold), k, seed)
         return Selection(idx, s, s[idx])
-
-
-@register_strategy
-class MarginKNNHalf(MarginKNN):
-    """``margin-knn`` with the fixed cut at score ½ (measured against the conformal floor)."""
-
-    name = "margin-knn-half"
-    id_threshold = 0.5
 
 
 @register_strategy
