@@ -81,8 +81,8 @@ PROTOCOLS.update({
                                             dropout=0.0, strategies=SCENARIO_STRATEGIES + ("jacobian-features",)),
     "embedding-mlp": dataclasses.replace(_SHORT, scenario="embedding", scenario_params=(("dim", 64.0),), depth=1,
                                          width=128, strategies=SCENARIO_STRATEGIES + ("jacobian-features",)),
-    # batches as teams send them: 500 labels + 500 per round over a pool of 20,000
-    "large-batch": dataclasses.replace(_GAL, initial=500, k=500, rounds=6, pool_size=20000),
+    # batches as teams send them: 500 labels + 500 per round (to 2,500) over a pool of 20,000
+    "large-batch": dataclasses.replace(_GAL, initial=500, k=500, rounds=4, pool_size=20000),
     # nothing labeled: round 0 picks by typicality (TypiClust over pixels; random stays random)
     "cold-start": dataclasses.replace(_SHORT, initial=0, cold_start="typiclust"),
     # 3x32x32 inputs through the small CNN: above the exact boundary-embedding limit (the sketched path)

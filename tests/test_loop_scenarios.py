@@ -98,3 +98,28 @@ def test_cli_loop_scenario_json(tmp_path):
     assert r.exit_code == 0, r.output
     out = json.loads(r.stdout)
     assert set(out["scenario"]) == {"random", "jacobian"} and out["scenario"]["random"]["wasted_share"]["mean"] > 0
+
+
+def test_metric_bands_and_panel_choice():
+    from jacal.loop.figures import metric_bands, panel_metric
+
+    rows = [(s, seed, r, 20 + 10 * r, 0.5, 1.0, 0.1, 3) for s in ("random", "jacobian") for seed in (0, 1)
+            for r in (0, 1)]
+    met = {}
+    for s, seed, r, n, *_ in rows:
+        wasted = {"random": 8 + 4 * r, "jacobian": 8 + r}[s] + seed  # labels spent on out-of-set items so far
+        m = {"wasted_total": wasted, "labels_per_class": [n - wasted, 0], "balanced_accuracy": 0.5}
+        if r == 0:
+            m.update(wasted_share=0.4 if s == "random" else 0.1 * seed, duplicate_share=0.0)
+        met[(s, seed, r)] = m
+    cum = metric_bands(rows, met, "wasted_cumulative")
+    ns, mean, lo, hi = cum["jacobian"]
+    assert ns.tolist() == [20, 30]
+    np.testing.assert_allclose(mean, [(8 / 20 + 9 / 20) / 2, (9 / 30 + 10 / 30) / 2])
+    assert (lo >= 0).all() and (hi <= 1).all()  # a 2-seed t band is wide: clipped to what a share can be
+    ns, mean, _, _ = metric_bands(rows, met, "wasted_share")["jacobian"]
+    assert ns.tolist() == [20] and mean.tolist() == [pytest.approx(0.05)]  # the last round has no next batch
+    assert panel_metric(TINY, met) == "wasted_cumulative"
+    clean = {key: {**m, "wasted_total": 0} for key, m in met.items()}
+    assert panel_metric(dataclasses.replace(TINY, scenario="long-tail"), clean) == "rarest_class_labels"
+    assert panel_metric(TINY, clean) is None and panel_metric(TINY, None) is None

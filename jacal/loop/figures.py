@@ -58,16 +58,20 @@ def panel_metric(cfg: LoopConfig, metrics: Optional[Dict[tuple, dict]]) -> Optio
 
 
 def metric_bands(rows: Sequence[tuple], metrics: Dict[tuple, dict], key: str) -> Dict[str, Band]:
-    """Per strategy ``(n_labeled, mean, low, high)`` over seeds of the per-round number ``key``."""
+    """Per strategy ``(n_labeled, mean, low, high)`` over seeds of the per-round number ``key``, the
+    band clipped to what the number can be (shares to [0, 1], counts to >= 0); rounds without the
+    number (the last round has no next batch) are left out."""
     out: Dict[str, Band] = {}
+    bound = (0.0, np.inf) if key == "rarest_class_labels" else (0.0, 1.0)
     for strategy in sorted({r[0] for r in rows}):
         rs = [r for r in rows if r[0] == strategy and (r[0], r[1], r[2]) in metrics]
         ns = sorted({r[3] for r in rs})
         cis = [mean_ci([metric_value(metrics[(r[0], r[1], r[2])], key, r[3]) for r in rs if r[3] == n]) for n in ns]
+        keep = np.array([math.isfinite(c["mean"]) for c in cis], dtype=bool)
         mean = np.array([c["mean"] for c in cis])
         lo = np.array([c["ci_low"] if math.isfinite(c["ci_low"]) else c["mean"] for c in cis])
         hi = np.array([c["ci_high"] if math.isfinite(c["ci_high"]) else c["mean"] for c in cis])
-        out[strategy] = (np.array(ns), mean, lo, hi)
+        out[strategy] = (np.array(ns)[keep], mean[keep], np.clip(lo[keep], *bound), np.clip(hi[keep], *bound))
     return out
 
 
@@ -83,11 +87,14 @@ def plot_curves(out: Path, rows: Sequence[tuple], cfg: LoopConfig, metrics: Opti
     names = sorted(bands["accuracy"], key=lambda s: (not s.startswith("jacobian"), s))
     if key is None:
         fig, (ax, dx) = plt.subplots(1, 2, figsize=(13, 5))
-        under = None
+        under, extra, extra_right = None, None, None
     else:
         fig, axes = plt.subplots(2, 2, figsize=(13, 8), sharex="col", gridspec_kw={"height_ratios": [3, 1.4]})
         (ax, dx), under = axes[0], axes[1]
         extra = metric_bands(rows, metrics, key)
+        # beside the running share, each batch's own (open sets); nothing else has a per-batch twin
+        right = "wasted_share" if key == "wasted_cumulative" else None
+        extra_right = metric_bands(rows, metrics, right) if right else None
     for i, strategy in enumerate(names):
         jac = strategy.startswith("jacobian")
         style = dict(ls="-" if jac else "--", color=f"C{i % 10}", lw=2.2 if jac else 1.2, label=strategy)
@@ -96,14 +103,17 @@ def plot_curves(out: Path, rows: Sequence[tuple], cfg: LoopConfig, metrics: Opti
                 ns, mean, lo, hi = bands[panel][strategy]
                 axis.plot(ns, mean, **style)
                 axis.fill_between(ns, lo, hi, color=style["color"], alpha=0.10 if jac else 0.05)
-        if under is not None and strategy in extra:
-            ns, mean, lo, hi = extra[strategy]
-            for axis in under:
+        for axis, band in zip(under if under is not None else (), (extra, extra_right)):
+            if band is not None and strategy in band:
+                ns, mean, lo, hi = band[strategy]
                 axis.plot(ns, mean, **style)
                 axis.fill_between(ns, lo, hi, color=style["color"], alpha=0.10 if jac else 0.05)
     if under is not None:
-        for axis in under:
-            axis.set(xlabel="labeled examples", ylabel=PANEL_METRICS[key])
+        for axis, name in zip(under, (key, right)):
+            if name is None:
+                axis.axis("off")
+                continue
+            axis.set(xlabel="labeled examples", ylabel=PANEL_METRICS[name])
             axis.yaxis.label.set_size(8)
     ax.set(xlabel="labeled examples", ylabel="test accuracy")
     ax.set_title(f"{cfg.dataset}, {cfg.model}, {cfg.initial} labels +{cfg.k} per round: mean over {cfg.seeds} seed(s), "

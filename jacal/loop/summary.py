@@ -56,6 +56,7 @@ def paired_seeds(a: Dict[int, float], b: Dict[int, float]) -> Dict[str, Any]:
 
 #: the per-round scenario numbers a panel under the learning curve can show (key: what it is)
 PANEL_METRICS = {"wasted_cumulative": "share of labels spent on out-of-set items",
+                 "wasted_share": "share of the next batch out of the set",
                  "duplicate_share": "share of the batch repeating an item already sent",
                  "rarest_class_labels": "labels of the rarest class"}
 
