@@ -37,7 +37,7 @@ def test_round_metrics_are_what_the_labeled_sets_say(tmp_path, scenario, params)
     prev = {}
     for s, seed, rnd, n, lab in rows:
         lab = np.array(json.loads(lab))  # the set this round ends with
-        before = prev.get((s, seed), seed_splits(sp.data, cfg, seed, sp.labelable)[2])
+        before = prev.get((s, seed), seed_splits(sp.data, cfg, seed, sp.labelable, sp.group)[2])
         m = met[(s, seed, rnd)]
         assert n == len(before)
         assert m["wasted_total"] == int((y[before] == OUT_OF_SET).sum())
@@ -72,6 +72,16 @@ def test_validation_split_is_labelable():
     cfg = dataclasses.replace(TINY, initial=100, pool_size=600)
     _, pool, initial = seed_splits(sp.data, cfg, 1, sp.labelable)
     assert len(pool) == 600 and 0.2 < (~sp.labelable[initial]).mean() < 0.6
+
+
+def test_a_capped_pool_keeps_every_copy():
+    sp = build_scenario("repeated", load_dataset("digits"), {"copies": 3})
+    cfg = dataclasses.replace(TINY, pool_size=300, initial=30)
+    val, pool, initial = seed_splits(sp.data, cfg, 0, sp.labelable, sp.group)
+    counts = np.bincount(sp.group[pool])
+    assert len(pool) == 300 and set(counts[counts > 0].tolist()) <= {1, 2, 3} and (counts == 3).sum() >= 95
+    assert len(set(sp.group[initial])) >= 25  # the first labeled set is a random draw, not a few groups' copies
+    assert not set(val) & set(pool) and np.array_equal(seed_splits(sp.data, cfg, 0, sp.labelable, sp.group)[1], pool)
 
 
 def test_cold_start_then_resume(tmp_path):

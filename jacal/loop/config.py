@@ -92,26 +92,38 @@ def validate(cfg: LoopConfig) -> None:
         raise ValueError("strategy 'bald' needs dropout: set dropout > 0.")
 
 
-def seed_splits(data: Splits, cfg: LoopConfig, seed: int,
-                labelable: Optional[np.ndarray] = None) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+def seed_splits(data: Splits, cfg: LoopConfig, seed: int, labelable: Optional[np.ndarray] = None,
+                group: Optional[np.ndarray] = None) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(validation indices, pool indices, initial labeled indices) into the training set, for a seed.
 
     ``labelable (N,)``: the items with a class (a scenario's); the validation split is drawn from those
-    only (a team validates on labeled data), the pool and the first labeled set from all the rest."""
+    only (a team validates on labeled data), the pool and the first labeled set from all the rest.
+    ``group (N,)``: items with one group are copies of one item (a scenario's); they enter the pool
+    together, so a capped pool still holds every copy.
+    """
     rng = np.random.default_rng([seed, 7])
     order = rng.permutation(len(data.x_train))
     if cfg.val_size + cfg.initial + cfg.k * cfg.rounds > len(order):
         raise ValueError(f"the training set ({len(order)}) is too small for val_size + initial + k·rounds "
                          f"({cfg.val_size} + {cfg.initial} + {cfg.k}·{cfg.rounds}).")
-    if labelable is not None and not labelable.all():
-        ok = labelable[order]
+    grouped = group is not None and len(np.unique(group)) < len(group)
+    if grouped:  # the same random order, with each group's copies moved together (groups in random order)
+        rank = np.empty(int(group.max()) + 1)
+        rank[rng.permutation(np.unique(group))] = np.arange(len(np.unique(group)))
+        order = order[np.argsort(rank[group[order]], kind="stable")]
+    if grouped or (labelable is not None and not labelable.all()):
+        ok = labelable[order] if labelable is not None else np.ones(len(order), dtype=bool)
         val_pos = np.flatnonzero(ok)[:cfg.val_size]
         val = np.sort(order[val_pos])
         rest = np.ones(len(order), dtype=bool)
         rest[val_pos] = False
-        pool = rng.permutation(order[rest])  # a fresh order: the first positions are not the leftovers of val
+        pool = order[rest]
+        if not grouped:
+            pool = rng.permutation(pool)  # a fresh order: the first positions are not the leftovers of val
         if cfg.pool_size is not None:
             pool = pool[:cfg.pool_size]
+        if grouped:
+            pool = rng.permutation(pool)  # the first labeled set: a random draw, not one group's copies
         return val, np.sort(pool), np.sort(pool[:cfg.initial])
     val = np.sort(order[:cfg.val_size])
     pool = order[cfg.val_size:]

@@ -134,7 +134,7 @@ def _run_one(cfg: LoopConfig, sp: ScenarioPool, strategy: str, seed: int, last: 
     data = sp.data
     dev = torch.device(device)
     y_all = data.y_train.numpy()
-    val, pool, _ = seed_splits(data, cfg, seed, sp.labelable)
+    val, pool, _ = seed_splits(data, cfg, seed, sp.labelable, sp.group)
     xv, yv = data.x_train[val], data.y_train[val]
     model = None
     if cfg.warm_start and warm_state is not None:  # continue from the stored weights of the last round
@@ -202,7 +202,7 @@ def run_loop(out: Path, cfg: LoopConfig, *, device: str = "auto", data_root: Opt
     dev = resolve_device(device)
     data = load_dataset(cfg.dataset, root=data_root, download=download, n_test=cfg.n_test, seed=0)
     sp = build_scenario(cfg.scenario, data, dict(cfg.scenario_params), seed=0)
-    seed_splits(sp.data, cfg, 0, sp.labelable)  # the sizes fit, before anything is written
+    seed_splits(sp.data, cfg, 0, sp.labelable, sp.group)  # the sizes fit, before anything is written
     ensure_out_dir(out)
     # one run per folder (released on any exit, SIGKILL included); a damaged or foreign store is refused
     with resumable_store(out, "loop", "loop.sqlite", SCHEMA, resume) as (db, stamp):
@@ -242,7 +242,7 @@ def _run_all(db: Path, stamp: bool, cfg: LoopConfig, sp: ScenarioPool, dev: torc
         jobs = []
         first = cfg.strategies[0]
         for seed in range(cfg.seeds):
-            _, _, initial = seed_splits(sp.data, cfg, seed, sp.labelable)
+            _, _, initial = seed_splits(sp.data, cfg, seed, sp.labelable, sp.group)
             for strategy in cfg.strategies:
                 last = done.get((strategy, seed), -1)
                 if last >= cfg.rounds:
