@@ -157,12 +157,14 @@ def report(args: argparse.Namespace) -> None:
                         "vs_random": _paired(per_seed[s], per_seed["random"]) if "random" in per_seed and s != "random" else None,
                         "vs_strong": ({"baseline": strong, **_paired(per_seed[s], per_seed[strong])}
                                       if strong and s != strong else None),
+                        "vs_margin": (_paired(per_seed[s], per_seed["margin"])
+                                      if "margin" in per_seed and s != "margin" else None),
                         "scenario": scen.get(s)}
         result[name] = table
         lines += [f"### {name}", "", "| strategy | seeds | AULC [95% CI] | − random (p) | − " + (strong or "–") +
-                  " (p) | final acc. | acq. s/round |" + (" labels wasted | − random's (p) | duplicate share | "
+                  " (p) | − margin (p) | final acc. | acq. s/round |" + (" labels wasted | − random's (p) | duplicate share | "
                                                          "rarest class labels |" if scen else ""),
-                  "|---|---|---|---|---|---|---|" + ("---|---|---|---|" if scen else "")]
+                  "|---|---|---|---|---|---|---|---|" + ("---|---|---|---|" if scen else "")]
 
         def diff(d):
             return "–" if not d else f"{d['mean']:+.4f} ± {d['ci95']:.4f} ({d['p']:.2g})"
@@ -178,7 +180,8 @@ def report(args: argparse.Namespace) -> None:
                 extra = (f" {sc['wasted_share']['mean']:.1%} | {wr_t} | {sc['duplicate_share']['mean']:.3f} | "
                          f"{min(sc['labels_per_class']):g} |")
             lines.append(f"| {s} | {t['seeds']} | {a['mean']:.4f} [{a['ci_low']:.4f}, {a['ci_high']:.4f}] | "
-                         f"{diff(t['vs_random'])} | {diff(t['vs_strong'])} | {t['final_accuracy']['mean']:.4f} | "
+                         f"{diff(t['vs_random'])} | {diff(t['vs_strong'])} | {diff(t['vs_margin'])} | "
+                         f"{t['final_accuracy']['mean']:.4f} | "
                          f"{t['acquisition_s_per_round']:.2f} |" + extra)
         lines.append("")
     # one table across protocols: each strategy's AULC minus random's (paired over seeds)
