@@ -85,6 +85,9 @@ PROTOCOLS.update({
     "large-batch": dataclasses.replace(_GAL, initial=500, k=500, rounds=4, pool_size=20000),
     # nothing labeled: round 0 picks by typicality (TypiClust over pixels; random stays random)
     "cold-start": dataclasses.replace(_SHORT, initial=0, cold_start="typiclust"),
+    # the same with a random first batch for every strategy: what TypiClust's round 0 buys
+    "cold-start-random": dataclasses.replace(_SHORT, initial=0, cold_start="random",
+                                             strategies=("random", "margin", "jacobian")),
     # 3x32x32 inputs through the small CNN: above the exact boundary-embedding limit (the sketched path)
     "image3-cnn": dataclasses.replace(LOOP_PRESETS["mnist-batch100"], scenario="image3", model="cnn", initial=50, k=50,
                                       rounds=6, pool_size=3000, strategies=("random", "margin", "badge", "jacobian")),
@@ -158,7 +161,7 @@ def report(args: argparse.Namespace) -> None:
                         "vs_strong": ({"baseline": strong, **_paired(per_seed[s], per_seed[strong])}
                                       if strong and s != strong else None),
                         "vs_margin": (_paired(per_seed[s], per_seed["margin"])
-                                      if "margin" in per_seed and s != "margin" else None),
+                                      if "margin" in per_seed and s != "margin" and strong != "margin" else None),
                         "scenario": scen.get(s)}
         result[name] = table
         lines += [f"### {name}", "", "| strategy | seeds | AULC [95% CI] | − random (p) | − " + (strong or "–") +
