@@ -77,8 +77,9 @@ PROTOCOLS.update({
     # every image 3 times, each copy with its own N(0, 0.1²) noise (Repeated MNIST)
     "repeated": dataclasses.replace(_SHORT, scenario="repeated", scenario_params=(("copies", 3.0), ("noise", 0.1))),
     # a frozen 64-d embedding (whitened PCA) with a linear head, and with a one-hidden-layer MLP head
+    # (a linear head learns slowly at the recipe's lr 1e-3: up to 400 epochs, patience 30, else it stops underfit)
     "embedding-linear": dataclasses.replace(_SHORT, scenario="embedding", scenario_params=(("dim", 64.0),), depth=0,
-                                            dropout=0.0, strategies=SCENARIO_STRATEGIES + ("jacobian-features",)),
+                                            dropout=0.0, max_epochs=400, patience=30, strategies=SCENARIO_STRATEGIES + ("jacobian-features",)),
     "embedding-mlp": dataclasses.replace(_SHORT, scenario="embedding", scenario_params=(("dim", 64.0),), depth=1,
                                          width=128, strategies=SCENARIO_STRATEGIES + ("jacobian-features",)),
     # batches as teams send them: 500 labels + 500 per round (to 2,500) over a pool of 20,000
