@@ -135,7 +135,7 @@ def report(args: argparse.Namespace) -> None:
 
 
     out = Path(args.out)
-    result, lines = {}, []
+    result, lines, seeds_by = {}, [], {}
     for name in PROTOCOLS:
         path = out / name / "curves.csv"
         if not path.exists():
@@ -169,6 +169,7 @@ def report(args: argparse.Namespace) -> None:
                                       if "margin" in per_seed and s != "margin" and strong != "margin" else None),
                         "scenario": scen.get(s)}
         result[name] = table
+        seeds_by[name] = per_seed
         lines += [f"### {name}", "", "| strategy | seeds | AULC [95% CI] | − random (p) | − " + (strong or "–") +
                   " (p) | − margin (p) | final acc. | acq. s/round |" + (" labels wasted | − random's (p) | duplicate share | "
                                                          "rarest class labels |" if scen else ""),
@@ -217,6 +218,14 @@ def report(args: argparse.Namespace) -> None:
             d = result[n].get(st, {}).get("vs_strong") if st in result[n] else None
             cells.append("–" if not d else f"{d['mean']:+.4f} ± {d['ci95']:.4f} ({d['p']:.2g}) vs {d['baseline']}")
         head.append(f"| **{st} − the best of margin, badge and ldm-s** | " + " | ".join(cells) + " |")
+    if "cold-start" in seeds_by and "cold-start-random" in seeds_by:  # the first batch alone, paired over seeds
+        a, b = seeds_by["cold-start"], seeds_by["cold-start-random"]
+        both = [st for st in a if st in b and st != "random"]
+        result["cold-start-first-batch"] = {st: _paired(a[st], b[st]) for st in both}
+        head += ["", "## What TypiClust's first batch buys: AULC with it minus with a random first batch (same "
+                 "strategy, paired over seeds)", "", "| strategy | AULC difference (p) |", "|---|---|"]
+        head += [f"| {st} | {d['mean']:+.4f} ± {d['ci95']:.4f} ({d['p']:.2g}) |"
+                 for st, d in result["cold-start-first-batch"].items()]
     lines = head + [""] + lines
     (out / "table.md").write_text("\n".join(lines) + "\n")
     if args.docs is not None:  # the README's and docs/jacobian_acquisition.md's copies
@@ -224,7 +233,8 @@ def report(args: argparse.Namespace) -> None:
 
         args.docs.mkdir(parents=True, exist_ok=True)
         for name in result:
-            shutil.copyfile(out / name / "curves.png", args.docs / f"curves_{name}.png")
+            if (out / name / "curves.png").exists():
+                shutil.copyfile(out / name / "curves.png", args.docs / f"curves_{name}.png")
         (args.docs / "learning_curves.md").write_text("\n".join(lines) + "\n")
         (args.docs / "learning_curves.json").write_text(json.dumps(result, indent=1, default=float))
     print(json.dumps(result, indent=1, default=float))
