@@ -46,9 +46,9 @@ def acquire(
     batch_size: Annotated[int, typer.Option(help="Items per chunk (bounds memory).")] = 256,
     mc_samples: Annotated[int, typer.Option(help="MC-dropout samples for --strategy bald.")] = 20,
     embedding_layer: Annotated[Optional[str], typer.Option(
-        help="coreset/badge: the layer whose output embeds each item, named as in model.named_modules() (TorchScript: "
-             "a top-level layer, Sequential containers opened, e.g. 'body.2'; .pt2: the module path recorded in the "
-             "graph). Default: the input of the model's last linear layer.")] = None,
+        help="coreset/badge: the layer whose output embeds each item, named as in model.named_modules() (TorchScript "
+             "too, e.g. 'body.2'; .pt2: the module path recorded in the graph). Default: the input of the model's "
+             "last linear layer.")] = None,
     image_size: ImageSizeOpt = None,
     channels: ChannelsOpt = None,
     device: DeviceOpt = "auto",

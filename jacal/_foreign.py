@@ -9,11 +9,19 @@ every format (documented in :func:`jacal.acquire`):
 * **Embedding** = the input of the model's last linear layer, or the output of a layer the user
   names (``embedding_layer=``; :func:`embedding_runner`).
   - Eager: a forward hook on that module.
-  - TorchScript (scripted or traced): the top-level layers (``Sequential`` containers opened) are
-    run in order and the input of the last ``Linear`` among them (or the named layer's output) is kept. That is an ``nn.Sequential``'s forward, and many custom
-    ones (``head(body(x))``); the logits of this run are checked against the model's own forward on
-    the first chunk, and any other forward (residuals, reshapes between layers) gets a one-line
-    error that says what to do.
+  - TorchScript (scripted or traced): TorchScript modules take no Python hooks ("register_forward_hook
+    is not supported on ScriptModules"), so jacal copies the model's own ``forward`` graph, inlines
+    every call into it, and returns one more value from that copy: the input of its last
+    ``aten::linear`` in program order (or the last tensor made inside the named layer, found by the
+    module path TorchScript records on each inlined node, that the rest of the forward uses). Any
+    forward works: reshapes, normalization, residuals, functional ops, nested containers. Out of
+    reach, with a one-line error that says what to do: a last linear layer (or named layer) that runs
+    inside a loop or a branch of the forward (its values are not the graph's to return), calls the
+    graph cannot inline (module interfaces, ``torch.jit.fork``), or no ``aten::linear`` at all.
+    "Last" is in program order, as for ``torch.export``; the eager hook takes the last registered
+    ``nn.Linear``, the same layer whenever the head is registered after the body, as usual. Torch has
+    no public call that takes a value out of a TorchScript module, so this uses the JIT's own graph
+    tools (``_jit_pass_inline``, ``Node.getModuleHierarchy``, ``_create_function_from_graph``).
   - ``torch.export``: the graph is run by ``torch.fx.Interpreter`` and the first argument of its last
     ``aten.linear`` node is kept (or the output of the last node recorded inside the named module).
 * **MC dropout**: TorchScript ``Dropout`` submodules (found by their original class name) are put
@@ -23,7 +31,8 @@ every format (documented in :func:`jacal.acquire`):
 """
 from __future__ import annotations
 
-from typing import Callable, List, Optional, Tuple
+import re
+from typing import Callable, Iterator, List, Optional, Tuple
 
 import torch
 from torch import nn
@@ -101,18 +110,6 @@ def _names(names: List[str]) -> str:
     return (shown + f" (and {len(names) - 12} more)") if len(names) > 12 else (shown or "none")
 
 
-def _chain(model: nn.Module, prefix: str = "") -> List[Tuple[str, nn.Module]]:
-    """A TorchScript model's top-level layers in order, ``Sequential`` containers opened (``body.0``...)."""
-    out = []
-    for name, child in model.named_children():
-        full = f"{prefix}{name}"
-        if getattr(child, "original_name", "") == "Sequential":
-            out.extend(_chain(child, full + "."))
-        else:
-            out.append((full, child))
-    return out
-
-
 def _graph_runner(model: torch.fx.GraphModule, layer: Optional[str]):
     if layer is None:
         linears = _linear_nodes(model)
@@ -140,44 +137,67 @@ def _graph_runner(model: torch.fx.GraphModule, layer: Optional[str]):
     return run_graph
 
 
-def _script_runner(model: nn.Module, layer: Optional[str]):
-    chain = _chain(model)
-    names = [n for n, _ in chain]
-    out_of_reach = (f"{NEEDS}, and the {'last linear layer' if layer is None else 'layer ' + repr(layer)} of this "
-                    "TorchScript model is out of reach (jacal runs its top-level layers in order, which does not "
-                    "reproduce its forward); save it with torch.export (.pt2) or as a jacal checkpoint, or pass embed=.")
-    if layer is None:
-        heads = [i for i, (_, c) in enumerate(chain) if getattr(c, "original_name", "") == "Linear"]
-        if not heads:
-            raise JacalError(out_of_reach)
-        at, take_input = heads[-1], True
-    else:
-        if layer not in names:
-            raise JacalError(f"`embedding_layer` {layer!r} is not one of the layers jacal can run in order in this "
-                             f"TorchScript model: {_names(names)}.")
-        at, take_input = names.index(layer), False
-    checked = []
+def _walk(block) -> Iterator:
+    """Every node of a TorchScript block in program order, those inside loops and branches included."""
+    for node in block.nodes():
+        yield node
+        for sub in node.blocks():
+            yield from _walk(sub)
 
-    def run_chain(x: torch.Tensor):
-        h, emb = x, None
-        try:
-            for i, (_, child) in enumerate(chain):
-                if i == at and take_input:
-                    emb = h
-                h = child(h)
-                if i == at and not take_input:
-                    emb = h
-        except (RuntimeError, ValueError, TypeError, IndexError) as err:
-            if checked:
-                raise
-            raise JacalError(out_of_reach) from err
-        if not checked:  # once per pass: running the layers in order is the model's own forward
-            z = model(x)
-            if h.shape != z.shape or not torch.allclose(h, z, rtol=1e-5, atol=1e-6):
-                raise JacalError(out_of_reach)
-            checked.append(True)
-        return h, emb
-    return run_chain
+
+def _module_path(node) -> str:
+    """The module a node of an inlined graph was recorded in, as ``named_modules`` names it (``"body.2"``);
+    ``""`` for the model's own forward. TorchScript keeps it as ``"body(Sequential).2(Dropout)"``, with
+    ``UNKNOWN_INSTANCE`` for functions (``F.relu``) called inside a module."""
+    return ".".join(name for name, _ in _SCOPE.findall(node.getModuleHierarchy() or "") if name != "UNKNOWN_INSTANCE")
+
+
+_SCOPE = re.compile(r"([^.()]+)\(([^()]*)\)")
+_OPAQUE = {"prim::CallMethod", "prim::CallFunction", "prim::fork"}  # calls the inlined graph still hides
+
+
+def _inside(path: str, layer: str) -> bool:
+    return path == layer or path.startswith(layer + ".")
+
+
+def _script_runner(model: nn.Module, layer: Optional[str]):
+    what = "last linear layer" if layer is None else f"layer {layer!r}"
+    graph = model.forward.graph.copy()  # the model's own forward, every call inlined; the model is untouched
+    torch._C._jit_pass_inline(graph)
+    nodes = list(_walk(graph.block()))
+    if any(n.kind() in _OPAQUE for n in nodes):
+        raise JacalError(f"{NEEDS}, and the {what} of this TorchScript model is out of reach (its forward calls "
+                         f"code TorchScript cannot inline, e.g. a module interface or torch.jit.fork); {NAME_ONE}")
+    if layer is None:
+        linears = [n for n in nodes if n.kind() == "aten::linear"]
+        if not linears:
+            raise JacalError(f"{NEEDS}, and the forward of this TorchScript model has no linear layer (aten::linear); "
+                             f"{NAME_ONE}")
+        value, at = linears[-1].inputsAt(0), linears[-1]
+    else:
+        names = [n for n, _ in model.named_modules() if n]
+        if layer not in names:
+            raise JacalError(f"`embedding_layer` {layer!r} is not a layer of this TorchScript model; its layers: "
+                             f"{_names(names)}.")
+        # the layer's output: the last tensor made inside it that the rest of the forward uses
+        outs = [(o, n) for n in nodes if _inside(_module_path(n), layer) for o in n.outputs()
+                if o.type().kind() == "TensorType"
+                and any(u.user.kind() == "prim::Return" or not _inside(_module_path(u.user), layer) for u in o.uses())]
+        if not outs:
+            raise JacalError(f"the forward of this TorchScript model leaves no output of layer {layer!r} in its graph "
+                             "(never called, or an identity); name another layer with embedding_layer= or pass embed=.")
+        value, at = outs[-1]
+    if at.owningBlock().owningNode() is not None:  # a value inside a loop or branch cannot be returned
+        raise JacalError(f"{NEEDS}, and the {what} of this TorchScript model is out of reach (it runs inside a "
+                         f"loop or branch of the forward, whose values TorchScript does not return); {NAME_ONE}")
+    graph.registerOutput(value)  # the forward returns (its output, the embedding)
+    graph.makeMultiOutputIntoTuple()
+    forward = torch._C._create_function_from_graph("jacal_forward_with_embedding", graph)
+
+    def run(x: torch.Tensor):
+        z, emb = forward(model._c, x)
+        return z, emb
+    return run
 
 
 def _eager_runner(model: nn.Module, layer: Optional[str]):
@@ -215,9 +235,8 @@ def embedding_runner(model: nn.Module, layer: Optional[str] = None
     """``x -> (logits, embeddings)`` for any model format, in one forward pass.
 
     ``layer=None``: the input of the model's last linear layer (penultimate features). ``layer="name"``:
-    the output of that layer, named as in ``model.named_modules()`` (eager), in the top-level layers
-    with ``Sequential`` containers opened (TorchScript: ``"body.2"``), or as the module path (or node
-    name) recorded in the graph (``torch.export``).
+    the output of that layer, named as in ``model.named_modules()`` (eager and TorchScript:
+    ``"body.2"``), or as the module path (or node name) recorded in the graph (``torch.export``).
 
     Raises:
         ValueError: one line saying why no embedding can be taken, and what to pass instead.

@@ -11,6 +11,7 @@ from typer.testing import CliRunner
 ray = pytest.importorskip("ray")
 
 import jacal  # noqa: E402
+from _tolerance import assert_close_reordered  # noqa: E402
 from jacal.backends import RayBackend  # noqa: E402
 from jacal.cli.app import app  # noqa: E402
 
@@ -78,7 +79,8 @@ def test_acquire_sharded_on_ray_equals_local(ray_local, tmp_path):
         remote = jacal.acquire(model, pool, 25, strategy=strategy, batch_size=128, seed=1, backend=backend,
                                shard_size=500)
         assert np.array_equal(local.indices, remote.indices)
-        np.testing.assert_allclose(remote.scores, local.scores, rtol=1e-5)
+        # shards of 500 run in chunks of 128, 128, 128, 116: BLAS takes the float32 sums in another order
+        assert_close_reordered(remote.scores, local.scores, length=64, depth=3, per_row=False)
     ck = jacal.save_checkpoint(tmp_path / "m.pt", model)
     np.save(tmp_path / "pool.npy", pool.numpy())
     outs = {}
@@ -158,7 +160,8 @@ def test_compiled_models_travel_to_ray_workers(ray_local, tmp_path, fmt):
         remote = jacal.acquire(model, pool, 20, strategy=strategy, batch_size=128, seed=1, backend=backend,
                                shard_size=400)
         assert np.array_equal(local.indices, remote.indices), strategy
-        np.testing.assert_allclose(remote.scores, local.scores, rtol=1e-5)
+        # shards of 400 run in chunks of 128, 128, 128, 16: BLAS takes the float32 sums in another order
+        assert_close_reordered(remote.scores, local.scores, length=64, depth=3, per_row=False)
 
 
 @pytest.fixture(scope="module")
@@ -185,7 +188,7 @@ def test_every_format_every_strategy_on_ray(ray_local, formats, fmt):
         local = jacal.acquire(models[fmt], x, 5, **kw)
         remote = jacal.acquire(models[fmt], x, 5, backend=backend, shard_size=32, **kw)
         assert np.array_equal(local.indices, remote.indices), strategy
-        np.testing.assert_allclose(remote.scores, local.scores, rtol=1e-5, atol=1e-7)
+        assert_close_reordered(remote.scores, local.scores, length=64, depth=3, per_row=False)  # other processes
     if fmt != "traced":  # a named layer and an embed callable travel too
         for extra in ({"embedding_layer": "body.1" if fmt == "module" else "1"}, {"embed": _first_eight}):
             local = jacal.acquire(models[fmt], x, 5, strategy="badge", seed=1, batch_size=16, **extra)

@@ -115,9 +115,8 @@ def acquire(model: nn.Module, pool: Any, k: int, *, strategy: str = "jacobian", 
             local one for the same seed.
         shard_size: items per shard for a distributed backend.
         embedding_layer: for the strategies that use embeddings (``coreset``, ``badge``): the name of
-            the layer whose output is each item's embedding (as in ``model.named_modules()``; for
-            TorchScript a top-level layer, ``Sequential`` containers opened; for ``torch.export`` the
-            module path the graph recorded). Default: the input of the model's last linear layer
+            the layer whose output is each item's embedding (as in ``model.named_modules()``, TorchScript
+            too; for ``torch.export`` the module path the graph recorded). Default: the input of the model's last linear layer
             (penultimate features), found in every model format.
         embed: for anything else, ``embed(x) -> (b, d)`` embeddings of a chunk ``x`` (with a Ray
             backend it must pickle).
