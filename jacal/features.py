@@ -151,10 +151,16 @@ def extract_features(model: nn.Module, pool: Any, *, need: Set[str], batch_size:
     found in every model format (see :mod:`jacal._foreign`); ``embedding_layer="name"``
     takes the output of that layer instead, and ``embed(x) -> (b, d)`` computes them any other way.
 
+    ``"ldm"``: the least disagree metric (:mod:`jacal.acquisition.ldm`) from this pass's embeddings and
+    logits. ``"in-distribution"``: with no labeled set here every item scores 1; :func:`jacal.acquire`
+    sets the real score from ``labeled`` and ``out_of_set``.
+
     ``chunk_offset``: index of this pool's first chunk within a larger pool (for sharded runs, so
     MC-dropout seeds, drawn per chunk, match an unsharded run).
     """
     need = _check_needs(need)
+    if "ldm" in need:  # computed from the pass's embeddings and logits at its end
+        need |= {"embeddings", "logits"}
     n = pool_length(pool)
     if n == 0:
         raise ValueError("`pool` is empty: nothing to score.")
@@ -263,10 +269,18 @@ def extract_features(model: nn.Module, pool: Any, *, need: Set[str], batch_size:
                 progress(done, n)
     if done != n:
         raise ValueError(f"`pool` yielded {done} items but reports a length of {n}.")
+    if "in-distribution" in need:  # no labeled set here: every item labelable (acquire sets the real score)
+        out["in_distribution"] = np.where(out["finite"], 1.0, np.nan)
+    if "ldm" in need:
+        from jacal.acquisition.ldm import last_linear, least_disagree_metric  # at use: jacal.acquisition imports us
+
+        w, b = last_linear(model, out["embeddings"], out["logits"])
+        out["ldm"] = least_disagree_metric(out["embeddings"], w, b, seed=seed, valid=out["finite"])
     return PoolFeatures(probs=out["probs"], finite=out["finite"], embeddings=out.get("embeddings"),
                         jacobian=out.get("jacobian"), jacobian_embedding=out.get("jacobian_embedding"),
                         boundary_embedding=out.get("boundary_embedding"), mc_probs=out.get("mc_probs"),
-                        bald=out.get("bald"), logits=out.get("logits"))
+                        bald=out.get("bald"), logits=out.get("logits"), in_distribution=out.get("in_distribution"),
+                        ldm=out.get("ldm"))
 
 
 def concat_features(parts: List[PoolFeatures]) -> PoolFeatures:
