@@ -1,8 +1,24 @@
 """Acquisition at scale: score a pool and select k = 1,000, every strategy, wall time and peak memory.
 
-Each strategy runs in its own subprocess, so its memory is its own. Prints JSON: wall time (features +
-selection) and peak memory per strategy, next to a baseline process that only holds the pool and the
-model, so ``extra_mb`` is what the strategy itself needs.
+Each strategy runs in its own subprocess, so its memory is its own. Prints JSON: wall time and peak
+memory per strategy, next to a baseline process that only holds the pool and the model, so
+``extra_mb`` is what the strategy itself needs. The time is split in the two halves of
+:func:`jacal.acquire`: ``model_seconds`` (the feature pass over the pool) and ``selection_seconds``
+(the strategy's selection on those features). For the diversity strategies the selection also
+reports what it ran (``selection_method``: see :mod:`jacal.acquisition.diversity`), the bytes each
+pick reads (``bytes_per_pick``: the embedding, its sketch or the chain's rows and the centers, plus
+the per-row vectors) and the bandwidth that makes (``selection_gbps``), next to the machine's
+memory bandwidth measured in the same run by a STREAM-like triad (``triad``; ``selection_vs_triad``
+is their ratio: near 1 means bound by memory traffic). With margin among the strategies, each result
+carries ``time_vs_margin`` and ``model_vs_margin`` (the issue's yardstick).
+
+``--selection exact|approximate|auto`` picks the path (default ``auto``: exact for small pools);
+``--compare-exact`` also runs the exact selection on the same features and reports its time, the
+picks' overlap, the objective each path serves evaluated exactly on a sample (k-center: covering
+radius; k-means++: k-means cost) and, for the sketch, the distortion of squared distances; for the
+seeded k-means++ strategies the same figures for the exact path at another seed say how much two
+exact runs differ anyway; for bald it times the feature pass again with one forward pass per MC
+sample (as before the samples were batched).
 
 Pools:
 
@@ -28,6 +44,7 @@ on training).
     python benchmarks/bench_acquire.py                  # all strategies, 60,000 items, CPU
     python benchmarks/bench_acquire.py --strategies jacobian,badge --pool-size 30000
     python benchmarks/bench_acquire.py --pool-size 1000000 --strategies margin,jacobian,badge,coreset
+    python benchmarks/bench_acquire.py --pool-size 200000 --mmap --strategies margin,jacobian,badge,coreset --compare-exact
 
 With badge among the strategies, each result also carries ``time_vs_badge``.
 """
@@ -124,7 +141,11 @@ def triad_gbps(n: int = 1 << 25, repeats: int = 5) -> dict:
         t0 = time.perf_counter()
         torch.add(b, c, alpha=3.0, out=a)
         best = min(best, time.perf_counter() - t0)
-    return {"gbps": round(3 * 4 * n / best / 1e9, 2), "array_mb": round(4 * n / 1e6), "threads": torch.get_num_threads()}
+    return {"gbps": _sig(3 * 4 * n / best / 1e9), "array_mb": round(4 * n / 1e6), "threads": torch.get_num_threads()}
+
+
+def _sig(v: float) -> float:
+    return float(f"{v:.3g}")
 
 
 def _overlap(a: np.ndarray, b: np.ndarray) -> float:
@@ -208,10 +229,19 @@ def child(args) -> None:
                 c = calls[0]
                 row.update(selection_method=c["method"], bytes_per_pick=int(c["bytes_per_pick"]),
                            setup_bytes=int(c["setup_bytes"]), diversity_seconds=round(c["seconds"], 2),
-                           selection_gbps=round(c["bytes_per_pick"] * args.k / 1e9 / max(c["seconds"], 1e-9), 2))
+                           selection_gbps=_sig(c["bytes_per_pick"] * args.k / 1e9 / max(c["seconds"], 1e-9)))
     row.update(seconds=round(time.perf_counter() - t0, 2),
                peak_rss_mb=round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
                peak_anon_mb=round(anon.peak, 1))
+    if args.compare_exact and args.single == "bald":  # the MC samples one pass each, as before they were batched
+        import jacal.features as F
+
+        F.MC_BATCH_ROWS, t3 = 1, time.perf_counter()
+        looped = extract_features(model, pool, need=set(strat.needs), batch_size=args.batch_size, device=args.device,
+                                  mc_samples=20, seed=0)
+        row["per_sample_mc_model_seconds"] = round(time.perf_counter() - t3, 2)
+        row["batched_vs_per_sample"] = round(row["model_seconds"] / row["per_sample_mc_model_seconds"], 3)
+        row["bald_score_max_abs_diff"] = float(np.nanmax(np.abs(looped.bald - feats.bald)))  # other masks: not 0
     if args.compare_exact and args.single != "baseline" and calls and row["selection_method"] != "exact":
         t3 = time.perf_counter()
         with D.selection("exact"), D.trace() as exact_calls:
@@ -242,7 +272,7 @@ def main(argv=None):
     ap.add_argument("--compare-exact", action="store_true",
                     help="also run the exact selection on the same features: its time, the picks' overlap and "
                          "the objective's ratio (see quality())")
-    ap.add_argument("--no-triad", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--triad-numbers", type=int, default=1 << 25, help=argparse.SUPPRESS)
     ap.add_argument("--single", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.single:
@@ -266,13 +296,13 @@ def main(argv=None):
         rows[name] = json.loads(out.stdout.strip().splitlines()[-1])
         print(f"{name}: {rows[name]['seconds']} s", file=sys.stderr, flush=True)
     base = rows.pop("baseline")
-    triad = None if args.no_triad else triad_gbps()
+    triad = triad_gbps(args.triad_numbers)
     for r in rows.values():
         if "margin" in rows:  # the issue's yardstick: each strategy's time as a multiple of margin's
             r["time_vs_margin"] = round(r["seconds"] / rows["margin"]["seconds"], 2)
             r["model_vs_margin"] = round(r["model_seconds"] / rows["margin"]["seconds"], 2)
         if triad is not None and "selection_gbps" in r:
-            r["selection_vs_triad"] = round(r["selection_gbps"] / triad["gbps"], 3)
+            r["selection_vs_triad"] = _sig(r["selection_gbps"] / triad["gbps"])
         if mapped:
             r["extra_mb"] = round(r["peak_anon_mb"] - base["peak_anon_mb"], 1)
         else:

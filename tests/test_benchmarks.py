@@ -76,10 +76,15 @@ def test_bench_acquire_memory_maps_a_synthetic_pool(tmp_path, capsys):
     mod = _load("bench_acquire")
     pool = tmp_path / "pool.npy"
     args = ["--pool-size", "400", "--k", "5", "--batch-size", "64", "--mmap", "--pool-file", str(pool),
-            "--strategies", "margin,coreset"]
+            "--triad-numbers", "100000", "--strategies", "margin,coreset"]
     out = mod.main(args)
     assert json.loads(capsys.readouterr().out)["results"].keys() == out["results"].keys() == {"margin", "coreset"}
     assert out["memory_mapped"] and out["pool_file"] == str(pool) and "RssAnon" in out["extra_mb_is"]
+    assert out["triad"]["gbps"] > 0
+    core = out["results"]["coreset"]  # the two halves timed apart, the selection's traffic against the triad
+    assert core["seconds"] >= core["model_seconds"] + core["selection_seconds"] - 0.02
+    assert core["selection_method"] == "exact" and core["bytes_per_pick"] > 400 * 4  # at least its float32 embedding
+    assert core["selection_vs_triad"] > 0 and "bytes_per_pick" not in out["results"]["margin"]
     x = np.load(pool, mmap_mode="r")
     assert x.shape == (400, 1, 28, 28) and x.dtype == np.float32 and 0 <= float(x.min()) and float(x.max()) <= 1
     before = pool.stat().st_mtime_ns
