@@ -36,12 +36,18 @@ def test_auto_is_exact_for_small_pools_and_approximate_above_the_threshold(monke
     np.testing.assert_array_equal(auto[0], exact[0])
     monkeypatch.setattr(D, "AUTO_EXACT_MAX_BYTES", 0)
     with trace() as calls:
-        kmeans_pp(x, 4, seed=2)
-        kmeans_pp_outer(x[:, :2], x, 4, seed=2)
+        kmeans_pp(x, 4, seed=2)  # the seedings stay exact under "auto" (AUTO_MCMC off)
         k_center_greedy(x, 4, sketch_dim=3)
         with selection("exact"):  # the context reaches calls that pass no method
             k_center_greedy(x, 4)
-    assert [c["method"] for c in calls] == ["mcmc", "mcmc", "sketch", "exact"]
+        with selection("approximate"):
+            kmeans_pp(x, 4, seed=2)
+            kmeans_pp_outer(x[:, :2], x, 4, seed=2)
+    assert [c["method"] for c in calls] == ["exact", "sketch", "exact", "mcmc", "mcmc"]
+    monkeypatch.setattr(D, "AUTO_MCMC", True)
+    with trace() as calls:
+        kmeans_pp(x, 4, seed=2)
+    assert calls[0]["method"] == "mcmc"
     assert all(c["bytes_per_pick"] > 0 and c["seconds"] >= 0 for c in calls)
 
 

@@ -46,8 +46,15 @@ path, chosen by ``method`` (keyword, default ``None``: the :func:`selection` con
   the farthest-point order can differ from the exact one; the reported distance of each pick is
   still its exact distance to the centers before it.
 * ``"approximate"``: each function's approximate path (``"mcmc"`` or ``"sketch"``).
-* ``"auto"``: ``"exact"`` while the exact path's total traffic (embedding bytes × k) stays below
-  :data:`AUTO_EXACT_MAX_BYTES` (small pools: exactness costs little), the approximate path above.
+* ``"auto"`` (the default): k-center greedy runs ``"exact"`` while the exact path's traffic
+  (embedding bytes × k) stays below :data:`AUTO_EXACT_MAX_BYTES` and ``"sketch"`` above; the
+  k-means++ seedings stay ``"exact"`` (:data:`AUTO_MCMC`). Measured (``benchmarks/bench_acquire.py
+  --compare-exact``, one run each on a shared 2-core machine): the sketch selected coreset's 1,000
+  of 60,000 in 0.43× the exact time with a covering radius 0.90× the exact greedy's (overlap 35%);
+  AFK-MC² on jacobian's boundary embeddings at 20,000 items took 1.26× the exact time (its
+  ``chain_length × centers`` distances cost more than 1,000 passes over 20,000 rows) and its
+  picks' k-means cost was 1.15× the exact seeding's, where exact at another seed gave 1.00×: a
+  loss beyond seed noise, so it is opt-in until a longer chain or larger pools measure better.
 
 :func:`trace` records what each call ran (method, bytes read per pick, seconds), for the benchmark.
 """
@@ -62,17 +69,20 @@ import numpy as np
 import torch
 
 __all__ = ["k_center_greedy", "kmeans_pp", "kmeans_pp_outer", "min_distances", "row_mean", "row_norms", "selection",
-           "trace", "SELECTION_METHODS", "AUTO_EXACT_MAX_BYTES", "CHAIN_LENGTH", "SKETCH_DIM"]
+           "trace", "SELECTION_METHODS", "AUTO_EXACT_MAX_BYTES", "AUTO_MCMC", "CHAIN_LENGTH", "SKETCH_DIM"]
 
 _CHUNK_ELEMENTS = 1 << 22  # temporaries of at most 4M numbers (32 MB in float64)
 
 #: The values ``method`` (and :func:`selection`) accept; ``"mcmc"`` applies to the k-means++
 #: seedings, ``"sketch"`` to k-center greedy.
 SELECTION_METHODS = ("auto", "exact", "approximate", "mcmc", "sketch")
-#: ``"auto"`` stays exact while the embedding's bytes × k are at most this (16 GB: a few seconds of
-#: memory traffic on a laptop; the digits and 20,000-item MNIST loops stay exact, a 60,000-item pool
-#: of 512-wide embeddings with k = 1,000 does not).
+#: ``"auto"`` keeps k-center exact while the embedding's bytes × k are at most this (16 GB: a few
+#: seconds of memory traffic on a laptop; the digits and 20,000-item MNIST loops stay exact, a
+#: 60,000-item pool of 512-wide embeddings with k = 1,000 does not).
 AUTO_EXACT_MAX_BYTES = 16 * 10 ** 9
+#: Whether ``"auto"`` lets the k-means++ seedings use ``"mcmc"`` above :data:`AUTO_EXACT_MAX_BYTES`
+#: (off: measured slower at 20,000 items and 15% worse in k-means cost, see the module docstring).
+AUTO_MCMC = False
 #: Metropolis–Hastings proposals per pick of the ``"mcmc"`` seeding (Bachem et al. 2016 use 200).
 CHAIN_LENGTH = 200
 #: Columns of the ``"sketch"`` path's Gaussian sketch.
@@ -127,7 +137,8 @@ def _resolve(method: Optional[str], approximate: str, exact_bytes: int, k: int) 
     """The path to run: ``method`` or the context's, with ``"auto"``/``"approximate"`` resolved."""
     m = _check_method(method if method is not None else _METHOD.get())
     if m == "auto":
-        m = "exact" if exact_bytes * max(int(k), 1) <= AUTO_EXACT_MAX_BYTES else approximate
+        big = exact_bytes * max(int(k), 1) > AUTO_EXACT_MAX_BYTES
+        m = approximate if big and (approximate != "mcmc" or AUTO_MCMC) else "exact"
     if m == "approximate":
         m = approximate
     if m not in ("exact", approximate):
