@@ -54,7 +54,8 @@ path, chosen by ``method`` (keyword, default ``None``: the :func:`selection` con
   AFK-MC² on jacobian's boundary embeddings at 20,000 items took 1.26× the exact time (its
   ``chain_length × centers`` distances cost more than 1,000 passes over 20,000 rows) and its
   picks' k-means cost was 1.15× the exact seeding's, where exact at another seed gave 1.00×: a
-  loss beyond seed noise, so it is opt-in until a longer chain or larger pools measure better.
+  loss beyond seed noise (on badge at 60,000: 0.97× the time, cost 1.00×), so it is opt-in until a
+  longer chain or larger pools measure better.
 
 :func:`trace` records what each call ran (method, bytes read per pick, seconds), for the benchmark.
 """
