@@ -212,3 +212,11 @@ def test_interleave_acquire_alternates_two_checkouts(tmp_path):
     for name in ("old-1", "new-1", "old-2", "new-2"):
         result = json.loads((tmp_path / f"{name}.json").read_text())
         assert result["pool_size"] == 200 and result["results"]["margin"]["seconds"] > 0
+
+
+def test_bench_mc_dropout_times_batched_against_per_sample(capsys):
+    out = _load("bench_mc_dropout").main(["--items", "16", "--mc-samples", "3", "--batch-size", "8", "--rounds", "1"])
+    assert json.loads(capsys.readouterr().out)["median_s"] == out["median_s"]
+    assert set(out["median_s"]) == {"batched", "per_sample", "forward_only"} and min(out["median_s"].values()) > 0
+    import jacal.features as F
+    assert F.MC_BATCH_ROWS == 8192  # restored after the per-sample rounds
