@@ -239,7 +239,8 @@ def extract_features(model: nn.Module, pool: Any, *, need: Set[str], batch_size:
                         group = max(1, min(mc_samples, MC_BATCH_ROWS // max(1, len(x))))
                         for g in range(0, mc_samples, group):
                             t = min(group, mc_samples - g)
-                            z_mc = forward(x.repeat(t, *([1] * (x.ndim - 1))))  # sample-major: rows s·b … s·b + b − 1 are sample s
+                            # sample-major: rows s·b … s·b + b − 1 are sample s
+                            z_mc = forward(x.repeat(t, *([1] * (x.ndim - 1))))
                             samples.append(torch.softmax(z_mc.double(), dim=1).reshape(t, len(x), -1).cpu().numpy())
                     finally:
                         for mod, st in zip(drop, states):

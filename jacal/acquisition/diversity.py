@@ -264,11 +264,12 @@ def k_center_greedy(x: torch.Tensor, k: int, *, centers: Optional[torch.Tensor] 
     d = x[0].numel() if len(x) else 0
     if m == "sketch" and sketch_dim < d:
         picks, dists, n_ok = _k_center_sketch(x, k, centers, ok, seed, sketch_dim)
-        _record("k_center_greedy", "sketch", len(x), k, n_ok * (4 * sketch_dim + 3 * 4), 2 * x.element_size() * d * len(x)
-                + n_ok * x.element_size() * d, t0)
+        _record("k_center_greedy", "sketch", len(x), k, n_ok * (4 * sketch_dim + 3 * 4),
+                2 * x.element_size() * d * len(x) + n_ok * x.element_size() * d, t0)
         return picks, dists
     picks, dists = _k_center_exact(x, k, centers, ok, seed)
-    _record("k_center_greedy", "exact", len(x), k, len(x) * (x.element_size() * (d + 3)), 2 * x.element_size() * d * len(x), t0)
+    _record("k_center_greedy", "exact", len(x), k, len(x) * (x.element_size() * (d + 3)),
+            2 * x.element_size() * d * len(x), t0)
     return picks, dists
 
 
@@ -510,7 +511,8 @@ def kmeans_pp(x: torch.Tensor, k: int, *, centers: Optional[torch.Tensor] = None
         start = x[first].reshape(1, -1).double()
     if m == "exact":
         out = _d2_sampling(d2, dist.to_row64, k, picks, d2_at, rng, ok)
-        _record("kmeans_pp", "exact", len(x), k, len(x) * (row_bytes + x.element_size() + 3 * 8), 3 * len(x) * row_bytes, t0)
+        _record("kmeans_pp", "exact", len(x), k, len(x) * (row_bytes + x.element_size() + 3 * 8),
+                3 * len(x) * row_bytes, t0)
         return out
     flat = x.reshape(len(x), -1)
     held = {"c": torch.empty(len(start) + k, flat.shape[1], dtype=torch.float64), "n": len(start)}
