@@ -1,8 +1,24 @@
 """Acquisition at scale: score a pool and select k = 1,000, every strategy, wall time and peak memory.
 
-Each strategy runs in its own subprocess, so its memory is its own. Prints JSON: wall time (features +
-selection) and peak memory per strategy, next to a baseline process that only holds the pool and the
-model, so ``extra_mb`` is what the strategy itself needs.
+Each strategy runs in its own subprocess, so its memory is its own. Prints JSON: wall time and peak
+memory per strategy, next to a baseline process that only holds the pool and the model, so
+``extra_mb`` is what the strategy itself needs. The time is split in the two halves of
+:func:`jacal.acquire`: ``model_seconds`` (the feature pass over the pool) and ``selection_seconds``
+(the strategy's selection on those features). For the diversity strategies the selection also
+reports what it ran (``selection_method``: see :mod:`jacal.acquisition.diversity`), the bytes each
+pick reads (``bytes_per_pick``: the embedding, its sketch or the chain's rows and the centers, plus
+the per-row vectors) and the bandwidth that makes (``selection_gbps``), next to the machine's
+memory bandwidth measured in the same run by a STREAM-like triad (``triad``; ``selection_vs_triad``
+is their ratio: near 1 means bound by memory traffic). With margin among the strategies, each result
+carries ``time_vs_margin`` and ``model_vs_margin`` (the issue's yardstick).
+
+``--selection exact|approximate|auto`` picks the path (default ``auto``: exact for small pools);
+``--compare-exact`` also runs the exact selection on the same features and reports its time, the
+picks' overlap, the objective each path serves evaluated exactly on a sample (k-center: covering
+radius; k-means++: k-means cost) and, for the sketch, the distortion of squared distances; for the
+seeded k-means++ strategies the same figures for the exact path at another seed say how much two
+exact runs differ anyway; for bald it times the feature pass again with one forward pass per MC
+sample (as before the samples were batched).
 
 Pools:
 
@@ -28,6 +44,7 @@ on training).
     python benchmarks/bench_acquire.py                  # all strategies, 60,000 items, CPU
     python benchmarks/bench_acquire.py --strategies jacobian,badge --pool-size 30000
     python benchmarks/bench_acquire.py --pool-size 1000000 --strategies margin,jacobian,badge,coreset
+    python benchmarks/bench_acquire.py --pool-size 200000 --mmap --strategies margin,jacobian,badge,coreset --compare-exact
 
 With badge among the strategies, each result also carries ``time_vs_badge``.
 """
@@ -110,22 +127,134 @@ def pool_file(path: Path, n: int, seed: int = 0, chunk: int = 20000) -> Path:
     return path
 
 
+def triad_gbps(n: int = 1 << 25, repeats: int = 5) -> dict:
+    """A STREAM-like triad ``a = b + s·c`` over float32 arrays of ``n`` numbers (128 MB each by
+    default, far beyond any cache), at torch's thread count: the best of ``repeats`` runs, counted as
+    STREAM does (three arrays of traffic per run, write-allocate not counted)."""
+    import torch
+
+    b, c = torch.rand(n), torch.rand(n)
+    a = torch.empty(n)
+    torch.add(b, c, alpha=3.0, out=a)  # touch every page once
+    best = float("inf")
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        torch.add(b, c, alpha=3.0, out=a)
+        best = min(best, time.perf_counter() - t0)
+    return {"gbps": _sig(3 * 4 * n / best / 1e9), "array_mb": round(4 * n / 1e6), "threads": torch.get_num_threads()}
+
+
+def _sig(v: float) -> float:
+    return float(f"{v:.3g}")
+
+
+def _overlap(a: np.ndarray, b: np.ndarray) -> float:
+    return round(len(np.intersect1d(a, b)) / max(1, len(a)), 4)
+
+
+def quality(name: str, feats, picks: np.ndarray, exact_picks: np.ndarray, candidates: np.ndarray, seed: int = 0,
+            sample: int = 20000) -> dict:
+    """How an approximate selection compares with the exact one on the same features: the picks'
+    overlap, and the objective each path serves, evaluated exactly on a seeded sample of the
+    candidates (k-center: the covering radius, max over items of the distance to the nearest pick;
+    k-means++: the k-means cost, mean squared distance to the nearest pick, origin included for the
+    Jacobian strategies); for the sketch, the relative error of squared distances over 2,000 pairs."""
+    import torch
+
+    from jacal.acquisition import diversity as D
+
+    rng = np.random.default_rng(seed)
+    s = rng.choice(candidates, size=min(sample, len(candidates)), replace=False)
+    out = {"overlap_with_exact": _overlap(picks, exact_picks)}
+    if name == "badge":
+        a = np.nan_to_num(feats.probs, nan=0.0)
+        a[np.arange(len(a)), a.argmax(1)] -= 1.0
+        h = feats.embeddings.astype(np.float64)
+
+        def cost(p):
+            ip = (a[s] @ a[p].T) * (h[s] @ h[p].T)
+            n_s = (a[s] ** 2).sum(1) * (h[s] ** 2).sum(1)
+            n_p = (a[p] ** 2).sum(1) * (h[p] ** 2).sum(1)
+            return float(np.maximum(n_s[:, None] + n_p[None, :] - 2 * ip, 0).min(1).mean())
+    else:
+        e = {"coreset": feats.embeddings, "jacobian": feats.boundary_embedding,
+             "jacobian-kmeans": feats.jacobian_embedding}[name]
+        xs = torch.from_numpy(e[s]).double()
+
+        def cost(p):
+            c = torch.from_numpy(e[p]).double()
+            if name != "coreset":
+                c = torch.cat([c, torch.zeros(1, c.shape[1], dtype=c.dtype)])
+            d = torch.cdist(xs, c).min(dim=1).values
+            return float(d.max()) if name == "coreset" else float(d.pow(2).mean())
+        if name == "coreset":
+            i, j = rng.choice(candidates, size=(2, 2000))
+            v = torch.from_numpy(e[i] - e[j]).double()
+            sk = D._sketch_matrix(v.shape[1], D.SKETCH_DIM, seed)
+            rel = (v @ sk).pow(2).sum(1) / v.pow(2).sum(1).clamp_min(1e-300) - 1
+            out["sketch_sq_distance_rel_error"] = {"mean": round(float(rel.mean()), 4), "std": round(float(rel.std()), 4),
+                                                   "p95_abs": round(float(rel.abs().quantile(0.95)), 4)}
+    key = "covering_radius" if name == "coreset" else "kmeans_cost"
+    out[key] = cost(picks)
+    out[key + "_exact"] = cost(exact_picks)
+    out[key + "_ratio"] = round(out[key] / out[key + "_exact"], 4) if out[key + "_exact"] > 0 else None
+    return out
+
+
 def child(args) -> None:
+    from jacal.acquisition import diversity as D
+    from jacal.acquisition.strategies import as_selection, get_strategy
+    from jacal.features import extract_features
+
     if args.pool_file:
         pool, source = np.load(args.pool_file, mmap_mode="r"), "mnist-train+noise, memory-mapped .npy"
     else:
         pool, source = mnist_like(args.pool_size, split="train")
     model = jacal.mlp(784, 10, width=512, depth=3, dropout=0.1, seed=0).eval()
+    row = {"strategy": args.single, "pool": source}
     t0 = time.perf_counter()
     with AnonPeak() as anon:
-        if args.single != "baseline":
-            res = jacal.acquire(model, pool, args.k, strategy=args.single, batch_size=args.batch_size, seed=0,
-                                device=args.device)
-            assert len(set(res.indices)) == args.k
-    wall = time.perf_counter() - t0
-    print(json.dumps({"strategy": args.single, "seconds": round(wall, 2), "pool": source,
-                      "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
-                      "peak_anon_mb": round(anon.peak, 1)}))
+        if args.single != "baseline":  # what jacal.acquire does, its two halves timed apart
+            strat = get_strategy(args.single)
+            feats = extract_features(model, pool, need=set(strat.needs), batch_size=args.batch_size,
+                                     device=args.device, mc_samples=20, seed=0)
+            t1 = time.perf_counter()
+            candidates = np.flatnonzero(feats.finite)
+            with D.selection(args.selection), D.trace() as calls:
+                sel = as_selection(strat.select(feats, args.k, candidates=candidates, seed=0), n=len(feats.finite),
+                                   k=args.k, candidates=candidates, name=strat.name)
+            t2 = time.perf_counter()
+            row.update(model_seconds=round(t1 - t0, 2), selection_seconds=round(t2 - t1, 2))
+            if calls:  # a diversity selection: what its passes read, against the machine's bandwidth
+                c = calls[0]
+                row.update(selection_method=c["method"], bytes_per_pick=int(c["bytes_per_pick"]),
+                           setup_bytes=int(c["setup_bytes"]), diversity_seconds=round(c["seconds"], 2),
+                           selection_gbps=_sig(c["bytes_per_pick"] * args.k / 1e9 / max(c["seconds"], 1e-9)))
+    row.update(seconds=round(time.perf_counter() - t0, 2),
+               peak_rss_mb=round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+               peak_anon_mb=round(anon.peak, 1))
+    if args.compare_exact and args.single == "bald":  # the MC samples one pass each, as before they were batched
+        import jacal.features as F
+
+        F.MC_BATCH_ROWS, t3 = 1, time.perf_counter()
+        looped = extract_features(model, pool, need=set(strat.needs), batch_size=args.batch_size, device=args.device,
+                                  mc_samples=20, seed=0)
+        row["per_sample_mc_model_seconds"] = round(time.perf_counter() - t3, 2)
+        row["batched_vs_per_sample"] = round(row["model_seconds"] / row["per_sample_mc_model_seconds"], 3)
+        row["bald_score_max_abs_diff"] = float(np.nanmax(np.abs(looped.bald - feats.bald)))  # other masks: not 0
+    if args.compare_exact and args.single != "baseline" and calls and row["selection_method"] != "exact":
+        t3 = time.perf_counter()
+        with D.selection("exact"), D.trace() as exact_calls:
+            exact = strat.select(feats, args.k, candidates=candidates, seed=0)
+        row["exact_selection_seconds"] = round(time.perf_counter() - t3, 2)
+        row["exact_bytes_per_pick"] = int(exact_calls[0]["bytes_per_pick"])
+        row["quality_vs_exact"] = quality(args.single, feats, sel.indices, np.asarray(exact[0]), candidates)
+        if args.single != "coreset":  # D² seeding is random: the same figures for exact at another seed, as the noise
+            with D.selection("exact"):
+                exact1 = strat.select(feats, args.k, candidates=candidates, seed=1)
+            row["quality_vs_exact"]["exact_seed1_vs_exact"] = quality(args.single, feats, np.asarray(exact1[0]),
+                                                                      np.asarray(exact[0]), candidates)
+    print(json.dumps(row))
 
 
 def main(argv=None):
@@ -138,6 +267,12 @@ def main(argv=None):
     ap.add_argument("--mmap", action="store_true", help="memory-map the pool from a .npy file at any size")
     ap.add_argument("--pool-file", type=Path, default=None,
                     help="where the memory-mapped pool is written (default: jacal_pool_N.npy in the temp folder)")
+    ap.add_argument("--selection", default="auto", choices=["auto", "exact", "approximate"],
+                    help="the diversity selection path (jacal.acquisition.diversity.selection)")
+    ap.add_argument("--compare-exact", action="store_true",
+                    help="also run the exact selection on the same features: its time, the picks' overlap and "
+                         "the objective's ratio (see quality())")
+    ap.add_argument("--triad-numbers", type=int, default=1 << 25, help=argparse.SUPPRESS)
     ap.add_argument("--single", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.single:
@@ -150,7 +285,9 @@ def main(argv=None):
     rows = {}
     for name in ["baseline"] + args.strategies.split(","):
         cmd = [sys.executable, __file__, "--single", name, "--pool-size", str(args.pool_size), "--k", str(args.k),
-               "--batch-size", str(args.batch_size), "--device", args.device]
+               "--batch-size", str(args.batch_size), "--device", args.device, "--selection", args.selection]
+        if args.compare_exact:
+            cmd.append("--compare-exact")
         if path is not None:
             cmd += ["--pool-file", str(path)]
         out = subprocess.run(cmd, capture_output=True, text=True)
@@ -159,7 +296,13 @@ def main(argv=None):
         rows[name] = json.loads(out.stdout.strip().splitlines()[-1])
         print(f"{name}: {rows[name]['seconds']} s", file=sys.stderr, flush=True)
     base = rows.pop("baseline")
+    triad = triad_gbps(args.triad_numbers)
     for r in rows.values():
+        if "margin" in rows:  # the issue's yardstick: each strategy's time as a multiple of margin's
+            r["time_vs_margin"] = round(r["seconds"] / rows["margin"]["seconds"], 2)
+            r["model_vs_margin"] = round(r["model_seconds"] / rows["margin"]["seconds"], 2)
+        if triad is not None and "selection_gbps" in r:
+            r["selection_vs_triad"] = _sig(r["selection_gbps"] / triad["gbps"])
         if mapped:
             r["extra_mb"] = round(r["peak_anon_mb"] - base["peak_anon_mb"], 1)
         else:
@@ -171,7 +314,7 @@ def main(argv=None):
               "pool": base["pool"], "memory_mapped": mapped,
               "extra_mb_is": "peak RssAnon over the baseline's" if mapped else "peak ru_maxrss over the baseline's",
               "baseline_rss_mb": base["peak_rss_mb"], "baseline_anon_mb": base["peak_anon_mb"],
-              "machine": machine(), "results": rows}
+              "selection": args.selection, "triad": triad, "machine": machine(), "results": rows}
     if path is not None:
         result["pool_file"] = str(path)
         result["pool_file_gb"] = round(path.stat().st_size / 1e9, 2)

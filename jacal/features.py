@@ -33,6 +33,9 @@ from jacal.sensitivity.jacobian import jacobian_norm
 
 JACOBIAN_SKETCH_DIM = 64
 EXACT_BOUNDARY_DIM = 1024
+#: MC dropout runs its samples as one batch of T stacked copies of a chunk, up to this many rows
+#: per forward pass (more samples: several passes).
+MC_BATCH_ROWS = 8192
 
 __all__ = ["JACOBIAN_SKETCH_DIM", "Need", "NEEDS", "PoolFeatures", "extract_features", "iter_pool", "pool_length",
            "has_dropout", "concat_features", "shard_job"]
@@ -243,13 +246,17 @@ def extract_features(model: nn.Module, pool: Any, *, need: Set[str], batch_size:
                     torch.manual_seed(seed * 1_000_003 + chunk_offset + ci)
                     for mod in drop:
                         mod.train()
-                    try:
-                        for _ in range(mc_samples):
-                            samples.append(torch.softmax(forward(x).double(), dim=1).cpu().numpy())
+                    try:  # the T samples batched: one pass over T stacked copies (each row its own dropout mask)
+                        group = max(1, min(mc_samples, MC_BATCH_ROWS // max(1, len(x))))
+                        for g in range(0, mc_samples, group):
+                            t = min(group, mc_samples - g)
+                            # sample-major: rows s·b … s·b + b − 1 are sample s
+                            z_mc = forward(x.repeat(t, *([1] * (x.ndim - 1))))
+                            samples.append(torch.softmax(z_mc.double(), dim=1).reshape(t, len(x), -1).cpu().numpy())
                     finally:
                         for mod, st in zip(drop, states):
                             mod.train(st)
-                s = np.stack(samples)
+                s = np.concatenate(samples)
                 if is_compiled(m) and len(s) > 1 and np.array_equal(s[0], s[-1]):
                     raise ValueError("strategy 'bald' needs dropout that is random in train mode, and this "
                                      "model's is fixed (a traced TorchScript model keeps the dropout it was "

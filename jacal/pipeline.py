@@ -255,10 +255,8 @@ def score_file(checkpoint: PathLike, *, dataset: Optional[str] = None, split: st
         data = jacal.load_dataset(name, root=data_root or ck.metadata.get("data_root"))
         x, labels = data.split(split)
         source = f"{name}/{split}"
-    norms = jacal.jacobian_norm(ck.model, x, output=output, method=method, batch_size=batch_size, device=device,
-                                progress=progress)
-    with torch.no_grad():
-        pred = torch.cat([ck.model(x[i:i + 4096]).argmax(1) for i in range(0, len(x), 4096)])
+    norms, pred = jacal.jacobian_norm(ck.model, x, output=output, method=method, batch_size=batch_size,
+                                      device=device, progress=progress, return_predictions=True)  # one pass
     ids = ids if ids is not None else list(range(len(x)))
     summary = {"source": source, "n": len(x), "output": output, "method": method, "mean": float(norms.mean()),
                "median": float(norms.median()), "std": float(norms.std()) if len(x) > 1 else 0.0,

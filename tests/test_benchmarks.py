@@ -76,10 +76,15 @@ def test_bench_acquire_memory_maps_a_synthetic_pool(tmp_path, capsys):
     mod = _load("bench_acquire")
     pool = tmp_path / "pool.npy"
     args = ["--pool-size", "400", "--k", "5", "--batch-size", "64", "--mmap", "--pool-file", str(pool),
-            "--strategies", "margin,coreset"]
+            "--triad-numbers", "100000", "--strategies", "margin,coreset"]
     out = mod.main(args)
     assert json.loads(capsys.readouterr().out)["results"].keys() == out["results"].keys() == {"margin", "coreset"}
     assert out["memory_mapped"] and out["pool_file"] == str(pool) and "RssAnon" in out["extra_mb_is"]
+    assert out["triad"]["gbps"] > 0
+    core = out["results"]["coreset"]  # the two halves timed apart, the selection's traffic against the triad
+    assert core["seconds"] >= core["model_seconds"] + core["selection_seconds"] - 0.02
+    assert core["selection_method"] == "exact" and core["bytes_per_pick"] > 400 * 4  # at least its float32 embedding
+    assert core["selection_vs_triad"] > 0 and "bytes_per_pick" not in out["results"]["margin"]
     x = np.load(pool, mmap_mode="r")
     assert x.shape == (400, 1, 28, 28) and x.dtype == np.float32 and 0 <= float(x.min()) and float(x.max()) <= 1
     before = pool.stat().st_mtime_ns
@@ -207,3 +212,11 @@ def test_interleave_acquire_alternates_two_checkouts(tmp_path):
     for name in ("old-1", "new-1", "old-2", "new-2"):
         result = json.loads((tmp_path / f"{name}.json").read_text())
         assert result["pool_size"] == 200 and result["results"]["margin"]["seconds"] > 0
+
+
+def test_bench_mc_dropout_times_batched_against_per_sample(capsys):
+    out = _load("bench_mc_dropout").main(["--items", "16", "--mc-samples", "3", "--batch-size", "8", "--rounds", "1"])
+    assert json.loads(capsys.readouterr().out)["median_s"] == out["median_s"]
+    assert set(out["median_s"]) == {"batched", "per_sample", "forward_only"} and min(out["median_s"].values()) > 0
+    import jacal.features as F
+    assert F.MC_BATCH_ROWS == 8192  # restored after the per-sample rounds

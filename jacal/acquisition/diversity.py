@@ -20,17 +20,139 @@ squared norms are computed once, chunk by chunk, and ``(x − μ)·w = x·w − 
 BADGE's gradient embeddings ``g_i = a_i ⊗ h_i`` are never formed either: their inner products factor
 as ``⟨g_i, g_j⟩ = ⟨a_i, a_j⟩⟨h_i, h_j⟩``, so N × (K + d) numbers suffice (a million-item pool with
 K = 10 and a 512-wide penultimate layer: 2 GB instead of 20 GB).
+
+Below the memory wall. The exact paths read the whole embedding once per pick: at a million items
+and 512 numbers each, k = 1,000 picks stream 2 TB, so their speed is the machine's memory bandwidth
+(``benchmarks/bench_acquire.py`` measures both). Each function therefore also has an approximate
+path, chosen by ``method`` (keyword, default ``None``: the :func:`selection` context's, itself
+``"auto"`` unless set):
+
+* ``"exact"``: the algorithm as stated above (the only path before; still the reference in tests).
+* ``"mcmc"`` (:func:`kmeans_pp`, :func:`kmeans_pp_outer`): AFK-MC² seeding (Bachem, Lucic, Hassani
+  & Krause 2016, "Fast and provably good seedings for k-means"). One pass over the pool builds the
+  proposal ``q(x) = ½·D²(x, C₀)/ΣD² + ½/n`` (``C₀``: the starting centers or the first pick); each
+  pick is then the end of a Metropolis–Hastings chain of ``chain_length`` proposals drawn from ``q``
+  whose stationary law is D² sampling, and it only computes those proposals' distances to the
+  centers chosen so far. Per pick it reads ``chain_length`` rows plus the centers instead of all
+  ``N`` rows. Trades: the picks follow D² sampling up to the chain's mixing error, not exactly (the
+  paper bounds the expected k-means cost by k-means++'s guarantee plus ``ε·Var(X)`` for chains of
+  length ``O(log(k/ε)/ε)``; 200, its experiments' setting, is the default here), and the cost of a
+  pick grows with the number of centers (``chain_length × centers`` distances).
+* ``"sketch"`` (:func:`k_center_greedy`): the greedy runs exactly, but on a seeded Gaussian
+  Johnson–Lindenstrauss sketch ``(x − μ) S`` (``S (d, sketch_dim)``, entries N(0, 1/sketch_dim))
+  of the allowed rows, built in one pass. Per pick it reads ``sketch_dim`` numbers per row instead of
+  ``d``; the extra memory is one float32 ``(n_allowed, sketch_dim)`` matrix. Trades: squared
+  distances are those of the sketch (relative error of about ``√(2/sketch_dim)``, 18% at 64), so
+  the farthest-point order can differ from the exact one; the reported distance of each pick is
+  still its exact distance to the centers before it.
+* ``"approximate"``: each function's approximate path (``"mcmc"`` or ``"sketch"``).
+* ``"auto"`` (the default): k-center greedy runs ``"exact"`` while the exact path's traffic
+  (embedding bytes × k) stays below :data:`AUTO_EXACT_MAX_BYTES` and ``"sketch"`` above; the
+  k-means++ seedings stay ``"exact"`` (:data:`AUTO_MCMC`). Measured (``benchmarks/bench_acquire.py
+  --compare-exact``, one run each on a shared 2-core machine): the sketch selected coreset's 1,000
+  of 60,000 in 0.43× the exact time with a covering radius 0.90× the exact greedy's (overlap 35%);
+  AFK-MC² on jacobian's boundary embeddings at 20,000 items took 1.26× the exact time (its
+  ``chain_length × centers`` distances cost more than 1,000 passes over 20,000 rows) and its
+  picks' k-means cost was 1.15× the exact seeding's, where exact at another seed gave 1.00×: a
+  loss beyond seed noise (on badge at 60,000: 0.97× the time, cost 1.00×), so it is opt-in until a
+  longer chain or larger pools measure better.
+
+:func:`trace` records what each call ran (method, bytes read per pick, seconds), for the benchmark.
 """
 from __future__ import annotations
 
-from typing import Optional
+import contextlib
+import contextvars
+import time
+from typing import Iterator, List, Optional
 
 import numpy as np
 import torch
 
-__all__ = ["k_center_greedy", "kmeans_pp", "kmeans_pp_outer", "min_distances", "row_mean", "row_norms"]
+__all__ = ["k_center_greedy", "kmeans_pp", "kmeans_pp_outer", "min_distances", "row_mean", "row_norms", "selection",
+           "trace", "SELECTION_METHODS", "AUTO_EXACT_MAX_BYTES", "AUTO_MCMC", "CHAIN_LENGTH", "SKETCH_DIM"]
 
 _CHUNK_ELEMENTS = 1 << 22  # temporaries of at most 4M numbers (32 MB in float64)
+
+#: The values ``method`` (and :func:`selection`) accept; ``"mcmc"`` applies to the k-means++
+#: seedings, ``"sketch"`` to k-center greedy.
+SELECTION_METHODS = ("auto", "exact", "approximate", "mcmc", "sketch")
+#: ``"auto"`` keeps k-center exact while the embedding's bytes × k are at most this (16 GB: a few
+#: seconds of memory traffic on a laptop; the digits and 20,000-item MNIST loops stay exact, a
+#: 60,000-item pool of 512-wide embeddings with k = 1,000 does not).
+AUTO_EXACT_MAX_BYTES = 16 * 10 ** 9
+#: Whether ``"auto"`` lets the k-means++ seedings use ``"mcmc"`` above :data:`AUTO_EXACT_MAX_BYTES`
+#: (off: measured slower at 20,000 items and 15% worse in k-means cost, see the module docstring).
+AUTO_MCMC = False
+#: Metropolis–Hastings proposals per pick of the ``"mcmc"`` seeding (Bachem et al. 2016 use 200).
+CHAIN_LENGTH = 200
+#: Columns of the ``"sketch"`` path's Gaussian sketch.
+SKETCH_DIM = 64
+
+_METHOD: contextvars.ContextVar = contextvars.ContextVar("jacal_selection_method", default="auto")
+_TRACE: contextvars.ContextVar = contextvars.ContextVar("jacal_selection_trace", default=None)
+
+
+@contextlib.contextmanager
+def selection(method: str) -> Iterator[None]:
+    """Within the block, diversity functions called without ``method`` use this one (as
+    ``sklearn.config_context`` does for its settings): e.g. ``with selection("exact"):`` makes every
+    strategy select exactly, without strategies passing anything through.
+
+    >>> import torch
+    >>> x = torch.randn(50, 4)
+    >>> with selection("exact"):
+    ...     picks, _ = kmeans_pp(x, 3, seed=0)
+    >>> picks.shape
+    (3,)
+    """
+    _check_method(method)
+    token = _METHOD.set(method)
+    try:
+        yield
+    finally:
+        _METHOD.reset(token)
+
+
+@contextlib.contextmanager
+def trace() -> Iterator[List[dict]]:
+    """Collect one record per diversity call made inside the block: ``{"function", "method", "n",
+    "k", "bytes_per_pick", "setup_bytes", "seconds"}``; ``bytes_per_pick`` counts the arrays each pick
+    reads (the embedding or its sketch or the chain's rows and the centers, plus the per-row
+    vectors), ``setup_bytes`` the passes made once (norms, mean, sketch, proposal)."""
+    calls: List[dict] = []
+    token = _TRACE.set(calls)
+    try:
+        yield calls
+    finally:
+        _TRACE.reset(token)
+
+
+def _check_method(method: str) -> str:
+    if method not in SELECTION_METHODS:
+        raise ValueError(f"Expected `method` to be one of {list(SELECTION_METHODS)}, got {method!r}.")
+    return method
+
+
+def _resolve(method: Optional[str], approximate: str, exact_bytes: int, k: int) -> str:
+    """The path to run: ``method`` or the context's, with ``"auto"``/``"approximate"`` resolved."""
+    m = _check_method(method if method is not None else _METHOD.get())
+    if m == "auto":
+        big = exact_bytes * max(int(k), 1) > AUTO_EXACT_MAX_BYTES
+        m = approximate if big and (approximate != "mcmc" or AUTO_MCMC) else "exact"
+    if m == "approximate":
+        m = approximate
+    if m not in ("exact", approximate):
+        raise ValueError(f"method {m!r} does not apply here: use 'exact' or {approximate!r}.")
+    return m
+
+
+def _record(function: str, method: str, n: int, k: int, bytes_per_pick: float, setup_bytes: float, t0: float) -> None:
+    calls = _TRACE.get()
+    if calls is not None:
+        calls.append({"function": function, "method": method, "n": int(n), "k": int(k),
+                      "bytes_per_pick": float(bytes_per_pick), "setup_bytes": float(setup_bytes),
+                      "seconds": time.perf_counter() - t0})
 
 
 def _row_chunk(x: torch.Tensor) -> int:
@@ -113,7 +235,8 @@ def min_distances(x: torch.Tensor, centers: torch.Tensor, *, allowed: Optional[t
 
 
 def k_center_greedy(x: torch.Tensor, k: int, *, centers: Optional[torch.Tensor] = None,
-                    allowed: Optional[torch.Tensor] = None, seed: int = 0) -> tuple:
+                    allowed: Optional[torch.Tensor] = None, seed: int = 0, method: Optional[str] = None,
+                    sketch_dim: int = SKETCH_DIM) -> tuple:
     """Pick ``k`` rows of ``x (N, d)``, each the farthest from everything chosen so far.
 
     One matrix-vector product over ``x`` per pick, in ``x``'s dtype, clamped at 0; memory beyond
@@ -125,13 +248,32 @@ def k_center_greedy(x: torch.Tensor, k: int, *, centers: Optional[torch.Tensor] 
         centers: embeddings ``(M, d)`` already covered (the labeled set); when absent the first
             pick is the point farthest from the mean.
         allowed: ``(N,)`` bool, the rows that may be picked (default: all).
-        seed: breaks exact ties.
+        seed: breaks exact ties (and seeds the sketch).
+        method: ``"exact"``, ``"sketch"`` (the greedy on a seeded Gaussian sketch of ``sketch_dim``
+            columns: see the module docstring for what it trades), ``"approximate"`` (= ``"sketch"``)
+            or ``"auto"``; default: the :func:`selection` context's (``"auto"``).
+        sketch_dim: the sketch's columns (``"sketch"`` only; at least ``d``: exact instead).
 
     Returns:
         ``(indices (k,), distances (k,))``: picks (rows of ``x``) in order and each one's distance
-        to the nearest earlier center at the time it was picked.
+        to the nearest earlier center at the time it was picked (exact on both paths).
     """
     ok = _allowed(allowed, len(x))
+    t0 = time.perf_counter()
+    m = _resolve(method, "sketch", x.element_size() * x[0].numel() * len(x), k)
+    d = x[0].numel() if len(x) else 0
+    if m == "sketch" and sketch_dim < d:
+        picks, dists, n_ok = _k_center_sketch(x, k, centers, ok, seed, sketch_dim)
+        _record("k_center_greedy", "sketch", len(x), k, n_ok * (4 * sketch_dim + 3 * 4),
+                2 * x.element_size() * d * len(x) + n_ok * x.element_size() * d, t0)
+        return picks, dists
+    picks, dists = _k_center_exact(x, k, centers, ok, seed)
+    _record("k_center_greedy", "exact", len(x), k, len(x) * (x.element_size() * (d + 3)),
+            2 * x.element_size() * d * len(x), t0)
+    return picks, dists
+
+
+def _k_center_exact(x: torch.Tensor, k: int, centers: Optional[torch.Tensor], ok: torch.Tensor, seed: int) -> tuple:
     dist = _Distances(x, ok)
     if centers is not None and len(centers):
         d2 = dist.to_nearest(centers).to(x.dtype)
@@ -149,8 +291,49 @@ def k_center_greedy(x: torch.Tensor, k: int, *, centers: Optional[torch.Tensor] 
     return np.asarray(picks, dtype=np.int64), np.asarray(dists)
 
 
+def _sketch_matrix(d: int, dim: int, seed: int) -> torch.Tensor:
+    """The seeded Gaussian sketch ``(d, dim)``, entries N(0, 1/dim), so ``E‖v S‖² = ‖v‖²``."""
+    g = torch.Generator().manual_seed(int(seed) * 7919 + 17)
+    return torch.randn(d, dim, generator=g, dtype=torch.float64) / np.sqrt(dim)
+
+
+def _k_center_sketch(x: torch.Tensor, k: int, centers: Optional[torch.Tensor], ok: torch.Tensor, seed: int,
+                     dim: int) -> tuple:
+    """k-center greedy on ``(x[ok] − μ) S``; returns picks as rows of ``x``, their exact distances and
+    the number of allowed rows."""
+    rows = torch.nonzero(ok).squeeze(1)
+    flat = x.reshape(len(x), -1)
+    mu = row_mean(flat, ok).double()
+    s = _sketch_matrix(flat.shape[1], dim, seed).to(flat.dtype)
+    mu_s = (mu.to(flat.dtype) @ s)
+    y = torch.empty(len(rows), dim, dtype=torch.float32)
+    step = max(1, _CHUNK_ELEMENTS // max(1, flat.shape[1]))
+    for a in range(0, len(rows), step):
+        y[a:a + step] = (flat[rows[a:a + step]] @ s - mu_s).float()
+    cy = None
+    if centers is not None and len(centers):
+        cy = (centers.reshape(len(centers), -1).to(flat.dtype) @ s - mu_s).float()
+    sub, _ = _k_center_exact(y, k, cy, torch.ones(len(rows), dtype=torch.bool), seed)
+    picks = rows[torch.from_numpy(sub)]
+    ref = centers.reshape(len(centers), -1) if centers is not None and len(centers) else mu[None, :]
+    return picks.numpy().astype(np.int64), _distances_at_pick(flat, picks, ref), len(rows)
+
+
+def _distances_at_pick(x: torch.Tensor, picks: torch.Tensor, centers: torch.Tensor) -> np.ndarray:
+    """Exact distance ``(k,)`` of each pick (rows of ``x``) to the nearest of ``centers (M, d)`` and of
+    the picks before it, in float64 (k-center greedy's convention: without centers, the mean is one)."""
+    p = x[picks].double()
+    d2 = torch.cdist(p, p).pow(2)
+    d2 = torch.where(torch.tril(torch.ones(len(p), len(p), dtype=torch.bool), diagonal=-1), d2,
+                     torch.tensor(float("inf"), dtype=torch.float64)).min(dim=1).values
+    c = centers.double()
+    for a in range(0, len(c), 4096):
+        d2 = torch.minimum(d2, torch.cdist(p, c[a:a + 4096]).pow(2).min(dim=1).values)
+    return d2.clamp_min(0).sqrt().numpy()
+
+
 def kmeans_pp_outer(a: torch.Tensor, h: torch.Tensor, k: int, *, allowed: Optional[torch.Tensor] = None,
-                    seed: int = 0) -> tuple:
+                    seed: int = 0, method: Optional[str] = None, chain_length: int = CHAIN_LENGTH) -> tuple:
     """k-means++ seeding on implicit embeddings ``g_i = a_i ⊗ h_i`` (BADGE).
 
     ``‖g_i − g_j‖² = ‖a_i‖²‖h_i‖² + ‖a_j‖²‖h_j‖² − 2⟨a_i, a_j⟩⟨h_i, h_j⟩`` — exact, never forming g.
@@ -161,12 +344,21 @@ def kmeans_pp_outer(a: torch.Tensor, h: torch.Tensor, k: int, *, allowed: Option
         k: picks.
         allowed: ``(N,)`` bool, the rows that may be picked (default: all).
         seed: sampling seed.
+        method: ``"exact"`` (D² sampling, one pass over ``a`` and ``h`` per pick), ``"mcmc"``
+            (AFK-MC², ``chain_length`` proposals per pick: see the module docstring for what it
+            trades), ``"approximate"`` (= ``"mcmc"``) or ``"auto"``; default: the :func:`selection`
+            context's (``"auto"``).
+        chain_length: proposals per pick (``"mcmc"`` only).
 
     Returns:
         ``(indices (k,), d2_at_pick (k,))``. The first pick is the largest-norm embedding (as in
-        BADGE's reference code), each later one is sampled with probability ∝ D².
+        BADGE's reference code), each later one is sampled with probability ∝ D² (``"mcmc"``: by
+        a chain whose stationary law that is); ``d2_at_pick`` is exact on both paths.
     """
     ok = _allowed(allowed, len(a))
+    t0 = time.perf_counter()
+    row_bytes = a[0].numel() * 8 + h[0].numel() * 4 if len(a) else 0
+    m = _resolve(method, "mcmc", len(a) * row_bytes, k)
     a = a.double()
     h = h if h.dtype == torch.float32 else h.float()
     norms2 = torch.where(ok, a.pow(2).sum(1) * row_norms(h, squared=True), torch.zeros((), dtype=torch.float64))
@@ -178,7 +370,77 @@ def kmeans_pp_outer(a: torch.Tensor, h: torch.Tensor, k: int, *, allowed: Option
         d2 = (norms2 + norms2[j] - 2 * (a @ a[j]) * (h @ h[j]).double()).clamp_min(0)
         return torch.where(ok, d2, torch.zeros((), dtype=torch.float64))
 
-    return _d2_sampling(d2_to(first), d2_to, k, picks, d2_at, rng, ok)
+    if m == "exact":
+        out = _d2_sampling(d2_to(first), d2_to, k, picks, d2_at, rng, ok)
+        _record("kmeans_pp_outer", "exact", len(a), k, len(a) * (row_bytes + 3 * 8), 2 * len(a) * row_bytes, t0)
+        return out
+    centers = [first]
+
+    def to_centers(rows: np.ndarray) -> np.ndarray:
+        c = torch.as_tensor(centers)
+        r = torch.from_numpy(rows)
+        d2 = norms2[r][:, None] + norms2[c][None, :] - 2 * (a[r] @ a[c].T) * (h[r] @ h[c].T).double()
+        return d2.clamp_min(0).min(dim=1).values.numpy()
+
+    def to_all() -> torch.Tensor:
+        d2 = d2_to(centers[0])
+        for j in centers[1:]:
+            d2 = torch.minimum(d2, d2_to(j))
+        return d2
+
+    out = _mcmc_sampling(d2_to(first), to_centers, centers.append, to_all, k, picks, d2_at, rng, ok, chain_length)
+    _record("kmeans_pp_outer", "mcmc", len(a), k, chain_length * row_bytes + (1 + k / 2) * (row_bytes + 8),
+            3 * len(a) * row_bytes, t0)
+    return out
+
+
+def _mcmc_sampling(d2: torch.Tensor, to_centers, add_center, to_all, k: int, picks: list, d2_at: list,
+                   rng: np.random.Generator, allowed: torch.Tensor, chain_length: int) -> tuple:
+    """AFK-MC² (Bachem et al. 2016): the k-means++ loop with each D² draw replaced by an independent
+    Metropolis–Hastings chain. ``d2 (N,)`` float64: squared distance to the starting centers (any
+    value outside ``allowed``); ``to_centers(rows (m,)) -> (m,)`` the squared distances of those rows
+    to every center so far, ``add_center(j)`` makes row ``j`` one, ``to_all() -> (N,)`` the exact D²
+    of every row (a full pass: only when a chain ends on a row with D² = 0, e.g. every proposal
+    already chosen)."""
+    chain_length = max(1, int(chain_length))
+    ok = allowed.numpy()
+    base = np.where(ok, np.nan_to_num(d2.numpy(), nan=0.0), 0.0)
+    chosen = ~ok.copy()
+    chosen[picks] = True
+    base[chosen] = 0.0
+    free = ok & ~chosen
+    q = np.where(free, 1.0, 0.0) / max(1, int(free.sum()))
+    if base.sum() > 0:
+        q = 0.5 * base / base.sum() + 0.5 * q
+    q = q / q.sum()
+    todo = k - len(picks)
+    if todo <= 0:
+        return np.asarray(picks[:k], dtype=np.int64), np.asarray(d2_at[:k])
+    draws = rng.choice(len(q), size=(todo, chain_length), p=q)
+    uniform = rng.random((todo, chain_length))
+    for t in range(todo):
+        props = draws[t]
+        dy = to_centers(props)
+        dy[chosen[props]] = 0.0
+        qy = q[props]
+        u = uniform[t]
+        cur = 0
+        for j in range(1, chain_length):  # independent proposals: accept y with prob min(1, π(y)q(x) / (π(x)q(y)))
+            if dy[j] * qy[cur] > u[j] * dy[cur] * qy[j]:
+                cur = j
+        if dy[cur] > 0:
+            j, dj = int(props[cur]), float(dy[cur])
+        else:  # the chain found no row off the centers: one exact draw
+            full = to_all().numpy().copy()
+            full[chosen] = 0.0
+            total = full.sum()
+            j = int(np.flatnonzero(~chosen)[0]) if total <= 0 else int(rng.choice(len(full), p=full / total))
+            dj = float(full[j])
+        picks.append(j)
+        d2_at.append(dj)
+        chosen[j] = True
+        add_center(j)
+    return np.asarray(picks, dtype=np.int64), np.asarray(d2_at)
 
 
 def _d2_sampling(d2: torch.Tensor, d2_to, k: int, picks: list, d2_at: list, rng: np.random.Generator,
@@ -205,7 +467,8 @@ def _d2_sampling(d2: torch.Tensor, d2_to, k: int, picks: list, d2_at: list, rng:
 
 
 def kmeans_pp(x: torch.Tensor, k: int, *, centers: Optional[torch.Tensor] = None,
-              allowed: Optional[torch.Tensor] = None, seed: int = 0) -> tuple:
+              allowed: Optional[torch.Tensor] = None, seed: int = 0, method: Optional[str] = None,
+              chain_length: int = CHAIN_LENGTH) -> tuple:
     """k-means++ seeding (D² sampling) of ``k`` rows of ``x (N, d)``, starting from ``centers``.
 
     Each pick is drawn with probability ∝ its squared distance to the nearest center so far. With
@@ -220,19 +483,58 @@ def kmeans_pp(x: torch.Tensor, k: int, *, centers: Optional[torch.Tensor] = None
             largest-norm row (as BADGE's reference code does).
         allowed: ``(N,)`` bool, the rows that may be picked (default: all).
         seed: sampling seed.
+        method: ``"exact"`` (D² sampling, one pass over ``x`` per pick), ``"mcmc"`` (AFK-MC²,
+            ``chain_length`` proposals per pick: see the module docstring for what it trades),
+            ``"approximate"`` (= ``"mcmc"``) or ``"auto"``; default: the :func:`selection` context's
+            (``"auto"``).
+        chain_length: proposals per pick (``"mcmc"`` only).
 
     Returns:
-        ``(indices (k,), d2_at_pick (k,))``.
+        ``(indices (k,), d2_at_pick (k,))`` (``d2_at_pick`` exact on both paths).
     """
     ok = _allowed(allowed, len(x))
+    t0 = time.perf_counter()
+    row_bytes = x[0].numel() * x.element_size() if len(x) else 0
+    m = _resolve(method, "mcmc", len(x) * row_bytes, k)
     dist = _Distances(x, ok)
     picks, d2_at = [], []
+    rng = np.random.default_rng(seed)
     if centers is not None and len(centers):
         d2 = dist.to_nearest(centers)
+        start = centers.reshape(len(centers), -1).double()
     else:
         norms2 = torch.where(ok, row_norms(x, squared=True), torch.tensor(-1.0, dtype=torch.float64))
         first = int(torch.argmax(norms2))
         picks.append(first)
         d2_at.append(float(norms2[first]))
         d2 = dist.to_row64(first)
-    return _d2_sampling(d2, dist.to_row64, k, picks, d2_at, np.random.default_rng(seed), ok)
+        start = x[first].reshape(1, -1).double()
+    if m == "exact":
+        out = _d2_sampling(d2, dist.to_row64, k, picks, d2_at, rng, ok)
+        _record("kmeans_pp", "exact", len(x), k, len(x) * (row_bytes + x.element_size() + 3 * 8),
+                3 * len(x) * row_bytes, t0)
+        return out
+    flat = x.reshape(len(x), -1)
+    held = {"c": torch.empty(len(start) + k, flat.shape[1], dtype=torch.float64), "n": len(start)}
+    held["c"][:len(start)] = start
+    held["sq"] = held["c"].pow(2).sum(1)
+
+    def to_centers(rows: np.ndarray) -> np.ndarray:
+        n = held["n"]
+        y = flat[torch.from_numpy(rows)].double()
+        d2 = y.pow(2).sum(1)[:, None] + held["sq"][None, :n] - 2 * (y @ held["c"][:n].T)
+        return d2.clamp_min(0).min(dim=1).values.numpy()
+
+    def add_center(j: int) -> None:
+        n = held["n"]
+        held["c"][n] = flat[j].double()
+        held["sq"][n] = held["c"][n].pow(2).sum()
+        held["n"] = n + 1
+
+    def to_all() -> torch.Tensor:
+        return dist.to_nearest(held["c"][:held["n"]].to(x.dtype))
+
+    out = _mcmc_sampling(d2, to_centers, add_center, to_all, k, picks, d2_at, rng, ok, chain_length)
+    _record("kmeans_pp", "mcmc", len(x), k, chain_length * row_bytes + (len(start) + k / 2) * flat.shape[1] * 8,
+            4 * len(x) * row_bytes, t0)
+    return out

@@ -291,7 +291,8 @@ def jacobian_norm(
     force_eval: bool = False,
     progress: Optional[Callable[[int, int], Any]] = None,
     precision: str = "float32",
-) -> Union[torch.Tensor, np.ndarray]:
+    return_predictions: bool = False,
+) -> Union[torch.Tensor, np.ndarray, tuple]:
     """Per-point Frobenius norm ``‖∂f(x)/∂x‖_F`` of a classifier's output w.r.t. its input.
 
     Args:
@@ -318,9 +319,12 @@ def jacobian_norm(
             engine only, else ``ValueError``); see the module docstring and
             ``benchmarks/bench_jacobian.py`` for their measured error. The global
             ``torch.backends`` flags are restored on return.
+        return_predictions: also return each point's predicted class (argmax of the logits of the
+            same forward pass: the model runs once).
 
     Returns:
-        ``(N,)`` norms: a numpy array if ``x`` was one, else a CPU tensor, in the model's dtype.
+        ``(N,)`` norms: a numpy array if ``x`` was one, else a CPU tensor, in the model's dtype;
+        with ``return_predictions``, ``(norms, predicted (N,) int64)``.
 
     Example:
         >>> import torch
@@ -368,8 +372,11 @@ def jacobian_norm(
         gen = torch.Generator().manual_seed(int(seed)) if method == "projection" else None
 
         scales: list = []
+        predicted: list = []
 
         def rows_fn(z: torch.Tensor) -> torch.Tensor:
+            if return_predictions:
+                predicted.append(z.argmax(dim=1).cpu())
             rows, scale = scaled_output_rows(z, output, gen, n_projections)
             scales.append(scale)
             return rows
@@ -386,4 +393,7 @@ def jacobian_norm(
             if progress is not None:
                 progress(stop, n)
     norms = sq.clamp_min(0).sqrt().to(dtype)
+    if return_predictions:
+        pred = torch.cat(predicted) if predicted else torch.zeros(0, dtype=torch.int64)
+        return (norms.numpy(), pred.numpy()) if was_numpy else (norms, pred)
     return norms.numpy() if was_numpy else norms
