@@ -204,7 +204,8 @@ def quality(name: str, feats, picks: np.ndarray, exact_picks: np.ndarray, candid
 def child(args) -> None:
     from jacal.acquisition import diversity as D
     from jacal.acquisition.strategies import as_selection, get_strategy
-    from jacal.features import extract_features
+    from jacal.confidence.openset import in_distribution, in_distribution_floor
+    from jacal.features import Need, extract_features
 
     if args.pool_file:
         pool, source = np.load(args.pool_file, mmap_mode="r"), "mnist-train+noise, memory-mapped .npy"
@@ -216,10 +217,22 @@ def child(args) -> None:
     with AnonPeak() as anon:
         if args.single != "baseline":  # what jacal.acquire does, its two halves timed apart
             strat = get_strategy(args.single)
-            feats = extract_features(model, pool, need=set(strat.needs), batch_size=args.batch_size,
+            need = set(strat.needs)
+            open_set = args.open_set and Need.IN_DISTRIBUTION in strat.needs
+            if open_set:
+                need.add(Need.EMBEDDINGS)
+            feats = extract_features(model, pool, need=need, batch_size=args.batch_size,
                                      device=args.device, mc_samples=20, seed=0)
-            t1 = time.perf_counter()
             candidates = np.flatnonzero(feats.finite)
+            if open_set:  # what acquire adds on an open pool: M items sent, 40% of them answered "none of these"
+                sent = np.random.default_rng(0).choice(candidates, size=args.open_set, replace=False)
+                out = sent[: int(0.4 * len(sent))]
+                ins = np.setdiff1d(sent, out)
+                feats.in_distribution = in_distribution(feats.embeddings, feats.embeddings[ins], feats.embeddings[out])
+                feats.in_distribution_floor = in_distribution_floor(feats.embeddings[ins], feats.embeddings[out])
+                candidates = np.setdiff1d(candidates, sent)
+                row["open_set_sent"] = int(len(sent))
+            t1 = time.perf_counter()
             with D.selection(args.selection), D.trace() as calls:
                 sel = as_selection(strat.select(feats, args.k, candidates=candidates, seed=0), n=len(feats.finite),
                                    k=args.k, candidates=candidates, name=strat.name)
@@ -272,6 +285,10 @@ def main(argv=None):
     ap.add_argument("--compare-exact", action="store_true",
                     help="also run the exact selection on the same features: its time, the picks' overlap and "
                          "the objective's ratio (see quality())")
+    ap.add_argument("--open-set", type=int, default=0, metavar="M",
+                    help="the open-pool path: M pool items count as sent, 40%% of them answered 'none of these'; the "
+                         "strategies that read the in-distribution score (jacobian, margin-knn) compute it in their "
+                         "model pass (embeddings, the score and its floor) and select among the rest")
     ap.add_argument("--triad-numbers", type=int, default=1 << 25, help=argparse.SUPPRESS)
     ap.add_argument("--single", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
@@ -288,6 +305,8 @@ def main(argv=None):
                "--batch-size", str(args.batch_size), "--device", args.device, "--selection", args.selection]
         if args.compare_exact:
             cmd.append("--compare-exact")
+        if args.open_set:
+            cmd += ["--open-set", str(args.open_set)]
         if path is not None:
             cmd += ["--pool-file", str(path)]
         out = subprocess.run(cmd, capture_output=True, text=True)
