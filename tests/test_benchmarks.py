@@ -50,7 +50,11 @@ def test_bench_population_reports_gflops_against_the_gemm_rate(capsys):
     assert mod.step_flops(shapes, 3, 8) == 6 * 3 * 8 * (64 * 8 + 8 * 8 + 8 * 10)
     rate = mod.step_flops(shapes, 3, 8) * 3 / tf["loop_seconds"] / 1e9  # steps 2..4 are timed
     assert tf["gflop_per_s"] == pytest.approx(rate, rel=0.02, abs=0.01)
-    assert tf["fraction_of_mm"] == pytest.approx(tf["gflop_per_s"] / out["gemm"]["mm_gflop_per_s"], rel=0.02, abs=1e-3)
+    # both rates are printed to 2 decimals: on a busy machine they are a few hundredths, so the ratio of the
+    # printed values is only known to within their rounding (±0.005 each)
+    a, b = tf["gflop_per_s"], out["gemm"]["mm_gflop_per_s"]
+    lo, hi = max(a - 0.005, 0) / (b + 0.005), (a + 0.005) / max(b - 0.005, 1e-9)
+    assert lo * 0.98 - 1e-3 <= tf["fraction_of_mm"] <= hi * 1.02 + 1e-3
     assert 0 < tf["executed_fraction_of_counted"] < 1 and out["gemm"]["mm_gflop_per_s"] > 0
     assert "GFLOP/s" in out["note"] and out["flop_formula"].startswith("6 * models * batch")
     assert set(out["results"]) == {"jacal_population", "torch_func_vmap", "sequential_loop"}
