@@ -4,6 +4,7 @@ from __future__ import annotations
 import ipaddress
 import json
 import os
+import signal
 from pathlib import Path
 from typing import Annotated, List, Optional
 
@@ -93,9 +94,14 @@ def serve(
     app = create_app(backend, basic_auth=(basic_auth_user, basic_auth_pass) if basic_auth_user else None)
     server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False,
                                            timeout_graceful_shutdown=30))
+    stopped = []
+    previous = {sig: signal.signal(sig, lambda signum, frame: stopped.append(signum))
+                for sig in (signal.SIGTERM, signal.SIGINT)}  # uvicorn re-raises the signal it handled into these
     try:
         server.run()  # SIGTERM / SIGINT: stop accepting, finish the requests in flight, return
     finally:
         backend.stop()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
     if not server.started:
         raise JacalError(f"could not listen on {host}:{port} (in use, or not an address of this machine)")

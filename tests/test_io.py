@@ -69,7 +69,7 @@ def test_round_trip_through_a_tool_export(setup, tmp_path, tool):
              "--exclude", export, "--json")
     assert r.exit_code == 0, r.output
     assert json.loads(r.stdout)["excluded"] == 12
-    ids2, predicted2, _ = _read_batch(second, tool, version="model2", strategy="jacobian")
+    ids2, predicted2, _ = _read_batch(second, tool, strategy="jacobian")
     assert not set(ids2) & set(ann.ids) and set(ids2) <= set(setup["ids"])
     assert set(predicted2) <= set(NAMES)  # the names came from the checkpoint
 
@@ -206,7 +206,7 @@ def test_argilla_records_load_with_the_argilla_sdk(setup, tmp_path):
         rec = rg.Record.from_dict(d)
         assert rec.id == d["id"] and rec.fields["image"] == d["fields"]["image"]
         s = rec.suggestions["label"]
-        assert (s.value, s.score, s.agent) == (d["suggestions"]["label"]["value"], d["suggestions"]["label"]["score"], "model")
+        assert (s.value, s.score, s.agent) == (d["suggestions"]["label"]["value"], d["suggestions"]["label"]["score"], "jacal")
         assert dict(rec.metadata) == d["metadata"]
         rec.responses.add(rg.Response("label", setup["truth"][d["id"]], user_id="6f0c0a3e-5a4b-4c4f-8c1d-1c1c1c1c1c1c"))
         exported.append(rec.to_dict())
@@ -232,7 +232,7 @@ def test_label_studio_tasks_validate_with_the_label_studio_sdk(setup, tmp_path):
     for t in tasks:
         assert all(t["data"].get(o.value_name) for o in li.objects if o.value_is_variable)  # $image is there
         (pred,) = t["predictions"]
-        assert PredictionValue(**pred).model_version == "model"
+        assert PredictionValue(**pred).model_version == "jacal"
         assert li.validate_prediction(pred, return_errors=True) == []
     wrong = json.loads(json.dumps(tasks[0]["predictions"][0]))
     wrong["result"][0]["value"]["choices"] = ["ten"]  # the same validator does catch a bad prediction
