@@ -181,7 +181,7 @@ class FakeLabelStudio(http.server.BaseHTTPRequestHandler):
 
     def do_POST(self):
         body = self._record()
-        if self.path == "/api/token/refresh":
+        if self.path == "/api/token/refresh/":
             return self._answer(200 if body == {"refresh": "pat.refresh.token"} else 401, {"access": "short-lived"})
         return self._answer(200, {"ok": True})
 
@@ -218,7 +218,7 @@ def test_webhook_training_fetches_the_project_from_label_studio(setup, tmp_path)
         job = b.state.last_job()
         assert job["status"] == "done" and job["n_labeled"] == 10 and job["refreshed"], job
         paths = [(m, p.split("?")[0], a) for m, p, a, _ in FakeLabelStudio.calls]
-        assert paths[0] == ("POST", "/api/token/refresh", None)
+        assert paths[0] == ("POST", "/api/token/refresh/", None)
         assert ("GET", "/api/projects/3/export", "Bearer short-lived") in paths
         assert ("GET", "/data/upload/3/first.png", "Bearer short-lived") in paths
         patch = [body for m, p, _, body in FakeLabelStudio.calls if m == "PATCH"]
