@@ -179,7 +179,11 @@ def main():
     ls = serve = None
     try:
         # 3. Label Studio on 127.0.0.1, in its own venv, with Local Files serving
-        port, legacy = free_port(), secrets.token_hex(20)
+        port = free_port()
+        secret = work / "ls-user.json"  # kept, so a rerun on the same --workdir reuses the user and its data
+        if not secret.exists():
+            secret.write_text(json.dumps({"token": secrets.token_hex(20), "password": secrets.token_hex(8)}))
+        legacy, password = (json.loads(secret.read_text())[k] for k in ("token", "password"))
         env = {**os.environ, "LABEL_STUDIO_BASE_DATA_DIR": str(work / "ls-data"),
                "LABEL_STUDIO_LOCAL_FILES_SERVING_ENABLED": "true", "LOCAL_FILES_SERVING_ENABLED": "true",
                "LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT": str(docs), "LOCAL_FILES_DOCUMENT_ROOT": str(docs),
@@ -188,7 +192,7 @@ def main():
         env.pop("VIRTUAL_ENV", None)
         ls_log = open(work / "label-studio.log", "w")
         ls = subprocess.Popen(["nice", "-n", "15", ls_bin, "start", "--internal-host", "127.0.0.1", "--port", str(port),
-                               "--no-browser", "--username", "jacal@example.com", "--password", secrets.token_hex(8),
+                               "--no-browser", "--username", "jacal@example.com", "--password", password,
                                "--user-token", legacy, "--enable-legacy-api-token"],
                               stdout=ls_log, stderr=subprocess.STDOUT, env=env, cwd=work)
         out["label_studio_pid"] = ls.pid
@@ -197,7 +201,10 @@ def main():
         wait_for(url + "/health", args.startup_timeout, ls)
         out["label_studio_start_s"] = round(time.perf_counter() - t, 1)
         api = API(url, f"Token {legacy}")
-        pat = api("POST", "/api/token/", {})["token"]  # a personal access token: a JWT refresh token
+        pat_file = work / "ls-pat.txt"
+        if not pat_file.exists():  # a personal access token: a JWT refresh token (one per user)
+            pat_file.write_text(api("POST", "/api/token/", {})["token"])
+        pat = pat_file.read_text().strip()
         project = api("POST", "/api/projects", {"title": "jacal live loop", "label_config": CONFIG,
                                                 "sampling": "Uncertainty sampling", "show_collab_predictions": True})
         pid = project["id"]

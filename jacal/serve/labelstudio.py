@@ -3,7 +3,7 @@ the project's export (what training reads), task images on the Label Studio host
 training, the project's model version and a prediction refresh.
 
 Tokens: Label Studio 1.23 disables legacy tokens by default; a personal access token is a JWT
-refresh token, exchanged at ``POST /api/token/refresh`` for a short-lived bearer token (refreshed
+refresh token, exchanged at ``POST /api/token/refresh/`` for a short-lived bearer token (refreshed
 when it expires). A legacy token (no dots) is sent as ``Authorization: Token KEY``.
 """
 from __future__ import annotations
@@ -49,9 +49,9 @@ class LabelStudioClient:
             return {"Authorization": f"Token {self.token}"}
         with self._lock:
             if self._access is None or time.time() - self._access_at > 240:  # access tokens live ~5 minutes
-                body = self._call("POST", "/api/token/refresh", {"refresh": self.token}, auth=False)
+                body = self._call("POST", "/api/token/refresh/", {"refresh": self.token}, auth=False)
                 if not isinstance(body, dict) or "access" not in body:
-                    raise JacalError(f"{self.url}/api/token/refresh did not return an access token")
+                    raise JacalError(f"{self.url}/api/token/refresh/ did not return an access token")
                 self._access, self._access_at = body["access"], time.time()
             return {"Authorization": f"Bearer {self._access}"}
 
