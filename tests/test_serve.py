@@ -303,7 +303,7 @@ def test_cli_serve_answers_then_exits_0_on_sigterm(setup, tmp_path):
 
 def test_predict_only_models_and_bad_options(setup, tmp_path):
     model = jacal.load_checkpoint(setup["model"]).model
-    torch.jit.script(model).save(str(tmp_path / "scripted.pt"))
+    torch.jit.trace(model, setup["x"][:2]).save(str(tmp_path / "scripted.pt"))
     b = MLBackend(tmp_path / "scripted.pt", state_dir=tmp_path / "st", image_size=(8, 8), channels=1,
                   label_config=CONFIG).start()
     client = TestClient(create_app(b))
