@@ -189,8 +189,8 @@ def test_train_checkpoint_from_labels(setup, tmp_path, pool, labels):
                             depth=1, epochs=2, device="cpu", on_warning=notes.append)
     assert notes == [f"1 labeled id(s) in {path} are not in {setup['pools'][pool]}"]
     assert meta["label_names"] == NAMES and meta["input_shape"] == [1, 8, 8] and meta["dataset"] is None
-    assert meta["source"] == {"pool": str(setup["pools"][pool]), "labels": str(path), "format": labels,
-                              "n_labeled": 12}
+    assert meta["source"] == {"pool": str(setup["pools"][pool]), "labels": [str(path)], "format": labels,
+                              "n_labeled": 12, "n_out_of_set": 0, "per_file": {str(path): 13}}
     assert meta["metrics"]["test_accuracy"] is None
     ck = jacal.load_checkpoint(tmp_path / "m.pt")
     assert ck.metadata["label_names"] == NAMES and ck.model(torch.as_tensor(setup["x"][:2])).shape == (2, 10)
