@@ -247,9 +247,9 @@ def main():
                     "jacal_first": order[0], "next_is_jacals_first": task_item[nxt["id"]] == order[0],
                     "next_in_jacals_top3": task_item[nxt["id"]] in order[:3], "_next": nxt}
 
-        api("PATCH", f"/api/projects/{pid}", {"model_version": "jacal"})
         api("POST", f"/api/dm/actions?id=retrieve_tasks_predictions&project={pid}",
             {"selectedItems": {"all": True, "excluded": []}, "project": str(pid)})
+        api("PATCH", f"/api/projects/{pid}", {"model_version": "jacal"})  # valid once predictions carry it
         check = refresh_and_check("jacal", work / "model.pt", set())
         out["round0"] = {k: v for k, v in check.items() if not k.startswith("_")}
         served = []

@@ -309,8 +309,10 @@ class MLBackend:
                "train_accuracy": float(result.train_accuracy)}
         if self.refresh and self.client is not None and job["project"] is not None:
             try:
-                self.client.set_model_version(job["project"], version)
+                # predictions of the new version first: Label Studio accepts a project model version only
+                # once predictions carry it (or it is the backend's title)
                 self.client.retrieve_predictions(job["project"])
+                self.client.set_model_version(job["project"], version)
                 out["refreshed"] = True
             except JacalError as err:
                 out["refresh_error"] = first_line(err)
