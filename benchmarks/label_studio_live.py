@@ -188,7 +188,8 @@ def main():
                "LABEL_STUDIO_LOCAL_FILES_SERVING_ENABLED": "true", "LOCAL_FILES_SERVING_ENABLED": "true",
                "LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT": str(docs), "LOCAL_FILES_DOCUMENT_ROOT": str(docs),
                "ML_BLOCK_LOCAL_IP": "false", "SSRF_PROTECTION_ENABLED": "false", "OMP_NUM_THREADS": "1",
-               "LATEST_VERSION_CHECK": "false", "LABEL_STUDIO_LATEST_VERSION_CHECK": "false", "COLLECT_ANALYTICS": "false"}
+               "LATEST_VERSION_CHECK": "false", "LABEL_STUDIO_LATEST_VERSION_CHECK": "false", "COLLECT_ANALYTICS": "false",
+               "SENTRY_DSN": "", "FRONTEND_SENTRY_DSN": ""}
         env.pop("VIRTUAL_ENV", None)
         ls_log = open(work / "label-studio.log", "w")
         ls = subprocess.Popen(["nice", "-n", "15", ls_bin, "start", "--internal-host", "127.0.0.1", "--port", str(port),
