@@ -292,7 +292,9 @@ def main():
               and all(r["n_labeled"] is not None and r["n_labeled"] >= len(labeled[:r["round"] * args.k]) - args.k
                       for r in out["rounds"])
               and len(out["rounds"]) == args.rounds and len({r["version"] for r in out["rounds"]} | {"jacal"}) == args.rounds + 1)
-        out["ok"] = bool(ok)
+        out["next_is_jacals_first_every_round"] = bool(out["round0"]["next_is_jacals_first"]) and all(
+            r["next_is_jacals_first"] for r in out["rounds"])
+        out["ok"] = bool(ok) and out["next_is_jacals_first_every_round"]
     except Exception as err:  # noqa: BLE001 - reported in the JSON, servers stopped below
         out["ok"] = False
         out["error"] = f"{type(err).__name__}: {err}"
