@@ -128,5 +128,21 @@ def progress_bar(description: str, total: int, enabled: bool = True) -> Iterator
         lazy.stop()
 
 
+def per_file_text(counts: dict) -> str:
+    """``"a.csv: 10, export.json: 40"``: how many ids each annotation file named."""
+    return ", ".join(f"{os.path.basename(f)}: {n}" for f, n in counts.items())
+
+
+def excluded_text(summary: dict) -> str:
+    """``"46 excluded (a.csv: 10, export.json: 40; 3 'none of these')"`` for an acquire summary."""
+    text = f"{summary['excluded']} excluded"
+    if len(summary.get("excluded_per_file") or {}) > 1 or summary.get("out_of_set"):
+        parts = [per_file_text(summary["excluded_per_file"])] if len(summary["excluded_per_file"]) > 1 else []
+        if summary.get("out_of_set"):
+            parts.append(f"{summary['out_of_set']} 'none of these'")
+        text += f" ({'; '.join(parts)})"
+    return text
+
+
 def emit_json(obj: Any) -> None:
     typer.echo(json.dumps(obj, indent=2, default=float))

@@ -7,10 +7,10 @@ from typing import Annotated, List, Optional
 import typer
 
 from jacal.pipeline import acquire_batch, confidence_file
-from ._common import emit_json, progress_bar, warn
-from ._options import (FITTED_HELP, AddressOpt, BackendName, BackendOpt, BatchFormat, ChannelsOpt, ConfMethod, DeviceOpt,
-                       ForceOutOpt, FromNameOpt, ImageSizeOpt, JsonOpt, LabelNamesOpt, ModelOpt, RowFormat, Strategy,
-                       ToNameOpt)
+from ._common import emit_json, excluded_text, progress_bar, warn
+from ._options import (ANNOTATION_FILES_HELP, FITTED_HELP, STRATEGY_METAVAR, AddressOpt, BackendName, BackendOpt,
+                       BatchFormat, ChannelsOpt, ConfMethod, DeviceOpt, ForceOutOpt, FromNameOpt, ImageSizeOpt, JsonOpt,
+                       LabelNamesOpt, ModelOpt, RowFormat, ToNameOpt, strategy_name)
 
 
 def acquire(
@@ -25,14 +25,14 @@ def acquire(
     out: Annotated[Path, typer.Option(help="Batch file to write: .csv or .jsonl (id, rank, score, predicted, confidence), "
                                            "or .json with --format label-studio / argilla (tasks with the model's "
                                            "prediction as a pre-annotation).")],
-    strategy: Annotated[Strategy, typer.Option(help="Acquisition strategy. 'jacobian' (default): k-means++ over "
-                                                    "first-order distances to the decision boundary and their "
-                                                    "directions (sensitive and spread out); 'jacobian-topk': the "
-                                                    "highest Jacobian norms (the paper's score, batch-blind).")] = "jacobian",
-    exclude: Annotated[Optional[Path], typer.Option(help="Items already labeled or queued, never selected: a Label Studio "
-                                                         "JSON export, an Argilla export (records.to_json), a CSV with an "
-                                                         "'id' (and 'label') column, or one id per line.",
-                                                         exists=True, dir_okay=False)] = None,
+    strategy: Annotated[str, typer.Option(metavar=STRATEGY_METAVAR, callback=strategy_name,
+                                          help="Acquisition strategy. 'jacobian' (default): k-means++ over "
+                                               "first-order distances to the decision boundary and their "
+                                               "directions (sensitive and spread out); 'jacobian-topk': the "
+                                               "highest Jacobian norms (the paper's score, batch-blind).")] = "jacobian",
+    exclude: Annotated[Optional[List[Path]], typer.Option(help="Items already labeled or queued, never selected. "
+                                                               + ANNOTATION_FILES_HELP,
+                                                          exists=True, dir_okay=False)] = None,
     fmt: Annotated[Optional[BatchFormat], typer.Option("--format", help="Output format: csv, jsonl, label-studio (task "
                                                                         "import JSON) or argilla (record JSON); default: "
                                                                         "from --out's suffix.")] = None,
@@ -41,7 +41,8 @@ def acquire(
     to_name: ToNameOpt = "image",
     model_version: Annotated[Optional[str], typer.Option(help="Label Studio model_version / Argilla agent of the "
                                                               "predictions (default: the checkpoint's metadata, else "
-                                                              "its file name).")] = None,
+                                                              "'jacal', the same every round, so the project keeps "
+                                                              "showing them).")] = None,
     seed: Annotated[int, typer.Option(help="Seeds tie-breaking, sampling and MC dropout.")] = 0,
     batch_size: Annotated[int, typer.Option(help="Items per chunk (bounds memory).")] = 256,
     mc_samples: Annotated[int, typer.Option(help="MC-dropout samples for --strategy bald.")] = 20,
@@ -66,9 +67,9 @@ def acquire(
     ids are never selected and anchor the diversity strategies (coreset).
     """
     notes: List[str] = []
-    with progress_bar(f"scoring ({Strategy(strategy).value})", 0, enabled=not json_out) as update:
+    with progress_bar(f"scoring ({strategy})", 0, enabled=not json_out) as update:
         summary = acquire_batch(model, pool, k, out, fmt=fmt.value if fmt is not None else None,
-                                strategy=Strategy(strategy).value, exclude=exclude, label_names=label_names,
+                                strategy=strategy, exclude=exclude or None, label_names=label_names,
                                 from_name=from_name, to_name=to_name, model_version=model_version, seed=seed,
                                 batch_size=batch_size, device=device, mc_samples=mc_samples,
                                 embedding_layer=embedding_layer, image_size=image_size, channels=channels,
@@ -80,7 +81,7 @@ def acquire(
         emit_json(summary)
     else:
         typer.echo(f"selected {summary['k']} of {summary['pool']} items with {summary['strategy']} -> {out} "
-                   f"({summary['excluded']} excluded, {len(summary['invalid'])} invalid)")
+                   f"({excluded_text(summary)}, {len(summary['invalid'])} invalid)")
 
 
 def confidence(

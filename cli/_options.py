@@ -36,8 +36,9 @@ Method = _choices("Method", jacal.sensitivity.METHODS)
 BackendName = _choices("BackendName", ("local", "ray"))
 Preset = _choices("Preset", PRESETS)
 LoopPreset = _choices("LoopPreset", LOOP_PRESETS)
-# retired names stay accepted here so that jacal.acquire answers them with the name of their replacement
-Strategy = _choices("Strategy", [*STRATEGIES, *RETIRED])
+# the current strategies only (what --help lists); retired names are still accepted by the parsers below, so
+# that jacal.acquire answers them with the name of their replacement
+Strategy = _choices("Strategy", STRATEGIES)
 ConfMethod = _choices("ConfMethod", CONFIDENCE_METHODS)
 Arch = _choices("Arch", MODEL_KINDS)
 FITTED_HELP = ", ".join(f"{k} ({v})" for k, v in FITTED_METHODS.items())
@@ -49,16 +50,22 @@ RowFormat = _choices("RowFormat", ("csv", "jsonl"))
 BatchFormat = _choices("BatchFormat", jacal.io.BATCH_FORMATS)
 
 
+def strategy_name(name: str) -> str:
+    """``--strategy``: one :data:`Strategy` value (a retired name passes on, for its one-line answer)."""
+    known = [s.value for s in Strategy]
+    if name not in known and name not in RETIRED:
+        raise typer.BadParameter(f"{name!r} is not one of {', '.join(map(repr, known))}.")
+    return name
+
+
 def strategy_list(text: Optional[str]) -> Optional[tuple]:
     """``--strategies``: comma-separated :data:`Strategy` values, each checked like a single choice."""
     if not text:
         return None
-    names = tuple(s.strip() for s in text.split(",") if s.strip())
-    known = [s.value for s in Strategy]
-    for name in names:
-        if name not in known:
-            raise typer.BadParameter(f"{name!r} is not one of {', '.join(map(repr, known))}.")
-    return names
+    return tuple(strategy_name(s.strip()) for s in text.split(",") if s.strip())
+
+
+STRATEGY_METAVAR = "[" + "|".join(s.value for s in Strategy) + "]"
 
 
 # ------------------------------------------------------------------------------------------ shared options
@@ -78,6 +85,11 @@ FromNameOpt = Annotated[str, typer.Option(help="Label Studio: the <Choices> cont
                                                "label question's name.")]
 ToNameOpt = Annotated[str, typer.Option(help="Label Studio: the <Image> object the choices label (to_name); Argilla: "
                                              "the image field's name.")]
+ANNOTATION_FILES_HELP = ("Repeat the option for several files (their union; the last file's answer wins): a Label "
+                         "Studio JSON export (with queued tasks: download_all_tasks=true), a Label Studio CSV/TSV "
+                         "export, an Argilla export (records.to_json), a CSV with an 'id' (and 'label') column, or "
+                         "one id per line. An item answered 'none of these' (or skipped) is outside the label set: "
+                         "never selected again, never trained on.")
 ModelOpt = Annotated[Path, typer.Option("--model", exists=True, dir_okay=False,
                                         help="A jacal checkpoint (`jacal train`), a TorchScript file or a torch.export "
                                              "program.")]

@@ -7,8 +7,9 @@ from typing import Annotated, List, Optional
 import typer
 
 from jacal.pipeline import score_file, train_checkpoint
-from ._common import emit_json, progress_bar, warn
-from ._options import (Activation, DataRootOpt, DatasetName, DeviceOpt, DownloadOpt, ForceOutOpt, Format, FromNameOpt,
+from ._common import emit_json, per_file_text, progress_bar, warn
+from ._options import (ANNOTATION_FILES_HELP, Activation, DataRootOpt, DatasetName, DeviceOpt, DownloadOpt,
+                       ForceOutOpt, Format, FromNameOpt,
                        JsonOpt, Method, Optimizer, Output, Split)
 
 
@@ -33,11 +34,9 @@ def train(
                                                       "--labels name (array file, image folder or .csv/.jsonl "
                                                       "manifest, as for `jacal acquire`).",
                                                       exists=True)] = None,
-    labels: Annotated[Optional[Path], typer.Option(help="Annotations of --pool items: a Label Studio JSON export, an "
-                                                        "Argilla export (records.to_json) or a CSV with 'id' and "
-                                                        "'label' columns. No held-out split: test metrics are not "
-                                                        "reported.",
-                                                        exists=True, dir_okay=False)] = None,
+    labels: Annotated[Optional[List[Path]], typer.Option(help="Annotations of --pool items (no held-out split: test "
+                                                              "metrics are not reported). " + ANNOTATION_FILES_HELP,
+                                                         exists=True, dir_okay=False)] = None,
     label_names: Annotated[Optional[str], typer.Option(help="With --labels: class names in class-index order, "
                                                             "comma-separated (stored in the checkpoint for `jacal "
                                                             "acquire`); default: the labels are class indices 0..K-1.")] = None,
@@ -50,10 +49,10 @@ def train(
 ) -> None:
     """Train a fully-connected classifier on a dataset, or on annotated pool items (--pool with
     --labels from a labeling tool's export), and save a checkpoint."""
-    source = f"labels:{labels.name}" if labels is not None and pool is not None else DatasetName(dataset).value
+    source = ("labels:" + "+".join(f.name for f in labels)) if labels and pool is not None else DatasetName(dataset).value
     with progress_bar(f"training on {source}", 1, enabled=not json_out) as update:
         meta = train_checkpoint(out, dataset=DatasetName(dataset).value, data_root=data_root, download=download,
-                                n_train=n_train, pool=pool, labels=labels, label_names=label_names, from_name=from_name,
+                                n_train=n_train, pool=pool, labels=labels or None, label_names=label_names, from_name=from_name,
                                 image_size=image_size, channels=channels, width=width, depth=depth,
                                 activation=Activation(activation).value, weight_variance=weight_variance,
                                 optimizer=Optimizer(optimizer).value, lr=lr, batch_size=batch_size, epochs=epochs,
@@ -62,7 +61,10 @@ def train(
     if json_out:
         emit_json(meta)
     elif "source" in meta:
-        typer.echo(f"saved {out}: train acc {m['train_accuracy']:.4f} on {meta['source']['n_labeled']} labeled items "
+        src = meta["source"]
+        files = f"; {per_file_text(src['per_file'])}" if len(src["per_file"]) > 1 else ""
+        oos = f"; {src['n_out_of_set']} 'none of these' left out" if src["n_out_of_set"] else ""
+        typer.echo(f"saved {out}: train acc {m['train_accuracy']:.4f} on {src['n_labeled']} labeled items{files}{oos} "
                    f"(no held-out split, so no test accuracy; {m['steps']} steps, {m['wall_time_s']:.1f}s)")
     else:
         typer.echo(f"saved {out}: train acc {m['train_accuracy']:.4f}, test acc {m['test_accuracy']:.4f}, "

@@ -33,6 +33,7 @@ from jacal._validation import JacalError, check_choice
 __all__ = ["acquire_batch", "confidence_file", "score_file", "train_checkpoint"]
 
 PathLike = Union[str, Path]
+PathsLike = Union[PathLike, Sequence[PathLike]]
 Progress = Optional[Callable[[int, int], Any]]
 Warn = Optional[Callable[[str], Any]]
 
@@ -45,8 +46,15 @@ def _names(label_names: Union[str, Sequence[str], None]) -> Optional[List[str]]:
     return jio.parse_label_names(label_names) if isinstance(label_names, str) else label_names
 
 
+def _paths(paths: Optional[PathsLike]) -> List[Path]:
+    """One file or several, as a list (``None``: none)."""
+    if paths is None:
+        return []
+    return [Path(paths)] if isinstance(paths, (str, Path)) else [Path(p) for p in paths]
+
+
 def acquire_batch(model: PathLike, pool: PathLike, k: int, out: PathLike, *, fmt: Optional[str] = None,
-                  strategy: str = "jacobian", exclude: Optional[PathLike] = None,
+                  strategy: str = "jacobian", exclude: Optional[PathsLike] = None,
                   label_names: Union[str, Sequence[str], None] = None, from_name: str = "label", to_name: str = "image",
                   model_version: Optional[str] = None, seed: int = 0, batch_size: int = 256, device: Any = "auto",
                   mc_samples: int = 20, embedding_layer: Optional[str] = None,
@@ -63,12 +71,15 @@ def acquire_batch(model: PathLike, pool: PathLike, k: int, out: PathLike, *, fmt
         out: the batch file.
         fmt: one of :data:`jacal.io.BATCH_FORMATS` (default: from ``out``'s suffix).
         strategy: an acquisition strategy (:data:`jacal.STRATEGIES`).
-        exclude: items already labeled or queued (any file :func:`jacal.io.read_annotations` reads):
-            never selected; they anchor the diversity strategies.
+        exclude: items already labeled or queued: a file :func:`jacal.io.read_annotations` reads, or
+            several (their union): never selected; they anchor the diversity strategies, and those
+            answered "none of these" (:data:`jacal.io.NONE_OF_THESE`, or skipped) reach
+            :func:`jacal.acquire` as known out-of-set examples (``out_of_set``).
         label_names: class names in class-index order (a list, or comma-separated text); default:
             the checkpoint's, else ``0..K-1``.
         from_name, to_name: Label Studio control / object (Argilla question / field).
-        model_version: the predictions' version tag (default :func:`jacal.io.model_version`).
+        model_version: the predictions' version tag (default :func:`jacal.io.model_version`: the
+            checkpoint's ``model_version`` metadata, else ``"jacal"``, the same every round).
         seed, batch_size, device, mc_samples, embedding_layer, backend, address, shard_size: as for
             :func:`jacal.acquire` (``backend`` by name, see :func:`jacal.backends.get_backend`).
         image_size, channels: for image pools (default: the checkpoint's input shape).
@@ -76,7 +87,9 @@ def acquire_batch(model: PathLike, pool: PathLike, k: int, out: PathLike, *, fmt
 
     Returns:
         ``{"out", "format", "strategy", "k", "pool", "excluded", "invalid"}``: ``k`` items written,
-        ``invalid`` the ids of unreadable or non-finite items (never selected).
+        ``invalid`` the ids of unreadable or non-finite items (never selected); with ``exclude``,
+        also ``excluded_per_file`` (``{file: ids it names}``) and ``out_of_set`` (how many
+        excluded items were answered "none of these").
     """
     import jacal
     from jacal.backends import get_backend
@@ -95,16 +108,20 @@ def acquire_batch(model: PathLike, pool: PathLike, k: int, out: PathLike, *, fmt
                                     _n_classes(ck.model, items.input_shape))
     if kind in ("label-studio", "argilla") and names is None:
         raise JacalError("the model's number of classes is unknown: pass --label-names")
-    labeled, unknown = None, []
-    if exclude is not None:
+    labeled, unknown, oos, ann = None, [], [], None
+    excludes = _paths(exclude)
+    if excludes:
         tool = kind if kind in ("label-studio", "argilla") else "auto"
-        labeled, unknown = items.index_of(jio.read_annotations(exclude, tool=tool, question=from_name,
-                                                               label_names=names).ids)
+        ann = jio.read_all_annotations(excludes, tool=tool, question=from_name, label_names=names)
+        labeled, unknown = items.index_of(ann.ids)  # every item already sent to annotators (pool indices)
+        out_rows = set(items.index_of(ann.out_of_set)[0])
+        oos = [pos for pos, i in enumerate(labeled) if i in out_rows]
+    extra = {"out_of_set": np.asarray(oos, dtype=np.int64)} if oos else {}  # positions in `labeled` answered "none of these"
     runner = get_backend(backend, address=address)
     try:
         res = jacal.acquire(ck.model, items.items, k, strategy=strategy, labeled=labeled, seed=seed,
                             batch_size=batch_size, device=device, mc_samples=mc_samples, progress=progress,
-                            backend=runner, shard_size=shard_size, embedding_layer=embedding_layer)
+                            backend=runner, shard_size=shard_size, embedding_layer=embedding_layer, **extra)
     finally:
         runner.close()
     written = jio.write_batch(out, res, items.ids, fmt=kind, label_names=names, uris=items.uris, from_name=from_name,
@@ -112,9 +129,12 @@ def acquire_batch(model: PathLike, pool: PathLike, k: int, out: PathLike, *, fmt
     for line in items.invalid_report(res.invalid):
         warn(line)
     if unknown:
-        warn(f"{len(unknown)} id(s) in {exclude} are not in the pool")
-    return {"out": str(out), "format": kind, "strategy": res.strategy, "k": written, "pool": len(items),
-            "excluded": len(labeled or []), "invalid": [str(items.ids[i]) for i in res.invalid]}
+        warn(f"{len(unknown)} id(s) in {', '.join(map(str, excludes))} are not in the pool")
+    summary = {"out": str(out), "format": kind, "strategy": res.strategy, "k": written, "pool": len(items),
+               "excluded": len(labeled or []), "invalid": [str(items.ids[i]) for i in res.invalid]}
+    if ann is not None:
+        summary.update(excluded_per_file=ann.counts, out_of_set=len(oos))
+    return summary
 
 
 def _n_classes(model: Any, input_shape: Sequence[int]) -> Optional[int]:
@@ -280,7 +300,7 @@ def score_file(checkpoint: PathLike, *, dataset: Optional[str] = None, split: st
 
 def train_checkpoint(out: PathLike, *, dataset: str = "digits", data_root: Optional[PathLike] = None,
                      download: bool = False, n_train: Optional[int] = None, pool: Optional[PathLike] = None,
-                     labels: Optional[PathLike] = None, label_names: Union[str, Sequence[str], None] = None,
+                     labels: Optional[PathsLike] = None, label_names: Union[str, Sequence[str], None] = None,
                      from_name: str = "label", image_size: Optional[Sequence[int]] = None,
                      channels: Optional[int] = None, width: int = 256, depth: int = 2, activation: str = "relu",
                      weight_variance: float = 2.0, optimizer: str = "adam", lr: float = 1e-3, batch_size: int = 64,
@@ -297,15 +317,18 @@ def train_checkpoint(out: PathLike, *, dataset: str = "digits", data_root: Optio
         out: the checkpoint file.
         dataset, data_root, download, n_train: as for :func:`jacal.load_dataset`.
         pool, labels: a pool (:func:`jacal.io.open_pool`; image shape from the first image unless
-            ``image_size``/``channels``) and the annotations of its items
-            (:func:`jacal.io.read_annotations`, question ``from_name``).
+            ``image_size``/``channels``) and the annotations of its items: one file or several,
+            merged (:func:`jacal.io.read_all_annotations`, question ``from_name``); items answered
+            "none of these" are left out, never trained on as a class.
         label_names: class names in class-index order (default: the labels are class indices).
         width, depth, activation, weight_variance: the model (:func:`jacal.mlp`).
         optimizer, lr, batch_size, epochs, seed, device: the training (:func:`jacal.train`).
         force: overwrite an existing ``out``.
 
     Returns:
-        ``{"checkpoint", **metadata}``: the metadata saved with the model (``metrics`` included).
+        ``{"checkpoint", **metadata}``: the metadata saved with the model (``metrics`` included;
+        trained on labels: ``source`` with ``labels`` (the files), ``per_file`` (ids each names),
+        ``n_labeled`` and ``n_out_of_set``).
     """
     import jacal
 
@@ -319,18 +342,23 @@ def train_checkpoint(out: PathLike, *, dataset: str = "digits", data_root: Optio
         if not Path(pool).exists():
             raise JacalError(f"--pool not found: {pool}")
         names = _names(label_names)
-        ann = jio.read_annotations(labels, question=from_name, label_names=names)
+        files = _paths(labels)
+        ann = jio.read_all_annotations(files, question=from_name, label_names=names)
         items = jio.open_pool(pool, image_size=image_size, channels=channels, infer_image_shape=True)
         lab = jio.labeled_items(items, ann, names)
+        shown = ", ".join(map(str, files))
         for item, why in lab.unreadable.items():
             warn(f"skipped labeled item {item!r}: {why}")
         if lab.not_in_pool:
-            warn(f"{len(lab.not_in_pool)} labeled id(s) in {labels} are not in {pool}")
+            warn(f"{len(lab.not_in_pool)} labeled id(s) in {shown} are not in {pool}")
         if len(lab.y) == 0:
-            raise JacalError(f"{labels} labels none of the readable items of {pool}")
-        data = jacal.Splits(f"labels:{Path(labels).name}", lab.x, lab.y, lab.x[:0], lab.y[:0], len(lab.label_names))
-        extra = {"label_names": lab.label_names, "source": {"pool": str(pool), "labels": str(labels),
-                                                           "format": ann.tool, "n_labeled": len(lab.y)}}
+            raise JacalError(f"{shown} label{'s' if len(files) == 1 else ''} none of the readable items of {pool}"
+                             + (f" ({len(ann.out_of_set)} answered {jio.NONE_OF_THESE!r})" if ann.out_of_set else ""))
+        data = jacal.Splits("labels:" + "+".join(f.name for f in files), lab.x, lab.y, lab.x[:0], lab.y[:0],
+                            len(lab.label_names))
+        extra = {"label_names": lab.label_names,
+                 "source": {"pool": str(pool), "labels": [str(f) for f in files], "per_file": ann.counts,
+                            "format": ann.tool, "n_labeled": len(lab.y), "n_out_of_set": len(ann.out_of_set)}}
     else:
         data = jacal.load_dataset(dataset, root=data_root, download=download, n_train=n_train, seed=seed)
     model = jacal.mlp(data.input_dim, data.n_classes, width=width, depth=depth, activation=activation,

@@ -62,7 +62,7 @@ def build(root):
             "y": d.y_test[:N].numpy()}
 
 
-def read_batch(path, fmt, version="model", strategy="margin"):
+def read_batch(path, fmt, version="jacal", strategy="margin"):
     """(ids in rank order, predicted names or indices, confidences) from any batch format."""
     text = path.read_text(encoding="utf-8")
     if fmt == "csv":

@@ -18,7 +18,7 @@ def checkpoint(tmp_path_factory):
 
 
 def test_help_for_every_command():
-    for cmd in ([], ["train"], ["score"], ["replicate"], ["acquire"], ["confidence"], ["loop"]):
+    for cmd in ([], ["train"], ["score"], ["replicate"], ["acquire"], ["confidence"], ["loop"], ["serve"]):
         r = _run(*cmd, "--help")
         assert r.exit_code == 0 and "Usage" in r.output
 
@@ -146,3 +146,13 @@ def test_loop_arch_strategies_and_the_deprecated_model_alias(monkeypatch, tmp_pa
 
 def test_split_is_a_choice(checkpoint):
     one_line_error(_run("score", checkpoint, "--split", "val"), "'val' is not one of 'train', 'test'")
+
+
+def test_version_and_retired_strategies_out_of_help():
+    import jacal
+
+    r = _run("--version")
+    assert r.exit_code == 0 and r.stdout.strip() == f"jacal {jacal.__version__}"
+    for cmd in (["acquire"], ["loop"], ["serve"]):
+        out = _run(*cmd, "--help").output
+        assert "jacobian-diverse" not in out and ("jacobian-topk" in out or cmd == ["serve"]), cmd

@@ -69,7 +69,7 @@ def test_round_trip_through_a_tool_export(setup, tmp_path, tool):
              "--exclude", export, "--json")
     assert r.exit_code == 0, r.output
     assert json.loads(r.stdout)["excluded"] == 12
-    ids2, predicted2, _ = _read_batch(second, tool, version="model2", strategy="jacobian")
+    ids2, predicted2, _ = _read_batch(second, tool, strategy="jacobian")
     assert not set(ids2) & set(ann.ids) and set(ids2) <= set(setup["ids"])
     assert set(predicted2) <= set(NAMES)  # the names came from the checkpoint
 
@@ -206,7 +206,7 @@ def test_argilla_records_load_with_the_argilla_sdk(setup, tmp_path):
         rec = rg.Record.from_dict(d)
         assert rec.id == d["id"] and rec.fields["image"] == d["fields"]["image"]
         s = rec.suggestions["label"]
-        assert (s.value, s.score, s.agent) == (d["suggestions"]["label"]["value"], d["suggestions"]["label"]["score"], "model")
+        assert (s.value, s.score, s.agent) == (d["suggestions"]["label"]["value"], d["suggestions"]["label"]["score"], "jacal")
         assert dict(rec.metadata) == d["metadata"]
         rec.responses.add(rg.Response("label", setup["truth"][d["id"]], user_id="6f0c0a3e-5a4b-4c4f-8c1d-1c1c1c1c1c1c"))
         exported.append(rec.to_dict())
@@ -232,7 +232,7 @@ def test_label_studio_tasks_validate_with_the_label_studio_sdk(setup, tmp_path):
     for t in tasks:
         assert all(t["data"].get(o.value_name) for o in li.objects if o.value_is_variable)  # $image is there
         (pred,) = t["predictions"]
-        assert PredictionValue(**pred).model_version == "model"
+        assert PredictionValue(**pred).model_version == "jacal"
         assert li.validate_prediction(pred, return_errors=True) == []
     wrong = json.loads(json.dumps(tasks[0]["predictions"][0]))
     wrong["result"][0]["value"]["choices"] = ["ten"]  # the same validator does catch a bad prediction
@@ -251,3 +251,78 @@ def test_public_names_and_moved_readers():
             assert getattr(jacal._io, name) is getattr(jio, name)
     with pytest.raises(AttributeError):
         jacal._io.no_such_name
+
+
+def _ls_csv_export(path, rows, sep=","):
+    """Label Studio's CSV / TSV export (label_studio_sdk converter, csv2.convert): one row per annotation, the
+    columns sorted, non-numeric values quoted, ``id`` holding data.id (jacal's id) and the label in the column
+    named after the <Choices> control."""
+    fields = ["annotation_id", "annotator", "created_at", "id", "image", "label", "lead_time", "updated_at"]
+    with open(path, "w", newline="", encoding="utf8") as f:
+        w = csv.DictWriter(f, fieldnames=fields, quoting=csv.QUOTE_NONNUMERIC, delimiter=sep)
+        w.writeheader()
+        for n, (item, label) in enumerate(rows):
+            w.writerow({"annotation_id": n + 1, "annotator": n % 3 + 1, "created_at": "2026-12-01T10:00:00Z",
+                        "id": item, "image": f"/data/local-files/?d=x/{n}.png", "label": label, "lead_time": 2.5,
+                        "updated_at": "2026-12-01T10:00:00Z"})
+
+
+@pytest.mark.parametrize("sep", [",", "\t"])
+def test_label_studio_csv_and_tsv_exports_take_the_majority(tmp_path, sep):
+    path = tmp_path / ("export.tsv" if sep == "\t" else "export.csv")
+    _ls_csv_export(path, [("scan,1", "nine"), ("scan,1", "zero"), ("scan,1", "nine"), ('say "2"', "one"),
+                          ("数字 3", "none of these"), ("数字 3", "two"), ("数字 3", "None of these")], sep=sep)
+    ann = jio.read_annotations(path, label_names=NAMES)
+    assert ann.ids == ["scan,1", 'say "2"', "数字 3"] and ann.labels == {"scan,1": "nine", 'say "2"': "one"}
+    assert ann.out_of_set == ["数字 3"] and ann.tool == "csv"
+    (tmp_path / "ids.tsv").write_text("name\tpath\na\tb\n")
+    with pytest.raises(jacal.JacalError, match="TSV without an 'id' column"):
+        jio.read_annotations(tmp_path / "ids.tsv")
+    (tmp_path / "two.txt").write_text("a\tb\nc\td\n")
+    with pytest.raises(jacal.JacalError, match="tab-separated without an 'id' column"):
+        jio.read_annotations(tmp_path / "two.txt")
+
+
+def test_json_min_export_is_refused_naming_the_export_to_use(tmp_path):
+    # JSON-MIN puts Label Studio's task id in "id" over jacal's data.id: it cannot be read back
+    rows = [{"image": "/data/local-files/?d=x/0.png", "id": 17, "label": "zero", "annotator": 1, "annotation_id": 3,
+             "created_at": "2026-12-01T10:00:00Z", "updated_at": "2026-12-01T10:00:00Z", "lead_time": 1.0}]
+    (tmp_path / "min.json").write_text(json.dumps(rows))
+    with pytest.raises(jacal.JacalError, match="JSON-MIN export.*export the project as JSON"):
+        jio.read_annotations(tmp_path / "min.json")
+
+
+def test_none_of_these_and_skips_are_out_of_set_in_every_tool(tmp_path):
+    def ls_ann(choice=None, cancelled=False):
+        return {"was_cancelled": cancelled, "result": [] if choice is None else [
+            {"from_name": "label", "to_name": "image", "type": "choices", "value": {"choices": [choice]}}]}
+
+    tasks = [{"id": 1, "data": {"id": "a"}, "annotations": [ls_ann("none of these")]},
+             {"id": 2, "data": {"id": "b"}, "annotations": [ls_ann(cancelled=True)]},  # skipped: out of set
+             {"id": 3, "data": {"id": "c"}, "annotations": [ls_ann(cancelled=True), ls_ann("two")]},  # labeled wins
+             {"id": 4, "data": {"id": "d"}, "annotations": [ls_ann("one"), ls_ann("none of these"),
+                                                            ls_ann("none of these")]},  # majority: out of set
+             {"id": 5, "data": {"id": "e"}, "annotations": []}]  # queued
+    (tmp_path / "ls.json").write_text(json.dumps(tasks))
+    ann = jio.read_annotations(tmp_path / "ls.json", label_names=NAMES)
+    assert ann.ids == ["a", "b", "c", "d", "e"] and ann.labels == {"c": "two"} and ann.out_of_set == ["a", "b", "d"]
+    assert ann.label_indices(NAMES) == {"c": 2}
+    records = [{"id": "p", "fields": {}, "responses": {"label": [{"value": "None of these", "user_id": "u"}]}},
+               {"id": "q", "fields": {}, "responses": {"label": [{"value": None, "user_id": "u", "status": "discarded"}]}},
+               {"id": "r", "fields": {}, "responses": {"label": [{"value": "one", "user_id": "u"}]}}]
+    (tmp_path / "argilla.json").write_text(json.dumps(records))
+    ann = jio.read_annotations(tmp_path / "argilla.json", label_names=NAMES)
+    assert ann.labels == {"r": "one"} and ann.out_of_set == ["p", "q"]
+    (tmp_path / "rows.jsonl").write_text('{"id": "x", "label": "none of these"}\n{"id": "y", "label": "one"}\n')
+    assert jio.read_annotations(tmp_path / "rows.jsonl").out_of_set == ["x"]
+    with pytest.raises(jacal.JacalError, match="reserved answer"):
+        jio.parse_label_names("zero,none of these")
+
+
+def test_several_files_are_one_union(tmp_path):
+    (tmp_path / "a.csv").write_text("id,label\nx,one\ny,two\nz,\n")
+    (tmp_path / "b.csv").write_text("id,label\ny,none of these\nw,three\n")
+    m = jio.read_all_annotations([tmp_path / "a.csv", tmp_path / "b.csv"], label_names=NAMES)
+    assert m.ids == ["x", "y", "z", "w"] and m.labels == {"x": "one", "w": "three"} and m.out_of_set == ["y"]
+    assert m.counts == {str(tmp_path / "a.csv"): 3, str(tmp_path / "b.csv"): 2}
+    assert jio.read_all_annotations(tmp_path / "a.csv").labels == {"x": "one", "y": "two"}

@@ -189,8 +189,8 @@ def test_train_checkpoint_from_labels(setup, tmp_path, pool, labels):
                             depth=1, epochs=2, device="cpu", on_warning=notes.append)
     assert notes == [f"1 labeled id(s) in {path} are not in {setup['pools'][pool]}"]
     assert meta["label_names"] == NAMES and meta["input_shape"] == [1, 8, 8] and meta["dataset"] is None
-    assert meta["source"] == {"pool": str(setup["pools"][pool]), "labels": str(path), "format": labels,
-                              "n_labeled": 12}
+    assert meta["source"] == {"pool": str(setup["pools"][pool]), "labels": [str(path)], "format": labels,
+                              "n_labeled": 12, "n_out_of_set": 0, "per_file": {str(path): 13}}
     assert meta["metrics"]["test_accuracy"] is None
     ck = jacal.load_checkpoint(tmp_path / "m.pt")
     assert ck.metadata["label_names"] == NAMES and ck.model(torch.as_tensor(setup["x"][:2])).shape == (2, 10)
@@ -224,3 +224,58 @@ def test_invalid_report_and_label_names(setup):
     assert jio.output_format("b.CSV") == "csv" and jio.output_format("b", "label-studio", jio.BATCH_FORMATS)
     with pytest.raises(jacal.JacalError, match="pass --format csv or jsonl"):
         jio.output_format("b.txt")
+
+
+def test_repeated_excludes_are_unioned_and_none_of_these_reaches_acquire(setup, tmp_path, monkeypatch):
+    """Two files: the union is never selected; the items answered 'none of these' reach jacal.acquire as
+    ``out_of_set``, positions in ``labeled`` (every item already sent)."""
+    ids = setup["ids"]
+    (tmp_path / "seed.csv").write_text("id\n" + "\n".join(f'"{i}"' for i in ids[:4]) + "\n", encoding="utf-8")
+    tasks = [{"id": 50 + n, "data": {"id": i}, "annotations": [{"was_cancelled": False, "result": [
+        {"from_name": "label", "to_name": "image", "type": "choices", "value": {"choices": [c]}}]}]}
+        for n, (i, c) in enumerate([(ids[3], "none of these"), (ids[7], "one"), (ids[9], "None of these")])]
+    tasks.append({"id": 60, "data": {"id": ids[11]}, "annotations": [{"was_cancelled": True, "result": []}]})  # skip
+    (tmp_path / "export.json").write_text(json.dumps(tasks, ensure_ascii=False), encoding="utf-8")
+    seen = {}
+    real = jacal.acquire
+
+    def spy(model, pool, k, **kwargs):  # records the call; the keyword itself is jacal.acquire's (issue 21)
+        seen.update(kwargs)
+        kwargs.pop("out_of_set", None)
+        return real(model, pool, k, **kwargs)
+
+    monkeypatch.setattr(jacal, "acquire", spy)
+    summary = acquire_batch(setup["model"], setup["pools"]["npz"], 10, tmp_path / "b.csv", strategy="margin",
+                            exclude=[tmp_path / "seed.csv", tmp_path / "export.json"], label_names=NAMES)
+    sent = [0, 1, 2, 3, 7, 9, 11]
+    assert summary["excluded"] == 7 and summary["out_of_set"] == 3
+    assert summary["excluded_per_file"] == {str(tmp_path / "seed.csv"): 4, str(tmp_path / "export.json"): 4}
+    assert list(seen["labeled"]) == sent
+    assert [sent[p] for p in seen["out_of_set"]] == [3, 9, 11]
+    picked = {row["id"] for row in csv.DictReader(open(tmp_path / "b.csv", encoding="utf-8"))}
+    assert not picked & {ids[j] for j in sent} and len(picked) == 10
+    seen.clear()
+    acquire_batch(setup["model"], setup["pools"]["npz"], 3, tmp_path / "c.csv", strategy="margin",
+                  exclude=tmp_path / "seed.csv", label_names=NAMES)
+    assert "out_of_set" not in seen  # only passed when there is one
+
+
+def test_train_on_several_label_files_leaves_none_of_these_out(setup, tmp_path):
+    ids, truth = setup["ids"], setup["truth"]
+    with open(tmp_path / "a.csv", "w", newline="", encoding="utf-8") as f:
+        csv.writer(f).writerows([["id", "label"], *[[i, truth[i]] for i in ids[:6]], [ids[6], "none of these"]])
+    with open(tmp_path / "b.csv", "w", newline="", encoding="utf-8") as f:
+        csv.writer(f).writerows([["id", "label"], *[[i, truth[i]] for i in ids[6:10]], [ids[10], "None of these"]])
+    meta = train_checkpoint(tmp_path / "m.pt", pool=setup["pools"]["npz"], labels=[tmp_path / "a.csv", tmp_path / "b.csv"],
+                            label_names=NAMES, width=16, depth=1, epochs=2, device="cpu")
+    src = meta["source"]
+    assert src["n_labeled"] == 10 and src["n_out_of_set"] == 1  # ids[6]: labeled in the later file, so it counts
+    assert src["labels"] == [str(tmp_path / "a.csv"), str(tmp_path / "b.csv")]
+    assert src["per_file"] == {str(tmp_path / "a.csv"): 7, str(tmp_path / "b.csv"): 5}
+    r = run("train", "--pool", setup["pools"]["npz"], "--labels", tmp_path / "a.csv", "--labels", tmp_path / "b.csv",
+            "--label-names", ",".join(NAMES), "--out", tmp_path / "m2.pt", "--width", 16, "--depth", 1, "--epochs", 2)
+    assert r.exit_code == 0, r.output
+    assert "on 10 labeled items; a.csv: 7, b.csv: 5; 1 'none of these' left out" in r.stdout
+    (tmp_path / "none.csv").write_text(f'id,label\n"{ids[0]}",none of these\n', encoding="utf-8")
+    with pytest.raises(jacal.JacalError, match="labels none of the readable items .*1 answered 'none of these'"):
+        train_checkpoint(tmp_path / "m3.pt", pool=setup["pools"]["npz"], labels=tmp_path / "none.csv", label_names=NAMES)

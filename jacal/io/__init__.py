@@ -17,7 +17,9 @@ of :func:`load_image_folder`; a missing or unreadable file becomes an all-NaN it
 **Annotations back in** (:func:`read_annotations`): a Label Studio JSON export, an Argilla export
 (``dataset.records.to_json``), a CSV (or JSON lines) with ``id`` and optional ``label`` columns,
 or a plain list of ids; labels map to class indices through the label names
-(:func:`parse_label_names`, :meth:`Annotations.label_indices`).
+(:func:`parse_label_names`, :meth:`Annotations.label_indices`). The reserved answer
+:data:`NONE_OF_THESE` (or a skipped annotation) marks an item outside the label set
+(:attr:`Annotations.out_of_set`); several files are read as one by :func:`read_all_annotations`.
 
 **Batches out** (:func:`write_batch`): CSV / JSON lines (id, rank, score, predicted, confidence),
 Label Studio task-import JSON (:func:`label_studio_tasks`) or Argilla record JSON
@@ -30,9 +32,11 @@ re-exported here. :mod:`jacal.pipeline` strings them into one call per labeling 
 in, a batch file out).
 """
 from jacal._io import atomic_open, atomic_path
-from jacal.io.annotations import (TOOLS, Annotations, LabeledItems, default_label_names, labeled_items,
-                                  parse_label_names, read_annotations, read_ids, resolve_label_names)
-from jacal.io.batches import (BATCH_FORMATS, argilla_records, batch_rows, label_studio_tasks, model_version,
+from jacal.io.annotations import (NONE_OF_THESE, TOOLS, Annotations, LabeledItems, annotations_from_label_studio,
+                                  default_label_names, is_none_of_these, labeled_items, merge_annotations,
+                                  parse_label_names, read_all_annotations, read_annotations, read_ids,
+                                  resolve_label_names)
+from jacal.io.batches import (BATCH_FORMATS, DEFAULT_MODEL_VERSION, argilla_records, batch_rows, label_studio_tasks, model_version,
                               output_format, write_batch, write_rows)
 from jacal.io.pools import ARRAY_SUFFIXES, MANIFEST_SUFFIXES, ImagePool, Manifest, Pool, open_pool, read_manifest
 from jacal.io.readers import (IMAGE_SUFFIXES, decode_image, image_transform, list_image_folder, load_array,
@@ -41,9 +45,10 @@ from jacal.io.readers import (IMAGE_SUFFIXES, decode_image, image_transform, lis
 __all__ = [
     "Pool", "ImagePool", "open_pool", "read_manifest", "Manifest",
     "Annotations", "read_annotations", "read_ids", "parse_label_names", "default_label_names",
-    "LabeledItems", "labeled_items",
+    "LabeledItems", "labeled_items", "NONE_OF_THESE", "is_none_of_these", "merge_annotations",
+    "read_all_annotations", "annotations_from_label_studio",
     "batch_rows", "label_studio_tasks", "argilla_records", "write_rows", "write_batch", "model_version",
-    "BATCH_FORMATS", "TOOLS", "MANIFEST_SUFFIXES", "ARRAY_SUFFIXES",
+    "BATCH_FORMATS", "DEFAULT_MODEL_VERSION", "TOOLS", "MANIFEST_SUFFIXES", "ARRAY_SUFFIXES",
     "atomic_open", "atomic_path", "load_array", "load_image_folder", "image_transform", "IMAGE_SUFFIXES",
     "decode_image", "list_image_folder", "read_labels", "resolve_label_names", "output_format",
 ]

@@ -1,13 +1,18 @@
 """Annotations back in: Label Studio and Argilla exports, CSV / JSON-lines label files and plain id
-lists; label names to class indices; the labeled pool items decoded, ready to train on."""
+lists; label names to class indices; the labeled pool items decoded, ready to train on.
+
+An item an annotator says is outside the label set (the reserved choice :data:`NONE_OF_THESE`, a
+skipped / cancelled Label Studio annotation, a discarded Argilla response) is *out of set*: listed
+in :attr:`Annotations.out_of_set`, never in :attr:`Annotations.labels`, so it is excluded from the
+next batch but never trained on as a class."""
 from __future__ import annotations
 
 import csv
 import io as _stdio
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Union
+from typing import Any, Dict, Iterable, List, Optional, Sequence, Union
 
 import torch
 
@@ -16,9 +21,13 @@ from jacal.io._files import read_jsonl as _read_jsonl, read_text as _read_text
 from jacal.io.pools import Pool
 
 __all__ = ["Annotations", "read_annotations", "read_ids", "parse_label_names", "default_label_names",
-           "resolve_label_names", "LabeledItems", "labeled_items", "TOOLS"]
+           "resolve_label_names", "LabeledItems", "labeled_items", "TOOLS", "NONE_OF_THESE", "is_none_of_these",
+           "merge_annotations", "read_all_annotations", "annotations_from_label_studio"]
 
 TOOLS = ("label-studio", "argilla", "csv")
+#: The reserved answer "this item is outside the label set" (a ``<Choice>`` of the labeling config, a
+#: label of a CSV row); compared without case and surrounding spaces (:func:`is_none_of_these`).
+NONE_OF_THESE = "none of these"
 _TOOL_NAMES = {"label-studio": "Label Studio JSON", "argilla": "Argilla JSON", "csv": "a list of ids"}
 
 
@@ -34,10 +43,22 @@ def parse_label_names(text: str) -> List[str]:
     names = [n.strip() for n in next(csv.reader([text]), [])]
     if not names or any(n == "" for n in names):
         raise JacalError(f"--label-names must be comma-separated non-empty names, got {text!r}")
+    if any(is_none_of_these(n) for n in names):
+        raise JacalError(f"--label-names must not hold {NONE_OF_THESE!r}: it is the reserved answer for items outside "
+                         "the label set, never a class")
     dup = sorted({n for n in names if names.count(n) > 1})
     if dup:
         raise JacalError(f"--label-names repeats {', '.join(map(repr, dup))}")
     return names
+
+
+def is_none_of_these(label: Any) -> bool:
+    """Whether ``label`` is the reserved answer :data:`NONE_OF_THESE` (any case, spaces around ignored).
+
+    >>> is_none_of_these(" None of these"), is_none_of_these("nine")
+    (True, False)
+    """
+    return isinstance(label, str) and label.strip().casefold() == NONE_OF_THESE
 
 
 def default_label_names(n_classes: int) -> List[str]:
@@ -77,15 +98,20 @@ class Annotations:
 
     Attributes:
         ids: every item id the file names, labeled or only queued, in file order (unique).
-        labels: ``{id: label name}`` for the items with an annotation.
+        labels: ``{id: label name}`` for the items with a class label (majority of the votes).
         tool: ``"label-studio"``, ``"argilla"`` or ``"csv"`` (CSV, JSON lines or a plain id list).
-        path: the file read.
+        path: the file read (several, comma-separated, after :func:`merge_annotations`).
+        out_of_set: ids answered "outside the label set" (:data:`NONE_OF_THESE` won the vote, or
+            every annotation was a skip), in file order; never in ``labels``.
+        counts: ``{file: number of ids it named}`` (one entry per file merged).
     """
 
     ids: List[str]
     labels: Dict[str, str]
     tool: str
     path: str = ""
+    out_of_set: List[str] = field(default_factory=list)
+    counts: Dict[str, int] = field(default_factory=dict)
 
     def label_indices(self, label_names: Sequence[str]) -> Dict[str, int]:
         """``{id: class index}`` through ``label_names`` (index = position in the list).
@@ -108,18 +134,33 @@ def _majority(votes: List[str]) -> str:
 
 
 class _Collector:
+    """Votes per item: class labels, :data:`NONE_OF_THESE` and skips; the majority decides at the end."""
+
     def __init__(self, path: Path) -> None:
-        self.path, self.ids, self.labels, self.seen = path, [], {}, set()
+        self.path, self.ids, self.votes, self.skipped = path, [], {}, set()
 
     def add(self, item: str, label: Optional[str]) -> None:
-        if item not in self.seen:
-            self.seen.add(item)
+        if item not in self.votes:
+            self.votes[item] = []
             self.ids.append(item)
-        if label is None:
-            return
-        if self.labels.get(item, label) != label:
-            raise JacalError(f"{self.path}: item {item!r} is labeled both {self.labels[item]!r} and {label!r}")
-        self.labels[item] = label
+        if label is not None:
+            self.votes[item].append(NONE_OF_THESE if is_none_of_these(label) else label)
+
+    def skip(self, item: str) -> None:
+        """An annotator skipped the item (cancelled / discarded): out of set unless someone labeled it."""
+        self.add(item, None)
+        self.skipped.add(item)
+
+    def result(self, tool: str) -> Annotations:
+        labels, out_of_set = {}, []
+        for item in self.ids:
+            votes = self.votes[item]
+            winner = _majority(votes) if votes else (NONE_OF_THESE if item in self.skipped else None)
+            if winner == NONE_OF_THESE:
+                out_of_set.append(item)
+            elif winner is not None:
+                labels[item] = winner
+        return Annotations(self.ids, labels, tool, str(self.path), out_of_set, {str(self.path): len(self.ids)})
 
 
 def _single_choice(value: Any, where: str) -> str:
@@ -143,9 +184,12 @@ def _from_label_studio(path: Path, tasks: List[Any], question: str) -> _Collecto
             raise JacalError(f"{path}: task {task.get('id', n) if isinstance(task, dict) else n} has no data.id (jacal's "
                              "item id); export the project the tasks of `jacal acquire --format label-studio` went into")
         item = str(data["id"])
-        votes = []
+        votes, skipped = [], False
         for ann in (task.get("annotations") or task.get("completions") or []):
-            if not isinstance(ann, dict) or ann.get("was_cancelled"):
+            if not isinstance(ann, dict):
+                continue
+            if ann.get("was_cancelled"):  # "Skip" in Label Studio's labeling screen
+                skipped = True
                 continue
             for r in ann.get("result") or []:
                 if not isinstance(r, dict) or r.get("type") != "choices":
@@ -155,8 +199,12 @@ def _from_label_studio(path: Path, tasks: List[Any], question: str) -> _Collecto
                     continue
                 votes.append(_single_choice((r.get("value") or {}).get("choices"), f"{path}: an annotation of {item!r}"))
                 break
-        out.add(item, _majority(votes) if votes else None)
-    if not out.labels and other_controls:
+        out.add(item, None)
+        for vote in votes:
+            out.add(item, vote)
+        if skipped:
+            out.skip(item)
+    if not any(out.votes.values()) and other_controls:
         raise JacalError(f"{path} has no choices from the control {question!r} (found {', '.join(sorted(other_controls))}); "
                          "pass --from-name")
     return out
@@ -176,16 +224,22 @@ def _from_argilla(path: Path, records: List[Any], question: str) -> _Collector:
         if not isinstance(responses, dict):
             raise JacalError(f"{path}: record {item!r} has responses in an unknown layout (expected question -> list)")
         other_questions.update(q for q, v in responses.items() if q != question and v)
-        votes = [_single_choice(r["value"], f"{path}: a response to {item!r}") for r in responses.get(question) or []
-                 if isinstance(r, dict) and r.get("value") is not None and r.get("status", "submitted") == "submitted"]
-        out.add(item, _majority(votes) if votes else None)
-    if not out.labels and other_questions:
+        answers = [r for r in responses.get(question) or [] if isinstance(r, dict)]
+        out.add(item, None)
+        for r in answers:
+            if r.get("status", "submitted") == "discarded":
+                out.skip(item)
+            elif r.get("value") is not None and r.get("status", "submitted") == "submitted":
+                out.add(item, _single_choice(r["value"], f"{path}: a response to {item!r}"))
+    if not any(out.votes.values()) and other_questions:
         raise JacalError(f"{path} has no responses to the question {question!r} (found {', '.join(sorted(other_questions))}); "
                          "pass --from-name")
     return out
 
 
-def _from_rows(path: Path, text: str) -> _Collector:
+def _from_rows(path: Path, text: str, question: str) -> _Collector:
+    # CSV / TSV / JSON lines: one row per item, or one per annotation (Label Studio's CSV and TSV exports:
+    # a row per annotation, the label in the column named after the <Choices> control): votes pooled per id
     out = _Collector(path)
     lines = [ln for ln in text.splitlines() if ln.strip()]
     if not lines:
@@ -194,14 +248,17 @@ def _from_rows(path: Path, text: str) -> _Collector:
         for row in _read_jsonl(path, text, "an object per line with 'id' (and 'label')"):
             if row.get("id") in (None, ""):
                 raise JacalError(f"{path}: a line has no 'id'")
-            label = row.get("label")
+            label = row.get(question, row.get("label"))
             out.add(str(row["id"]), None if label in (None, "") else str(label))
         return out
-    header = [c.strip() for c in next(csv.reader([lines[0]]))]
+    tab = path.suffix.lower() == ".tsv" or ("\t" in lines[0] and "id" in [c.strip() for c in lines[0].split("\t")])
+    delimiter = "\t" if tab else ","
+    header = [c.strip() for c in next(csv.reader([lines[0]], delimiter=delimiter))]
     if "id" in header:
-        reader = csv.reader(_stdio.StringIO(text, newline=""))
+        reader = csv.reader(_stdio.StringIO(text, newline=""), delimiter=delimiter)
         next(reader)
-        col, lab = header.index("id"), header.index("label") if "label" in header else None
+        col = header.index("id")
+        lab = header.index(question) if question in header else header.index("label") if "label" in header else None
         for row in reader:
             if not row or col >= len(row) or row[col] == "":
                 continue
@@ -209,7 +266,10 @@ def _from_rows(path: Path, text: str) -> _Collector:
             out.add(row[col], label)
         return out
     if len(header) > 1:
-        raise JacalError(f"{path} is a CSV without an 'id' column")
+        raise JacalError(f"{path} is a {'TSV' if tab else 'CSV'} without an 'id' column")
+    if "\t" in lines[0]:
+        raise JacalError(f"{path} is tab-separated without an 'id' column; export it as CSV or JSON with jacal's id "
+                         "(data.id)")
     for ln in lines:  # a plain list: one id per line
         out.add(ln.strip(), None)
     return out
@@ -229,8 +289,12 @@ def read_annotations(path: Union[str, Path], *, tool: str = "auto", question: st
     * CSV with an ``id`` column and an optional ``label`` column, JSON lines with ``id`` (and
       ``label``), or a plain list of ids, one per line.
 
-    Several annotators: the majority label (a tie goes to the first given). Every item in the file
-    is in ``ids`` (labeled or only queued); only annotated items are in ``labels``.
+    Several annotators (JSON, or a CSV / TSV export with one row per annotation): the majority
+    label (a tie goes to the first given). Every item in the file is in ``ids`` (labeled or only
+    queued); only items with a class label are in ``labels``. The answer "outside the label set"
+    (:data:`NONE_OF_THESE` as the choice or label, or only skipped / discarded annotations) puts an
+    item in ``out_of_set`` instead. Label Studio's JSON-MIN export is refused (it names the export
+    to use).
 
     Args:
         path: the file.
@@ -256,6 +320,10 @@ def read_annotations(path: Union[str, Path], *, tool: str = "auto", question: st
         dicts = [d for d in data if isinstance(d, dict)]
         if dicts and all("data" in d for d in dicts):
             kind = "label-studio"
+        elif dicts and all("data" not in d and ("annotator" in d or "annotation_id" in d or "lead_time" in d)
+                           for d in dicts):
+            raise JacalError(f"{path} is Label Studio's JSON-MIN export, which drops the task layout jacal reads; "
+                             "export the project as JSON (with all tasks, queued ones included) instead")
         elif dicts and all("fields" in d or "responses" in d for d in dicts):
             kind = "argilla"
         elif not data:
@@ -273,11 +341,62 @@ def read_annotations(path: Union[str, Path], *, tool: str = "auto", question: st
         raise JacalError(f"{path} is a single JSON object; expected a Label Studio or Argilla export (a JSON list), "
                          "JSON lines with 'id', or a CSV")
     else:
-        kind, got = "csv", _from_rows(path, text)
-    ann = Annotations(got.ids, got.labels, kind, str(path))
+        kind, got = "csv", _from_rows(path, text, question)
+    ann = got.result(kind)
     if label_names is not None:
         ann.label_indices(label_names)
     return ann
+
+
+def annotations_from_label_studio(tasks: List[Any], *, question: str = "label", source: str = "label-studio",
+                                  label_names: Optional[Sequence[str]] = None) -> Annotations:
+    """:func:`read_annotations` on Label Studio tasks already in memory (an export fetched from its API).
+
+    >>> t = {"data": {"id": "a"}, "annotations": [{"was_cancelled": True, "result": []}]}
+    >>> annotations_from_label_studio([t]).out_of_set
+    ['a']
+    """
+    if not isinstance(tasks, list):
+        raise JacalError(f"{source}: expected a list of Label Studio tasks, got {type(tasks).__name__}")
+    ann = _from_label_studio(Path(source), tasks, question).result("label-studio")
+    if label_names is not None:
+        ann.label_indices(label_names)
+    return ann
+
+
+def merge_annotations(parts: Sequence[Annotations]) -> Annotations:
+    """Several files' annotations as one: the union of their ids (first-seen order); for an item two
+    files answer, the later file's answer (label or out of set) replaces the earlier one's.
+
+    >>> a = Annotations(["x", "y"], {"x": "one"}, "csv", "a.csv", [], {"a.csv": 2})
+    >>> b = Annotations(["y", "z"], {"z": "two"}, "csv", "b.csv", ["y"], {"b.csv": 2})
+    >>> m = merge_annotations([a, b])
+    >>> m.ids, m.labels, m.out_of_set, m.counts
+    (['x', 'y', 'z'], {'x': 'one', 'z': 'two'}, ['y'], {'a.csv': 2, 'b.csv': 2})
+    """
+    if not parts:
+        raise ValueError("Expected at least one Annotations to merge, got none.")
+    if len(parts) == 1:
+        return parts[0]
+    ids: Dict[str, None] = {}
+    answer: Dict[str, Optional[str]] = {}
+    counts: Dict[str, int] = {}
+    for part in parts:
+        ids.update(dict.fromkeys(part.ids))
+        answer.update(part.labels)
+        answer.update(dict.fromkeys(part.out_of_set))  # None: out of set (a part never answers an item both ways)
+        for name, n in part.counts.items():
+            counts[name] = counts.get(name, 0) + n
+    tools = {part.tool for part in parts}
+    return Annotations(list(ids), {i: v for i, v in answer.items() if v is not None},
+                       tools.pop() if len(tools) == 1 else "mixed", ", ".join(part.path for part in parts),
+                       [i for i in ids if i in answer and answer[i] is None], counts)
+
+
+def read_all_annotations(paths: Union[str, Path, Iterable[Union[str, Path]]], **kwargs: Any) -> Annotations:
+    """:func:`read_annotations` of each file (same keywords), merged by :func:`merge_annotations`."""
+    paths = [paths] if isinstance(paths, (str, Path)) else list(paths)
+    return merge_annotations([read_annotations(p, **kwargs) for p in paths])
 
 
 def read_ids(path: Union[str, Path]) -> List[str]:

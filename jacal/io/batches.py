@@ -12,7 +12,7 @@ from jacal._io import atomic_open
 from jacal._validation import JacalError
 
 __all__ = ["batch_rows", "label_studio_tasks", "argilla_records", "write_rows", "write_batch", "model_version",
-           "output_format", "BATCH_FORMATS"]
+           "output_format", "BATCH_FORMATS", "DEFAULT_MODEL_VERSION"]
 
 BATCH_FORMATS = ("csv", "jsonl", "label-studio", "argilla")
 
@@ -145,10 +145,22 @@ def write_batch(path: Union[str, Path], result: Any, ids: Sequence[Any], *, fmt:
     return len(out)
 
 
-def model_version(checkpoint: Union[str, Path], metadata: Optional[dict] = None) -> str:
-    """A model's version tag: ``metadata["model_version"]`` when present, else the checkpoint file's stem."""
+DEFAULT_MODEL_VERSION = "jacal"
+
+
+def model_version(checkpoint: Union[str, Path, None] = None, metadata: Optional[dict] = None) -> str:
+    """A model's version tag: ``metadata["model_version"]`` when present, else :data:`DEFAULT_MODEL_VERSION`.
+
+    Not the checkpoint's file name: a Label Studio project shows the predictions of one model
+    version, so a tag that changed every round (``model1``, ``model2``...) would hide each new
+    round's pre-annotations behind the first round's version. ``checkpoint`` is accepted for
+    compatibility and not used.
+
+    >>> model_version("runs/model3.pt"), model_version("m.pt", {"model_version": "digits-mlp"})
+    ('jacal', 'digits-mlp')
+    """
     value = (metadata or {}).get("model_version")
-    return str(value) if value else Path(checkpoint).stem
+    return str(value) if value else DEFAULT_MODEL_VERSION
 
 
 def output_format(path: Union[str, Path], fmt: Optional[str] = None, allowed: Sequence[str] = ("csv", "jsonl")) -> str:

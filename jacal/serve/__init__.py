@@ -1,0 +1,16 @@
+"""``jacal serve``: a Label Studio ML backend (predictions as pre-annotations, jacal's acquisition
+order as Label Studio's queue, retraining on annotation events).
+
+Shaped like the other rooms above :mod:`jacal.pipeline`: :mod:`jacal.serve.protocol` (Label Studio
+payloads ↔ jacal's items and predictions, pure functions), :mod:`jacal.serve.state` (model
+versions and training jobs, written atomically), :mod:`jacal.serve.backend` (the routes' work,
+framework-free), :mod:`jacal.serve.labelstudio` (the Label Studio API calls) and
+:mod:`jacal.serve.app` (the Starlette routes; needs ``pip install 'jacal[serve]'``).
+"""
+from jacal.serve.backend import MLBackend
+from jacal.serve.protocol import (NONE_OF_THESE, LabelConfig, ProtocolError, item_score, locate_image,
+                                  parse_label_config, parse_predict, parse_webhook, prediction, queue_score)
+from jacal.serve.state import ServeState
+
+__all__ = ["MLBackend", "ServeState", "ProtocolError", "LabelConfig", "parse_label_config", "parse_predict",
+           "parse_webhook", "locate_image", "prediction", "queue_score", "item_score", "NONE_OF_THESE"]
