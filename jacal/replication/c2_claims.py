@@ -43,11 +43,19 @@ C2_RULES = {
 }
 
 
+def _mean(a) -> float:
+    """Mean of the finite values; NaN (silently) when there are none."""
+    a = np.asarray(a, float)
+    a = a[np.isfinite(a)]
+    return float(a.mean()) if len(a) else math.nan
+
+
 def _verdict(n: int, p: float, direction_ok, agree: float, n_models: int, min_n: int = MIN_N) -> Dict[str, str]:
     """The ellipse-level rule plus the models' agreement (see the module docstring)."""
     if n_models == 0:
         return {"verdict": "inconclusive", "reason": "no C2 model reached near-zero training loss"}
     v = verdict(n=n, p=p, direction_ok=direction_ok, min_n=min_n)
+    v = {**v, "reason": v["reason"].replace("few models", "few ellipses")}  # the unit here is the ellipse
     if v["verdict"] == "replicated" and not (finite(agree) and agree > 0.5):
         return {"verdict": "inconclusive", "reason": f"ellipses agree (p={p:.2g}) but only {agree:.2f} of "
                                                      f"{n_models} models do"}
@@ -91,9 +99,12 @@ def c2_claims(trajectories: Sequence[Dict[str, Any]], c2_models: Sequence[Dict[s
     activations = sorted({m["activation"] for m in c2_models if m["model_id"] in kept})
     m_index = {mid: i for i, mid in enumerate(kept)}
     # per (kind, construction): metric → (models × ellipses) array
+    all_ids = {m["model_id"] for m in c2_models}
     rows = [t for t in trajectories if t["model_id"] in m_index]
-    n_ell = defaultdict(int)
-    for t in rows:
+    n_ell = defaultdict(int)  # ellipses of each kind in the experiment (whether or not a model was kept)
+    for t in trajectories:
+        if t["model_id"] not in all_ids:
+            continue
         key = (t["kind"], t["construction"])
         n_ell[key] = max(n_ell[key], t["traj_index"] + 1)
     metrics = ("log_median_j", "log_anchor_j", "log_between_j", "per_step", "per_length", "sampled_per_step", "rho_angle",
@@ -156,7 +167,7 @@ def c2_claims(trajectories: Sequence[Dict[str, Any]], c2_models: Sequence[Dict[s
             v["reason"] += ("; depends on the random ellipse's construction ("
                             + ", ".join(f"{c}: {x}" for c, x in verdicts.items()) + ")")
         return v, {c: {**{k: r[k] for k in r if k != "verdict"}, "verdict": r["verdict"]["verdict"],
-                       "reason": r["verdict"]["reason"], "mean_length": float(np.nanmean(ell("random", c, "length")))
+                       "reason": r["verdict"]["reason"], "mean_length": _mean((ell("random", c, "length")))
                        if n_ell.get(("random", c)) else math.nan} for c, r in per.items()}, depends
 
     # C2a ------------------------------------------------------------------------------------
@@ -188,7 +199,7 @@ def c2_claims(trajectories: Sequence[Dict[str, Any]], c2_models: Sequence[Dict[s
 
     # C2c ------------------------------------------------------------------------------------
     def densities(metric):
-        return {label[key]: float(np.nanmean(ell(*key, metric))) if n_ell.get(key) else math.nan for key in kinds}
+        return {label[key]: _mean((ell(*key, metric))) if n_ell.get(key) else math.nan for key in kinds}
 
     def c2c_on(metric):
         ds = _compare(ell("different-class", "", metric), ell("same-class", "", metric),
@@ -209,8 +220,8 @@ def c2_claims(trajectories: Sequence[Dict[str, Any]], c2_models: Sequence[Dict[s
     v_len, per_len, _ = by_construction(make_len)
     for c in constructions:
         per[c]["per_length_verdict"] = per_len[c]["verdict"]
-        per[c]["mean_density"] = float(np.nanmean(ell("random", c, "per_step"))) if n_ell.get(("random", c)) else math.nan
-        per[c]["mean_density_per_length"] = (float(np.nanmean(ell("random", c, "per_length")))
+        per[c]["mean_density"] = _mean((ell("random", c, "per_step"))) if n_ell.get(("random", c)) else math.nan
+        per[c]["mean_density_per_length"] = (_mean((ell("random", c, "per_length")))
                                              if n_ell.get(("random", c)) else math.nan)
     dens, dens_len, sampled = densities("per_step"), densities("per_length"), densities("sampled_per_step")
     claims.append(("C2c", {**base, "n": min(ds["n"], per[primary]["random_vs_same"]["n"]), "p": per[primary]["p"],
