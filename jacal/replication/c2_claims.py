@@ -241,6 +241,9 @@ def c2_claims(trajectories: Sequence[Dict[str, Any]], c2_models: Sequence[Dict[s
         rho_m = np.nanmedian(a, axis=1) if a.size else np.array([])
     pooled = a[np.isfinite(a)] if a.size else np.array([])
     r = one_sample_greater(rho_e, 0.0)
+    if finite(r["median"]) and r["median"] < 0:  # the p of the observed side, so a reversed V reads as such
+        finite_rho = np.asarray(rho_e, float)[np.isfinite(rho_e)]
+        r["p"] = float(stats.wilcoxon(finite_rho, alternative="less").pvalue) if np.any(finite_rho != 0) else math.nan
     agree = float(np.mean(rho_m[np.isfinite(rho_m)] > 0)) if np.isfinite(rho_m).any() else math.nan
     claims.append(("C2d", {**base, **r, "median_rho": r["median"], "fraction_models_predicted": agree,
                            "pooled_median_rho": float(np.median(pooled)) if len(pooled) else math.nan,
