@@ -235,7 +235,7 @@ def c6_statistic(ms: Sequence[Dict[str, Any]], *, seed: int = 0) -> Dict[str, An
                rho_gap_params=correlation(gaps, sizes, seed=seed, n_boot=200)["rho"])
     rho_best = math.nan
     if len(best) >= 3:
-        rho_best = float(stats_spearman(list(best), list(best.values())))
+        rho_best = float(_spearman(list(best), list(best.values())))
     out["rho_decade_best_gap"] = rho_best
     out["summary"] = (f"{span:.2f} decades of parameters; best gap per decade "
                       + ", ".join(f"{k} {g:.3g}" for k, g in out["best_gap_per_decade"].items())
@@ -258,7 +258,7 @@ def c6_statistic(ms: Sequence[Dict[str, Any]], *, seed: int = 0) -> Dict[str, An
     return {**out, "verdict": "replicated" if ok else "not replicated", "reason": "; ".join(parts)}
 
 
-def stats_spearman(x: Sequence[float], y: Sequence[float]) -> float:
+def _spearman(x: Sequence[float], y: Sequence[float]) -> float:
     from scipy import stats
 
     return stats.spearmanr(x, y).statistic
