@@ -20,7 +20,7 @@ def _claims_table(report: dict):
     table = Table(title=f"Novak et al. 2018 · preset {report['preset']['name']} · {report['n_models']} models")
     for col in ("claim", "the paper", "our statistic", "95% CI", "p", "n", "verdict"):
         table.add_column(col, no_wrap=col in ("claim", "p", "n"))
-    colour = {"replicated": "green", "not replicated": "red", "inconclusive": "yellow"}
+    colour = {"replicated": "green", "not replicated": "red", "inconclusive": "yellow", "not tested": "blue"}
     for c in report["claims"]:
         stat, ci, p = statistic_text(c["statistic"])
         table.add_row(c["id"], c["short"], stat, ci, p, str(c["statistic"].get("n", "–")),
@@ -29,15 +29,18 @@ def _claims_table(report: dict):
 
 
 def replicate(
-    preset: Annotated[Preset, typer.Option(help="'smoke' (digits, offline, a few minutes on a CPU), 'standard' (MNIST; "
-                                                "CPU under an hour) or 'paper' (four datasets, thousands of models; GPU).")] = "smoke",
+    preset: Annotated[Preset, typer.Option(help="'smoke' (digits, offline, about two minutes on a CPU), 'standard' (MNIST; "
+                                                "CPU under half an hour), 'c6' (MNIST, widths 4-2048: the C6 test) or "
+                                                "'paper' (four datasets, thousands of models; GPU).")] = "smoke",
     dataset: Annotated[Optional[List[DatasetName]], typer.Option(help="Override the preset's datasets (repeatable).")] = None,
     data_root: DataRootOpt = None,
     download: Annotated[bool, typer.Option(help="Allow torchvision to download missing datasets.")] = False,
     groups: Annotated[Optional[int], typer.Option(help="Architecture groups per dataset (overrides the preset).")] = None,
     models_per_group: Annotated[Optional[int], typer.Option(help="Models per group (overrides the preset).")] = None,
     pairs: Annotated[Optional[int], typer.Option(help="C3 pairs per factor (overrides the preset).")] = None,
-    steps: Annotated[Optional[int], typer.Option(help="Training steps per model (overrides the preset).")] = None,
+    steps: Annotated[Optional[int], typer.Option(help="Training steps per model, the C2 experiment's included (overrides the preset).")] = None,
+    c2_seeds: Annotated[Optional[int], typer.Option(help="C2 experiment: models per architecture (overrides the preset).")] = None,
+    c2_ellipses: Annotated[Optional[int], typer.Option(help="C2 experiment: fresh ellipses of each kind (overrides the preset; the paper-like test wants ≥ 20).")] = None,
     seed: Annotated[int, typer.Option(help="Seeds the whole sweep (configs, inits, data order, subsets).")] = 0,
     device: DeviceOpt = "auto",
     out: Annotated[Path, typer.Option(help="Output folder: results.sqlite, report.json, report.md, figures.")] = Path("runs/replicate"),
@@ -54,12 +57,14 @@ def replicate(
     """
     started = time.perf_counter()
     for option, value in (("--groups", groups), ("--models-per-group", models_per_group), ("--pairs", pairs),
-                          ("--steps", steps)):
+                          ("--steps", steps), ("--c2-seeds", c2_seeds), ("--c2-ellipses", c2_ellipses)):
         if value is not None and value < 1:
             fail(f"{option} must be a positive integer, got {value}")
-    overrides = {"n_groups": groups, "models_per_group": models_per_group, "pairs_per_factor": pairs, "steps": steps}
+    overrides = {"n_groups": groups, "models_per_group": models_per_group, "pairs_per_factor": pairs, "steps": steps,
+                 "c2_seeds": c2_seeds, "c2_ellipses": c2_ellipses}
     if steps is not None:
         overrides["full_batch_steps"] = min(steps, PRESETS[Preset(preset).value].full_batch_steps)
+        overrides["c2_steps"] = steps
     datasets = [DatasetName(d).value for d in dataset] if dataset else None
     lazy = LazyProgress(enabled=not json_out)
     prog = lazy.progress

@@ -7,7 +7,7 @@ import subprocess
 import sys
 import time
 
-REPLICATE_TINY = ["--groups", "3", "--models-per-group", "2", "--pairs", "2", "--steps", "400", "--device", "cpu"]
+REPLICATE_TINY = ["--c2-seeds", "1", "--c2-ellipses", "6", "--groups", "3", "--models-per-group", "2", "--pairs", "2", "--steps", "400", "--device", "cpu"]
 LOOP_TINY = ["--strategies", "jacobian,margin", "--rounds", "2", "--seeds", "1", "--k", "7", "--max-epochs", "30",
              "--device", "cpu"]
 INTERRUPTED_RESUMABLE = "error: interrupted; finished work is saved, rerun with --resume to continue"

@@ -21,7 +21,7 @@ def _tables(db):
     cols = [r[1] for r in con.execute("PRAGMA table_info(models)") if r[1] != "wall_time_s"]
     models = con.execute(f"SELECT {', '.join(cols)} FROM models ORDER BY model_id").fetchall()
     points = con.execute("SELECT * FROM points ORDER BY model_id, point_index").fetchall()
-    trajs = con.execute("SELECT * FROM trajectories ORDER BY model_id, kind, traj_index").fetchall()
+    trajs = con.execute("SELECT * FROM trajectories ORDER BY model_id, kind, construction, traj_index").fetchall()
     pairs = con.execute("SELECT * FROM pairs ORDER BY pair_id").fetchall()
     con.close()
     return models, points, trajs, pairs
@@ -33,7 +33,18 @@ def test_outputs_and_report(uninterrupted):
     ids = [c["id"] for c in report["claims"]]
     assert ids[:2] == ["C1", "C2a"] and "C4" in ids and "C6" in ids and len(ids) == 12
     for c in report["claims"]:
-        assert c["verdict"] in ("replicated", "not replicated", "inconclusive") and c["reason"]
+        assert c["verdict"] in ("replicated", "not replicated", "inconclusive", "not tested") and c["reason"]
+        assert c["rule_sources"] and set(c["rule_sources"]) <= {"[paper]", "[ours]"}
+    by = {c["id"]: c for c in report["claims"]}
+    c2c = by["C2c"]["statistic"]
+    assert set(c2c["activations"]) <= {"relu"} and set(c2c["constructions"]) == {"data-matched", "standard-normal"}
+    assert c2c["n_ellipses"] == {"random (data-matched)": 6, "random (standard-normal)": 6, "different-class": 6,
+                                 "same-class": 6}  # the tiny run's --c2-ellipses
+    assert set(c2c["mean_density_per_length"]) == set(c2c["mean_density"])
+    assert report["exclusions"]["c2_models"] == 3  # --c2-seeds 1 × three architectures
+    assert "n_ellipses" in by["C2d"]["statistic"] and "activations" in by["C2d"]["statistic"]
+    assert by["C6"]["verdict"] == "not tested" and by["C6"]["statistic"]["param_decades"] < 3
+    assert report["sweep_version"] == 4
     assert {c["id"] for c in summary["claims"]} == set(ids)
     for name in report["figures"]:
         png = out / name
@@ -225,3 +236,132 @@ def test_pairs_differ_in_one_factor_and_train_until_fit():
         for i in set(pool) - set(ids):  # a skipped candidate that fits more comfortably had a full group
             if (fitted[i], i) < max((fitted[j], j) for j in ids):
                 assert counts.get(i.rsplit("-m", 1)[0], 0) == per_group
+
+
+def _c2_rows(models, *, random_density, same_density, diff_density, k=24, n=20, constructions=("data-matched", "standard-normal"),
+             v_shape=True, seed=0):
+    """Synthetic C2 trajectories: exact transitions per step drawn around the given per-kind densities
+    (random: one density per construction), ‖J‖ 1e3 on random ellipses and 1 at data anchors."""
+    rng = np.random.default_rng(seed)
+    anchors = [k // 6, k // 2, 5 * k // 6]
+    from jacal.replication.c2 import angular_distance_to_anchors
+
+    ang = angular_distance_to_anchors(k)
+    rows = []
+    for m in models:
+        for c, dens in zip(constructions, random_density):
+            for i in range(n):
+                rows.append(dict(model_id=m, kind="random", construction=c, traj_index=i,
+                                 jacobian=list(1e3 * np.exp(rng.normal(0, 0.1, k // 4))),
+                                 transitions=list(rng.poisson(dens, k)), sampled=list(rng.poisson(dens, k)),
+                                 length=100.0, anchors=anchors))
+        for kind, dens in (("different-class", diff_density), ("same-class", same_density)):
+            for i in range(n):
+                lam = dens * (0.2 + 1.6 * ang / ang.max()) if (v_shape and kind == "different-class") else np.full(k, dens)
+                jac = np.exp(rng.normal(0, 0.1, k // 4)) * (3.0 if kind == "different-class" else 1.5)
+                jac[[a // 4 for a in anchors]] = 1.0
+                rows.append(dict(model_id=m, kind=kind, construction="", traj_index=i, jacobian=list(jac),
+                                 transitions=list(rng.poisson(lam)), sampled=list(rng.poisson(lam)), length=2.0,
+                                 anchors=anchors))
+    return rows
+
+
+def _c2_models(n, loss=1e-3):
+    return [dict(model_id=f"digits-c2-w64d1-s{i}", dataset="digits", activation="relu", train_loss=loss, random_labels=0,
+                 train_accuracy=1.0) for i in range(n)]
+
+
+def test_c2_known_answers_and_construction_dependence():
+    from jacal.replication.c2_claims import c2_claims
+
+    models = _c2_models(4)
+    ids = [m["model_id"] for m in models]
+    claims, ex = c2_claims(_c2_rows(ids, random_density=(4.0, 4.0), same_density=0.5, diff_density=2.0), models,
+                           max_train_loss=0.01, constructions=("data-matched", "standard-normal"))
+    got = {cid: (stat, v) for cid, stat, v in claims}
+    for cid in ("C2a", "C2b", "C2c", "C2d"):
+        assert got[cid][1]["verdict"] == "replicated", (cid, got[cid][1])
+    c2c = got["C2c"][0]
+    assert c2c["n_ellipses"]["random (data-matched)"] == 20 and c2c["activations"] == ["relu"]
+    assert c2c["mean_density"]["same-class"] == pytest.approx(0.5, rel=0.2)
+    # per length: the data ellipses are 50× shorter, so per unit length random (4·24/100) is below same-class (0.5·24/2)
+    assert c2c["mean_density_per_length"]["random (data-matched)"] < c2c["mean_density_per_length"]["same-class"]
+    assert c2c["per_length"]["verdict"] == "not replicated"
+    assert set(c2c["constructions"]) == {"data-matched", "standard-normal"} and not c2c["depends_on_construction"]
+    assert c2c["constructions"]["data-matched"]["mean_length"] == pytest.approx(100.0)
+    assert got["C2d"][0]["pooled_median_rho"] > 0.2 and got["C2d"][0]["n_ellipses"]["different-class"] == 20
+    # the primary random ellipse below same-class, the alternative above: the verdict follows the primary
+    # and says that it depends on the construction
+    claims, _ = c2_claims(_c2_rows(ids, random_density=(0.1, 4.0), same_density=0.5, diff_density=2.0), models,
+                          max_train_loss=0.01, constructions=("data-matched", "standard-normal"))
+    stat, v = next((s, v) for cid, s, v in claims if cid == "C2c")
+    assert v["verdict"] == "not replicated" and "depends on the random ellipse's construction" in v["reason"]
+    assert stat["depends_on_construction"] and stat["constructions"]["standard-normal"]["verdict"] == "replicated"
+    # a flat different-class profile: no dip at the anchors → C2d not replicated (20 ellipses)
+    claims, _ = c2_claims(_c2_rows(ids, random_density=(4.0, 4.0), same_density=0.5, diff_density=2.0, v_shape=False),
+                          models, max_train_loss=0.01, constructions=("data-matched", "standard-normal"))
+    assert next(v for cid, _, v in claims if cid == "C2d")["verdict"] == "not replicated"
+    # models above the loss threshold are left out and listed; none kept → inconclusive
+    claims, ex = c2_claims(_c2_rows(ids, random_density=(4.0, 4.0), same_density=0.5, diff_density=2.0),
+                           _c2_models(4, loss=0.5), max_train_loss=0.01, constructions=("data-matched", "standard-normal"))
+    assert ex["c2_models_kept"] == 0 and len(ex["c2_models_not_near_zero_loss"]) == 4
+    assert all(v["verdict"] == "inconclusive" for _, _, v in claims)
+
+
+def test_c6_by_size_decade_and_not_tested_below_three_decades():
+    rng = np.random.default_rng(0)
+    models = []
+    for i in range(40):
+        n_params = int(10 ** (3.2 + 3.3 * i / 39))  # 1.6e3 … 3.2e6: 3.3 decades
+        gap = 0.3 - 0.04 * np.log10(n_params) + 0.01 * rng.random()
+        models.append(dict(model_id=f"digits-g{i:02d}-m00", dataset="digits", random_labels=0, train_accuracy=1.0,
+                           test_accuracy=1 - gap, gap=gap, mean_jacobian=1.0, transitions=1.0, n_neurons=10,
+                           n_params=n_params, train_loss=10 ** rng.uniform(-4, -2), width=8, depth=1, activation="relu"))
+    c6 = next(c for c in analyse(models, [], [], [], fit_threshold=0.995)["claims"] if c["id"] == "C6")
+    assert c6["verdict"] == "replicated", c6["reason"]
+    assert c6["statistic"]["param_decades"] == pytest.approx(3.3, abs=0.01)
+    assert c6["statistic"]["lowest_gap_in_top_decade"] and c6["statistic"]["rho_decade_best_gap"] == pytest.approx(-1.0)
+    # the biggest models generalize worst → not replicated
+    flipped = [dict(m, gap=0.5 - m["gap"]) for m in models]
+    assert next(c for c in analyse(flipped, [], [], [], fit_threshold=0.995)["claims"] if c["id"] == "C6")["verdict"] \
+        == "not replicated"
+    # training loss that predicts the gap → not replicated
+    lossy = [dict(m, train_loss=10 ** (-6 + 10 * m["gap"])) for m in models]
+    assert next(c for c in analyse(lossy, [], [], [], fit_threshold=0.995)["claims"] if c["id"] == "C6")["verdict"] \
+        == "not replicated"
+    # under 3 decades: not tested, the span in the reason
+    narrow = [m for m in models if m["n_params"] < 10 ** 5.5]
+    c6 = next(c for c in analyse(narrow, [], [], [], fit_threshold=0.995)["claims"] if c["id"] == "C6")
+    assert c6["verdict"] == "not tested" and "decades of parameter count" in c6["reason"]
+    assert c6["statistic"]["param_decades"] < 3
+
+
+def test_transition_claims_use_piecewise_linear_models_only():
+    models = _synthetic(30, +1)
+    for m in models[:10]:
+        m["activation"] = "tanh"
+        m["transitions"] = 1e6  # would break C5's correlation if counted
+    res = analyse(models, [], [], [], fit_threshold=0.995)
+    c5 = next(c for c in res["claims"] if c["id"] == "C5")
+    assert c5["statistic"]["n"] == 20 and c5["statistic"]["rho"] == pytest.approx(1.0)
+    assert res["exclusions"]["smooth_activation_models_excluded_from_transition_claims"] == 10
+
+
+def test_resume_refuses_a_version_3_store_untouched(tmp_path):
+    from jacal._store import open_store
+    from jacal.replication.store import SCHEMA
+
+    out = tmp_path / "v3"
+    out.mkdir()
+    db = out / "results.sqlite"
+    v3_schema = SCHEMA.split("CREATE TABLE IF NOT EXISTS trajectories")[0] + (
+        "CREATE TABLE IF NOT EXISTS trajectories (model_id TEXT NOT NULL, kind TEXT NOT NULL, traj_index INTEGER NOT NULL, "
+        "jacobian TEXT NOT NULL, transitions TEXT NOT NULL, anchors TEXT NOT NULL, PRIMARY KEY (model_id, kind, traj_index));")
+    con = open_store(db, "replicate", v3_schema)
+    with con:
+        con.execute("INSERT INTO meta VALUES ('signature', ?)", (json.dumps({"version": 3, "seed": 0}),))
+    con.close()
+    before = db.read_bytes()
+    result = CliRunner().invoke(app, ["replicate", "--out", str(out), "--resume", "--device", "cpu"])
+    one_line_error(result, "sweep-version-3")
+    assert "choose another --out" in result.stderr and db.read_bytes() == before

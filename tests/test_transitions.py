@@ -129,3 +129,59 @@ def test_random_ellipse_is_far_from_data():
     nn_data = within.min(1).values
     assert to_data.min() > nn_data.quantile(0.9)
     assert random_ellipse(d.x_train, 30, seed=1).equal(random_ellipse(d.x_train, 30, seed=1))
+
+
+@pytest.mark.parametrize("activation", ["relu", "hard_tanh", "relu6"])
+def test_exact_affine_many_trajectories_equals_exact_one_at_a_time(activation):
+    """The batched count from weights (used by the C2 experiment) = transitions(method="exact") per
+    trajectory, and = a very dense float64 sampling of the same polygons."""
+    from jacal.sensitivity.transitions import exact_transitions_affine
+
+    net = mlp(5, 3, width=8, depth=3, activation=activation, weight_variance=4.0, bias_variance=0.5, seed=3).double()
+    lins = [m for m in net if isinstance(m, nn.Linear)]
+    act = next(m for m in net if not isinstance(m, (nn.Linear, nn.Flatten)))
+    g = torch.Generator().manual_seed(1)
+    trajs = torch.stack([ellipse(*(torch.randn(3, 5, generator=g, dtype=torch.float64) * 2), 12) for _ in range(5)])
+    got = exact_transitions_affine([m.weight.T for m in lins], [m.bias for m in lins], act, trajs, chunk=2)
+    assert got.shape == (5, 12) and got.dtype == torch.int64
+    t = torch.linspace(0, 1, 2001, dtype=torch.float64)[:-1].unsqueeze(1)
+    for e in range(5):
+        one = transitions(net, trajs[e], method="exact")
+        assert got[e].tolist() == one.per_step.tolist()
+        nxt = torch.roll(trajs[e], -1, 0)
+        dense = torch.cat([trajs[e][i] + t * (nxt[i] - trajs[e][i]) for i in range(12)])
+        assert int(got[e].sum()) == transitions(net, dense).count
+    assert int(got.sum()) > 0
+
+
+def test_exact_affine_refuses_smooth_and_bad_shapes():
+    from jacal.sensitivity.transitions import exact_transitions_affine
+
+    w, b = [torch.ones(2, 3), torch.ones(3, 2)], [torch.zeros(3), torch.zeros(2)]
+    with pytest.raises(ValueError, match="piecewise-linear"):
+        exact_transitions_affine(w, b, nn.Tanh(), torch.zeros(1, 6, 2))
+    with pytest.raises(ValueError, match=r"\(E, k, 2\)"):
+        exact_transitions_affine(w, b, nn.ReLU(), torch.zeros(1, 6, 3))
+    with pytest.raises(ValueError, match="NaN or Inf"):
+        exact_transitions_affine(w, b, nn.ReLU(), torch.full((1, 6, 2), float("nan")))
+
+
+def test_random_ellipse_constructions_and_length():
+    from jacal.sensitivity.trajectories import closed_length
+
+    x = torch.rand(50, 1, 8, 8) * 0.2 + 0.4  # data in [0.4, 0.6]
+    dm = random_ellipse(x, 60, seed=2)
+    sn = random_ellipse(x, 60, seed=2, construction="standard-normal").reshape(60, -1)
+    # the standard-normal anchors are N(0, 1) per feature: samples 10, 30, 50 have std ≈ 1, mean ≈ 0
+    anchors = sn[[10, 30, 50]]
+    assert 0.8 < float(anchors.std()) < 1.2 and abs(float(anchors.mean())) < 0.2
+    # data-matched anchors have the data's per-feature scale
+    assert float(dm.reshape(60, -1)[[10, 30, 50]].std()) < 0.3
+    with pytest.raises(ValueError, match="construction"):
+        random_ellipse(x, 6, construction="uniform")
+    square = torch.tensor([[0.0, 0.0], [2.0, 0.0], [2.0, 2.0], [0.0, 2.0]])
+    assert closed_length(square) == pytest.approx(8.0)
+    # a fine ellipse's polygon length → the ellipse's perimeter (a circle of radius r: 2πr)
+    circle = ellipse(torch.tensor([math.cos(math.pi / 3), math.sin(math.pi / 3)]), torch.tensor([-1.0, 0.0]),
+                     torch.tensor([math.cos(5 * math.pi / 3), math.sin(5 * math.pi / 3)]), 600)
+    assert closed_length(circle) == pytest.approx(2 * math.pi, rel=1e-4)

@@ -8,10 +8,17 @@ from typing import Any, Dict, List, Sequence
 import numpy as np
 
 from jacal._stats import finite
-from jacal.replication.stats import (ALPHA, MIN_PAIRS, correlation, one_sample_greater, paired_comparison,
+from jacal.replication.c2 import is_c2_model
+from jacal.replication.c2_claims import C2_RULES, c2_claims
+from jacal.replication.config import PIECEWISE_LINEAR
+from jacal.replication.stats import (ALPHA, MIN_N, MIN_PAIRS, correlation, one_sample_greater, paired_comparison,
                                      pointwise_sensitivity, verdict)
+from jacal.sensitivity.trajectories import RANDOM_CONSTRUCTIONS
 
-__all__ = ["analyse", "RULES", "PAPER"]
+__all__ = ["analyse", "RULES", "PAPER", "C6_MIN_DECADES", "C6_MAX_LOSS_RHO"]
+
+C6_MIN_DECADES = 3.0   # [paper] Fig. 1 spans about four decades of parameter count
+C6_MAX_LOSS_RHO = 0.3  # [ours] "training loss does not predict the gap": |ρ| below this, or p ≥ ALPHA
 
 PAPER = {
     "C1": "Mean test Jacobian norm correlates with the generalization gap across trained models.",
@@ -40,31 +47,36 @@ SHORT = {
     "C3-saturating": "saturating activations raise ‖J‖",
     "C4": "per point, ‖J‖ predicts loss",
     "C5": "transitions grow with neurons",
-    "C6": "big models generalize best",
+    "C6": "best gap at the largest sizes",
 }
 
 RULES = {
-    "C1": f"Per dataset, among models that fit the training set (train accuracy ≥ fit threshold, true labels): "
-          f"Spearman ρ(mean test ‖J‖_F, gap) > 0 with p < {ALPHA}. Replicated when replicated on every dataset.",
-    "C2a": f"Per model (true labels, fitted when any fit): log10(median ‖J‖ on random ellipses / median ‖J‖ at the anchors "
-           f"of data ellipses) > 1 (10×), one-sided Wilcoxon across models, p < {ALPHA}.",
-    "C2b": f"Per model: mean log10 ‖J‖ between anchors, different-class > same-class; one-sided sign test, p < {ALPHA}.",
-    "C2c": f"Per model: mean transitions per step, random > same-class and different-class > same-class; "
-           f"sign tests, both p < {ALPHA}.",
-    "C2d": f"Per model: different-class ellipses, mean transitions per step within ±k/24 of an anchor < elsewhere; "
-           f"sign test, p < {ALPHA}.",
-    "C3": f"Per factor, over pairs differing only in that factor whose two models both fit their training set: the "
-          f"Jacobian norm moves in the predicted direction, one-sided sign test p < {ALPHA} (≥ {MIN_PAIRS} pairs). "
-          f"Gap and transitions reported alongside.",
-    "C4": f"Per model (true labels): Spearman ρ(‖J(x)‖, loss(x)) over the stored test points; median ρ > 0 with "
-          f"one-sided Wilcoxon p < {ALPHA}. Misclassification AUROC of ‖J‖ reported.",
-    "C5": f"Per dataset, true-label models: Spearman ρ(transitions, hidden units) > 0 with p < {ALPHA}.",
-    "C6": f"Per dataset, fitted true-label models: ρ(gap, parameters) < 0 with p < {ALPHA}, and training loss does not "
-          f"predict the gap (not both |ρ(gap, train loss)| ≥ 0.3 and p < {ALPHA}).",
+    "C1": f"[paper] Mean test ‖J‖ correlates with the gap. [ours] Per dataset, among models that fit the training set "
+          f"(train accuracy ≥ fit threshold, true labels): Spearman ρ(mean test ‖J‖_F, gap) > 0 with p < {ALPHA}. "
+          f"Replicated when replicated on every dataset.",
+    **C2_RULES,
+    "C3": f"[paper] Paired models differing in one factor sit on the predicted side of the diagonal. [ours] Per factor, "
+          f"over pairs whose two models both fit their training set: the Jacobian norm moves in the predicted direction, "
+          f"one-sided sign test p < {ALPHA} (≥ {MIN_PAIRS} pairs). Gap and transitions reported alongside; the "
+          f"transition side uses pairs of piecewise-linear models only.",
+    "C4": f"[paper] Per test point, ‖J(x)‖ predicts the loss and misclassification. [ours] Per model (true labels): "
+          f"Spearman ρ(‖J(x)‖, loss(x)) over the stored test points; median ρ > 0 with one-sided Wilcoxon p < {ALPHA}. "
+          f"Misclassification AUROC of ‖J‖ reported.",
+    "C5": f"[paper] Transitions grow with the number of neurons. [ours] Per dataset, true-label piecewise-linear models "
+          f"(relu, relu6, hard_tanh, hard_sigmoid): Spearman ρ(transitions, hidden units) > 0 with p < {ALPHA}.",
+    "C6": f"[paper] Over ≥ {C6_MIN_DECADES:g} decades of parameter count, fitted models: the best-generalizing models are "
+          f"among the largest and training loss does not predict the gap. [ours] Per dataset, fitted true-label "
+          f"sweep models (no C3 pair members, no C2 models); `not tested` when they span < {C6_MIN_DECADES:g} decades. "
+          f"Replicated when (i) the best (lowest) gap per size decade falls with size (Spearman ρ(decade, best gap) "
+          f"≤ −0.5), (ii) the lowest-gap model is in the top decade, and (iii) not both |ρ(gap, log train loss)| ≥ "
+          f"{C6_MAX_LOSS_RHO} and p < {ALPHA}; fewer than {MIN_N} models: inconclusive; else not replicated.",
 }
 
 
 def _combine(verdicts: Sequence[str]) -> str:
+    if verdicts and all(v == "not tested" for v in verdicts):
+        return "not tested"
+    verdicts = [v for v in verdicts if v != "not tested"]
     if not verdicts:
         return "inconclusive"
     if all(v == "replicated" for v in verdicts):
@@ -75,13 +87,21 @@ def _combine(verdicts: Sequence[str]) -> str:
 
 
 def _claim(cid: str, statistic: Dict[str, Any], v: Dict[str, str], **extra) -> Dict[str, Any]:
-    return {"id": cid, "paper": PAPER[cid], "short": SHORT[cid], "rule": RULES.get(cid.split("-")[0] if cid.startswith("C3") else cid, ""),
+    rule = RULES.get(cid.split("-")[0] if cid.startswith("C3") else cid, "")
+    return {"id": cid, "paper": PAPER[cid], "short": SHORT[cid], "rule": rule,
+            "rule_sources": [tag for tag in ("[paper]", "[ours]") if tag in rule],
             "statistic": statistic, "verdict": v["verdict"], "reason": v["reason"], **extra}
 
 
 def analyse(models: List[Dict[str, Any]], pairs: List[Dict[str, Any]], points: List[tuple],
-            trajectories: List[Dict[str, Any]], *, fit_threshold: float, seed: int = 0) -> Dict[str, Any]:
-    """All claims. ``models`` rows as stored; returns ``{"claims": [...], "exclusions": {...}}``."""
+            trajectories: List[Dict[str, Any]], *, fit_threshold: float, seed: int = 0, c2_max_train_loss: float = 0.01,
+            constructions: Sequence[str] = RANDOM_CONSTRUCTIONS) -> Dict[str, Any]:
+    """All claims. ``models`` rows as stored; returns ``{"claims": [...], "exclusions": {...}}``.
+
+    The C2 experiment's models (:func:`jacal.replication.c2.is_c2_model`) feed C2 only; every other
+    claim uses the sweep's models."""
+    c2_models = [m for m in models if is_c2_model(m["model_id"])]
+    models = [m for m in models if not is_c2_model(m["model_id"])]
     by_id = {m["model_id"]: m for m in models}
     # a C3 pair's own copy of a base model repeats a config of the sweep (same seed and init): it is
     # not a new sample of the population, so population-level claims leave it out (C3 uses it)
@@ -116,52 +136,11 @@ def analyse(models: List[Dict[str, Any]], pairs: List[Dict[str, Any]], points: L
                    "per_dataset": per})
 
     # C2 ---------------------------------------------------------------------------------
-    fitted_ids = {m["model_id"] for m in fitted}
     true_ids = {m["model_id"] for m in true_label}
-    use_ids = fitted_ids if any(t["model_id"] in fitted_ids for t in trajectories) else true_ids
-    traj_by_model: Dict[str, List[Dict[str, Any]]] = defaultdict(list)
-    for t in trajectories:
-        if t["model_id"] in use_ids:
-            traj_by_model[t["model_id"]].append(t)
-    ratio, same_between, diff_between, dens = [], [], [], defaultdict(list)
-    near_anchor, away_anchor = [], []
-    for mid, ts in sorted(traj_by_model.items()):
-        def arr(kind, field):
-            return [np.asarray(t[field], dtype=float) for t in ts if t["kind"] == kind]
-        rnd, dif, sam = arr("random", "jacobian"), arr("different-class", "jacobian"), arr("same-class", "jacobian")
-        if not (rnd and dif and sam):
-            continue
-        anchors = ts[0]["anchors"]
-        k = len(rnd[0])
-        at = np.concatenate([a[anchors] for a in dif + sam])
-        ratio.append(math.log10(max(np.median(np.concatenate(rnd)), 1e-300) / max(np.median(at), 1e-300)))
-        mask = np.ones(k, dtype=bool)
-        w = max(1, k // 24)
-        for a in anchors:
-            mask[max(0, a - w):a + w + 1] = False
-        same_between.append(np.mean([np.log10(np.maximum(a[mask], 1e-300)).mean() for a in sam]))
-        diff_between.append(np.mean([np.log10(np.maximum(a[mask], 1e-300)).mean() for a in dif]))
-        for kind in ("random", "different-class", "same-class"):
-            dens[kind].append(np.mean([a.mean() for a in arr(kind, "transitions")]))
-        dt = arr("different-class", "transitions")
-        near_anchor.append(np.mean([a[~mask].mean() for a in dt]))
-        away_anchor.append(np.mean([a[mask].mean() for a in dt]))
-    r = one_sample_greater(ratio, 1.0)
-    claims.append(_claim("C2a", {**r, "median_log10_ratio": r["median"]},
-                         verdict(n=r["n"], p=r["p"], direction_ok=(r["median"] > 1) if finite(r["median"]) else None)))
-    b = paired_comparison(np.power(10.0, same_between), np.power(10.0, diff_between), predicted="greater")
-    claims.append(_claim("C2b", b, verdict(n=b["n"], p=b["sign_p"], min_n=MIN_PAIRS,
-                                           direction_ok=(b["fraction_predicted"] > 0.5) if finite(b["fraction_predicted"]) else None)))
-    rd = paired_comparison(dens["same-class"], dens["random"], predicted="greater")
-    ds = paired_comparison(dens["same-class"], dens["different-class"], predicted="greater")
-    p_c = max(rd["sign_p"], ds["sign_p"]) if finite(rd["sign_p"]) and finite(ds["sign_p"]) else math.nan
-    ok_c = (rd["fraction_predicted"] > 0.5 and ds["fraction_predicted"] > 0.5) if finite(p_c) else None
-    claims.append(_claim("C2c", {"n": rd["n"], "p": p_c, "random_vs_same": rd, "different_vs_same": ds,
-                                 "mean_density": {k: float(np.mean(v)) for k, v in dens.items() if v}},
-                         verdict(n=rd["n"], p=p_c, direction_ok=ok_c, min_n=MIN_PAIRS)))
-    an = paired_comparison(np.asarray(near_anchor) + 1e-9, np.asarray(away_anchor) + 1e-9, predicted="greater")
-    claims.append(_claim("C2d", an, verdict(n=an["n"], p=an["sign_p"], min_n=MIN_PAIRS,
-                                            direction_ok=(an["fraction_predicted"] > 0.5) if finite(an["fraction_predicted"]) else None)))
+    c2, c2_ex = c2_claims(trajectories, c2_models, max_train_loss=c2_max_train_loss, constructions=constructions)
+    for cid, stat, v in c2:
+        claims.append(_claim(cid, stat, v))
+    exclusions.update(c2_ex)
 
     # C3 ---------------------------------------------------------------------------------
     predicted = {"random_labels": "greater", "augmentation": "less", "full_batch": "greater", "saturating": "greater"}
@@ -172,7 +151,9 @@ def analyse(models: List[Dict[str, Any]], pairs: List[Dict[str, Any]], points: L
               and finite(v["mean_jacobian"]) and b["train_accuracy"] >= fit_threshold and v["train_accuracy"] >= fit_threshold]
         jac = paired_comparison([b["mean_jacobian"] for b, _ in ps], [v["mean_jacobian"] for _, v in ps], predicted=direction)
         gap = paired_comparison([b["gap"] for b, _ in ps], [v["gap"] for _, v in ps], predicted=direction, log=False)
-        trans = paired_comparison([b["transitions"] for b, _ in ps], [v["transitions"] for _, v in ps], predicted=direction)
+        pl = [(b, v) for b, v in ps if b["activation"] in PIECEWISE_LINEAR and v["activation"] in PIECEWISE_LINEAR]
+        trans = paired_comparison([b["transitions"] for b, _ in pl], [v["transitions"] for _, v in pl], predicted=direction)
+        trans["pairs_excluded_smooth_activation"] = len(ps) - len(pl)
         v = verdict(n=jac["n"], p=jac["sign_p"], min_n=MIN_PAIRS,
                     direction_ok=(jac["fraction_predicted"] > 0.5) if finite(jac["fraction_predicted"]) else None)
         claims.append(_claim(f"C3-{factor}", {**jac, "predicted": f"variant {direction} than base"}, v,
@@ -197,9 +178,9 @@ def analyse(models: List[Dict[str, Any]], pairs: List[Dict[str, Any]], points: L
     # C5 ---------------------------------------------------------------------------------
     per = {}
     for d in datasets:
-        ms = [m for m in true_label if m["dataset"] == d]
+        ms = [m for m in true_label if m["dataset"] == d and m["activation"] in PIECEWISE_LINEAR]
         c = correlation([m["transitions"] for m in ms], [m["n_neurons"] for m in ms], seed=seed)
-        fm = [m for m in fitted if m["dataset"] == d]
+        fm = [m for m in fitted if m["dataset"] == d and m["activation"] in PIECEWISE_LINEAR]
         across_t = correlation([m["transitions"] for m in fm], [m["gap"] for m in fm], seed=seed, n_boot=200)
         across_j = correlation([m["mean_jacobian"] for m in fm], [m["gap"] for m in fm], seed=seed, n_boot=200)
         within = defaultdict(list)
@@ -219,20 +200,65 @@ def analyse(models: List[Dict[str, Any]], pairs: List[Dict[str, Any]], points: L
                    "per_dataset": per})
 
     # C6 ---------------------------------------------------------------------------------
-    per = {}
-    for d in datasets:
-        ms = [m for m in fitted if m["dataset"] == d]
-        size = correlation([m["gap"] for m in ms], [m["n_params"] for m in ms], seed=seed)
-        loss = correlation([m["gap"] for m in ms], [m["train_loss"] for m in ms], seed=seed)
-        v = verdict(n=size["n"], p=size["p"], direction_ok=(size["rho"] < 0) if finite(size["rho"]) else None)
-        loss_predicts = finite(loss["p"]) and loss["p"] < ALPHA and abs(loss["rho"]) >= 0.3
-        if v["verdict"] == "replicated" and loss_predicts:
-            v = {"verdict": "not replicated", "reason": f"training loss predicts the gap (ρ={loss['rho']:.2f}, p={loss['p']:.2g})"}
-        elif v["verdict"] == "replicated":
-            v = {"verdict": "replicated", "reason": v["reason"] + f"; training loss ρ={loss['rho']:.2f} (p={loss['p']:.2g})"}
-        per[d] = {**size, "rho_gap_train_loss": loss["rho"], "p_gap_train_loss": loss["p"], **v}
-    main = per[datasets[0]] if datasets else {}
+    in_pairs = {p["base_id"] for p in pairs} | {p["variant_id"] for p in pairs}
+    per = {d: c6_statistic([m for m in fitted if m["dataset"] == d and m["model_id"] not in in_pairs], seed=seed)
+           for d in datasets}
+    main = per[datasets[0]] if datasets else {"param_decades": math.nan}
     claims.append({**_claim("C6", main, {"verdict": _combine([p["verdict"] for p in per.values()]),
                                           "reason": "; ".join(f"{d}: {p['reason']}" for d, p in per.items())}),
                    "per_dataset": per})
-    return {"claims": claims, "exclusions": exclusions, "c2_models": len(traj_by_model), "c4_models": len(per_model)}
+    exclusions["c6_models_in_c3_pairs_excluded"] = sum(m["model_id"] in in_pairs for m in fitted)
+    exclusions["smooth_activation_models_excluded_from_transition_claims"] = sum(
+        m["activation"] not in PIECEWISE_LINEAR for m in true_label)
+    return {"claims": claims, "exclusions": exclusions, "c2_models": c2_ex["c2_models_kept"], "c4_models": len(per_model)}
+
+
+def c6_statistic(ms: Sequence[Dict[str, Any]], *, seed: int = 0) -> Dict[str, Any]:
+    """C6 on one dataset's fitted sweep models (see ``RULES["C6"]``): statistic and verdict."""
+    ms = [m for m in ms if finite(m["gap"]) and m["n_params"]]
+    out: Dict[str, Any] = {"n": len(ms), "param_decades": math.nan}
+    if not ms:
+        return {**out, "verdict": "not tested", "reason": "no fitted sweep model", "summary": "no fitted models"}
+    sizes = np.array([m["n_params"] for m in ms], float)
+    gaps = np.array([m["gap"] for m in ms], float)
+    span = float(np.log10(sizes.max() / sizes.min()))
+    loss = correlation(gaps, np.log10(np.maximum([m["train_loss"] for m in ms], 1e-12)), seed=seed, n_boot=200)
+    decade = np.floor(np.log10(sizes)).astype(int)
+    best = {int(d): float(gaps[decade == d].min()) for d in np.unique(decade)}
+    lowest = int(np.argmin(gaps))
+    out.update(param_decades=span, min_params=int(sizes.min()), max_params=int(sizes.max()),
+               best_gap_per_decade={f"1e{d}": g for d, g in best.items()},
+               models_per_decade={f"1e{d}": int(np.sum(decade == d)) for d in best},
+               lowest_gap=float(gaps[lowest]), lowest_gap_params=int(sizes[lowest]),
+               lowest_gap_in_top_decade=bool(decade[lowest] == decade.max()),
+               rho_gap_log_train_loss=loss["rho"], p_gap_log_train_loss=loss["p"],
+               rho_gap_params=correlation(gaps, sizes, seed=seed, n_boot=200)["rho"])
+    rho_best = math.nan
+    if len(best) >= 3:
+        rho_best = float(_spearman(list(best), list(best.values())))
+    out["rho_decade_best_gap"] = rho_best
+    out["summary"] = (f"{span:.2f} decades of parameters; best gap per decade "
+                      + ", ".join(f"{k} {g:.3g}" for k, g in out["best_gap_per_decade"].items())
+                      + f"; ρ(gap, log train loss) = {loss['rho']:.2f}" if finite(loss["rho"]) else
+                      f"{span:.2f} decades of parameters")
+    if span < C6_MIN_DECADES:
+        return {**out, "verdict": "not tested",
+                "reason": f"the fitted population spans {span:.2f} decades of parameter count ({int(sizes.min()):,}–"
+                          f"{int(sizes.max()):,}) < {C6_MIN_DECADES:g}"}
+    if len(ms) < MIN_N:
+        return {**out, "verdict": "inconclusive", "reason": f"too few fitted models (n={len(ms)} < {MIN_N})"}
+    falls = finite(rho_best) and rho_best <= -0.5
+    top = out["lowest_gap_in_top_decade"]
+    loss_predicts = finite(loss["p"]) and loss["p"] < ALPHA and abs(loss["rho"]) >= C6_MAX_LOSS_RHO
+    parts = [f"best gap per decade {'falls' if falls else 'does not fall'} with size (ρ={rho_best:.2f})",
+             f"lowest-gap model ({int(sizes[lowest]):,} params) {'in' if top else 'not in'} the top decade",
+             f"training loss {'predicts' if loss_predicts else 'does not predict'} the gap (ρ={loss['rho']:.2f}, "
+             f"p={loss['p']:.2g})"]
+    ok = falls and top and not loss_predicts
+    return {**out, "verdict": "replicated" if ok else "not replicated", "reason": "; ".join(parts)}
+
+
+def _spearman(x: Sequence[float], y: Sequence[float]) -> float:
+    from scipy import stats
+
+    return stats.spearmanr(x, y).statistic

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from pathlib import Path
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Sequence
 
 import matplotlib
 
@@ -14,15 +14,20 @@ import numpy as np  # noqa: E402
 
 from jacal._plotting import save_png  # noqa: E402
 from jacal._stats import finite  # noqa: E402
+from jacal.replication.c2 import angular_distance_to_anchors, is_c2_model  # noqa: E402
+from jacal.sensitivity.trajectories import RANDOM_CONSTRUCTIONS  # noqa: E402
 
 __all__ = ["make_figures"]
 
 
 def make_figures(out: Path, models: List[Dict[str, Any]], pairs: List[Dict[str, Any]], points: List[tuple],
-                 trajectories: List[Dict[str, Any]], fit_threshold: float) -> List[str]:
+                 trajectories: List[Dict[str, Any]], fit_threshold: float, *,
+                 constructions: Sequence[str] = RANDOM_CONSTRUCTIONS) -> List[str]:
     """Write every figure into ``out``; returns their file names."""
     out = Path(out)
     names = []
+    c2_models = [m for m in models if is_c2_model(m["model_id"])]
+    models = [m for m in models if not is_c2_model(m["model_id"])]
     datasets = sorted({m["dataset"] for m in models})
     by_id = {m["model_id"]: m for m in models}
     good = [m for m in models if finite(m["train_accuracy"]) and finite(m["mean_jacobian"])]
@@ -43,27 +48,7 @@ def make_figures(out: Path, models: List[Dict[str, Any]], pairs: List[Dict[str, 
     names.append(save_png(fig, out / "c1_gap_vs_jacobian.png"))
 
     # C2 ---------------------------------------------------------------------------------
-    fig, (a1, a2) = plt.subplots(1, 2, figsize=(11, 4))
-    colours = {"random": "C3", "different-class": "C1", "same-class": "C2"}
-    ids_fit = {m["model_id"] for m in good if not m["random_labels"] and m["train_accuracy"] >= fit_threshold}
-    ts = [t for t in trajectories if t["model_id"] in ids_fit] or [t for t in trajectories if not by_id.get(t["model_id"], {}).get("random_labels", 1)]
-    anchors = ts[0]["anchors"] if ts else []
-    for kind, c in colours.items():
-        js = np.array([np.log10(np.maximum(np.asarray(t["jacobian"], float), 1e-30)) for t in ts if t["kind"] == kind])
-        tr = np.array([np.asarray(t["transitions"], float) for t in ts if t["kind"] == kind])
-        if len(js):
-            x = np.arange(js.shape[1])
-            a1.plot(x, np.median(js, 0), c=c, label=f"{kind} (median of {len(js)})")
-            a1.fill_between(x, np.percentile(js, 25, 0), np.percentile(js, 75, 0), color=c, alpha=0.15)
-            a2.plot(x, tr.mean(0), c=c, label=kind)
-    for ax in (a1, a2):
-        for a in anchors:
-            ax.axvline(a, c="k", lw=0.8, ls=":")
-        ax.set_xlabel("position along the ellipse (anchors dotted)")
-    a1.set(ylabel="log10 ‖J‖_F", title="C2 · Jacobian norm along ellipses")
-    a2.set(ylabel="transitions per step", title="C2 · transition density")
-    a1.legend(fontsize=8)
-    names.append(save_png(fig, out / "c2_trajectories.png"))
+    names.append(_c2_figure(out, c2_models, trajectories, constructions))
 
     # C3 ---------------------------------------------------------------------------------
     factors = ["random_labels", "augmentation", "full_batch", "saturating"]
@@ -135,10 +120,63 @@ def make_figures(out: Path, models: List[Dict[str, Any]], pairs: List[Dict[str, 
 
     # C6 ---------------------------------------------------------------------------------
     fig, (a1, a2) = plt.subplots(1, 2, figsize=(11, 4))
-    fm = [m for m in good if not m["random_labels"] and m["train_accuracy"] >= fit_threshold]
-    a1.scatter([m["n_params"] for m in fm], [m["gap"] for m in fm], s=16)
-    a1.set(xscale="log", xlabel="parameters", ylabel="generalization gap", title="C6 · gap vs size (fitted models)")
+    in_pairs = {p["base_id"] for p in pairs} | {p["variant_id"] for p in pairs}
+    fm = [m for m in good if not m["random_labels"] and m["train_accuracy"] >= fit_threshold and m["model_id"] not in in_pairs]
+    a1.scatter([m["n_params"] for m in fm], [m["gap"] for m in fm], s=16, label="fitted sweep models")
+    if fm:
+        dec = np.floor(np.log10([m["n_params"] for m in fm])).astype(int)
+        gaps = np.array([m["gap"] for m in fm])
+        ds = sorted(set(dec.tolist()))
+        a1.plot([10.0 ** (d + 0.5) for d in ds], [gaps[dec == d].min() for d in ds], "k-o", ms=4, lw=1,
+                label="best gap per size decade")
+        a1.legend(fontsize=8)
+    a1.set(xscale="log", xlabel="parameters", ylabel="generalization gap", title="C6 · gap vs size (fitted, no C3 pairs)")
     a2.scatter([max(m["train_loss"], 1e-12) for m in fm], [m["gap"] for m in fm], s=16, c="C1")
     a2.set(xscale="log", xlabel="training loss", ylabel="generalization gap", title="C6 · gap vs training loss")
     names.append(save_png(fig, out / "c6_gap_vs_size_and_loss.png"))
     return names
+
+
+def _c2_figure(out: Path, c2_models: List[Dict[str, Any]], trajectories: List[Dict[str, Any]],
+               constructions: Sequence[str]) -> str:
+    """C2: ‖J‖ and exact transitions along the ellipses, by kind; transitions vs angle to the anchors."""
+    fig, axes = plt.subplots(2, 2, figsize=(12, 8))
+    (a1, a2), (a3, a4) = axes
+    ids = {m["model_id"] for m in c2_models}
+    ts = [t for t in trajectories if t["model_id"] in ids]
+    styles = [(("random", c), f"random ({c})", "C3", "-" if i == 0 else "--") for i, c in enumerate(constructions)]
+    styles += [(("different-class", ""), "different-class", "C1", "-"), (("same-class", ""), "same-class", "C2", "-")]
+    anchors = ts[0]["anchors"] if ts else []
+    box, box_labels = [], []
+    for (kind, cons), label, c, ls in styles:
+        sel = [t for t in ts if t["kind"] == kind and t["construction"] == cons]
+        if not sel:
+            continue
+        js = np.array([np.log10(np.maximum(np.asarray(t["jacobian"], float), 1e-30)) for t in sel])
+        tr = np.array([np.asarray(t["transitions"], float) for t in sel])
+        x = np.arange(js.shape[1]) * (tr.shape[1] // js.shape[1])
+        a1.plot(x, np.median(js, 0), c=c, ls=ls, label=f"{label} ({len(sel)} model×ellipse)")
+        a1.fill_between(x, np.percentile(js, 25, 0), np.percentile(js, 75, 0), color=c, alpha=0.12)
+        a2.plot(np.arange(tr.shape[1]), tr.mean(0), c=c, ls=ls, label=label)
+        ang = np.degrees(angular_distance_to_anchors(tr.shape[1]))
+        bins = np.linspace(0, 60, 13)
+        idx = np.clip(np.digitize(ang, bins) - 1, 0, len(bins) - 2)
+        prof = [tr[:, idx == b].mean() if np.any(idx == b) else np.nan for b in range(len(bins) - 1)]
+        a3.plot((bins[:-1] + bins[1:]) / 2, prof, c=c, ls=ls, marker="o", ms=3, label=label)
+        box.append(tr.sum(1) / tr.shape[1])
+        box_labels.append(label.replace(" (", "\n("))
+    for ax in (a1, a2):
+        for a in anchors:
+            ax.axvline(a, c="k", lw=0.8, ls=":")
+        ax.set_xlabel("position along the ellipse (anchors dotted)")
+    a1.set(ylabel="log10 ‖J‖_F", title=f"C2 · Jacobian norm along ellipses ({len(ids)} ReLU models)")
+    a2.set(ylabel="exact transitions per step", title="C2 · transition density")
+    a3.set(xlabel="angular distance of the step to the nearest anchor (degrees)", ylabel="exact transitions per step",
+           title="C2d · transitions vs distance to the anchors")
+    if box:
+        a4.boxplot(box, showfliers=False)
+        a4.set_xticks(range(1, len(box) + 1), box_labels, fontsize=7)
+    a4.set(yscale="log", ylabel="transitions per step (per model × ellipse)", title="C2c · density by kind")
+    a1.legend(fontsize=7)
+    fig.tight_layout()
+    return save_png(fig, out / "c2_trajectories.png")

@@ -30,21 +30,33 @@ def build_report(out: Path, preset: cfg.Preset, seed: int) -> Dict[str, Any]:
     with ResultStore(Path(out) / "results.sqlite") as store:
         models, pairs, points, trajs = store.models(), store.pairs(), store.points(), store.trajectories()
         device = store.get_meta("device")
-    result = analyse(models, pairs, points, trajs, fit_threshold=preset.fit_threshold, seed=seed)
-    figures = make_figures(Path(out), models, pairs, points, trajs, preset.fit_threshold)
+    result = analyse(models, pairs, points, trajs, fit_threshold=preset.fit_threshold, seed=seed,
+                     c2_max_train_loss=preset.c2_max_train_loss, constructions=preset.random_constructions)
+    figures = make_figures(Path(out), models, pairs, points, trajs, preset.fit_threshold,
+                           constructions=preset.random_constructions)
     return {
         "paper": "Novak et al. 2018, Sensitivity and Generalization in Neural Networks: an Empirical Study (ICLR)",
-        "preset": preset.to_dict(), "seed": seed, "device": device, "n_models": len(models), "n_pairs": len(pairs),
+        "preset": preset.to_dict(), "seed": seed, "device": device, "sweep_version": cfg.SWEEP_VERSION,
+        "n_models": len(models), "n_pairs": len(pairs),
         "claims": result["claims"], "exclusions": result["exclusions"], "figures": figures,
         "protocol": {
             "sampling": cfg.__doc__.strip(), "lr_ranges": cfg.LR_RANGES, "weight_variance_range": cfg.WEIGHT_VARIANCE_RANGE,
             "activations": list(preset.activations), "rules": RULES,
             "jacobian_metric": f"mean of ‖∂softmax/∂x‖_F over a fixed seeded subset of {preset.jacobian_points} test points",
             "per_point_scores": f"the first {preset.stored_points} points of that subset (C4)",
-            "transitions_metric": f"sampled count (paper) around {preset.n_ellipses} ellipses through test-point triples, "
-                                  f"{preset.ellipse_points} points each; mean per ellipse",
-            "c2_trajectories": f"{preset.c2_ellipses} each of random / different-class / same-class ellipses through training "
-                               f"points, {preset.ellipse_points} points, anchors at positions k/6, k/2, 5k/6",
+            "transitions_metric": f"[paper] sampled count around {preset.n_ellipses} ellipses through test-point triples, "
+                                  f"{preset.ellipse_points} points each; mean per ellipse (C3's transition side, C5)",
+            "c2_experiment": f"[ours: sizes] {preset.c2_seeds} ReLU models of each (width, depth) in "
+                             f"{list(map(list, preset.c2_architectures))}, Adam lr {preset.c2_lr:g}, batch {preset.c2_batch_size}, "
+                             f"{preset.c2_steps} steps, kept when training loss ≤ {preset.c2_max_train_loss:g}; "
+                             f"{preset.c2_ellipses} fresh ellipses of each kind (different-class and same-class through "
+                             f"training points; random under each construction {list(preset.random_constructions)}, "
+                             f"primary first), {preset.ellipse_points} points each, anchors at k/6, k/2, 5k/6; exact "
+                             f"transitions per step (sampled count stored beside it); density per step and per unit length",
+            "random_constructions": {"primary": preset.random_constructions[0],
+                                     "all": list(preset.random_constructions),
+                                     "data-matched": "[ours] each input feature from N(mean_d, std_d²) of the training data",
+                                     "standard-normal": "[ours] each input feature i.i.d. N(0, 1) in the model's input units"},
             "fit_threshold": preset.fit_threshold,
         },
     }
@@ -52,6 +64,8 @@ def build_report(out: Path, preset: cfg.Preset, seed: int) -> Dict[str, Any]:
 
 def statistic_text(s: Dict[str, Any], *, detailed: bool = False) -> tuple:
     """``(statistic, 95% CI, p)`` as text for one claim's statistic dict (the report and the CLI table)."""
+    if "summary" in s:
+        return s["summary"], "–", _fmt(s.get("p"), 2)
     if "rho" in s:
         stat = f"Spearman ρ = {_fmt(s.get('rho'))}" + (f" (Kendall τ = {_fmt(s.get('tau'))})" if detailed else "")
         return stat, f"[{_fmt(s.get('ci_low'))}, {_fmt(s.get('ci_high'))}]", _fmt(s.get("p"), 2)
@@ -94,12 +108,26 @@ def write_report(out: Path, preset: cfg.Preset, seed: int) -> Dict[str, Any]:
           f"{report['n_pairs']} factor pairs.", "", "## Claims", "", _claims_table(report), "",
           "Verdict rules (declared before the run):", ""]
     md += [f"- **{k}**: {v}" for k, v in RULES.items()]
+    md += ["", "[paper]: what the paper states; [ours]: jacal's choice where the paper is silent (the test, thresholds, "
+               "sizes). The random ellipse's construction is [ours]: the claims table uses the primary "
+               f"(`{preset.random_constructions[0]}`); C2a's and C2c's verdicts under every construction:", ""]
+    for c in report["claims"]:
+        per = c["statistic"].get("constructions")
+        if per:
+            md.append(f"- **{c['id']}**: " + "; ".join(
+                f"{name}: {v['verdict']} (mean ellipse length {_fmt(v.get('mean_length'))})" for name, v in per.items())
+                + (" — depends on the random ellipse's construction" if c["statistic"].get("depends_on_construction") else ""))
     md += ["", f"Exclusions: {ex['diverged']} diverged; {ex['random_label_models_excluded_from_gap_analyses']} random-label "
                f"models kept out of gap analyses; {ex['not_fitting_training_set']} of {ex['true_label_models']} true-label "
                f"models did not reach train accuracy ≥ {ex['fit_threshold']} and are excluded from C1, C5's gap "
                f"correlations and C6 ({ex['fitted_models_used_for_gap_analyses']} used); "
                f"{ex.get('pair_copies_of_base_models_kept_out_of_population_claims', 0)} C3 pair copies of base models "
-               f"are used by C3 only.", "", "## Figures", ""]
+               f"are used by C3 only; {ex.get('smooth_activation_models_excluded_from_transition_claims', 0)} tanh / "
+               f"sigmoid true-label models are left out of the transition claims (C3's transition side, C5); "
+               f"{ex.get('c6_models_in_c3_pairs_excluded', 0)} fitted C3 pair members are left out of C6; C2 used "
+               f"{ex.get('c2_models_kept', 0)} of {ex.get('c2_models', 0)} C2 models (training loss ≤ "
+               f"{ex.get('c2_max_train_loss')}; not kept: {ex.get('c2_models_not_near_zero_loss') or 'none'}).",
+           "", "## Figures", ""]
     md += [f"![{n}]({n})" for n in report["figures"]]
     md += ["", "## Protocol", "", "```", report["protocol"]["sampling"], "```", "",
            f"- learning-rate ranges (log-uniform): {report['protocol']['lr_ranges']}",
@@ -107,7 +135,7 @@ def write_report(out: Path, preset: cfg.Preset, seed: int) -> Dict[str, Any]:
            f"- Jacobian metric: {report['protocol']['jacobian_metric']}",
            f"- per-point scores: {report['protocol']['per_point_scores']}",
            f"- transitions: {report['protocol']['transitions_metric']}",
-           f"- C2 trajectories: {report['protocol']['c2_trajectories']}",
+           f"- C2 experiment: {report['protocol']['c2_experiment']}",
            f"- preset: `{json.dumps(report['preset'])}`"]
     with atomic_open(out / "report.md", "w") as f:
         f.write("\n".join(md) + "\n")

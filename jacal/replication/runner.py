@@ -17,9 +17,11 @@ from jacal._store import resumable_store, store_errors
 from jacal._validation import JacalError, check_choice
 from jacal.data import DATASETS, Splits, load_dataset
 from jacal.population import (PopulationMLP, population_jacobian_norm, population_transitions, train_population)
-from jacal.replication.config import PRESETS, PlannedModel, Preset, plan_models, plan_pairs, sweep_signature
-from jacal.replication.store import SCHEMA, ResultStore
-from jacal.sensitivity.trajectories import ellipse, random_ellipse
+from jacal.replication.c2 import C2Ellipse, c2_ellipses, finite_params, measure_c2, plan_c2_models
+from jacal.replication.config import (PRESETS, SWEEP_VERSION, PlannedModel, Preset, plan_models, plan_pairs,
+                                      sweep_signature)
+from jacal.replication.store import SCHEMA, ResultStore, stored_sweep_version
+from jacal.sensitivity.trajectories import ellipse
 
 __all__ = ["run_replication", "Callbacks", "prepare_dataset", "DatasetContext"]
 
@@ -43,7 +45,7 @@ class DatasetContext:
     x_jac: torch.Tensor          # (N_jac, ...) test points for the model-level Jacobian norm
     y_jac: torch.Tensor
     ellipses: List[torch.Tensor]  # model-level transitions: ellipses through test points
-    c2: List[Tuple[str, int, torch.Tensor, List[int]]] = field(default_factory=list)  # (kind, index, points, anchor positions)
+    c2: List[C2Ellipse] = field(default_factory=list)  # the C2 experiment's ellipses
 
 
 def prepare_dataset(data: Splits, preset: Preset, seed: int) -> DatasetContext:
@@ -57,32 +59,16 @@ def prepare_dataset(data: Splits, preset: Preset, seed: int) -> DatasetContext:
     for _ in range(preset.n_ellipses):
         a = rng.choice(len(x_jac), 3, replace=False)
         ellipses.append(ellipse(x_jac[a[0]], x_jac[a[1]], x_jac[a[2]], k).float())
-    anchors_at = [k // 6, k // 2, 5 * k // 6]
-    y_tr = data.y_train.numpy()
-    c2 = []
-    for i in range(preset.c2_ellipses):
-        c2.append(("random", i, random_ellipse(data.x_train, k, seed=seed * 100 + i).float(), anchors_at))
-        classes = rng.choice(np.unique(y_tr), 3, replace=False)
-        pts = [int(rng.choice(np.flatnonzero(y_tr == c))) for c in classes]
-        c2.append(("different-class", i, ellipse(*(data.x_train[p] for p in pts), k).float(), anchors_at))
-        c = int(rng.choice(np.unique(y_tr)))
-        pts = rng.choice(np.flatnonzero(y_tr == c), 3, replace=False)
-        c2.append(("same-class", i, ellipse(*(data.x_train[int(p)] for p in pts), k).float(), anchors_at))
+    c2 = c2_ellipses(data, preset, seed)
     return DatasetContext(data, x_jac, y_jac, ellipses, c2)
-
-
-def _finite_mask(pop: PopulationMLP) -> torch.Tensor:
-    ok = torch.ones(pop.n_models, dtype=torch.bool, device=pop.weights[0].device)
-    for t in pop.parameters:
-        ok &= torch.isfinite(t.reshape(pop.n_models, -1)).all(dim=1)
-    return ok
 
 
 @torch.no_grad()
 def measure_group(pop: PopulationMLP, members: Sequence[PlannedModel], results: Sequence[dict], ctx: DatasetContext,
                   preset: Preset) -> Tuple[List[dict], List[tuple], List[tuple]]:
-    """Sensitivity measurements of a trained group → rows for the store."""
-    ok = _finite_mask(pop)
+    """Sensitivity measurements of a trained sweep group → rows for the store (the C2 experiment's
+    trajectories come from its own models, :func:`jacal.replication.c2.measure_c2`)."""
+    ok = finite_params(pop)
     if not bool(ok.all()):  # diverged models: measure a zeroed copy, report NaN
         for t in pop.parameters:
             t[~ok] = 0.0
@@ -95,9 +81,7 @@ def measure_group(pop: PopulationMLP, members: Sequence[PlannedModel], results: 
     losses = F.cross_entropy(z.reshape(-1, z.shape[-1]), y.repeat(pop.n_models), reduction="none").reshape(pop.n_models, s).cpu()
     correct = (z.argmax(-1) == y).cpu()
     trans = torch.stack([population_transitions(pop, e).sum(1) for e in ctx.ellipses], 1).double().mean(1)  # (P,)
-    c2 = [(kind, i, population_jacobian_norm(pop, pts), population_transitions(pop, pts), anchors)
-          for kind, i, pts, anchors in ctx.c2]
-    model_rows, point_rows, traj_rows = [], [], []
+    model_rows, point_rows = [], []
     for p, (pm, res) in enumerate(zip(members, results)):
         good = bool(ok[p])
         cfg = pm.config
@@ -115,9 +99,7 @@ def measure_group(pop: PopulationMLP, members: Sequence[PlannedModel], results: 
         model_rows.append(row)
         if good:
             point_rows += [(pm.model_id, i, float(norms[p, i]), float(losses[p, i]), int(correct[p, i])) for i in range(s)]
-            traj_rows += [(pm.model_id, kind, i, json.dumps(nj[p].tolist()), json.dumps(nt[p].tolist()), json.dumps(anchors))
-                          for kind, i, nj, nt, anchors in c2]
-    return model_rows, point_rows, traj_rows
+    return model_rows, point_rows, []
 
 
 def resolve_preset(preset: str, overrides: Optional[Dict[str, Any]] = None, datasets: Optional[Sequence[str]] = None) -> Preset:
@@ -133,18 +115,22 @@ def resolve_preset(preset: str, overrides: Optional[Dict[str, Any]] = None, data
 
 
 def _group_job(members: List[PlannedModel], ctx: DatasetContext, p: Preset, device: str,
-               progress: Optional[Callable[[int, int], Any]] = None) -> Tuple[List[dict], List[tuple], List[tuple]]:
-    """One unit of work: train a group as a population and measure it (runs locally or as a Ray task)."""
+               progress: Optional[Callable[[int, int], Any]] = None, c2: bool = False
+               ) -> Tuple[List[dict], List[tuple], List[tuple]]:
+    """One unit of work: train a group as a population and measure it (runs locally or as a Ray task);
+    ``c2``: the group belongs to the C2 experiment (measured on the C2 ellipses)."""
     from jacal.backends import crash_once_for_tests
 
     crash_once_for_tests(members[0].model_id)
     pop, results = train_population([pm.config for pm in members], ctx.data, device=torch.device(device),
                                     hflip=members[0].dataset.startswith("cifar"), progress=progress)
+    if c2:
+        return measure_c2(pop, members, results, ctx.c2)
     return measure_group(pop, members, results, ctx, p)
 
 
 def _train_groups(planned: List[PlannedModel], store: ResultStore, contexts: Dict[str, Any],
-                  p: Preset, dev: torch.device, cb: Callbacks, backend, gpus_per_group: float) -> None:
+                  p: Preset, dev: torch.device, cb: Callbacks, backend, gpus_per_group: float, c2: bool = False) -> None:
     """Train and measure every group of ``planned`` that the store does not hold yet."""
     groups: "OrderedDict[tuple, List[PlannedModel]]" = OrderedDict()
     for pm in planned:
@@ -158,11 +144,11 @@ def _train_groups(planned: List[PlannedModel], store: ResultStore, contexts: Dic
             c = members[0].config
             cb.on_group_start(f"{members[0].dataset} {c.depth}×{c.width} {c.activation} {c.optimizer} "
                               f"bs={c.batch_size or 'full'} steps={c.steps} ({len(members)} models)", c.steps)
-            store.write_group(*_group_job(members, contexts[members[0].dataset], p, str(dev), cb.on_step))
+            store.write_group(*_group_job(members, contexts[members[0].dataset], p, str(dev), cb.on_step, c2))
             cb.on_group_done(len(members))
         return
     worker_device = "cuda" if gpus_per_group > 0 else "cpu"
-    jobs = [(members, contexts[members[0].dataset], p, worker_device) for members in todo]
+    jobs = [(members, contexts[members[0].dataset], p, worker_device, None, c2) for members in todo]
     cb.on_group_start(f"{len(todo)} groups on Ray", len(todo))
     for n_done, (i, rows) in enumerate(backend.map_unordered(_group_job, jobs, num_gpus=gpus_per_group), 1):
         store.write_group(*rows)  # the driver writes each group once, as it arrives
@@ -193,6 +179,10 @@ def run_replication(out: Path, *, preset: str = "smoke", datasets: Optional[Sequ
     signature = sweep_signature(p, p.datasets, seed)
     # one run per folder (released on any exit, SIGKILL included); a damaged or foreign store is refused
     with resumable_store(out, "replicate", "results.sqlite", SCHEMA, resume) as (db, stamp):
+        version = stored_sweep_version(db) if db.exists() else None
+        if version is not None and version != SWEEP_VERSION:
+            raise JacalError(f"{db} holds a sweep-version-{version} run; this jacal runs sweep version {SWEEP_VERSION} "
+                             f"(C2 and C6 changed, issue 22), so it cannot resume it: choose another --out")
         # load every dataset before training anything, so a missing one fails fast
         contexts = OrderedDict()
         for name in p.datasets:
@@ -232,6 +222,9 @@ def _run(out, db, stamp, p, seed, signature, contexts, dev, cb, runner, gpus_per
             store.write_pairs([{"pair_id": q.pair_id, "dataset": name, "factor": q.factor, "base_id": q.base_id,
                                 "variant_id": q.variant_id} for q in pairs])
         _train_groups(variants, store, shared, p, dev, cb, runner, gpus_per_group)
+        # phase 3: the C2 experiment's ReLU models, measured on its fresh ellipses
+        c2_models = [pm for name in p.datasets for pm in plan_c2_models(p, name, seed)]
+        _train_groups(c2_models, store, shared, p, dev, cb, runner, gpus_per_group, c2=True)
     if not write_report:
         return {}
     from jacal.replication.report import write_report as _write_report

@@ -2,18 +2,21 @@
 
 Tables: ``meta`` (the run's signature), ``models`` (one row per trained model), ``pairs`` (C3),
 ``points`` (per-point scores of a documented test subset, C4) and ``trajectories`` (per-ellipse
-measurements, C2). A group's rows are committed together, so a killed run leaves only whole
+measurements of the C2 experiment's models: ‖J‖ per point, exact and sampled transitions per step,
+the ellipse's length). A group's rows are committed together, so a killed run leaves only whole
 groups, and ``--resume`` retrains exactly the groups that are missing. Opening checks the file
 first (damaged, foreign or other-version stores are refused untouched; see :mod:`jacal._store`).
 """
 from __future__ import annotations
 
 import json
+import sqlite3
+from pathlib import Path
 from typing import Any, Dict, Iterable, List, Optional, Sequence
 
 from jacal._store import SqliteStore
 
-__all__ = ["ResultStore", "MODEL_COLUMNS", "SCHEMA"]
+__all__ = ["ResultStore", "MODEL_COLUMNS", "TRAJECTORY_COLUMNS", "SCHEMA", "stored_sweep_version"]
 
 MODEL_COLUMNS = (
     "model_id", "dataset", "group_key", "config", "seed", "width", "depth", "activation", "optimizer", "lr",
@@ -34,9 +37,36 @@ CREATE TABLE IF NOT EXISTS points (
     model_id TEXT NOT NULL, point_index INTEGER NOT NULL, jacobian_norm REAL, loss REAL, correct INTEGER,
     PRIMARY KEY (model_id, point_index));
 CREATE TABLE IF NOT EXISTS trajectories (
-    model_id TEXT NOT NULL, kind TEXT NOT NULL, traj_index INTEGER NOT NULL, jacobian TEXT NOT NULL,
-    transitions TEXT NOT NULL, anchors TEXT NOT NULL, PRIMARY KEY (model_id, kind, traj_index));
+    model_id TEXT NOT NULL, kind TEXT NOT NULL, construction TEXT NOT NULL, traj_index INTEGER NOT NULL,
+    jacobian TEXT NOT NULL, transitions TEXT NOT NULL, sampled TEXT NOT NULL, length REAL NOT NULL,
+    anchors TEXT NOT NULL, PRIMARY KEY (model_id, kind, construction, traj_index));
 """
+TRAJECTORY_COLUMNS = ("model_id", "kind", "construction", "traj_index", "jacobian", "transitions", "sampled", "length",
+                      "anchors")
+_JSON_COLUMNS = ("jacobian", "transitions", "sampled", "anchors")
+
+
+def stored_sweep_version(path: Path) -> Optional[int]:
+    """The sweep version recorded in an existing ``results.sqlite`` (read-only; None when none is recorded).
+
+    Called before the store is opened for writing, so a store of another sweep version is refused
+    untouched (opening it would add this version's tables to it)."""
+    try:
+        con = sqlite3.connect(f"file:{Path(path)}?mode=ro", uri=True)
+    except sqlite3.Error:
+        return None
+    try:
+        row = con.execute("SELECT value FROM meta WHERE key = 'signature'").fetchone()
+    except sqlite3.Error:
+        return None
+    finally:
+        con.close()
+    if row is None:
+        return None
+    try:
+        return json.loads(row[0]).get("version")
+    except (ValueError, AttributeError):
+        return None
 
 
 class ResultStore(SqliteStore):
@@ -67,7 +97,7 @@ class ResultStore(SqliteStore):
         with self.conn:
             self.conn.executemany(f"INSERT OR REPLACE INTO models ({cols}) VALUES ({marks})", models)
             self.conn.executemany("INSERT OR REPLACE INTO points VALUES (?, ?, ?, ?, ?)", points)
-            self.conn.executemany("INSERT OR REPLACE INTO trajectories VALUES (?, ?, ?, ?, ?, ?)", trajectories)
+            self.conn.executemany("INSERT OR REPLACE INTO trajectories VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", trajectories)
 
     # reads ------------------------------------------------------------------------------
     def done_ids(self) -> set:
@@ -86,7 +116,6 @@ class ResultStore(SqliteStore):
             "SELECT model_id, point_index, jacobian_norm, loss, correct FROM points ORDER BY model_id, point_index").fetchall()
 
     def trajectories(self) -> List[Dict[str, Any]]:
-        cur = self.conn.execute("SELECT model_id, kind, traj_index, jacobian, transitions, anchors FROM trajectories "
-                                "ORDER BY model_id, kind, traj_index")
-        return [{"model_id": r[0], "kind": r[1], "traj_index": r[2], "jacobian": json.loads(r[3]),
-                 "transitions": json.loads(r[4]), "anchors": json.loads(r[5])} for r in cur]
+        cur = self.conn.execute(f"SELECT {', '.join(TRAJECTORY_COLUMNS)} FROM trajectories "
+                                "ORDER BY model_id, kind, construction, traj_index")
+        return [{c: (json.loads(v) if c in _JSON_COLUMNS else v) for c, v in zip(TRAJECTORY_COLUMNS, r)} for r in cur]

@@ -7,9 +7,9 @@ from typing import Union
 import numpy as np
 import torch
 
-from jacal._validation import as_float_tensor, check_finite, check_positive_int, fmt_shape
+from jacal._validation import as_float_tensor, check_choice, check_finite, check_positive_int, fmt_shape
 
-__all__ = ["ellipse", "random_ellipse"]
+__all__ = ["ellipse", "random_ellipse", "closed_length", "RANDOM_CONSTRUCTIONS"]
 
 Array = Union[torch.Tensor, np.ndarray]
 
@@ -53,29 +53,48 @@ def ellipse(a1: Array, a2: Array, a3: Array, n_points: int) -> torch.Tensor:
     return (circle @ t + centre).reshape(n_points, *shape)
 
 
-def random_ellipse(data: Array, n_points: int, *, seed: int = 0) -> torch.Tensor:
-    """An ellipse through three random points far from the data manifold.
+RANDOM_CONSTRUCTIONS = ("data-matched", "standard-normal")
 
-    The anchors are drawn feature by feature, independently, from ``N(mean_d, std_d²)`` where
-    ``mean_d`` and ``std_d`` are the per-feature statistics of ``data``: they have the data's
-    first two moments per feature but none of its structure (for images: pixel noise), which
-    puts them far from every data point (the paper's "random ellipse", §4.1).
+
+def random_ellipse(data: Array, n_points: int, *, seed: int = 0, construction: str = "data-matched") -> torch.Tensor:
+    """An ellipse through three random points far from the data manifold (the paper's "random
+    ellipse", §4.1). How the paper drew its anchors is not stated; jacal offers two [ours]:
+
+    * ``"data-matched"``: each feature independently from ``N(mean_d, std_d²)``, with ``mean_d``,
+      ``std_d`` the per-feature statistics of ``data``. The anchors have the data's first two
+      moments per feature but none of its structure (for images: pixel noise), so they lie at about
+      the data's radius.
+    * ``"standard-normal"``: each feature i.i.d. ``N(0, 1)`` in the model's input units (for
+      ``[0, 1]`` pixels: far outside the data's range and radius).
 
     Args:
-        data: reference points ``(N, *S)``.
+        data: reference points ``(N, *S)`` (only their shape is used by ``"standard-normal"``).
         n_points: samples on the ellipse.
         seed: random seed.
+        construction: one of :data:`RANDOM_CONSTRUCTIONS`.
 
     Returns:
         ``(n_points, *S)`` float64 tensor.
     """
+    check_choice("construction", construction, RANDOM_CONSTRUCTIONS)
     x = as_float_tensor("data", data, min_ndim=2).double()
     if x.shape[0] < 2:
         raise ValueError(f"Expected `data` to hold at least 2 points, got shape {fmt_shape(x.shape)}.")
     check_finite("data", x)
     flat = x.reshape(x.shape[0], -1)
-    mean, std = flat.mean(dim=0), flat.std(dim=0)
     gen = torch.Generator().manual_seed(int(seed))
-    anchors = mean + std * torch.randn(3, flat.shape[1], generator=gen, dtype=torch.float64)
+    noise = torch.randn(3, flat.shape[1], generator=gen, dtype=torch.float64)
+    if construction == "data-matched":
+        anchors = flat.mean(dim=0) + flat.std(dim=0) * noise
+    else:
+        anchors = noise
     shape = x.shape[1:]
     return ellipse(anchors[0].reshape(shape), anchors[1].reshape(shape), anchors[2].reshape(shape), n_points)
+
+
+def closed_length(trajectory: Array) -> float:
+    """Length of the closed polygon through ``trajectory`` ``(k, *S)`` (point k−1 joins point 0),
+    in input units: the length transition densities per unit length divide by."""
+    z = as_float_tensor("trajectory", trajectory, min_ndim=2).double()
+    z = z.reshape(z.shape[0], -1)
+    return float((torch.roll(z, -1, dims=0) - z).norm(dim=1).sum())

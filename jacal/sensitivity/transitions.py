@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass, field
-from typing import List, Tuple
+from typing import Callable, List, Sequence, Tuple
 
 import torch
 from torch import nn
@@ -26,7 +26,7 @@ from jacal._model_utils import ParsedMLP, model_dtype, parse_mlp, prepared, reso
 from jacal.sensitivity.jacobian import check_mlp_input
 from jacal._validation import as_float_tensor, call_model, check_choice, check_finite, fmt_shape
 
-__all__ = ["activation_codes", "transitions", "TransitionResult"]
+__all__ = ["activation_codes", "transitions", "exact_transitions_affine", "TransitionResult"]
 
 
 @dataclass
@@ -109,45 +109,115 @@ def _closed_l1(codes: torch.Tensor) -> torch.Tensor:
     return (codes.to(torch.int16) - nxt.to(torch.int16)).abs().sum(dim=1).to(torch.int64)
 
 
-def _exact_counts(parsed: ParsedMLP, z: torch.Tensor) -> Tuple[torch.Tensor, List[int]]:
-    """Exact crossings per step ``(k,)`` along the closed polygon through ``z`` (k, D), float64."""
-    _, layers = parsed
-    k = z.shape[0]
-    z_ext = torch.cat([z, z[:1]], dim=0)  # point k is point 0 again
-    ts = torch.arange(k + 1, dtype=torch.float64, device=z.device)
-    per_step = torch.zeros(k, dtype=torch.int64, device=z.device)
+def _refined_crossings(z: torch.Tensor, preact: Callable[[int, torch.Tensor], torch.Tensor],
+                       breakpoints: Sequence[Sequence[float]]) -> Tuple[torch.Tensor, List[int]]:
+    """Exact crossings per step ``(E, k)`` around E closed polygons ``z`` ``(E, k, D)`` (float64).
+
+    ``preact(i, x)`` gives the pre-activations ``(M, units_i)`` of the i-th coded layer at points
+    ``x`` ``(M, D)``; ``breakpoints[i]`` are that layer's breakpoints. Every polygon is walked with
+    one parameter ``t``: polygon e's vertex j sits at ``t = e(k + 1) + j`` (vertex k is vertex 0
+    again), so the E polygons are refined together, layer by layer, and a pair of consecutive
+    evaluated points counts only when both lie on the same polygon.
+    """
+    e_n, k, _ = z.shape
+    flat = torch.cat([z, z[:, :1]], dim=1).reshape(e_n * (k + 1), -1)  # (E(k+1), D)
+    ts = torch.arange(e_n * (k + 1), dtype=torch.float64, device=z.device)
+    per_step = torch.zeros(e_n * k, dtype=torch.int64, device=z.device)
     layer_counts: List[int] = []
 
-    def points(t: torch.Tensor) -> torch.Tensor:
-        i = t.floor().long().clamp(max=k - 1)
-        frac = (t - i.double()).unsqueeze(1)
-        return z_ext[i] + frac * (z_ext[i + 1] - z_ext[i])
+    def locate(t: torch.Tensor):
+        e = torch.div(t, k + 1, rounding_mode="floor").long().clamp(max=e_n - 1)
+        u = t - e.double() * (k + 1)
+        i = u.floor().long().clamp(max=k - 1)
+        return e, i, u - i.double()
 
-    for depth, layer in enumerate(layers):
-        if layer.activation is None:
-            continue
-        h = points(ts)
-        for prev in layers[:depth]:
-            h = prev.module(h)
-        seg = ts[:-1].floor().long().clamp(max=k - 1)  # segment of each consecutive pair
+    for layer, bps in enumerate(breakpoints):
+        e, i, frac = locate(ts)
+        base = e * (k + 1) + i
+        h = preact(layer, flat[base] + frac.unsqueeze(1) * (flat[base + 1] - flat[base]))
+        same = e[:-1] == e[1:]  # consecutive evaluated points on one polygon
+        step = e * k + i  # (polygon, segment) of each point as the left end of a pair
         new_ts = []
         count = 0
-        for b in layer.activation.breakpoints:  # ≤ 2 breakpoints per activation
+        for b in bps:  # ≤ 2 breakpoints per activation
             above = h > b
-            cross = above[:-1] != above[1:]  # (P−1, units)
+            cross = (above[:-1] != above[1:]) & same.unsqueeze(1)  # (M−1, units)
             if not bool(cross.any()):
                 continue
             pair, _unit = torch.nonzero(cross, as_tuple=True)
             h0, h1 = h[:-1][cross], h[1:][cross]
-            frac = ((b - h0) / (h1 - h0)).clamp(0.0, 1.0)
-            t_cross = ts[pair] + frac * (ts[pair + 1] - ts[pair])
-            new_ts.append(t_cross)
-            per_step += torch.bincount(seg[pair], minlength=k)
+            w = ((b - h0) / (h1 - h0)).clamp(0.0, 1.0)
+            new_ts.append(ts[pair] + w * (ts[pair + 1] - ts[pair]))
+            per_step += torch.bincount(step[pair], minlength=e_n * k)
             count += int(pair.numel())
         layer_counts.append(count)
         if new_ts:
             ts = torch.unique(torch.cat([ts] + new_ts))  # sorted
-    return per_step, layer_counts
+    return per_step.reshape(e_n, k), layer_counts
+
+
+def _exact_counts(parsed: ParsedMLP, z: torch.Tensor) -> Tuple[torch.Tensor, List[int]]:
+    """Exact crossings per step ``(k,)`` along the closed polygon through ``z`` (k, D), float64."""
+    _, layers = parsed
+    coded = [i for i, layer in enumerate(layers) if layer.activation is not None]
+
+    def preact(j: int, h: torch.Tensor) -> torch.Tensor:
+        for prev in layers[:coded[j]]:
+            h = prev.module(h)
+        return h
+
+    per_step, layer_counts = _refined_crossings(z.unsqueeze(0), preact, [layers[i].activation.breakpoints for i in coded])
+    return per_step[0], layer_counts
+
+
+@torch.no_grad()
+def exact_transitions_affine(weights: Sequence[torch.Tensor], biases: Sequence[torch.Tensor], activation: nn.Module,
+                             trajectories, *, chunk: int = 8) -> torch.Tensor:
+    """Exact transitions per step of a fully-connected net given by its weights, around many closed
+    trajectories at once (the same count as ``transitions(..., method="exact")``).
+
+    Args:
+        weights: per layer ``(in_i, out_i)`` (``h @ W + b`` convention); the last layer gives the
+            logits and is not coded.
+        biases: per layer ``(out_i,)`` (or ``(1, out_i)``).
+        activation: the hidden layers' activation module; must be piecewise linear.
+        trajectories: ``(E, k, D)``; point k−1 of each neighbours its point 0.
+        chunk: trajectories refined together (bounds memory).
+
+    Returns:
+        ``(E, k)`` int64: crossings between point j and point (j+1) mod k of each trajectory.
+
+    Example:
+        >>> import torch
+        >>> w = [torch.ones(1, 1), torch.ones(1, 2)]
+        >>> b = [torch.tensor([-0.5]), torch.zeros(2)]
+        >>> exact_transitions_affine(w, b, torch.nn.ReLU(), torch.tensor([[[0.0], [1.0]]])).tolist()
+        [[1, 1]]
+    """
+    spec = activation_spec(activation)
+    if spec is None or not spec.piecewise_linear:
+        raise ValueError(f"Expected a piecewise-linear `activation` (ReLU, ReLU6, Hardtanh, Hardsigmoid...), "
+                         f"got {type(activation).__name__}.")
+    if len(weights) != len(biases) or len(weights) < 2:
+        raise ValueError(f"Expected as many `biases` as `weights` and at least 2 layers, got {len(weights)} "
+                         f"weights and {len(biases)} biases.")
+    traj = as_float_tensor("trajectories", trajectories, min_ndim=3)
+    check_finite("trajectories", traj)
+    w64 = [w.detach().double() for w in weights]
+    b64 = [b.detach().double().reshape(-1) for b in biases]
+    if traj.shape[2] != w64[0].shape[0]:
+        raise ValueError(f"Expected `trajectories` of shape (E, k, {w64[0].shape[0]}), got {fmt_shape(traj.shape)}.")
+    dev = w64[0].device
+
+    def preact(j: int, h: torch.Tensor) -> torch.Tensor:
+        for i in range(j):
+            h = activation(torch.addmm(b64[i], h, w64[i]))
+        return torch.addmm(b64[j], h, w64[j])
+
+    bps = [spec.breakpoints] * (len(w64) - 1)
+    z = traj.double().to(dev)
+    out = [_refined_crossings(z[s:s + chunk], preact, bps)[0] for s in range(0, len(z), chunk)]
+    return torch.cat(out).cpu()
 
 
 def transitions(
