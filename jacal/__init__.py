@@ -26,7 +26,8 @@ Acquisition (``jacal.acquisition``)
 Labeling pipelines (``jacal.io``)
     pools from arrays, image folders and manifests (:func:`open_pool`), Label Studio / Argilla / CSV
     annotations back in (:func:`read_annotations`), batches out in every format (:func:`write_batch`);
-    each command's step on files in one call (``jacal.pipeline``: a pool file in, a batch file out).
+    each command's step on files in one call (``jacal.pipeline``: a pool file in, a batch file out);
+    a live loop inside Label Studio as its ML backend (``jacal.serve``, ``jacal serve``; the ``serve`` extra).
 Confidence (``jacal.confidence``)
     :func:`confidence_from` (arrays in), :class:`ConfidenceEstimator` (fit, save, load), failure and
     OOD metrics; MNIST-C-style corruptions and offline far-OOD sets in ``jacal.shift``.
