@@ -112,6 +112,8 @@ def plot_curves(out: Path, rows: Sequence[tuple], cfg: LoopConfig, metrics: Opti
         for axis, name in zip(under, (key, right)):
             if name is None:
                 axis.axis("off")
+                dx.tick_params(labelbottom=True)  # the panel above keeps its x axis
+                dx.set_xlabel("labeled examples")
                 continue
             axis.set(xlabel="labeled examples", ylabel=PANEL_METRICS[name])
             axis.yaxis.label.set_size(8)
