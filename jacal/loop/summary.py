@@ -61,6 +61,14 @@ PANEL_METRICS = {"wasted_cumulative": "share of labels spent on out-of-set items
                  "rarest_class_labels": "labels of the rarest class"}
 
 
+def runs_of(rows: Sequence[tuple]) -> Dict[str, Dict[int, List[tuple]]]:
+    """Rounds grouped by strategy, then seed (each run's rounds in the order given)."""
+    by: Dict[str, Dict[int, List[tuple]]] = {}
+    for r in rows:
+        by.setdefault(r[0], {}).setdefault(r[1], []).append(r)
+    return by
+
+
 def metric_value(m: Dict[str, Any], key: str, n_labeled: int) -> float:
     """One per-round number of :data:`PANEL_METRICS` from a round's stored metrics."""
     if key == "wasted_cumulative":
@@ -74,9 +82,7 @@ def scenario_numbers(rows: Sequence[tuple], metrics: Dict[tuple, dict]) -> Dict[
     """Per strategy, over seeds: the share of all labels spent on out-of-set items at the end
     (``wasted_share``, paired against random), the mean duplicate share of the batches, the labels
     per class at the end, and the AULC of balanced accuracy."""
-    by: Dict[str, Dict[int, List[tuple]]] = {}
-    for r in rows:
-        by.setdefault(r[0], {}).setdefault(r[1], []).append(r)
+    by = runs_of(rows)
     out: Dict[str, Any] = {}
     wasted: Dict[str, Dict[int, float]] = {}
     for strategy, seeds in by.items():
@@ -109,9 +115,7 @@ def summarize(rows: Sequence[tuple], cfg: LoopConfig, metrics: Optional[Dict[tup
 
     ``rows``: rounds as :data:`jacal.loop.store.ROUND_COLUMNS` tuples.
     """
-    by: Dict[str, Dict[int, List[tuple]]] = {}
-    for r in rows:
-        by.setdefault(r[0], {}).setdefault(r[1], []).append(r)
+    by = runs_of(rows)
     per: Dict[str, Any] = {}
     areas: Dict[str, Dict[int, float]] = {}
     for strategy, seeds in by.items():
