@@ -223,3 +223,77 @@ def test_jacobian_norm_returns_the_predictions_of_its_own_pass(method, numpy_in)
     with torch.no_grad():
         np.testing.assert_array_equal(np.asarray(pred), model(x).argmax(1).numpy())
     np.testing.assert_allclose(np.asarray(norms), np.asarray(jacal.jacobian_norm(model, x, method=method, batch_size=10)))
+
+
+def _clustered(n=3000, d=24, seed=0, nan_rows=False):
+    """Tight clusters at spread-out centers with heavy-tailed scales, plus a few exact duplicates."""
+    rng = np.random.default_rng(seed)
+    centers = rng.normal(size=(30, d)) * 10
+    x = centers[rng.integers(0, 30, n)] + rng.normal(size=(n, d)) * rng.pareto(3, size=(n, 1))
+    x[5:10] = x[0]  # duplicates of one row
+    allowed = np.ones(n, dtype=bool)
+    if nan_rows:
+        allowed[rng.choice(n, n // 10, replace=False)] = False
+        x[~allowed] = np.nan
+    return torch.from_numpy(x.astype(np.float32)), torch.from_numpy(allowed)
+
+
+def _run(fn, x, ok, seed, prune):
+    k = 60
+    if fn == "kmeans_pp":
+        return kmeans_pp(x, k, allowed=ok, seed=seed, method="exact", prune=prune)
+    if fn == "kmeans_pp_origin":
+        return kmeans_pp(x, k, centers=torch.zeros(1, x.shape[1]), allowed=ok, seed=seed, method="exact", prune=prune)
+    if fn == "kmeans_pp_labeled":
+        return kmeans_pp(x, k, centers=torch.nan_to_num(x[:7]) + 0.5, allowed=ok, seed=seed, method="exact",
+                         prune=prune)
+    if fn == "kmeans_pp_outer":
+        a = torch.nan_to_num(x[:, :6].double()) / 10
+        return kmeans_pp_outer(a, torch.nan_to_num(x), k, allowed=ok, seed=seed, method="exact", prune=prune)
+    if fn == "k_center":
+        return k_center_greedy(x, k, allowed=ok, seed=seed, method="exact", prune=prune)
+    return k_center_greedy(x, k, centers=torch.nan_to_num(x[:7]) + 0.5, allowed=ok, seed=seed, method="exact",
+                           prune=prune)
+
+
+@pytest.mark.parametrize("fn", ["kmeans_pp", "kmeans_pp_origin", "kmeans_pp_labeled", "kmeans_pp_outer", "k_center",
+                                "k_center_labeled"])
+@pytest.mark.parametrize("nan_rows", [False, True])
+def test_pruned_exact_selection_picks_what_the_unpruned_one_picks_reading_fewer_rows(fn, nan_rows):
+    x, ok = _clustered(nan_rows=nan_rows)
+    for seed in range(3):
+        with trace() as calls:
+            pruned = _run(fn, x, ok, seed, True)
+            full = _run(fn, x, ok, seed, False)
+        np.testing.assert_array_equal(pruned[0], full[0])
+        np.testing.assert_allclose(pruned[1], full[1], rtol=1e-4, atol=1e-3)
+        assert ok.numpy()[pruned[0]].all() and len(set(pruned[0].tolist())) == len(pruned[0])
+        assert calls[1]["rows_per_pick"] == len(x)  # the reference reads every row
+        assert calls[0]["rows_per_pick"] < 0.5 * len(x), calls[0]  # the bound skips most of a clustered pool
+        assert calls[0]["bytes_per_pick"] < calls[1]["bytes_per_pick"]
+
+
+def test_pruned_kmeans_pp_d2_at_pick_matches_a_float64_brute_force():
+    x, _ = _clustered(n=400, d=5, seed=3)
+    x64 = x.double()
+    c = np.zeros((1, 5))
+    picks, d2 = kmeans_pp(x64, 25, centers=torch.zeros(1, 5, dtype=torch.float64), seed=1, method="exact")
+    np.testing.assert_allclose(d2, brute_d2_at_pick(x64.numpy(), picks, c), rtol=1e-9, atol=1e-9)
+    picks, dists = k_center_greedy(x64, 25, seed=1, method="exact")
+    centers = [x64.numpy().mean(0)]
+    for i, dist in zip(picks, dists):  # each pick the farthest row from everything chosen so far
+        dmin = np.array([min(np.linalg.norm(p - q) for q in centers) for p in x64.numpy()])
+        assert dmin[i] == pytest.approx(dmin.max(), rel=1e-9) and dist == pytest.approx(dmin[i], rel=1e-9)
+        centers.append(x64.numpy()[i])
+
+
+@pytest.mark.parametrize("prune", [True, False])
+def test_pruned_selection_on_degenerate_pools(prune):
+    same = torch.ones(50, 4)  # every row one point: D² is 0 after the first pick, picks go in order
+    picks, d2 = kmeans_pp(same, 5, seed=0, method="exact", prune=prune)
+    assert len(set(picks.tolist())) == 5 and np.all(d2[1:] == 0)
+    picks, _ = k_center_greedy(same, 50, seed=0, method="exact", prune=prune)  # k = N
+    assert sorted(picks.tolist()) == list(range(50))
+    x, _ = _clustered(n=200, d=3, seed=4)
+    picks, _ = kmeans_pp(x, 200, centers=torch.zeros(1, 3), seed=0, method="exact", prune=prune)
+    assert sorted(picks.tolist()) == list(range(200))
