@@ -24,6 +24,11 @@ What it does, every server on 127.0.0.1 and stopped by the PID it started:
    Studio; `jacal serve` trains a new version, sets the project's model version and has Label
    Studio retrieve the new predictions.
 
+Label Studio's ``/next`` returns the task an annotator already holds (its task lock) before it
+consults the queue, so the simulated annotator opens no task between the round's last submission and
+the new model's predictions; otherwise the first task after a retraining is the one the old model
+chose.
+
 Checked each round: every task carries a prediction of the current version; ``/next`` serves the
 task jacal ranks first (the highest per-item score of the strategy, computed here from the same
 images and the same model file); no task is served twice; junk answered ``none of these`` is
@@ -258,13 +263,16 @@ def main():
         nxt = check["_next"]
         previous = "jacal"
         for rnd in range(1, args.rounds + 1):
-            for _ in range(args.k):  # annotators label what /next serves
+            for j in range(args.k):  # annotators label what /next serves
                 item = task_item[nxt["id"]]
                 served.append(item)
                 api("POST", f"/api/tasks/{nxt['id']}/annotations",
                     {"result": [{"from_name": "label", "to_name": "image", "type": "choices",
                                  "value": {"choices": [truth[item]]}}], "task": nxt["id"], "project": pid})
-                nxt = api("GET", f"/api/projects/{pid}/next")
+                if j < args.k - 1:  # the round's last task submitted, the annotator waits for the new model:
+                    # a task /next has served stays locked to its annotator (Label Studio's task lock comes
+                    # before the queue), so one opened now would be served again after the retraining
+                    nxt = api("GET", f"/api/projects/{pid}/next")
             t = time.perf_counter()
             asked = time.time() - 1
             api("POST", f"/api/ml/{ml['id']}/train", {"use_ground_truth": False})
@@ -285,7 +293,9 @@ def main():
             out["rounds"].append({"round": rnd, "version": health["model_version"], "train_s": train_s,
                                   "n_labeled": job.get("n_labeled"), "n_out_of_set": job.get("n_out_of_set"),
                                   "train_accuracy": job.get("train_accuracy"), "refreshed": job.get("refreshed"),
-                                  "served_out_of_set": sum(truth[i] == NONE for i in served), **check})
+                                  "served_out_of_set": sum(truth[i] == NONE for i in served),
+                                  "training_jobs_so_far": sum(j.get("status") == "done" for j in json.loads(
+                                      (work / "state" / "state.json").read_text())["jobs"]), **check})
         out["served_twice"] = len(served) - len(set(served))
         labeled = [i for i in served if truth[i] != NONE]
         ok = (all(r["predicted_tasks"] == r["tasks"] for r in out["rounds"]) and out["served_twice"] == 0

@@ -5,6 +5,7 @@ import ipaddress
 import json
 import os
 import signal
+from enum import Enum
 from pathlib import Path
 from typing import Annotated, List, Optional
 
@@ -13,6 +14,11 @@ import typer
 from jacal._validation import JacalError
 from ._common import warn
 from ._options import STRATEGY_METAVAR, DeviceOpt, JsonOpt, ModelOpt, strategy_name
+
+
+class TrainOn(str, Enum):
+    annotations = "annotations"
+    request = "request"
 
 
 def _loopback(host: str) -> bool:
@@ -58,6 +64,12 @@ def serve(
     epochs: Annotated[Optional[float], typer.Option(help="Epochs of each retraining (default: the checkpoint's).")] = None,
     refresh: Annotated[bool, typer.Option(help="After a training, set the project's model version to the new one and "
                                                "ask Label Studio to retrieve its predictions.")] = True,
+    train_on: Annotated[TrainOn, typer.Option(help="What starts a retraining: 'annotations' (every annotation "
+                                                   "Label Studio reports, after --debounce seconds of quiet) or "
+                                                   "'request' (only the project's Start training button / "
+                                                   "POST /train).")] = TrainOn.annotations,
+    debounce: Annotated[float, typer.Option(min=0.0, help="Seconds without a new annotation before a retraining "
+                                                          "starts, so a burst of submissions trains once.")] = 2.0,
     threads: Annotated[Optional[int], typer.Option(help="torch CPU threads (default: torch's).")] = None,
     device: DeviceOpt = "cpu",
     json_out: JsonOpt = False,
@@ -85,7 +97,7 @@ def serve(
                         label_config=label_config.read_text(encoding="utf-8") if label_config else None,
                         document_root=document_root, label_studio_url=label_studio_url, api_key=api_key,
                         image_size=tuple(image_size) if image_size else None, channels=channels, epochs=epochs,
-                        device=device, refresh=refresh).start()
+                        device=device, refresh=refresh, train_on=train_on.value, debounce=debounce).start()
     info = {"url": f"http://{host}:{port}", "model": str(model), "model_version": backend.state.current_version,
             "state_dir": str(backend.state_dir), "trainable": backend.trainable, "pid": os.getpid()}
     typer.echo(json.dumps(info) if json_out else

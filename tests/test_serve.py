@@ -318,3 +318,41 @@ def test_predict_only_models_and_bad_options(setup, tmp_path):
         MLBackend(setup["model"], state_dir=tmp_path / "st3", strategy="psychic").start()
     with pytest.raises(P.ProtocolError, match="leaves the document root"):
         P.locate_image("../x.png", document_root=str(tmp_path))
+
+
+@pytest.mark.parametrize("train_on", ["annotations", "request"])
+def test_a_burst_of_annotation_events_trains_once_and_request_mode_ignores_them(setup, tmp_path, train_on):
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), FakeLabelStudio)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}"
+    FakeLabelStudio.export = ls_export(setup, {i: NAMES[int(setup["y"][i])] for i in range(10)})
+    FakeLabelStudio.calls = []
+    try:
+        b = backend(setup, tmp_path, label_studio_url=url, api_key="pat.refresh.token", train_on=train_on,
+                    debounce=0.6, refresh=False)
+        client = TestClient(create_app(b))
+        answers = [client.post("/webhook", json={"action": "ANNOTATION_CREATED",
+                                                 "project": {"id": 3, "label_config": CONFIG}}) for _ in range(5)]
+        assert b.wait_idle(120)
+        jobs = [j for j in b.state.data["jobs"] if j["status"] == "done"]
+        if train_on == "annotations":  # five events within the debounce: one job, merged
+            assert [a.status_code for a in answers] == [201] * 5 and [a.json()["merged"] for a in answers][1:] == [True] * 4
+            assert len(jobs) == 1 and b.health()[1]["model_version"] == "jacal.1"
+        else:
+            assert all(a.status_code == 200 and a.json()["status"] == "ignored" and "--train-on request" in
+                       a.json()["reason"] for a in answers)
+            assert jobs == [] and b.health()[1]["model_version"] == "jacal"
+        r = client.post("/webhook", json={"action": "START_TRAINING", "project": {"id": 3, "label_config": CONFIG}})
+        assert r.status_code == 201  # an explicit request trains in both modes, without waiting out the debounce
+        assert b.wait_idle(120)
+        assert len([j for j in b.state.data["jobs"] if j["status"] == "done"]) == len(jobs) + 1
+        b.stop()
+    finally:
+        server.shutdown()
+
+
+def test_train_on_and_debounce_are_checked(setup, tmp_path):
+    with pytest.raises(jacal.JacalError, match="train_on"):
+        MLBackend(setup["model"], train_on="always")
+    with pytest.raises(jacal.JacalError, match="debounce"):
+        MLBackend(setup["model"], debounce=-1)

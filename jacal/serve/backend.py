@@ -34,7 +34,10 @@ from jacal.serve import protocol as P
 from jacal.serve.labelstudio import LabelStudioClient
 from jacal.serve.state import ServeState
 
-__all__ = ["MLBackend"]
+__all__ = ["MLBackend", "TRAIN_ON"]
+
+#: what starts a training job: every annotation event, or only an explicit request
+TRAIN_ON = ("annotations", "request")
 
 log = logging.getLogger("jacal.serve")
 Answer = Tuple[int, Any]
@@ -55,6 +58,11 @@ class MLBackend:
         epochs, lr, batch_size, seed: training of each new version (default: the checkpoint's).
         device: for scoring and training.
         refresh: after a training, set the project's model version and retrieve its predictions.
+        train_on: ``"annotations"`` (default: every annotation event and every explicit request
+            trains) or ``"request"`` (only Label Studio's "Start training" / ``/train``; annotation
+            events are answered and ignored).
+        debounce: seconds without a new annotation event before a job starts, so a burst of
+            submissions makes one training, not one each (explicit requests start at once).
     """
 
     def __init__(self, model: Union[str, Path], *, state_dir: Union[str, Path, None] = None,
@@ -63,7 +71,12 @@ class MLBackend:
                  api_key: Optional[str] = None, image_size: Optional[Tuple[int, int]] = None,
                  channels: Optional[int] = None, epochs: Optional[float] = None, lr: Optional[float] = None,
                  batch_size: Optional[int] = None, seed: int = 0, device: Any = "cpu", refresh: bool = True,
-                 max_tasks: int = 10000) -> None:
+                 max_tasks: int = 10000, train_on: str = "annotations", debounce: float = 2.0) -> None:
+        if train_on not in TRAIN_ON:
+            raise JacalError(f"train_on must be one of {', '.join(TRAIN_ON)}, not {train_on!r}")
+        if not debounce >= 0:
+            raise JacalError(f"debounce must be a number of seconds ≥ 0, not {debounce!r}")
+        self.train_on, self.debounce = train_on, float(debounce)
         self.model_path = Path(model)
         self.state_dir = Path(state_dir) if state_dir is not None else self.model_path.with_suffix(".serve")
         self.model_version_arg = model_version
@@ -167,6 +180,9 @@ class MLBackend:
         event = P.parse_webhook(payload)
         if not event.trains:
             return 200, {"status": "ignored", "action": event.action}
+        if self.train_on == "request" and event.action != "START_TRAINING":
+            return 200, {"status": "ignored", "action": event.action,
+                         "reason": "this server trains on explicit requests only (--train-on request)"}
         return self._request_training(event)
 
     def train(self, payload: Any) -> Answer:
@@ -218,9 +234,10 @@ class MLBackend:
                                   "--label-studio-url and --api-key", status=409)
         with self._cv:
             merged = self._pending is not None
+            explicit = event.action == "START_TRAINING" or bool((self._pending or {}).get("explicit"))
             self._pending = {"id": uuid.uuid4().hex[:12], "project": event.project, "tasks": event.tasks,
                              "label_config": event.label_config or (self._pending or {}).get("label_config"),
-                             "action": event.action, "requested": time.time()}
+                             "action": event.action, "requested": time.time(), "explicit": explicit}
             self._cv.notify_all()
             job = dict(self._pending)
         job.pop("tasks")
@@ -237,8 +254,14 @@ class MLBackend:
     def _work(self) -> None:
         while True:
             with self._cv:
-                while self._pending is None and not self._stop:
-                    self._cv.wait()
+                while not self._stop:
+                    if self._pending is None:
+                        self._cv.wait()
+                        continue
+                    quiet = time.time() - self._pending["requested"]  # a burst of events: wait for its end
+                    if self._pending.get("explicit") or quiet >= self.debounce:
+                        break
+                    self._cv.wait(self.debounce - quiet)
                 if self._stop:
                     return
                 job, self._pending = self._pending, None
