@@ -18,7 +18,9 @@ picks' overlap, the objective each path serves evaluated exactly on a sample (k-
 radius; k-means++: k-means cost) and, for the sketch, the distortion of squared distances; for the
 seeded k-means++ strategies the same figures for the exact path at another seed say how much two
 exact runs differ anyway; for bald it times the feature pass again with one forward pass per MC
-sample (as before the samples were batched).
+sample (as before the samples were batched). ``--compare-passes`` runs the exact k-means++ seedings
+(jacobian, jacobian-kmeans, badge) a second time with one pass over the pool per pick, the exact
+path before rejection sampling, and reports its time, bytes per pick and the k-means cost of both.
 
 Pools:
 
@@ -241,7 +243,6 @@ def child(args) -> None:
             if calls:  # a diversity selection: what its passes read, against the machine's bandwidth
                 c = calls[0]
                 row.update(selection_method=c["method"], bytes_per_pick=int(c["bytes_per_pick"]),
-                           rows_per_pick=round(c["rows_per_pick"], 1),
                            setup_bytes=int(c["setup_bytes"]), diversity_seconds=round(c["seconds"], 2),
                            selection_gbps=_sig(c["bytes_per_pick"] * args.k / 1e9 / max(c["seconds"], 1e-9)))
     row.update(seconds=round(time.perf_counter() - t0, 2),
@@ -256,16 +257,26 @@ def child(args) -> None:
         row["per_sample_mc_model_seconds"] = round(time.perf_counter() - t3, 2)
         row["batched_vs_per_sample"] = round(row["model_seconds"] / row["per_sample_mc_model_seconds"], 3)
         row["bald_score_max_abs_diff"] = float(np.nanmax(np.abs(looped.bald - feats.bald)))  # other masks: not 0
-    if args.compare_unpruned and args.single != "baseline" and calls and row["selection_method"] == "exact":
-        D.PRUNE, t3 = False, time.perf_counter()  # the exact path as it was: every row read every pick
+    if args.compare_passes and args.single != "baseline" and calls and "proposals_per_pick" in calls[0]:
+        D.REJECTION, t3 = False, time.perf_counter()  # the exact seeding as it was: one pass over the pool per pick
         with D.selection("exact"), D.trace() as full_calls:
             full = as_selection(strat.select(feats, args.k, candidates=candidates, seed=0), n=len(feats.finite),
                                 k=args.k, candidates=candidates, name=strat.name)
-        D.PRUNE = True
-        row["unpruned_selection_seconds"] = round(time.perf_counter() - t3, 2)
-        row["unpruned_bytes_per_pick"] = int(full_calls[0]["bytes_per_pick"])
-        row["pruned_vs_unpruned"] = round(row["selection_seconds"] / max(row["unpruned_selection_seconds"], 1e-9), 3)
-        row["same_picks_as_unpruned"] = bool(np.array_equal(np.asarray(sel.indices), np.asarray(full.indices)))
+        D.REJECTION = True
+        row["passes_selection_seconds"] = round(time.perf_counter() - t3, 2)
+        row["passes_bytes_per_pick"] = int(full_calls[0]["bytes_per_pick"])
+        row["rejection_vs_passes"] = round(row["selection_seconds"] / max(row["passes_selection_seconds"], 1e-9), 4)
+        row["proposals_per_pick"] = round(calls[0]["proposals_per_pick"], 3)
+        row["refreshes"] = int(calls[0]["refreshes"])
+        # the same law, other random draws: the k-means cost of both (and the passes path at another seed)
+        row["quality_vs_passes"] = quality(args.single, feats, np.asarray(sel.indices), np.asarray(full.indices),
+                                           candidates)
+        D.REJECTION = False
+        with D.selection("exact"):
+            full1 = strat.select(feats, args.k, candidates=candidates, seed=1)
+        D.REJECTION = True
+        row["quality_vs_passes"]["passes_seed1_vs_passes"] = quality(args.single, feats, np.asarray(full1[0]),
+                                                                     np.asarray(full.indices), candidates)
     if args.compare_exact and args.single != "baseline" and calls and row["selection_method"] != "exact":
         t3 = time.perf_counter()
         with D.selection("exact"), D.trace() as exact_calls:
@@ -293,10 +304,10 @@ def main(argv=None):
                     help="where the memory-mapped pool is written (default: jacal_pool_N.npy in the temp folder)")
     ap.add_argument("--selection", default="auto", choices=["auto", "exact", "approximate"],
                     help="the diversity selection path (jacal.acquisition.diversity.selection)")
-    ap.add_argument("--compare-unpruned", action="store_true",
-                    help="for exact selections, also run them unpruned (every row read every pick: the exact path "
-                         "before the triangle-inequality bound) on the same features; time, bytes and whether the "
-                         "picks are the same")
+    ap.add_argument("--compare-passes", action="store_true",
+                    help="for the exact k-means++ seedings, also run them with one pass over the pool per pick (the "
+                         "exact path before rejection sampling) on the same features: time, bytes per pick, and "
+                         "the k-means cost of both (same law, other draws; the passes path at another seed for scale)")
     ap.add_argument("--compare-exact", action="store_true",
                     help="also run the exact selection on the same features: its time, the picks' overlap and "
                          "the objective's ratio (see quality())")
@@ -320,8 +331,8 @@ def main(argv=None):
                "--batch-size", str(args.batch_size), "--device", args.device, "--selection", args.selection]
         if args.compare_exact:
             cmd.append("--compare-exact")
-        if args.compare_unpruned:
-            cmd.append("--compare-unpruned")
+        if args.compare_passes:
+            cmd.append("--compare-passes")
         if args.open_set:
             cmd += ["--open-set", str(args.open_set)]
         if path is not None:

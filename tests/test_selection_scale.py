@@ -225,75 +225,83 @@ def test_jacobian_norm_returns_the_predictions_of_its_own_pass(method, numpy_in)
     np.testing.assert_allclose(np.asarray(norms), np.asarray(jacal.jacobian_norm(model, x, method=method, batch_size=10)))
 
 
-def _clustered(n=3000, d=24, seed=0, nan_rows=False):
-    """Tight clusters at spread-out centers with heavy-tailed scales, plus a few exact duplicates."""
-    rng = np.random.default_rng(seed)
-    centers = rng.normal(size=(30, d)) * 10
-    x = centers[rng.integers(0, 30, n)] + rng.normal(size=(n, d)) * rng.pareto(3, size=(n, 1))
-    x[5:10] = x[0]  # duplicates of one row
-    allowed = np.ones(n, dtype=bool)
-    if nan_rows:
-        allowed[rng.choice(n, n // 10, replace=False)] = False
-        x[~allowed] = np.nan
-    return torch.from_numpy(x.astype(np.float32)), torch.from_numpy(allowed)
+def _joint_law(x, start):
+    """Exact law of the (second, third) D² picks when ``start`` (list of vectors) are the centers so far."""
+    n = len(x)
+    d0 = np.array([min(((x[m] - c) ** 2).sum() for c in start) for m in range(n)])
+    law = np.zeros((n, n))
+    for i, j in itertools.permutations(range(n), 2):
+        d1 = np.minimum(d0, ((x - x[i]) ** 2).sum(1))
+        d1[i] = 0
+        law[i, j] = d0[i] / d0.sum() * d1[j] / d1.sum()
+    return law
 
 
-def _run(fn, x, ok, seed, prune):
-    k = 60
-    if fn == "kmeans_pp":
-        return kmeans_pp(x, k, allowed=ok, seed=seed, method="exact", prune=prune)
-    if fn == "kmeans_pp_origin":
-        return kmeans_pp(x, k, centers=torch.zeros(1, x.shape[1]), allowed=ok, seed=seed, method="exact", prune=prune)
-    if fn == "kmeans_pp_labeled":
-        return kmeans_pp(x, k, centers=torch.nan_to_num(x[:7]) + 0.5, allowed=ok, seed=seed, method="exact",
-                         prune=prune)
-    if fn == "kmeans_pp_outer":
-        a = torch.nan_to_num(x[:, :6].double()) / 10
-        return kmeans_pp_outer(a, torch.nan_to_num(x), k, allowed=ok, seed=seed, method="exact", prune=prune)
-    if fn == "k_center":
-        return k_center_greedy(x, k, allowed=ok, seed=seed, method="exact", prune=prune)
-    return k_center_greedy(x, k, centers=torch.nan_to_num(x[:7]) + 0.5, allowed=ok, seed=seed, method="exact",
-                           prune=prune)
+@pytest.mark.parametrize("kind", ["origin", "labeled", "first", "outer"])
+def test_rejection_seeding_draws_exactly_the_d2_law(kind):
+    """Two D² picks on five points, 4,000 seeds: the rejection path's joint law against the exact
+    probabilities and against the one-pass-per-pick path (whose law is the same)."""
+    x = np.array([[1.0, 0.0], [2.0, 0.0], [0.0, 1.5], [0.5, 0.5], [-1.0, -1.0]])
+    a = np.array([[1.0], [0.5], [2.0], [1.0], [0.8]])  # outer: g_i = a_i h_i, a scaled copy of each row
+    g = a * x
+    if kind == "outer":
+        first = int(np.argmax((g ** 2).sum(1)))
+        law = _joint_law(g, [g[first]])
+    else:
+        centers = {"origin": np.zeros((1, 2)), "labeled": np.array([[1.0, 1.0]]), "first": None}[kind]
+        law = _joint_law(x, list(centers) if centers is not None else [x[int(np.argmax((x ** 2).sum(1)))]])
+    got = {True: np.zeros((5, 5)), False: np.zeros((5, 5))}
+    for rejection in (True, False):
+        for s in range(4000):
+            if kind == "outer":
+                p, _ = kmeans_pp_outer(t(a), t(x.astype(np.float32)), 3, seed=s, method="exact", rejection=rejection)
+                p = p[1:]
+            elif centers is None:
+                p, _ = kmeans_pp(t(x), 3, seed=s, method="exact", rejection=rejection)
+                p = p[1:]
+            else:
+                p, _ = kmeans_pp(t(x), 2, centers=t(centers), seed=s, method="exact", rejection=rejection)
+            got[rejection][p[0], p[1]] += 1
+        got[rejection] /= got[rejection].sum()
+    tv = 0.5 * np.abs(got[True] - law).sum()
+    assert tv < 0.04, (tv, got[True], law)  # total variation (~0.02 expected at 4,000 draws)
+    assert 0.5 * np.abs(got[False] - law).sum() < 0.04
 
 
-@pytest.mark.parametrize("fn", ["kmeans_pp", "kmeans_pp_origin", "kmeans_pp_labeled", "kmeans_pp_outer", "k_center",
-                                "k_center_labeled"])
-@pytest.mark.parametrize("nan_rows", [False, True])
-def test_pruned_exact_selection_picks_what_the_unpruned_one_picks_reading_fewer_rows(fn, nan_rows):
-    x, ok = _clustered(nan_rows=nan_rows)
-    for seed in range(3):
+@pytest.mark.parametrize("with_centers", [False, True])
+@pytest.mark.parametrize("rejection", [True, False])
+def test_exact_seeding_picks_are_distinct_allowed_and_their_d2_exact(with_centers, rejection):
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(300, 3)) * rng.pareto(2, size=(300, 1))
+    allowed = rng.random(300) < 0.7
+    x_nan = np.where(allowed[:, None], x, np.nan)
+    centers = rng.normal(size=(2, 3)) if with_centers else None
+    for k in (15, int(allowed.sum())):  # a batch, then every allowed row (the last picks at D² = 0 fall back)
         with trace() as calls:
-            pruned = _run(fn, x, ok, seed, True)
-            full = _run(fn, x, ok, seed, False)
-        np.testing.assert_array_equal(pruned[0], full[0])
-        np.testing.assert_allclose(pruned[1], full[1], rtol=1e-4, atol=1e-3)
-        assert ok.numpy()[pruned[0]].all() and len(set(pruned[0].tolist())) == len(pruned[0])
-        assert calls[1]["rows_per_pick"] == len(x)  # the reference reads every row
-        assert calls[0]["rows_per_pick"] < 0.5 * len(x), calls[0]  # the bound skips most of a clustered pool
-        assert calls[0]["bytes_per_pick"] < calls[1]["bytes_per_pick"]
+            picks, d2 = kmeans_pp(t(x_nan), k, centers=t(centers) if with_centers else None, allowed=t(allowed),
+                                  method="exact", seed=3, rejection=rejection)
+        assert allowed[picks].all() and len(set(picks.tolist())) == k
+        start = list(centers) if with_centers else [x[picks[0]]]
+        ref = brute_d2_at_pick(x, picks, start) if with_centers else brute_d2_at_pick(x, picks[1:], start)
+        np.testing.assert_allclose(d2 if with_centers else d2[1:], ref, rtol=1e-9, atol=1e-9)
+        if rejection:
+            assert calls[0]["proposals_per_pick"] >= 1
+    a, h = rng.normal(size=(300, 4)), x.astype(np.float32)
+    picks, d2 = kmeans_pp_outer(t(a), t(np.nan_to_num(h)), 20, allowed=t(allowed), seed=2, rejection=rejection)
+    gm = (a[:, :, None] * np.nan_to_num(h).astype(np.float64)[:, None, :]).reshape(300, -1)
+    assert allowed[picks].all() and len(set(picks.tolist())) == 20
+    np.testing.assert_allclose(d2[1:], brute_d2_at_pick(gm, picks[1:], [gm[picks[0]]]), rtol=1e-5, atol=1e-5)
 
 
-def test_pruned_kmeans_pp_d2_at_pick_matches_a_float64_brute_force():
-    x, _ = _clustered(n=400, d=5, seed=3)
-    x64 = x.double()
-    c = np.zeros((1, 5))
-    picks, d2 = kmeans_pp(x64, 25, centers=torch.zeros(1, 5, dtype=torch.float64), seed=1, method="exact")
-    np.testing.assert_allclose(d2, brute_d2_at_pick(x64.numpy(), picks, c), rtol=1e-9, atol=1e-9)
-    picks, dists = k_center_greedy(x64, 25, seed=1, method="exact")
-    centers = [x64.numpy().mean(0)]
-    for i, dist in zip(picks, dists):  # each pick the farthest row from everything chosen so far
-        dmin = np.array([min(np.linalg.norm(p - q) for q in centers) for p in x64.numpy()])
-        assert dmin[i] == pytest.approx(dmin.max(), rel=1e-9) and dist == pytest.approx(dmin[i], rel=1e-9)
-        centers.append(x64.numpy()[i])
-
-
-@pytest.mark.parametrize("prune", [True, False])
-def test_pruned_selection_on_degenerate_pools(prune):
-    same = torch.ones(50, 4)  # every row one point: D² is 0 after the first pick, picks go in order
-    picks, d2 = kmeans_pp(same, 5, seed=0, method="exact", prune=prune)
-    assert len(set(picks.tolist())) == 5 and np.all(d2[1:] == 0)
-    picks, _ = k_center_greedy(same, 50, seed=0, method="exact", prune=prune)  # k = N
-    assert sorted(picks.tolist()) == list(range(50))
-    x, _ = _clustered(n=200, d=3, seed=4)
-    picks, _ = kmeans_pp(x, 200, centers=torch.zeros(1, 3), seed=0, method="exact", prune=prune)
-    assert sorted(picks.tolist()) == list(range(200))
+def test_rejection_refreshes_its_bound_when_the_cost_falls_far_and_handles_duplicates():
+    rng = np.random.default_rng(0)
+    centers = rng.normal(size=(40, 8)) * 100
+    x = t(np.repeat(centers, 25, axis=0) + rng.normal(size=(1000, 8)) * 0.01)  # 40 tight clusters far apart
+    with trace() as calls:
+        picks, d2 = kmeans_pp(x, 60, centers=torch.zeros(1, 8, dtype=torch.float64), seed=0, method="exact")
+    assert calls[0]["refreshes"] >= 1  # the cost falls by ~10⁸ once each cluster has a center
+    assert len(set(np.searchsorted(np.arange(0, 1000, 25), picks, side="right"))) == 40  # every cluster
+    np.testing.assert_allclose(d2, brute_d2_at_pick(x.numpy(), picks, [np.zeros(8)]), rtol=1e-7, atol=1e-9)
+    same = torch.ones(30, 4)
+    picks, d2 = kmeans_pp(same, 30, seed=0, method="exact")  # after the first pick every D² is 0
+    assert sorted(picks.tolist()) == list(range(30)) and np.all(d2[1:] == 0)

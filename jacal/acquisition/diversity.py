@@ -70,10 +70,9 @@ import numpy as np
 import torch
 
 __all__ = ["k_center_greedy", "kmeans_pp", "kmeans_pp_outer", "min_distances", "row_mean", "row_norms", "selection",
-           "trace", "SELECTION_METHODS", "AUTO_EXACT_MAX_BYTES", "AUTO_MCMC", "CHAIN_LENGTH", "SKETCH_DIM", "PRUNE"]
+           "trace", "SELECTION_METHODS", "AUTO_EXACT_MAX_BYTES", "AUTO_MCMC", "CHAIN_LENGTH", "SKETCH_DIM", "REJECTION"]
 
 _CHUNK_ELEMENTS = 1 << 22  # temporaries of at most 4M numbers (32 MB in float64)
-_CHUNK_ROWS = 1 << 14  # rows gathered at a time by the pruned updates
 
 #: The values ``method`` (and :func:`selection`) accept; ``"mcmc"`` applies to the k-means++
 #: seedings, ``"sketch"`` to k-center greedy.
@@ -89,9 +88,10 @@ AUTO_MCMC = False
 CHAIN_LENGTH = 200
 #: Columns of the ``"sketch"`` path's Gaussian sketch.
 SKETCH_DIM = 64
-#: Whether the exact paths skip the rows a new center cannot come closer to (:class:`_Nearest`;
-#: the same picks). ``False`` makes them read every row every pick, as before (the benchmark's baseline).
-PRUNE = True
+#: Whether the exact k-means++ seedings draw by rejection from the starting D² (:class:`_Rejection`:
+#: the same law, no pass over the pool per pick). ``False``: one pass per pick, as before (the
+#: benchmark's baseline, ``bench_acquire.py --compare-passes``).
+REJECTION = True
 
 _METHOD: contextvars.ContextVar = contextvars.ContextVar("jacal_selection_method", default="auto")
 _TRACE: contextvars.ContextVar = contextvars.ContextVar("jacal_selection_trace", default=None)
@@ -152,13 +152,12 @@ def _resolve(method: Optional[str], approximate: str, exact_bytes: int, k: int) 
 
 
 def _record(function: str, method: str, n: int, k: int, bytes_per_pick: float, setup_bytes: float, t0: float,
-            rows_per_pick: Optional[float] = None) -> None:
+            **extra: float) -> None:
     calls = _TRACE.get()
     if calls is not None:
         calls.append({"function": function, "method": method, "n": int(n), "k": int(k),
                       "bytes_per_pick": float(bytes_per_pick), "setup_bytes": float(setup_bytes),
-                      "seconds": time.perf_counter() - t0,
-                      "rows_per_pick": float(n if rows_per_pick is None else rows_per_pick)})
+                      "seconds": time.perf_counter() - t0, **extra})
 
 
 def _row_chunk(x: torch.Tensor) -> int:
@@ -177,8 +176,8 @@ def _allowed(allowed: Optional[torch.Tensor], n: int) -> torch.Tensor:
 def row_norms(x: torch.Tensor, *, squared: bool = False, shift: Optional[torch.Tensor] = None) -> torch.Tensor:
     """``‖x_i − shift‖`` (or its square) for every row of ``x (N, d)``, returned in float64, a chunk of
     rows at a time (no N × d temporary). Each row's sum runs in ``x``'s dtype (float32: relative error
-    about 1e-6, the precision the distances built on it have anyway; a float64 cast of every chunk
-    cost ten times the pass)."""
+    about 1e-6, the precision of the float32 distances built on it; casting every chunk to float64
+    first cost ten times the pass)."""
     out = torch.empty(len(x), dtype=torch.float64)
     step = _row_chunk(x)
     for s in range(0, len(x), step):
@@ -216,13 +215,6 @@ class _Distances:
         w = c.to(self.x.dtype) - self.mu
         return (self.sq - 2 * (self.x @ w - self.mu @ w) + w @ w).clamp_min_(0)
 
-    def to_rows(self, c: torch.Tensor, rows: Optional[torch.Tensor]) -> torch.Tensor:
-        """:meth:`to_vector` for ``rows`` only (a LongTensor; ``None``: every row), by the same formula."""
-        if rows is None:
-            return self.to_vector(c)
-        w = c.to(self.x.dtype) - self.mu
-        return (self.sq[rows] - 2 * (self.x[rows] @ w - self.mu @ w) + w @ w).clamp_min_(0)
-
     def to_row(self, j: int) -> torch.Tensor:
         return self.to_vector(self.x[j])
 
@@ -231,126 +223,15 @@ class _Distances:
 
     def to_nearest(self, centers: torch.Tensor, chunk: Optional[int] = None) -> torch.Tensor:
         """Squared distance to the nearest row of ``centers (M, d)``, a chunk of centers at a time."""
-        return self.to_nearest_index(centers, chunk)[0]
-
-    def to_nearest_index(self, centers: torch.Tensor, chunk: Optional[int] = None) -> tuple:
-        """``(d2, index)``: :meth:`to_nearest` (float64, 0 outside ``allowed``) and the nearest center's row."""
-        c = centers.reshape(len(centers), -1).to(self.x.dtype) - self.mu
+        c = centers.to(self.x.dtype) - self.mu
         chunk = chunk or max(1, _CHUNK_ELEMENTS // max(1, len(self.x)))
         d2 = torch.full((len(self.x),), float("inf"), dtype=self.x.dtype)
-        index = torch.zeros(len(self.x), dtype=torch.int64)
         for s in range(0, len(c), chunk):
             cc = c[s:s + chunk]
             prod = self.x @ cc.T - (self.mu @ cc.T)[None, :]
-            part, where = (self.sq[:, None] - 2 * prod + cc.pow(2).sum(dim=1)[None, :]).clamp_min_(0).min(dim=1)
-            closer = part < d2
-            d2 = torch.where(closer, part, d2)
-            index = torch.where(closer, where + s, index)
-        return torch.where(self.allowed, d2.double(), torch.zeros((), dtype=torch.float64)), index
-
-    def centers_store(self, start: torch.Tensor, k: int):
-        """A float64 store of centers (``start (M, d)`` and up to ``k`` rows of ``x`` added later) and
-        the ``center_d2(j)`` callable of :class:`_Nearest` over it, which measures row ``j`` against
-        every center so far and then adds it."""
-        flat = start.reshape(len(start), -1).double()
-        held = {"c": torch.empty(len(flat) + k, flat.shape[1], dtype=torch.float64), "n": len(flat)}
-        held["c"][:len(flat)] = flat
-
-        def center_d2(j: int) -> torch.Tensor:
-            c = self.x[j].double()
-            n = held["n"]
-            out = (held["c"][:n] - c).pow(2).sum(dim=1)
-            held["c"][n] = c
-            held["n"] = n + 1
-            return out
-
-        scale2 = float((flat - self.mu.double()).pow(2).sum(dim=1).max()) if len(flat) else 0.0
-        return center_d2, scale2
-
-    def scale2(self) -> float:
-        """The largest squared norm of an allowed row around the mean (the pruning's absolute margin)."""
-        sq = self.sq[self.allowed]
-        return float(sq.max()) if len(sq) else 0.0
-
-
-class _Nearest:
-    """Each row's squared distance to its nearest center (``d2``, float64) and which center that is,
-    kept exact as centers are added while reading only the rows a new center can come closer to.
-
-    The bound (Elkan 2003; for k-means++ seeding, Raff 2021, "Exact acceleration of k-means++ and
-    k-means‖"): a row ``x`` whose nearest center is ``c`` at distance ``r`` cannot come closer to a new
-    center ``c′`` when ``‖c′ − c‖ ≥ 2r``, since then ``‖x − c′‖ ≥ ‖c′ − c‖ − r ≥ r``. Each addition
-    computes the new center's distance to every center so far (``centers × d`` numbers), tests every
-    row (its center and a float32 bound: 8 bytes, instead of the row's ``d`` numbers), and evaluates the
-    distance only for the rows that fail the test; rows that pass keep exactly the value the full
-    update ``min(d2, ‖x − c′‖²)`` would give them. The test carries a margin (relative ``1e-6``, and
-    an absolute one of ``1e-5 × the largest squared norm`` around the mean, above float32's rounding
-    of the expanded distances), so no row is skipped on rounding. Rows at ``d2 ≤ 0`` (picked, not
-    allowed, or marked −1) are never touched.
-
-    Args:
-        d2: ``(N,)`` float64 squared distances to the starting centers (modified in place).
-        assign: ``(N,)`` int index of each row's nearest starting center.
-        center_d2: ``fn(j) -> (n_centers,)`` float64 squared distances from row ``j`` to every center so
-            far, in the order centers were added (the caller adds ``j`` as the next one afterwards).
-        rows_d2: ``fn(j, rows) -> (len(rows),)`` squared distances from ``rows`` (a LongTensor, or
-            ``None`` for all rows) to row ``j``, as the unpruned update computes them.
-        n_centers: the number of starting centers.
-        scale2: the largest squared norm (around the mean), for the absolute margin.
-        allowed: ``(N,)`` bool; other rows are never touched.
-        prune: ``False`` evaluates every row every time (the unpruned reference).
-    """
-
-    def __init__(self, d2: torch.Tensor, assign: torch.Tensor, center_d2, rows_d2, n_centers: int, scale2: float,
-                 allowed: torch.Tensor, prune: Optional[bool] = None):
-        self.d2, self.assign = d2, assign.to(torch.int32)
-        self.center_d2, self.rows_d2 = center_d2, rows_d2
-        self.n_centers = int(n_centers)
-        self.tol = 1e-5 * max(float(scale2), 1e-30)
-        self.prune = PRUNE if prune is None else bool(prune)
-        self.rows_read = 0
-        self.updates = 0
-        # 2·r·(1 + 1e-6) with the margin, per row (float32: the test reads 4 bytes per row for it);
-        # 0 for rows that are never touched (not allowed, at a center)
-        self.reach = torch.where(allowed & (d2 > 0), self._reach(d2), torch.zeros((), dtype=torch.float32))
-
-    def _reach(self, d2: torch.Tensor) -> torch.Tensor:
-        return (d2.double() + self.tol).clamp_min_(0).sqrt_().mul_(2 * (1 + 1e-6)).float()
-
-    def add(self, j: int) -> torch.Tensor:
-        """Make row ``j`` a center; returns ``d2`` (updated in place)."""
-        d2, n = self.d2, len(self.d2)
-        new_id = self.n_centers
-        self.updates += 1
-        rows = None
-        if self.prune:
-            gap = self.center_d2(j).clamp_min(0).sqrt().float()  # ‖c′ − c‖ for every center c so far
-            rows = torch.nonzero(torch.index_select(gap, 0, self.assign) < self.reach).squeeze(1)
-            if len(rows) > n // 2:  # most rows: one streaming pass beats a gather
-                rows = None
-        self.n_centers += 1
-        if rows is None:
-            new = self.rows_d2(j, None)
-            closer = torch.nonzero(new < d2).squeeze(1)
-            self._lower(closer, new[closer], new_id)
-            self.rows_read += n
-            return d2
-        for a in range(0, len(rows), _CHUNK_ROWS):
-            r = rows[a:a + _CHUNK_ROWS]
-            new = self.rows_d2(j, r)
-            closer = new < d2[r]
-            self._lower(r[closer], new[closer], new_id)
-        self.rows_read += len(rows)
-        return d2
-
-    def _lower(self, rows: torch.Tensor, values: torch.Tensor, center: int) -> None:
-        self.d2[rows] = values
-        self.assign[rows] = center
-        self.reach[rows] = torch.where(values > 0, self._reach(values), torch.zeros((), dtype=torch.float32))
-
-    @property
-    def rows_per_update(self) -> float:
-        return self.rows_read / max(1, self.updates)
+            part = (self.sq[:, None] - 2 * prod + cc.pow(2).sum(dim=1)[None, :]).clamp_min_(0).min(dim=1).values
+            d2 = torch.minimum(d2, part)
+        return torch.where(self.allowed, d2.double(), torch.zeros((), dtype=torch.float64))
 
 
 def min_distances(x: torch.Tensor, centers: torch.Tensor, *, allowed: Optional[torch.Tensor] = None) -> torch.Tensor:
@@ -363,7 +244,7 @@ def min_distances(x: torch.Tensor, centers: torch.Tensor, *, allowed: Optional[t
 
 def k_center_greedy(x: torch.Tensor, k: int, *, centers: Optional[torch.Tensor] = None,
                     allowed: Optional[torch.Tensor] = None, seed: int = 0, method: Optional[str] = None,
-                    sketch_dim: int = SKETCH_DIM, prune: Optional[bool] = None) -> tuple:
+                    sketch_dim: int = SKETCH_DIM) -> tuple:
     """Pick ``k`` rows of ``x (N, d)``, each the farthest from everything chosen so far.
 
     One matrix-vector product over ``x`` per pick, in ``x``'s dtype, clamped at 0; memory beyond
@@ -380,9 +261,6 @@ def k_center_greedy(x: torch.Tensor, k: int, *, centers: Optional[torch.Tensor] 
             columns: see the module docstring for what it trades), ``"approximate"`` (= ``"sketch"``)
             or ``"auto"``; default: the :func:`selection` context's (``"auto"``).
         sketch_dim: the sketch's columns (``"sketch"`` only; at least ``d``: exact instead).
-        prune: skip the rows a pick cannot come closer to (:class:`_Nearest`; the same picks and
-            distances); ``False`` reads every row every pick (the reference the benchmark times);
-            default :data:`PRUNE`.
 
     Returns:
         ``(indices (k,), distances (k,))``: picks (rows of ``x``) in order and each one's distance
@@ -397,33 +275,28 @@ def k_center_greedy(x: torch.Tensor, k: int, *, centers: Optional[torch.Tensor] 
         _record("k_center_greedy", "sketch", len(x), k, n_ok * (4 * sketch_dim + 3 * 4),
                 2 * x.element_size() * d * len(x) + n_ok * x.element_size() * d, t0)
         return picks, dists
-    picks, dists, rows = _k_center_exact(x, k, centers, ok, seed, prune)
-    _record("k_center_greedy", "exact", len(x), k, rows * x.element_size() * d + len(x) * (x.element_size() + 4 + 1),
-            2 * x.element_size() * d * len(x), t0, rows)
+    picks, dists = _k_center_exact(x, k, centers, ok, seed)
+    _record("k_center_greedy", "exact", len(x), k, len(x) * (x.element_size() * (d + 3)),
+            2 * x.element_size() * d * len(x), t0)
     return picks, dists
 
 
-def _k_center_exact(x: torch.Tensor, k: int, centers: Optional[torch.Tensor], ok: torch.Tensor, seed: int,
-                    prune: Optional[bool] = None) -> tuple:
+def _k_center_exact(x: torch.Tensor, k: int, centers: Optional[torch.Tensor], ok: torch.Tensor, seed: int) -> tuple:
     dist = _Distances(x, ok)
     if centers is not None and len(centers):
-        d2, assign = dist.to_nearest_index(centers)
-        d2, start = d2.to(x.dtype), centers
+        d2 = dist.to_nearest(centers).to(x.dtype)
     else:
-        d2, assign, start = dist.to_vector(dist.mu), torch.zeros(len(x), dtype=torch.int64), dist.mu[None, :]
+        d2 = dist.to_vector(dist.mu)
     d2[~ok] = -1.0
-    center_d2, scale2 = dist.centers_store(start, k)
-    near = _Nearest(d2, assign, center_d2, lambda j, rows: dist.to_rows(x[j], rows), len(start),
-                    max(scale2, dist.scale2()), ok, prune=prune)
     jitter = torch.from_numpy(np.random.default_rng(seed).random(len(x)) * 1e-9).to(x.dtype)
     picks, dists = [], []
     for _ in range(k):
         i = int(torch.argmax(d2 + jitter * d2.max().clamp_min(1e-30)))
         picks.append(i)
         dists.append(float(d2[i].clamp_min(0).sqrt()))
-        near.add(i)  # rows not allowed stay at −1 (never below: new distances are ≥ 0 or NaN)
+        d2 = torch.fmin(d2, dist.to_row(i))  # rows not allowed stay at −1 (fmin skips their NaN)
         d2[i] = -1.0
-    return np.asarray(picks, dtype=np.int64), np.asarray(dists), near.rows_per_update
+    return np.asarray(picks, dtype=np.int64), np.asarray(dists)
 
 
 def _sketch_matrix(d: int, dim: int, seed: int) -> torch.Tensor:
@@ -448,7 +321,7 @@ def _k_center_sketch(x: torch.Tensor, k: int, centers: Optional[torch.Tensor], o
     cy = None
     if centers is not None and len(centers):
         cy = (centers.reshape(len(centers), -1).to(flat.dtype) @ s - mu_s).float()
-    sub, _, _ = _k_center_exact(y, k, cy, torch.ones(len(rows), dtype=torch.bool), seed)
+    sub, _ = _k_center_exact(y, k, cy, torch.ones(len(rows), dtype=torch.bool), seed)
     picks = rows[torch.from_numpy(sub)]
     ref = centers.reshape(len(centers), -1) if centers is not None and len(centers) else mu[None, :]
     return picks.numpy().astype(np.int64), _distances_at_pick(flat, picks, ref), len(rows)
@@ -469,7 +342,7 @@ def _distances_at_pick(x: torch.Tensor, picks: torch.Tensor, centers: torch.Tens
 
 def kmeans_pp_outer(a: torch.Tensor, h: torch.Tensor, k: int, *, allowed: Optional[torch.Tensor] = None,
                     seed: int = 0, method: Optional[str] = None, chain_length: int = CHAIN_LENGTH,
-                    prune: Optional[bool] = None) -> tuple:
+                    rejection: Optional[bool] = None) -> tuple:
     """k-means++ seeding on implicit embeddings ``g_i = a_i ⊗ h_i`` (BADGE).
 
     ``‖g_i − g_j‖² = ‖a_i‖²‖h_i‖² + ‖a_j‖²‖h_j‖² − 2⟨a_i, a_j⟩⟨h_i, h_j⟩`` — exact, never forming g.
@@ -485,8 +358,9 @@ def kmeans_pp_outer(a: torch.Tensor, h: torch.Tensor, k: int, *, allowed: Option
             trades), ``"approximate"`` (= ``"mcmc"``) or ``"auto"``; default: the :func:`selection`
             context's (``"auto"``).
         chain_length: proposals per pick (``"mcmc"`` only).
-        prune: ``"exact"`` skips the rows a pick cannot come closer to (:class:`_Nearest`: the same
-            law, the same D²); ``False`` reads every row every pick; default :data:`PRUNE`.
+        rejection: ``"exact"`` draws each pick by rejection from the D² to the first pick
+            (:class:`_Rejection`: the same law, no pass per pick) or, ``False``, by a pass per pick;
+            default :data:`REJECTION`.
 
     Returns:
         ``(indices (k,), d2_at_pick (k,))``. The first pick is the largest-norm embedding (as in
@@ -508,32 +382,39 @@ def kmeans_pp_outer(a: torch.Tensor, h: torch.Tensor, k: int, *, allowed: Option
         d2 = (norms2 + norms2[j] - 2 * (a @ a[j]) * (h @ h[j]).double()).clamp_min(0)
         return torch.where(ok, d2, torch.zeros((), dtype=torch.float64))
 
-    if m == "exact":
-        cents = torch.empty(k, dtype=torch.int64)
-        cents[0] = first
-        held = {"n": 1}
-
-        def center_d2(j: int) -> torch.Tensor:
-            c = cents[:held["n"]]
-            out = norms2[c] + norms2[j] - 2 * (a[c] @ a[j]) * (h[c] @ h[j]).double()
-            cents[held["n"]] = j
-            held["n"] += 1
-            return out
-
-        def rows_d2(j: int, rows: Optional[torch.Tensor]) -> torch.Tensor:
-            if rows is None:
-                return d2_to(j)
-            return (norms2[rows] + norms2[j] - 2 * (a[rows] @ a[j]) * (h[rows] @ h[j]).double()).clamp_min(0)
-
-        d2 = d2_to(first)
-        near = _Nearest(d2, torch.zeros(len(a), dtype=torch.int64), center_d2, rows_d2, 1,
-                        float(norms2.max()) if len(a) else 0.0, ok, prune=prune)
-        out = _d2_sampling(d2, near.add, k, picks, d2_at, rng, ok)
-        rows = near.rows_per_update
-        _record("kmeans_pp_outer", "exact", len(a), k, rows * row_bytes + len(a) * (3 * 8 + 4 + 1),
-                2 * len(a) * row_bytes, t0, rows)
+    if m == "exact" and not (REJECTION if rejection is None else rejection):
+        out = _d2_sampling(d2_to(first), d2_to, k, picks, d2_at, rng, ok)
+        _record("kmeans_pp_outer", "exact", len(a), k, len(a) * (row_bytes + 3 * 8), 2 * len(a) * row_bytes, t0)
         return out
     centers = [first]
+    if m == "exact":
+        held = {"c": torch.empty(k, dtype=torch.int64), "n": 1, "ref": 1}
+        held["c"][0] = first
+        ref = {"d2": d2_to(first)}
+
+        def row_d2(rows: torch.Tensor) -> torch.Tensor:
+            c = held["c"][:held["n"]]
+            d = (norms2[rows][:, None] + norms2[c][None, :]
+                 - 2 * (a[rows] @ a[c].T) * (h[rows] @ h[c].T).double())
+            return d.clamp_min(0).min(dim=1).values
+
+        def add_center(j: int) -> None:
+            held["c"][held["n"]] = j
+            held["n"] += 1
+
+        def refresh() -> torch.Tensor:
+            for j in held["c"][held["ref"]:held["n"]].tolist():
+                ref["d2"] = torch.minimum(ref["d2"], d2_to(j))
+            held["ref"] = held["n"]
+            return ref["d2"].clone()
+
+        sampler = _Rejection(ref["d2"].clone(), row_d2, add_center, refresh, ok)
+        out = sampler.sample(k, picks, d2_at, rng)
+        per_pick = sampler.proposals / max(1, k - 1)
+        _record("kmeans_pp_outer", "exact", len(a), k, per_pick * row_bytes * (1 + held["n"] / 2),
+                2 * len(a) * row_bytes + sampler.refreshes * len(a) * row_bytes * (k / 2), t0,
+                proposals_per_pick=per_pick, refreshes=sampler.refreshes)
+        return out
 
     def to_centers(rows: np.ndarray) -> np.ndarray:
         c = torch.as_tensor(centers)
@@ -602,37 +483,113 @@ def _mcmc_sampling(d2: torch.Tensor, to_centers, add_center, to_all, k: int, pic
     return np.asarray(picks, dtype=np.int64), np.asarray(d2_at)
 
 
-def _d2_sampling(d2: torch.Tensor, add, k: int, picks: list, d2_at: list, rng: np.random.Generator,
+def _draw(cum: torch.Tensor, total: float, rng: np.random.Generator, size: int) -> torch.Tensor:
+    """``size`` rows drawn ∝ the weights whose running sum is ``cum``: uniforms against the running sum
+    (the inverse-CDF draw), never a row of zero weight. numpy's ``choice(p=...)`` would validate and
+    renormalise ``p`` in several more passes over the pool per draw."""
+    u = torch.from_numpy(rng.random(size) * total).to(cum.dtype)
+    return torch.searchsorted(cum, u, right=True).clamp_(max=len(cum) - 1)
+
+
+def _d2_sampling(d2: torch.Tensor, d2_to, k: int, picks: list, d2_at: list, rng: np.random.Generator,
                  allowed: torch.Tensor) -> tuple:
-    """The k-means++ loop shared by both seedings: draw rows ∝ ``d2`` (float64, squared distance to the
-    nearest center so far; set to 0 here at ``picks`` and outside ``allowed``) until there are ``k``
-    picks; ``add(j)`` makes row ``j`` a center and returns ``d2`` lowered to the new distances (it
-    never raises a value, so a zeroed row stays at 0). A draw is one uniform number against the
-    running sum of ``d2`` (the inverse-CDF draw; numpy's ``choice(p=...)`` would validate and
-    renormalise ``p`` in several more passes over the pool per pick)."""
+    """The k-means++ loop with one pass over the pool per pick: draw rows ∝ ``d2`` (float64, squared
+    distance to the nearest center so far, 0 at ``picks`` and outside ``allowed``) until there are
+    ``k`` picks; ``d2_to(j)`` gives every row's squared distance to row ``j``."""
     chosen = ~allowed.clone()
     chosen[picks] = True
     d2[chosen] = 0.0
-    n = len(d2)
     while len(picks) < k:
-        c = torch.cumsum(d2, 0)
-        total = float(c[-1]) if n else 0.0
+        cum = torch.cumsum(d2, 0)
+        total = float(cum[-1]) if len(cum) else 0.0
         if total <= 0:  # every remaining row coincides with a center: take the next unpicked in order
             j = int(torch.nonzero(~chosen)[0])
-        else:  # the first row whose running sum exceeds u: never a row of zero weight
-            u = torch.tensor([rng.random() * total], dtype=c.dtype)
-            j = min(int(torch.searchsorted(c, u, right=True)), n - 1)
+        else:
+            j = int(_draw(cum, total, rng, 1)[0])
         picks.append(j)
         d2_at.append(float(d2[j]))
         chosen[j] = True
-        d2 = add(j)
-        d2[j] = 0.0
+        d2 = torch.fmin(d2, d2_to(j))  # never raises a value: picked rows stay at 0, NaN rows (not allowed) too
     return np.asarray(picks, dtype=np.int64), np.asarray(d2_at)
+
+
+class _Rejection:
+    """Exact D² sampling without a pass over the pool per pick.
+
+    D² only falls as centers are added, so every row's D² to the starting centers bounds its D² for
+    the rest of the seeding. A pick draws rows ∝ that bound ``b`` (one running sum, built once) and
+    accepts row ``i`` with probability ``D²(i) / b(i)``, ``D²(i)`` computed for that row alone
+    against every center so far: the accepted row is distributed ∝ ``D²`` exactly (rejection
+    sampling), whatever the bound's slack. Picked rows have ``D² = 0`` and are never accepted again.
+    A pick costs ``ΣD²₀ / ΣD²`` proposals on average (the fall of the k-means cost so far), each
+    ``centers × d`` numbers, instead of a pass over ``N × d``. After ``max_rejections`` proposals in a
+    row fail (the cost fell far), one pass brings the bound down to the current ``D²``
+    (``refresh``) and the running sum is rebuilt.
+
+    Args:
+        bound: ``(N,)`` float64, each row's D² to the starting centers (any value outside ``allowed``).
+        row_d2: ``fn(rows) -> (len(rows),)`` float64 exact D² of those rows to every center so far.
+        add_center: ``fn(j)``: row ``j`` is a center from now on.
+        refresh: ``fn() -> (N,)`` float64 exact D² of every row to every center so far (a pass).
+        allowed: ``(N,)`` bool.
+    """
+
+    def __init__(self, bound: torch.Tensor, row_d2, add_center, refresh, allowed: torch.Tensor,
+                 batch: int = 16, max_rejections: int = 256):
+        self.row_d2, self.add_center, self.refresh = row_d2, add_center, refresh
+        self.allowed, self.batch, self.max_rejections = allowed, batch, max_rejections
+        self.proposals = self.refreshes = 0
+        self._set_bound(bound)
+
+    def _set_bound(self, d2: torch.Tensor) -> None:
+        b = torch.where(self.allowed, torch.nan_to_num(d2, nan=0.0), torch.zeros((), dtype=torch.float64))
+        # rounding margin: the bound comes from float32 expansions, the accepted D² from float64 rows
+        top = float(b.max()) if len(b) else 0.0
+        b = torch.where(b > 0, b * (1 + 1e-5) + 1e-7 * top, b)
+        self.bound = b
+        self.cum = torch.cumsum(b, 0)
+        self.total = float(self.cum[-1]) if len(b) else 0.0
+
+    def sample(self, k: int, picks: list, d2_at: list, rng: np.random.Generator) -> tuple:
+        chosen = ~self.allowed.clone()
+        chosen[picks] = True
+        self.bound[chosen] = 0.0  # rows already picked: zero weight from the start
+        self.cum = torch.cumsum(self.bound, 0)
+        self.total = float(self.cum[-1]) if len(self.bound) else 0.0
+        failed = 0
+        while len(picks) < k:
+            if self.total <= 0:  # every remaining row coincides with a center: take the next unpicked in order
+                j = int(torch.nonzero(~chosen)[0])
+                dj = 0.0
+            else:
+                rows = _draw(self.cum, self.total, rng, self.batch)
+                d2 = self.row_d2(rows)
+                accept = torch.from_numpy(rng.random(self.batch)) * self.bound[rows] < d2
+                hit = torch.nonzero(accept)
+                if len(hit) == 0:
+                    self.proposals += self.batch
+                    failed += self.batch
+                    if failed >= self.max_rejections:  # the bound is far above D²: bring it down
+                        d2_all = self.refresh()
+                        d2_all[chosen] = 0.0
+                        self._set_bound(d2_all)
+                        self.refreshes += 1
+                        failed = 0
+                    continue
+                first = int(hit[0])  # the first accepted of i.i.d. proposals; the rest are discarded
+                self.proposals += first + 1
+                j, dj = int(rows[first]), float(d2[first])
+            failed = 0
+            picks.append(j)
+            d2_at.append(dj)
+            chosen[j] = True
+            self.add_center(j)
+        return np.asarray(picks, dtype=np.int64), np.asarray(d2_at)
 
 
 def kmeans_pp(x: torch.Tensor, k: int, *, centers: Optional[torch.Tensor] = None,
               allowed: Optional[torch.Tensor] = None, seed: int = 0, method: Optional[str] = None,
-              chain_length: int = CHAIN_LENGTH, prune: Optional[bool] = None) -> tuple:
+              chain_length: int = CHAIN_LENGTH, rejection: Optional[bool] = None) -> tuple:
     """k-means++ seeding (D² sampling) of ``k`` rows of ``x (N, d)``, starting from ``centers``.
 
     Each pick is drawn with probability ∝ its squared distance to the nearest center so far. With
@@ -652,8 +609,9 @@ def kmeans_pp(x: torch.Tensor, k: int, *, centers: Optional[torch.Tensor] = None
             ``"approximate"`` (= ``"mcmc"``) or ``"auto"``; default: the :func:`selection` context's
             (``"auto"``).
         chain_length: proposals per pick (``"mcmc"`` only).
-        prune: ``"exact"`` skips the rows a pick cannot come closer to (:class:`_Nearest`: the same
-            law, the same D²); ``False`` reads every row every pick; default :data:`PRUNE`.
+        rejection: ``"exact"`` draws each pick by rejection from the starting D² (:class:`_Rejection`:
+            the same law, no pass over the pool per pick) or, ``False``, by a pass per pick; default
+            :data:`REJECTION`.
 
     Returns:
         ``(indices (k,), d2_at_pick (k,))`` (``d2_at_pick`` exact on both paths).
@@ -666,25 +624,55 @@ def kmeans_pp(x: torch.Tensor, k: int, *, centers: Optional[torch.Tensor] = None
     picks, d2_at = [], []
     rng = np.random.default_rng(seed)
     if centers is not None and len(centers):
-        d2, assign = dist.to_nearest_index(centers)
+        d2 = dist.to_nearest(centers)
         start = centers.reshape(len(centers), -1).double()
     else:
         norms2 = torch.where(ok, row_norms(x, squared=True), torch.tensor(-1.0, dtype=torch.float64))
         first = int(torch.argmax(norms2))
         picks.append(first)
         d2_at.append(float(norms2[first]))
-        d2, assign = dist.to_row64(first), torch.zeros(len(x), dtype=torch.int64)
+        d2 = dist.to_row64(first)
         start = x[first].reshape(1, -1).double()
-    if m == "exact":
-        center_d2, scale2 = dist.centers_store(start, k)
-        near = _Nearest(d2, assign, center_d2, lambda j, rows: dist.to_rows(x[j], rows).double(), len(start),
-                        max(scale2, dist.scale2()), ok, prune=prune)
-        out = _d2_sampling(d2, near.add, k, picks, d2_at, rng, ok)
-        rows = near.rows_per_update
-        _record("kmeans_pp", "exact", len(x), k, rows * (row_bytes + x.element_size()) + len(x) * (3 * 8 + 4 + 1),
-                3 * len(x) * row_bytes, t0, rows)
+    if m == "exact" and not (REJECTION if rejection is None else rejection):
+        out = _d2_sampling(d2, dist.to_row64, k, picks, d2_at, rng, ok)
+        _record("kmeans_pp", "exact", len(x), k, len(x) * (row_bytes + x.element_size() + 3 * 8),
+                3 * len(x) * row_bytes, t0)
         return out
     flat = x.reshape(len(x), -1)
+    mu = dist.mu.reshape(-1).double()
+    held = {"c": torch.empty(len(start) + k, flat.shape[1], dtype=torch.float64), "n": len(start)}
+    held["c"][:len(start)] = start - mu  # centers around the mean, in float64
+    held["sq"] = torch.zeros(len(start) + k, dtype=torch.float64)
+    held["sq"][:len(start)] = held["c"][:len(start)].pow(2).sum(1)
+    if m == "exact":
+        ref = {"d2": d2.clone(), "n": held["n"]}  # D² exact against the first ref["n"] centers
+
+        def row_d2(rows: torch.Tensor) -> torch.Tensor:
+            y = flat[rows].double() - mu
+            n = held["n"]
+            d = y.pow(2).sum(1)[:, None] + held["sq"][None, :n] - 2 * (y @ held["c"][:n].T)
+            return d.clamp_min(0).min(dim=1).values
+
+        def add_center(j: int) -> None:
+            n = held["n"]
+            held["c"][n] = flat[j].double() - mu
+            held["sq"][n] = held["c"][n].pow(2).sum()
+            held["n"] = n + 1
+
+        def refresh() -> torch.Tensor:
+            new = held["c"][ref["n"]:held["n"]] + mu
+            if len(new):
+                ref["d2"] = torch.minimum(ref["d2"], dist.to_nearest(new.to(x.dtype)))
+                ref["n"] = held["n"]
+            return ref["d2"].clone()
+
+        sampler = _Rejection(d2, row_d2, add_center, refresh, ok)
+        out = sampler.sample(k, picks, d2_at, rng)
+        per_pick = sampler.proposals / max(1, k - (0 if centers is not None and len(centers) else 1))
+        _record("kmeans_pp", "exact", len(x), k, per_pick * (row_bytes + 8 * held["n"] / 2),
+                3 * len(x) * row_bytes + sampler.refreshes * len(x) * row_bytes, t0,
+                proposals_per_pick=per_pick, refreshes=sampler.refreshes)
+        return out
     held = {"c": torch.empty(len(start) + k, flat.shape[1], dtype=torch.float64), "n": len(start)}
     held["c"][:len(start)] = start
     held["sq"] = held["c"].pow(2).sum(1)
