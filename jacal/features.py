@@ -190,12 +190,29 @@ def extract_features(model: nn.Module, pool: Any, *, need: Set[str], batch_size:
                 return runner(x)
             return m(x), (embed(x) if embed is not None and "embeddings" in need else None)
 
+        def boundary_embedder(x: torch.Tensor) -> JacobianEmbedder:
+            if "boundary" not in embedders:  # once per pass: one basis for every chunk
+                parsed = parse_mlp(m)
+                width = min(parsed.first_weight.shape) if parsed is not None else x[0].numel()
+                exact = width <= EXACT_BOUNDARY_DIM  # the same rule for every model format
+                embedders["boundary"] = JacobianEmbedder(m, x.shape[1:], output="logit_margin", seed=seed,
+                                                         sketch_dim=None if exact else 4 * sketch_dim, device=dev)
+            return embedders["boundary"]
+
+        # a fully-connected net whose boundary embedding is wanted without other embeddings: its
+        # closed-form backward runs the forward pass anyway, so the logits come from that one pass
+        fused = "boundary-embedding" in need and "embeddings" not in need and parse_mlp(m) is not None
         for ci, chunk in enumerate(iter_pool(pool, batch_size)):
             bad = nonfinite_rows(chunk)
             x = torch.where(bad.reshape(-1, *([1] * (chunk.ndim - 1))), torch.zeros((), dtype=chunk.dtype), chunk)
             x = x.to(dev, dtype)
-            with torch.no_grad():
-                z, emb = call_model(logits_and_embeddings, x, what="pool items")
+            be_raw = None
+            if fused:
+                be_raw, z = call_model(boundary_embedder(x).with_logits, x, what="pool items")
+                emb = None
+            else:
+                with torch.no_grad():
+                    z, emb = call_model(logits_and_embeddings, x, what="pool items")
             check_logits(z, len(x))
             keep = (~bad).cpu().numpy()
             p = torch.softmax(z.double(), dim=1).cpu().numpy()
@@ -218,16 +235,12 @@ def extract_features(model: nn.Module, pool: Any, *, need: Set[str], batch_size:
                 j[~keep] = np.nan
                 put("jacobian", j, done)
             if "boundary-embedding" in need:
-                if "boundary" not in embedders:  # once per pass: one basis for every chunk
-                    parsed = parse_mlp(m)
-                    width = min(parsed.first_weight.shape) if parsed is not None else x[0].numel()
-                    exact = width <= EXACT_BOUNDARY_DIM  # the same rule for every model format
-                    embedders["boundary"] = JacobianEmbedder(m, x.shape[1:], output="logit_margin", seed=seed,
-                                                             sketch_dim=None if exact else 4 * sketch_dim, device=dev)
-                be = embedders["boundary"](x).reshape(len(x), -1).double().numpy()
-                top2 = z.detach().double().topk(2, dim=1).values.cpu().numpy()
-                gap = np.maximum(top2[:, 0] - top2[:, 1], 1e-6)  # z_a − z_b, from the logits of this pass
-                be = (be / gap[:, None]).astype(np.float32)
+                if be_raw is None:
+                    be_raw = boundary_embedder(x)(x)
+                top2 = z.detach().double().topk(2, dim=1).values.cpu()
+                gap = (top2[:, 0] - top2[:, 1]).clamp_min(1e-6)  # z_a − z_b, from the logits of this pass
+                # the division in float64, one cast at the end (a float64 copy of the rows cost more than the pass)
+                be = (be_raw.reshape(len(x), -1) * (1.0 / gap)[:, None].to(be_raw.dtype)).float().numpy()
                 be[~keep] = np.nan
                 put("boundary_embedding", be, done)
             if "jacobian-embedding" in need:

@@ -357,3 +357,39 @@ def test_diversity_works_in_place_with_an_allowed_mask():
     assert list(p_full) == list(sub[p_sub])
     with pytest.raises(ValueError, match="boolean mask of shape \\(50,\\)"):
         kmeans_pp(t(x), 2, allowed=t(allowed[:10]))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_boundary_embedding_from_one_pass_matches_a_per_point_float64_reference(dtype):
+    """A fully-connected net's boundary embedding comes with the logits of its own forward pass (the
+    pass runs once); both against autograd on one point at a time in float64, and the fused pass
+    against the unfused one (embeddings requested too)."""
+    from jacal.features import extract_features
+
+    model = jacal.mlp(12, 4, width=16, depth=2, seed=1).eval().to(dtype)
+    x = torch.randn(37, 12, dtype=dtype)
+    x[5] = float("nan")  # a bad row stays NaN, the others are unaffected
+    fused = extract_features(model, x, need={"boundary-embedding"}, batch_size=10)
+    both = extract_features(model, x, need={"boundary-embedding", "embeddings"}, batch_size=10)
+    ref64 = model.double()
+    for i in [0, 3, 17, 36]:
+        xi = x[i].double().clone().requires_grad_(True)
+        z = ref64(xi[None])[0]
+        a, b = z.topk(2).indices.tolist()
+        (g,) = torch.autograd.grad(z[a] - z[b], xi)
+        v = (g / (z[a] - z[b])).detach()
+        # the embedding is v in the first layer's rotated basis: equal norms and inner products
+        assert np.linalg.norm(fused.boundary_embedding[i]) == pytest.approx(float(v.norm()), rel=1e-4)
+        np.testing.assert_allclose(fused.probs[i], torch.softmax(z.detach(), 0).numpy(), rtol=1e-5, atol=1e-7)
+    assert np.isnan(fused.boundary_embedding[5]).all() and not fused.finite[5]
+    np.testing.assert_allclose(fused.boundary_embedding, both.boundary_embedding, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(fused.probs, both.probs, rtol=1e-6, atol=1e-9, equal_nan=True)
+    e0, e1 = fused.boundary_embedding[0].astype(np.float64), fused.boundary_embedding[3].astype(np.float64)
+    vs = []
+    for i in (0, 3):
+        xi = x[i].double().clone().requires_grad_(True)
+        z = ref64(xi[None])[0]
+        a, b = z.topk(2).indices.tolist()
+        (g,) = torch.autograd.grad(z[a] - z[b], xi)
+        vs.append((g / (z[a] - z[b])).detach().numpy())
+    assert float(e0 @ e1) == pytest.approx(float(vs[0] @ vs[1]), rel=1e-4, abs=1e-6)

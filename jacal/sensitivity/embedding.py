@@ -165,19 +165,24 @@ class JacobianEmbedder:
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         """Embeddings ``(b, R, r)`` (CPU, the model's dtype) of a finite chunk ``x (b, *input_shape)``."""
+        return self.with_logits(x)[0]
+
+    def with_logits(self, x: torch.Tensor) -> tuple:
+        """``(embeddings (b, R, r) on the CPU, logits (b, K) on the device)``: the logits of the same
+        forward pass, so a caller that needs both runs the model once."""
         xc = x.to(device=self.device, dtype=self.dtype)
         if self.parsed is not None:
             check_mlp_input(self.parsed, xc)
+            seen = []
+
+            def rows(z: torch.Tensor) -> torch.Tensor:
+                seen.append(z)
+                return embedding_rows(z, self.output).to(self.dtype)
+
             with torch.no_grad():
-                a = mlp_first_layer_rows(self.parsed, xc, lambda z: embedding_rows(z, self.output).to(self.dtype))
-                e = a @ self.cols
-        else:
-            e = _vjp_rows(self.model, xc, self.output, self.sketch)
-        return e.detach().cpu()
-
-
-def _vjp_rows(model: nn.Module, x: torch.Tensor, output: str, sketch: Optional[torch.Tensor]) -> torch.Tensor:
-    """``(N, R, r)`` by one vector-Jacobian product per row (over the whole chunk)."""
-    x, z = logits_with_graph(model, x)
-    rows = embedding_rows(z.detach(), output).to(z.dtype)  # (N, R, K)
-    return torch.stack([g @ sketch if sketch is not None else g for g in row_vjps(x, z, rows)], dim=1)
+                e = mlp_first_layer_rows(self.parsed, xc, rows) @ self.cols
+            return e.detach().cpu(), seen[0]
+        xg, z = logits_with_graph(self.model, xc)
+        rows = embedding_rows(z.detach(), self.output).to(z.dtype)
+        e = torch.stack([g @ self.sketch if self.sketch is not None else g for g in row_vjps(xg, z, rows)], dim=1)
+        return e.detach().cpu(), z.detach()
