@@ -21,13 +21,24 @@ BADGE's gradient embeddings ``g_i = a_i ⊗ h_i`` are never formed either: their
 as ``⟨g_i, g_j⟩ = ⟨a_i, a_j⟩⟨h_i, h_j⟩``, so N × (K + d) numbers suffice (a million-item pool with
 K = 10 and a 512-wide penultimate layer: 2 GB instead of 20 GB).
 
-Below the memory wall. The exact paths read the whole embedding once per pick: at a million items
-and 512 numbers each, k = 1,000 picks stream 2 TB, so their speed is the machine's memory bandwidth
-(``benchmarks/bench_acquire.py`` measures both). Each function therefore also has an approximate
-path, chosen by ``method`` (keyword, default ``None``: the :func:`selection` context's, itself
-``"auto"`` unless set):
+Below the memory wall. Read literally, both algorithms pass over the whole embedding once per
+pick: at a million items and 512 numbers each, k = 1,000 picks stream 2 TB, so their speed is the
+machine's memory bandwidth (``benchmarks/bench_acquire.py`` measures both). The exact k-means++
+seedings avoid that pass without changing their law (:class:`_Rejection`): D² only falls as centers
+are added, so each row's D² to the starting centers bounds it for the whole seeding; a pick draws
+rows ∝ that bound from one running sum and accepts a row with probability D²/bound, its D² computed
+for that row alone against the centers so far. Rejection sampling makes the accepted row exactly
+D²-distributed. A pick costs ΣD²₀/ΣD² proposals on average, the factor by which the seeding has
+lowered the k-means cost; on 512-wide embeddings that factor stays small (1.2–12 proposals per pick at
+k = 1,000 in ``bench_acquire.py --compare-passes``), and when proposals keep failing one pass lowers
+the bound to the current D². (A triangle-inequality bound that skips rows a new center cannot reach,
+Elkan 2003 / Raff 2021, was tried first: on real 512-wide embeddings it still read 97–100% of the
+rows per pick, so it was removed.) k-center greedy has no such trick (its argmax needs every row's
+current distance), and each function also has an approximate path, chosen by ``method`` (keyword,
+default ``None``: the :func:`selection` context's, itself ``"auto"`` unless set):
 
-* ``"exact"``: the algorithm as stated above (the only path before; still the reference in tests).
+* ``"exact"``: the algorithm as stated above (k-means++ by rejection, k-center by a pass per pick;
+  :data:`REJECTION` ``= False`` gives the pass-per-pick k-means++ of before, the reference in tests).
 * ``"mcmc"`` (:func:`kmeans_pp`, :func:`kmeans_pp_outer`): AFK-MC² seeding (Bachem, Lucic, Hassani
   & Krause 2016, "Fast and provably good seedings for k-means"). One pass over the pool builds the
   proposal ``q(x) = ½·D²(x, C₀)/ΣD² + ½/n`` (``C₀``: the starting centers or the first pick); each
@@ -54,8 +65,8 @@ path, chosen by ``method`` (keyword, default ``None``: the :func:`selection` con
   AFK-MC² on jacobian's boundary embeddings at 20,000 items took 1.26× the exact time (its
   ``chain_length × centers`` distances cost more than 1,000 passes over 20,000 rows) and its
   picks' k-means cost was 1.15× the exact seeding's, where exact at another seed gave 1.00×: a
-  loss beyond seed noise (on badge at 60,000: 0.97× the time, cost 1.00×), so it is opt-in until a
-  longer chain or larger pools measure better.
+  loss beyond seed noise (on badge at 60,000: 0.97× the time, cost 1.00×), so it is opt-in; the
+  exact rejection path is now faster than both.
 
 :func:`trace` records what each call ran (method, bytes read per pick, seconds), for the benchmark.
 """
