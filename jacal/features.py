@@ -128,6 +128,20 @@ def iter_pool(pool: Any, batch_size: int) -> Iterator[torch.Tensor]:
         yield as_float_tensor("pool", _first(batch), min_ndim=2)
 
 
+def _mc_split(model: nn.Module, forward: Callable[[torch.Tensor], torch.Tensor]) -> tuple:
+    """``(shared, rest)`` with ``forward = rest ∘ shared``: for an eager ``nn.Sequential`` (its own
+    forward), the layers before its first dropout, which are the same for every MC sample and so
+    run once per chunk, and the layers from there on; for any other model, the identity and
+    ``forward``."""
+    if (isinstance(model, nn.Sequential) and forward is model
+            and type(model).forward is nn.Sequential.forward):
+        mods = list(model)
+        first = next((i for i, mod in enumerate(mods) if isinstance(mod, nn.modules.dropout._DropoutNd)), 0)
+        if first > 0:
+            return nn.Sequential(*mods[:first]), nn.Sequential(*mods[first:])
+    return (lambda x: x), forward
+
+
 def extract_features(model: nn.Module, pool: Any, *, need: Set[str], batch_size: int = 256, device=None,
                      mc_samples: int = 20, seed: int = 0, force_eval: bool = False,
                      progress: Optional[Callable[[int, int], Any]] = None, chunk_offset: int = 0,
@@ -253,7 +267,7 @@ def extract_features(model: nn.Module, pool: Any, *, need: Set[str], batch_size:
             if "mc" in need or "bald" in need:
                 drop = dropout_layers(m)
                 states = [mod.training for mod in drop]
-                forward = mc_runner(m)
+                shared, forward = _mc_split(m, mc_runner(m))
                 samples = []
                 with torch.random.fork_rng(devices=[dev] if dev.type == "cuda" else []), torch.no_grad():
                     torch.manual_seed(seed * 1_000_003 + chunk_offset + ci)
@@ -261,10 +275,11 @@ def extract_features(model: nn.Module, pool: Any, *, need: Set[str], batch_size:
                         mod.train()
                     try:  # the T samples batched: one pass over T stacked copies (each row its own dropout mask)
                         group = max(1, min(mc_samples, MC_BATCH_ROWS // max(1, len(x))))
+                        hx = shared(x)  # the layers before the first dropout: the same for every sample
                         for g in range(0, mc_samples, group):
                             t = min(group, mc_samples - g)
                             # sample-major: rows s·b … s·b + b − 1 are sample s
-                            z_mc = forward(x.repeat(t, *([1] * (x.ndim - 1))))
+                            z_mc = forward(hx.repeat(t, *([1] * (hx.ndim - 1))))
                             samples.append(torch.softmax(z_mc.double(), dim=1).reshape(t, len(x), -1).cpu().numpy())
                     finally:
                         for mod, st in zip(drop, states):
