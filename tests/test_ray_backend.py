@@ -97,7 +97,12 @@ def test_loop_on_ray_equals_local(ray_local, tmp_path):
     args = ["--strategies", "jacobian,margin", "--rounds", "2", "--seeds", "2", "--k", "7", "--max-epochs", "20",
             "--device", "cpu", "--json"]
     run = CliRunner().invoke
-    assert run(app, ["loop", "--out", str(tmp_path / "l"), *args]).exit_code == 0
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as Ray's workers: the same float rounding in training and features
+    try:  # (the rejection seeding's draws follow last-bit differences of the embeddings, see diversity.py)
+        assert run(app, ["loop", "--out", str(tmp_path / "l"), *args]).exit_code == 0
+    finally:
+        torch.set_num_threads(threads)
     r = run(app, ["loop", "--out", str(tmp_path / "r"), *args, "--backend", "ray"])
     assert r.exit_code == 0, r.output
 
