@@ -535,7 +535,10 @@ class _Rejection:
     A pick costs ``ΣD²₀ / ΣD²`` proposals on average (the fall of the k-means cost so far), each
     ``centers × d`` numbers, instead of a pass over ``N × d``. After ``max_rejections`` proposals in a
     row fail (the cost fell far), one pass brings the bound down to the current ``D²``
-    (``refresh``) and the running sum is rebuilt.
+    (``refresh``) and the running sum is rebuilt. The bound carries an absolute rounding margin of
+    ``1e-7 ×`` its largest value, so every row's proposal weight moves with that one value: last-bit
+    differences of the embedding (e.g. from 1 vs 2 threads) change the draws more often than on the
+    pass-per-pick path (seen in a digits loop; the law is unaffected).
 
     Args:
         bound: ``(N,)`` float64, each row's D² to the starting centers (any value outside ``allowed``).
