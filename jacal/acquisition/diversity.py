@@ -653,12 +653,12 @@ def kmeans_pp(x: torch.Tensor, k: int, *, centers: Optional[torch.Tensor] = None
                 3 * len(x) * row_bytes, t0)
         return out
     flat = x.reshape(len(x), -1)
-    mu = dist.mu.reshape(-1).double()
-    held = {"c": torch.empty(len(start) + k, flat.shape[1], dtype=torch.float64), "n": len(start)}
-    held["c"][:len(start)] = start - mu  # centers around the mean, in float64
-    held["sq"] = torch.zeros(len(start) + k, dtype=torch.float64)
-    held["sq"][:len(start)] = held["c"][:len(start)].pow(2).sum(1)
     if m == "exact":
+        mu = dist.mu.reshape(-1).double()
+        held = {"c": torch.empty(len(start) + k, flat.shape[1], dtype=torch.float64), "n": len(start)}
+        held["c"][:len(start)] = start - mu  # centers around the mean, in float64
+        held["sq"] = torch.zeros(len(start) + k, dtype=torch.float64)
+        held["sq"][:len(start)] = held["c"][:len(start)].pow(2).sum(1)
         ref = {"d2": d2.clone(), "n": held["n"]}  # D² exact against the first ref["n"] centers
 
         def row_d2(rows: torch.Tensor) -> torch.Tensor:
