@@ -78,6 +78,8 @@ def _keeps(before, after):
     assert all(now.get(m[0]) == m for m in before[0]), "a committed row was lost or changed"
 
 
+@pytest.mark.slow
+@pytest.mark.timeout(1200)  # several subprocess runs; their time follows the machine's load
 def test_faults_then_resume_give_the_uninterrupted_results(uninterrupted, tmp_path):
     """A full disk, then Ctrl-C, then SIGKILLs at random moments; --resume ends with exactly the
     uninterrupted run's store, and no fault loses a committed row."""
@@ -171,6 +173,8 @@ def test_analysis_known_answers_on_synthetic_store():
     assert c3["verdict"] == "replicated" and c3["statistic"]["sign_p"] == pytest.approx(0.5 ** 10)
 
 
+@pytest.mark.slow
+@pytest.mark.timeout(1200)  # several subprocess runs; their time follows the machine's load
 def test_replicate_on_colour_images_with_flips(tmp_path, monkeypatch):
     """The CIFAR path (3 channels, translations + horizontal flips, 3,072 inputs) on fake CIFAR-10 files."""
     import pickle
