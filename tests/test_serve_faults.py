@@ -466,6 +466,25 @@ def test_a_crash_leaves_a_running_job_that_is_requeued_and_temporary_files_that_
     b.stop()
 
 
+def test_annotations_made_while_the_server_was_down_are_trained_on_at_the_next_start(world, tmp_path, fake_ls):
+    def start():
+        return MLBackend(world["model"], state_dir=tmp_path / "state", document_root=world["root"],
+                         label_studio_url=fake_ls, api_key=TOKEN, epochs=1, refresh=False).start()
+
+    b = start()
+    b.webhook({"action": "START_TRAINING", "project": {"id": 3, "label_config": CONFIG}})
+    assert b.wait_idle(60) and b.stop()
+    FakeLS.export = ls_export(world, 11)  # one more annotation while it was down: its webhook went nowhere
+    b = start()
+    assert b.wait_idle(60) and b.stop()
+    versions = json.loads((tmp_path / "state" / "state.json").read_text())["versions"]
+    assert [(v["version"], v["n_labeled"]) for v in versions] == [("jacal.1", 10), ("jacal.2", 11)]
+    b = start()  # nothing new: no new version
+    assert b.wait_idle(60)
+    assert b.state.current_version == "jacal.2" and b.state.last_job()["status"] == "skipped"
+    b.stop()
+
+
 def test_atomic_state_writes_fsync_the_file_before_the_rename_and_the_folder_after(world, tmp_path, monkeypatch):
     b = backend(world, tmp_path)
     calls = []

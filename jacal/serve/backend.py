@@ -25,6 +25,7 @@ re-runs the jobs a stop or a crash left unfinished.
 from __future__ import annotations
 
 import collections
+import json
 import logging
 import threading
 import time
@@ -54,6 +55,18 @@ Answer = Tuple[int, Any]
 
 class _Stopped(Exception):
     """Raised inside a training step when the server is stopping (the job is abandoned, not failed)."""
+
+
+class _NothingNew(Exception):
+    """A catch-up job found the project's annotations unchanged since the last version."""
+
+
+def _fingerprint(labels: dict, out_of_set: Any) -> str:
+    """A digest of a project's annotations (each item's label, and the items outside the label set)."""
+    import hashlib
+
+    text = json.dumps([sorted(labels.items()), sorted(out_of_set)], ensure_ascii=False)
+    return hashlib.sha1(text.encode("utf-8")).hexdigest()
 
 
 class MLBackend:
@@ -165,6 +178,7 @@ class MLBackend:
         export, so it covers the others and the annotations made while the server was down)."""
         old = self.state.unfinished_jobs()
         if not old:
+            self._catch_up()
             return
         for j in old:
             self.state.record_job({**j, "status": "rerun"})
@@ -197,6 +211,20 @@ class MLBackend:
                  "n_classes": int(z.shape[1]), "label_names": ck.metadata.get("label_names"),
                  "transform": image_transform(size, ch)}
         self._model = model  # one reference swap: a request in flight keeps the model it started with
+
+    def _catch_up(self) -> None:
+        """Annotation events sent while the server was down are lost (Label Studio does not resend
+        them): on start, queue a job that compares the project's export with the last version's
+        annotations and trains only if they differ."""
+        versions = self.state.versions
+        project = versions[-1].get("project") if versions else None
+        if not self.trainable or self.client is None or project is None:
+            return
+        configs = [j["label_config"] for j in self.state.data["jobs"] if isinstance(j.get("label_config"), str)]
+        self._pending = {"id": uuid.uuid4().hex[:12], "project": project, "tasks": [],
+                         "label_config": configs[-1] if configs else None, "action": "CATCH_UP", "requested": time.time(), "explicit": True, "events": 1,
+                         "catch_up": True}
+        self.state.record_job(self._record(self._pending, "queued"))
 
     def request_stop(self) -> None:
         """Ask the worker to stop (returns at once): a job in training stops at its next step."""
@@ -409,6 +437,9 @@ class MLBackend:
                 record.update(self._train_job(job), status="done")
                 log.info("job %s done: version %s from %d labeled item(s)", job["id"], record["version"],
                          record["n_labeled"])
+            except _NothingNew:
+                record.update(status="skipped", reason="no annotation changed since the last version")
+                log.info("job %s: no annotation changed since version %s", job["id"], self.state.current_version)
             except _Stopped:
                 record.update(status="interrupted")
                 log.warning("job %s interrupted by the stop; the next start re-runs it", job["id"])
@@ -451,6 +482,9 @@ class MLBackend:
         if not items:
             raise JacalError(f"project {job['project']} has no annotation with a class yet "
                              f"({len(ann.out_of_set)} outside the label set)")
+        fingerprint = _fingerprint(ann.labels, ann.out_of_set)
+        if job.get("catch_up") and self.state.versions and self.state.versions[-1].get("annotations") == fingerprint:
+            raise _NothingNew()
         x, kept, unreadable = self._decode_training([by_id[i] for i in items], config, m)
         items = [items[k] for k in kept]
         y = torch.tensor([index[ann.labels[i]] for i in items], dtype=torch.int64)
@@ -471,7 +505,8 @@ class MLBackend:
         path = self.state.new_model_path(version)
         jacal.save_checkpoint(path, model.cpu().eval(), metadata=meta)  # atomic; then the state names it
         self.state.add_version(version, path, n_labeled=len(items), n_out_of_set=len(ann.out_of_set),
-                               train_accuracy=float(result.train_accuracy), project=job["project"])
+                               train_accuracy=float(result.train_accuracy), project=job["project"],
+                               annotations=fingerprint)
         from jacal.checkpoint import load_model_file
 
         self._set_model(load_model_file(path))
