@@ -41,7 +41,6 @@ import platform
 import random
 import signal
 import socket
-import statistics
 import struct
 import subprocess
 import sys
@@ -108,11 +107,14 @@ class FakeLabelStudio(http.server.BaseHTTPRequestHandler):
 
     def _answer(self, status, body):
         data = json.dumps(body).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
+        try:
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+        except (BrokenPipeError, ConnectionResetError):  # the server was killed mid-call: that is the point
+            pass
 
     def _body(self):
         n = int(self.headers.get("Content-Length") or 0)

@@ -5,7 +5,6 @@ Paths outside the document root, symlinks, FIFOs, credentials sent on redirects,
 would choose the Label Studio host, /health behind basic auth, nested JSON, decompression bombs,
 large bodies, SIGTERM during training, two servers on one state folder, damaged and crashed
 states, one unreadable image in a batch, the debounce, and what the log says (never a token)."""
-import base64
 import http.server
 import json
 import logging
@@ -24,7 +23,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
 pytest.importorskip("starlette")
 pytest.importorskip("httpx")
@@ -168,7 +166,7 @@ def errors_of(answer):
 # ---------------------------------------------------------------------------------------------- security
 
 
-def test_local_paths_are_confined_to_the_document_root_after_resolving_symlinks(world, tmp_path):
+def test_local_paths_are_confined_to_the_document_root_after_resolving_symlinks(world, tmp_path, monkeypatch):
     root, outside = world["root"], world["outside"]
     link_file, link_dir = root / "link.png", root / "out"
     if not link_file.exists():
@@ -179,8 +177,13 @@ def test_local_paths_are_confined_to_the_document_root_after_resolving_symlinks(
     inside = [str(root / "00.png"), (root / "01.png").as_uri(), "02.png", "/data/local-files/?d=03.png"]
     escapes = [str(outside / "secret.png"), (outside / "secret.png").as_uri(), "../outside/secret.png",
                "link.png", "out/secret.png", "/data/local-files/?d=link.png", "/data/local-files/?d=out/secret.png"]
+    opened, real_open = [], os.open
+    monkeypatch.setattr(os, "open", lambda path, *a, **k: (opened.append(os.path.realpath(path)),
+                                                           real_open(path, *a, **k))[1])
     r = predict(client, inside + escapes)
+    monkeypatch.setattr(os, "open", real_open)
     assert r.status_code == 200, r.text
+    assert opened and not any(p.startswith(os.path.realpath(outside)) for p in opened), opened  # never opened
     results = r.json()["results"]
     assert all("result" in x for x in results[:4])  # inside the root, however written: read
     for ref, x in zip(escapes, results[4:]):  # outside, or a symlink out of it: never read, never classified

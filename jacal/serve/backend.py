@@ -222,8 +222,8 @@ class MLBackend:
             return
         configs = [j["label_config"] for j in self.state.data["jobs"] if isinstance(j.get("label_config"), str)]
         self._pending = {"id": uuid.uuid4().hex[:12], "project": project, "tasks": [],
-                         "label_config": configs[-1] if configs else None, "action": "CATCH_UP", "requested": time.time(), "explicit": True, "events": 1,
-                         "catch_up": True}
+                         "label_config": configs[-1] if configs else None, "action": "CATCH_UP",
+                         "requested": time.time(), "explicit": True, "events": 1, "catch_up": True}
         self.state.record_job(self._record(self._pending, "queued"))
 
     def request_stop(self) -> None:

@@ -18,6 +18,7 @@ import stat
 import warnings
 from typing import Any
 
+from jacal._validation import first_line
 from jacal.serve.protocol import ProtocolError
 
 __all__ = ["read_local", "decode_bounded", "outside_root"]
@@ -98,6 +99,5 @@ def decode_bounded(data: bytes, channels: int, transform: Any, *, ref: str, max_
     except UnidentifiedImageError:
         raise ProtocolError(f"{ref!r} is not an image jacal can read", status=422) from None
     except (OSError, ValueError, SyntaxError, EOFError) as err:
-        raise ProtocolError(f"cannot decode {ref!r} ({str(err).splitlines()[0][:120] if str(err) else type(err).__name__})",
-                            status=422) from None
+        raise ProtocolError(f"cannot decode {ref!r} ({first_line(err)})", status=422) from None
     return transform(img)

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Union
 
 from jacal._io import atomic_open
-from jacal._validation import JacalError
+from jacal._validation import JacalError, first_line
 
 __all__ = ["ServeState", "STATE_SCHEMA", "UNFINISHED"]
 
@@ -94,8 +94,8 @@ class ServeState:
             try:
                 data = json.loads(path.read_text(encoding="utf-8"))
             except (OSError, ValueError, RecursionError) as err:
-                raise JacalError(f"{path} is damaged ({str(err).splitlines()[0] if str(err) else err!r}); "
-                                 "remove it or choose another --state-dir") from None
+                raise JacalError(f"{path} is damaged ({first_line(err)}); remove it or choose another "
+                                 "--state-dir") from None
             problem = _check(data, self.folder)
             if problem:
                 raise JacalError(f"{path}: {problem}; repair or remove it, or choose another --state-dir")
