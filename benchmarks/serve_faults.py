@@ -227,6 +227,8 @@ def png(width, height, idat):
 
 
 class Server:
+    live = []  # every server started, killed at exit if still running
+
     def __init__(self, work, ls_url, epochs, log_name):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -238,8 +240,9 @@ class Server:
         self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=self.log, text=True,
                                      env={**os.environ, "OMP_NUM_THREADS": "1"})
         self.started = time.time()
+        Server.live.append(self.proc)
 
-    def wait_up(self, timeout=120):
+    def wait_up(self, timeout=600):  # a start imports torch: minutes on a busy shared machine under nice
         end = time.time() + timeout
         while time.time() < end:
             if self.proc.poll() is not None:
@@ -565,4 +568,9 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    finally:
+        for proc in Server.live:
+            if proc.poll() is None:
+                proc.kill()

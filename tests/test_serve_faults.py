@@ -521,6 +521,17 @@ def test_one_unreadable_image_gets_a_reason_and_every_other_task_a_prediction(wo
     b.stop()
 
 
+def test_a_training_leaves_out_an_unreadable_image_and_says_so(world, tmp_path, fake_ls):
+    FakeLS.export[3]["data"]["image"] = "/data/local-files/?d=gone.png"
+    b = backend(world, tmp_path, label_studio_url=fake_ls, api_key=TOKEN, epochs=1, refresh=False)
+    b.webhook({"action": "START_TRAINING", "project": {"id": 3, "label_config": CONFIG}})
+    assert b.wait_idle(60)
+    job = b.state.last_job()
+    assert job["status"] == "done" and (job["n_labeled"], job["n_unreadable"]) == (9, 1), job
+    assert "task 3" in job["unreadable"][0] and "gone.png" in job["unreadable"][0]
+    b.stop()
+
+
 def test_training_starts_after_n_annotations_without_waiting_out_the_quiet_time(world, tmp_path, fake_ls):
     b = backend(world, tmp_path, label_studio_url=fake_ls, api_key=TOKEN, train_every=3, debounce=600,
                 epochs=1, refresh=False)
