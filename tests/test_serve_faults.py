@@ -469,6 +469,20 @@ def test_a_crash_leaves_a_running_job_that_is_requeued_and_temporary_files_that_
     b.stop()
 
 
+def test_unfinished_jobs_that_cannot_be_rerun_are_recorded_as_abandoned(world, tmp_path):
+    state = tmp_path / "state"
+    state.mkdir()
+    jobs = [{"id": "a", "project": "3", "status": "queued"}, {"id": "b", "project": "3", "status": "running"}]
+    (state / "state.json").write_text(json.dumps({"schema": 1, "base_version": "jacal", "base_model": "m",
+                                                  "versions": [], "jobs": jobs}))
+    b = backend(world, tmp_path)  # no --label-studio-url: the project's export cannot be fetched
+    assert b.wait_idle(5) and not b.health()[1]["queued"]
+    saved = b.state.data["jobs"]
+    assert [(j["id"], j["status"]) for j in saved] == [("a", "abandoned"), ("b", "abandoned")], saved
+    assert "--label-studio-url" in saved[-1]["error"]
+    b.stop()
+
+
 def test_annotations_made_while_the_server_was_down_are_trained_on_at_the_next_start(world, tmp_path, fake_ls):
     def start():
         return MLBackend(world["model"], state_dir=tmp_path / "state", document_root=world["root"],

@@ -180,15 +180,16 @@ class MLBackend:
         if not old:
             self._catch_up()
             return
-        for j in old:
-            self.state.record_job({**j, "status": "rerun"})
         last = old[-1]
         if not self.trainable or self.client is None or last.get("project") is None:
-            self.state.record_job({**last, "status": "abandoned", "error": "cannot re-run it: it needs the project's "
-                                   "export (start with --label-studio-url and --api-key) or was a /train with "
-                                   "annotations in its body; send it again"})
-            log.warning("job %s left unfinished by the last run cannot be re-run", last["id"])
+            for j in old:
+                self.state.record_job({**j, "status": "abandoned", "error": "cannot re-run it: it needs the "
+                                       "project's export (start with --label-studio-url and --api-key) or was a "
+                                       "/train with annotations in its body; send it again"})
+            log.warning("%d job(s) left unfinished by the last run cannot be re-run", len(old))
             return
+        for j in old:
+            self.state.record_job({**j, "status": "rerun"})
         self._pending = {"id": uuid.uuid4().hex[:12], "project": last.get("project"), "tasks": [],
                          "label_config": last.get("label_config"), "action": last.get("action", "START_TRAINING"),
                          "requested": time.time(), "explicit": True, "events": 1, "rerun_of": last["id"]}
