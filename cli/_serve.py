@@ -91,7 +91,8 @@ def serve(
 ) -> None:
     """Serve a model as a Label Studio ML backend: predictions as pre-annotations, jacal's acquisition
     order as the project's queue, a new model version after each round of annotations. Stops on
-    SIGTERM / Ctrl-C after the requests in flight."""
+    SIGTERM / Ctrl-C after the requests in flight (4 s at most), cutting a training short (its job is
+    re-run on the next start), and exits 0."""
     try:
         import uvicorn
 
@@ -128,6 +129,9 @@ def serve(
 
     class Server(uvicorn.Server):
         def handle_exit(self, sig, frame):  # the first SIGTERM / Ctrl-C also stops the training at its next step
+            if not self.should_exit:
+                logging.getLogger("jacal.serve").info("stopping (%s): finishing the requests in flight",
+                                                      signal.Signals(sig).name)
             backend.request_stop()
             super().handle_exit(sig, frame)
 
@@ -140,13 +144,21 @@ def serve(
         server.run()  # SIGTERM / SIGINT: stop accepting, finish the requests in flight (4 s at most), return
     finally:
         ended = backend.stop(timeout=4.0)
+        logging.getLogger("jacal.serve").info("stopped")
         for sig, handler in previous.items():
             signal.signal(sig, handler)
     if not server.started:
         raise JacalError(f"could not listen on {host}:{port} (in use, or not an address of this machine)")
-    if not ended:  # a step that outlived the grace time: its job is recorded as running and re-run on start;
-        sys.stderr.flush()  # leaving the interpreter under a running torch thread would abort, so leave at once
-        os._exit(0)
+    # Leave at once: the state is already durable (fsync'd) and the folder unlocked, while the
+    # interpreter's own teardown of torch takes seconds on a busy machine; and if a training step
+    # outlived the grace time (its job stays "running" and is re-run on start), a normal exit under
+    # that running torch thread would abort the process.
+    if not ended:
+        logging.getLogger("jacal.serve").warning("a training step outlived the stop; its job is re-run on start")
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
 
 
 def _log_to_stderr() -> None:
