@@ -3,8 +3,10 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import logging
 import os
 import signal
+import sys
 from enum import Enum
 from pathlib import Path
 from typing import Annotated, List, Optional
@@ -44,12 +46,15 @@ def serve(
     label_config: Annotated[Optional[Path], typer.Option(help="The project's labeling config (XML), for requests that "
                                                               "carry none.", exists=True, dir_okay=False)] = None,
     document_root: Annotated[Optional[Path], typer.Option(help="Label Studio's LOCAL_FILES_DOCUMENT_ROOT: where "
-                                                               "/data/local-files/?d= image URLs point.",
+                                                               "/data/local-files/?d= image URLs point. Local images "
+                                                               "(paths, file:// URIs) are read only inside it, "
+                                                               "symlinks resolved; without it they are refused.",
                                                           exists=True, file_okay=False)] = None,
     label_studio_url: Annotated[Optional[str], typer.Option(envvar="LABEL_STUDIO_URL",
                                                             help="The Label Studio server (to fetch the project's "
                                                                  "annotations and its images), e.g. "
-                                                                 "http://127.0.0.1:8080.")] = None,
+                                                                 "http://127.0.0.1:8080. Without it, the host a "
+                                                                 "/setup names is used only behind basic auth.")] = None,
     api_key: Annotated[Optional[str], typer.Option(envvar="LABEL_STUDIO_API_KEY", show_default=False,
                                                    help="A Label Studio access token (Account & Settings > Personal "
                                                         "Access Token, or a legacy token).")] = None,
@@ -64,19 +69,30 @@ def serve(
     epochs: Annotated[Optional[float], typer.Option(help="Epochs of each retraining (default: the checkpoint's).")] = None,
     refresh: Annotated[bool, typer.Option(help="After a training, set the project's model version to the new one and "
                                                "ask Label Studio to retrieve its predictions.")] = True,
-    train_on: Annotated[TrainOn, typer.Option(help="What starts a retraining: 'annotations' (every annotation "
-                                                   "Label Studio reports, after --debounce seconds of quiet) or "
-                                                   "'request' (only the project's Start training button / "
-                                                   "POST /train).")] = TrainOn.annotations,
-    debounce: Annotated[float, typer.Option(min=0.0, help="Seconds without a new annotation before a retraining "
-                                                          "starts, so a burst of submissions trains once.")] = 2.0,
+    train_on: Annotated[TrainOn, typer.Option(help="What starts a retraining: 'annotations' (annotations Label "
+                                                   "Studio reports: after --train-every of them or --debounce "
+                                                   "seconds of quiet) or 'request' (only the project's Start "
+                                                   "training button / POST /train).")] = TrainOn.annotations,
+    train_every: Annotated[int, typer.Option(min=1, help="Retrain after this many new annotations, without waiting "
+                                                         "for quiet. Each retraining is a new version and a "
+                                                         "prediction refresh of the whole project in Label "
+                                                         "Studio.")] = 20,
+    debounce: Annotated[float, typer.Option(min=0.0, help="Or retrain after this many seconds without a new "
+                                                          "annotation (an annotator's pause), whichever comes "
+                                                          "first.")] = 60.0,
+    max_body_mb: Annotated[float, typer.Option(min=0.01, help="Largest request body in MB (a larger one is "
+                                                              "refused with 413 before it is read).")] = 32.0,
+    max_image_pixels: Annotated[int, typer.Option(min=1, help="Largest image decoded, in pixels (checked from the "
+                                                              "header; larger images get no prediction).")]
+    = 25_000_000,
     threads: Annotated[Optional[int], typer.Option(help="torch CPU threads (default: torch's).")] = None,
     device: DeviceOpt = "cpu",
     json_out: JsonOpt = False,
 ) -> None:
     """Serve a model as a Label Studio ML backend: predictions as pre-annotations, jacal's acquisition
     order as the project's queue, a new model version after each round of annotations. Stops on
-    SIGTERM / Ctrl-C after the requests in flight."""
+    SIGTERM / Ctrl-C after the requests in flight (4 s at most), cutting a training short (its job is
+    re-run on the next start), and exits 0."""
     try:
         import uvicorn
 
@@ -93,27 +109,76 @@ def serve(
         warn(f"serving on {host} without --basic-auth-user: anyone who reaches it can use the model")
     if threads:
         torch.set_num_threads(threads)
+    _log_to_stderr()
     backend = MLBackend(model, state_dir=state_dir, model_version=model_version, strategy=strategy,
                         label_config=label_config.read_text(encoding="utf-8") if label_config else None,
                         document_root=document_root, label_studio_url=label_studio_url, api_key=api_key,
                         image_size=tuple(image_size) if image_size else None, channels=channels, epochs=epochs,
-                        device=device, refresh=refresh, train_on=train_on.value, debounce=debounce).start()
+                        device=device, refresh=refresh, train_on=train_on.value, train_every=train_every,
+                        debounce=debounce, max_image_pixels=max_image_pixels).start()
+    if document_root is None:
+        warn("no --document-root: tasks with local image paths get no prediction (Label Studio uploads and "
+             "URLs on --label-studio-url still work)")
     info = {"url": f"http://{host}:{port}", "model": str(model), "model_version": backend.state.current_version,
             "state_dir": str(backend.state_dir), "trainable": backend.trainable, "pid": os.getpid()}
     typer.echo(json.dumps(info) if json_out else
                f"jacal serve: {info['url']} (model version {info['model_version']}; state in {info['state_dir']}"
                f"{'' if backend.trainable else '; predict only'})")
-    app = create_app(backend, basic_auth=(basic_auth_user, basic_auth_pass) if basic_auth_user else None)
-    server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False,
-                                           timeout_graceful_shutdown=30))
+    app = create_app(backend, basic_auth=(basic_auth_user, basic_auth_pass) if basic_auth_user else None,
+                     max_body=int(max_body_mb * 1024 * 1024))
+
+    class Server(uvicorn.Server):
+        def handle_exit(self, sig, frame):  # the first SIGTERM / Ctrl-C also stops the training at its next step
+            if not self.should_exit:
+                logging.getLogger("jacal.serve").info("stopping (%s): finishing the requests in flight",
+                                                      signal.Signals(sig).name)
+            backend.request_stop()
+            super().handle_exit(sig, frame)
+
+    server = Server(uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False,
+                                   timeout_graceful_shutdown=4))
     stopped = []
     previous = {sig: signal.signal(sig, lambda signum, frame: stopped.append(signum))
                 for sig in (signal.SIGTERM, signal.SIGINT)}  # uvicorn re-raises the signal it handled into these
     try:
-        server.run()  # SIGTERM / SIGINT: stop accepting, finish the requests in flight, return
+        server.run()  # SIGTERM / SIGINT: stop accepting, finish the requests in flight (4 s at most), return
     finally:
-        backend.stop()
+        ended = backend.stop(timeout=4.0)
+        logging.getLogger("jacal.serve").info("stopped")
         for sig, handler in previous.items():
             signal.signal(sig, handler)
     if not server.started:
         raise JacalError(f"could not listen on {host}:{port} (in use, or not an address of this machine)")
+    # Leave at once: the state is already durable (fsync'd) and the folder unlocked, while the
+    # interpreter's own teardown of torch takes seconds on a busy machine; and if a training step
+    # outlived the grace time (its job stays "running" and is re-run on start), a normal exit under
+    # that running torch thread would abort the process.
+    if not ended:
+        logging.getLogger("jacal.serve").warning("a training step outlived the stop; its job is re-run on start")
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
+
+
+def _log_to_stderr() -> None:
+    """The operator's log on stderr: 4xx answers and their reasons, jobs, versions (never a token)."""
+    logger = logging.getLogger("jacal.serve")
+    if not any(getattr(h, "_jacal", False) for h in logger.handlers):
+        handler = _Stderr()
+        handler.setFormatter(logging.Formatter("%(asctime)s jacal serve %(levelname)s %(message)s"))
+        handler._jacal = True  # type: ignore[attr-defined]
+        logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+
+
+class _Stderr(logging.StreamHandler):
+    """A handler writing to the ``sys.stderr`` of the moment (a test runner swaps it)."""
+
+    @property
+    def stream(self):  # noqa: D102
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value):
+        pass

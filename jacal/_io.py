@@ -52,11 +52,13 @@ def _umask() -> int:
 
 
 @contextlib.contextmanager
-def atomic_path(path: Union[str, Path]) -> Iterator[Path]:
+def atomic_path(path: Union[str, Path], *, durable: bool = False) -> Iterator[Path]:
     """Yield a temporary path next to ``path``; it replaces ``path`` only if the block succeeds.
 
     A failed write (an ``OSError``: disk full, a file-size limit, a read-only folder) removes the
     temporary file and raises ``JacalError`` naming ``path``; ``path`` itself is never half-written.
+    ``durable``: also ``fsync`` the new file before the rename and its folder after, so a power
+    loss leaves the old file or the new one (the rename alone only survives a killed process).
     """
     from jacal._validation import JacalError
 
@@ -71,7 +73,11 @@ def atomic_path(path: Union[str, Path]) -> Iterator[Path]:
         yield Path(tmp)
         # mkstemp makes the file private (0600); give it the mode a plain open() would have
         os.chmod(tmp, path.stat().st_mode & 0o7777 if path.exists() else 0o666 & ~_umask())
+        if durable:
+            _fsync(tmp, os.O_RDONLY)
         os.replace(tmp, path)
+        if durable:
+            _fsync(path.parent, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
     except BaseException as err:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
@@ -81,10 +87,19 @@ def atomic_path(path: Union[str, Path]) -> Iterator[Path]:
         raise
 
 
+def _fsync(path: Union[str, Path], flags: int) -> None:
+    fd = os.open(path, flags)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 @contextlib.contextmanager
-def atomic_open(path: Union[str, Path], mode: str = "w", **kwargs) -> Iterator[IO]:
-    """``open`` that leaves either the old file or the complete new one, never a partial one."""
-    with atomic_path(path) as tmp:
+def atomic_open(path: Union[str, Path], mode: str = "w", *, durable: bool = False, **kwargs) -> Iterator[IO]:
+    """``open`` that leaves either the old file or the complete new one, never a partial one
+    (``durable``: see :func:`atomic_path`)."""
+    with atomic_path(path, durable=durable) as tmp:
         with open(tmp, mode, **kwargs) as f:
             yield f
 

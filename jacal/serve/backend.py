@@ -4,19 +4,28 @@ method here that takes the parsed JSON body and returns ``(status, body)``.
 * ``predict``: decode each task's image, score the items with the model and the acquisition
   strategy, answer one prediction per task (the predicted choice as a pre-annotation; the score
   puts jacal's order into Label Studio's lowest-score-first queue, :mod:`jacal.serve.protocol`);
+  Each task is answered on its own: an unreadable image gets an entry without ``result`` whose
+  ``error`` says why (Label Studio skips it and logs the reason), logged here and counted in
+  ``/health``; every other task still gets its prediction, so one bad file never keeps a project
+  on an old model version;
 * ``webhook`` / ``train``: a training request, run in the background by one worker thread (one job
-  at a time; requests that arrive meanwhile are merged into one next job). A job fetches the
+  at a time; requests that arrive meanwhile are merged into one next job, which starts after
+  ``train_every`` annotation events or ``debounce`` seconds without one, whichever comes first;
+  an explicit request starts at once). A job fetches the
   project's export, trains a fresh model of the checkpoint's architecture on the items labeled
   with a class ("none of these" and skipped items are left out), writes it and the state
   atomically (:class:`jacal.serve.state.ServeState`), swaps it in, sets the project's model version
   and asks Label Studio to retrieve the new predictions.
 
 Every bad input is a :class:`~jacal.serve.protocol.ProtocolError` (a 4xx with one line); the
-server itself never fails on one.
+server itself never fails on one. :meth:`MLBackend.stop` cuts a training short at its next step
+(the job is recorded ``interrupted``; the last version is untouched) and :meth:`MLBackend.start`
+re-runs the jobs a stop or a crash left unfinished.
 """
 from __future__ import annotations
 
-import io
+import collections
+import json
 import logging
 import threading
 import time
@@ -29,8 +38,9 @@ import torch
 from jacal._validation import JacalError, first_line
 from jacal.io.annotations import annotations_from_label_studio
 from jacal.io.batches import DEFAULT_MODEL_VERSION
-from jacal.io.readers import decode_image, image_transform
+from jacal.io.readers import image_transform
 from jacal.serve import protocol as P
+from jacal.serve.files import decode_bounded, read_local
 from jacal.serve.labelstudio import LabelStudioClient
 from jacal.serve.state import ServeState
 
@@ -43,6 +53,22 @@ log = logging.getLogger("jacal.serve")
 Answer = Tuple[int, Any]
 
 
+class _Stopped(Exception):
+    """Raised inside a training step when the server is stopping (the job is abandoned, not failed)."""
+
+
+class _NothingNew(Exception):
+    """A catch-up job found the project's annotations unchanged since the last version."""
+
+
+def _fingerprint(labels: dict, out_of_set: Any) -> str:
+    """A digest of a project's annotations (each item's label, and the items outside the label set)."""
+    import hashlib
+
+    text = json.dumps([sorted(labels.items()), sorted(out_of_set)], ensure_ascii=False)
+    return hashlib.sha1(text.encode("utf-8")).hexdigest()
+
+
 class MLBackend:
     """A Label Studio ML backend serving a jacal model.
 
@@ -53,7 +79,11 @@ class MLBackend:
         strategy: the acquisition strategy whose per-item score orders the queue.
         label_config: the labeling config to use when a request carries none.
         document_root: Label Studio's ``LOCAL_FILES_DOCUMENT_ROOT`` (for ``/data/local-files/?d=`` images).
+            Local images (paths, ``file://`` URIs, Local Files URLs) are read only inside it, symlinks
+            resolved; without it, local images are refused.
         label_studio_url, api_key: the Label Studio server and a token (to fetch exports and images).
+            Without ``label_studio_url``, a ``/setup`` may name the host only when its caller is
+            authenticated (basic auth), see :meth:`setup`.
         image_size, channels: image transform (default: the checkpoint's input shape).
         epochs, lr, batch_size, seed: training of each new version (default: the checkpoint's).
         device: for scoring and training.
@@ -61,8 +91,12 @@ class MLBackend:
         train_on: ``"annotations"`` (default: every annotation event and every explicit request
             trains) or ``"request"`` (only Label Studio's "Start training" / ``/train``; annotation
             events are answered and ignored).
+        train_every: annotation events after which a job starts without waiting for quiet.
         debounce: seconds without a new annotation event before a job starts, so a burst of
             submissions makes one training, not one each (explicit requests start at once).
+        max_image_bytes: largest image file read (local or fetched).
+        max_image_pixels: largest image decoded (width × height, checked from its header).
+        max_scoring: requests that decode and score at once (the others wait; bounds memory).
     """
 
     def __init__(self, model: Union[str, Path], *, state_dir: Union[str, Path, None] = None,
@@ -71,12 +105,19 @@ class MLBackend:
                  api_key: Optional[str] = None, image_size: Optional[Tuple[int, int]] = None,
                  channels: Optional[int] = None, epochs: Optional[float] = None, lr: Optional[float] = None,
                  batch_size: Optional[int] = None, seed: int = 0, device: Any = "cpu", refresh: bool = True,
-                 max_tasks: int = 10000, train_on: str = "annotations", debounce: float = 2.0) -> None:
+                 max_tasks: int = 10000, train_on: str = "annotations", train_every: int = 20,
+                 debounce: float = 60.0, max_image_bytes: int = 32 << 20, max_image_pixels: int = 25_000_000,
+                 max_scoring: int = 4) -> None:
         if train_on not in TRAIN_ON:
             raise JacalError(f"train_on must be one of {', '.join(TRAIN_ON)}, not {train_on!r}")
         if not debounce >= 0:
             raise JacalError(f"debounce must be a number of seconds ≥ 0, not {debounce!r}")
-        self.train_on, self.debounce = train_on, float(debounce)
+        for name, value in (("train_every", train_every), ("max_image_bytes", max_image_bytes),
+                            ("max_image_pixels", max_image_pixels), ("max_scoring", max_scoring)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise JacalError(f"{name} must be a positive integer, not {value!r}")
+        self.train_on, self.debounce, self.train_every = train_on, float(debounce), train_every
+        self.max_image_bytes, self.max_image_pixels, self.max_scoring = max_image_bytes, max_image_pixels, max_scoring
         self.model_path = Path(model)
         self.state_dir = Path(state_dir) if state_dir is not None else self.model_path.with_suffix(".serve")
         self.model_version_arg = model_version
@@ -94,11 +135,12 @@ class MLBackend:
     # ------------------------------------------------------------------ start, stop
 
     def start(self) -> "MLBackend":
-        """Load the model (the state's last version when the state folder has one) and start the
-        training worker.
+        """Take the state folder (its lock), load the model (the state's last version when the
+        folder has one), start the training worker and queue the jobs a stop or crash left unfinished.
 
         Raises:
-            JacalError: an unreadable model or state, or a strategy jacal does not know.
+            JacalError: another server on the state folder, an unreadable model or state, or a
+                strategy jacal does not know.
         """
         import jacal
         from jacal.checkpoint import load_model_file
@@ -109,17 +151,51 @@ class MLBackend:
         self.base_kind, self.base_config, self.base_meta = base.kind, base.config, dict(base.metadata)
         version = self.model_version_arg or str(self.base_meta.get("model_version") or DEFAULT_MODEL_VERSION)
         self.state = ServeState(self.state_dir, self.model_path, version).load()
-        current = base if not self.state.versions else load_model_file(self.state.current_model)
-        self._set_model(current)
+        try:
+            current = base if not self.state.versions else load_model_file(self.state.current_model)
+            self._set_model(current)
+        except BaseException:
+            self.state.close()
+            raise
         self.client = LabelStudioClient(self.label_studio_url, self.api_key) if self.label_studio_url else None
         self._cv = threading.Condition()
         self._pending: Optional[dict] = None
         self._running: Optional[dict] = None
-        self._stop = False
+        self._stop = threading.Event()
         self._seen_config: Optional[str] = None
+        self._scoring = threading.BoundedSemaphore(self.max_scoring)
+        self._unreadable: collections.deque = collections.deque(maxlen=20)
+        self._unreadable_count = 0
+        self._requeue()
         self._worker = threading.Thread(target=self._work, name="jacal-serve-train", daemon=True)
         self._worker.start()
+        log.info("serving model version %s from %s (state in %s)", self.state.current_version, self.model_path,
+                 self.state_dir)
         return self
+
+    def _requeue(self) -> None:
+        """Re-run the newest job a stop or a crash left unfinished (one job: it trains on the whole
+        export, so it covers the others and the annotations made while the server was down)."""
+        old = self.state.unfinished_jobs()
+        if not old:
+            self._catch_up()
+            return
+        last = old[-1]
+        if not self.trainable or self.client is None or last.get("project") is None:
+            for j in old:
+                self.state.record_job({**j, "status": "abandoned", "error": "cannot re-run it: it needs the "
+                                       "project's export (start with --label-studio-url and --api-key) or was a "
+                                       "/train with annotations in its body; send it again"})
+            log.warning("%d job(s) left unfinished by the last run cannot be re-run", len(old))
+            return
+        for j in old:
+            self.state.record_job({**j, "status": "rerun"})
+        self._pending = {"id": uuid.uuid4().hex[:12], "project": last.get("project"), "tasks": [],
+                         "label_config": last.get("label_config"), "action": last.get("action", "START_TRAINING"),
+                         "requested": time.time(), "explicit": True, "events": 1, "rerun_of": last["id"]}
+        self.state.record_job(self._record(self._pending, "queued"))
+        log.info("job %s left %s by the last run: re-run as job %s", last["id"], last.get("status"),
+                 self._pending["id"])
 
     def _set_model(self, ck: Any) -> None:
         shape = ck.metadata.get("input_shape") or self.base_meta.get("input_shape")
@@ -137,27 +213,67 @@ class MLBackend:
                  "transform": image_transform(size, ch)}
         self._model = model  # one reference swap: a request in flight keeps the model it started with
 
-    def stop(self, timeout: float = 5.0) -> None:
-        """Stop the worker after the job in flight (a job cut short leaves the last version intact)."""
+    def _catch_up(self) -> None:
+        """Annotation events sent while the server was down are lost (Label Studio does not resend
+        them): on start, queue a job that compares the project's export with the last version's
+        annotations and trains only if they differ."""
+        versions = self.state.versions
+        project = versions[-1].get("project") if versions else None
+        if not self.trainable or self.client is None or project is None:
+            return
+        configs = [j["label_config"] for j in self.state.data["jobs"] if isinstance(j.get("label_config"), str)]
+        self._pending = {"id": uuid.uuid4().hex[:12], "project": project, "tasks": [],
+                         "label_config": configs[-1] if configs else None, "action": "CATCH_UP",
+                         "requested": time.time(), "explicit": True, "events": 1, "catch_up": True}
+        self.state.record_job(self._record(self._pending, "queued"))
+
+    def request_stop(self) -> None:
+        """Ask the worker to stop (returns at once): a job in training stops at its next step."""
+        self._stop.set()
         with self._cv:
-            self._stop = True
             self._cv.notify_all()
+
+    def stop(self, timeout: float = 8.0) -> bool:
+        """Stop the worker and release the state folder. A job in training is cut at its next step
+        and recorded ``interrupted`` (a restart re-runs it); the last version is untouched.
+
+        Returns:
+            ``True`` once the worker has ended, ``False`` if it was still busy after ``timeout``
+            seconds (then the folder stays locked until the process ends).
+        """
+        self.request_stop()
         self._worker.join(timeout)
+        if self._worker.is_alive():
+            log.warning("the training worker did not stop within %.0f s", timeout)
+            return False
+        self.state.close()
+        return True
 
     # ------------------------------------------------------------------ routes
 
     def health(self) -> Answer:
+        """Never waits on a lock: Label Studio's health check must answer within a second."""
         m = self._model
         return 200, {"status": "UP", "model_class": "jacal", "model_version": m["version"],
-                     "training": self._running is not None, "last_job": self.state.last_job()}
+                     "training": self._running is not None, "queued": self._pending is not None,
+                     "last_job": self.state.last_job(),
+                     "unreadable": {"count": self._unreadable_count, "recent": list(self._unreadable)}}
 
-    def setup(self, payload: Any) -> Answer:
+    def setup(self, payload: Any, *, authenticated: bool = False) -> Answer:
+        """Label Studio connecting a project. Its ``hostname`` and ``access_token`` are used only when
+        the server has no ``label_studio_url`` and the caller is ``authenticated`` (basic auth):
+        otherwise anyone who reaches the server could choose where images and exports come from."""
         project, schema, host, token = P.parse_setup(payload)
         if schema is not None:
             self._seen_config = schema
             P.class_names(P.parse_label_config(schema), self._model["label_names"], self._model["n_classes"])
-        if self.client is None and host and token:  # Label Studio's own hostname and (legacy) token
-            self.client = LabelStudioClient(host, token)
+        if self.client is None and host and token:
+            if authenticated:
+                self.client = LabelStudioClient(host, token)
+                log.info("Label Studio host set by an authenticated /setup: %s", self.client.url)
+            else:
+                log.warning("ignored the Label Studio host a /setup named (%s): without basic auth, pass "
+                            "--label-studio-url", host[:200])
         return 200, {"model_version": self._model["version"]}
 
     def predict(self, payload: Any) -> Answer:
@@ -169,11 +285,18 @@ class MLBackend:
         names = P.class_names(config, m["label_names"], m["n_classes"])
         if not req.tasks:
             return 200, {"results": [], "model_version": m["version"]}
-        x = self._decode([P.task_ref(t, config) for t in req.tasks], req.tasks, m)
-        res = self._score(m["model"], x)
-        results = [P.prediction(names[int(res.predicted[i])], P.item_score(res.scores[i]), config, m["version"],
-                                confidence=float(res.confidence[i]))
-                   for i in range(len(req.tasks))]
+        with self._scoring:
+            x, errors = self._decode_each(req.tasks, config, m)
+            ok = [i for i, e in enumerate(errors) if e is None]
+            res = self._score(m["model"], torch.stack([x[i] for i in ok])) if ok else None
+        results: List[dict] = []
+        for i, err in enumerate(errors):
+            if err is not None:  # no "result": Label Studio skips this task and logs the error
+                results.append({"model_version": m["version"], "error": err})
+                continue
+            k = ok.index(i)
+            results.append(P.prediction(names[int(res.predicted[k])], P.item_score(res.scores[k]), config,
+                                        m["version"], confidence=float(res.confidence[k])))
         return 200, {"results": results, "model_version": m["version"]}
 
     def webhook(self, payload: Any) -> Answer:
@@ -190,28 +313,52 @@ class MLBackend:
 
     # ------------------------------------------------------------------ scoring
 
-    def _read(self, ref: str) -> Any:
+    def _read(self, ref: str) -> bytes:
         where = P.locate_image(ref, document_root=self.document_root,
                                label_studio_url=self.client.url if self.client else self.label_studio_url)
         if where.kind == "file":
-            return where.where
+            return read_local(where.where, root=self.document_root, ref=ref, max_bytes=self.max_image_bytes)
         if self.client is None:
             raise P.ProtocolError(f"image {ref!r} is on Label Studio: pass --label-studio-url and --api-key", 422)
-        return io.BytesIO(self.client.fetch(where.where))
+        try:
+            return self.client.fetch(where.where, max_bytes=self.max_image_bytes)
+        except JacalError as err:
+            raise P.ProtocolError(first_line(err, 300), status=422) from None
 
-    def _decode(self, refs: List[str], tasks: List[dict], m: dict) -> torch.Tensor:
-        out, bad = [], []
-        for ref, task in zip(refs, tasks):  # decoding is per file by nature; scoring is batched
+    def _decode_one(self, ref: str, m: dict) -> torch.Tensor:
+        return decode_bounded(self._read(ref), m["channels"], m["transform"], ref=ref,
+                              max_pixels=self.max_image_pixels)
+
+    def _decode_each(self, tasks: List[dict], config: P.LabelConfig, m: dict) -> Tuple[List, List[Optional[str]]]:
+        """Each task's pixels, or the one-line reason it has none (logged and kept for ``/health``)."""
+        x: List[Optional[torch.Tensor]] = []
+        errors: List[Optional[str]] = []
+        for task in tasks:  # decoding is per file by nature; scoring is batched
             try:
-                out.append(decode_image(self._read(ref), m["channels"], m["transform"]))
+                x.append(self._decode_one(P.task_ref(task, config), m))
+                errors.append(None)
             except P.ProtocolError as err:
-                bad.append(f"task {task.get('id', '?')}: {first_line(err)}")
-            except (OSError, ValueError, SyntaxError, JacalError) as err:
-                bad.append(f"task {task.get('id', '?')}: cannot read {ref!r} ({first_line(err, 120)})")
-        if bad:
-            more = f" and {len(bad) - 3} more" if len(bad) > 3 else ""
-            raise P.ProtocolError(f"{len(bad)} image(s) unreadable: {'; '.join(bad[:3])}{more}", status=422)
-        return torch.stack(out)
+                x.append(None)
+                errors.append(first_line(err, 300))
+                self._note_unreadable(task.get("id"), errors[-1])
+        return x, errors
+
+    def _note_unreadable(self, task_id: Any, reason: str) -> None:
+        task_id = task_id if isinstance(task_id, (int, str)) and not isinstance(task_id, bool) else None
+        self._unreadable_count += 1
+        self._unreadable.append({"task": task_id, "reason": reason, "at": round(time.time(), 3)})
+        log.warning("task %s: no prediction: %s", task_id if task_id is not None else "?", reason)
+
+    def _decode_training(self, tasks: List[dict], config: P.LabelConfig, m: dict) -> Tuple[torch.Tensor, List[int],
+                                                                                          List[str]]:
+        """The pixels of the annotated tasks that are readable, their positions, and the reasons of
+        the others (left out of the training, so one bad file does not block every new version)."""
+        x, errors = self._decode_each(tasks, config, m)
+        kept = [i for i, e in enumerate(errors) if e is None]
+        bad = [f"task {tasks[i].get('id', '?')}: {e}" for i, e in enumerate(errors) if e is not None]
+        if not kept:
+            raise JacalError(f"no annotated image is readable ({'; '.join(bad[:3])})")
+        return torch.stack([x[i] for i in kept]), kept, bad
 
     def _score(self, model: torch.nn.Module, x: torch.Tensor) -> Any:
         import jacal
@@ -232,16 +379,27 @@ class MLBackend:
         if not event.tasks and self.client is None:
             raise P.ProtocolError("training fetches the project's annotations: start jacal serve with "
                                   "--label-studio-url and --api-key", status=409)
+        if self._stop.is_set():
+            raise P.ProtocolError("the server is stopping; send the training request again after its restart", 503)
         with self._cv:
-            merged = self._pending is not None
-            explicit = event.action == "START_TRAINING" or bool((self._pending or {}).get("explicit"))
-            self._pending = {"id": uuid.uuid4().hex[:12], "project": event.project, "tasks": event.tasks,
-                             "label_config": event.label_config or (self._pending or {}).get("label_config"),
-                             "action": event.action, "requested": time.time(), "explicit": explicit}
+            prev = self._pending
+            explicit = event.action == "START_TRAINING" or bool((prev or {}).get("explicit"))
+            self._pending = {"id": prev["id"] if prev else uuid.uuid4().hex[:12], "project": event.project,
+                             "tasks": event.tasks,
+                             "label_config": event.label_config or (prev or {}).get("label_config"),
+                             "action": event.action, "requested": time.time(), "explicit": explicit,
+                             "events": (prev or {}).get("events", 0) + 1}
+            self.state.record_job(self._record(self._pending, "queued"))  # a crash from here on re-runs it
             self._cv.notify_all()
             job = dict(self._pending)
-        job.pop("tasks")
-        return 201, {"job": job["id"], "status": "queued", "merged": merged}
+        log.info("job %s %s (%s, project %s, %d event(s))", job["id"], "merged" if prev else "queued",
+                 event.action, event.project, job["events"])
+        return 201, {"job": job["id"], "status": "queued", "merged": prev is not None}
+
+    @staticmethod
+    def _record(job: dict, status: str) -> dict:
+        return {**{k: v for k, v in job.items() if k not in ("tasks", "label_config")}, "status": status,
+                "label_config": job.get("label_config")}
 
     def wait_idle(self, timeout: float = 60.0) -> bool:
         """Block until no job is queued or running (for tests and scripts); ``False`` on timeout."""
@@ -251,39 +409,59 @@ class MLBackend:
                 self._cv.wait(0.05)
             return self._pending is None and self._running is None
 
+    def _due(self) -> Optional[float]:
+        """Seconds until the pending job may start (0: now), ``None`` when none is pending."""
+        job = self._pending
+        if job is None:
+            return None
+        if job.get("explicit") or job["events"] >= self.train_every:
+            return 0.0
+        return max(0.0, self.debounce - (time.time() - job["requested"]))
+
     def _work(self) -> None:
         while True:
             with self._cv:
-                while not self._stop:
-                    if self._pending is None:
-                        self._cv.wait()
-                        continue
-                    quiet = time.time() - self._pending["requested"]  # a burst of events: wait for its end
-                    if self._pending.get("explicit") or quiet >= self.debounce:
+                while not self._stop.is_set():
+                    due = self._due()
+                    if due == 0.0:
                         break
-                    self._cv.wait(self.debounce - quiet)
-                if self._stop:
-                    return
+                    self._cv.wait(due)
+                if self._stop.is_set():
+                    return  # a queued job stays "queued" in the state: the next start runs it
                 job, self._pending = self._pending, None
                 self._running = job
-            record = {k: v for k, v in job.items() if k != "tasks"}
-            record.update(status="running", started=time.time())
+            record = self._record(job, "running")
+            record["started"] = time.time()
             self.state.record_job(record)
+            log.info("job %s started (project %s)", job["id"], job["project"])
             try:
                 record.update(self._train_job(job), status="done")
+                log.info("job %s done: version %s from %d labeled item(s)", job["id"], record["version"],
+                         record["n_labeled"])
+            except _NothingNew:
+                record.update(status="skipped", reason="no annotation changed since the last version")
+                log.info("job %s: no annotation changed since version %s", job["id"], self.state.current_version)
+            except _Stopped:
+                record.update(status="interrupted")
+                log.warning("job %s interrupted by the stop; the next start re-runs it", job["id"])
             except Exception as err:  # noqa: BLE001 - a failed job is recorded and the server lives on
                 record.update(status="failed", error=first_line(err, 300))
-                log.warning("training job %s failed: %s", job["id"], record["error"])
+                log.warning("job %s failed: %s", job["id"], record["error"])
             record["finished"] = time.time()
             self.state.record_job(record)
             with self._cv:
                 self._running = None
                 self._cv.notify_all()
 
+    def _check_stop(self, step: int, total: int) -> None:
+        if self._stop.is_set():
+            raise _Stopped()
+
     def _train_job(self, job: dict) -> dict:
         import jacal
 
         tasks = job["tasks"] or self.client.export(job["project"])
+        self._check_stop(0, 0)
         xml = job.get("label_config") or self.label_config or self._seen_config
         if xml is None:
             raise JacalError("no labeling config: the training request carries none; pass --label-config")
@@ -305,7 +483,11 @@ class MLBackend:
         if not items:
             raise JacalError(f"project {job['project']} has no annotation with a class yet "
                              f"({len(ann.out_of_set)} outside the label set)")
-        x = self._decode([P.task_ref(by_id[i], config) for i in items], [by_id[i] for i in items], m)
+        fingerprint = _fingerprint(ann.labels, ann.out_of_set)
+        if job.get("catch_up") and self.state.versions and self.state.versions[-1].get("annotations") == fingerprint:
+            raise _NothingNew()
+        x, kept, unreadable = self._decode_training([by_id[i] for i in items], config, m)
+        items = [items[k] for k in kept]
         y = torch.tensor([index[ann.labels[i]] for i in items], dtype=torch.int64)
         model = jacal.models.build_model(self.base_kind, self.base_config)
         train = dict(self.base_meta.get("train") or {})
@@ -314,7 +496,7 @@ class MLBackend:
         batch = self.batch_size if self.batch_size is not None else int(train.get("batch_size", 64))
         data = jacal.Splits(f"label-studio:{job['project']}", x, y, x[:0], y[:0], len(names))
         result = jacal.train(model, data, optimizer=str(train.get("optimizer", "adam")), lr=lr, batch_size=batch,
-                             epochs=epochs, seed=self.seed, device=self.device)
+                             epochs=epochs, seed=self.seed, device=self.device, progress=self._check_stop)
         version = self.state.next_version()
         meta = {**self.base_meta, "label_names": list(names), "model_version": version,
                 "input_shape": [m["channels"], *m["size"]], "n_classes": len(names),
@@ -324,13 +506,18 @@ class MLBackend:
         path = self.state.new_model_path(version)
         jacal.save_checkpoint(path, model.cpu().eval(), metadata=meta)  # atomic; then the state names it
         self.state.add_version(version, path, n_labeled=len(items), n_out_of_set=len(ann.out_of_set),
-                               train_accuracy=float(result.train_accuracy), project=job["project"])
+                               train_accuracy=float(result.train_accuracy), project=job["project"],
+                               annotations=fingerprint)
         from jacal.checkpoint import load_model_file
 
         self._set_model(load_model_file(path))
         out = {"version": version, "n_labeled": len(items), "n_out_of_set": len(ann.out_of_set),
-               "train_accuracy": float(result.train_accuracy)}
-        if self.refresh and self.client is not None and job["project"] is not None:
+               "train_accuracy": float(result.train_accuracy), "n_unreadable": len(unreadable)}
+        if unreadable:
+            out["unreadable"] = unreadable[:5]
+        if self._stop.is_set():
+            out["refresh_error"] = "skipped: the server was stopping"
+        elif self.refresh and self.client is not None and job["project"] is not None:
             try:
                 # predictions of the new version first: Label Studio accepts a project model version only
                 # once predictions carry it (or it is the backend's title)
@@ -339,4 +526,5 @@ class MLBackend:
                 out["refreshed"] = True
             except JacalError as err:
                 out["refresh_error"] = first_line(err)
+                log.warning("version %s: Label Studio refresh failed: %s", version, out["refresh_error"])
         return out

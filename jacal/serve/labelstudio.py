@@ -2,6 +2,10 @@
 the project's export (what training reads), task images on the Label Studio host, and, after a
 training, the project's model version and a prediction refresh.
 
+Redirects are followed only on the same scheme, host and port: a redirect anywhere else is
+refused, so the token never travels to another host (urllib would copy the ``Authorization``
+header onto it).
+
 Tokens: Label Studio 1.23 disables legacy tokens by default; a personal access token is a JWT
 refresh token, exchanged at ``POST /api/token/refresh/`` for a short-lived bearer token (refreshed
 when it expires). A legacy token (no dots) is sent as ``Authorization: Token KEY``.
@@ -19,6 +23,25 @@ from urllib.parse import urlparse
 from jacal._validation import JacalError
 
 __all__ = ["LabelStudioClient"]
+
+
+def _origin(url: str) -> tuple:
+    p = urlparse(url)
+    return p.scheme, (p.hostname or "").lower(), p.port or {"http": 80, "https": 443}.get(p.scheme)
+
+
+class _SameOriginRedirects(urllib.request.HTTPRedirectHandler):
+    """Follow a redirect only to the origin (scheme, host, port) of the request it answers."""
+
+    def redirect_request(self, req, fp, code, msg, headers, newurl):  # noqa: D102 - urllib's hook
+        if _origin(newurl) != _origin(req.full_url):
+            raise JacalError(f"Label Studio redirected {req.get_method()} {urlparse(req.full_url).path} to another "
+                             f"host ({_origin(newurl)[1]}:{_origin(newurl)[2]}); not followed, so the token stays "
+                             "with Label Studio")
+        return super().redirect_request(req, fp, code, msg, headers, newurl)
+
+
+_OPENER = urllib.request.build_opener(_SameOriginRedirects())
 
 
 class LabelStudioClient:
@@ -39,8 +62,7 @@ class LabelStudioClient:
         self._lock = threading.Lock()
 
     def same_host(self, url: str) -> bool:
-        a, b = urlparse(url), urlparse(self.url)
-        return (a.scheme, a.netloc) == (b.scheme, b.netloc)
+        return _origin(url) == _origin(self.url)
 
     def _auth(self) -> dict:
         if not self.token:
@@ -55,7 +77,8 @@ class LabelStudioClient:
                 self._access, self._access_at = body["access"], time.time()
             return {"Authorization": f"Bearer {self._access}"}
 
-    def _call(self, method: str, path: str, body: Any = None, *, auth: bool = True, raw: bool = False) -> Any:
+    def _call(self, method: str, path: str, body: Any = None, *, auth: bool = True, raw: bool = False,
+              max_bytes: Optional[int] = None) -> Any:
         url = path if path.startswith("http") else self.url + path
         if not self.same_host(url):
             raise JacalError(f"refusing to send the Label Studio token to another host: {url}")
@@ -65,13 +88,15 @@ class LabelStudioClient:
         data = json.dumps(body).encode() if body is not None else None
         req = urllib.request.Request(url, data=data, method=method, headers=headers)
         try:
-            with urllib.request.urlopen(req, timeout=self.timeout) as resp:  # noqa: S310 - the configured host only
-                payload = resp.read()
+            with _OPENER.open(req, timeout=self.timeout) as resp:  # the configured host only
+                payload = resp.read() if max_bytes is None else resp.read(max_bytes + 1)
         except urllib.error.HTTPError as err:
             raise JacalError(f"Label Studio answered {err.code} to {method} {path.split('?')[0]}"
                              f"{' (check --api-key)' if err.code in (401, 403) else ''}") from None
         except (urllib.error.URLError, OSError) as err:
             raise JacalError(f"cannot reach Label Studio at {self.url}: {getattr(err, 'reason', err)}") from None
+        if max_bytes is not None and len(payload) > max_bytes:
+            raise JacalError(f"{path.split('?')[0]} on Label Studio is over the limit of {max_bytes} bytes")
         if raw:
             return payload
         try:
@@ -86,9 +111,9 @@ class LabelStudioClient:
             raise JacalError(f"the export of project {project} is not a list of tasks")
         return tasks
 
-    def fetch(self, url: str) -> bytes:
-        """The bytes at ``url`` (on this host), with the token."""
-        return self._call("GET", url, raw=True)
+    def fetch(self, url: str, *, max_bytes: Optional[int] = None) -> bytes:
+        """The bytes at ``url`` (on this host), with the token; at most ``max_bytes`` of them."""
+        return self._call("GET", url, raw=True, max_bytes=max_bytes)
 
     def set_model_version(self, project: str, version: str) -> None:
         """Make ``version`` the project's model version (the one its queue and pre-annotations use)."""

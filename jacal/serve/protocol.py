@@ -250,7 +250,9 @@ def _inside(root: str, rel: str) -> str:
 def locate_image(ref: str, *, document_root: Optional[str] = None, label_studio_url: Optional[str] = None) -> ImageRef:
     """Where the image ``ref`` (a task's ``$image`` value) is.
 
-    * a local path or a ``file://`` URI: that file;
+    * a local path or a ``file://`` URI: that file, only with ``document_root`` (a relative path is
+      relative to it; whether the file, symlinks resolved, lies inside it is checked where it is
+      opened, :func:`jacal.serve.files.read_local`); without ``document_root`` local paths are refused;
     * Label Studio's Local Files URL ``/data/local-files/?d=REL`` (or with its host): ``document_root/REL``
       (the ``LOCAL_FILES_DOCUMENT_ROOT`` Label Studio serves; never outside it);
     * ``/data/upload/...`` and other paths on the Label Studio host, and ``http(s)://`` URLs on that
@@ -262,15 +264,15 @@ def locate_image(ref: str, *, document_root: Optional[str] = None, label_studio_
     'http://127.0.0.1:8080/data/upload/3/x.png'
 
     Raises:
-        ProtocolError: a Local Files URL without ``document_root``, a path outside it, a URL of
-            another host, or a Label Studio path without ``label_studio_url``.
+        ProtocolError: a local path or Local Files URL without ``document_root``, a relative path
+            climbing out of it, a URL of another host, or a Label Studio path without ``label_studio_url``.
     """
     parsed = urlparse(ref)
     ls = urlparse(label_studio_url) if label_studio_url else None
     if parsed.scheme == "file":
         if parsed.netloc not in ("", "localhost"):
             raise ProtocolError(f"cannot read {ref!r}: a file:// URI on another host", status=422)
-        return ImageRef("file", url2pathname(parsed.path))
+        return _local(ref, url2pathname(parsed.path), document_root)
     if parsed.scheme in ("http", "https") or (parsed.scheme == "" and ref.startswith("/data/")):
         on_ls = parsed.scheme == "" or (ls is not None and (parsed.scheme, parsed.netloc) == (ls.scheme, ls.netloc))
         if parsed.path.rstrip("/").endswith("/data/local-files") and on_ls:
@@ -291,9 +293,15 @@ def locate_image(ref: str, *, document_root: Optional[str] = None, label_studio_
     if len(parsed.scheme) > 1:  # s3://, gs://... (a one-letter scheme is a Windows drive)
         raise ProtocolError(f"cannot read {ref!r}: {parsed.scheme}:// images are served by Label Studio's cloud "
                             "storage (connect it and let Label Studio presign them)", status=422)
-    path = Path(ref)
-    if not path.is_absolute() and document_root is not None:
-        path = Path(_inside(document_root, ref))
+    return _local(ref, ref, document_root)
+
+
+def _local(ref: str, path: str, document_root: Optional[str]) -> ImageRef:
+    if document_root is None:
+        raise ProtocolError(f"task image {ref!r} is a local path: start jacal serve with --document-root DIR "
+                            "(jacal reads local images only inside it)", status=422)
+    if not Path(path).is_absolute():
+        path = _inside(document_root, path)
     return ImageRef("file", os.fspath(path))
 
 
