@@ -25,7 +25,7 @@ margin and badge (paired t-test over seeds).
     python benchmarks/al_experiments.py run digits
     python benchmarks/al_experiments.py run mnist-gal --data-root ../shared/data --threads 1
     python benchmarks/al_experiments.py run open-set --data-root ../shared/data --threads 1
-    python benchmarks/al_experiments.py report --docs docs/jacobian_acquisition
+    python benchmarks/al_experiments.py report --docs docs/benchmarks/jacobian_acquisition
 """
 from __future__ import annotations
 
@@ -228,7 +228,7 @@ def report(args: argparse.Namespace) -> None:
                  for st, d in result["cold-start-first-batch"].items()]
     lines = head + [""] + lines
     (out / "table.md").write_text("\n".join(lines) + "\n")
-    if args.docs is not None:  # the README's and docs/jacobian_acquisition.md's copies
+    if args.docs is not None:  # the README's and docs/benchmarks/jacobian_acquisition.md's copies
         import shutil
 
         args.docs.mkdir(parents=True, exist_ok=True)
@@ -256,7 +256,7 @@ def main() -> None:
     p = sub.add_parser("report", help="collect finished protocols into OUT/table.md and JSON")
     p.add_argument("--out", default="runs/al")
     p.add_argument("--docs", type=Path, default=None,
-                   help="also copy each protocol's curves.png and the table here (docs/jacobian_acquisition)")
+                   help="also copy each protocol's curves.png and the table here (docs/benchmarks/jacobian_acquisition)")
     args = ap.parse_args()
     (run if args.cmd == "run" else report)(args)
 

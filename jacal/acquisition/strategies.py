@@ -80,7 +80,7 @@ STRATEGIES: Dict[str, Type[Strategy]] = {}
 
 
 #: Names that no longer select anything, with the strategy that replaced each (see
-#: docs/jacobian_acquisition.md): asking for one raises a one-line error that names its replacement.
+#: docs/benchmarks/jacobian_acquisition.md): asking for one raises a one-line error that names its replacement.
 RETIRED: Dict[str, Tuple[str, str]] = {
     "jacobian-diverse": ("jacobian", "top 5k by Jacobian norm, then k-center greedy, lost to random on MNIST"),
 }
@@ -184,7 +184,7 @@ class JacobianTopK(Strategy):
     """The paper's score as it stands: highest per-point Jacobian norm ‖∂softmax/∂x‖_F first.
 
     Batch-blind: its top tail sits on the steepest decision boundary, so a batch fills with
-    near-duplicates (see docs/jacobian_acquisition.md); kept as the reference for the batch-aware
+    near-duplicates (see docs/benchmarks/jacobian_acquisition.md); kept as the reference for the batch-aware
     Jacobian strategies.
     """
 
@@ -260,7 +260,7 @@ class JacobianBoundary(_BoundarySeeding):
 
     The Jacobian family's best measured member (the best mean AULC of the family on digits, MNIST
     batch-100 and the CNN run; ``jacobian-kmeans`` was 0.002 ahead on MNIST 20 + 10 per round, see
-    docs/jacobian_acquisition.md), so it carries the family's name; it was measured as ``jacobian-boundary``.
+    docs/benchmarks/jacobian_acquisition.md), so it carries the family's name; it was measured as ``jacobian-boundary``.
 
     ``a, b`` are the item's top two classes, so ``1/‖v(x)‖`` is the first-order (DeepFool) distance
     from ``x`` to its nearest decision boundary: the input-space margin, which divides the logit gap
