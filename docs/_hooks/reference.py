@@ -37,18 +37,23 @@ def public_modules() -> list[ModuleType]:
     return [m for m in mods if hasattr(m, "__all__")]
 
 
-def _canonical(modules: list[ModuleType]) -> dict[int, str]:
-    """id(object) -> the dotted path of the one entry that renders it: its shallowest public exporter.
+def _key(name: str, obj: object) -> tuple:
+    # the name too: small ints and interned strings are shared by unrelated constants
+    return name, id(obj)
+
+
+def _canonical(modules: list[ModuleType]) -> dict[tuple, str]:
+    """(name, id(object)) -> the dotted path of the one entry that renders it: its shallowest public exporter.
 
     ``jacal`` itself is left out (its page is an index of links), so ``jacal.acquire`` is rendered as
     ``jacal.acquisition.acquire``, where a reader of that package looks for it.
     """
-    exporters: dict[int, list[str]] = {}
+    exporters: dict[tuple, list[str]] = {}
     for mod in modules:
         if mod.__name__ == PACKAGE:
             continue
         for name in mod.__all__:
-            exporters.setdefault(id(getattr(mod, name)), []).append(f"{mod.__name__}.{name}")
+            exporters.setdefault(_key(name, getattr(mod, name)), []).append(f"{mod.__name__}.{name}")
     return {key: min(paths, key=lambda p: (p.count("."), p)) for key, paths in exporters.items()}
 
 
@@ -78,10 +83,15 @@ def render_pages() -> dict[str, str]:
             lines += ["::: jacal", "    options:", "      members: false", "      show_root_heading: false", ""]
             lines += ["Every name here is also importable as `jacal.<name>`; each links to its entry.", "",
                       "| name | documented at |", "|---|---|"]
+            own = []  # exported by jacal alone (defined in a private module): rendered on this page
             for name in mod.__all__:
-                target = canon.get(id(getattr(mod, name)))
-                where = f"[`{target}`][{target}]" if target else "–"
-                lines.append(f"| `jacal.{name}` | {where} |")
+                target = canon.get(_key(name, getattr(mod, name))) or f"jacal.{name}"
+                if target == f"jacal.{name}":
+                    own.append(name)
+                lines.append(f"| `jacal.{name}` | [`{target}`][{target}] |")
+            for name in own:
+                lines += ["", f"::: jacal.{name}", "    options:", "      show_root_heading: true",
+                          "      show_root_full_path: true", "      heading_level: 2"]
         else:
             parent, _, leaf = mod.__name__.rpartition(".")
             if leaf in getattr(importlib.import_module(parent), "__all__", ()):
@@ -93,7 +103,7 @@ def render_pages() -> dict[str, str]:
                           "      show_root_heading: false", ""]
             for name in mod.__all__:
                 path = f"{mod.__name__}.{name}"
-                target = canon[id(getattr(mod, name))]
+                target = canon[_key(name, getattr(mod, name))]
                 if target == path:
                     lines += [f"::: {path}", "    options:", "      show_root_heading: true",
                               "      show_root_full_path: true", "      heading_level: 2", ""]
