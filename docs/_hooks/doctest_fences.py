@@ -1,10 +1,16 @@
-"""Griffe extension: a doctest written in a docstring's prose renders as a code block.
+"""Griffe extension: docstrings written for pytest and Sphinx habits render cleanly as Markdown.
 
-jacal's docstrings carry short doctests (``>>> ...`` and the expected output) in their text, where
-pytest runs them. Markdown would read their brackets as links; this wraps each such run of lines in
-a ``pycon`` fence before mkdocstrings renders the docstring. The source is not changed.
+- A doctest in a docstring's prose (``>>> ...`` and the expected output, run by pytest) becomes a
+  ``pycon`` code block; Markdown would otherwise read its brackets as links.
+- A Sphinx role (``:func:`acquire```, ``:class:`...```, ``:data:`...```) becomes a code span.
+
+The source is not changed.
 """
 from __future__ import annotations
+
+import re
+
+_ROLE = re.compile(r":(?:func|class|data|mod|meth|attr|obj|exc|const):`~?([^`]+)`")
 
 from griffe import Extension
 
@@ -33,5 +39,7 @@ def fence_doctests(text: str) -> str:
 
 class DoctestFences(Extension):
     def on_instance(self, *, obj, **kwargs) -> None:
-        if obj.docstring is not None and ">>>" in obj.docstring.value:
-            obj.docstring.value = fence_doctests(obj.docstring.value)
+        if obj.docstring is None:
+            return
+        text = _ROLE.sub(r"`\1`", obj.docstring.value)
+        obj.docstring.value = fence_doctests(text) if ">>>" in text else text
