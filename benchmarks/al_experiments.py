@@ -1,4 +1,4 @@
-"""Does Jacobian acquisition pay off? The evidence behind the README's active-learning table.
+"""Does Jacobian acquisition pay off? The evidence behind the active-learning benchmark pages (docs/benchmarks/).
 
 Runs ``jacal loop`` (the library's :func:`jacal.loop.run_loop`) on protocols, every strategy
 paired over the same seeds (same validation split, pool, first labeled set and test set):
@@ -228,7 +228,7 @@ def report(args: argparse.Namespace) -> None:
                  for st, d in result["cold-start-first-batch"].items()]
     lines = head + [""] + lines
     (out / "table.md").write_text("\n".join(lines) + "\n")
-    if args.docs is not None:  # the README's and docs/benchmarks/jacobian_acquisition.md's copies
+    if args.docs is not None:  # the copies docs/benchmarks/ pages read
         import shutil
 
         args.docs.mkdir(parents=True, exist_ok=True)
