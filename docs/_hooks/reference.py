@@ -17,6 +17,7 @@ from __future__ import annotations
 import importlib
 import inspect
 import pkgutil
+import re
 from types import ModuleType
 
 PACKAGE = "jacal"
@@ -133,6 +134,9 @@ def render_cli() -> str:
 
     command = typer.main.get_command(app)
     body = typer.cli.get_docs_for_click(obj=command, ctx=typer.Context(command), name="jacal", title="CLI reference")
+    for name, sub in command.commands.items():  # typer cuts each summary at 45 characters: link the whole line
+        first = (sub.help or "").strip().split("\n\n")[0].replace("\n", " ")
+        body = re.sub(rf"^\* `{name}`: .*$", lambda _: f"* [`{name}`](#jacal-{name}): {first}", body, count=1, flags=re.M)
     head, _, rest = body.partition("\n\n")
     preface = ("Generated from jacal's typer app (`jacal.cli.app`) each time the site is built, so it lists "
                "every command and option of this version. Every command also answers `--help`, prints a "
