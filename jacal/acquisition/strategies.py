@@ -260,7 +260,7 @@ class JacobianBoundary(_BoundarySeeding):
 
     The Jacobian family's best measured member (the best mean AULC of the family on digits, MNIST
     batch-100 and the CNN run; ``jacobian-kmeans`` was 0.002 ahead on MNIST 20 + 10 per round, see
-    docs/benchmarks/jacobian_acquisition.md), so it carries the family's name; it was measured as ``jacobian-boundary``.
+    docs/jacobian_acquisition.md), so it carries the family's name; it was measured as ``jacobian-boundary``.
 
     ``a, b`` are the item's top two classes, so ``1/‖v(x)‖`` is the first-order (DeepFool) distance
     from ``x`` to its nearest decision boundary: the input-space margin, which divides the logit gap
