@@ -256,7 +256,7 @@ def main() -> None:
     p = sub.add_parser("report", help="collect finished protocols into OUT/table.md and JSON")
     p.add_argument("--out", default="runs/al")
     p.add_argument("--docs", type=Path, default=None,
-                   help="also copy each protocol's curves.png and the table here (docs/benchmarks/jacobian_acquisition)")
+                   help="also copy each protocol's curves.png and the table here (docs/jacobian_acquisition)")
     args = ap.parse_args()
     (run if args.cmd == "run" else report)(args)
 
