@@ -1,4 +1,4 @@
-"""Does Jacobian acquisition pay off? The evidence behind the README's active-learning table.
+"""Does Jacobian acquisition pay off? The evidence behind the active-learning benchmark pages (docs/benchmarks/).
 
 Runs ``jacal loop`` (the library's :func:`jacal.loop.run_loop`) on protocols, every strategy
 paired over the same seeds (same validation split, pool, first labeled set and test set):
@@ -25,7 +25,7 @@ margin and badge (paired t-test over seeds).
     python benchmarks/al_experiments.py run digits
     python benchmarks/al_experiments.py run mnist-gal --data-root ../shared/data --threads 1
     python benchmarks/al_experiments.py run open-set --data-root ../shared/data --threads 1
-    python benchmarks/al_experiments.py report --docs docs/jacobian_acquisition
+    python benchmarks/al_experiments.py report --docs docs/benchmarks/jacobian_acquisition
 """
 from __future__ import annotations
 
@@ -228,7 +228,7 @@ def report(args: argparse.Namespace) -> None:
                  for st, d in result["cold-start-first-batch"].items()]
     lines = head + [""] + lines
     (out / "table.md").write_text("\n".join(lines) + "\n")
-    if args.docs is not None:  # the README's and docs/jacobian_acquisition.md's copies
+    if args.docs is not None:  # the copies docs/benchmarks/ pages read
         import shutil
 
         args.docs.mkdir(parents=True, exist_ok=True)

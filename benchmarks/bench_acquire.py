@@ -25,7 +25,7 @@ path before rejection sampling, and reports its time, bytes per pick and the k-m
 Pools:
 
 * ``--pool-size`` ≤ 60,000 (default 60,000): real MNIST training images in memory (uniform noise
-  when ../shared/data/mnist.npz is absent), the setting of the README's 60,000-item figures.
+  when ../shared/data/mnist.npz is absent), the setting of the 60,000-item figures in docs/benchmarks/selection_scale.md.
 * larger, or ``--mmap``: a synthetic pool built from those images (each item an MNIST training image
   plus Gaussian noise of σ = 0.1, clipped to [0, 1], seeded), written once to a float32 ``.npy``
   (``--pool-file``, default in the system's temporary folder; reused when its shape matches) and

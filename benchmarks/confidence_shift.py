@@ -1,4 +1,4 @@
-"""Which confidence estimator flags failures under shift, and off-manifold inputs? The README's table.
+"""Which confidence estimator flags failures under shift, and off-manifold inputs? The table of docs/benchmarks/confidence_shift.md.
 
 Protocol (every choice here is jacal's; numbers in ``--help``):
 

@@ -14,9 +14,9 @@ held-out images), one batch of k = 100 from each strategy. For every strategy an
 * after labeling: the test accuracy of a model retrained on the 100 + 100 labels.
 
 It writes ``OUT/study.json`` and three figures (``batch_classes.png``, ``norm_vs_margin.png``,
-``redundancy.png``); ``docs/jacobian_acquisition.md`` reads them.
+``redundancy.png``); ``docs/benchmarks/jacobian_acquisition.md`` reads them.
 
-    python benchmarks/study_jacobian_batches.py --data-root ../shared/data --out docs/jacobian_acquisition
+    python benchmarks/study_jacobian_batches.py --data-root DIR --out docs/benchmarks/jacobian_acquisition
 """
 from __future__ import annotations
 
@@ -179,7 +179,7 @@ def figures(results: list, out: Path) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data-root", type=Path, default=SHARED_MNIST)
-    ap.add_argument("--out", type=Path, default=Path("docs/jacobian_acquisition"))
+    ap.add_argument("--out", type=Path, default=Path("docs/benchmarks/jacobian_acquisition"))
     ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--k", type=int, default=100)
     ap.add_argument("--pool-size", type=int, default=20000)

@@ -1,4 +1,4 @@
-"""benchmarks/al_experiments.py at a tiny size, so the script behind the README's table cannot rot."""
+"""benchmarks/al_experiments.py at a tiny size, so the script behind the active-learning benchmark pages cannot rot."""
 import json
 import subprocess
 import sys

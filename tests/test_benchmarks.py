@@ -1,4 +1,4 @@
-"""The speed benchmarks and the GPU suite at tiny sizes on CPU, so that the scripts behind the README's
+"""The speed benchmarks and the GPU suite at tiny sizes on CPU, so that the scripts behind the benchmark pages'
 figures cannot rot: each runs end to end and prints the JSON its readers expect."""
 import importlib.util
 import itertools
@@ -210,7 +210,7 @@ def test_confidence_timing_is_the_median_of_paired_rounds(monkeypatch):
 
 
 def test_interleave_acquire_alternates_two_checkouts(tmp_path):
-    """The script behind the README's old-vs-new 60,000-item figures: each checkout's library, in turn."""
+    """The script behind the old-vs-new 60,000-item figures: each checkout's library, in turn."""
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
     r = subprocess.run(["bash", str(BENCH / "interleave_acquire.sh"), str(ROOT), "margin", "2", str(tmp_path),
                         "--pool-size", "200", "--k", "5"], capture_output=True, text=True, env=env, timeout=240)

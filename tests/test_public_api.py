@@ -1,20 +1,17 @@
-"""Every public feature is one hop from ``jacal``: exported, resolvable, and named in its docstring."""
+"""Every public feature is one hop from ``jacal``: exported and resolvable (tests/test_docs.py checks that
+the API reference covers each one)."""
 import importlib
-import re
 
 import jacal
 
 
-def test_every_exported_name_resolves_and_is_documented():
-    doc = jacal.__doc__
+def test_every_exported_name_resolves():
     for name in jacal.__all__:
         assert getattr(jacal, name) is not None
-        assert re.search(rf"\b{re.escape(name)}\b", doc), f"{name} is exported but not listed in jacal's docstring"
 
 
-def test_every_public_module_is_listed_and_reachable():
+def test_every_public_module_is_reachable_and_exports_what_it_names():
     for mod in jacal._SUBMODULES:
-        assert f"``jacal.{mod}``" in jacal.__doc__, mod
         assert getattr(jacal, mod) is importlib.import_module(f"jacal.{mod}")
         exported = getattr(getattr(jacal, mod), "__all__", [])
         for name in exported:

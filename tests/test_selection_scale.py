@@ -237,6 +237,7 @@ def _joint_law(x, start):
     return law
 
 
+@pytest.mark.slow  # thousands of seeded seedings: minutes on two cores
 @pytest.mark.parametrize("max_rejections", [256, 1])
 def test_rejection_sampler_draws_exactly_the_d2_law(max_rejections):
     """Two D² picks from the origin on five points, 4,000 seeds: the sampler's joint law against the
@@ -262,6 +263,7 @@ def test_rejection_sampler_draws_exactly_the_d2_law(max_rejections):
     assert 0.5 * np.abs(got - law).sum() < 0.04  # total variation (~0.02 expected at 4,000 draws)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", ["labeled", "first", "outer"])
 def test_rejection_seeding_is_wired_to_the_d2_law(kind):
     """kmeans_pp / kmeans_pp_outer by rejection, two picks after the start on five points, 1,000

@@ -80,7 +80,7 @@ STRATEGIES: Dict[str, Type[Strategy]] = {}
 
 
 #: Names that no longer select anything, with the strategy that replaced each (see
-#: docs/jacobian_acquisition.md): asking for one raises a one-line error that names its replacement.
+#: docs/benchmarks/jacobian_acquisition.md): asking for one raises a one-line error that names its replacement.
 RETIRED: Dict[str, Tuple[str, str]] = {
     "jacobian-diverse": ("jacobian", "top 5k by Jacobian norm, then k-center greedy, lost to random on MNIST"),
 }
@@ -184,7 +184,7 @@ class JacobianTopK(Strategy):
     """The paper's score as it stands: highest per-point Jacobian norm ‖∂softmax/∂x‖_F first.
 
     Batch-blind: its top tail sits on the steepest decision boundary, so a batch fills with
-    near-duplicates (see docs/jacobian_acquisition.md); kept as the reference for the batch-aware
+    near-duplicates (see docs/benchmarks/jacobian_acquisition.md); kept as the reference for the batch-aware
     Jacobian strategies.
     """
 
