@@ -1,0 +1,225 @@
+"""Where would each stopping criterion have stopped? Independent MNIST loops through the library API.
+
+Each run: a pool of ``--pool`` MNIST training images, a disjoint stop set of ``--stop-set``
+unlabeled images, the MNIST test set for accuracy; ``--initial`` random labels, then ``--per-round``
+picks per round by ``jacal.acquire`` until ``--max-labels``. The model is this script's own
+(784-``--width``-10 ReLU MLP) and its own training loop (Adam, ``--steps`` minibatch steps from the
+same initialization every round). After each round's training, one :func:`jacal.stopping.observe`
+pass over the stop set (predictions, nearest-boundary pairs and first-order distances, and the
+probabilities of the batch just picked) feeds every criterion's ``step``.
+
+Every criterion's stop is judged against the oracle stop (the first round after which test accuracy
+stays within one point of its plateau, the mean of the last 3 rounds): labels at stop ÷ the oracle's,
+and accuracy lost = plateau − accuracy at stop. Runs are paired: the same seed gives every strategy
+the same pool, stop set, first labels and initialization.
+
+Prints JSON (per run: the curve, each criterion's value and advice per round, the stop table; per
+strategy and overall: means and maxima) and, with ``--out DIR``, writes it to ``DIR/stopping.json``
+with one figure per strategy (``DIR/curve_<strategy>.png``: mean accuracy with each criterion's
+mean stop marked, κ below). ``--from-json FILE`` redraws the figures from a saved run.
+
+    python benchmarks/stopping.py --data-root DIR --seeds 5 --out docs/benchmarks/stopping
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+import jacal
+from jacal.stopping import CRITERIA, criterion, observe
+from jacal.stopping.measure import stop_table, summarize
+
+PARAMS = {"budget": {"labels": 1500}}  # a fixed budget, for reference: the naive rule a team starts from
+
+
+def load_mnist(root: Path):
+    npz = root / "mnist.npz"
+    if not npz.exists():
+        return None
+    d = np.load(npz)
+    f = lambda a: (a.astype(np.float32) / 255.0).reshape(len(a), -1)  # noqa: E731
+    return f(d["x_train"]), d["y_train"].astype(np.int64), f(d["x_test"]), d["y_test"].astype(np.int64)
+
+
+def make_model(width: int, seed: int) -> nn.Module:
+    torch.manual_seed(seed)
+    return nn.Sequential(nn.Linear(784, width), nn.ReLU(), nn.Linear(width, 10))
+
+
+def train(model: nn.Module, x: torch.Tensor, y: torch.Tensor, steps: int, seed: int) -> nn.Module:
+    g = torch.Generator().manual_seed(seed)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    model.train()
+    for _ in range(steps):
+        i = torch.randint(len(x), (min(64, len(x)),), generator=g)
+        opt.zero_grad()
+        nn.functional.cross_entropy(model(x[i]), y[i]).backward()
+        opt.step()
+    return model.eval()
+
+
+def run_one(data, strategy: str, seed: int, a) -> dict:
+    xtr, ytr, xte, yte = data
+    rng = np.random.default_rng(seed)
+    perm = rng.permutation(len(xtr))
+    pool_i, stop_i = perm[:a.pool], perm[a.pool:a.pool + a.stop_set]
+    pool, ypool = torch.from_numpy(xtr[pool_i]), torch.from_numpy(ytr[pool_i])
+    stop_set = torch.from_numpy(xtr[stop_i])
+    xt, yt = torch.from_numpy(xte), torch.from_numpy(yte)
+    labeled = rng.choice(a.pool, a.initial, replace=False)
+    crits = {n: criterion(n, **PARAMS.get(n, {})) for n in CRITERIA}
+    rec = {"strategy": strategy, "seed": seed, "labels": [], "accuracy": [],
+           "values": {n: [] for n in crits}, "stops": {n: [] for n in crits}, "reasons": {n: [] for n in crits}}
+    t0 = time.perf_counter()
+    rnd = 0
+    while True:
+        model = train(make_model(a.width, seed), pool[labeled], ypool[labeled], a.steps, seed * 1000 + rnd)
+        with torch.no_grad():
+            acc = float((model(xt).argmax(1) == yt).float().mean())
+        last = len(labeled) >= a.max_labels
+        picks = None if last else jacal.acquire(model, pool, a.per_round, strategy=strategy, labeled=labeled,
+                                                seed=seed * 1000 + rnd).indices
+        obs = observe(model, stop_set, geometry=True, picked=None if picks is None else pool[picks])
+        rec["labels"].append(int(len(labeled)))
+        rec["accuracy"].append(acc)
+        for n, c in crits.items():
+            adv = c.step(obs, labeled=int(len(labeled)))
+            rec["values"][n].append(None if not np.isfinite(adv.value) else adv.value)
+            rec["stops"][n].append(adv.stop)
+            rec["reasons"][n].append(adv.reason)
+        if last:
+            break
+        labeled = np.concatenate([labeled, picks])
+        rnd += 1
+    rec["seconds"] = time.perf_counter() - t0
+    rec["table"] = stop_table(rec["labels"], rec["accuracy"], rec["stops"])
+    return rec
+
+
+def paired(runs, a_name: str, b_name: str) -> dict:
+    """Per run, a − b in labels ratio and accuracy lost (mean, and how many runs each way)."""
+    dl = np.array([r["table"][a_name]["labels_ratio"] - r["table"][b_name]["labels_ratio"] for r in runs])
+    da = np.array([r["table"][a_name]["accuracy_lost"] - r["table"][b_name]["accuracy_lost"] for r in runs])
+    out = {"labels_ratio_diff_mean": float(dl.mean()), "accuracy_lost_diff_mean": float(da.mean()),
+           "fewer_labels": int((dl < 0).sum()), "more_labels": int((dl > 0).sum()), "runs": len(runs)}
+    if len(runs) >= 5 and np.any(dl != 0):
+        from scipy.stats import wilcoxon
+        out["labels_wilcoxon_p"] = float(wilcoxon(dl).pvalue)
+    return out
+
+
+def figures(result: dict, out: Path) -> list:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    paths = []
+    by = {}
+    for r in result["runs"]:
+        by.setdefault(r["strategy"], []).append(r)
+    names = [n for n in CRITERIA]
+    colors = dict(zip(names, plt.cm.tab10(np.arange(len(names)))))
+    for strat, runs in by.items():
+        lab = np.array(runs[0]["labels"])
+        acc = np.array([r["accuracy"] for r in runs])
+        fig, (ax, ax2) = plt.subplots(2, 1, figsize=(7.5, 6.5), sharex=True, gridspec_kw={"height_ratios": [3, 1.3]})
+        m = acc.mean(0)
+        lo, hi = np.clip(m - acc.std(0), 0, 1), np.clip(m + acc.std(0), 0, 1)
+        ax.plot(lab, m, color="k", lw=1.5, label=f"test accuracy (mean of {len(runs)} seeds, ±1 sd)")
+        ax.fill_between(lab, lo, hi, color="k", alpha=0.12)
+        o = np.mean([r["table"]["oracle"]["labels"] for r in runs])
+        ax.axvline(o, color="k", ls="--", lw=1, label=f"oracle stop (mean {o:.0f} labels)")
+        ymin = float(m[len(m) // 10])
+        for j, n in enumerate(names):
+            st = [r["table"][n] for r in runs]
+            labs = np.mean([s["labels"] for s in st])
+            stopped = sum(s["stopped"] for s in st)
+            y = np.interp(labs, lab, m)
+            ax.plot([labs], [y], marker="ov^sDPX"[j % 7], ms=9, color=colors[n], ls="none",
+                    label=f"{n}: {labs:.0f} labels" + ("" if stopped == len(st) else f" ({len(st) - stopped} never stopped)"))
+        ax.set_ylim(max(ymin - 0.02, 0), min(1, m.max() + 0.01))
+        ax.set_ylabel("test accuracy")
+        ax.set_title(f"MNIST, {strat}: where each stopping criterion stops (mean over seeds)")
+        ax.legend(fontsize=7, loc="lower right")
+        for n in ("stabilizing-predictions", "boundary-pairs"):
+            v = np.array([[np.nan if x is None else x for x in r["values"][n]] for r in runs], dtype=float)
+            ax2.plot(lab, np.nanmean(v, 0), color=colors[n], label=n)
+        ax2.axhline(0.99, color="gray", ls=":", lw=1)
+        ax2.set_ylim(0.9, 1.0)
+        ax2.set_ylabel("κ with last round")
+        ax2.set_xlabel("labels")
+        ax2.legend(fontsize=7, loc="lower right")
+        fig.tight_layout()
+        p = out / f"curve_{strat}.png"
+        fig.savefig(p, dpi=110)
+        plt.close(fig)
+        paths.append(str(p))
+    return paths
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--data-root", type=Path, default=Path(__file__).resolve().parents[2] / "shared" / "data")
+    ap.add_argument("--strategies", default="random,margin,jacobian")
+    ap.add_argument("--seeds", type=int, default=5)
+    ap.add_argument("--pool", type=int, default=10000)
+    ap.add_argument("--stop-set", type=int, default=1000)
+    ap.add_argument("--initial", type=int, default=100)
+    ap.add_argument("--per-round", type=int, default=100)
+    ap.add_argument("--max-labels", type=int, default=3000)
+    ap.add_argument("--width", type=int, default=256)
+    ap.add_argument("--steps", type=int, default=500)
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--out", type=Path, default=None)
+    ap.add_argument("--from-json", type=Path, default=None, help="redraw the figures of a saved run")
+    a = ap.parse_args(argv)
+    if a.from_json is not None:
+        res = json.loads(a.from_json.read_text())
+        print(json.dumps({"figures": figures(res, a.from_json.parent)}))
+        return
+    torch.set_num_threads(a.threads)
+    data = load_mnist(a.data_root)
+    if data is None:
+        print(json.dumps({"skipped": f"no mnist.npz under --data-root {a.data_root}"}))
+        return
+    runs = []
+    for seed in range(a.seeds):
+        for strat in a.strategies.split(","):
+            r = run_one(data, strat, seed, a)
+            runs.append(r)
+            print(f"# {strat} seed {seed}: {r['seconds']:.0f}s, final acc {r['accuracy'][-1]:.4f}, oracle "
+                  f"{r['table']['oracle']['labels']}", file=sys.stderr, flush=True)
+            if a.out is not None:  # partial results survive an interrupted run
+                a.out.mkdir(parents=True, exist_ok=True)
+                (a.out / "stopping.partial.json").write_text(json.dumps({"runs": runs}))
+    strategies = a.strategies.split(",")
+    try:
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+    except OSError:
+        commit = ""
+    res = {"config": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(a).items() if k != "data_root"},
+           "criteria": {n: criterion(n, **PARAMS.get(n, {})).config for n in CRITERIA},
+           "commit": commit, "date": time.strftime("%Y-%m-%d"), "machine": f"{platform.machine()}, {torch.get_num_threads()} torch thread(s)",
+           "runs": runs,
+           "summary": {s: summarize([r["table"] for r in runs if r["strategy"] == s]) for s in strategies},
+           "overall": summarize([r["table"] for r in runs]),
+           "paired_vs_stabilizing": {n: paired(runs, n, "stabilizing-predictions") for n in CRITERIA
+                                     if n != "stabilizing-predictions"}}
+    if a.out is not None:
+        a.out.mkdir(parents=True, exist_ok=True)
+        (a.out / "stopping.json").write_text(json.dumps(res))
+        res["figures"] = figures(res, a.out)
+    print(json.dumps({k: v for k, v in res.items() if k != "runs"}, indent=1))
+
+
+if __name__ == "__main__":
+    main()
