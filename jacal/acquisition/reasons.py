@@ -24,7 +24,7 @@ import numpy as np
 
 from jacal.features import PoolFeatures
 
-__all__ = ["explain", "REASON_FIELDS"]
+__all__ = ["explain", "batch_summary", "batch_figure", "REASON_FIELDS"]
 
 #: Every structured field :func:`explain` may return, in the order the writers put their columns.
 REASON_FIELDS = ("runner_up", "margin", "boundary_distance", "jacobian_norm", "mutual_information", "entropy", "ldm",
@@ -116,3 +116,78 @@ def explain(f: PoolFeatures, indices: np.ndarray, selection_scores: np.ndarray, 
             text += f"; in-distribution {s:.2f} {'≥' if s >= fl else '<'} floor {fl:.2f}"
         reasons.append(text)
     return reasons, fields
+
+
+def batch_summary(result, *, label_names: Optional[Sequence[str]] = None, top: int = 5) -> dict:
+    """The batch at a glance: which class-pair boundaries its picks sit against, and its reasons summarized.
+
+    Args:
+        result: a :class:`jacal.AcquisitionResult` (with ``reason_fields``).
+        label_names: class names (default: indices).
+        top: how many of the most picked pairs to list.
+
+    Returns:
+        ``{"k", "strategy", "n_classes", "pairs": (K, K) counts (rows: predicted a, columns: runner-up
+        b), "pairs_covered", "pairs_possible", "top_pairs": [(a | b, count)...], "<field>_median"
+        for the numeric reason fields}``.
+    """
+    f = getattr(result, "reason_fields", None) or {}
+    if "runner_up" not in f:
+        raise ValueError("Expected `result` to carry reasons (an AcquisitionResult from jacal.acquire).")
+    a, b = np.asarray(f["predicted"]), np.asarray(f["runner_up"])
+    kk = max(int(result.predicted.max(initial=0)) + 1, int(a.max(initial=0)) + 1, int(b.max(initial=0)) + 1,
+             len(label_names) if label_names is not None else 0)
+    counts = np.zeros((kk, kk), dtype=np.int64)
+    np.add.at(counts, (a, b), 1)
+    und = counts + counts.T
+    iu = np.triu_indices(kk, 1)
+    order = np.argsort(-und[iu], kind="stable")[:top]
+    out = {"k": int(len(a)), "strategy": result.strategy, "n_classes": kk, "pairs": counts.tolist(),
+           "pairs_covered": int((und[iu] > 0).sum()), "pairs_possible": int(len(iu[0])),
+           "top_pairs": [[f"{_name(int(iu[0][j]), label_names)} | {_name(int(iu[1][j]), label_names)}",
+                          int(und[iu][j])] for j in order if und[iu][j] > 0]}
+    for name in ("boundary_distance", "margin", "mutual_information", "jacobian_norm", "in_distribution"):
+        if name in f and len(f[name]):
+            out[f"{name}_median"] = float(np.nanmedian(f[name]))
+    if "in_distribution" in f and len(f["in_distribution"]):
+        out["share_in_distribution"] = float(np.mean(f["in_distribution"] >= f["in_distribution_floor"]))
+    return out
+
+
+def batch_figure(result, path, *, label_names: Optional[Sequence[str]] = None) -> dict:
+    """Write a PNG of the batch at a glance: the K×K map of picks by class pair (predicted a ×
+    runner-up b) beside the distribution of the picks' main reason field (boundary distance, else
+    margin), titled with :func:`batch_summary`'s numbers. Returns that summary."""
+    from jacal._plotting import pyplot, save_png
+
+    s = batch_summary(result, label_names=label_names)
+    f = result.reason_fields
+    plt = pyplot()
+    kk = s["n_classes"]
+    names = [_name(c, label_names) for c in range(kk)]
+    fig, (ax, ax2) = plt.subplots(1, 2, figsize=(11, 4.6), gridspec_kw={"width_ratios": [1.1, 1]})
+    counts = np.asarray(s["pairs"])
+    im = ax.imshow(np.where(counts > 0, counts, np.nan), cmap="viridis")
+    for i, j in zip(*np.nonzero(counts)):
+        ax.text(j, i, str(counts[i, j]), ha="center", va="center", fontsize=7,
+                color="w" if counts[i, j] < counts.max() * 0.6 else "k")
+    ax.set_xticks(range(kk), names, fontsize=7, rotation=90 if kk > 12 else 0)
+    ax.set_yticks(range(kk), names, fontsize=7)
+    ax.set_xlabel("runner-up b (other side of the nearest boundary)")
+    ax.set_ylabel("predicted a")
+    ax.set_title(f"{s['k']} picks by class pair: {s['pairs_covered']} of {s['pairs_possible']} pairs", fontsize=9)
+    fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04, label="picks")
+    field = "boundary_distance" if "boundary_distance" in f else "margin"
+    v = np.asarray(f[field], dtype=float)
+    ax2.hist(v[np.isfinite(v)], bins=min(30, max(5, len(v) // 3)), color="C0")
+    ax2.set_xlabel(field.replace("_", " ") + (" (input units)" if field == "boundary_distance" else " p_a − p_b"))
+    ax2.set_ylabel("picks")
+    lines = [f"strategy {s['strategy']}, {s['k']} picks", f"median {field.replace('_', ' ')} {np.nanmedian(v):.3g}"]
+    if s["top_pairs"]:
+        lines.append("most picked: " + ", ".join(f"{p} ({c})" for p, c in s["top_pairs"][:3]))
+    if "share_in_distribution" in s:
+        lines.append(f"in-distribution ≥ floor: {s['share_in_distribution']:.0%}")
+    ax2.set_title("\n".join(lines), fontsize=8, loc="left")
+    fig.tight_layout()
+    save_png(fig, path)
+    return s
