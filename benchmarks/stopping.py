@@ -35,7 +35,7 @@ import torch
 from torch import nn
 
 import jacal
-from jacal.stopping import CRITERIA, criterion, observe
+from jacal.stopping import CRITERIA, Observation, criterion, observe
 from jacal.stopping.measure import stop_table, summarize
 
 PARAMS = {"budget": {"labels": 1500}}  # a fixed budget, for reference: the naive rule a team starts from
@@ -67,7 +67,8 @@ def train(model: nn.Module, x: torch.Tensor, y: torch.Tensor, steps: int, seed: 
     return model.eval()
 
 
-def run_one(data, strategy: str, seed: int, a) -> dict:
+def run_one(data, strategy: str, seed: int, a):
+    """One loop: ``(record with labels and accuracy per round, raw stop-set observations per round)``."""
     xtr, ytr, xte, yte = data
     rng = np.random.default_rng(seed)
     perm = rng.permutation(len(xtr))
@@ -76,9 +77,8 @@ def run_one(data, strategy: str, seed: int, a) -> dict:
     stop_set = torch.from_numpy(xtr[stop_i])
     xt, yt = torch.from_numpy(xte), torch.from_numpy(yte)
     labeled = rng.choice(a.pool, a.initial, replace=False)
-    crits = {n: criterion(n, **PARAMS.get(n, {})) for n in CRITERIA}
-    rec = {"strategy": strategy, "seed": seed, "labels": [], "accuracy": [],
-           "values": {n: [] for n in crits}, "stops": {n: [] for n in crits}, "reasons": {n: [] for n in crits}}
+    rec = {"strategy": strategy, "seed": seed, "labels": [], "accuracy": []}
+    raw = {"predictions": [], "runner_up": [], "boundary_distance": [], "probs": [], "picked_probs": []}
     t0 = time.perf_counter()
     rnd = 0
     while True:
@@ -86,23 +86,73 @@ def run_one(data, strategy: str, seed: int, a) -> dict:
         with torch.no_grad():
             acc = float((model(xt).argmax(1) == yt).float().mean())
         last = len(labeled) >= a.max_labels
-        picks = None if last else jacal.acquire(model, pool, a.per_round, strategy=strategy, labeled=labeled,
-                                                seed=seed * 1000 + rnd).indices
-        obs = observe(model, stop_set, geometry=True, picked=None if picks is None else pool[picks])
+        picks = jacal.acquire(model, pool, a.per_round, strategy=strategy, labeled=labeled,
+                              seed=seed * 1000 + rnd).indices
+        obs = observe(model, stop_set, geometry=True, picked=pool[picks])
         rec["labels"].append(int(len(labeled)))
         rec["accuracy"].append(acc)
-        for n, c in crits.items():
-            adv = c.step(obs, labeled=int(len(labeled)))
-            rec["values"][n].append(None if not np.isfinite(adv.value) else adv.value)
-            rec["stops"][n].append(adv.stop)
-            rec["reasons"][n].append(adv.reason)
+        for k in raw:
+            raw[k].append(getattr(obs, k))
         if last:
             break
         labeled = np.concatenate([labeled, picks])
         rnd += 1
     rec["seconds"] = time.perf_counter() - t0
+    return rec, {k: np.stack(v) for k, v in raw.items()}
+
+
+def candidates() -> dict:
+    """What is judged: every criterion at its defaults, plus the variants the measurements asked about."""
+    out = {n: (n, PARAMS.get(n, {})) for n in CRITERIA}
+    out.update(VARIANTS)
+    return out
+
+
+#: variants judged beside the defaults: {label: (criterion, params)}
+VARIANTS = {
+    "stabilizing-predictions κ≥0.97": ("stabilizing-predictions", {"threshold": 0.97}),
+    "stabilizing-predictions κ≥0.95": ("stabilizing-predictions", {"threshold": 0.95}),
+}
+
+
+def evaluate(rec: dict, raw: dict) -> dict:
+    """Replay every candidate criterion over a run's stored observations (``Criterion.step``): its
+    value, advice and reason per round, and the stop table."""
+    rec = {k: v for k, v in rec.items() if k in ("strategy", "seed", "labels", "accuracy", "seconds")}
+    rec.update(values={}, stops={}, reasons={})
+    for label, (name, params) in candidates().items():
+        c = criterion(name, **params)
+        vals, stops, reasons = [], [], []
+        for r in range(len(rec["labels"])):
+            obs = Observation(raw["predictions"][r].astype(np.int64), raw["probs"][r].astype(np.float64),
+                              raw["runner_up"][r].astype(np.int64), raw["boundary_distance"][r].astype(np.float64),
+                              raw["picked_probs"][r].astype(np.float64))
+            adv = c.step(obs, labeled=rec["labels"][r])
+            vals.append(None if not np.isfinite(adv.value) else adv.value)
+            stops.append(adv.stop)
+            reasons.append(adv.reason)
+        rec["values"][label], rec["stops"][label], rec["reasons"][label] = vals, stops, reasons
     rec["table"] = stop_table(rec["labels"], rec["accuracy"], rec["stops"])
     return rec
+
+
+def save_raw(path: Path, raws: dict) -> None:
+    """The observations, compact: class indices as int8, distances float32, probabilities float16."""
+    flat = {}
+    for key, raw in raws.items():
+        for k, v in raw.items():
+            flat[f"{key}/{k}"] = v.astype(np.int8 if k in ("predictions", "runner_up") else
+                                          np.float32 if k == "boundary_distance" else np.float16)
+    np.savez_compressed(path, **flat)
+
+
+def load_raw(path: Path) -> dict:
+    d = np.load(path)
+    raws: dict = {}
+    for name in d.files:
+        key, k = name.rsplit("/", 1)
+        raws.setdefault(key, {})[k] = d[name]
+    return raws
 
 
 def paired(runs, a_name: str, b_name: str) -> dict:
@@ -126,8 +176,8 @@ def figures(result: dict, out: Path) -> list:
     by = {}
     for r in result["runs"]:
         by.setdefault(r["strategy"], []).append(r)
-    names = [n for n in CRITERIA]
-    colors = dict(zip(names, plt.cm.tab10(np.arange(len(names)))))
+    names = list(result["criteria"])
+    colors = dict(zip(names, plt.cm.tab20(np.arange(len(names)) % 20)))
     for strat, runs in by.items():
         lab = np.array(runs[0]["labels"])
         acc = np.array([r["accuracy"] for r in runs])
@@ -144,7 +194,7 @@ def figures(result: dict, out: Path) -> list:
             labs = np.mean([s["labels"] for s in st])
             stopped = sum(s["stopped"] for s in st)
             y = np.interp(labs, lab, m)
-            ax.plot([labs], [y], marker="ov^sDPX"[j % 7], ms=9, color=colors[n], ls="none",
+            ax.plot([labs], [y], marker="ov^sDPX<>hd*"[j % 11], ms=9, color=colors[n], ls="none",
                     label=f"{n}: {labs:.0f} labels" + ("" if stopped == len(st) else f" ({len(st) - stopped} never stopped)"))
         ax.set_ylim(max(ymin - 0.02, 0), min(1, m.max() + 0.01))
         ax.set_ylabel("test accuracy")
@@ -179,40 +229,62 @@ def main(argv=None) -> None:
     ap.add_argument("--width", type=int, default=256)
     ap.add_argument("--steps", type=int, default=500)
     ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--out", type=Path, default=None)
-    ap.add_argument("--from-json", type=Path, default=None, help="redraw the figures of a saved run")
+    ap.add_argument("--out", type=Path, default=None, help="write stopping.json and the figures here")
+    ap.add_argument("--raw", type=Path, default=None,
+                    help="keep the learning curves and every round's stop-set observations here (curves.json, "
+                         "observations.npz), so --replay can judge criteria again without retraining")
+    ap.add_argument("--replay", type=Path, default=None, help="judge the criteria on the runs kept in this --raw folder")
     a = ap.parse_args(argv)
-    if a.from_json is not None:
-        res = json.loads(a.from_json.read_text())
-        print(json.dumps({"figures": figures(res, a.from_json.parent)}))
+    if a.replay is not None:
+        saved = json.loads((a.replay / "curves.json").read_text())
+        report(a, saved["config"], saved["curves"], load_raw(a.replay / "observations.npz"))
         return
     torch.set_num_threads(a.threads)
     data = load_mnist(a.data_root)
     if data is None:
         print(json.dumps({"skipped": f"no mnist.npz under --data-root {a.data_root}"}))
         return
-    runs = []
+    curves, raws = [], {}
     for seed in range(a.seeds):
         for strat in a.strategies.split(","):
-            r = run_one(data, strat, seed, a)
-            runs.append(r)
-            print(f"# {strat} seed {seed}: {r['seconds']:.0f}s, final acc {r['accuracy'][-1]:.4f}, oracle "
-                  f"{r['table']['oracle']['labels']}", file=sys.stderr, flush=True)
-            if a.out is not None:  # partial results survive an interrupted run
-                a.out.mkdir(parents=True, exist_ok=True)
-                (a.out / "stopping.partial.json").write_text(json.dumps({"runs": runs}))
-    strategies = a.strategies.split(",")
+            rec, raw = run_one(data, strat, seed, a)
+            curves.append(rec)
+            raws[f"{strat}/{seed}"] = raw
+            print(f"# {strat} seed {seed}: {rec['seconds']:.0f}s, final acc {rec['accuracy'][-1]:.4f}",
+                  file=sys.stderr, flush=True)
+            if a.raw is not None:  # partial results survive an interrupted run
+                a.raw.mkdir(parents=True, exist_ok=True)
+                (a.raw / "curves.json").write_text(json.dumps({"config": _config(a), "curves": curves}))
+                save_raw(a.raw / "observations.npz", raws)
+    report(a, _config(a), curves, raws)
+
+
+def _commit() -> str:
     try:
-        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                              cwd=Path(__file__).parent).stdout.strip()
     except OSError:
-        commit = ""
-    res = {"config": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(a).items() if k != "data_root"},
-           "criteria": {n: criterion(n, **PARAMS.get(n, {})).config for n in CRITERIA},
-           "commit": commit, "date": time.strftime("%Y-%m-%d"), "machine": f"{platform.machine()}, {torch.get_num_threads()} torch thread(s)",
+        return ""
+
+
+def _config(a) -> dict:
+    """The run's settings, with the commit and date the loops ran at."""
+    if not hasattr(a, "_ran"):
+        a._ran = {"commit": _commit(), "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
+    return {**{k: (str(v) if isinstance(v, Path) else v) for k, v in vars(a).items()
+               if k not in ("data_root", "raw", "out", "replay", "_ran")}, **a._ran}
+
+
+def report(a, config: dict, curves: list, raws: dict) -> None:
+    runs = [evaluate(c, raws[f"{c['strategy']}/{c['seed']}"]) for c in curves]
+    strategies = list(dict.fromkeys(c["strategy"] for c in curves))
+    res = {"config": config,
+           "criteria": {label: {"criterion": n, **criterion(n, **p).config} for label, (n, p) in candidates().items()},
+           "judged_at_commit": _commit(), "machine": f"{platform.machine()}, {torch.get_num_threads()} torch thread(s)",
            "runs": runs,
            "summary": {s: summarize([r["table"] for r in runs if r["strategy"] == s]) for s in strategies},
            "overall": summarize([r["table"] for r in runs]),
-           "paired_vs_stabilizing": {n: paired(runs, n, "stabilizing-predictions") for n in CRITERIA
+           "paired_vs_stabilizing": {n: paired(runs, n, "stabilizing-predictions") for n in candidates()
                                      if n != "stabilizing-predictions"}}
     if a.out is not None:
         a.out.mkdir(parents=True, exist_ok=True)
