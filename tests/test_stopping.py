@@ -212,3 +212,25 @@ def test_oracle_stop_and_stop_table():
         oracle_stop([])
     with pytest.raises(ValueError, match="stops"):
         stop_table(labels, acc, {"x": [0]})
+
+
+def test_settled_predictions_compares_lag_and_last_round_changes():
+    crit = criterion("settled-predictions", lag=2, tolerance=0.0, window=1)
+    n = 100
+    p = [np.zeros(n, int) for _ in range(5)]
+    p[1][:10] = 1  # round 2: 10 items move
+    p[2][:20] = 1  # round 3: 10 more (learning: the change accumulates)
+    p[3][:20] = 1
+    p[4][:20] = 1
+    p[3][50:55] = 1  # round 4: 5 items flip (noise) ...
+    p[4][55:60] = 1  # round 5: ... and 5 others
+    adv = [crit.step(obs(x, k=2)) for x in p]
+    assert not adv[0].stop and not adv[1].stop and math.isnan(adv[1].value)
+    # round 3: vs round 1: 20% changed, vs round 2: 10% → excess 10%
+    assert adv[2].value == pytest.approx(0.10) and not adv[2].stop
+    # round 4: vs round 2: 15%, vs round 3: 5% → 10%; round 5: vs round 3: 5%, vs round 4: 10% → −5%
+    assert adv[3].value == pytest.approx(0.10) and not adv[3].stop
+    assert adv[4].value == pytest.approx(-0.05) and adv[4].stop
+    assert adv[4].measured["changed_last"] == pytest.approx(0.10)
+    with pytest.raises(ValueError, match="`lag`"):
+        criterion("settled-predictions", lag=1)

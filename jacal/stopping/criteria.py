@@ -115,6 +115,14 @@ def kappa(a: np.ndarray, b: np.ndarray) -> float:
     return float(cohen_kappa_score(a, b))
 
 
+def _jsonable(v: Any) -> Any:
+    if isinstance(v, np.ndarray):
+        return v.tolist()
+    if isinstance(v, (list, tuple)):
+        return [_jsonable(x) for x in v]
+    return v
+
+
 def _entropy_normalized(p: np.ndarray) -> np.ndarray:
     """``H(p) / log K`` per row ``(n,)`` in [0, 1]."""
     k = p.shape[1]
@@ -249,7 +257,7 @@ class Criterion:
     # -- state --------------------------------------------------------------------------------------
     def state_dict(self) -> dict:
         """JSON-safe state: name, parameters, history and what the next round compares against."""
-        mem = {k: (v.tolist() if isinstance(v, np.ndarray) else v) for k, v in self.memory_.items()}
+        mem = {k: _jsonable(v) for k, v in self.memory_.items()}
         return {"version": STATE_VERSION, "criterion": self.name, "config": self.config, "history": self.history_,
                 "memory": mem}
 
@@ -431,9 +439,68 @@ class BoundaryShare(Criterion):
         return stop, share, reason, {"delta": delta, "drop": drop, "run": run, "_ok": ok}
 
 
+class _SettledCriterion(Criterion):
+    """Learning accumulates across rounds, retraining noise does not: the stop set's labels
+    (``_labels(obs)``) disagree with the model ``lag`` rounds back by ``d_lag`` and with the last
+    round's by ``d_1``. While the model still learns, ``d_lag`` exceeds ``d_1`` (the changes add
+    up); once it has settled, both are the noise of one retraining. Stop once ``d_lag − d_1`` ≤
+    ``tolerance`` for ``window`` rounds in a row."""
+
+    params = {"lag": 5, "tolerance": 0.005, "window": 2}
+    what = "labels"
+
+    def _check_config(self):
+        super()._check_config()
+        check_positive_int("lag", self.config["lag"])
+        if self.config["lag"] < 2:
+            raise ValueError(f"Expected `lag` to be at least 2 rounds, got {self.config['lag']!r}.")
+
+    def _labels(self, obs: Observation) -> np.ndarray:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def _decide(self, obs, labeled):
+        lag = int(self.config["lag"])
+        past = [np.asarray(p) for p in self.memory_.get("past", [])]
+        cur = self._labels(obs)
+        self.memory_["past"] = [p for p in (past + [cur])[-lag:]]
+        if len(past) < lag:
+            return False, math.nan, (f"continue: {len(past) + 1} of {lag + 1} rounds seen, "
+                                     f"nothing to compare {lag} rounds back yet"), {"run": 0}
+        d1, dl = float(np.mean(past[-1] != cur)), float(np.mean(past[0] != cur))
+        v = dl - d1
+        ok = v <= self.config["tolerance"]
+        stop, run = self._windowed(ok)
+        w, t = self.config["window"], self.config["tolerance"]
+        head = "stop" if stop else "continue"
+        reason = (f"{head}: {self.what} changed {dl:.2%} since {lag} rounds back vs {d1:.2%} since the last round "
+                  f"(excess {v:+.2%}, ≤ {t:.2%}: {run} of {w} rounds)")
+        return stop, v, reason, {"changed_last": d1, "changed_lag": dl, "run": run, "_ok": ok}
+
+
+class SettledPredictions(_SettledCriterion):
+    """jacal: predictions on the stop set change no more over ``lag`` rounds than over one."""
+
+    name = "settled-predictions"
+    what = "predictions"
+
+    def _labels(self, obs):
+        return obs.predictions
+
+
+class SettledBoundaries(_SettledCriterion):
+    """jacal: the stop set's nearest-boundary class pairs ``{a, b}`` change no more over ``lag`` rounds than over one."""
+
+    name = "settled-boundaries"
+    what = "boundary pairs"
+
+    def _labels(self, obs):
+        a, b = np.minimum(obs.predictions, obs.runner_up), np.maximum(obs.predictions, obs.runner_up)
+        return a * obs.probs.shape[1] + b
+
+
 _CLASSES: Dict[str, Type[Criterion]] = {c.name: c for c in (
     StabilizingPredictions, ClassificationChange, MaxUncertainty, OverallUncertainty, Budget, BoundaryPairs,
-    BoundaryShare)}
+    BoundaryShare, SettledPredictions, SettledBoundaries)}
 
 #: Every criterion's name.
 CRITERIA = tuple(_CLASSES)
