@@ -108,8 +108,8 @@ def acquire(
         typer.echo(line + (f" -> {summary['figure']}" if "figure" in summary else ""))
         if "stop" in summary:
             st = summary["stop"]
-            typer.echo(f"stop advice ({st['criterion']}, round {st['round']}): {'STOP' if st['stop'] else 'continue'} "
-                       f"- {st['reason']}" + (" (same model as last round)" if st.get("repeated") else ""))
+            typer.echo(f"stop advice ({st['criterion']}, round {st['round']}): {st['reason']}"
+                       + (" (same model as last round)" if st.get("repeated") else ""))
 
 
 def confidence(

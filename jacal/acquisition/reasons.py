@@ -179,7 +179,13 @@ def batch_figure(result, path, *, label_names: Optional[Sequence[str]] = None) -
     fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04, label="picks")
     field = "boundary_distance" if "boundary_distance" in f else "margin"
     v = np.asarray(f[field], dtype=float)
-    ax2.hist(v[np.isfinite(v)], bins=min(30, max(5, len(v) // 3)), color="C0")
+    v_ok = v[np.isfinite(v)]
+    nb = min(30, max(5, len(v_ok) // 3))
+    if field == "boundary_distance" and len(v_ok) and v_ok.min() > 0 and v_ok.max() > 10 * v_ok.min():
+        ax2.hist(v_ok, bins=np.geomspace(v_ok.min(), v_ok.max(), nb + 1), color="C0")  # distances span decades
+        ax2.set_xscale("log")
+    else:
+        ax2.hist(v_ok, bins=nb, color="C0")
     ax2.set_xlabel(field.replace("_", " ") + (" (input units)" if field == "boundary_distance" else " p_a − p_b"))
     ax2.set_ylabel("picks")
     lines = [f"strategy {s['strategy']}, {s['k']} picks", f"median {field.replace('_', ' ')} {np.nanmedian(v):.3g}"]
