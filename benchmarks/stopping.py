@@ -221,6 +221,8 @@ def main(argv=None) -> None:
     ap.add_argument("--data-root", type=Path, default=Path(__file__).resolve().parents[2] / "shared" / "data")
     ap.add_argument("--strategies", default="random,margin,jacobian")
     ap.add_argument("--seeds", type=int, default=5)
+    ap.add_argument("--first-seed", type=int, default=0, help="seeds --first-seed … --first-seed + --seeds − 1 "
+                                                                 "(to split the runs over processes)")
     ap.add_argument("--pool", type=int, default=10000)
     ap.add_argument("--stop-set", type=int, default=1000)
     ap.add_argument("--initial", type=int, default=100)
@@ -233,11 +235,19 @@ def main(argv=None) -> None:
     ap.add_argument("--raw", type=Path, default=None,
                     help="keep the learning curves and every round's stop-set observations here (curves.json, "
                          "observations.npz), so --replay can judge criteria again without retraining")
-    ap.add_argument("--replay", type=Path, default=None, help="judge the criteria on the runs kept in this --raw folder")
+    ap.add_argument("--replay", type=Path, nargs="+", default=None,
+                    help="judge the criteria on the runs kept in these --raw folders (several: their runs together)")
     a = ap.parse_args(argv)
     if a.replay is not None:
-        saved = json.loads((a.replay / "curves.json").read_text())
-        report(a, saved["config"], saved["curves"], load_raw(a.replay / "observations.npz"))
+        configs, curves, raws = [], [], {}
+        for folder in a.replay:
+            saved = json.loads((folder / "curves.json").read_text())
+            configs.append(saved["config"])
+            curves += saved["curves"]
+            raws.update(load_raw(folder / "observations.npz"))
+        config = {**configs[0], "seeds": len({c["seed"] for c in curves}), "first_seed": min(c["seed"] for c in curves),
+                  "commit": sorted({c["commit"] for c in configs}), "date": sorted({c["date"] for c in configs})}
+        report(a, config, curves, raws)
         return
     torch.set_num_threads(a.threads)
     data = load_mnist(a.data_root)
@@ -245,7 +255,7 @@ def main(argv=None) -> None:
         print(json.dumps({"skipped": f"no mnist.npz under --data-root {a.data_root}"}))
         return
     curves, raws = [], {}
-    for seed in range(a.seeds):
+    for seed in range(a.first_seed, a.first_seed + a.seeds):
         for strat in a.strategies.split(","):
             rec, raw = run_one(data, strat, seed, a)
             curves.append(rec)
