@@ -86,3 +86,24 @@ def test_writers_carry_the_reasons(setup, tmp_path):
     recs = jio.argilla_records(res, ids, label_names=names)
     assert [r["metadata"]["al_reason"] for r in recs] == res.reasons
     assert recs[0]["metadata"]["al_margin"] == pytest.approx(res.reason_fields["margin"][0])
+
+
+def test_batch_summary_counts_the_picks_by_class_pair(setup, tmp_path):
+    from jacal.acquisition.reasons import batch_figure, batch_summary
+
+    model, pool = setup
+    res = jacal.acquire(model, pool, 20, strategy="jacobian", seed=0)
+    s = batch_summary(res)
+    a, b = res.reason_fields["predicted"], res.reason_fields["runner_up"]
+    counts = np.zeros((6, 6), int)
+    for i, j in zip(a, b):
+        counts[i, j] += 1
+    assert s["pairs"] == counts.tolist() and s["k"] == 20
+    und = {(min(i, j), max(i, j)) for i, j in zip(a, b)}
+    assert s["pairs_covered"] == len(und) and s["pairs_possible"] == 15
+    assert sum(c for _, c in s["top_pairs"]) <= 20 and s["top_pairs"][0][1] == max(
+        sum((min(i, j), max(i, j)) == p for i, j in zip(a, b)) for p in und)
+    assert s["boundary_distance_median"] == pytest.approx(np.median(res.reason_fields["boundary_distance"]))
+    assert batch_figure(res, tmp_path / "b.png") == s and (tmp_path / "b.png").read_bytes()[:4] == b"\x89PNG"
+    with pytest.raises(ValueError, match="`result`"):
+        batch_summary(object())
