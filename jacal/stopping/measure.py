@@ -12,7 +12,16 @@ from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 
-__all__ = ["oracle_stop", "first_stop", "stop_table"]
+__all__ = ["oracle_stop", "first_stop", "stop_table", "summarize", "stop_set_record", "replay_record",
+           "REPLAYED", "STOP_SET_SIZE"]
+
+#: How many items of a simulated loop's test split serve as its stop set (read without labels).
+STOP_SET_SIZE = 1000
+
+#: The criteria a loop replays from its stored stop-set predictions and runner-up classes (those
+#: needing neither boundary distances, nor probabilities, nor a label budget).
+REPLAYED = ("stabilizing-predictions", "classification-change", "boundary-pairs", "settled-predictions",
+            "settled-boundaries")
 
 
 def _curve(name: str, values: Sequence[float]) -> np.ndarray:
@@ -92,3 +101,32 @@ def summarize(tables: List[Dict[str, dict]]) -> Dict[str, dict]:
                   "stopped": int(sum(t[n]["stopped"] for t in tables)), "runs": len(tables),
                   "labels_mean": float(np.mean([t[n]["labels"] for t in tables]))}
     return out
+
+
+def stop_set_record(model, stop_set, device=None) -> dict:
+    """What a simulated loop stores per round to replay :data:`REPLAYED` later: the stop set's
+    predictions and runner-up classes (JSON lists) and ``K``."""
+    from jacal.stopping.criteria import observe
+
+    obs = observe(model, stop_set, device=device)
+    return {"predictions": obs.predictions.tolist(), "runner_up": obs.runner_up.tolist(),
+            "n_classes": int(obs.probs.shape[1])}
+
+
+def replay_record(labels: Sequence[int], accuracy: Sequence[float], records: Sequence[dict],
+                  names: Sequence[str] = REPLAYED) -> Dict[str, dict]:
+    """Each criterion in ``names`` (defaults) replayed over one run's stored :func:`stop_set_record`
+    rounds: :func:`stop_table` of its stops."""
+    from jacal.stopping.criteria import Observation, criterion
+
+    stops = {}
+    for name in names:
+        c = criterion(name)
+        s = []
+        for rec, n in zip(records, labels):
+            pred = np.asarray(rec["predictions"], dtype=np.int64)
+            probs = np.zeros((len(pred), int(rec["n_classes"])))  # only K is read by these criteria
+            s.append(c.step(Observation(pred, probs, np.asarray(rec["runner_up"], dtype=np.int64)),
+                            labeled=int(n)).stop)
+        stops[name] = s
+    return stop_table(labels, accuracy, stops)
