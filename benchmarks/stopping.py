@@ -110,9 +110,33 @@ def candidates() -> dict:
 
 #: variants judged beside the defaults: {label: (criterion, params)}
 VARIANTS = {
-    "stabilizing-predictions κ≥0.97": ("stabilizing-predictions", {"threshold": 0.97}),
-    "stabilizing-predictions κ≥0.95": ("stabilizing-predictions", {"threshold": 0.95}),
+    **{f"stabilizing-predictions κ≥{t}": ("stabilizing-predictions", {"threshold": t}) for t in (0.98, 0.97, 0.95)},
+    **{f"classification-change ≤{t}": ("classification-change", {"threshold": t, "window": 3}) for t in (0.02, 0.03)},
+    **{f"boundary-pairs κ≥{t}": ("boundary-pairs", {"threshold": t}) for t in (0.9, 0.85)},
+    **{f"{n} lag {lag} tol {tol} w {w}": (n, {"lag": lag, "tolerance": tol, "window": w})
+       for n in ("settled-predictions", "settled-boundaries") for lag in (3, 5, 8) for tol in (0.005, 0.01, 0.02)
+       for w in (2, 3)},
 }
+
+#: the targets a default must meet (on average over runs: labels at stop ÷ oracle's ≤ 1.5, accuracy
+#: lost ≤ 0.01; in every run: accuracy lost ≤ 0.02)
+TARGETS = {"labels_ratio_mean": 1.5, "accuracy_lost_mean": 0.01, "accuracy_lost_max": 0.02}
+
+
+def choose(summary: dict) -> dict:
+    """The rule, fixed before the held-out seeds are looked at: among the candidates that meet
+    :data:`TARGETS` on the design runs and stopped in every one, the fewest labels on average; none
+    meeting them: the smallest mean accuracy lost among those within the labels target."""
+    summary = {n: v for n, v in summary.items() if not n.startswith("budget")}  # a budget is not a signal
+    meets = [n for n, v in summary.items() if v["labels_ratio_mean"] <= TARGETS["labels_ratio_mean"]
+             and v["accuracy_lost_mean"] <= TARGETS["accuracy_lost_mean"]
+             and v["accuracy_lost_max"] <= TARGETS["accuracy_lost_max"] and v["stopped"] == v["runs"]]
+    if meets:
+        best = min(meets, key=lambda n: (summary[n]["labels_mean"], n))
+        return {"criterion": best, "met_targets_on_design": True, "candidates_meeting": sorted(meets)}
+    within = [n for n, v in summary.items() if v["labels_ratio_mean"] <= TARGETS["labels_ratio_mean"]]
+    best = min(within or summary, key=lambda n: (summary[n]["accuracy_lost_mean"], n))
+    return {"criterion": best, "met_targets_on_design": False, "candidates_meeting": []}
 
 
 def evaluate(rec: dict, raw: dict) -> dict:
@@ -176,7 +200,8 @@ def figures(result: dict, out: Path) -> list:
     by = {}
     for r in result["runs"]:
         by.setdefault(r["strategy"], []).append(r)
-    names = list(result["criteria"])
+    chosen = (result.get("selection") or {}).get("criterion")
+    names = [n for n in CRITERIA if n != "budget"] + ([chosen] if chosen and chosen not in CRITERIA else [])
     colors = dict(zip(names, plt.cm.tab20(np.arange(len(names)) % 20)))
     for strat, runs in by.items():
         lab = np.array(runs[0]["labels"])
@@ -216,6 +241,35 @@ def figures(result: dict, out: Path) -> list:
     return paths
 
 
+def _row(name: str, v: dict) -> str:
+    return (f"| {name} | {v['labels_mean']:.0f} | {v['labels_ratio_mean']:.2f} ({v['labels_ratio_max']:.2f}) | "
+            f"{v['accuracy_lost_mean']:+.4f} ({v['accuracy_lost_max']:+.4f}) | {v['stopped']}/{v['runs']} |")
+
+
+HEADER = ("| criterion | labels at stop (mean) | labels ÷ oracle: mean (max) | accuracy lost: mean (max) | stopped |\n"
+          "|---|---|---|---|---|")
+
+
+def markdown(res: dict) -> str:
+    """The tables of the benchmark page: per strategy the criteria at their defaults and the chosen
+    default; over every run every candidate; the oracle's labels."""
+    chosen = (res.get("selection") or {}).get("criterion")
+    main_names = list(CRITERIA) + ([chosen] if chosen and chosen not in CRITERIA else [])
+    out = []
+    for strat, summ in res["summary"].items():
+        runs = [r for r in res["runs"] if r["strategy"] == strat]
+        o = np.array([r["table"]["oracle"]["labels"] for r in runs])
+        pl = np.array([r["table"]["oracle"]["plateau"] for r in runs])
+        out.append(f"\n#### {strat} ({len(runs)} seeds; oracle stop at {o.mean():.0f} labels on average, "
+                   f"{o.min()}–{o.max()}; plateau accuracy {pl.mean():.4f})\n")
+        out.append(HEADER)
+        out += [_row(n + (" **(default)**" if n == chosen else ""), summ[n]) for n in main_names]
+    out.append("\n#### Every candidate, over all runs\n")
+    out.append(HEADER)
+    out += [_row(n, v) for n, v in sorted(res["overall"].items(), key=lambda kv: kv[1]["labels_mean"])]
+    return "\n".join(out) + "\n"
+
+
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--data-root", type=Path, default=Path(__file__).resolve().parents[2] / "shared" / "data")
@@ -235,6 +289,8 @@ def main(argv=None) -> None:
     ap.add_argument("--raw", type=Path, default=None,
                     help="keep the learning curves and every round's stop-set observations here (curves.json, "
                          "observations.npz), so --replay can judge criteria again without retraining")
+    ap.add_argument("--design-seeds", default="0,1",
+                    help="seeds on which the default is chosen (rule: choose()); the others are held out to judge it")
     ap.add_argument("--replay", type=Path, nargs="+", default=None,
                     help="judge the criteria on the runs kept in these --raw folders (several: their runs together)")
     a = ap.parse_args(argv)
@@ -296,10 +352,25 @@ def report(a, config: dict, curves: list, raws: dict) -> None:
            "overall": summarize([r["table"] for r in runs]),
            "paired_vs_stabilizing": {n: paired(runs, n, "stabilizing-predictions") for n in candidates()
                                      if n != "stabilizing-predictions"}}
+    design = [int(x) for x in a.design_seeds.split(",")] if getattr(a, "design_seeds", "") else []
+    if design:
+        d_runs = [r for r in runs if r["seed"] in design]
+        h_runs = [r for r in runs if r["seed"] not in design]
+        d_sum = summarize([r["table"] for r in d_runs])
+        pick = choose(d_sum)
+        res["selection"] = {"design_seeds": design, "targets": TARGETS, **pick,
+                            "design": d_sum[pick["criterion"]],
+                            "held_out_seeds": sorted({r["seed"] for r in h_runs}),
+                            "held_out": summarize([r["table"] for r in h_runs])[pick["criterion"]] if h_runs else None,
+                            "held_out_stabilizing": summarize([r["table"] for r in h_runs])["stabilizing-predictions"]
+                            if h_runs else None,
+                            "held_out_paired_vs_stabilizing": paired(h_runs, pick["criterion"], "stabilizing-predictions")
+                            if h_runs and pick["criterion"] != "stabilizing-predictions" else None}
     if a.out is not None:
         a.out.mkdir(parents=True, exist_ok=True)
-        (a.out / "stopping.json").write_text(json.dumps(res))
         res["figures"] = figures(res, a.out)
+        (a.out / "stopping.json").write_text(json.dumps(res))
+        (a.out / "tables.md").write_text(markdown(res))
     print(json.dumps({k: v for k, v in res.items() if k != "runs"}, indent=1))
 
 
