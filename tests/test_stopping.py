@@ -199,6 +199,10 @@ def test_oracle_stop_and_stop_table():
     # plateau = mean(0.93, 0.955, 0.95) = 0.945; the last round below 0.935 is index 4 (0.93)
     assert oracle_stop(acc) == 5
     assert oracle_stop([0.9, 0.9, 0.9]) == 0
+    assert oracle_stop([0.11, 0.32, 0.19]) == 2  # the last round below the band: never settled, charged the last
+    t0 = stop_table([0, 10, 20], [0.11, 0.32, 0.19], {"x": [0, 0, 0]})
+    assert t0["oracle"]["settled"] is False and t0["x"]["labels_ratio"] == 1.0
+    assert math.isnan(stop_table([0, 10, 20], [0.5, 0.5, 0.5], {"x": [1, 1, 1]})["x"]["labels_ratio"])  # 0 labels
     labels = [100, 200, 300, 400, 500, 600, 700]
     t = stop_table(labels, acc, {"early": [0, 0, 1, 1, 1, 1, 1], "never": [0] * 7})
     assert t["oracle"]["labels"] == 600

@@ -8,6 +8,7 @@ accuracy at its stop).
 """
 from __future__ import annotations
 
+import math
 from typing import Dict, List, Optional, Sequence
 
 import numpy as np
@@ -45,7 +46,8 @@ def oracle_stop(accuracy: Sequence[float], *, tolerance: float = 0.01, tail: int
         raise ValueError(f"Expected `tolerance` to be ≥ 0, got {tolerance!r}.")
     plateau = acc[-tail:].mean()
     below = np.flatnonzero(acc < plateau - tolerance)
-    return int(below[-1] + 1) if below.size else 0
+    # a last round below the plateau's band (a noisy tail): the run never settled, the oracle is its last round
+    return min(int(below[-1] + 1), len(acc) - 1) if below.size else 0
 
 
 def first_stop(stops: Sequence[bool]) -> Optional[int]:
@@ -75,7 +77,8 @@ def stop_table(labels: Sequence[int], accuracy: Sequence[float], stops: Dict[str
     o = oracle_stop(acc, tolerance=tolerance, tail=tail)
     out: Dict[str, dict] = {"oracle": {"round": o, "labels": int(lab[o]), "accuracy": float(acc[o]),
                                        "labels_ratio": 1.0, "accuracy_lost": plateau - float(acc[o]),
-                                       "stopped": True, "plateau": plateau}}
+                                       "stopped": True, "plateau": plateau,
+                                       "settled": bool(acc[-1] >= plateau - tolerance)}}
     for name, s in stops.items():
         s = np.asarray(s, dtype=bool)
         if len(s) != len(acc):
@@ -84,7 +87,8 @@ def stop_table(labels: Sequence[int], accuracy: Sequence[float], stops: Dict[str
         stopped = r is not None
         r = len(acc) - 1 if r is None else r
         out[name] = {"round": r, "labels": int(lab[r]), "accuracy": float(acc[r]),
-                     "labels_ratio": float(lab[r] / lab[o]), "accuracy_lost": plateau - float(acc[r]),
+                     "labels_ratio": float(lab[r] / lab[o]) if lab[o] > 0 else math.nan,
+                     "accuracy_lost": plateau - float(acc[r]),
                      "stopped": stopped}
     return out
 
@@ -94,9 +98,11 @@ def summarize(tables: List[Dict[str, dict]]) -> Dict[str, dict]:
     names = [n for n in tables[0] if n != "oracle"] if tables else []
     out = {}
     for n in names:
-        ratio = np.array([t[n]["labels_ratio"] for t in tables])
+        ratio = np.array([t[n]["labels_ratio"] for t in tables], dtype=float)
+        ratio = ratio[np.isfinite(ratio)]  # a run whose oracle stops at 0 labels has no ratio
         lost = np.array([t[n]["accuracy_lost"] for t in tables])
-        out[n] = {"labels_ratio_mean": float(ratio.mean()), "labels_ratio_max": float(ratio.max()),
+        out[n] = {"labels_ratio_mean": float(ratio.mean()) if ratio.size else math.nan,
+                  "labels_ratio_max": float(ratio.max()) if ratio.size else math.nan,
                   "accuracy_lost_mean": float(lost.mean()), "accuracy_lost_max": float(lost.max()),
                   "stopped": int(sum(t[n]["stopped"] for t in tables)), "runs": len(tables),
                   "labels_mean": float(np.mean([t[n]["labels"] for t in tables]))}
