@@ -67,9 +67,10 @@ def acquire(
                                                             "written back after the batch, so the advice follows the "
                                                             "rounds. A rerun with the same --model repeats the advice.",
                                                        dir_okay=False)] = None,
-    stop_criterion: Annotated[Optional[str], typer.Option(help="Criterion for a new --stop-state: "
-                                                               "stabilizing-predictions (default), boundary-pairs, "
-                                                               "boundary-share, classification-change, "
+    stop_criterion: Annotated[Optional[str], typer.Option(help="Criterion for a new --stop-state (default: jacal's "
+                                                               "recommended one): settled-predictions, "
+                                                               "settled-boundaries, stabilizing-predictions, "
+                                                               "classification-change, boundary-pairs, boundary-share, "
                                                                "overall-uncertainty, max-uncertainty.")] = None,
     figure: Annotated[Optional[Path], typer.Option(help="Also write the batch at a glance (PNG): its picks by class "
                                                         "pair (predicted × runner-up) and their reasons summarized.",
