@@ -154,8 +154,9 @@ def test_every_criterion_answers_update_and_serializes(tmp_path):
         assert load_state(tmp_path / f"{name}.json").state_dict() == crit.state_dict()
 
 
-def test_default_is_a_named_criterion():
-    assert criterion().name in CRITERIA
+def test_default_is_the_measured_choice():
+    assert criterion().name == "settled-predictions" and criterion().config == {"lag": 3, "tolerance": 0.01,
+                                                                                 "window": 2}
 
 
 @pytest.mark.parametrize("call, match", [

@@ -6,7 +6,7 @@
     >>> crit = criterion()  # the recommended default
     >>> advice = crit.update(model, torch.rand(50, 64))
     >>> advice.stop, advice.reason
-    (False, 'continue: first round, nothing to compare yet')
+    (False, 'continue: 1 of 4 rounds seen, nothing to compare 3 rounds back yet')
 """
 from __future__ import annotations
 

@@ -26,6 +26,12 @@ The criteria (``CRITERIA``):
   stop set's median first-order distance at the first round, kept in the state) has stopped
   falling: it fell by at most ``tolerance`` over each of the last ``window`` rounds.
 
+- ``settled-predictions`` (jacal, the default): the share of the stop set whose prediction changed
+  since ``lag`` (3) rounds back exceeds the share changed since the last round by at most
+  ``tolerance`` (0.01) for ``window`` (2) rounds: learning accumulates over rounds, the noise of
+  retraining a deep model does not, so this fires when only the noise is left.
+- ``settled-boundaries`` (jacal): the same on the nearest-boundary class pairs ``{a, b}``.
+
 State: ``crit.state_dict()`` / ``crit.load_state_dict(d)`` (JSON-safe), and :func:`save_state` /
 :func:`load_state` write and read a JSON file atomically, so a CLI run carries a criterion from round
 to round.
@@ -446,7 +452,7 @@ class _SettledCriterion(Criterion):
     up); once it has settled, both are the noise of one retraining. Stop once ``d_lag − d_1`` ≤
     ``tolerance`` for ``window`` rounds in a row."""
 
-    params = {"lag": 5, "tolerance": 0.005, "window": 2}
+    params = {"lag": 3, "tolerance": 0.01, "window": 2}  # measured: docs/benchmarks/stopping.md
     what = "labels"
 
     def _check_config(self):
@@ -505,15 +511,17 @@ _CLASSES: Dict[str, Type[Criterion]] = {c.name: c for c in (
 #: Every criterion's name.
 CRITERIA = tuple(_CLASSES)
 
-#: The criterion :func:`criterion` returns without a name (chosen from docs/benchmarks/stopping.md).
-DEFAULT_CRITERION = "stabilizing-predictions"
+#: The criterion :func:`criterion` returns without a name: on MNIST loops it stopped within 1.5× the
+#: oracle's labels losing under a point of accuracy, where κ ≥ 0.99 never fired (docs/benchmarks/stopping.md).
+DEFAULT_CRITERION = "settled-predictions"
 
 
 def criterion(name: Optional[str] = None, **params: Any) -> Criterion:
     """A fresh stopping criterion by name (``None``: :data:`DEFAULT_CRITERION`).
 
-    >>> crit = criterion("stabilizing-predictions", window=2)
-    >>> crit
+    >>> criterion()
+    criterion('settled-predictions', lag=3, tolerance=0.01, window=2)
+    >>> criterion("stabilizing-predictions", window=2)
     criterion('stabilizing-predictions', threshold=0.99, window=2)
     """
     name = DEFAULT_CRITERION if name is None else name
