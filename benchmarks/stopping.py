@@ -373,7 +373,10 @@ def report(a, config: dict, curves: list, raws: dict) -> None:
     if a.out is not None:
         a.out.mkdir(parents=True, exist_ok=True)
         res["figures"] = figures(res, a.out)
-        (a.out / "stopping.json").write_text(json.dumps(res))
+        # the page's data: every run's curve, values and stops (the reasons are one line each per round and
+        # candidate: printed by a replay, not kept)
+        slim = {**res, "runs": [{k: v for k, v in r.items() if k != "reasons"} for r in res["runs"]]}
+        (a.out / "stopping.json").write_text(json.dumps(slim))
         (a.out / "tables.md").write_text(markdown(res))
     print(json.dumps({k: v for k, v in res.items() if k != "runs"}, indent=1))
 
