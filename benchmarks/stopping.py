@@ -224,7 +224,7 @@ def figures(result: dict, out: Path) -> list:
             stopped = sum(s["stopped"] for s in st)
             y = np.interp(labs, lab, m)
             ax.plot([labs], [y], marker="ov^sDPX<>hd*"[j % 11], ms=9, color=colors[n], ls="none",
-                    label=f"{n}: {labs:.0f} labels" + ("" if stopped == len(st) else f" ({len(st) - stopped} never stopped)"))
+                    label=f"{n}{' (default)' if n == chosen else ''}: {labs:.0f} labels" + ("" if stopped == len(st) else f" ({len(st) - stopped} never stopped)"))
         ax.set_ylim(max(ymin - 0.02, 0), min(1, m.max() + 0.01))
         ax.set_ylabel("test accuracy")
         ax.set_title(f"MNIST, {strat}: where each stopping criterion stops (mean over seeds)")
