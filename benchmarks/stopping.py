@@ -303,8 +303,9 @@ def main(argv=None) -> None:
         for folder in a.replay:
             saved = json.loads((folder / "curves.json").read_text())
             configs.append(saved["config"])
-            curves += saved["curves"]
-            raws.update(load_raw(folder / "observations.npz"))
+            seen = {(c["strategy"], c["seed"]) for c in curves}
+            curves += [c for c in saved["curves"] if (c["strategy"], c["seed"]) not in seen]  # a run kept in two folders counts once
+            raws = {**load_raw(folder / "observations.npz"), **raws}
         config = {**configs[0], "seeds": len({c["seed"] for c in curves}), "first_seed": min(c["seed"] for c in curves),
                   "commit": sorted({c["commit"] for c in configs}), "date": sorted({c["date"] for c in configs})}
         report(a, config, curves, raws)
