@@ -59,12 +59,29 @@ def acquire(
                                                  "shard; image files must be at the same paths on every worker).")] = 65536,
     force: ForceOutOpt = False,
     json_out: JsonOpt = False,
+    stop_set: Annotated[Optional[Path], typer.Option(help="Unlabeled items a stopping criterion watches, the same every "
+                                                          "round (read as --pool; keep them out of the pool). With "
+                                                          "--stop-state the stop advice comes with the batch.",
+                                                     exists=True)] = None,
+    stop_state: Annotated[Optional[Path], typer.Option(help="The stopping criterion's state (JSON): read if it exists, "
+                                                            "written back after the batch, so the advice follows the "
+                                                            "rounds. A rerun with the same --model repeats the advice.",
+                                                       dir_okay=False)] = None,
+    stop_criterion: Annotated[Optional[str], typer.Option(help="Criterion for a new --stop-state (default: jacal's "
+                                                               "recommended one): settled-predictions, "
+                                                               "settled-boundaries, stabilizing-predictions, "
+                                                               "classification-change, boundary-pairs, boundary-share, "
+                                                               "overall-uncertainty, max-uncertainty.")] = None,
+    figure: Annotated[Optional[Path], typer.Option(help="Also write the batch at a glance (PNG): its picks by class "
+                                                        "pair (predicted × runner-up) and their reasons summarized.",
+                                                   dir_okay=False)] = None,
 ) -> None:
     """Choose the next K pool items for annotators to label, and write them as a batch file or as
-    Label Studio / Argilla tasks.
+    Label Studio / Argilla tasks, each with the reason it was picked.
 
     Items with NaN/Inf values or unreadable files are reported by id and never selected; --exclude
-    ids are never selected and anchor the diversity strategies (coreset).
+    ids are never selected and anchor the diversity strategies (coreset). With --stop-set and
+    --stop-state, a stopping criterion says whether to stop labeling after this round.
     """
     notes: List[str] = []
     with progress_bar(f"scoring ({strategy})", 0, enabled=not json_out) as update:
@@ -74,7 +91,8 @@ def acquire(
                                 batch_size=batch_size, device=device, mc_samples=mc_samples,
                                 embedding_layer=embedding_layer, image_size=image_size, channels=channels,
                                 backend=BackendName(backend).value, address=address, shard_size=shard_size, force=force,
-                                progress=update, on_warning=notes.append)
+                                progress=update, on_warning=notes.append, stop_set=stop_set, stop_state=stop_state,
+                                stop_criterion=stop_criterion, figure=figure)
     for line in notes:  # after the progress bar has gone
         warn(line)
     if json_out:
@@ -82,6 +100,17 @@ def acquire(
     else:
         typer.echo(f"selected {summary['k']} of {summary['pool']} items with {summary['strategy']} -> {out} "
                    f"({excluded_text(summary)}, {len(summary['invalid'])} invalid)")
+        b = summary["batch"]
+        line = f"batch covers {b['pairs_covered']} of {b['pairs_possible']} class pairs"
+        if b["top_pairs"]:
+            line += "; most picked: " + ", ".join(f"{p} ({c})" for p, c in b["top_pairs"][:3])
+        if "boundary_distance_median" in b:
+            line += f"; median boundary distance {b['boundary_distance_median']:.3g}"
+        typer.echo(line + (f" -> {summary['figure']}" if "figure" in summary else ""))
+        if "stop" in summary:
+            st = summary["stop"]
+            typer.echo(f"stop advice ({st['criterion']}, round {st['round']}): {st['reason']}"
+                       + (" (same model as last round)" if st.get("repeated") else ""))
 
 
 def confidence(

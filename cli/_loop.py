@@ -95,6 +95,7 @@ def loop(
                    "strategies": {s: {"aulc": d["aulc"], "final_accuracy": d["final_accuracy"],
                                       "vs_random": d.get("vs_random")} for s, d in summary["strategies"].items()},
                    "scenario": summary.get("scenario"),
+                   "stopping": {s: v["over_seeds"] for s, v in (summary.get("stopping") or {}).items()},
                    "pointwise_check_c4": summary["pointwise_check_c4"]})
         return
     from rich.console import Console

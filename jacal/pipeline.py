@@ -30,7 +30,7 @@ from jacal import io as jio
 from jacal._io import atomic_open, check_writable
 from jacal._validation import JacalError, check_choice
 
-__all__ = ["acquire_batch", "confidence_file", "score_file", "train_checkpoint"]
+__all__ = ["acquire_batch", "stop_advice", "confidence_file", "score_file", "train_checkpoint"]
 
 PathLike = Union[str, Path]
 PathsLike = Union[PathLike, Sequence[PathLike]]
@@ -60,7 +60,9 @@ def acquire_batch(model: PathLike, pool: PathLike, k: int, out: PathLike, *, fmt
                   mc_samples: int = 20, embedding_layer: Optional[str] = None,
                   image_size: Optional[Sequence[int]] = None, channels: Optional[int] = None,
                   backend: str = "local", address: Optional[str] = None, shard_size: int = 65536,
-                  force: bool = False, progress: Progress = None, on_warning: Warn = None) -> dict:
+                  force: bool = False, progress: Progress = None, on_warning: Warn = None,
+                  stop_set: Optional[PathLike] = None, stop_state: Optional[PathLike] = None,
+                  stop_criterion: Optional[str] = None, figure: Optional[PathLike] = None) -> dict:
     """Choose the next ``k`` items of the pool at ``pool`` with the model at ``model``; write them to ``out``.
 
     Args:
@@ -84,6 +86,13 @@ def acquire_batch(model: PathLike, pool: PathLike, k: int, out: PathLike, *, fmt
             :func:`jacal.acquire` (``backend`` by name, see :func:`jacal.backends.get_backend`).
         image_size, channels: for image pools (default: the checkpoint's input shape).
         force: overwrite an existing ``out``.
+        stop_set: unlabeled items a stopping criterion watches, the same every round (read as
+            ``pool``); with ``stop_state``, the advice of :func:`stop_advice` comes with the batch.
+        stop_state: the criterion's JSON state, read when it exists and written back after the
+            batch (see :mod:`jacal.stopping`).
+        stop_criterion: a name in :data:`jacal.stopping.CRITERIA` for a new state (default: the
+            recommended one); it must match an existing state's.
+        figure: write the batch at a glance here (PNG, :func:`jacal.acquisition.reasons.batch_figure`).
 
     Returns:
         ``{"out", "format", "strategy", "k", "pool", "excluded", "invalid"}``: ``k`` items written,
@@ -102,6 +111,12 @@ def acquire_batch(model: PathLike, pool: PathLike, k: int, out: PathLike, *, fmt
     ck = load_model_file(model)
     if not Path(pool).exists():
         raise JacalError(f"--pool not found: {pool}")
+    if (stop_set is None) != (stop_state is None):
+        raise JacalError("--stop-set and --stop-state go together: the items a criterion watches and its state file")
+    if stop_criterion is not None and stop_state is None:
+        raise JacalError("--stop-criterion needs --stop-set and --stop-state")
+    if figure is not None:
+        check_writable(Path(figure), force)
     items = jio.open_pool(pool, image_size=image_size, channels=channels, input_shape=ck.metadata.get("input_shape"),
                           mmap=True)  # a .npy pool is read chunk by chunk from disk, never held whole
     names = jio.resolve_label_names(_names(label_names), ck.metadata.get("label_names"),
@@ -124,8 +139,21 @@ def acquire_batch(model: PathLike, pool: PathLike, k: int, out: PathLike, *, fmt
                             backend=runner, shard_size=shard_size, embedding_layer=embedding_layer, **extra)
     finally:
         runner.close()
+    stop_round = None  # (advice, state): computed before the batch is written, saved after
+    if stop_state is not None:
+        picked = items.items[res.indices] if isinstance(items.items, (np.ndarray, torch.Tensor)) else \
+            torch.utils.data.Subset(items.items, res.indices.tolist())
+        stop_round = _stop_round(ck.model, stop_set, stop_state, criterion=stop_criterion, model_file=model,
+                                 labeled=len(labeled or []), picked=picked, input_shape=ck.metadata.get("input_shape"),
+                                 image_size=image_size, channels=channels, batch_size=batch_size, device=device)
     written = jio.write_batch(out, res, items.ids, fmt=kind, label_names=names, uris=items.uris, from_name=from_name,
                               to_name=to_name, model_version=model_version or jio.model_version(model, ck.metadata))
+    from jacal.acquisition.reasons import batch_figure, batch_summary
+
+    at_a_glance = (batch_figure(res, figure, label_names=names) if figure is not None
+                   else batch_summary(res, label_names=names))
+    if stop_round is not None:  # the batch is out: the round counts
+        _write_stop_state(stop_state, stop_round[1])
     for line in items.invalid_report(res.invalid):
         warn(line)
     if unknown:
@@ -134,7 +162,80 @@ def acquire_batch(model: PathLike, pool: PathLike, k: int, out: PathLike, *, fmt
                "excluded": len(labeled or []), "invalid": [str(items.ids[i]) for i in res.invalid]}
     if ann is not None:
         summary.update(excluded_per_file=ann.counts, out_of_set=len(oos))
+    summary["batch"] = {k: v for k, v in at_a_glance.items() if k != "pairs"}
+    if figure is not None:
+        summary["figure"] = str(figure)
+    if stop_round is not None:
+        summary["stop"] = stop_round[0]
     return summary
+
+
+def _file_digest(path: PathLike) -> str:
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def stop_advice(model: Any, stop_set: PathLike, state: PathLike, *, criterion: Optional[str] = None,
+                model_file: Optional[PathLike] = None, labeled: Optional[int] = None, picked: Any = None,
+                input_shape: Optional[Sequence[int]] = None, image_size=None, channels=None, batch_size: int = 256,
+                device: Any = "auto") -> dict:
+    """One round of a stopping criterion carried in a state file: load it (or start ``criterion``),
+    observe ``model`` on the items at ``stop_set``, write the state back atomically, return the advice.
+
+    The same model twice in a row (``model_file``'s bytes unchanged, e.g. a batch acquired again)
+    does not count as a round: the last advice is returned and the state is left as it was.
+    """
+    advice, payload = _stop_round(model, stop_set, state, criterion=criterion, model_file=model_file, labeled=labeled,
+                                  picked=picked, input_shape=input_shape, image_size=image_size, channels=channels,
+                                  batch_size=batch_size, device=device)
+    _write_stop_state(state, payload)
+    return advice
+
+
+def _write_stop_state(state: PathLike, payload: Optional[dict]) -> None:
+    if payload is not None:
+        with atomic_open(state, "w", encoding="utf-8") as f:
+            f.write(json.dumps(payload))
+
+
+def _stop_round(model, stop_set, state, *, criterion, model_file, labeled, picked, input_shape, image_size, channels,
+                batch_size, device):
+    """``(advice dict, state to write or None)`` for one round; nothing is written here."""
+    from jacal import stopping
+
+    state = Path(state)
+    if state.exists():
+        crit = stopping.load_state(state)
+        if criterion is not None and criterion != crit.name:
+            raise JacalError(f"--stop-criterion {criterion!r} differs from the criterion in {state} ({crit.name!r}); "
+                             "start a new --stop-state file to change criterion")
+        last = json.loads(state.read_text(encoding="utf-8")).get("last", {})
+    else:
+        if criterion is not None and criterion not in stopping.CRITERIA:
+            raise JacalError(f"--stop-criterion must be one of {list(stopping.CRITERIA)}, got {criterion!r}")
+        if criterion == "budget":
+            raise JacalError("--stop-criterion budget needs a label budget: count the labels instead")
+        crit = stopping.criterion(criterion)
+        last = {}
+    digest = _file_digest(model_file) if model_file is not None else None
+    if digest is not None and last.get("model") == digest and last.get("advice"):
+        return {**last["advice"], "repeated": True,
+                "note": "the same model as the last round: advice repeated, state unchanged"}, None
+    if not Path(stop_set).exists():
+        raise JacalError(f"--stop-set not found: {stop_set}")
+    watched = jio.open_pool(stop_set, image_size=image_size, channels=channels, input_shape=input_shape)
+    try:
+        advice = crit.update(model, watched.items, labeled=labeled, picked=picked, batch_size=batch_size,
+                             device=device)
+    except ValueError as e:
+        raise JacalError(f"--stop-set: {e}") from None
+    out = advice.to_dict()
+    return out, {**crit.state_dict(), "last": {"model": digest, "advice": out}}
 
 
 def _n_classes(model: Any, input_shape: Sequence[int]) -> Optional[int]:

@@ -28,3 +28,19 @@ def reference_jacobian(model, x, output="softmax"):
             rows.append(g.reshape(-1))
         out.append(torch.stack(rows))
     return torch.stack(out)
+
+
+def reference_boundary(model, x):
+    """Each item's nearest boundary, float64, one item and one class pair at a time: ``(runner_up (N,),
+    distance (N,))`` with ``a, b`` the top two logits and distance ``(z_a − z_b) / ‖∇ₓ(z_a − z_b)‖``."""
+    m = copy.deepcopy(model).double().eval()
+    runner, dist = [], []
+    for n in range(x.shape[0]):
+        xn = x[n:n + 1].detach().double().clone().requires_grad_(True)
+        z = m(xn)[0]
+        a, b = torch.topk(z, 2).indices.tolist()
+        gap = z[a] - z[b]
+        (g,) = torch.autograd.grad(gap, xn)
+        runner.append(b)
+        dist.append((gap / g.norm()).item())
+    return torch.tensor(runner), torch.tensor(dist, dtype=torch.float64)

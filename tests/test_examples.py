@@ -20,7 +20,7 @@ def test_labeling_pipeline_runs(tmp_path):
                        capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr
     rows = (tmp_path / "to_label.csv").read_text().splitlines()
-    assert rows[0] == "id,rank,score,predicted,confidence" and len(rows) == 51
+    assert rows[0].startswith("id,rank,score,predicted,confidence,reason,runner_up") and len(rows) == 51
     assert (tmp_path / "to_review.csv").exists()
 
 

@@ -182,3 +182,26 @@ def test_curve_bands_are_clipped_and_paired_by_seed():
             want = np.mean([acc[(strategy, s, n)] - acc[("random", s, n)] for s in (0, 1)])
             assert mean[j] == pytest.approx(want)
         assert (lo >= -1).all() and (hi <= 1).all()
+
+
+def test_summary_replays_the_stopping_criteria_from_the_stored_stop_set(tiny):
+    """Each round stores the stop set's predictions; the summary's stop table is the library's on them."""
+    from jacal.stopping.measure import REPLAYED, STOP_SET_SIZE, replay_record
+
+    out, printed = tiny
+    summary = json.loads((out / "summary.json").read_text())
+    assert set(summary["stopping"]) == set(printed["stopping"]) == {"jacobian", "margin"}
+    con = sqlite3.connect(out / "loop.sqlite")
+    for strategy in ("jacobian", "margin"):
+        rows = con.execute("SELECT r.n_labeled, r.test_accuracy, m.metrics FROM rounds r JOIN round_metrics m "
+                           "USING (strategy, seed, round) WHERE strategy=? AND seed=0 ORDER BY round",
+                           (strategy,)).fetchall()
+        recs = [json.loads(r[2])["stop_set"] for r in rows]
+        data = load_dataset("digits")
+        assert all(len(s["predictions"]) == min(STOP_SET_SIZE, len(data.x_test)) for s in recs)
+        table = replay_record([r[0] for r in rows], [r[1] for r in rows], recs)
+        got = summary["stopping"][strategy]["per_seed"]["0"]
+        assert set(got) == {"oracle", *REPLAYED}
+        for name in REPLAYED:
+            assert got[name]["labels"] == table[name]["labels"] and got[name]["stopped"] == table[name]["stopped"]
+    con.close()

@@ -37,6 +37,8 @@ def test_every_pool_format_to_every_output_format(setup, tmp_path, pool, fmt, vi
                 "--out", out, "--format", fmt, "--label-names", ",".join(NAMES), "--json")
         assert r.exit_code == 0, r.output
         summary = json.loads(r.stdout)
+    batch = summary.pop("batch")  # the picks by class pair, their reasons summarized
+    assert batch["k"] == 6 and batch["strategy"] == "margin" and batch["pairs_covered"] >= 1
     assert summary == {"out": str(out), "format": fmt, "strategy": "margin", "k": 6, "pool": N, "excluded": 0,
                        "invalid": []}
     ids, predicted, conf = read_batch(out, fmt)

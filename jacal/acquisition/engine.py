@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Dict, List, Optional
 
 import numpy as np
 import torch
@@ -12,6 +12,7 @@ from torch.utils.data import Dataset, IterableDataset, Subset
 from jacal._foreign import to_portable
 from jacal._validation import as_float_tensor, check_positive_int, nonfinite_rows
 from jacal.acquisition.ldm import last_linear, least_disagree_metric
+from jacal.acquisition.reasons import explain
 from jacal.acquisition.strategies import Strategy, as_selection, get_strategy
 from jacal.confidence.openset import in_distribution, in_distribution_floor
 from jacal.features import Need, PoolFeatures, concat_features, extract_features, has_dropout, pool_length, shard_job
@@ -32,6 +33,10 @@ class AcquisitionResult:
         invalid: indices of pool items with NaN/Inf features (never selected).
         predicted: ``(N,)`` predicted class per item (−1 for invalid items).
         confidence: ``(N,)`` max softmax probability per item (NaN for invalid items).
+        reasons: ``k`` one-line reasons, one per pick in rank order (e.g. "between 3 and 8, 0.12
+            from the boundary"), see :func:`jacal.acquisition.reasons.explain`.
+        reason_fields: ``{field: (k,) array}``, the structured fields behind each reason
+            (``runner_up``, ``margin``, ``boundary_distance``, ``mutual_information``...).
     """
 
     indices: np.ndarray
@@ -42,6 +47,8 @@ class AcquisitionResult:
     predicted: np.ndarray
     confidence: np.ndarray
     excluded: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    reasons: List[str] = field(default_factory=list)
+    reason_fields: Dict[str, np.ndarray] = field(default_factory=dict)
 
 
 def _labeled_indices(labeled: Any, n: int) -> Optional[np.ndarray]:
@@ -194,10 +201,11 @@ def acquire(model: nn.Module, pool: Any, k: int, *, strategy: str = "jacobian", 
                                             seed=seed), n=n, k=int(k), candidates=candidates, name=strat.name)
     pred = np.where(feats.finite, np.nan_to_num(feats.probs, nan=0.0).argmax(1), -1)
     conf = np.where(feats.finite, np.nanmax(np.where(feats.finite[:, None], feats.probs, 0.0), axis=1), np.nan)
+    reasons, fields = explain(feats, idx, sel, strat.name, open_set=want_id)
     return AcquisitionResult(np.asarray(idx, dtype=np.int64), np.asarray(s, dtype=np.float64),
                              np.asarray(sel, dtype=np.float64), strat.name, np.flatnonzero(~feats.finite),
                              pred.astype(np.int64), conf,
-                             lab_idx if lab_idx is not None else np.zeros(0, dtype=np.int64))
+                             lab_idx if lab_idx is not None else np.zeros(0, dtype=np.int64), reasons, fields)
 
 
 def _pool_features(model, pool, need, batch_size, device, mc_samples, seed, force_eval, progress, backend, shard_size,

@@ -11,7 +11,7 @@ from typing import Any, List, Optional, Sequence, Union
 from jacal._io import atomic_open
 from jacal._validation import JacalError
 
-__all__ = ["batch_rows", "label_studio_tasks", "argilla_records", "write_rows", "write_batch", "model_version",
+__all__ = ["batch_rows", "reason_columns", "reason_data", "BATCH_COLUMNS", "label_studio_tasks", "argilla_records", "write_rows", "write_batch", "model_version",
            "output_format", "BATCH_FORMATS", "DEFAULT_MODEL_VERSION"]
 
 BATCH_FORMATS = ("csv", "jsonl", "label-studio", "argilla")
@@ -22,15 +22,51 @@ def _num(v: Any) -> Optional[float]:
     return v if math.isfinite(v) else None
 
 
+#: The columns every batch file starts with.
+BATCH_COLUMNS = ("id", "rank", "score", "predicted", "confidence")
+
+
+def reason_columns(result: Any) -> List[str]:
+    """The reason columns of ``result``'s batch: ``reason`` then its structured fields (those of
+    :data:`jacal.acquisition.reasons.REASON_FIELDS` it has), empty for a result without reasons."""
+    from jacal.acquisition.reasons import REASON_FIELDS
+
+    fields = getattr(result, "reason_fields", None) or {}
+    if not getattr(result, "reasons", None):
+        return []
+    return ["reason"] + [f for f in REASON_FIELDS if f in fields]
+
+
+def _reason_value(result: Any, name: str, r: int) -> Any:
+    """Pick ``r``'s (rank order) reason field ``name``, as JSON-safe Python (ints stay ints)."""
+    if name == "reason":
+        return result.reasons[r]
+    v = result.reason_fields[name][r]
+    return int(v) if name == "runner_up" else _num(v)
+
+
+def reason_data(result: Any, r: int, *, prefix: str = "", label_names: Optional[Sequence[str]] = None) -> dict:
+    """Pick ``r``'s (rank order) reason and fields as ``{prefix + name: value}``; with
+    ``label_names`` the runner-up is its class name."""
+    out = {}
+    for name in reason_columns(result):
+        v = _reason_value(result, name, r)
+        if name == "runner_up" and label_names is not None and 0 <= v < len(label_names):
+            v = label_names[v]
+        out[prefix + name] = v
+    return out
+
+
 def batch_rows(result: Any, ids: Sequence[Any]) -> List[dict]:
-    """Rows of a batch file: ``id, rank, score, predicted, confidence`` for each pick, in rank order.
+    """Rows of a batch file: ``id, rank, score, predicted, confidence``, then the pick's ``reason``
+    and its structured fields (:func:`reason_columns`), for each pick in rank order.
 
     Args:
         result: a :class:`jacal.AcquisitionResult`.
         ids: the pool's ids.
     """
     return [{"id": ids[i], "rank": r + 1, "score": float(result.scores[i]), "predicted": int(result.predicted[i]),
-             "confidence": float(result.confidence[i])} for r, i in enumerate(result.indices)]
+             "confidence": float(result.confidence[i]), **reason_data(result, r)} for r, i in enumerate(result.indices)]
 
 
 def _check_names(result: Any, label_names: Sequence[str]) -> None:
@@ -45,7 +81,9 @@ def label_studio_tasks(result: Any, ids: Sequence[Any], *, label_names: Sequence
 
     Each task: ``data`` holds ``image`` (the item's uri, for ``<Image name="image" value="$image"/>``),
     ``id`` (jacal's item id, read back from the export), ``al_score``, ``al_rank`` and ``strategy``
-    (sortable columns in the Data Manager); ``predictions`` holds one prediction with
+    (sortable columns in the Data Manager), ``al_reason`` (why it was picked, one line) and the
+    fields behind it as ``al_<field>`` (``al_runner_up`` as a class name, ``al_boundary_distance``...),
+    so the Data Manager can show, sort and filter them; ``predictions`` holds one prediction with
     ``model_version``, ``score`` = the model's confidence (max softmax; Label Studio orders by
     lowest score first, so the least confident come first) and a ``choices`` result from
     ``from_name`` to ``to_name`` with the predicted class name.
@@ -65,6 +103,7 @@ def label_studio_tasks(result: Any, ids: Sequence[Any], *, label_names: Sequence
     for r, i in enumerate(result.indices):
         data = {"image": uris[i]} if uris is not None else {}
         data.update({"id": ids[i], "al_score": _num(result.scores[i]), "al_rank": r + 1, "strategy": result.strategy})
+        data.update(reason_data(result, r, prefix="al_", label_names=label_names))
         tasks.append({"data": data, "predictions": [{
             "model_version": model_version, "score": _num(result.confidence[i]),
             "result": [{"from_name": from_name, "to_name": to_name, "type": "choices",
@@ -78,7 +117,7 @@ def argilla_records(result: Any, ids: Sequence[Any], *, label_names: Sequence[st
     ``rg.Record.from_dict`` / ``dataset.records.from_json`` read them.
 
     Each record: ``id`` (jacal's item id, as a string), ``fields`` ``{field: uri}``, ``metadata``
-    ``{"al_score", "al_rank"}`` and ``suggestions`` ``{question: {"value": predicted class name,
+    ``{"al_score", "al_rank", "al_reason", "al_<field>"...}`` (the reason and its fields) and ``suggestions`` ``{question: {"value": predicted class name,
     "score": confidence, "agent": model_version}}``.
     Format: https://docs.argilla.io/latest/reference/argilla/records/records and
     https://docs.argilla.io/latest/reference/argilla/records/suggestions
@@ -94,7 +133,8 @@ def argilla_records(result: Any, ids: Sequence[Any], *, label_names: Sequence[st
     """
     _check_names(result, label_names)
     return [{"id": str(ids[i]), "fields": {field: uris[i]} if uris is not None else {},
-             "metadata": {"al_score": _num(result.scores[i]), "al_rank": r + 1},
+             "metadata": {"al_score": _num(result.scores[i]), "al_rank": r + 1,
+                          **reason_data(result, r, prefix="al_", label_names=label_names)},
              "suggestions": {question: {"value": label_names[int(result.predicted[i])],
                                         "score": _num(result.confidence[i]), "agent": model_version}}}
             for r, i in enumerate(result.indices)]
@@ -130,7 +170,7 @@ def write_batch(path: Union[str, Path], result: Any, ids: Sequence[Any], *, fmt:
         raise ValueError(f"Expected `fmt` to be one of {list(BATCH_FORMATS)}, got {fmt!r}.")
     if fmt in ("csv", "jsonl"):
         rows = batch_rows(result, ids)
-        write_rows(path, rows, fmt=fmt, fields=["id", "rank", "score", "predicted", "confidence"])
+        write_rows(path, rows, fmt=fmt, fields=[*BATCH_COLUMNS, *reason_columns(result)])
         return len(rows)
     if label_names is None:
         raise ValueError(f"format {fmt!r} needs `label_names`.")

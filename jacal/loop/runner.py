@@ -40,6 +40,7 @@ from jacal.loop.config import BATCH_SIZE, LR, OPTIMIZER, LoopConfig, seed_splits
 from jacal.loop.store import SCHEMA, LoopStore
 from jacal.models import cnn, mlp
 from jacal.scenarios import KINDS, OUT_OF_SET, ScenarioPool, build_scenario
+from jacal.stopping.measure import STOP_SET_SIZE, stop_set_record
 from jacal.replication.stats import pointwise_sensitivity
 from jacal.sensitivity.jacobian import jacobian_norm
 from jacal.training import evaluate, train
@@ -173,6 +174,8 @@ def _run_one(cfg: LoopConfig, sp: ScenarioPool, strategy: str, seed: int, last: 
             batch = remaining[picks]
             new_labeled = np.sort(np.concatenate([labeled, batch]))
         metrics = round_metrics(sp, model, labeled, batch, dev)
+        # the stopping criteria's view: the first test items, read without their labels
+        metrics["stop_set"] = stop_set_record(model, data.x_test[:STOP_SET_SIZE], dev)
         row = (strategy, seed, rnd, int(len(labeled)), acc, loss, acq_time, epochs, json.dumps(new_labeled.tolist()))
         blob = None
         if cfg.warm_start:

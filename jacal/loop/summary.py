@@ -22,7 +22,7 @@ from scipy import stats
 from jacal._stats import mean_ci, t_half_width, wilcoxon_p
 from jacal.loop.config import LoopConfig
 
-__all__ = ["summarize", "aulc", "paired_seeds", "scenario_numbers", "metric_value", "PANEL_METRICS", "P_WIN"]
+__all__ = ["summarize", "aulc", "paired_seeds", "scenario_numbers", "stop_numbers", "metric_value", "PANEL_METRICS", "P_WIN"]
 
 P_WIN = 0.05  # a paired t-test below this is a win or a loss
 
@@ -109,9 +109,31 @@ def scenario_numbers(rows: Sequence[tuple], metrics: Dict[tuple, dict]) -> Dict[
     return out
 
 
+def stop_numbers(rows: Sequence[tuple], metrics: Dict[tuple, dict]) -> Dict[str, Any]:
+    """Per strategy, where each stopping criterion of :data:`jacal.stopping.measure.REPLAYED` would have
+    stopped each seed's run, against the oracle stop (:func:`jacal.stopping.stop_table`), and over
+    seeds (labels at stop ÷ the oracle's, accuracy lost: mean and max)."""
+    from jacal.stopping.measure import replay_record, summarize as summarize_stops
+
+    out: Dict[str, Any] = {}
+    for strategy, seeds in runs_of(rows).items():
+        tables = {}
+        for seed, rs in seeds.items():
+            rs = sorted(rs, key=lambda r: r[2])
+            ms = [metrics.get((strategy, seed, r[2])) or {} for r in rs]
+            if len(rs) < 3 or any("stop_set" not in m for m in ms):
+                continue
+            tables[seed] = replay_record([r[3] for r in rs], [r[4] for r in rs], [m["stop_set"] for m in ms])
+        if tables:
+            out[strategy] = {"over_seeds": summarize_stops(list(tables.values())),
+                             "per_seed": {str(s): t for s, t in tables.items()}}
+    return out
+
+
 def summarize(rows: Sequence[tuple], cfg: LoopConfig, metrics: Optional[Dict[tuple, dict]] = None) -> Dict[str, Any]:
     """Per-strategy AULC, final accuracy, labels to thresholds, acquisition time, paired comparisons,
-    and with ``metrics`` (the rounds' scenario metrics) :func:`scenario_numbers` under ``"scenario"``.
+    and with ``metrics`` (the rounds' scenario metrics) :func:`scenario_numbers` under ``"scenario"``
+    and, where the rounds recorded their stop set, :func:`stop_numbers` under ``"stopping"``.
 
     ``rows``: rounds as :data:`jacal.loop.store.ROUND_COLUMNS` tuples.
     """
@@ -146,4 +168,7 @@ def summarize(rows: Sequence[tuple], cfg: LoopConfig, metrics: Optional[Dict[tup
     out = {"strategies": per, "ranking": ranking, "best_baseline": best}
     if metrics:
         out["scenario"] = scenario_numbers(rows, metrics)
+        stops = stop_numbers(rows, metrics)
+        if stops:
+            out["stopping"] = stops
     return out
