@@ -42,8 +42,131 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import SHARED_MNIST  # noqa: E402
 
+from jacal.acquisition.strategies import (STRATEGIES, Selection, Strategy, _BoundarySeeding, get_strategy,  # noqa: E402
+                                          in_set_candidates, register_strategy, top_k)
+from jacal.features import Need  # noqa: E402
 from jacal.loop import LOOP_PRESETS, LoopCallbacks, run_loop, summarize  # noqa: E402
 from jacal.loop.summary import aulc, paired_seeds as paired_comparison  # noqa: E402
+
+
+# ---------------------------------------------------------------------------------------------------
+# Study-only strategies: variants measured against the public ones, registered here (not in jacal's
+# registry) so that `jacal acquire --help` lists only what a user should pick.
+
+def _conformal_candidates(f, candidates: np.ndarray, k: int, threshold=None) -> np.ndarray:
+    """The hard cut the open-pool layer replaced: candidates whose in-distribution score reaches the
+    conformal floor (the score 95% of labeled in-set items reach), else the ``k`` highest scores."""
+    if f.in_distribution is None:
+        return candidates
+    threshold = f.in_distribution_floor if threshold is None else threshold
+    s = f.in_distribution[candidates]
+    keep = candidates[s >= threshold]
+    return keep if len(keep) >= k else candidates[np.argsort(-s, kind="stable")[:k]]
+
+
+def _class_floor_candidates(f, candidates: np.ndarray, k: int) -> np.ndarray:
+    """A per-class floor: within each predicted class, the candidates at or above that class's median
+    ``P(in)``, together with every candidate at ``P(in) >= 1/2``; so a known class that borders an
+    unknown one (low ``P(in)`` throughout) keeps its most in-set-like half instead of vanishing."""
+    p = np.nan_to_num(f.in_set[candidates], nan=0.0)
+    pred = np.nan_to_num(f.probs[candidates], nan=0.0).argmax(1)
+    keep = p >= 0.5
+    for c in np.unique(pred):
+        m = pred == c
+        keep |= m & (p >= np.median(p[m]))
+    out = candidates[keep]
+    return out if len(out) >= k else in_set_candidates(f.in_set, candidates, k)
+
+
+class _LayerArm(Strategy):
+    """A public strategy with another open-pool layer: ``off`` (the "none of these" answers ignored),
+    ``threshold`` (only ``P(in) >= 1/2`` are candidates, no weighting), ``class-floor``
+    (:func:`_class_floor_candidates`), ``conformal`` (the in-distribution score's conformal floor,
+    the cut ``jacobian`` made before the layer)."""
+
+    base: str = ""
+    layer: str = ""
+    weighs_in_set = True  # the arm handles f.in_set itself
+
+    def __init__(self):
+        self._base = get_strategy(self.base)
+
+    def select(self, f, k, *, candidates, labeled_embeddings=None, seed=0):
+        if f.in_set is not None:
+            if self.layer == "threshold":
+                candidates = in_set_candidates(f.in_set, candidates, k)
+            elif self.layer == "class-floor":
+                candidates = _class_floor_candidates(f, candidates, k)
+            elif self.layer == "conformal":
+                candidates = _conformal_candidates(f, candidates, k)
+        return self._base.select(dataclasses.replace(f, in_set=None), k, candidates=candidates,
+                                 labeled_embeddings=labeled_embeddings, seed=seed)
+
+
+LAYER_BASES = ("random", "margin", "badge", "ldm-s", "jacobian")
+LAYERS = ("off", "threshold", "class-floor", "conformal")
+for _b in LAYER_BASES:
+    for _l in LAYERS:
+        _name = f"{_b}:{_l}"
+        if _name not in STRATEGIES:
+            register_strategy(type(f"Arm_{_b}_{_l}".replace("-", "_"), (_LayerArm,),
+                                   {"name": _name, "base": _b, "layer": _l, "needs": STRATEGIES[_b].needs,
+                                    "uses_labeled": STRATEGIES[_b].uses_labeled}))
+
+
+def _register_once(cls):
+    return cls if STRATEGIES.get(cls.name) is not None else register_strategy(cls)
+
+
+@_register_once
+class JacobianBoundaryClosed(_BoundarySeeding):
+    """``jacobian`` that ignores "none of these" answers (= ``jacobian:off``; the name earlier tables use)."""
+
+    name = "jacobian-closed"
+
+    def select(self, f, k, *, candidates, labeled_embeddings=None, seed=0):
+        return super().select(dataclasses.replace(f, in_set=None), k, candidates=candidates, seed=seed)
+
+
+@_register_once
+class JacobianBoundaryHalf(_BoundarySeeding):
+    """``jacobian`` before the layer, with its cut at in-distribution score ½ instead of the conformal floor."""
+
+    name = "jacobian-id-half"
+
+    def select(self, f, k, *, candidates, labeled_embeddings=None, seed=0):
+        return super().select(dataclasses.replace(f, in_set=None), k, seed=seed,
+                              candidates=_conformal_candidates(f, candidates, k, 0.5))
+
+
+@_register_once
+class JacobianBoundaryFeatures(_BoundarySeeding):
+    """``[v(x), ‖v(x)‖·ĥ(x)]`` (ĥ the unit penultimate features), so items facing one boundary still differ
+    by their features (a linear head's ``v`` has one direction per class pair); open pools: the conformal cut."""
+
+    name = "jacobian-features"
+    needs = frozenset({Need.BOUNDARY_EMBEDDING, Need.EMBEDDINGS})
+    feature_weight = 1.0
+
+    def select(self, f, k, *, candidates, labeled_embeddings=None, seed=0):
+        return super().select(dataclasses.replace(f, in_set=None), k, seed=seed,
+                              candidates=_conformal_candidates(f, candidates, k))
+
+
+@_register_once
+class MarginKNN(Strategy):
+    """``margin`` among the candidates of the conformal cut (= ``margin:conformal``; earlier tables' name)."""
+
+    name = "margin-knn"
+    weighs_in_set = True
+
+    def select(self, f, k, *, candidates, labeled_embeddings=None, seed=0):
+        from jacal.acquisition import scores as S
+
+        s = np.full(len(f.finite), np.nan)
+        s[f.finite] = S.margin(f.probs[f.finite])
+        idx = top_k(s, _conformal_candidates(f, candidates, k), k, seed)
+        return Selection(idx, s, s[idx])
 
 BASELINES = ("random", "margin", "entropy", "badge", "coreset", "ldm-s", "margin-knn")
 STRONG = ("margin", "badge", "ldm-s")  # the baselines a Jacobian strategy must match: the best of these
@@ -97,6 +220,41 @@ PROTOCOLS.update({
                                       n_test=2000, max_epochs=60, patience=8,
                                       strategies=("random", "margin", "badge", "jacobian")),
 })
+
+
+# ---------------------------------------------------------------------------------------------------
+# Open pools (docs/benchmarks/open-pools.md): each public strategy with the open-pool layer (its plain
+# name: acquire's default) and without it (":off"), on near open sets (unknown classes only), junk only,
+# a mix, the contamination share varied, and a closed pool. Sized for a 2-core CPU: MNIST, a pool of
+# 3,000, 20 labels + 10 per round for 20 rounds (to 220 labels sent), a one-hidden-layer MLP (128
+# units, dropout 0.25; at most 60 epochs a round, patience 6), 300 validation and 2,000 test images,
+# 5 seeds. Labels sent (wasted included) are the x axis.
+OPEN_ARMS = ("random", "margin", "badge", "ldm-s", "jacobian", "margin:off", "badge:off", "ldm-s:off",
+             "jacobian:off", "jacobian:conformal")
+PILOT_ARMS = ("random", "margin", "margin:off", "margin:threshold", "margin:class-floor", "jacobian", "jacobian:off",
+              "jacobian:threshold", "jacobian:class-floor", "jacobian:conformal")
+_OPEN = dataclasses.replace(LOOP_PRESETS["mnist-gal"], rounds=20, pool_size=3000, val_size=300, n_test=2000,
+                            width=128, depth=1, dropout=0.25, max_epochs=60, patience=6, seeds=5,
+                            strategies=OPEN_ARMS)
+OPEN_POOLS = {
+    # task digits 0-4; digits 5-9 make up 10% / 40% / 70% of the pool (no junk)
+    "open-near-10": (("open-set", (("share", 0.1), ("known", 5.0), ("junk", 0.0)))),
+    "open-near-40": (("open-set", (("share", 0.4), ("known", 5.0), ("junk", 0.0)))),
+    "open-near-70": (("open-set", (("share", 0.7), ("known", 5.0), ("junk", 0.0)))),
+    # task: the even digits; the odd digits 40% of the pool
+    "open-even-odd-40": ("even-odd", (("share", 0.4),)),
+    # all ten digits; 40% of the pool junk (noise, blank, shuffled, inverted, blurred, overlaid)
+    "open-junk-40": ("junk", (("share", 0.4),)),
+    # task digits 0-4; 40% of the pool out of the set, half digits 5-9, half junk (noise, blank, shuffled)
+    "open-mix-40": ("open-set", (("share", 0.4), ("known", 5.0), ("junk", 0.5))),
+    # closed: the layer has nothing to learn from, every strategy selects as without it
+    "open-closed": ("clean", ()),
+}
+for _name, (_scen, _params) in OPEN_POOLS.items():
+    PROTOCOLS[_name] = dataclasses.replace(_OPEN, scenario=_scen, scenario_params=_params,
+                                           strategies=("random", "margin", "badge", "ldm-s", "jacobian")
+                                           if _scen == "clean" else OPEN_ARMS)
+    PROTOCOLS["pilot-" + _name] = dataclasses.replace(PROTOCOLS[_name], seeds=2, rounds=12, strategies=PILOT_ARMS)
 
 
 def run(args: argparse.Namespace) -> None:
@@ -240,6 +398,113 @@ def report(args: argparse.Namespace) -> None:
     print(json.dumps(result, indent=1, default=float))
 
 
+def _pair(a: dict, b: dict) -> dict:
+    """``a − b`` over the seeds both have: mean, 95% t half-width, paired t-test p and Wilcoxon signed-rank p."""
+    from scipy import stats
+
+    seeds = sorted(set(a) & set(b))
+    d = np.array([a[s] - b[s] for s in seeds], float)
+    out = {"mean": float(d.mean()) if len(d) else float("nan"), "n": len(d)}
+    if len(d) >= 2:
+        out["ci95"] = float(stats.t.ppf(0.975, len(d) - 1) * d.std(ddof=1) / np.sqrt(len(d)))
+        out["p_t"] = float(stats.ttest_1samp(d, 0.0).pvalue) if d.std() > 0 else (1.0 if d.mean() == 0 else 0.0)
+        out["p_wilcoxon"] = float(stats.wilcoxon(d).pvalue) if np.any(d != 0) else 1.0
+    return out
+
+
+def open_pool_numbers(path: Path, cfg) -> dict:
+    """Per strategy and seed, from a finished protocol's loop.sqlite: AULC over labels sent and the
+    share of labels sent that came back "none of these" (at the last round)."""
+    from jacal.loop.store import LoopStore
+
+    with LoopStore(path / "loop.sqlite") as store:
+        rows, metrics = store.rounds(), store.metrics()
+    by = {}
+    for r in rows:
+        by.setdefault((r[0], r[1]), []).append(r)
+    out = {"aulc": {}, "wasted": {}, "final": {}}
+    for (st, seed), rs in by.items():
+        if st not in cfg.strategies or seed >= cfg.seeds or len(rs) != cfg.rounds + 1:
+            continue
+        rs = sorted(rs, key=lambda r: r[2])
+        out["aulc"].setdefault(st, {})[seed] = aulc(np.array([r[3] for r in rs], float), np.array([r[4] for r in rs]))
+        out["final"].setdefault(st, {})[seed] = rs[-1][4]
+        last = metrics.get((st, seed, rs[-1][2]), {})
+        out["wasted"].setdefault(st, {})[seed] = last.get("wasted_total", 0) / rs[-1][3]
+    return out
+
+
+def open_report(args: argparse.Namespace) -> None:
+    """Tables of the open-pool protocols (``open-*``, or ``pilot-open-*`` with ``--pilot``): per pool
+    and arm AULC, final accuracy, share wasted, paired differences (t and Wilcoxon p) against random,
+    against the same strategy without the layer, and jacobian's against the best of margin, badge and
+    LDM-S; each pool's curves.png copied to ``--docs``. JSON on stdout, markdown to OUT/open-pools.md."""
+    import shutil
+
+    out = Path(args.out)
+    prefix = "pilot-open-" if args.pilot else "open-"
+    result, lines = {}, []
+
+    def cell(d):
+        if not d or d["n"] < 2:
+            return "–"
+        return f"{d['mean']:+.4f} ± {d['ci95']:.4f} (t {d['p_t']:.2g}, W {d['p_wilcoxon']:.2g})"
+
+    for name in (n for n in PROTOCOLS if n.startswith(prefix)):
+        if not (out / name / "loop.sqlite").exists():
+            continue
+        cfg = PROTOCOLS[name]
+        nums = open_pool_numbers(out / name, cfg)
+        a, w = nums["aulc"], nums["wasted"]
+        if "random" not in a:
+            continue
+        strong = [s for s in STRONG if s in a]
+        best = max(strong, key=lambda s: np.mean(list(a[s].values())), default=None)
+        table = {}
+        for st in sorted(a, key=lambda s: -np.mean(list(a[s].values()))):
+            base = st.split(":")[0]
+            off = f"{base}:off" if base != "random" else None
+            table[st] = {"seeds": len(a[st]), "aulc": float(np.mean(list(a[st].values()))),
+                         "final_accuracy": float(np.mean(list(nums["final"][st].values()))),
+                         "wasted_share": float(np.mean(list(w[st].values()))),
+                         "vs_random": _pair(a[st], a["random"]) if st != "random" else None,
+                         "wasted_vs_random": _pair(w[st], w["random"]) if st != "random" else None,
+                         "vs_off": _pair(a[st], a[off]) if off and ":" not in st and off in a else None}
+        verdict = None
+        if "jacobian" in a and best:
+            j = table["jacobian"]
+            verdict = {"best_baseline": best, "vs_best": _pair(a["jacobian"], a[best]),
+                       "aulc_target_met": j["aulc"] >= table[best]["aulc"] - 0.005,
+                       "wasted_target_met": j["wasted_share"] <= table["random"]["wasted_share"]}
+            if "margin" in a:
+                verdict["gain_over_random"] = {"jacobian": j["vs_random"]["mean"],
+                                               "margin": table["margin"]["vs_random"]["mean"]}
+                verdict["gain_target_met"] = j["vs_random"]["mean"] >= table["margin"]["vs_random"]["mean"]
+        result[name] = {"config": {"scenario": cfg.scenario, "params": dict(cfg.scenario_params), "seeds": cfg.seeds,
+                                   "rounds": cfg.rounds, "pool_size": cfg.pool_size}, "arms": table, "jacobian": verdict}
+        lines += [f"### {name}: {cfg.scenario} {dict(cfg.scenario_params)}", "",
+                  "| arm | seeds | AULC | final acc. | wasted | − random: AULC | − random: wasted | layer − no layer: AULC |",
+                  "|---|---|---|---|---|---|---|---|"]
+        for st, t in table.items():
+            lines.append(f"| {st} | {t['seeds']} | {t['aulc']:.4f} | {t['final_accuracy']:.4f} | {t['wasted_share']:.1%} | "
+                         f"{cell(t['vs_random'])} | {cell(t['wasted_vs_random'])} | {cell(t['vs_off'])} |")
+        if verdict:
+            lines += ["", f"jacobian − {best} (the best of margin, badge, ldm-s): {cell(verdict['vs_best'])}; "
+                          f"AULC target {'met' if verdict['aulc_target_met'] else 'MISSED'}, wasted target "
+                          f"{'met' if verdict['wasted_target_met'] else 'MISSED'}"
+                          + (f", gain over random {verdict['gain_over_random']['jacobian']:+.4f} vs margin's "
+                             f"{verdict['gain_over_random']['margin']:+.4f}" if "gain_over_random" in verdict else "")]
+        lines.append("")
+        if args.docs is not None and (out / name / "curves.png").exists():
+            args.docs.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(out / name / "curves.png", args.docs / f"curves_{name}.png")
+    (out / ("open-pools-pilot.md" if args.pilot else "open-pools.md")).write_text("\n".join(lines) + "\n")
+    if args.docs is not None:
+        (args.docs / ("results-pilot.json" if args.pilot else "results.json")).write_text(
+            json.dumps(result, indent=1, default=float))
+    print(json.dumps(result, indent=1, default=float))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -257,8 +522,12 @@ def main() -> None:
     p.add_argument("--out", default="runs/al")
     p.add_argument("--docs", type=Path, default=None,
                    help="also copy each protocol's curves.png and the table here (docs/jacobian_acquisition)")
+    o = sub.add_parser("open-report", help="the open-pool tables (docs/benchmarks/open-pools.md) as markdown and JSON")
+    o.add_argument("--out", default="runs/al")
+    o.add_argument("--pilot", action="store_true", help="the pilot's protocols (pilot-open-*)")
+    o.add_argument("--docs", type=Path, default=None, help="copy each pool's curves.png and the JSON here")
     args = ap.parse_args()
-    (run if args.cmd == "run" else report)(args)
+    {"run": run, "report": report, "open-report": open_report}[args.cmd](args)
 
 
 if __name__ == "__main__":
