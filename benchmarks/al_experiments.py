@@ -64,54 +64,37 @@ def _conformal_candidates(f, candidates: np.ndarray, k: int, threshold=None) -> 
     return keep if len(keep) >= k else candidates[np.argsort(-s, kind="stable")[:k]]
 
 
-def _class_floor_candidates(f, candidates: np.ndarray, k: int) -> np.ndarray:
-    """A per-class floor: within each predicted class, the candidates at or above that class's median
-    ``P(in)``, together with every candidate at ``P(in) >= 1/2``; so a known class that borders an
-    unknown one (low ``P(in)`` throughout) keeps its most in-set-like half instead of vanishing."""
-    p = np.nan_to_num(f.in_set[candidates], nan=0.0)
-    pred = np.nan_to_num(f.probs[candidates], nan=0.0).argmax(1)
-    keep = p >= 0.5
-    for c in np.unique(pred):
-        m = pred == c
-        keep |= m & (p >= np.median(p[m]))
-    out = candidates[keep]
-    return out if len(out) >= k else in_set_candidates(f.in_set, candidates, k)
-
-
 class _LayerArm(Strategy):
-    """A public strategy with another open-pool layer: ``off`` (the "none of these" answers ignored),
-    ``threshold`` (only ``P(in) >= 1/2`` are candidates, no weighting), ``class-floor``
-    (:func:`_class_floor_candidates`), ``conformal`` (the in-distribution score's conformal floor,
-    the cut ``jacobian`` made before the layer)."""
+    """A public strategy under a given open-pool layer: jacal's own (``off``, ``weight``,
+    ``class-floor``: the arm pins ``open_set``) or a study-only one run here from the calibrated
+    ``P(in)`` that the ``weight`` layer hands over: ``threshold`` (only ``P(in) >= 1/2`` are
+    candidates, no weighting), ``conformal`` (the in-distribution score's conformal floor, the cut
+    ``jacobian`` made before the layer existed)."""
 
     base: str = ""
     layer: str = ""
-    weighs_in_set = True  # the arm handles f.in_set itself
 
     def __init__(self):
         self._base = get_strategy(self.base)
 
     def select(self, f, k, *, candidates, labeled_embeddings=None, seed=0):
-        if f.in_set is not None:
-            if self.layer == "threshold":
-                candidates = in_set_candidates(f.in_set, candidates, k)
-            elif self.layer == "class-floor":
-                candidates = _class_floor_candidates(f, candidates, k)
-            elif self.layer == "conformal":
-                candidates = _conformal_candidates(f, candidates, k)
-        return self._base.select(dataclasses.replace(f, in_set=None), k, candidates=candidates,
-                                 labeled_embeddings=labeled_embeddings, seed=seed)
+        if f.in_set is not None and self.layer in ("threshold", "conformal"):
+            candidates = (in_set_candidates(f.in_set, candidates, k) if self.layer == "threshold"
+                          else _conformal_candidates(f, candidates, k))
+            f = dataclasses.replace(f, in_set=None)
+        return self._base.select(f, k, candidates=candidates, labeled_embeddings=labeled_embeddings, seed=seed)
 
 
 LAYER_BASES = ("random", "margin", "badge", "ldm-s", "jacobian")
-LAYERS = ("off", "threshold", "class-floor", "conformal")
+LAYERS = ("off", "weight", "class-floor", "threshold", "conformal")
 for _b in LAYER_BASES:
     for _l in LAYERS:
         _name = f"{_b}:{_l}"
         if _name not in STRATEGIES:
             register_strategy(type(f"Arm_{_b}_{_l}".replace("-", "_"), (_LayerArm,),
                                    {"name": _name, "base": _b, "layer": _l, "needs": STRATEGIES[_b].needs,
-                                    "uses_labeled": STRATEGIES[_b].uses_labeled}))
+                                    "uses_labeled": STRATEGIES[_b].uses_labeled, "weighs_in_set": True,
+                                    "open_set": _l if _l in ("off", "weight", "class-floor") else "weight"}))
 
 
 def _register_once(cls):
@@ -123,9 +106,7 @@ class JacobianBoundaryClosed(_BoundarySeeding):
     """``jacobian`` that ignores "none of these" answers (= ``jacobian:off``; the name earlier tables use)."""
 
     name = "jacobian-closed"
-
-    def select(self, f, k, *, candidates, labeled_embeddings=None, seed=0):
-        return super().select(dataclasses.replace(f, in_set=None), k, candidates=candidates, seed=seed)
+    open_set = "off"
 
 
 @_register_once
@@ -133,6 +114,7 @@ class JacobianBoundaryHalf(_BoundarySeeding):
     """``jacobian`` before the layer, with its cut at in-distribution score ½ instead of the conformal floor."""
 
     name = "jacobian-id-half"
+    open_set = "weight"  # hands the in-distribution score over; the cut is made here
 
     def select(self, f, k, *, candidates, labeled_embeddings=None, seed=0):
         return super().select(dataclasses.replace(f, in_set=None), k, seed=seed,
@@ -147,6 +129,7 @@ class JacobianBoundaryFeatures(_BoundarySeeding):
     name = "jacobian-features"
     needs = frozenset({Need.BOUNDARY_EMBEDDING, Need.EMBEDDINGS})
     feature_weight = 1.0
+    open_set = "weight"
 
     def select(self, f, k, *, candidates, labeled_embeddings=None, seed=0):
         return super().select(dataclasses.replace(f, in_set=None), k, seed=seed,
@@ -158,6 +141,7 @@ class MarginKNN(Strategy):
     """``margin`` among the candidates of the conformal cut (= ``margin:conformal``; earlier tables' name)."""
 
     name = "margin-knn"
+    open_set = "weight"
     weighs_in_set = True
 
     def select(self, f, k, *, candidates, labeled_embeddings=None, seed=0):
@@ -229,12 +213,14 @@ PROTOCOLS.update({
 # 3,000, 20 labels + 10 per round for 20 rounds (to 220 labels sent), a one-hidden-layer MLP (128
 # units, dropout 0.25; at most 60 epochs a round, patience 6), 300 validation and 2,000 test images,
 # 5 seeds. Labels sent (wasted included) are the x axis.
-OPEN_ARMS = ("random", "margin", "badge", "ldm-s", "jacobian", "margin:off", "badge:off", "ldm-s:off",
+OPEN_ARMS = ("random", "margin", "badge", "ldm-s", "jacobian", "random:off", "margin:off", "badge:off", "ldm-s:off",
              "jacobian:off", "jacobian:conformal")
+# the pilot that chose the default layer (class-floor); run at commit b1da1c2, where the plain names were
+# the "weight" layer (now "margin:weight", ...) and "random" drew ∝ P(in)
 PILOT_ARMS = ("random", "margin", "margin:off", "margin:threshold", "margin:class-floor", "jacobian", "jacobian:off",
               "jacobian:threshold", "jacobian:class-floor", "jacobian:conformal")
-_OPEN = dataclasses.replace(LOOP_PRESETS["mnist-gal"], rounds=20, pool_size=3000, val_size=300, n_test=2000,
-                            width=128, depth=1, dropout=0.25, max_epochs=60, patience=6, seeds=5,
+_OPEN = dataclasses.replace(LOOP_PRESETS["mnist-gal"], rounds=15, pool_size=3000, val_size=300, n_test=2000,
+                            width=128, depth=1, dropout=0.25, max_epochs=40, patience=5, seeds=5,
                             strategies=OPEN_ARMS)
 OPEN_POOLS = {
     # task digits 0-4; digits 5-9 make up 10% / 40% / 70% of the pool (no junk)
@@ -254,7 +240,8 @@ for _name, (_scen, _params) in OPEN_POOLS.items():
     PROTOCOLS[_name] = dataclasses.replace(_OPEN, scenario=_scen, scenario_params=_params,
                                            strategies=("random", "margin", "badge", "ldm-s", "jacobian")
                                            if _scen == "clean" else OPEN_ARMS)
-    PROTOCOLS["pilot-" + _name] = dataclasses.replace(PROTOCOLS[_name], seeds=2, rounds=12, strategies=PILOT_ARMS)
+    PROTOCOLS["pilot-" + _name] = dataclasses.replace(PROTOCOLS[_name], seeds=2, rounds=12, max_epochs=60, patience=6,
+                                                      strategies=PILOT_ARMS)
 
 
 def run(args: argparse.Namespace) -> None:

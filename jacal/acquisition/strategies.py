@@ -8,15 +8,23 @@ it reads in ``needs`` (members of :class:`jacal.features.Need`) and implements `
 is then done for it) or ``select``; ``@register_strategy`` makes it available by name
 (``examples/custom_strategy.py``). Each strategy's ``use_when`` says in one line when to pick it.
 
-Open pools: when some items sent came back "none of these", :func:`jacal.acquire` sets
-``PoolFeatures.in_set``, each item's calibrated probability ``P(in | x)`` of being labelable
-(:func:`jacal.confidence.openset.in_set_probability`), and every strategy weighs what an item teaches
-by it, so a label sent buys ``P(in) × informativeness`` in expectation: a strategy scored by
-``scores`` ranks by ``P(in) × (percentile rank of its score)`` (:func:`weighted_key`), ``random`` draws
-∝ ``P(in)``, the k-means++ strategies draw ∝ ``P(in)·D²``. A strategy with its own ``select`` that
-does not read ``in_set`` (``weighs_in_set = False``, e.g. ``coreset``) gets the calibrated threshold
-instead: only items with ``P(in) ≥ ½`` are candidates. On a closed pool ``in_set`` is ``None`` and
-nothing changes.
+Open pools: when some items sent came back "none of these", :func:`jacal.acquire` calibrates each
+item's probability ``P(in | x)`` of being labelable from those answers
+(:func:`jacal.confidence.openset.in_set_probability`) and applies an open-pool layer under whichever
+strategy runs (``acquire(open_set=...)``, or a strategy's own ``open_set``):
+
+* ``"class-floor"`` (the default, :func:`class_floor_candidates`): the candidates are, within each
+  predicted class, the items at or above that class's median ``P(in)``, and every item with
+  ``P(in) >= 1/2``; the strategy then selects among them as on a closed pool. A known class that
+  borders an unknown one keeps its most labelable half, where one global cut would empty it.
+* ``"weight"``: the strategy weighs what an item teaches by ``P(in)`` (``PoolFeatures.in_set``): a
+  strategy scored by ``scores`` ranks by ``P(in) × (percentile rank of its score)``
+  (:func:`weighted_key`), ``random`` draws ∝ ``P(in)``, the k-means++ strategies draw ∝
+  ``P(in)·D²``. A strategy with its own ``select`` that does not read ``in_set``
+  (``weighs_in_set = False``, e.g. ``coreset``) gets the calibrated threshold ``P(in) >= 1/2`` instead.
+* ``"off"``: the answers are ignored (the items stay excluded).
+
+On a closed pool nothing changes.
 """
 from __future__ import annotations
 
@@ -30,7 +38,8 @@ from jacal.features import Need, PoolFeatures
 from jacal.acquisition.diversity import k_center_greedy, kmeans_pp, kmeans_pp_outer, min_distances, row_mean, row_norms
 
 __all__ = ["Strategy", "ProbabilityStrategy", "Selection", "STRATEGIES", "RETIRED", "register_strategy",
-           "get_strategy", "top_k", "as_selection", "weighted_key", "weighs_in_set", "in_set_candidates"]
+           "get_strategy", "top_k", "as_selection", "weighted_key", "weighs_in_set", "in_set_candidates",
+           "class_floor_candidates"]
 
 
 class Selection(NamedTuple):
@@ -88,19 +97,35 @@ def in_set_candidates(in_set: np.ndarray, candidates: np.ndarray, k: int, thresh
     return keep if len(keep) >= k else candidates[np.sort(np.argsort(-p, kind="stable")[:k])]
 
 
+def class_floor_candidates(in_set: np.ndarray, probs: np.ndarray, candidates: np.ndarray, k: int) -> np.ndarray:
+    """The ``"class-floor"`` layer's candidates (module docstring): within each predicted class
+    (``probs (N, K)``'s argmax), those at or above the class's median ``P(in)``, together with every
+    candidate at ``P(in) >= 1/2``; the ``k`` most likely in-set when that leaves fewer than ``k``."""
+    p = np.nan_to_num(in_set[candidates], nan=0.0)
+    pred = np.nan_to_num(probs[candidates], nan=0.0).argmax(1)
+    keep = p >= 0.5
+    for c in np.unique(pred):
+        m = pred == c
+        keep |= m & (p >= np.median(p[m]))
+    out = candidates[keep]
+    return out if len(out) >= k else in_set_candidates(in_set, candidates, k)
+
+
 class Strategy:
     """Base class. Subclasses set ``name``, ``needs``, a one-line ``use_when`` and implement
     :meth:`scores` or :meth:`select`.
 
-    A subclass with its own ``select`` that weighs ``f.in_set`` (open pools, module docstring) sets
-    ``weighs_in_set = True``; otherwise :func:`jacal.acquire` restricts its candidates to the items
-    more likely labelable than not.
+    Open pools (module docstring): ``open_set`` pins the layer this strategy runs under (``None``:
+    ``acquire``'s ``open_set``); a subclass with its own ``select`` that weighs ``f.in_set`` under the
+    ``"weight"`` layer sets ``weighs_in_set = True``, otherwise that layer restricts its candidates to
+    the items more likely labelable than not.
     """
 
     name: str = ""
     needs: frozenset = frozenset()
     uses_labeled: bool = False
     use_when: str = ""
+    open_set: Optional[str] = None
     weighs_in_set: Optional[bool] = None  # None: True exactly when `select` is the base class's
 
     def scores(self, f: PoolFeatures) -> np.ndarray:  # pragma: no cover - abstract
@@ -320,7 +345,7 @@ class JacobianBoundary(_BoundarySeeding):
     start: an item's chance never exceeds 1/distance², and items that face the same boundary from
     the same side (similar ``v``) lose their chance once one of them is picked.
 
-    Open pools: as every strategy (module docstring), draws ∝ ``P(in)·D²``.
+    Open pools: as every strategy, under the open-pool layer (module docstring).
     Per-item score: ``‖v(x)‖`` = 1 / (distance to the boundary).
     """
 
