@@ -456,7 +456,7 @@ def open_report(args: argparse.Namespace) -> None:
         table = {}
         for st in sorted(a, key=lambda s: -np.mean(list(a[s].values()))):
             base = st.split(":")[0]
-            off = f"{base}:off" if base != "random" else None
+            off = f"{base}:off"
             table[st] = {"seeds": len(a[st]), "aulc": float(np.mean(list(a[st].values()))),
                          "final_accuracy": float(np.mean(list(nums["final"][st].values()))),
                          "wasted_share": float(np.mean(list(w[st].values()))),

@@ -213,10 +213,12 @@ def test_layer_on_every_strategy(strategy):
     assert wasted["class-floor"] <= wasted["off"] and wasted["weight"] <= wasted["off"], wasted
 
 
-def test_a_custom_select_strategy_gets_the_calibrated_threshold():
+def test_a_custom_select_strategy_runs_under_every_layer():
     from jacal.acquisition.strategies import STRATEGIES, Selection, Strategy
+    from jacal.confidence.openset import in_set_probability
+    from jacal.features import Need, extract_features
 
-    class Last(Strategy):  # takes the highest candidate indices: all out of the set here, unless the layer steps in
+    class Last(Strategy):  # takes the highest candidate indices: all out of the set here, unless a layer steps in
         name = "test-last-candidates"
 
         def select(self, f, k, *, candidates, labeled_embeddings=None, seed=0):
@@ -224,10 +226,17 @@ def test_a_custom_select_strategy_gets_the_calibrated_threshold():
             return Selection(idx, np.zeros(len(f.finite)), np.zeros(k))
 
     pool, model, sent, oos = _open_pool()
-    picks = jacal.acquire(model, pool, 10, strategy=Last(), labeled=sent, out_of_set=oos).indices
-    assert (picks < 150).all()
-    assert (jacal.acquire(model, pool, 10, strategy=Last(), labeled=sent, out_of_set=oos, open_set="off").indices
-            >= 150).all()
+
+    def picks(layer):
+        return jacal.acquire(model, pool, 10, strategy=Last(), labeled=sent, out_of_set=oos, open_set=layer).indices
+
+    assert (picks("off") >= 150).all()
+    assert (picks("weight") < 150).all()  # it does not weigh: the calibrated threshold P(in) >= 1/2
+    f = extract_features(model, pool, need={Need.EMBEDDINGS})
+    prob = in_set_probability(f.embeddings, f.embeddings[np.setdiff1d(sent, oos)], f.embeddings[oos])["probability"]
+    allowed = _ref_class_floor(prob, f.probs.argmax(1), np.setdiff1d(np.arange(len(pool)), sent), 10)
+    got = picks("class-floor")
+    assert set(got.tolist()) <= allowed and got.tolist() == sorted(allowed)[-10:][::-1]
     assert "test-last-candidates" not in STRATEGIES
 
 
