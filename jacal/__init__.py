@@ -21,7 +21,9 @@ Acquisition (``jacal.acquisition``)
     available by :func:`register_strategy` (``examples/custom_strategy.py``); array scores for any
     pipeline (``jacal.acquisition.scores``); :func:`modal_query_strategy` for modAL; local or Ray
     execution (``jacal.backends``: :func:`get_backend`). Open pools: ``acquire(..., out_of_set=...)``
-    hears which items came back "none of these" (``jacal.confidence.openset``); a first batch with
+    hears which items came back "none of these", calibrates from them the probability that an item
+    can be labeled (``jacal.confidence.openset``) and applies an open-pool layer under any strategy
+    (``open_set``: ``"class-floor"``, ``"weight"``, ``"off"``); a first batch with
     nothing labeled comes from ``jacal.acquisition.coldstart``.
 Labeling pipelines (``jacal.io``)
     pools from arrays, image folders and manifests (:func:`open_pool`), Label Studio / Argilla / CSV
