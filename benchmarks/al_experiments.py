@@ -54,8 +54,8 @@ from jacal.loop.summary import aulc, paired_seeds as paired_comparison  # noqa: 
 # registry) so that `jacal acquire --help` lists only what a user should pick.
 
 def _conformal_candidates(f, candidates: np.ndarray, k: int, threshold=None) -> np.ndarray:
-    """The hard cut the open-pool layer replaced: candidates whose in-distribution score reaches the
-    conformal floor (the score 95% of labeled in-set items reach), else the ``k`` highest scores."""
+    """A hard cut on the in-distribution score: candidates whose score reaches the conformal floor
+    (the score 95% of labeled in-set items reach), else the ``k`` highest scores."""
     if f.in_distribution is None:
         return candidates
     threshold = f.in_distribution_floor if threshold is None else threshold
@@ -68,8 +68,7 @@ class _LayerArm(Strategy):
     """A public strategy under a given open-pool layer: jacal's own (``off``, ``weight``,
     ``class-floor``: the arm pins ``open_set``) or a study-only one run here from the calibrated
     ``P(in)`` that the ``weight`` layer hands over: ``threshold`` (only ``P(in) >= 1/2`` are
-    candidates, no weighting), ``conformal`` (the in-distribution score's conformal floor, the cut
-    ``jacobian`` made before the layer existed)."""
+    candidates, no weighting), ``conformal`` (:func:`_conformal_candidates`)."""
 
     base: str = ""
     layer: str = ""
@@ -103,7 +102,7 @@ def _register_once(cls):
 
 @_register_once
 class JacobianBoundaryClosed(_BoundarySeeding):
-    """``jacobian`` that ignores "none of these" answers (= ``jacobian:off``; the name earlier tables use)."""
+    """``jacobian`` that ignores "none of these" answers (= ``jacobian:off``; the name in docs/real_pools.md)."""
 
     name = "jacobian-closed"
     open_set = "off"
@@ -111,7 +110,7 @@ class JacobianBoundaryClosed(_BoundarySeeding):
 
 @_register_once
 class JacobianBoundaryHalf(_BoundarySeeding):
-    """``jacobian`` before the layer, with its cut at in-distribution score ½ instead of the conformal floor."""
+    """``jacobian`` behind a fixed cut at in-distribution score ½ (no open-pool layer)."""
 
     name = "jacobian-id-half"
     open_set = "weight"  # hands the in-distribution score over; the cut is made here
@@ -138,7 +137,7 @@ class JacobianBoundaryFeatures(_BoundarySeeding):
 
 @_register_once
 class MarginKNN(Strategy):
-    """``margin`` among the candidates of the conformal cut (= ``margin:conformal``; earlier tables' name)."""
+    """``margin`` among the candidates of the conformal cut (= ``margin:conformal``; the name in docs/real_pools.md)."""
 
     name = "margin-knn"
     open_set = "weight"
@@ -215,8 +214,8 @@ PROTOCOLS.update({
 # 5 seeds. Labels sent (wasted included) are the x axis.
 OPEN_ARMS = ("random", "margin", "badge", "ldm-s", "jacobian", "random:off", "margin:off", "badge:off", "ldm-s:off",
              "jacobian:off", "jacobian:conformal")
-# the pilot that chose the default layer (class-floor); run at commit b1da1c2, where the plain names were
-# the "weight" layer (now "margin:weight", ...) and "random" drew ∝ P(in)
+# the pilot that chose the default layer (class-floor); its plain names ran under the "weight" layer
+# (commit b1da1c2; `open-report --pilot` shows them as "margin:weight", ...), its random drew ∝ P(in)
 PILOT_ARMS = ("random", "margin", "margin:off", "margin:threshold", "margin:class-floor", "jacobian", "jacobian:off",
               "jacobian:threshold", "jacobian:class-floor", "jacobian:conformal")
 _OPEN = dataclasses.replace(LOOP_PRESETS["mnist-gal"], rounds=15, pool_size=3000, val_size=300, n_test=2000,

@@ -6,8 +6,8 @@ import torch
 
 import jacal
 
-# Picks of every public strategy on a closed pool (seed 5, 8 picks, the first ten items labeled), recorded
-# before the open-pool layer existed: a closed pool (``out_of_set`` absent or empty) selects as it did.
+# Picks of every public strategy on a closed pool (seed 5, 8 picks, the first ten items labeled): on a closed
+# pool (``out_of_set`` absent or empty) no open-pool layer touches the selection.
 PINNED = {"random": [296, 76, 173, 94, 209, 13, 282, 85], "margin": [152, 210, 120, 26, 294, 38, 169, 52],
           "entropy": [223, 88, 187, 49, 31, 21, 11, 177], "least-confidence": [223, 88, 187, 21, 152, 120, 49, 294],
           "bald": [228, 22, 251, 278, 192, 266, 273, 70], "badge": [278, 245, 160, 123, 250, 73, 185, 27],
