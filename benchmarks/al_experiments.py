@@ -42,8 +42,114 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import SHARED_MNIST  # noqa: E402
 
+from jacal.acquisition.strategies import (STRATEGIES, Selection, Strategy, _BoundarySeeding, get_strategy,  # noqa: E402
+                                          in_set_candidates, register_strategy, top_k)
+from jacal.features import Need  # noqa: E402
 from jacal.loop import LOOP_PRESETS, LoopCallbacks, run_loop, summarize  # noqa: E402
 from jacal.loop.summary import aulc, paired_seeds as paired_comparison  # noqa: E402
+
+
+# ---------------------------------------------------------------------------------------------------
+# Study-only strategies: variants measured against the public ones, registered here (not in jacal's
+# registry) so that `jacal acquire --help` lists only what a user should pick.
+
+def _conformal_candidates(f, candidates: np.ndarray, k: int, threshold=None) -> np.ndarray:
+    """A hard cut on the in-distribution score: candidates whose score reaches the conformal floor
+    (the score 95% of labeled in-set items reach), else the ``k`` highest scores."""
+    if f.in_distribution is None:
+        return candidates
+    threshold = f.in_distribution_floor if threshold is None else threshold
+    s = f.in_distribution[candidates]
+    keep = candidates[s >= threshold]
+    return keep if len(keep) >= k else candidates[np.argsort(-s, kind="stable")[:k]]
+
+
+class _LayerArm(Strategy):
+    """A public strategy under a given open-pool layer: jacal's own (``off``, ``weight``,
+    ``class-floor``: the arm pins ``open_set``) or a study-only one run here from the calibrated
+    ``P(in)`` that the ``weight`` layer hands over: ``threshold`` (only ``P(in) >= 1/2`` are
+    candidates, no weighting), ``conformal`` (:func:`_conformal_candidates`)."""
+
+    base: str = ""
+    layer: str = ""
+
+    def __init__(self):
+        self._base = get_strategy(self.base)
+
+    def select(self, f, k, *, candidates, labeled_embeddings=None, seed=0):
+        if f.in_set is not None and self.layer in ("threshold", "conformal"):
+            candidates = (in_set_candidates(f.in_set, candidates, k) if self.layer == "threshold"
+                          else _conformal_candidates(f, candidates, k))
+            f = dataclasses.replace(f, in_set=None)
+        return self._base.select(f, k, candidates=candidates, labeled_embeddings=labeled_embeddings, seed=seed)
+
+
+LAYER_BASES = ("random", "margin", "badge", "ldm-s", "jacobian")
+LAYERS = ("off", "weight", "class-floor", "threshold", "conformal")
+for _b in LAYER_BASES:
+    for _l in LAYERS:
+        _name = f"{_b}:{_l}"
+        if _name not in STRATEGIES:
+            register_strategy(type(f"Arm_{_b}_{_l}".replace("-", "_"), (_LayerArm,),
+                                   {"name": _name, "base": _b, "layer": _l, "needs": STRATEGIES[_b].needs,
+                                    "uses_labeled": STRATEGIES[_b].uses_labeled, "weighs_in_set": True,
+                                    "open_set": _l if _l in ("off", "weight", "class-floor") else "weight"}))
+
+
+def _register_once(cls):
+    return cls if STRATEGIES.get(cls.name) is not None else register_strategy(cls)
+
+
+@_register_once
+class JacobianBoundaryClosed(_BoundarySeeding):
+    """``jacobian`` that ignores "none of these" answers (= ``jacobian:off``; the name in docs/real_pools.md)."""
+
+    name = "jacobian-closed"
+    open_set = "off"
+
+
+@_register_once
+class JacobianBoundaryHalf(_BoundarySeeding):
+    """``jacobian`` behind a fixed cut at in-distribution score ½ (no open-pool layer)."""
+
+    name = "jacobian-id-half"
+    open_set = "weight"  # hands the in-distribution score over; the cut is made here
+
+    def select(self, f, k, *, candidates, labeled_embeddings=None, seed=0):
+        return super().select(dataclasses.replace(f, in_set=None), k, seed=seed,
+                              candidates=_conformal_candidates(f, candidates, k, 0.5))
+
+
+@_register_once
+class JacobianBoundaryFeatures(_BoundarySeeding):
+    """``[v(x), ‖v(x)‖·ĥ(x)]`` (ĥ the unit penultimate features), so items facing one boundary still differ
+    by their features (a linear head's ``v`` has one direction per class pair); open pools: the conformal cut."""
+
+    name = "jacobian-features"
+    needs = frozenset({Need.BOUNDARY_EMBEDDING, Need.EMBEDDINGS})
+    feature_weight = 1.0
+    open_set = "weight"
+
+    def select(self, f, k, *, candidates, labeled_embeddings=None, seed=0):
+        return super().select(dataclasses.replace(f, in_set=None), k, seed=seed,
+                              candidates=_conformal_candidates(f, candidates, k))
+
+
+@_register_once
+class MarginKNN(Strategy):
+    """``margin`` among the candidates of the conformal cut (= ``margin:conformal``; the name in docs/real_pools.md)."""
+
+    name = "margin-knn"
+    open_set = "weight"
+    weighs_in_set = True
+
+    def select(self, f, k, *, candidates, labeled_embeddings=None, seed=0):
+        from jacal.acquisition import scores as S
+
+        s = np.full(len(f.finite), np.nan)
+        s[f.finite] = S.margin(f.probs[f.finite])
+        idx = top_k(s, _conformal_candidates(f, candidates, k), k, seed)
+        return Selection(idx, s, s[idx])
 
 BASELINES = ("random", "margin", "entropy", "badge", "coreset", "ldm-s", "margin-knn")
 STRONG = ("margin", "badge", "ldm-s")  # the baselines a Jacobian strategy must match: the best of these
@@ -97,6 +203,46 @@ PROTOCOLS.update({
                                       n_test=2000, max_epochs=60, patience=8,
                                       strategies=("random", "margin", "badge", "jacobian")),
 })
+
+
+# ---------------------------------------------------------------------------------------------------
+# Open pools (docs/benchmarks/open-pools.md): each public strategy with the open-pool layer (its plain
+# name: acquire's default) and without it (":off"), on near open sets (unknown classes only), junk only,
+# a mix, the contamination share varied, and a closed pool. Sized for a 2-core CPU: MNIST, a pool of
+# 3,000, 20 labels + 10 per round for 20 rounds (to 220 labels sent), a one-hidden-layer MLP (128
+# units, dropout 0.25; at most 60 epochs a round, patience 6), 300 validation and 2,000 test images,
+# 5 seeds. Labels sent (wasted included) are the x axis.
+OPEN_ARMS = ("random", "margin", "badge", "ldm-s", "jacobian", "random:off", "margin:off", "badge:off", "ldm-s:off",
+             "jacobian:off", "jacobian:conformal")
+# the pilot that chose the default layer (class-floor); its plain names ran under the "weight" layer
+# (commit b1da1c2; `open-report --pilot` shows them as "margin:weight", ...), its random drew ∝ P(in)
+PILOT_ARMS = ("random", "margin", "margin:off", "margin:threshold", "margin:class-floor", "jacobian", "jacobian:off",
+              "jacobian:threshold", "jacobian:class-floor", "jacobian:conformal")
+_OPEN = dataclasses.replace(LOOP_PRESETS["mnist-gal"], rounds=15, pool_size=3000, val_size=300, n_test=2000,
+                            width=128, depth=1, dropout=0.25, max_epochs=40, patience=5, seeds=5,
+                            strategies=OPEN_ARMS)
+OPEN_POOLS = {
+    # task digits 0-4; digits 5-9 make up 10% / 40% / 70% of the pool (no junk)
+    "open-near-10": (("open-set", (("share", 0.1), ("known", 5.0), ("junk", 0.0)))),
+    "open-near-40": (("open-set", (("share", 0.4), ("known", 5.0), ("junk", 0.0)))),
+    "open-near-70": (("open-set", (("share", 0.7), ("known", 5.0), ("junk", 0.0)))),
+    # task: the even digits; the odd digits 40% of the pool
+    "open-even-odd-40": ("even-odd", (("share", 0.4),)),
+    # all ten digits; 10% / 40% / 70% of the pool junk (noise, blank, shuffled, inverted, blurred, overlaid)
+    "open-junk-10": ("junk", (("share", 0.1),)),
+    "open-junk-40": ("junk", (("share", 0.4),)),
+    "open-junk-70": ("junk", (("share", 0.7),)),
+    # task digits 0-4; 40% of the pool out of the set, half digits 5-9, half junk (noise, blank, shuffled)
+    "open-mix-40": ("open-set", (("share", 0.4), ("known", 5.0), ("junk", 0.5))),
+    # closed: the layer has nothing to learn from, every strategy selects as without it
+    "open-closed": ("clean", ()),
+}
+for _name, (_scen, _params) in OPEN_POOLS.items():
+    PROTOCOLS[_name] = dataclasses.replace(_OPEN, scenario=_scen, scenario_params=_params,
+                                           strategies=("random", "margin", "badge", "ldm-s", "jacobian")
+                                           if _scen == "clean" else OPEN_ARMS)
+    PROTOCOLS["pilot-" + _name] = dataclasses.replace(PROTOCOLS[_name], seeds=2, rounds=12, max_epochs=60, patience=6,
+                                                      strategies=PILOT_ARMS)
 
 
 def run(args: argparse.Namespace) -> None:
@@ -240,6 +386,156 @@ def report(args: argparse.Namespace) -> None:
     print(json.dumps(result, indent=1, default=float))
 
 
+def _pair(a: dict, b: dict) -> dict:
+    """``a − b`` over the seeds both have: mean, 95% t half-width, paired t-test p and Wilcoxon signed-rank p."""
+    from scipy import stats
+
+    seeds = sorted(set(a) & set(b))
+    d = np.array([a[s] - b[s] for s in seeds], float)
+    out = {"mean": float(d.mean()) if len(d) else float("nan"), "n": len(d)}
+    if len(d) >= 2:
+        out["ci95"] = float(stats.t.ppf(0.975, len(d) - 1) * d.std(ddof=1) / np.sqrt(len(d)))
+        out["p_t"] = float(stats.ttest_1samp(d, 0.0).pvalue) if d.std() > 0 else (1.0 if d.mean() == 0 else 0.0)
+        out["p_wilcoxon"] = float(stats.wilcoxon(d).pvalue) if np.any(d != 0) else 1.0
+    return out
+
+
+def open_pool_numbers(path: Path, cfg) -> dict:
+    """Per strategy and seed, from a finished protocol's loop.sqlite: AULC over labels sent and the
+    share of labels sent that came back "none of these" (at the last round)."""
+    from jacal.loop.store import LoopStore
+
+    with LoopStore(path / "loop.sqlite") as store:
+        rows, metrics = store.rounds(), store.metrics()
+    by = {}
+    for r in rows:
+        by.setdefault((r[0], r[1]), []).append(r)
+    out = {"aulc": {}, "wasted": {}, "final": {}}
+    for (st, seed), rs in by.items():
+        if st not in cfg.strategies or seed >= cfg.seeds or len(rs) != cfg.rounds + 1:
+            continue
+        rs = sorted(rs, key=lambda r: r[2])
+        out["aulc"].setdefault(st, {})[seed] = aulc(np.array([r[3] for r in rs], float), np.array([r[4] for r in rs]))
+        out["final"].setdefault(st, {})[seed] = rs[-1][4]
+        last = metrics.get((st, seed, rs[-1][2]), {})
+        out["wasted"].setdefault(st, {})[seed] = last.get("wasted_total", 0) / rs[-1][3]
+    return out
+
+
+def open_report(args: argparse.Namespace) -> None:
+    """Tables of the open-pool protocols (``open-*``, or ``pilot-open-*`` with ``--pilot``): per pool
+    and arm AULC, final accuracy, share wasted, paired differences (t and Wilcoxon p) against random,
+    against the same strategy without the layer, and jacobian's against the best of margin, badge and
+    LDM-S; each pool's curves.png copied to ``--docs``. JSON on stdout, markdown to OUT/open-pools.md."""
+    import shutil
+
+    out = Path(args.out)
+    prefix = "pilot-open-" if args.pilot else "open-"
+    result, lines = {}, []
+
+    def cell(d):
+        if not d or d["n"] < 2:
+            return "–"
+        return f"{d['mean']:+.4f} ± {d['ci95']:.4f} (t {d['p_t']:.2g}, W {d['p_wilcoxon']:.2g})"
+
+    for name in (n for n in PROTOCOLS if n.startswith(prefix)):
+        if not (out / name / "loop.sqlite").exists():
+            continue
+        cfg = PROTOCOLS[name]
+        nums = open_pool_numbers(out / name, cfg)
+        if args.pilot:  # the pilot ran where the plain names were the weight layer (PILOT_ARMS)
+            nums = {key: {(f"{st}:weight" if st in LAYER_BASES else st): v for st, v in d.items()}
+                    for key, d in nums.items()}
+            nums = {key: {("random" if st == "random:weight" else st): v for st, v in d.items()} for key, d in nums.items()}
+        a, w = nums["aulc"], nums["wasted"]
+        if "random" not in a:
+            continue
+        strong = [s for s in STRONG if s in a]
+        best = max(strong, key=lambda s: np.mean(list(a[s].values())), default=None)
+        table = {}
+        for st in sorted(a, key=lambda s: -np.mean(list(a[s].values()))):
+            base = st.split(":")[0]
+            off = f"{base}:off"
+            table[st] = {"seeds": len(a[st]), "aulc": float(np.mean(list(a[st].values()))),
+                         "final_accuracy": float(np.mean(list(nums["final"][st].values()))),
+                         "wasted_share": float(np.mean(list(w[st].values()))),
+                         "vs_random": _pair(a[st], a["random"]) if st != "random" else None,
+                         "wasted_vs_random": _pair(w[st], w["random"]) if st != "random" else None,
+                         "vs_off": _pair(a[st], a[off]) if off and ":" not in st and off in a else None}
+        verdict = None
+        # the issue's random is the plain draw ("random:off": it knows nothing of the answers); the
+        # layer's own random is reported beside it
+        plain = "random:off" if "random:off" in a else "random"
+        if "jacobian" in a and best:
+            j = table["jacobian"]
+            verdict = {"best_baseline": best, "vs_best": _pair(a["jacobian"], a[best]),
+                       "aulc_target_met": bool(j["aulc"] >= table[best]["aulc"] - 0.005),
+                       "random_reference": plain,
+                       "wasted_target_met": bool(j["wasted_share"] <= table[plain]["wasted_share"] + 1e-9),
+                       "wasted_vs_plain_random": _pair(w["jacobian"], w[plain]) if plain != "random" else None}
+            every = [s_ for s_ in a if s_.split(":")[0] in STRONG]  # with or without the layer
+            best_any = max(every, key=lambda s_: table[s_]["aulc"])
+            verdict.update(best_any=best_any, vs_best_any=_pair(a["jacobian"], a[best_any]),
+                           aulc_target_met_any=bool(j["aulc"] >= table[best_any]["aulc"] - 0.005))
+            if "margin" in a:
+                gj = _pair(a["jacobian"], a[plain])["mean"]
+                gm = _pair(a["margin"], a[plain])["mean"]
+                verdict["gain_over_random"] = {"jacobian": gj, "margin": gm}
+                verdict["gain_target_met"] = bool(gj >= gm)
+        result[name] = {"config": {"scenario": cfg.scenario, "params": dict(cfg.scenario_params), "seeds": cfg.seeds,
+                                   "rounds": cfg.rounds, "pool_size": cfg.pool_size}, "arms": table, "jacobian": verdict}
+        lines += [f"### {name}: {cfg.scenario} {dict(cfg.scenario_params)}", "",
+                  "| arm | seeds | AULC | final acc. | wasted | − random: AULC | − random: wasted | layer − no layer: AULC |",
+                  "|---|---|---|---|---|---|---|---|"]
+        for st, t in table.items():
+            lines.append(f"| {st} | {t['seeds']} | {t['aulc']:.4f} | {t['final_accuracy']:.4f} | {t['wasted_share']:.1%} | "
+                         f"{cell(t['vs_random'])} | {cell(t['wasted_vs_random'])} | {cell(t['vs_off'])} |")
+        if verdict:
+            lines += ["", f"jacobian − {best} (the best of margin, badge, ldm-s, with the layer): {cell(verdict['vs_best'])}: "
+                          f"AULC target (>= best − 0.005) {'met' if verdict['aulc_target_met'] else 'MISSED'}; "
+                          f"wasted share {table['jacobian']['wasted_share']:.1%} against {plain}'s "
+                          f"{table[plain]['wasted_share']:.1%}: target {'met' if verdict['wasted_target_met'] else 'MISSED'}"
+                          + (f"; gain over {plain} {verdict['gain_over_random']['jacobian']:+.4f} against margin's "
+                             f"{verdict['gain_over_random']['margin']:+.4f}" if "gain_over_random" in verdict else ""),
+                      "", f"jacobian − {verdict['best_any']} (the best of them with or without the layer): "
+                          f"{cell(verdict['vs_best_any'])}: {'met' if verdict['aulc_target_met_any'] else 'MISSED'}"]
+        lines.append("")
+        if args.docs is not None and (out / name / "curves.png").exists():
+            args.docs.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(out / name / "curves.png", args.docs / f"curves_{name}.png")
+    pools = list(result)
+    arms = sorted({st for n in pools for st in result[n]["arms"]},
+                  key=lambda st: (st.split(":")[0] not in LAYER_BASES, st.split(":")[0], ":" in st, st))
+    head = ["## AULC (share of labels wasted) per pool, mean over seeds", "",
+            "| arm | " + " | ".join(pools) + " |", "|---" * (len(pools) + 1) + "|"]
+    for st in arms:
+        head.append(f"| {st} | " + " | ".join(
+            (f"{result[n]['arms'][st]['aulc']:.4f} ({result[n]['arms'][st]['wasted_share']:.0%})"
+             if st in result[n]["arms"] else "–") for n in pools) + " |")
+    targets = ["## jacobian against the targets (paired over seeds: mean ± 95% CI, t-test p, Wilcoxon p)", "",
+               "| pool | jacobian AULC | best of margin, badge, ldm-s (layer) | jacobian − it | ≥ it − 0.005 | "
+               "best with or without the layer | jacobian − it | jacobian wasted | random:off wasted | ≤ | "
+               "gain over random:off: jacobian / margin | ≥ |", "|---" * 12 + "|"]
+    for n in pools:
+        v, t = result[n]["jacobian"], result[n]["arms"]
+        if not v:
+            continue
+        yes = {True: "yes", False: "**no**"}
+        g = v.get("gain_over_random", {})
+        targets.append(
+            f"| {n} | {t['jacobian']['aulc']:.4f} | {v['best_baseline']} {t[v['best_baseline']]['aulc']:.4f} | "
+            f"{cell(v['vs_best'])} | {yes[v['aulc_target_met']]} | {v['best_any']} {t[v['best_any']]['aulc']:.4f} | "
+            f"{cell(v['vs_best_any'])} | {t['jacobian']['wasted_share']:.1%} | "
+            f"{t[v['random_reference']]['wasted_share']:.1%} | {yes[v['wasted_target_met']]} | "
+            + (f"{g['jacobian']:+.4f} / {g['margin']:+.4f} | {yes[v['gain_target_met']]} |" if g else "– | – |"))
+    lines = head + [""] + targets + [""] + lines
+    (out / ("open-pools-pilot.md" if args.pilot else "open-pools.md")).write_text("\n".join(lines) + "\n")
+    if args.docs is not None:
+        (args.docs / ("results-pilot.json" if args.pilot else "results.json")).write_text(
+            json.dumps(result, indent=1, default=float))
+    print(json.dumps(result, indent=1, default=float))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -257,8 +553,12 @@ def main() -> None:
     p.add_argument("--out", default="runs/al")
     p.add_argument("--docs", type=Path, default=None,
                    help="also copy each protocol's curves.png and the table here (docs/jacobian_acquisition)")
+    o = sub.add_parser("open-report", help="the open-pool tables (docs/benchmarks/open-pools.md) as markdown and JSON")
+    o.add_argument("--out", default="runs/al")
+    o.add_argument("--pilot", action="store_true", help="the pilot's protocols (pilot-open-*)")
+    o.add_argument("--docs", type=Path, default=None, help="copy each pool's curves.png and the JSON here")
     args = ap.parse_args()
-    (run if args.cmd == "run" else report)(args)
+    {"run": run, "report": report, "open-report": open_report}[args.cmd](args)
 
 
 if __name__ == "__main__":

@@ -206,7 +206,8 @@ def quality(name: str, feats, picks: np.ndarray, exact_picks: np.ndarray, candid
 def child(args) -> None:
     from jacal.acquisition import diversity as D
     from jacal.acquisition.strategies import as_selection, get_strategy
-    from jacal.confidence.openset import in_distribution, in_distribution_floor
+    from jacal.acquisition.strategies import class_floor_candidates
+    from jacal.confidence.openset import in_set_probability
     from jacal.features import Need, extract_features
 
     if args.pool_file:
@@ -220,7 +221,7 @@ def child(args) -> None:
         if args.single != "baseline":  # what jacal.acquire does, its two halves timed apart
             strat = get_strategy(args.single)
             need = set(strat.needs)
-            open_set = args.open_set and Need.IN_DISTRIBUTION in strat.needs
+            open_set = args.open_set > 0
             if open_set:
                 need.add(Need.EMBEDDINGS)
             feats = extract_features(model, pool, need=need, batch_size=args.batch_size,
@@ -230,9 +231,9 @@ def child(args) -> None:
                 sent = np.random.default_rng(0).choice(candidates, size=args.open_set, replace=False)
                 out = sent[: int(0.4 * len(sent))]
                 ins = np.setdiff1d(sent, out)
-                feats.in_distribution = in_distribution(feats.embeddings, feats.embeddings[ins], feats.embeddings[out])
-                feats.in_distribution_floor = in_distribution_floor(feats.embeddings[ins], feats.embeddings[out])
-                candidates = np.setdiff1d(candidates, sent)
+                est = in_set_probability(feats.embeddings, feats.embeddings[ins], feats.embeddings[out])
+                candidates = class_floor_candidates(est["probability"], feats.probs, np.setdiff1d(candidates, sent),
+                                                    args.k)  # acquire's default open-pool layer
                 row["open_set_sent"] = int(len(sent))
             t1 = time.perf_counter()
             with D.selection(args.selection), D.trace() as calls:
@@ -312,9 +313,9 @@ def main(argv=None):
                     help="also run the exact selection on the same features: its time, the picks' overlap and "
                          "the objective's ratio (see quality())")
     ap.add_argument("--open-set", type=int, default=0, metavar="M",
-                    help="the open-pool path: M pool items count as sent, 40%% of them answered 'none of these'; the "
-                         "strategies that read the in-distribution score (jacobian, margin-knn) compute it in their "
-                         "model pass (embeddings, the score and its floor) and select among the rest")
+                    help="the open-pool path: M pool items count as sent, 40%% of them answered 'none of these'; every "
+                         "strategy runs under acquire's default open-pool layer (embeddings, the calibrated P(in | x), "
+                         "the class-floor candidates) and selects among them")
     ap.add_argument("--triad-numbers", type=int, default=1 << 25, help=argparse.SUPPRESS)
     ap.add_argument("--single", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)

@@ -6,11 +6,13 @@ from typing import Annotated, List, Optional
 
 import typer
 
+from jacal.acquisition import STRATEGIES
+from jacal.acquisition.engine import OPEN_SET_LAYERS
 from jacal.pipeline import acquire_batch, confidence_file
 from ._common import emit_json, excluded_text, progress_bar, warn
 from ._options import (ANNOTATION_FILES_HELP, FITTED_HELP, STRATEGY_METAVAR, AddressOpt, BackendName, BackendOpt,
                        BatchFormat, ChannelsOpt, ConfMethod, DeviceOpt, ForceOutOpt, FromNameOpt, ImageSizeOpt, JsonOpt,
-                       LabelNamesOpt, ModelOpt, RowFormat, ToNameOpt, strategy_name)
+                       LabelNamesOpt, ModelOpt, RowFormat, ToNameOpt, open_set_layer, strategy_name)
 
 
 def acquire(
@@ -26,10 +28,15 @@ def acquire(
                                            "or .json with --format label-studio / argilla (tasks with the model's "
                                            "prediction as a pre-annotation).")],
     strategy: Annotated[str, typer.Option(metavar=STRATEGY_METAVAR, callback=strategy_name,
-                                          help="Acquisition strategy. 'jacobian' (default): k-means++ over "
-                                               "first-order distances to the decision boundary and their "
-                                               "directions (sensitive and spread out); 'jacobian-topk': the "
-                                               "highest Jacobian norms (the paper's score, batch-blind).")] = "jacobian",
+                                          help="Acquisition strategy; when to use each: "
+                                               + "; ".join(f"'{n}': {c.use_when}" for n, c in STRATEGIES.items())
+                                               + ".")] = "jacobian",
+    open_set: Annotated[str, typer.Option(
+        metavar="[" + "|".join(OPEN_SET_LAYERS) + "]", callback=open_set_layer,
+        help="What the items answered 'none of these' in --exclude teach: 'class-floor' (default) selects, per "
+             "predicted class, among the items at least as likely labelable as the class's median (calibrated "
+             "from those answers); 'weight' weighs each item by that probability (fewer labels wasted); 'off' "
+             "ignores them.")] = "class-floor",
     exclude: Annotated[Optional[List[Path]], typer.Option(help="Items already labeled or queued, never selected. "
                                                                + ANNOTATION_FILES_HELP,
                                                           exists=True, dir_okay=False)] = None,
@@ -86,7 +93,8 @@ def acquire(
     notes: List[str] = []
     with progress_bar(f"scoring ({strategy})", 0, enabled=not json_out) as update:
         summary = acquire_batch(model, pool, k, out, fmt=fmt.value if fmt is not None else None,
-                                strategy=strategy, exclude=exclude or None, label_names=label_names,
+                                strategy=strategy, exclude=exclude or None, open_set=open_set,
+                                label_names=label_names,
                                 from_name=from_name, to_name=to_name, model_version=model_version, seed=seed,
                                 batch_size=batch_size, device=device, mc_samples=mc_samples,
                                 embedding_layer=embedding_layer, image_size=image_size, channels=channels,

@@ -58,6 +58,15 @@ def strategy_name(name: str) -> str:
     return name
 
 
+def open_set_layer(name: str) -> str:
+    """``--open-set``: one of :data:`jacal.acquisition.engine.OPEN_SET_LAYERS`."""
+    from jacal.acquisition.engine import OPEN_SET_LAYERS
+
+    if name not in OPEN_SET_LAYERS:
+        raise typer.BadParameter(f"{name!r} is not one of {', '.join(map(repr, OPEN_SET_LAYERS))}.")
+    return name
+
+
 def strategy_list(text: Optional[str]) -> Optional[tuple]:
     """``--strategies``: comma-separated :data:`Strategy` values, each checked like a single choice."""
     if not text:

@@ -89,6 +89,7 @@ class PoolFeatures:
     logits: Optional[np.ndarray] = None      # (N, K) float64 ("logits")
     in_distribution: Optional[np.ndarray] = None  # (N,) in [0, 1], set by acquire ("in-distribution")
     in_distribution_floor: float = 0.0       # the score 95% of labeled in-set items reach (leave-one-out)
+    in_set: Optional[np.ndarray] = None      # (N,) calibrated P(in | x) on an open pool, set by acquire; None: closed
     ldm: Optional[np.ndarray] = None         # (N,) least disagree metric ("ldm")
 
 

@@ -54,7 +54,7 @@ def _paths(paths: Optional[PathsLike]) -> List[Path]:
 
 
 def acquire_batch(model: PathLike, pool: PathLike, k: int, out: PathLike, *, fmt: Optional[str] = None,
-                  strategy: str = "jacobian", exclude: Optional[PathsLike] = None,
+                  strategy: str = "jacobian", exclude: Optional[PathsLike] = None, open_set: str = "class-floor",
                   label_names: Union[str, Sequence[str], None] = None, from_name: str = "label", to_name: str = "image",
                   model_version: Optional[str] = None, seed: int = 0, batch_size: int = 256, device: Any = "auto",
                   mc_samples: int = 20, embedding_layer: Optional[str] = None,
@@ -77,6 +77,8 @@ def acquire_batch(model: PathLike, pool: PathLike, k: int, out: PathLike, *, fmt
             several (their union): never selected; they anchor the diversity strategies, and those
             answered "none of these" (:data:`jacal.io.NONE_OF_THESE`, or skipped) reach
             :func:`jacal.acquire` as known out-of-set examples (``out_of_set``).
+        open_set: what the items answered "none of these" in ``exclude`` do (``jacal.acquire``'s
+            ``open_set``: ``"class-floor"``, ``"weight"`` or ``"off"``; docs/guide/open-pools.md).
         label_names: class names in class-index order (a list, or comma-separated text); default:
             the checkpoint's, else ``0..K-1``.
         from_name, to_name: Label Studio control / object (Argilla question / field).
@@ -134,7 +136,7 @@ def acquire_batch(model: PathLike, pool: PathLike, k: int, out: PathLike, *, fmt
     extra = {"out_of_set": np.asarray(oos, dtype=np.int64)} if oos else {}  # positions in `labeled` answered "none of these"
     runner = get_backend(backend, address=address)
     try:
-        res = jacal.acquire(ck.model, items.items, k, strategy=strategy, labeled=labeled, seed=seed,
+        res = jacal.acquire(ck.model, items.items, k, strategy=strategy, labeled=labeled, seed=seed, open_set=open_set,
                             batch_size=batch_size, device=device, mc_samples=mc_samples, progress=progress,
                             backend=runner, shard_size=shard_size, embedding_layer=embedding_layer, **extra)
     finally:

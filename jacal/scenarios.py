@@ -15,6 +15,13 @@ Builders (all deterministic for a given ``seed``; jacal's choices, documented he
   0.4): items of the other classes, and a ``junk`` fraction of them (default 0.25) of junk in equal
   parts: uniform noise, blank scans (a constant grey level plus faint noise) and corrupted scans (an
   in-set image with its pixels shuffled). The test set holds the known classes only.
+* ``even-odd``: a near open set with unknown classes only: the task is the even classes (relabeled
+  ``c // 2``), the odd classes are the out-of-set items, making up ``share`` of the pool (default 0.4);
+  no junk. The near open set over the first classes is ``open-set`` with ``known=5, junk=0``.
+* ``junk``: every class is in the task; ``share`` of the pool (default 0.3) is junk in six equal
+  parts: uniform noise, blank scans, shuffled scans (as ``open-set``), and three that keep a digit's
+  strokes: inverted scans (``1 − x``), scans blurred past recognition (Gaussian, σ = 3 pixels) and two
+  scans of different classes overlaid (their pixelwise maximum). Images ``(N, C, H, W)`` only.
 * ``long-tail``: class ``c`` keeps ``ratio^(−c/(K−1))`` of its training items (class 0 all of them,
   the last class ``1/ratio``; default ratio 100); the test set is cut to the same count per class,
   so plain accuracy on it is balanced accuracy (reported as such).
@@ -48,7 +55,7 @@ __all__ = ["ScenarioPool", "SCENARIOS", "KINDS", "OUT_OF_SET", "build_scenario",
 OUT_OF_SET = -1
 
 #: Item kinds, by code (``ScenarioPool.kind``).
-KINDS = ("in-set", "unseen-class", "noise", "blank", "corrupted")
+KINDS = ("in-set", "unseen-class", "noise", "blank", "corrupted", "inverted", "blurred", "overlaid")
 
 
 @dataclass
@@ -176,6 +183,70 @@ def open_set(data: Splits, *, seed: int = 0, share: float = 0.4, known: Optional
     out = Splits(f"{data.name}-open-set", xs[order_t], ys[order_t], data.x_test[test_keep], data.y_test[test_keep],
                  n_classes=known)
     return ScenarioPool(out, kind[order].astype(np.int64), np.arange(len(xs)))
+
+
+def _mixed(data: Splits, name: str, x: torch.Tensor, y: torch.Tensor, kind: np.ndarray, test_keep: np.ndarray,
+           n_classes: int, rng: np.random.Generator, test_labels=None) -> ScenarioPool:
+    """The pool in a random order (as a real pool is), the test set cut to ``test_keep``."""
+    order = torch.from_numpy(rng.permutation(len(x)))
+    keep = torch.from_numpy(test_keep)
+    y_test = data.y_test[keep] if test_labels is None else test_labels
+    out = Splits(f"{data.name}-{name}", x[order].float(), y[order], data.x_test[keep], y_test, n_classes=n_classes)
+    return ScenarioPool(out, kind[order.numpy()].astype(np.int64), np.arange(len(x)))
+
+
+@register_scenario("even-odd")
+def even_odd(data: Splits, *, seed: int = 0, share: float = 0.4) -> ScenarioPool:
+    share = _fraction("share", share, low_open=True)
+    if data.n_classes < 2:
+        raise ValueError(f"scenario 'even-odd' needs at least 2 classes, got {data.n_classes}.")
+    rng = np.random.default_rng([seed, 19])
+    y = data.y_train.numpy()
+    inset, odd = np.flatnonzero(y % 2 == 0), rng.permutation(np.flatnonzero(y % 2 == 1))
+    n_out = int(round(share / (1 - share) * len(inset)))
+    if n_out > len(odd):  # not enough odd items: keep fewer in-set ones, same share
+        n_out = len(odd)
+        inset = np.sort(rng.permutation(inset)[:int(round(n_out * (1 - share) / share))])
+    idx = torch.from_numpy(np.concatenate([inset, odd[:n_out]]))
+    ys = torch.cat([data.y_train[torch.from_numpy(inset)] // 2,
+                    torch.full((n_out,), OUT_OF_SET, dtype=data.y_train.dtype)])
+    kind = np.concatenate([np.zeros(len(inset)), np.ones(n_out)])
+    test_keep = np.flatnonzero(data.y_test.numpy() % 2 == 0)
+    return _mixed(data, "even-odd", data.x_train[idx], ys, kind, test_keep, (data.n_classes + 1) // 2, rng,
+                  test_labels=data.y_test[torch.from_numpy(test_keep)] // 2)
+
+
+@register_scenario("junk")
+def junk(data: Splits, *, seed: int = 0, share: float = 0.3) -> ScenarioPool:
+    from torchvision.transforms.functional import gaussian_blur
+
+    share = _fraction("share", share, low_open=True)
+    x = data.x_train
+    if x.ndim != 4:
+        raise ValueError(f"scenario 'junk' needs images (N, C, H, W), got shape {tuple(x.shape)}.")
+    rng = np.random.default_rng([seed, 23])
+    y = data.y_train.numpy()
+    n_junk = int(round(share / (1 - share) * len(x)))
+    per = [n_junk // 6 + (1 if i < n_junk % 6 else 0) for i in range(6)]
+    shape = x.shape[1:]
+    g = torch.Generator().manual_seed(int(rng.integers(2 ** 31)))
+
+    def some(n: int) -> torch.Tensor:
+        return x[torch.from_numpy(rng.choice(len(x), size=n))]
+
+    noise = torch.rand((per[0], *shape), generator=g)
+    blank = (torch.rand((per[1], 1, 1, 1), generator=g) * 0.2 + 0.02 * torch.rand((per[1], *shape), generator=g))
+    src = some(per[2]).reshape(per[2], -1)
+    shuffled = torch.gather(src, 1, torch.argsort(torch.rand(src.shape, generator=g), dim=1)).reshape(per[2], *shape)
+    inverted = 1.0 - some(per[3])
+    blurred = gaussian_blur(some(per[4]), kernel_size=[13, 13], sigma=[3.0, 3.0])
+    a = rng.choice(len(x), size=per[5])
+    b = np.array([rng.choice(np.flatnonzero(y != y[i])) for i in a], dtype=np.int64) if per[5] else a
+    overlaid = torch.maximum(x[torch.from_numpy(a)], x[torch.from_numpy(b)])
+    xs = torch.cat([x, noise, blank.clamp(0, 1), shuffled, inverted, blurred, overlaid])
+    ys = torch.cat([data.y_train, torch.full((n_junk,), OUT_OF_SET, dtype=data.y_train.dtype)])
+    kind = np.concatenate([np.zeros(len(x))] + [np.full(c, (2, 3, 4, 5, 6, 7)[i]) for i, c in enumerate(per)])
+    return _mixed(data, "junk", xs, ys, kind, np.arange(len(data.x_test)), data.n_classes, rng)
 
 
 @register_scenario("long-tail")

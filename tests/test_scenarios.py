@@ -82,3 +82,33 @@ def test_bad_scenarios_are_one_line_errors(digits):
     for bad in ("share", "=3", "share=x"):
         with pytest.raises(ValueError, match="name=number"):
             parse_params(bad)
+
+
+def test_even_odd_and_junk_pools():
+    import numpy as np
+    import pytest
+
+    import jacal
+    from jacal.scenarios import KINDS, OUT_OF_SET, build_scenario
+
+    d = jacal.load_dataset("digits")
+    eo = build_scenario("even-odd", d, {"share": 0.4}, seed=1)
+    y = eo.data.y_train.numpy()
+    assert abs((y == OUT_OF_SET).mean() - 0.4) < 0.01 and eo.data.n_classes == 5
+    assert set(np.unique(y[y >= 0])) == set(range(5)) and set(np.unique(eo.data.y_test.numpy())) == set(range(5))
+    # relabeled even digits: every in-set item's label is its digit // 2, the odd digits are out of the set
+    assert (eo.kind[y == OUT_OF_SET] == KINDS.index("unseen-class")).all()
+    junk = build_scenario("junk", d, {"share": 0.3}, seed=1)
+    yj = junk.data.y_train.numpy()
+    assert abs((yj == OUT_OF_SET).mean() - 0.3) < 0.01 and junk.data.n_classes == 10
+    kinds = np.bincount(junk.kind[yj == OUT_OF_SET], minlength=len(KINDS))
+    assert set(np.flatnonzero(kinds)) == {KINDS.index(k) for k in ("noise", "blank", "corrupted", "inverted", "blurred",
+                                                                    "overlaid")}
+    assert kinds.max() - kinds[kinds > 0].min() <= 1  # six equal parts
+    assert float(junk.data.x_train.min()) >= 0 and float(junk.data.x_train.max()) <= 1
+    assert np.array_equal(build_scenario("junk", d, {"share": 0.3}, seed=1).data.x_train.numpy(), junk.data.x_train.numpy())
+    for name in ("even-odd", "junk"):
+        with pytest.raises(ValueError, match="share"):
+            build_scenario(name, d, {"share": 1.0})
+    with pytest.raises(ValueError, match="images"):
+        build_scenario("junk", d.flattened(), {"share": 0.3})

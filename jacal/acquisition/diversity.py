@@ -184,6 +184,16 @@ def _allowed(allowed: Optional[torch.Tensor], n: int) -> torch.Tensor:
     return allowed
 
 
+def _weights(weights: Optional[torch.Tensor], n: int) -> Optional[torch.Tensor]:
+    """Row weights for a weighted D² draw as float64 ``(n,)`` (NaN → 0), or ``None``."""
+    if weights is None:
+        return None
+    w = torch.as_tensor(weights).double()
+    if w.shape != (n,) or bool((w < 0).any()):
+        raise ValueError(f"Expected `weights` to be ({n},) non-negative numbers, got shape {tuple(w.shape)}.")
+    return torch.nan_to_num(w, nan=0.0)
+
+
 def row_norms(x: torch.Tensor, *, squared: bool = False, shift: Optional[torch.Tensor] = None) -> torch.Tensor:
     """``‖x_i − shift‖`` (or its square) for every row of ``x (N, d)``, returned in float64, a chunk of
     rows at a time (no N × d temporary). Each row's sum runs in ``x``'s dtype (float32: relative error
@@ -353,7 +363,7 @@ def _distances_at_pick(x: torch.Tensor, picks: torch.Tensor, centers: torch.Tens
 
 def kmeans_pp_outer(a: torch.Tensor, h: torch.Tensor, k: int, *, allowed: Optional[torch.Tensor] = None,
                     seed: int = 0, method: Optional[str] = None, chain_length: int = CHAIN_LENGTH,
-                    rejection: Optional[bool] = None) -> tuple:
+                    rejection: Optional[bool] = None, weights: Optional[torch.Tensor] = None) -> tuple:
     """k-means++ seeding on implicit embeddings ``g_i = a_i ⊗ h_i`` (BADGE).
 
     ``‖g_i − g_j‖² = ‖a_i‖²‖h_i‖² + ‖a_j‖²‖h_j‖² − 2⟨a_i, a_j⟩⟨h_i, h_j⟩`` — exact, never forming g.
@@ -372,13 +382,16 @@ def kmeans_pp_outer(a: torch.Tensor, h: torch.Tensor, k: int, *, allowed: Option
         rejection: ``"exact"`` draws each pick by rejection from the D² to the first pick
             (:class:`_Rejection`: the same law, no pass per pick) or, ``False``, by a pass per pick;
             default :data:`REJECTION`.
+        weights: ``(N,)`` non-negative row weights ``w``: draws ∝ ``w·D²`` and the first pick the
+            largest ``w·‖g‖²`` (e.g. the probability that an item can be labeled); ``None``: all 1.
 
     Returns:
         ``(indices (k,), d2_at_pick (k,))``. The first pick is the largest-norm embedding (as in
         BADGE's reference code), each later one is sampled with probability ∝ D² (``"mcmc"``: by
-        a chain whose stationary law that is); ``d2_at_pick`` is exact on both paths.
+        a chain whose stationary law that is); ``d2_at_pick`` is exact on both paths (unweighted).
     """
     ok = _allowed(allowed, len(a))
+    w = _weights(weights, len(a))
     t0 = time.perf_counter()
     row_bytes = a[0].numel() * 8 + h[0].numel() * 4 if len(a) else 0
     m = _resolve(method, "mcmc", len(a) * row_bytes, k)
@@ -386,7 +399,8 @@ def kmeans_pp_outer(a: torch.Tensor, h: torch.Tensor, k: int, *, allowed: Option
     h = h if h.dtype == torch.float32 else h.float()
     norms2 = torch.where(ok, a.pow(2).sum(1) * row_norms(h, squared=True), torch.zeros((), dtype=torch.float64))
     rng = np.random.default_rng(seed)
-    first = int(torch.argmax(torch.where(ok, norms2, torch.tensor(-1.0, dtype=torch.float64))))
+    first = int(torch.argmax(torch.where(ok, norms2 if w is None else w * norms2,
+                                         torch.tensor(-1.0, dtype=torch.float64))))
     picks, d2_at = [first], [float(norms2[first])]
 
     def d2_to(j: int) -> torch.Tensor:
@@ -394,7 +408,7 @@ def kmeans_pp_outer(a: torch.Tensor, h: torch.Tensor, k: int, *, allowed: Option
         return torch.where(ok, d2, torch.zeros((), dtype=torch.float64))
 
     if m == "exact" and not (REJECTION if rejection is None else rejection):
-        out = _d2_sampling(d2_to(first), d2_to, k, picks, d2_at, rng, ok)
+        out = _d2_sampling(d2_to(first), d2_to, k, picks, d2_at, rng, ok, w)
         _record("kmeans_pp_outer", "exact", len(a), k, len(a) * (row_bytes + 3 * 8), 2 * len(a) * row_bytes, t0)
         return out
     centers = [first]
@@ -419,7 +433,7 @@ def kmeans_pp_outer(a: torch.Tensor, h: torch.Tensor, k: int, *, allowed: Option
             held["ref"] = held["n"]
             return ref["d2"].clone()
 
-        sampler = _Rejection(ref["d2"].clone(), row_d2, add_center, refresh, ok)
+        sampler = _Rejection(ref["d2"].clone(), row_d2, add_center, refresh, ok, weights=w)
         out = sampler.sample(k, picks, d2_at, rng)
         per_pick = sampler.proposals / max(1, k - 1)
         _record("kmeans_pp_outer", "exact", len(a), k, per_pick * row_bytes * (1 + held["n"] / 2),
@@ -439,23 +453,27 @@ def kmeans_pp_outer(a: torch.Tensor, h: torch.Tensor, k: int, *, allowed: Option
             d2 = torch.minimum(d2, d2_to(j))
         return d2
 
-    out = _mcmc_sampling(d2_to(first), to_centers, centers.append, to_all, k, picks, d2_at, rng, ok, chain_length)
+    out = _mcmc_sampling(d2_to(first), to_centers, centers.append, to_all, k, picks, d2_at, rng, ok, chain_length, w)
     _record("kmeans_pp_outer", "mcmc", len(a), k, chain_length * row_bytes + (1 + k / 2) * (row_bytes + 8),
             3 * len(a) * row_bytes, t0)
     return out
 
 
 def _mcmc_sampling(d2: torch.Tensor, to_centers, add_center, to_all, k: int, picks: list, d2_at: list,
-                   rng: np.random.Generator, allowed: torch.Tensor, chain_length: int) -> tuple:
+                   rng: np.random.Generator, allowed: torch.Tensor, chain_length: int,
+                   weights: Optional[torch.Tensor] = None) -> tuple:
     """AFK-MC² (Bachem et al. 2016): the k-means++ loop with each D² draw replaced by an independent
     Metropolis–Hastings chain. ``d2 (N,)`` float64: squared distance to the starting centers (any
     value outside ``allowed``); ``to_centers(rows (m,)) -> (m,)`` the squared distances of those rows
     to every center so far, ``add_center(j)`` makes row ``j`` one, ``to_all() -> (N,)`` the exact D²
     of every row (a full pass: only when a chain ends on a row with D² = 0, e.g. every proposal
-    already chosen)."""
+    already chosen). ``weights (N,)``: the chains' target is ``w·D²`` instead of ``D²``."""
     chain_length = max(1, int(chain_length))
     ok = allowed.numpy()
+    w = None if weights is None else weights.numpy()
     base = np.where(ok, np.nan_to_num(d2.numpy(), nan=0.0), 0.0)
+    if w is not None:
+        base = base * w
     chosen = ~ok.copy()
     chosen[picks] = True
     base[chosen] = 0.0
@@ -473,6 +491,8 @@ def _mcmc_sampling(d2: torch.Tensor, to_centers, add_center, to_all, k: int, pic
         props = draws[t]
         dy = to_centers(props)
         dy[chosen[props]] = 0.0
+        if w is not None:
+            dy = dy * w[props]
         qy = q[props]
         u = uniform[t]
         cur = 0
@@ -480,12 +500,14 @@ def _mcmc_sampling(d2: torch.Tensor, to_centers, add_center, to_all, k: int, pic
             if dy[j] * qy[cur] > u[j] * dy[cur] * qy[j]:
                 cur = j
         if dy[cur] > 0:
-            j, dj = int(props[cur]), float(dy[cur])
+            j = int(props[cur])
+            dj = float(dy[cur]) if w is None else float(to_centers(props[cur:cur + 1])[0])
         else:  # the chain found no row off the centers: one exact draw
             full = to_all().numpy().copy()
             full[chosen] = 0.0
-            total = full.sum()
-            j = int(np.flatnonzero(~chosen)[0]) if total <= 0 else int(rng.choice(len(full), p=full / total))
+            target = full if w is None else full * w
+            total = target.sum()
+            j = int(np.flatnonzero(~chosen)[0]) if total <= 0 else int(rng.choice(len(full), p=target / total))
             dj = float(full[j])
         picks.append(j)
         d2_at.append(dj)
@@ -503,15 +525,15 @@ def _draw(cum: torch.Tensor, total: float, rng: np.random.Generator, size: int) 
 
 
 def _d2_sampling(d2: torch.Tensor, d2_to, k: int, picks: list, d2_at: list, rng: np.random.Generator,
-                 allowed: torch.Tensor) -> tuple:
+                 allowed: torch.Tensor, weights: Optional[torch.Tensor] = None) -> tuple:
     """The k-means++ loop with one pass over the pool per pick: draw rows ∝ ``d2`` (float64, squared
-    distance to the nearest center so far, 0 at ``picks`` and outside ``allowed``) until there are
-    ``k`` picks; ``d2_to(j)`` gives every row's squared distance to row ``j``."""
+    distance to the nearest center so far, 0 at ``picks`` and outside ``allowed``; ∝ ``weights·d2``
+    when given) until there are ``k`` picks; ``d2_to(j)`` gives every row's squared distance to row ``j``."""
     chosen = ~allowed.clone()
     chosen[picks] = True
     d2[chosen] = 0.0
     while len(picks) < k:
-        cum = torch.cumsum(d2, 0)
+        cum = torch.cumsum(d2 if weights is None else torch.nan_to_num(d2, nan=0.0) * weights, 0)
         total = float(cum[-1]) if len(cum) else 0.0
         if total <= 0:  # every remaining row coincides with a center: take the next unpicked in order
             j = int(torch.nonzero(~chosen)[0])
@@ -546,11 +568,14 @@ class _Rejection:
         add_center: ``fn(j)``: row ``j`` is a center from now on.
         refresh: ``fn() -> (N,)`` float64 exact D² of every row to every center so far (a pass).
         allowed: ``(N,)`` bool.
+        weights: ``(N,)`` non-negative: rows are drawn ∝ ``weights·D²`` (the proposal ∝ ``weights·b``,
+            the same acceptance ``D²/b``).
     """
 
     def __init__(self, bound: torch.Tensor, row_d2, add_center, refresh, allowed: torch.Tensor,
-                 batch: int = 16, max_rejections: int = 256):
+                 batch: int = 16, max_rejections: int = 256, weights: Optional[torch.Tensor] = None):
         self.row_d2, self.add_center, self.refresh = row_d2, add_center, refresh
+        self.weights = weights
         self.allowed, self.batch, self.max_rejections = allowed, batch, max_rejections
         self.proposals = self.refreshes = 0
         self._set_bound(bound)
@@ -561,14 +586,17 @@ class _Rejection:
         top = float(b.max()) if len(b) else 0.0
         b = torch.where(b > 0, b * (1 + 1e-5) + 1e-7 * top, b)
         self.bound = b
-        self.cum = torch.cumsum(b, 0)
+        self.cum = torch.cumsum(self._proposal(), 0)
         self.total = float(self.cum[-1]) if len(b) else 0.0
+
+    def _proposal(self) -> torch.Tensor:
+        return self.bound if self.weights is None else self.bound * self.weights
 
     def sample(self, k: int, picks: list, d2_at: list, rng: np.random.Generator) -> tuple:
         chosen = ~self.allowed.clone()
         chosen[picks] = True
         self.bound[chosen] = 0.0  # rows already picked: zero weight from the start
-        self.cum = torch.cumsum(self.bound, 0)
+        self.cum = torch.cumsum(self._proposal(), 0)
         self.total = float(self.cum[-1]) if len(self.bound) else 0.0
         failed = 0
         while len(picks) < k:
@@ -603,7 +631,8 @@ class _Rejection:
 
 def kmeans_pp(x: torch.Tensor, k: int, *, centers: Optional[torch.Tensor] = None,
               allowed: Optional[torch.Tensor] = None, seed: int = 0, method: Optional[str] = None,
-              chain_length: int = CHAIN_LENGTH, rejection: Optional[bool] = None) -> tuple:
+              chain_length: int = CHAIN_LENGTH, rejection: Optional[bool] = None,
+              weights: Optional[torch.Tensor] = None) -> tuple:
     """k-means++ seeding (D² sampling) of ``k`` rows of ``x (N, d)``, starting from ``centers``.
 
     Each pick is drawn with probability ∝ its squared distance to the nearest center so far. With
@@ -626,11 +655,14 @@ def kmeans_pp(x: torch.Tensor, k: int, *, centers: Optional[torch.Tensor] = None
         rejection: ``"exact"`` draws each pick by rejection from the starting D² (:class:`_Rejection`:
             the same law, no pass over the pool per pick) or, ``False``, by a pass per pick; default
             :data:`REJECTION`.
+        weights: ``(N,)`` non-negative row weights ``w``: each pick drawn ∝ ``w·D²`` (and, without
+            ``centers``, the first pick the largest ``w·‖x‖²``); ``None``: all 1.
 
     Returns:
-        ``(indices (k,), d2_at_pick (k,))`` (``d2_at_pick`` exact on both paths).
+        ``(indices (k,), d2_at_pick (k,))`` (``d2_at_pick`` exact on both paths, unweighted).
     """
     ok = _allowed(allowed, len(x))
+    w = _weights(weights, len(x))
     t0 = time.perf_counter()
     row_bytes = x[0].numel() * x.element_size() if len(x) else 0
     m = _resolve(method, "mcmc", len(x) * row_bytes, k)
@@ -642,13 +674,13 @@ def kmeans_pp(x: torch.Tensor, k: int, *, centers: Optional[torch.Tensor] = None
         start = centers.reshape(len(centers), -1).double()
     else:
         norms2 = torch.where(ok, row_norms(x, squared=True), torch.tensor(-1.0, dtype=torch.float64))
-        first = int(torch.argmax(norms2))
+        first = int(torch.argmax(norms2 if w is None else torch.where(ok, w * norms2, norms2)))
         picks.append(first)
         d2_at.append(float(norms2[first]))
         d2 = dist.to_row64(first)
         start = x[first].reshape(1, -1).double()
     if m == "exact" and not (REJECTION if rejection is None else rejection):
-        out = _d2_sampling(d2, dist.to_row64, k, picks, d2_at, rng, ok)
+        out = _d2_sampling(d2, dist.to_row64, k, picks, d2_at, rng, ok, w)
         _record("kmeans_pp", "exact", len(x), k, len(x) * (row_bytes + x.element_size() + 3 * 8),
                 3 * len(x) * row_bytes, t0)
         return out
@@ -680,7 +712,7 @@ def kmeans_pp(x: torch.Tensor, k: int, *, centers: Optional[torch.Tensor] = None
                 ref["n"] = held["n"]
             return ref["d2"].clone()
 
-        sampler = _Rejection(d2, row_d2, add_center, refresh, ok)
+        sampler = _Rejection(d2, row_d2, add_center, refresh, ok, weights=w)
         out = sampler.sample(k, picks, d2_at, rng)
         per_pick = sampler.proposals / max(1, k - (0 if centers is not None and len(centers) else 1))
         _record("kmeans_pp", "exact", len(x), k, per_pick * (row_bytes + 8 * held["n"] / 2),
@@ -706,7 +738,7 @@ def kmeans_pp(x: torch.Tensor, k: int, *, centers: Optional[torch.Tensor] = None
     def to_all() -> torch.Tensor:
         return dist.to_nearest(held["c"][:held["n"]].to(x.dtype))
 
-    out = _mcmc_sampling(d2, to_centers, add_center, to_all, k, picks, d2_at, rng, ok, chain_length)
+    out = _mcmc_sampling(d2, to_centers, add_center, to_all, k, picks, d2_at, rng, ok, chain_length, w)
     _record("kmeans_pp", "mcmc", len(x), k, chain_length * row_bytes + (len(start) + k / 2) * flat.shape[1] * 8,
             4 * len(x) * row_bytes, t0)
     return out

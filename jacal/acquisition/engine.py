@@ -10,14 +10,22 @@ from torch import nn
 from torch.utils.data import Dataset, IterableDataset, Subset
 
 from jacal._foreign import to_portable
-from jacal._validation import as_float_tensor, check_positive_int, nonfinite_rows
+from jacal._validation import as_float_tensor, check_choice, check_positive_int, nonfinite_rows
 from jacal.acquisition.ldm import last_linear, least_disagree_metric
 from jacal.acquisition.reasons import explain
-from jacal.acquisition.strategies import Strategy, as_selection, get_strategy
-from jacal.confidence.openset import in_distribution, in_distribution_floor
+from jacal.acquisition.strategies import (Strategy, as_selection, class_floor_candidates, get_strategy,
+                                          in_set_candidates, weighs_in_set)
+from jacal.confidence.openset import in_set_probability
 from jacal.features import Need, PoolFeatures, concat_features, extract_features, has_dropout, pool_length, shard_job
 
-__all__ = ["acquire", "AcquisitionResult"]
+__all__ = ["acquire", "AcquisitionResult", "OPEN_SET_LAYERS"]
+
+#: What ``acquire(open_set=...)`` does with the "none of these" answers (see
+#: :mod:`jacal.acquisition.strategies`): ``"class-floor"`` keeps, per predicted class, the items at or
+#: above the class's median calibrated ``P(in | x)`` (and all with ``P(in) >= 1/2``) as candidates;
+#: ``"weight"`` weighs every strategy's choice by ``P(in | x)``; ``"off"`` ignores the answers (the
+#: items stay excluded from selection).
+OPEN_SET_LAYERS = ("class-floor", "weight", "off")
 
 
 @dataclass
@@ -83,7 +91,7 @@ def _out_of_set(out_of_set: Any, labeled: Any, lab_idx: Optional[np.ndarray], n:
 
 
 def acquire(model: nn.Module, pool: Any, k: int, *, strategy: str = "jacobian", labeled: Any = None,
-            out_of_set: Any = None, seed: int = 0,
+            out_of_set: Any = None, open_set: str = "class-floor", seed: int = 0,
             batch_size: int = 256, device=None, mc_samples: int = 20, force_eval: bool = False,
             progress: Optional[Callable[[int, int], Any]] = None, backend: Any = "local",
             shard_size: int = 65536, embedding_layer: Optional[str] = None,
@@ -106,9 +114,17 @@ def acquire(model: nn.Module, pool: Any, k: int, *, strategy: str = "jacobian", 
             Every item already sent to annotators belongs here, those answered "none of these" too.
         out_of_set: which of ``labeled`` the annotators answered "none of these" (outside the label
             set): pool indices when ``labeled`` holds pool indices, else row positions in
-            ``labeled``. Never selected; the open-set-aware strategies (``jacobian``, ``margin-knn``)
-            learn from them which pool items annotators cannot label (see
-            :func:`jacal.confidence.openset.in_distribution`).
+            ``labeled``. Never selected; every strategy learns from them which pool items annotators
+            can label (``open_set``).
+        open_set: what the ``out_of_set`` answers do, when there are any (:data:`OPEN_SET_LAYERS`;
+            a strategy's own ``open_set`` attribute wins). Each calibrates ``P(in | x)``, the
+            probability that an item can be labeled, from the answers so far
+            (:func:`jacal.confidence.openset.in_set_probability`). ``"class-floor"`` (default): the
+            candidates are, per predicted class, the items at or above the class's median ``P(in)``,
+            and all with ``P(in) >= 1/2``; the strategy selects among them. ``"weight"``: every
+            strategy weighs what an item teaches by ``P(in)`` (fewer labels wasted, see
+            docs/guide/open-pools.md). ``"off"``: the strategy selects as on a closed pool. Without
+            ``out_of_set`` answers nothing changes.
         seed: seeds tie-breaking, sampling and MC dropout.
         batch_size: chunk size; memory is bounded by it (diversity strategies also keep one
             embedding per item).
@@ -149,6 +165,9 @@ def acquire(model: nn.Module, pool: Any, k: int, *, strategy: str = "jacobian", 
         raise TypeError(f"Expected `embed` to be a callable x -> (b, d), got {type(embed).__name__}.")
     if strat.needs & {Need.MC, Need.BALD} and not has_dropout(model):
         raise ValueError("strategy 'bald' needs a model with dropout layers (MC dropout); this model has none.")
+    check_choice("open_set", open_set, OPEN_SET_LAYERS)
+    layer = getattr(strat, "open_set", None) or open_set
+    check_choice(f"strategy {strat.name!r}'s open_set", layer, OPEN_SET_LAYERS)
     lab_idx = _labeled_indices(labeled, n)
     oos = _out_of_set(out_of_set, labeled, lab_idx, n)
     if lab_idx is not None and len(oos):
@@ -162,7 +181,8 @@ def acquire(model: nn.Module, pool: Any, k: int, *, strategy: str = "jacobian", 
             ok[lab_idx] = False
         check_positive_int("k", k, upper=int(ok.sum()), upper_name="the valid pool items after exclusions")
     # the in-distribution score needs embeddings only when some item came back "none of these"
-    want_id, want_ldm = Need.IN_DISTRIBUTION in strat.needs and len(oos) > 0, Need.LDM in strat.needs
+    want_id = len(oos) > 0 and (layer != "off" or Need.IN_DISTRIBUTION in strat.needs)
+    want_ldm = Need.LDM in strat.needs
     need = set(strat.needs) - {Need.IN_DISTRIBUTION, Need.LDM}
     if want_id or want_ldm:
         need.add(Need.EMBEDDINGS)
@@ -190,8 +210,14 @@ def acquire(model: nn.Module, pool: Any, k: int, *, strategy: str = "jacobian", 
             labeled_emb = lab_all[lab_ok] if lab_ok.any() else None
         if want_id:
             ins, outs = lab_all[lab_ok & ~is_out], lab_all[lab_ok & is_out]
-            feats.in_distribution = in_distribution(feats.embeddings, ins, outs)
-            feats.in_distribution_floor = in_distribution_floor(ins, outs)
+            est = in_set_probability(feats.embeddings, ins, outs)
+            feats.in_distribution, feats.in_distribution_floor = est["score"], est["floor"]
+            if layer == "class-floor":
+                candidates = class_floor_candidates(est["probability"], feats.probs, candidates, int(k))
+            elif layer == "weight":
+                feats.in_set = est["probability"]
+                if not weighs_in_set(strat):  # a strategy that cannot weigh: the calibrated threshold
+                    candidates = in_set_candidates(feats.in_set, candidates, int(k))
     if Need.IN_DISTRIBUTION in strat.needs and not want_id:  # nothing to contrast: every item is labelable
         feats.in_distribution = np.where(feats.finite, 1.0, np.nan)
     if want_ldm:

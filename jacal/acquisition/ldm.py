@@ -100,9 +100,12 @@ def least_disagree_metric(h: np.ndarray, w: torch.Tensor, b: torch.Tensor, *, se
     return out
 
 
-def ldm_seeding(ldm: np.ndarray, h: np.ndarray, k: int, candidates: np.ndarray, *, seed: int = 0
-                ) -> Tuple[np.ndarray, np.ndarray]:
-    """LDM-S picks ``(k,)`` among ``candidates`` and each pick's sampling weight ``γ·D`` (module docstring)."""
+def ldm_seeding(ldm: np.ndarray, h: np.ndarray, k: int, candidates: np.ndarray, *, seed: int = 0,
+                weights: Optional[np.ndarray] = None) -> Tuple[np.ndarray, np.ndarray]:
+    """LDM-S picks ``(k,)`` among ``candidates`` and each pick's sampling weight ``γ·D`` (module docstring).
+
+    ``weights (N,)``: non-negative item weights ``w`` (e.g. ``P(in | x)`` on an open pool): later picks
+    are drawn ∝ ``w·(γ·D)²`` instead of ``(γ·D)²``."""
     rng = np.random.default_rng(seed)
     cand = np.asarray(candidates, dtype=np.int64)
     lv = ldm[cand]
@@ -119,13 +122,17 @@ def ldm_seeding(ldm: np.ndarray, h: np.ndarray, k: int, candidates: np.ndarray, 
     gamma = np.minimum(gamma, 1.0)
     f = torch.from_numpy(np.ascontiguousarray(h[cand], dtype=np.float32))
     f = f / f.norm(dim=1, keepdim=True).clamp_min(1e-12)
-    picks = [0]
-    dist = torch.clamp(1.0 - f @ f[0], min=0.0).double()
+    wc = None if weights is None else torch.from_numpy(np.nan_to_num(np.asarray(weights, dtype=np.float64)[cand], nan=0.0))
+    first = 0 if wc is None else int(torch.argmax(wc * torch.from_numpy(gamma)))  # the smallest LDM (weighted)
+    picks = [first]
+    dist = torch.clamp(1.0 - f @ f[first], min=0.0).double()
     dist[dist < 1e-5] = 0.0
-    weights = [float(gamma[0])]
+    weights = [float(gamma[first])]
     gam = torch.from_numpy(gamma)
     while len(picks) < k:
         px = (gam * dist) ** 2
+        if wc is not None:
+            px = px * wc
         px[picks] = 0.0
         total = float(px.sum())
         if total <= 0:  # every remaining item sits on a pick: take the next by LDM order

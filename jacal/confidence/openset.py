@@ -26,6 +26,17 @@ class, so the floor drops and they stay candidates; a fixed cut at ½ would drop
     >>> pool = np.array([[1.0, 0.0], [0.0, 1.0], [0.7, 0.7]])
     >>> in_distribution(pool, np.array([[1.0, 0.1]]), np.array([[0.1, 1.0]]), m=1).round(2)
     array([0.93, 0.07, 0.5 ])
+
+From score to probability (:func:`in_set_probability`): the score ranks items but is no probability
+(½ means "as near the one bank as the other", whatever the share of items annotators can label).
+Every answer so far is a labeled example of the question "can this item be labeled?": each labeled
+in-set item and each item answered "none of these" gets its score left out of its own bank
+(leave-one-out, as for the floor), and a logistic regression on ``logit(s)`` (scikit-learn,
+L2 penalty ``C = 1`` on the slope) maps the score to ``P(in | x)``. The regression's intercept carries
+the share of labelable items among those sent, so the probability is calibrated to the items the
+acquisition actually sends; a slope that comes out ≤ 0 (answers the score cannot separate) gives every
+item that share. The acquisition layer weighs what each item teaches by this probability (see
+:func:`jacal.acquire`, ``open_set``): no hard cut.
 """
 from __future__ import annotations
 
@@ -34,7 +45,8 @@ from typing import Optional
 import numpy as np
 import torch
 
-__all__ = ["in_distribution", "in_distribution_floor", "mean_nearest_distance"]
+__all__ = ["in_distribution", "in_distribution_floor", "mean_nearest_distance", "leave_one_out_scores",
+           "InSetCalibration", "calibrate_in_set", "in_set_probability"]
 
 
 def _unit(e: np.ndarray) -> np.ndarray:
@@ -116,3 +128,89 @@ def in_distribution_floor(in_embeddings: np.ndarray, out_embeddings: Optional[np
     d_out = mean_nearest_distance(q, bank_out, m)
     loo = d_out / np.maximum(d_in + d_out, 1e-12)
     return float(np.quantile(loo, 1 - coverage, method="lower"))
+
+
+def _loo_distance(bank: np.ndarray, m: int) -> np.ndarray:
+    """Mean distance of each unit row of ``bank`` to its ``m`` nearest other rows (itself left out)."""
+    m = max(1, min(int(m), len(bank) - 1))
+    sim = torch.from_numpy(bank) @ torch.from_numpy(bank).T
+    sim.fill_diagonal_(-np.inf)
+    top = sim.topk(m, dim=1).values.double()
+    return torch.sqrt(torch.clamp(2.0 - 2.0 * top, min=0.0)).mean(dim=1).numpy()
+
+
+def leave_one_out_scores(in_embeddings: np.ndarray, out_embeddings: np.ndarray, *, m: int = 3
+                         ) -> "tuple[np.ndarray, np.ndarray]":
+    """The score :func:`in_distribution` gives each answered item with itself left out of its own bank:
+    ``(in_scores (M_in,), out_scores (M_out,))`` (non-finite rows dropped). An item alone in its bank
+    scores ½ (nothing to contrast it with)."""
+    ins, outs = (_unit(e[np.isfinite(e).all(axis=1)]) for e in (np.asarray(in_embeddings), np.asarray(out_embeddings)))
+    s_in, s_out = np.full(len(ins), 0.5), np.full(len(outs), 0.5)
+    if len(ins) >= 2 and len(outs):
+        d_in, d_out = _loo_distance(ins, m), mean_nearest_distance(ins, outs, m)
+        s_in = d_out / np.maximum(d_in + d_out, 1e-12)
+    if len(outs) >= 2 and len(ins):
+        d_in, d_out = mean_nearest_distance(outs, ins, m), _loo_distance(outs, m)
+        s_out = d_out / np.maximum(d_in + d_out, 1e-12)
+    return s_in, s_out
+
+
+def _logit(s: np.ndarray) -> np.ndarray:
+    s = np.clip(np.asarray(s, dtype=np.float64), 1e-3, 1 - 1e-3)
+    return np.log(s) - np.log1p(-s)
+
+
+class InSetCalibration:
+    """``P(in | s) = σ(intercept + slope·logit(s))`` for an in-distribution score ``s``
+    (:func:`calibrate_in_set` fits it)."""
+
+    def __init__(self, intercept: float, slope: float):
+        self.intercept, self.slope = float(intercept), float(slope)
+
+    def __call__(self, scores: np.ndarray) -> np.ndarray:
+        z = self.intercept + self.slope * _logit(scores)
+        out = 1.0 / (1.0 + np.exp(-z))
+        return np.where(np.isfinite(np.asarray(scores, dtype=np.float64)), out, np.nan)
+
+    def __repr__(self) -> str:
+        return f"InSetCalibration(intercept={self.intercept:.4g}, slope={self.slope:.4g})"
+
+
+def calibrate_in_set(in_scores: np.ndarray, out_scores: np.ndarray, *, C: float = 1.0) -> InSetCalibration:
+    """Fit ``P(in | s)`` by logistic regression on ``logit(s)``: label 1 for ``in_scores`` (labeled in-set
+    items), 0 for ``out_scores`` (items answered "none of these"); ``C`` the inverse L2 penalty on the
+    slope (scikit-learn's). Without both kinds of answer, or with a slope ≤ 0, the probability is the
+    share of in-set answers, whatever the score."""
+    from sklearn.linear_model import LogisticRegression
+
+    if not (isinstance(C, (int, float)) and C > 0):
+        raise ValueError(f"Expected `C` to be a positive number, got {C!r}.")
+    a, b = (np.asarray(v, dtype=np.float64).reshape(-1) for v in (in_scores, out_scores))
+    a, b = a[np.isfinite(a)], b[np.isfinite(b)]
+    share = (len(a) + 0.5) / (len(a) + len(b) + 1.0)  # never exactly 0 or 1
+    prior = InSetCalibration(np.log(share) - np.log1p(-share), 0.0)
+    if len(a) == 0 or len(b) == 0:
+        return prior
+    x = _logit(np.concatenate([a, b]))[:, None]
+    y = np.r_[np.ones(len(a)), np.zeros(len(b))]
+    fit = LogisticRegression(C=float(C)).fit(x, y)
+    slope = float(fit.coef_[0, 0])
+    return prior if slope <= 0 else InSetCalibration(float(fit.intercept_[0]), slope)
+
+
+def in_set_probability(pool_embeddings: np.ndarray, in_embeddings: np.ndarray,
+                       out_embeddings: Optional[np.ndarray] = None, *, m: int = 3, C: float = 1.0) -> dict:
+    """``P(in | x)`` for every pool item, calibrated on the answers so far (module docstring).
+
+    Returns a dict: ``probability (N,)`` (1 everywhere, NaN for non-finite rows, when nothing came
+    back "none of these"), ``score (N,)`` (:func:`in_distribution`), ``floor`` (the conformal floor
+    of the score, :func:`in_distribution_floor`) and ``calibration`` (the fitted
+    :class:`InSetCalibration`, ``None`` without out-of-set answers).
+    """
+    score = in_distribution(pool_embeddings, in_embeddings, out_embeddings, m=m)
+    if out_embeddings is None or len(out_embeddings) == 0:
+        return {"probability": score, "score": score, "floor": 0.0, "calibration": None}
+    s_in, s_out = leave_one_out_scores(in_embeddings, out_embeddings, m=m)
+    cal = calibrate_in_set(s_in, s_out, C=C)
+    floor = float(np.quantile(s_in, 0.05, method="lower")) if len(s_in) >= 2 else 0.0
+    return {"probability": cal(score), "score": score, "floor": floor, "calibration": cal}

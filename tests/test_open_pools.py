@@ -1,0 +1,273 @@
+"""The open-pool layer: closed-pool picks pinned, the layer on every public strategy, its calibration
+against a float64 reference, and bad input."""
+import numpy as np
+import pytest
+import torch
+
+import jacal
+
+# Picks of every public strategy on a closed pool (seed 5, 8 picks, the first ten items labeled): on a closed
+# pool (``out_of_set`` absent or empty) no open-pool layer touches the selection.
+PINNED = {"random": [296, 76, 173, 94, 209, 13, 282, 85], "margin": [152, 210, 120, 26, 294, 38, 169, 52],
+          "entropy": [223, 88, 187, 49, 31, 21, 11, 177], "least-confidence": [223, 88, 187, 21, 152, 120, 49, 294],
+          "bald": [228, 22, 251, 278, 192, 266, 273, 70], "badge": [278, 245, 160, 123, 250, 73, 185, 27],
+          "coreset": [261, 251, 266, 192, 30, 22, 228, 119], "ldm-s": [26, 62, 150, 294, 210, 52, 169, 38],
+          "jacobian": [210, 152, 26, 38, 22, 169, 120, 262], "jacobian-kmeans": [245, 160, 45, 248, 214, 178, 97, 130],
+          "jacobian-topk": [109, 49, 209, 291, 134, 43, 247, 162]}
+
+
+def _closed_pool():
+    g = torch.Generator().manual_seed(3)
+    return torch.randn(300, 8, generator=g), jacal.mlp(8, 4, width=16, depth=1, dropout=0.2, seed=0).eval()
+
+
+@pytest.mark.parametrize("strategy", sorted(PINNED))
+@pytest.mark.parametrize("oos", [None, "empty"])
+def test_closed_pool_picks_unchanged(strategy, oos):
+    pool, model = _closed_pool()
+    out_of_set = np.zeros(0, dtype=np.int64) if oos == "empty" else None
+    r = jacal.acquire(model, pool, 8, strategy=strategy, labeled=np.arange(10), out_of_set=out_of_set, seed=5)
+    assert r.indices.tolist() == PINNED[strategy]
+
+
+# --- the calibration, against float64 references -------------------------------------------------------
+
+def _ref_loo(ins, outs, m):
+    """Per item, float64: its score with itself left out of its own bank."""
+    def unit(v):
+        return v / max(np.linalg.norm(v), 1e-12)
+
+    def mean_near(q, bank):
+        d = sorted(np.linalg.norm(unit(q) - unit(b)) for b in bank)
+        return np.mean(d[:m])
+
+    ins, outs = ins.astype(np.float64), outs.astype(np.float64)
+    s_in = [mean_near(x, outs) / (mean_near(x, np.delete(ins, i, 0)) + mean_near(x, outs)) for i, x in enumerate(ins)]
+    s_out = [mean_near(x, np.delete(outs, i, 0)) / (mean_near(x, ins) + mean_near(x, np.delete(outs, i, 0)))
+             for i, x in enumerate(outs)]
+    return np.array(s_in), np.array(s_out)
+
+
+@pytest.mark.parametrize("m", [1, 3])
+def test_leave_one_out_scores_match_reference(m):
+    from jacal.confidence.openset import in_distribution_floor, leave_one_out_scores
+
+    rng = np.random.default_rng(1)
+    ins, outs = rng.normal(size=(12, 5)) + 1.0, rng.normal(size=(7, 5)) - 1.0
+    s_in, s_out = leave_one_out_scores(ins, outs, m=m)
+    r_in, r_out = _ref_loo(ins, outs, m)
+    np.testing.assert_allclose(s_in, r_in, atol=1e-5)
+    np.testing.assert_allclose(s_out, r_out, atol=1e-5)
+    # the conformal floor is the 5% quantile of the same in-set scores
+    assert in_distribution_floor(ins, outs, m=m) == pytest.approx(np.quantile(r_in, 0.05, method="lower"), abs=1e-5)
+    # one item alone in its bank: nothing to contrast it with
+    assert np.array_equal(leave_one_out_scores(ins, outs[:1], m=m)[1], [0.5])
+
+
+def _ref_logistic(a, b, C):
+    """Penalised logistic regression on logit(s) by scipy's optimizer, float64: 0.5·slope² + C·Σ log-loss."""
+    from scipy.optimize import minimize
+
+    def logit(s):
+        s = np.clip(s, 1e-3, 1 - 1e-3)
+        return np.log(s / (1 - s))
+
+    x = logit(np.r_[a, b])
+    y = np.r_[np.ones(len(a)), np.zeros(len(b))]
+
+    def loss(theta):
+        z = theta[0] + theta[1] * x
+        return 0.5 * theta[1] ** 2 + C * np.sum(np.logaddexp(0, z) - y * z)
+
+    return minimize(loss, np.zeros(2), method="BFGS", options={"gtol": 1e-10}).x
+
+
+@pytest.mark.parametrize("C", [0.1, 1.0, 10.0])
+def test_calibration_matches_a_reference_logistic_fit(C):
+    from jacal.confidence.openset import calibrate_in_set
+
+    rng = np.random.default_rng(2)
+    a, b = rng.beta(5, 2, size=40), rng.beta(2, 4, size=15)
+    cal = calibrate_in_set(a, b, C=C)
+    ref = _ref_logistic(a, b, C)
+    assert cal.intercept == pytest.approx(ref[0], abs=2e-3) and cal.slope == pytest.approx(ref[1], abs=2e-3)
+    s = np.linspace(0.01, 0.99, 7)
+    np.testing.assert_allclose(cal(s), 1 / (1 + np.exp(-(ref[0] + ref[1] * np.log(s / (1 - s))))), atol=1e-3)
+
+
+def test_calibration_falls_back_to_the_share_of_in_set_answers():
+    from jacal.confidence.openset import calibrate_in_set
+
+    # scores that do not separate (out-of-set items score higher): no slope, P = the smoothed in-set share
+    cal = calibrate_in_set([0.2, 0.3, 0.25], [0.8, 0.9])
+    assert cal.slope == 0 and np.allclose(cal([0.1, 0.9]), 3.5 / 6)
+    assert np.allclose(calibrate_in_set([0.5, 0.6], [])([0.1]), 2.5 / 3)
+    assert np.isnan(cal([np.nan]))[0]
+
+
+def test_in_set_probability_is_the_calibrated_score():
+    from jacal.confidence.openset import (calibrate_in_set, in_distribution, in_distribution_floor, in_set_probability,
+                                          leave_one_out_scores)
+
+    rng = np.random.default_rng(3)
+    pool, ins, outs = rng.normal(size=(50, 6)), rng.normal(size=(10, 6)) + 0.5, rng.normal(size=(6, 6)) - 0.5
+    r = in_set_probability(pool, ins, outs)
+    np.testing.assert_allclose(r["score"], in_distribution(pool, ins, outs))
+    np.testing.assert_allclose(r["probability"], calibrate_in_set(*leave_one_out_scores(ins, outs))(r["score"]))
+    assert r["floor"] == pytest.approx(in_distribution_floor(ins, outs))
+    closed = in_set_probability(pool, ins, None)
+    assert np.array_equal(closed["probability"], np.ones(50)) and closed["calibration"] is None
+
+
+# --- the layer's pieces ------------------------------------------------------------------------------
+
+def test_weighted_key_is_probability_times_percentile_rank():
+    from jacal.acquisition.strategies import weighted_key
+
+    s = np.array([3.0, -1.0, 2.0, 2.0, np.nan, 5.0])
+    p = np.array([0.5, 1.0, 1.0, 0.2, 1.0, 0.0])
+    cand = np.array([0, 1, 2, 3, 5])
+    got = weighted_key(s, p, cand)
+    ranks = {0: 4, 1: 1, 2: 2.5, 3: 2.5, 5: 5}  # ranks among the five candidates, ties averaged
+    for i in cand:
+        assert got[i] == pytest.approx(p[i] * ranks[i] / 5)
+    assert np.isnan(got[4])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("rejection", [False, True])
+def test_weighted_kmeans_pp_draws_proportional_to_weight_times_d2(rejection):
+    from jacal.acquisition.diversity import kmeans_pp
+
+    x = torch.tensor([[1.0, 0], [0, 2.0], [3.0, 0], [0, 1.0], [1.0, 1.0]])
+    w = torch.tensor([1.0, 0.5, 0.1, 0.0, 1.0])
+    expect = (w * x.pow(2).sum(1).double()).numpy()
+    expect = expect / expect.sum()
+    n = 3000
+    counts = np.zeros(5)
+    for seed in range(n):
+        picks, _ = kmeans_pp(x, 1, centers=torch.zeros(1, 2), seed=seed, method="exact", rejection=rejection, weights=w)
+        counts[picks[0]] += 1
+    assert counts[3] == 0  # weight 0: never drawn
+    tol = 4 * np.sqrt(expect * (1 - expect) / n) + 1e-9  # 4 standard errors per row
+    assert (np.abs(counts / n - expect) <= tol).all(), (counts / n, expect)
+
+
+def test_weighted_draws_never_take_weight_zero_items():
+    from jacal.acquisition.diversity import kmeans_pp, kmeans_pp_outer
+    from jacal.acquisition.ldm import ldm_seeding
+
+    rng = np.random.default_rng(0)
+    x = torch.from_numpy(rng.normal(size=(60, 4)).astype(np.float32))
+    w = torch.from_numpy((np.arange(60) < 30).astype(np.float64))
+    for method in ("exact", "mcmc"):
+        picks, _ = kmeans_pp(x, 10, centers=torch.zeros(1, 4), method=method, weights=w, seed=1)
+        assert (picks < 30).all(), (method, picks)
+        picks, _ = kmeans_pp_outer(x[:, :3].double(), x, 10, method=method, weights=w, seed=1)
+        assert (picks < 30).all(), (method, picks)
+    picks, _ = ldm_seeding(rng.random(60), x.numpy(), 10, np.arange(60), seed=1, weights=w.numpy())
+    assert (picks < 30).all()
+
+
+# --- the layer on every public strategy ----------------------------------------------------------------
+
+def _open_pool():
+    """In-set items near +e1, out-of-set items near −e1 and a model that has seen neither: 20 sent,
+    the second ten answered "none of these"."""
+    g = torch.Generator().manual_seed(0)
+    ins = torch.randn(150, 8, generator=g) * 0.4 + torch.eye(8)[0] * 2
+    outs = torch.randn(150, 8, generator=g) * 0.4 - torch.eye(8)[0] * 2
+    return (torch.cat([ins, outs]), jacal.mlp(8, 3, width=16, depth=1, dropout=0.2, seed=1).eval(),
+            np.r_[0:10, 150:160], np.arange(150, 160))
+
+
+def _ref_class_floor(p, pred, candidates, k):
+    """Per candidate, one class at a time: kept when P(in) >= 1/2 or >= its predicted class's median P(in)."""
+    keep = []
+    for i in candidates:
+        same = [p[j] for j in candidates if pred[j] == pred[i]]
+        if p[i] >= 0.5 or p[i] >= np.median(same):
+            keep.append(i)
+    return set(keep) if len(keep) >= k else None
+
+
+@pytest.mark.parametrize("strategy", sorted(PINNED))
+def test_layer_on_every_strategy(strategy):
+    from jacal.confidence.openset import in_set_probability
+    from jacal.features import Need, extract_features
+
+    pool, model, sent, oos = _open_pool()
+    picks = {layer: jacal.acquire(model, pool, 20, strategy=strategy, labeled=sent, out_of_set=oos, open_set=layer,
+                                  seed=2).indices for layer in ("class-floor", "weight", "off")}
+    for p in picks.values():
+        assert len(set(p.tolist())) == 20 and not set(p.tolist()) & set(sent.tolist())
+    # "off" ignores the answers: the closed-pool selection over the same candidates
+    assert np.array_equal(picks["off"], jacal.acquire(model, pool, 20, strategy=strategy, labeled=sent, seed=2).indices)
+    # the default layer selects among the class-floor candidates, from the calibrated probability
+    f = extract_features(model, pool, need={Need.EMBEDDINGS})
+    ins = np.setdiff1d(sent, oos)
+    prob = in_set_probability(f.embeddings, f.embeddings[ins], f.embeddings[oos])["probability"]
+    allowed = _ref_class_floor(prob, f.probs.argmax(1), np.setdiff1d(np.arange(len(pool)), sent), 20)
+    assert set(picks["class-floor"].tolist()) <= allowed
+    wasted = {layer: int((p >= 150).sum()) for layer, p in picks.items()}
+    assert wasted["class-floor"] <= wasted["off"] and wasted["weight"] <= wasted["off"], wasted
+
+
+def test_a_custom_select_strategy_runs_under_every_layer():
+    from jacal.acquisition.strategies import STRATEGIES, Selection, Strategy
+    from jacal.confidence.openset import in_set_probability
+    from jacal.features import Need, extract_features
+
+    class Last(Strategy):  # takes the highest candidate indices: all out of the set here, unless a layer steps in
+        name = "test-last-candidates"
+
+        def select(self, f, k, *, candidates, labeled_embeddings=None, seed=0):
+            idx = np.sort(candidates)[-k:][::-1].copy()
+            return Selection(idx, np.zeros(len(f.finite)), np.zeros(k))
+
+    pool, model, sent, oos = _open_pool()
+
+    def picks(layer):
+        return jacal.acquire(model, pool, 10, strategy=Last(), labeled=sent, out_of_set=oos, open_set=layer).indices
+
+    assert (picks("off") >= 150).all()
+    assert (picks("weight") < 150).all()  # it does not weigh: the calibrated threshold P(in) >= 1/2
+    f = extract_features(model, pool, need={Need.EMBEDDINGS})
+    prob = in_set_probability(f.embeddings, f.embeddings[np.setdiff1d(sent, oos)], f.embeddings[oos])["probability"]
+    allowed = _ref_class_floor(prob, f.probs.argmax(1), np.setdiff1d(np.arange(len(pool)), sent), 10)
+    got = picks("class-floor")
+    assert set(got.tolist()) <= allowed and got.tolist() == sorted(allowed)[-10:][::-1]
+    assert "test-last-candidates" not in STRATEGIES
+
+
+def test_layer_bad_input():
+    from jacal.acquisition.diversity import kmeans_pp
+    from jacal.confidence.openset import calibrate_in_set
+
+    pool, model, sent, oos = _open_pool()
+    with pytest.raises(ValueError, match="open_set"):
+        jacal.acquire(model, pool, 5, labeled=sent, out_of_set=oos, open_set="soft")
+    with pytest.raises(ValueError, match="`C`"):
+        calibrate_in_set([0.9], [0.1], C=0)
+    with pytest.raises(ValueError, match="`weights`"):
+        kmeans_pp(torch.ones(4, 2), 2, weights=torch.tensor([1.0, -1.0, 1.0, 1.0]))
+    with pytest.raises(ValueError, match="`weights`"):
+        kmeans_pp(torch.ones(4, 2), 2, weights=torch.ones(3))
+
+
+def test_study_strategies_are_not_public():
+    import subprocess
+    import sys
+
+    names = ["jacobian-closed", "jacobian-id-half", "jacobian-features", "margin-knn", "margin:off"]
+    # registering them is the benchmark's business (a fresh interpreter: this one may have imported it)
+    code = f"import jacal; print(sorted(set({names!r}) & set(jacal.STRATEGIES)))"
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout.strip() == "[]"
+
+
+def test_every_public_strategy_says_when_to_use_it():
+    from jacal.acquisition.strategies import STRATEGIES
+
+    for name in PINNED:
+        text = STRATEGIES[name].use_when
+        assert text and "\n" not in text and len(text) < 140, name
