@@ -91,7 +91,7 @@ def explain(f: PoolFeatures, indices: np.ndarray, selection_scores: np.ndarray, 
         pair = f"between {ca} and {cb}"
         if "boundary_distance" in fields:
             text = f"{pair}, {_g(fields['boundary_distance'][r])} from the boundary"
-        elif strategy == "margin" or strategy == "margin-knn":
+        elif strategy == "margin":
             text = f"{pair}, margin {_g(fields['margin'][r])} (p {p[r, a[r]]:.2f} vs {p[r, b[r]]:.2f})"
         elif strategy == "least-confidence":
             text = f"confidence {fields['confidence'][r]:.2f} in {ca} (runner-up {cb})"
