@@ -30,7 +30,6 @@ def loop(
     rounds: Annotated[Optional[int], typer.Option(help="Acquisition rounds.")] = None,
     seeds: Annotated[Optional[int], typer.Option(help="Independent repetitions (paired across strategies).")] = None,
     arch: Annotated[Optional[Arch], typer.Option(help="The architecture trained each round.")] = None,
-    model: Annotated[Optional[Arch], typer.Option(hidden=True, help="Deprecated: --arch.")] = None,
     warm_start: Annotated[bool, typer.Option(help="Continue training the previous round's model instead of a fresh one.")] = False,
     max_epochs: Annotated[Optional[int], typer.Option(help="Epoch cap per round (early stopping on validation).")] = None,
     pool_size: Annotated[Optional[int], typer.Option(help="Cap the unlabeled pool at this many training items (per seed, a random subset).")] = None,
@@ -60,10 +59,6 @@ def loop(
     with each strategy and reveals their labels; learning curves, areas under them with CIs, paired
     comparisons against random and the best baseline, and the per-point check C4 are reported.
     """
-    if model is not None:  # loop's --model named the architecture, elsewhere --model is a checkpoint
-        typer.echo("warning: `jacal loop --model` is deprecated, use --arch (--model names a checkpoint elsewhere)",
-                   err=True)
-        arch = arch if arch is not None else model
     base = LOOP_PRESETS[LoopPreset(preset).value]
     changes = {name: v for name, v in (("initial", initial), ("k", k), ("rounds", rounds), ("seeds", seeds),
                                        ("model", Arch(arch).value if arch is not None else None),

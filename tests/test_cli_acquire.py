@@ -130,7 +130,8 @@ def test_acquire_bad_input(models, pools, tmp_path):
     paths, _ = models
     base = ["acquire", "--model", paths["checkpoint"], "--pool", pools / "pool.npy", "--k", 3]
     one_line_error(_run(*base, "--out", tmp_path / "a.csv", "--strategy", "psychic"), "psychic")
-    one_line_error(_run(*base, "--out", tmp_path / "r.csv", "--strategy", "jacobian-diverse"), "use 'jacobian'")
+    one_line_error(_run(*base, "--out", tmp_path / "r.csv", "--strategy", "jacobian-diverse"),
+                   "'jacobian-diverse' is not one of 'random'")
     (tmp_path / "exists.csv").write_text("old")
     one_line_error(_run(*base, "--out", tmp_path / "exists.csv"), "--force")
     assert (tmp_path / "exists.csv").read_text() == "old"

@@ -74,17 +74,6 @@ def test_estimators(trained):
         ConfidenceEstimator("vibes").predict_confidence(m, xt)
 
 
-def test_scikit_learn_looking_names_are_deprecated_aliases(trained):
-    m, d = trained
-    xh, yh, xt = d.x_test[:200], d.y_test[:200], d.x_test[200:260]
-    with pytest.warns(DeprecationWarning, match="learn"):
-        old = ConfidenceEstimator("combined").fit(m, xh, yh)
-    with pytest.warns(DeprecationWarning, match="probability_correct"):
-        proba = old.predict_proba(m, xt)
-    assert proba.shape == (60, 2) and np.allclose(proba.sum(1), 1)
-    np.testing.assert_allclose(proba[:, 1], ConfidenceEstimator("combined").learn(m, xh, yh).probability_correct(m, xt))
-
-
 # ---------------------------------------------------------------------------------------------
 # every estimator against a direct computation (Jacobians from the float64 reference)
 

@@ -30,12 +30,15 @@ def test_unknown_attribute_is_an_attribute_error():
         raise AssertionError("jacal.no_such_thing resolved")
 
 
-def test_moved_private_modules_answer_with_a_deprecation_warning():
-    import sys
-
+def test_no_pre_release_shims():
+    """0.1.0 is the first release: moved modules and renamed methods have no aliases."""
     import pytest
 
-    sys.modules.pop("jacal.acquisition._features", None)
-    with pytest.warns(DeprecationWarning, match="moved to jacal.features"):
-        old = importlib.import_module("jacal.acquisition._features")
-    assert old.extract_features is jacal.features.extract_features
+    with pytest.raises(ModuleNotFoundError):
+        importlib.import_module("jacal.acquisition._features")
+    import jacal._io
+
+    for name in ("load_array", "load_image_folder", "image_transform", "decode_image", "list_image_folder",
+                 "IMAGE_SUFFIXES"):
+        assert not hasattr(jacal._io, name), name
+    assert not hasattr(jacal.ConfidenceEstimator, "fit") and not hasattr(jacal.ConfidenceEstimator, "predict_proba")

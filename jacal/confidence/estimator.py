@@ -14,7 +14,6 @@ method, its options, the state and a fingerprint of the model's weights it was f
 from __future__ import annotations
 
 import hashlib
-import warnings
 from pathlib import Path
 from typing import Any, Dict, Optional, Tuple, Union
 
@@ -156,20 +155,6 @@ class ConfidenceEstimator:
         if len(y) != len(predicted):
             raise ValueError(f"Expected one label per item: {len(predicted)} items, {len(y)} labels.")
         return confidence_metrics(confidence, np.asarray(predicted) == y, probabilistic=self.method in PROBABILISTIC)
-
-    # -- deprecated scikit-learn-looking names --------------------------------------------------
-    def fit(self, model: nn.Module, x: Any, y: Any = None) -> "ConfidenceEstimator":
-        """Deprecated: :meth:`learn` (this ``fit`` takes a model, unlike scikit-learn's)."""
-        warnings.warn("ConfidenceEstimator.fit(model, x, y) is deprecated: use learn(model, x, y).",
-                      DeprecationWarning, stacklevel=2)
-        return self.learn(model, x, y)
-
-    def predict_proba(self, model: nn.Module, x: Any) -> np.ndarray:
-        """Deprecated: :meth:`probability_correct`; returns ``(N, 2)`` [P(wrong), P(correct)]."""
-        warnings.warn("ConfidenceEstimator.predict_proba(model, x) is deprecated: use probability_correct(model, x).",
-                      DeprecationWarning, stacklevel=2)
-        p = self.probability_correct(model, x)
-        return np.c_[1 - p, p]
 
     # -- files ----------------------------------------------------------------------------------
     def save(self, path: Union[str, Path]) -> Path:
