@@ -92,13 +92,13 @@ def confidence(
     labels: Annotated[Optional[Path], typer.Option(help="True labels of --data (.npy or one integer per line): adds "
                                                         "metrics.",
                                                    exists=True, dir_okay=False)] = None,
-    method: Annotated[Optional[ConfMethod], typer.Option(help="Confidence estimator (default max_softmax, or the --estimator "
+    method: Annotated[Optional[ConfMethod], typer.Option(help="Confidence estimator (default max-softmax, or the --estimator "
                                                               "file's). Fitted ones need --fit-data: " + FITTED_HELP + ".")] = None,
     fit_data: Annotated[Optional[Path], typer.Option(help="Items a fitted method learns from: a held-out split, or the "
                                                           "training items for mahalanobis and knn.",
                                                           exists=True)] = None,
     fit_labels: Annotated[Optional[Path], typer.Option(help="Labels of --fit-data (all fitted methods but knn and "
-                                                            "jacobian_residual need them).",
+                                                            "jacobian-residual need them).",
                                                             exists=True, dir_okay=False)] = None,
     estimator: Annotated[Optional[Path], typer.Option(help="A fitted estimator written by --save-estimator: its method and "
                                                            "state, checked against --model's weights.",

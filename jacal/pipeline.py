@@ -167,7 +167,7 @@ def confidence_file(model: PathLike, data: PathLike, *, labels: Optional[PathLik
         model: a jacal checkpoint, a TorchScript file or a ``torch.export`` program.
         data: items to score (any pool :func:`jacal.io.open_pool` reads).
         labels: their true labels (:func:`jacal.io.read_labels`): adds failure-detection metrics.
-        method: a confidence method (default ``max_softmax``, or ``estimator``'s).
+        method: a confidence method (default ``max-softmax``, or ``estimator``'s).
         fit_data, fit_labels: what a fitted method learns from.
         estimator: a fitted estimator file (its method and state; no fitting).
         save_estimator: where to write the fitted estimator.
@@ -200,7 +200,7 @@ def confidence_file(model: PathLike, data: PathLike, *, labels: Optional[PathLik
         if method is not None and method != est.method:
             raise JacalError(f"--method {method} differs from {estimator}'s method {est.method}")
     else:
-        est = ConfidenceEstimator(method if method is not None else "max_softmax", device=device)
+        est = ConfidenceEstimator(method if method is not None else "max-softmax", device=device)
         if est.method in FITTED_METHODS:
             needs_labels = est.method in NEEDS_LABELS
             if fit_data is None or (needs_labels and fit_labels is None):

@@ -23,6 +23,32 @@ def test_help_for_every_command():
         assert r.exit_code == 0 and "Usage" in r.output
 
 
+def test_every_choice_uses_hyphens(tmp_path):
+    """Strategy names use hyphens, so every other fixed choice of every command does too (one style)."""
+    import typer
+
+    import jacal
+    from jacal.cli.app import app
+
+    root = typer.main.get_command(app)
+    seen = set()
+    for name, cmd in root.commands.items():
+        for param in cmd.params:
+            if param.type_descriptor.is_choice:
+                choices = [getattr(c, "value", c) for c in param.type_descriptor.choices]
+                seen.update(choices)
+                bad = [c for c in choices if "_" in c]
+                assert not bad, f"jacal {name} {param.opts[0]}: {bad}"
+    assert {"max-softmax", "jacobian-noise", "leaky-relu", "log-softmax", "label-studio"} <= seen
+    for names in (jacal.STRATEGIES, jacal.confidence.METHODS, jacal.models.ACTIVATIONS, jacal.sensitivity.OUTPUTS):
+        assert not [n for n in names if "_" in n], names
+    (tmp_path / "m.pt").write_bytes(b"")
+    (tmp_path / "d.npy").write_bytes(b"")
+    one_line_error(_run("confidence", "--model", tmp_path / "m.pt", "--data", tmp_path / "d.npy", "--method",
+                        "max_softmax"),
+                   "'max_softmax' is not one of 'max-softmax'")
+
+
 def test_score_dataset_to_csv_and_json(checkpoint, tmp_path):
     out = tmp_path / "scores.csv"
     r = _run("score", checkpoint, "--out", out, "--device", "cpu")

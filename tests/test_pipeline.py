@@ -98,7 +98,7 @@ def test_confidence_file_every_pool_format(setup, tmp_path, pool, fmt):
             else [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()])
     assert summary["n"] == N and summary["out"] == str(out) and len(rows) == N
     model = jacal.load_checkpoint(setup["model"]).model
-    conf, pred = ConfidenceEstimator("max_softmax").learn(model, None).confidence_and_prediction(model, setup["x"])
+    conf, pred = ConfidenceEstimator("max-softmax").learn(model, None).confidence_and_prediction(model, setup["x"])
     order = [setup["item_of"][pool][str(r["id"])] for r in rows]  # each row's id names its item
     assert sorted(order) == list(range(N))
     np.testing.assert_allclose([float(r["confidence"]) for r in rows], conf[order], atol=0.02)

@@ -6,11 +6,11 @@
 * :mod:`jacal.confidence.estimator`: :class:`ConfidenceEstimator`, model and items in, and its file;
 * :mod:`jacal.confidence.metrics`: failure AUROC, AURC, E-AURC, FPR@95%TPR, ECE, OOD AUROC.
 
-Methods (:data:`METHODS`): softmax baselines (``max_softmax``, ``entropy``, ``margin``), logit
-baselines (``max_logit``, ``energy``), ``temperature`` scaling, ``odin``, feature-space
+Methods (:data:`METHODS`): softmax baselines (``max-softmax``, ``entropy``, ``margin``), logit
+baselines (``max-logit``, ``energy``), ``temperature`` scaling, ``odin``, feature-space
 ``mahalanobis`` and ``knn``, and the Jacobian estimators ``jacobian`` (−log ‖∂p/∂x‖),
-``jacobian_logits`` (−log ‖∂z/∂x‖), ``jacobian_residual`` (the sensitivity the softmax does not
-predict), ``jacobian_boundary`` (first-order distance to the nearest decision boundary) and
+``jacobian-logits`` (−log ‖∂z/∂x‖), ``jacobian-residual`` (the sensitivity the softmax does not
+predict), ``jacobian-boundary`` (first-order distance to the nearest decision boundary) and
 ``combined`` (logistic regression on softmax and Jacobian features).
 """
 from jacal.confidence.core import (FITTED, JACOBIAN_METHODS, METHODS, NEEDS_LABELS, PROBABILISTIC, confidence_from,

@@ -17,7 +17,7 @@ jacal's choices ([ours] in ``shared/PAPER.md``), all recorded in every report:
   the pairs span several architectures. Each pair is two fresh models from that base's config (same
   seed, init, data order and learning rate) that differ in exactly one factor: random labels; data
   augmentation (random translations of ±1 px for 8×8 images, ±2 px otherwise, plus horizontal flips
-  for CIFAR); full batch; ReLU → a saturating activation (cycling hard_sigmoid, hard_tanh, tanh;
+  for CIFAR); full batch; ReLU → a saturating activation (cycling hard-sigmoid, hard-tanh, tanh;
   ReLU bases only). *Both* members train until they fit (training accuracy ≥ ``fit_threshold``,
   checked every 100 steps), the paper's "trained to 100% train accuracy", up to a cap:
   ``random_label_steps_factor``× ``steps`` for random labels (memorizing takes longer),
@@ -72,7 +72,7 @@ jacal's choices ([ours] in ``shared/PAPER.md``), all recorded in every report:
   ``"standard-normal"`` (each pixel i.i.d. N(0, 1) in the model's input units, [0, 1] pixels).
   C2a and C2c are judged under each; where the verdicts disagree the report says the claim
   "depends on the random ellipse's construction".
-* **Transition claims use piecewise-linear models only** (relu, relu6, hard_tanh, hard_sigmoid):
+* **Transition claims use piecewise-linear models only** (relu, relu6, hard-tanh, hard-sigmoid):
   the paper defines transitions for them; tanh / sigmoid models (sign-coded) are listed in the
   exclusions of C3's transition side and C5.
 * **C6 as the paper states it** (Fig. 1): fitted true-label models of the sweep, no C3 pair
@@ -100,8 +100,8 @@ from jacal.sensitivity.trajectories import RANDOM_CONSTRUCTIONS
 __all__ = ["Preset", "PRESETS", "PlannedModel", "Pair", "plan_models", "plan_pairs", "sweep_signature", "LR_RANGES", "SWEEP_ACTIVATIONS", "FACTORS",
            "SWEEP_VERSION", "PIECEWISE_LINEAR", "C6_LR_RANGE"]
 
-SWEEP_ACTIVATIONS = ("relu", "relu6", "hard_tanh", "hard_sigmoid", "tanh", "sigmoid")
-SATURATING = ("hard_sigmoid", "hard_tanh", "tanh")
+SWEEP_ACTIVATIONS = ("relu", "relu6", "hard-tanh", "hard-sigmoid", "tanh", "sigmoid")
+SATURATING = ("hard-sigmoid", "hard-tanh", "tanh")
 LR_RANGES: Dict[str, Tuple[float, float]] = {
     "sgd": (1e-2, 5e-1), "momentum": (3e-3, 1e-1), "adam": (1e-4, 1e-2), "rmsprop": (1e-4, 3e-3),
 }
@@ -109,7 +109,7 @@ FACTORS = ("random_labels", "augmentation", "full_batch", "saturating")
 WEIGHT_VARIANCE_RANGE = (0.5, 4.0)
 C6_LR_RANGE = (3e-4, 3e-3)  # Adam, the c6 grid
 SWEEP_VERSION = 4
-PIECEWISE_LINEAR = ("relu", "relu6", "hard_tanh", "hard_sigmoid", "leaky_relu")
+PIECEWISE_LINEAR = ("relu", "relu6", "hard-tanh", "hard-sigmoid", "leaky-relu")
 
 
 @dataclass(frozen=True)
