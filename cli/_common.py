@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sys
 from contextlib import contextmanager
 from typing import Any, Iterator, Optional
@@ -15,9 +16,9 @@ from typer.core import TyperGroup
 from jacal._validation import JacalError, first_line
 
 try:  # typer ≥ 0.20 vendors click as typer._click; older typer depends on click itself
-    from typer._click import exceptions as click_exceptions
+    from typer._click import exceptions as click_exceptions, globals as click_globals
 except ImportError:  # pragma: no cover - depends on the installed typer
-    from click import exceptions as click_exceptions
+    from click import exceptions as click_exceptions, globals as click_globals
 
 _NO_ARGS = getattr(click_exceptions, "NoArgsIsHelpError", ())  # click ≥ 8.2
 
@@ -29,6 +30,36 @@ USER_ERRORS = (JacalError, ValueError, TypeError, FileNotFoundError, PermissionE
 
 # commands whose work is committed as it goes and continues with --resume
 RESUMABLE = ("replicate", "loop")
+
+#: library parameters whose flag is spelled differently from the parameter (a command's own
+#: parameters are found on the command)
+FLAG_OF = {"root": "--data-root", "question": "--from-name", "field": "--to-name", "fmt": "--format",
+           "embedding_layer": "--embedding-layer"}
+_PARAM = re.compile(r"`(\w+)(?:=([^`]*))?`")
+
+
+def as_flags(message: str, command: Any = None) -> str:
+    """``message`` with each `` `parameter` `` (or `` `parameter=value` ``) that ``command`` takes as an
+    option written as its flag: the library names its parameters, the CLI its flags.
+
+    >>> as_flags("data root /d does not exist; pass an existing `root`, or `fmt='csv'`; `k` stays")
+    'data root /d does not exist; pass an existing --data-root, or --format csv; `k` stays'
+    """
+    flags = dict(FLAG_OF)
+    for param in getattr(command, "params", ()):
+        long = [o for o in param.opts if o.startswith("--")]
+        if long:
+            flags[param.name] = long[0]
+
+    def flag(m: "re.Match") -> str:
+        name, value = m.group(1), m.group(2)
+        if name not in flags:
+            return m.group(0)
+        if value is None or value == "True":
+            return flags[name]
+        return f"{flags[name]} {value.strip(chr(39) + chr(34))}"
+
+    return _PARAM.sub(flag, message)
 
 
 class Interrupted(Exception):
@@ -47,6 +78,12 @@ class JacalGroup(TyperGroup):
             return super().invoke(ctx)
         except KeyboardInterrupt:
             raise Interrupted(ctx.invoked_subcommand) from None
+        except USER_ERRORS as err:  # the library names its parameters; say the command's flags instead
+            message = first_line(err, None)
+            flagged = as_flags(message, self.commands.get(ctx.invoked_subcommand or ""))
+            if flagged == message or os.environ.get("JACAL_DEBUG"):
+                raise
+            raise JacalError(flagged) from err
 
     def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):  # noqa: D102
         try:
@@ -82,8 +119,9 @@ def fail(message: str) -> None:
 
 
 def warn(text: str) -> None:
-    """One ``warning: ...`` line on stderr."""
-    typer.echo(f"warning: {text}", err=True)
+    """One ``warning: ...`` line on stderr (the library's parameter names written as the command's flags)."""
+    ctx = click_globals.get_current_context(silent=True)
+    typer.echo(f"warning: {as_flags(text, ctx.command if ctx is not None else None)}", err=True)
 
 
 class LazyProgress:

@@ -34,7 +34,7 @@ def check_writable(path: Union[str, Path], force: bool) -> None:
 
     path = Path(path)
     if path.exists() and not force:
-        raise JacalError(f"{path} exists; pass --force to overwrite it")
+        raise JacalError(f"{path} exists; pass `force=True` to overwrite it")
     if path.exists() and path.is_dir():
         raise JacalError(f"{path} is a folder, expected a file path")
     ensure_out_dir(path.parent if str(path.parent) else Path("."))

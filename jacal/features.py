@@ -37,8 +37,7 @@ EXACT_BOUNDARY_DIM = 1024
 #: per forward pass (more samples: several passes).
 MC_BATCH_ROWS = 8192
 
-__all__ = ["JACOBIAN_SKETCH_DIM", "Need", "NEEDS", "PoolFeatures", "extract_features", "iter_pool", "pool_length",
-           "has_dropout", "concat_features", "shard_job"]
+__all__ = ["JACOBIAN_SKETCH_DIM", "Need", "NEEDS", "PoolFeatures", "extract_features"]
 
 
 class Need(str, Enum):

@@ -28,6 +28,8 @@ import torch
 
 from jacal import io as jio
 from jacal._io import atomic_open, check_writable
+from jacal.io.annotations import resolve_label_names
+from jacal.io.batches import output_format
 from jacal._validation import JacalError, check_choice
 
 __all__ = ["acquire_batch", "confidence_file", "score_file", "train_checkpoint"]
@@ -97,17 +99,17 @@ def acquire_batch(model: PathLike, pool: PathLike, k: int, out: PathLike, *, fmt
 
     warn = _warner(on_warning)
     out = Path(out)
-    kind = jio.output_format(out, fmt, jio.BATCH_FORMATS)
+    kind = output_format(out, fmt, jio.BATCH_FORMATS)
     check_writable(out, force)
     ck = load_model_file(model)
     if not Path(pool).exists():
-        raise JacalError(f"--pool not found: {pool}")
+        raise JacalError(f"`pool` not found: {pool}")
     items = jio.open_pool(pool, image_size=image_size, channels=channels, input_shape=ck.metadata.get("input_shape"),
                           mmap=True)  # a .npy pool is read chunk by chunk from disk, never held whole
-    names = jio.resolve_label_names(_names(label_names), ck.metadata.get("label_names"),
+    names = resolve_label_names(_names(label_names), ck.metadata.get("label_names"),
                                     _n_classes(ck.model, items.input_shape))
     if kind in ("label-studio", "argilla") and names is None:
-        raise JacalError("the model's number of classes is unknown: pass --label-names")
+        raise JacalError("the model's number of classes is unknown: pass `label_names`")
     labeled, unknown, oos, ann = None, [], [], None
     excludes = _paths(exclude)
     if excludes:
@@ -150,7 +152,7 @@ def _n_classes(model: Any, input_shape: Sequence[int]) -> Optional[int]:
 def _load_items(path: PathLike, input_shape: Optional[Sequence[int]], image_size, channels, what: str):
     """Items ``(N, ...)`` decoded in memory and their ids (for steps that need them all at once)."""
     if not Path(path).exists():
-        raise JacalError(f"{what} not found: {path}")
+        raise JacalError(f"`{what}` not found: {path}")
     pool = jio.open_pool(path, image_size=image_size, channels=channels, input_shape=input_shape)
     return pool.materialize(), pool.ids
 
@@ -185,33 +187,33 @@ def confidence_file(model: PathLike, data: PathLike, *, labels: Optional[PathLik
     from jacal.confidence import FITTED as FITTED_METHODS, NEEDS_LABELS, ConfidenceEstimator
 
     warn = _warner(on_warning)
-    kind = jio.output_format(Path(out), fmt) if out is not None else None
+    kind = output_format(Path(out), fmt) if out is not None else None
     for path in (out, save_estimator):
         if path is not None:
             check_writable(Path(path), force)
     ck = load_model_file(model)
     shape = ck.metadata.get("input_shape")
-    x, ids = _load_items(data, shape, image_size, channels, "--data")
+    x, ids = _load_items(data, shape, image_size, channels, "data")
     if estimator is not None:
         if fit_data is not None or fit_labels is not None:
-            raise JacalError("--estimator is already fitted: drop --fit-data/--fit-labels, or fit anew without "
-                             "--estimator")
+            raise JacalError("`estimator` is already fitted: drop `fit_data`/`fit_labels`, or fit anew without "
+                             "`estimator`")
         est = ConfidenceEstimator.load(estimator, device=device)
         if method is not None and method != est.method:
-            raise JacalError(f"--method {method} differs from {estimator}'s method {est.method}")
+            raise JacalError(f"`method` {method} differs from {estimator}'s method {est.method}")
     else:
         est = ConfidenceEstimator(method if method is not None else "max-softmax", device=device)
         if est.method in FITTED_METHODS:
             needs_labels = est.method in NEEDS_LABELS
             if fit_data is None or (needs_labels and fit_labels is None):
-                what = "--fit-data and --fit-labels" if needs_labels else "--fit-data"
+                what = "`fit_data` and `fit_labels`" if needs_labels else "`fit_data`"
                 raise JacalError(f"method '{est.method}' needs {what} ({FITTED_METHODS[est.method]} items it learns "
-                                 "from), or a fitted --estimator file")
-            xf, _ = _load_items(fit_data, shape, image_size, channels, "--fit-data")
+                                 "from), or a fitted `estimator` file")
+            xf, _ = _load_items(fit_data, shape, image_size, channels, "fit_data")
             est.learn(ck.model, xf, jio.read_labels(fit_labels, len(xf)) if fit_labels is not None else None)
         else:
             if fit_data is not None or fit_labels is not None:
-                warn(f"method '{est.method}' learns nothing; --fit-data/--fit-labels are ignored")
+                warn(f"method '{est.method}' learns nothing; `fit_data`/`fit_labels` are ignored")
             est.learn(ck.model, None)
     conf, pred = est.confidence_and_prediction(ck.model, x)
     summary = {"n": len(x), "method": est.method, "mean_confidence": float(np.mean(conf))}
@@ -262,7 +264,7 @@ def score_file(checkpoint: PathLike, *, dataset: Optional[str] = None, split: st
         check_writable(Path(out), force)
         kind = fmt if fmt is not None else Path(out).suffix.lstrip(".").lower()
         if kind not in ("csv", "json"):
-            raise JacalError(f"cannot tell the format of {out}; pass --format csv or --format json")
+            raise JacalError(f"cannot tell the format of {out}; pass `fmt` (csv or json)")
     labels, ids = None, None
     if input_file is not None:
         x, ids = jio.load_array(input_file)
@@ -270,7 +272,7 @@ def score_file(checkpoint: PathLike, *, dataset: Optional[str] = None, split: st
     else:
         name = dataset if dataset is not None else ck.metadata.get("dataset")
         if name is None:
-            raise JacalError("the checkpoint names no dataset; pass --dataset or --input")
+            raise JacalError("the checkpoint names no dataset; pass `dataset` or `input_file`")
         check_choice("split", split, ("train", "test"))  # before the dataset is loaded
         data = jacal.load_dataset(name, root=data_root or ck.metadata.get("data_root"))
         x, labels = data.split(split)
@@ -338,9 +340,9 @@ def train_checkpoint(out: PathLike, *, dataset: str = "digits", data_root: Optio
     extra: dict = {}
     if labels is not None or pool is not None:
         if labels is None or pool is None:
-            raise JacalError("--pool and --labels go together: the labels name items of the pool")
+            raise JacalError("`pool` and `labels` go together: the labels name items of the pool")
         if not Path(pool).exists():
-            raise JacalError(f"--pool not found: {pool}")
+            raise JacalError(f"`pool` not found: {pool}")
         names = _names(label_names)
         files = _paths(labels)
         ann = jio.read_all_annotations(files, question=from_name, label_names=names)

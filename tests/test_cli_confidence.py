@@ -83,7 +83,8 @@ def test_cli_one_line_errors(cli_files, tmp_path, trained):
     saved = tmp_path / "knn.pt"
     assert _run(*base, "--method", "knn", "--fit-data", root / "xtr.npy", "--save-estimator", saved).exit_code == 0
     one_line_error(_run(*base, "--estimator", saved, "--method", "mahalanobis"), "differs from")
-    one_line_error(_run(*base, "--estimator", saved, "--fit-data", root / "xh.npy"), "already fitted")
+    one_line_error(_run(*base, "--estimator", saved, "--fit-data", root / "xh.npy"),
+                   "--estimator is already fitted: drop --fit-data/--fit-labels, or fit anew without --estimator")
     one_line_error(_run(*base, "--method", "knn", "--fit-data", root / "xtr.npy", "--save-estimator", saved),
                    "exists; pass --force")
     other = jacal.mlp(64, 10, width=32, depth=1, seed=5).eval()

@@ -105,7 +105,7 @@ def test_majority_label_and_single_choice(tmp_path):
     (tmp_path / "multi.json").write_text(json.dumps(tasks))
     with pytest.raises(jacal.JacalError, match="2 choices"):
         jio.read_annotations(tmp_path / "multi.json")
-    with pytest.raises(jacal.JacalError, match="pass --from-name"):
+    with pytest.raises(jacal.JacalError, match="pass `question`"):
         jio.read_annotations(tmp_path / "ls.json", question="sentiment")
 
 
@@ -239,18 +239,14 @@ def test_label_studio_tasks_validate_with_the_label_studio_sdk(setup, tmp_path):
     assert li.validate_prediction(wrong, return_errors=True)
 
 
-def test_public_names_and_moved_readers():
-    """Every public name of jacal.io resolves; the readers that lived in jacal._io are jacal.io's and still
-    import from there, with a DeprecationWarning."""
-    import jacal._io
-
+def test_public_names_resolve_and_internals_stay_out():
+    """Every public name of jacal.io resolves; file plumbing and the CLI's helpers are not part of it."""
     assert all(hasattr(jio, name) for name in jio.__all__)
-    for name in ("load_array", "load_image_folder", "image_transform", "decode_image", "list_image_folder",
-                 "IMAGE_SUFFIXES"):
-        with pytest.warns(DeprecationWarning, match=f"jacal.io.{name}"):
-            assert getattr(jacal._io, name) is getattr(jio, name)
-    with pytest.raises(AttributeError):
-        jacal._io.no_such_name
+    for internal in ("atomic_open", "atomic_path", "output_format", "resolve_label_names", "default_label_names"):
+        assert internal not in jio.__all__ and not hasattr(jio, internal), internal
+    import jacal.features
+
+    assert not {"shard_job", "concat_features", "iter_pool", "pool_length", "has_dropout"} & set(jacal.features.__all__)
 
 
 def _ls_csv_export(path, rows, sep=","):

@@ -42,3 +42,32 @@ def test_no_pre_release_shims():
                  "IMAGE_SUFFIXES"):
         assert not hasattr(jacal._io, name), name
     assert not hasattr(jacal.ConfidenceEstimator, "fit") and not hasattr(jacal.ConfidenceEstimator, "predict_proba")
+
+
+def _raised_texts(path):
+    """The string constants inside every ``raise`` statement of a module (f-string parts included)."""
+    import ast
+
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Raise) and node.exc is not None:
+            for sub in ast.walk(node.exc):
+                if isinstance(sub, ast.Constant) and isinstance(sub.value, str):
+                    yield node.lineno, sub.value
+
+
+def test_library_errors_name_parameters_not_cli_flags():
+    """The library raises with its parameters' names; only the CLI speaks in flags (it translates)."""
+    from pathlib import Path
+
+    root = Path(jacal.__file__).parent
+    flagged = [f"{p.relative_to(root)}:{line}: {text!r}" for p in sorted(root.rglob("*.py"))
+               if "serve" not in p.parts for line, text in _raised_texts(p) if re.search(r"(?<![\w-])--[a-z]", text)]
+    assert not flagged, "\n".join(flagged)
+
+
+def test_label_name_errors_name_the_parameter():
+    import pytest
+
+    for text, fragment in (("a,,b", "`label_names` must be"), ("a,a", "`label_names` repeats")):
+        with pytest.raises(jacal.JacalError, match=fragment):
+            jacal.io.parse_label_names(text)

@@ -80,8 +80,7 @@ from typing import Iterator, List, Optional
 import numpy as np
 import torch
 
-__all__ = ["k_center_greedy", "kmeans_pp", "kmeans_pp_outer", "min_distances", "row_mean", "row_norms", "selection",
-           "trace", "SELECTION_METHODS", "AUTO_EXACT_MAX_BYTES", "AUTO_MCMC", "CHAIN_LENGTH", "SKETCH_DIM", "REJECTION"]
+__all__ = ["k_center_greedy", "kmeans_pp", "kmeans_pp_outer", "selection", "trace", "SELECTION_METHODS"]
 
 _CHUNK_ELEMENTS = 1 << 22  # temporaries of at most 4M numbers (32 MB in float64)
 

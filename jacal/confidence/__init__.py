@@ -15,7 +15,7 @@ predict), ``jacobian-boundary`` (first-order distance to the nearest decision bo
 """
 from jacal.confidence.core import (FITTED, JACOBIAN_METHODS, METHODS, NEEDS_LABELS, PROBABILISTIC, confidence_from,
                                    fit_confidence, inputs_of, jacobian_features, softmax_features)
-from jacal.confidence.estimator import ConfidenceEstimator, model_fingerprint
+from jacal.confidence.estimator import ConfidenceEstimator
 from jacal.confidence.features import ConfidenceFeatures, confidence_features, odin_logits
 from jacal.confidence.metrics import (aurc, confidence_metrics, e_aurc, ece, failure_auroc, fpr_at_95_tpr, ood_auroc,
                                       ood_fpr_at_95_tpr, ood_metrics)
@@ -23,7 +23,7 @@ from jacal.confidence.metrics import (aurc, confidence_metrics, e_aurc, ece, fai
 __all__ = [
     "METHODS", "FITTED", "NEEDS_LABELS", "PROBABILISTIC", "JACOBIAN_METHODS",
     "confidence_from", "fit_confidence", "inputs_of", "jacobian_features", "softmax_features",
-    "ConfidenceEstimator", "model_fingerprint",
+    "ConfidenceEstimator",
     "ConfidenceFeatures", "confidence_features", "odin_logits",
     "failure_auroc", "aurc", "e_aurc", "fpr_at_95_tpr", "ece", "confidence_metrics",
     "ood_auroc", "ood_fpr_at_95_tpr", "ood_metrics",

@@ -27,7 +27,7 @@ from jacal.confidence.core import FITTED, METHODS, NEEDS_LABELS, PROBABILISTIC, 
 from jacal.confidence.features import ConfidenceFeatures, confidence_features
 from jacal.confidence.metrics import confidence_metrics
 
-__all__ = ["ConfidenceEstimator", "model_fingerprint", "FORMAT"]
+__all__ = ["ConfidenceEstimator"]
 
 FORMAT = "jacal-confidence-estimator"
 VERSION = 1

@@ -12,7 +12,7 @@ from jacal._io import atomic_open
 from jacal._validation import JacalError
 
 __all__ = ["batch_rows", "label_studio_tasks", "argilla_records", "write_rows", "write_batch", "model_version",
-           "output_format", "BATCH_FORMATS", "DEFAULT_MODEL_VERSION"]
+           "BATCH_FORMATS", "DEFAULT_MODEL_VERSION"]
 
 BATCH_FORMATS = ("csv", "jsonl", "label-studio", "argilla")
 
@@ -170,9 +170,9 @@ def output_format(path: Union[str, Path], fmt: Optional[str] = None, allowed: Se
     'jsonl'
 
     Raises:
-        JacalError: neither names one of ``allowed`` (the message says which to pass to ``--format``).
+        JacalError: neither names one of ``allowed`` (the message names ``fmt`` and the formats it takes).
     """
     kind = fmt if fmt is not None else Path(path).suffix.lstrip(".").lower()
     if kind not in allowed:
-        raise JacalError(f"cannot tell the format of {path}; pass --format {' or '.join(allowed)}")
+        raise JacalError(f"cannot tell the format of {path}; pass `fmt` ({' or '.join(allowed)})")
     return kind
