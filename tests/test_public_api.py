@@ -71,3 +71,14 @@ def test_label_name_errors_name_the_parameter():
     for text, fragment in (("a,,b", "`label_names` must be"), ("a,a", "`label_names` repeats")):
         with pytest.raises(jacal.JacalError, match=fragment):
             jacal.io.parse_label_names(text)
+
+
+def test_docstrings_carry_no_tracker_numbers_or_history():
+    """Docstrings and comments say what the code does and why; history goes to CHANGELOG.md."""
+    from pathlib import Path
+
+    root = Path(jacal.__file__).parent
+    pattern = re.compile(r"issue #?\d+|was tried|\(was \d|sweep version \d|protocol change", re.IGNORECASE)
+    hits = [f"{p}:{n}: {line.strip()}" for p in sorted([*root.rglob("*.py"), *(root.parent / "cli").glob("*.py")])
+            for n, line in enumerate(p.read_text().splitlines(), 1) if pattern.search(line)]
+    assert not hits, "\n".join(hits)

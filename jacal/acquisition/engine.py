@@ -92,8 +92,7 @@ def acquire(model: nn.Module, pool: Any, k: int, *, strategy: str = "jacobian", 
             ``entropy``, ``bald``, ``coreset``, ``badge``, ``jacobian`` (k-means++ over boundary
             embeddings ∇(z_a − z_b)/(z_a − z_b): near the decision boundary and spread out),
             ``jacobian-kmeans`` (k-means++ over softmax Jacobians), ``jacobian-topk`` (the highest
-            ‖J‖_F, batch-blind). ``jacobian-diverse`` was retired (a one-line error names its
-            replacement).
+            ‖J‖_F, batch-blind).
         labeled: already-labeled items: pool indices (1-D ints; never selected, and the anchors of
             the diversity strategies) or their features ``(M, *input_shape)`` (diversity anchors).
             Every item already sent to annotators belongs here, those answered "none of these" too.
