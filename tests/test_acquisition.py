@@ -202,24 +202,45 @@ def test_bad_inputs(setup):
 
 
 def test_modal_adapter(setup):
+    """modAL's contract: ``(indices, scores)`` like modAL's own strategies (its learner unpacks the pair)."""
     model, pool = setup
     q = jacal.modal_query_strategy("jacobian")
-    idx = q(model, pool.numpy(), n_instances=4)
-    assert np.array_equal(idx, jacal.acquire(model, pool, 4, strategy="jacobian").indices)
+    ref = jacal.acquire(model, pool, 4, strategy="jacobian")
+    idx, scores = q(model, pool.numpy(), n_instances=4)
+    assert np.array_equal(idx, ref.indices) and np.array_equal(scores, ref.scores[ref.indices])
 
     class Learner:  # modAL ActiveLearner around a skorch-like estimator
         class estimator:
             module_ = model
 
-    assert np.array_equal(q(Learner(), pool.numpy(), 4), idx)
+    assert np.array_equal(q(Learner(), pool.numpy(), 4)[0], idx)
+    query_result, query_metrics = q(Learner(), pool.numpy(), 2)  # what modAL's BaseLearner.query unpacks
+    assert len(query_result) == 2 and len(query_metrics) == 2
 
     class SklearnOnly:
         def predict_proba(self, X):
-            return np.tile([[0.5, 0.5]], (len(X), 1)) * 0 + np.c_[np.linspace(0.5, 1, len(X)), 1 - np.linspace(0.5, 1, len(X))]
+            return np.c_[np.linspace(0.5, 1, len(X)), 1 - np.linspace(0.5, 1, len(X))]
 
-    assert jacal.modal_query_strategy("margin")(SklearnOnly(), np.zeros((10, 2)), 2).tolist() == [0, 1]
+    idx, scores = jacal.modal_query_strategy("margin")(SklearnOnly(), np.zeros((10, 2)), 2)
+    assert idx.tolist() == [0, 1] and scores[0] >= scores[1]
     with pytest.raises(ValueError, match="needs a torch model"):
         jacal.modal_query_strategy("badge")(SklearnOnly(), np.zeros((10, 2)), 2)
+
+
+def test_modal_adapter_scores_in_eval_mode_and_gives_the_mode_back(setup):
+    """A skorch net is in train mode after fit: the adapter scores it in eval mode (no force_eval) and
+    leaves it in train mode, dropout included."""
+    _, pool = setup
+    net = torch.nn.Sequential(torch.nn.Linear(pool.shape[1], 16), torch.nn.ReLU(), torch.nn.Dropout(0.5),
+                              torch.nn.Linear(16, 3))
+    torch.manual_seed(0)
+    net.train()
+    idx, _ = jacal.modal_query_strategy("jacobian")(net, pool.numpy(), n_instances=3)
+    assert net.training and all(m.training for m in net.modules())
+    assert np.array_equal(idx, jacal.acquire(net.eval(), pool, 3, strategy="jacobian").indices)
+    net[2].train()  # a mixed state is given back as it was
+    jacal.modal_query_strategy("margin")(net, pool.numpy(), n_instances=2)
+    assert [m.training for m in net.modules()] == [False, False, False, True, False]
 
 
 def test_custom_strategy_registers():
