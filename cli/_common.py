@@ -5,6 +5,7 @@ import json
 import os
 import re
 import sys
+import time
 from contextlib import contextmanager
 from typing import Any, Iterator, Optional
 
@@ -124,18 +125,81 @@ def warn(text: str) -> None:
     typer.echo(f"warning: {as_flags(text, ctx.command if ctx is not None else None)}", err=True)
 
 
-class LazyProgress:
-    """A rich progress display on stderr that starts at its first use and only on a terminal.
+#: with stderr not a terminal (a log file, a pipe, CI), a plain progress line at most this often
+#: (seconds; the ``JACAL_PROGRESS_SECONDS`` environment variable sets it)
+PROGRESS_SECONDS = 30.0
+#: result tables on stdout that is not a terminal are laid out this wide, so none is cut or wrapped
+LOG_WIDTH = 400
 
-    Starting lazily keeps an error raised before any progress a single clean line; when stderr is a
-    file or a pipe (CI, ``--json`` consumers) nothing is drawn at all.
+
+def _duration(seconds: float) -> str:
+    minutes, s = divmod(int(round(seconds)), 60)
+    h, m = divmod(minutes, 60)
+    return f"{h}h{m:02d}m{s:02d}s" if h else f"{m}m{s:02d}s" if m else f"{s}s"
+
+
+class _LoggedProgress(Progress):
+    """A rich ``Progress`` that, where it is not drawn, writes one plain line of its state to stderr
+    at most every ``every`` seconds: ``[12:03:04] models 57/228 (25%) · mnist g3: 1200/2000 (60%) ·
+    5m12s elapsed, about 15m36s left`` (the time left extrapolates the first task)."""
+
+    def __init__(self, *columns: Any, every: Optional[float], **kwargs: Any) -> None:
+        super().__init__(*columns, **kwargs)
+        self.every = every
+        self.started_at: Optional[float] = None
+        self.last_line: Optional[float] = None
+        self.lines = 0
+
+    def update(self, task_id: Any, **kwargs: Any) -> None:  # noqa: D102
+        super().update(task_id, **kwargs)
+        self.tick()
+
+    def advance(self, task_id: Any, advance: float = 1) -> None:  # noqa: D102
+        super().advance(task_id, advance)
+        self.tick()
+
+    def tick(self, force: bool = False) -> None:
+        """Write a line if ``every`` seconds passed since the last one (or the start), or ``force``."""
+        if self.every is None:
+            return
+        now = time.monotonic()
+        if self.started_at is None:
+            self.started_at = self.last_line = now
+        if force or now - self.last_line >= self.every:
+            self.last_line = now
+            self.lines += 1
+            typer.echo(self.line(now), err=True)
+
+    def line(self, now: float) -> str:
+        parts, left = [], None
+        for task in self.tasks:
+            if task.total:
+                parts.append(f"{task.description} {int(task.completed)}/{int(task.total)} "
+                              f"({task.completed / task.total:.0%})")
+                if left is None and task.completed > 0:
+                    left = (now - self.started_at) * (task.total - task.completed) / task.completed
+            elif task.description:
+                parts.append(task.description)
+        elapsed = f"{_duration(now - self.started_at)} elapsed"
+        if left is not None:
+            elapsed += f", about {_duration(left)} left"
+        return f"[{time.strftime('%H:%M:%S')}] " + " · ".join(parts + [elapsed])
+
+
+class LazyProgress:
+    """A progress display on stderr that starts at its first use: a rich bar on a terminal, else
+    (a log file, a pipe, CI) a plain line at most every :data:`PROGRESS_SECONDS` seconds.
+
+    Starting lazily keeps an error raised before any progress a single clean line.
     """
 
     def __init__(self, *columns, enabled: bool = True) -> None:
         columns = columns or (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                               TimeElapsedColumn())
-        self.progress = Progress(*columns, console=stderr, transient=True,
-                                 disable=not (enabled and stderr.is_terminal))
+        drawn = enabled and stderr.is_terminal
+        every = float(os.environ.get("JACAL_PROGRESS_SECONDS", PROGRESS_SECONDS))
+        self.progress = _LoggedProgress(*columns, console=stderr, transient=True, disable=not drawn,
+                                        every=every if enabled and not drawn else None)
         self.started = False
 
     def start(self) -> None:
@@ -150,7 +214,16 @@ class LazyProgress:
 
     def stop(self) -> None:
         if self.started:
+            if self.progress.lines:  # a log that had progress lines ends with the final state
+                self.progress.tick(force=True)
             self.progress.stop()
+
+
+def stdout_console() -> Console:
+    """The console for result tables: the terminal's width on a terminal; elsewhere (a log file, a
+    pipe, CI) :data:`LOG_WIDTH` columns, so a table keeps one line per row instead of being cut to 80."""
+    console = Console()
+    return console if console.is_terminal else Console(width=LOG_WIDTH)
 
 
 @contextmanager

@@ -44,7 +44,9 @@ def acquire(
                                                               "'jacal', the same every round, so the project keeps "
                                                               "showing them).")] = None,
     seed: Annotated[int, typer.Option(help="Seeds tie-breaking, sampling and MC dropout.")] = 0,
-    batch_size: Annotated[int, typer.Option(help="Items per chunk (bounds memory).")] = 256,
+    batch_size: Annotated[Optional[int], typer.Option(help="Items per chunk (bounds memory; never changes the picks). "
+                                                           "Default: from the item size, at most 4M input numbers "
+                                                           "and 256 items per chunk.")] = None,
     mc_samples: Annotated[int, typer.Option(help="MC-dropout samples for --strategy bald.")] = 20,
     embedding_layer: Annotated[Optional[str], typer.Option(
         help="coreset/badge: the layer whose output embeds each item, named as in model.named_modules() (TorchScript "

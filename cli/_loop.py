@@ -10,7 +10,7 @@ import typer
 from jacal._stats import fmt
 from jacal.loop import LOOP_PRESETS, LoopCallbacks, run_loop
 from jacal.scenarios import parse_params
-from ._common import LazyProgress, emit_json
+from ._common import LazyProgress, emit_json, stdout_console
 from ._options import (AddressOpt, Arch, BackendName, BackendOpt, DataRootOpt, DatasetName, DeviceOpt, DownloadOpt,
                        JsonOpt, LoopPreset, Strategy, strategy_list)
 
@@ -92,7 +92,6 @@ def loop(
                    "scenario": summary.get("scenario"),
                    "pointwise_check_c4": summary["pointwise_check_c4"]})
         return
-    from rich.console import Console
     from rich.table import Table
 
     table = Table(title=f"{cfg.dataset} ({cfg.scenario}): {cfg.initial} labels +{cfg.k}×{cfg.rounds}, {cfg.seeds} seeds")
@@ -110,7 +109,7 @@ def loop(
                       "–" if not vr else f"{vr['verdict']} ({vr['mean_difference']:+.3f})",
                       "–" if not vb else f"{vb['verdict']} vs {vb['baseline']}",
                       *((f"{sc[s]['wasted_share']['mean']:.0%}" if s in sc else "–",) if wasted else ()))
-    Console().print(table)
+    stdout_console().print(table)
     c4 = summary["pointwise_check_c4"]
     if c4:
         typer.echo(f"C4 check (first model): ρ(‖J‖, loss) = {fmt(c4['spearman_rho_jacobian_loss'])}, "

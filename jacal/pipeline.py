@@ -58,7 +58,7 @@ def _paths(paths: Optional[PathsLike]) -> List[Path]:
 def acquire_batch(model: PathLike, pool: PathLike, k: int, out: PathLike, *, fmt: Optional[str] = None,
                   strategy: str = "jacobian", exclude: Optional[PathsLike] = None,
                   label_names: Union[str, Sequence[str], None] = None, from_name: str = "label", to_name: str = "image",
-                  model_version: Optional[str] = None, seed: int = 0, batch_size: int = 256, device: Any = "auto",
+                  model_version: Optional[str] = None, seed: int = 0, batch_size: Optional[int] = None, device: Any = "auto",
                   mc_samples: int = 20, embedding_layer: Optional[str] = None,
                   image_size: Optional[Sequence[int]] = None, channels: Optional[int] = None,
                   backend: str = "local", address: Optional[str] = None, shard_size: int = 65536,

@@ -414,3 +414,53 @@ def test_boundary_embedding_from_one_pass_matches_a_per_point_float64_reference(
         (g,) = torch.autograd.grad(z[a] - z[b], xi)
         vs.append((g / (z[a] - z[b])).detach().numpy())
     assert float(e0 @ e1) == pytest.approx(float(vs[0] @ vs[1]), rel=1e-4, abs=1e-6)
+
+
+def test_uint8_pools_are_pixels_scaled_like_image_folders(setup):
+    """One rule: uint8 items are [0, 255] pixels read as [0, 1] (as image folders are), so a uint8 pool
+    and the same pool divided by 255 give the same picks and scores."""
+    model, _ = setup
+    pixels = np.random.default_rng(0).integers(0, 256, size=(60, 12)).astype(np.uint8)
+    for strategy in ("margin", "jacobian"):
+        a = jacal.acquire(model, pixels, 5, strategy=strategy)
+        b = jacal.acquire(model, pixels.astype(np.float32) / 255, 5, strategy=strategy)
+        assert list(a.indices) == list(b.indices)
+        np.testing.assert_allclose(a.scores, b.scores, rtol=1e-5)
+    with pytest.warns(UserWarning, match=r"whole numbers in \[0, 255\].*uint8 or divide by 255"):
+        jacal.acquire(model, pixels.astype(np.float32), 5, strategy="margin")
+
+
+@pytest.mark.parametrize("dtype", [np.int64, np.int32, np.int16, bool])
+def test_integer_token_pools_are_refused_in_one_line(setup, dtype):
+    model, _ = setup
+    tokens = np.random.default_rng(0).integers(0, 2, size=(20, 12)).astype(dtype)
+    for pool in (tokens, torch.from_numpy(tokens)):
+        with pytest.raises(TypeError, match=r"^`pool` holds \w+ values: integer token inputs \(text models\) are not "
+                                            r"supported; pass continuous inputs") as err:
+            jacal.acquire(model, pool, 3, strategy="margin")
+        assert "\n" not in str(err.value)
+
+
+def test_default_chunk_follows_the_item_size_and_never_changes_the_picks(monkeypatch):
+    """Big images get small chunks by default (a budget of input numbers per chunk), with the picks
+    of any other chunk size."""
+    import jacal.acquisition.engine as engine
+    import jacal.features as features
+
+    assert engine.default_batch_size(np.zeros((5, 1, 28, 28), np.float32)) == 256
+    assert engine.default_batch_size(torch.zeros(5, 3, 224, 224)) == 27  # 4M numbers
+    assert engine.default_batch_size(torch.zeros(5, 3, 2048, 2048)) == 1
+    model = jacal.cnn((3, 40, 40), 4, channels=(4,), hidden=16, seed=0).eval()
+    pool = torch.rand(70, 3, 40, 40)
+    monkeypatch.setattr(engine, "CHUNK_ELEMENTS", 3 * 40 * 40 * 16)  # a 16-item default chunk at this size
+    chunks = []
+    real_iter = features.iter_pool
+    monkeypatch.setattr(features, "iter_pool", lambda p, b: (chunks.append(b), real_iter(p, b))[1])
+    for strategy in ("margin", "jacobian", "badge"):
+        chunks.clear()
+        picks = jacal.acquire(model, pool, 6, strategy=strategy, seed=1)
+        assert chunks and set(chunks) == {16}, chunks
+        for batch_size in (7, 70):
+            other = jacal.acquire(model, pool, 6, strategy=strategy, seed=1, batch_size=batch_size)
+            assert list(other.indices) == list(picks.indices), (strategy, batch_size)
+            np.testing.assert_allclose(other.scores, picks.scores, rtol=1e-4, atol=1e-7)

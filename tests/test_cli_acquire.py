@@ -132,6 +132,11 @@ def test_acquire_bad_input(models, pools, tmp_path):
     one_line_error(_run(*base, "--out", tmp_path / "a.csv", "--strategy", "psychic"), "psychic")
     one_line_error(_run(*base, "--out", tmp_path / "r.csv", "--strategy", "jacobian-diverse"),
                    "'jacobian-diverse' is not one of 'random'")
+    np.save(tmp_path / "tokens.npy", np.ones((20, 64), dtype=np.int64))  # a text model's token ids
+    one_line_error(_run("acquire", "--model", paths["checkpoint"], "--pool", tmp_path / "tokens.npy", "--k", 3,
+                        "--out", tmp_path / "t.csv"), "holds int64 values: integer token inputs (text models) are not "
+                                                      "supported; pass continuous inputs")
+    assert not (tmp_path / "t.csv").exists()
     # the library names its parameter (`label_names`), the CLI the flag
     one_line_error(_run(*base, "--out", tmp_path / "l.csv", "--label-names", "a,a"), "error: --label-names repeats 'a'")
     (tmp_path / "exists.csv").write_text("old")

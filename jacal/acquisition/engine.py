@@ -10,13 +10,13 @@ from torch import nn
 from torch.utils.data import Dataset, IterableDataset, Subset
 
 from jacal._foreign import to_portable
-from jacal._validation import as_float_tensor, check_positive_int, nonfinite_rows
+from jacal._validation import as_input_tensor, check_positive_int, nonfinite_rows
 from jacal.acquisition.ldm import last_linear, least_disagree_metric
 from jacal.acquisition.strategies import Strategy, as_selection, get_strategy
 from jacal.confidence.openset import in_distribution, in_distribution_floor
 from jacal.features import Need, PoolFeatures, concat_features, extract_features, has_dropout, pool_length, shard_job
 
-__all__ = ["acquire", "AcquisitionResult"]
+__all__ = ["acquire", "AcquisitionResult", "default_batch_size", "CHUNK_ELEMENTS", "MAX_DEFAULT_CHUNK"]
 
 
 @dataclass
@@ -42,6 +42,31 @@ class AcquisitionResult:
     predicted: np.ndarray
     confidence: np.ndarray
     excluded: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+
+
+#: the default chunk holds at most this many input numbers (4M, 32 MB of float64)
+CHUNK_ELEMENTS = 1 << 22
+#: and at most this many items
+MAX_DEFAULT_CHUNK = 256
+
+
+def default_batch_size(pool: Any) -> int:
+    """The default chunk of :func:`acquire` for ``pool``: ``CHUNK_ELEMENTS // (numbers per item)``,
+    between 1 and :data:`MAX_DEFAULT_CHUNK` (a ``DataLoader`` pool is read in its own batches).
+
+    >>> import torch
+    >>> default_batch_size(torch.zeros(10, 1, 28, 28)), default_batch_size(torch.zeros(10, 3, 224, 224))
+    (256, 27)
+    """
+    if isinstance(pool, (torch.Tensor, np.ndarray)):
+        per_item = int(np.prod(pool.shape[1:]))
+    elif isinstance(pool, Dataset) and hasattr(pool, "__len__") and len(pool) > 0:
+        first = pool[0]
+        first = first[0] if isinstance(first, (tuple, list)) else first
+        per_item = int(np.prod(np.shape(first)))
+    else:
+        return MAX_DEFAULT_CHUNK
+    return max(1, min(MAX_DEFAULT_CHUNK, CHUNK_ELEMENTS // max(per_item, 1)))
 
 
 def _labeled_indices(labeled: Any, n: int) -> Optional[np.ndarray]:
@@ -77,7 +102,7 @@ def _out_of_set(out_of_set: Any, labeled: Any, lab_idx: Optional[np.ndarray], n:
 
 def acquire(model: nn.Module, pool: Any, k: int, *, strategy: str = "jacobian", labeled: Any = None,
             out_of_set: Any = None, seed: int = 0,
-            batch_size: int = 256, device=None, mc_samples: int = 20, force_eval: bool = False,
+            batch_size: Optional[int] = None, device=None, mc_samples: int = 20, force_eval: bool = False,
             progress: Optional[Callable[[int, int], Any]] = None, backend: Any = "local",
             shard_size: int = 65536, embedding_layer: Optional[str] = None,
             embed: Optional[Callable[[torch.Tensor], torch.Tensor]] = None) -> AcquisitionResult:
@@ -86,7 +111,13 @@ def acquire(model: nn.Module, pool: Any, k: int, *, strategy: str = "jacobian", 
     Args:
         model: a trained classifier (any ``nn.Module`` returning logits ``(N, K)``).
         pool: unlabeled items ``(N, *input_shape)``: tensor, numpy array, torch ``Dataset`` (items
-            ``x`` or ``(x, ...)``) or an unshuffled ``DataLoader``.
+            ``x`` or ``(x, ...)``) or an unshuffled ``DataLoader``. Floating values are the model's
+            input units, used as given; ``uint8`` values are pixels in [0, 255], scaled to [0, 1] as
+            image folders are (:func:`jacal.io.image_transform`); other integers (token ids of a text
+            model) are refused: pass continuous inputs. A model trained on normalized inputs takes
+            its normalization as a first layer, e.g. ``torch.nn.Sequential(
+            torchvision.transforms.v2.Normalize(mean, std), model)``, so that jacal's inputs stay
+            [0, 1] pixels. A float pool whose values look like 0–255 pixels gets a warning.
         k: batch size to acquire (≤ valid pool items not in ``labeled``).
         strategy: a name in :data:`STRATEGIES`: ``random``, ``least-confidence``, ``margin``,
             ``entropy``, ``bald``, ``coreset``, ``badge``, ``jacobian`` (k-means++ over boundary
@@ -103,7 +134,10 @@ def acquire(model: nn.Module, pool: Any, k: int, *, strategy: str = "jacobian", 
             :func:`jacal.confidence.openset.in_distribution`).
         seed: seeds tie-breaking, sampling and MC dropout.
         batch_size: chunk size; memory is bounded by it (diversity strategies also keep one
-            embedding per item).
+            embedding per item). Default (:func:`default_batch_size`): from the item size, at most
+            :data:`CHUNK_ELEMENTS` input numbers and :data:`MAX_DEFAULT_CHUNK` items per chunk (256
+            MNIST images, 27 images of 3×224×224), so large images get small chunks. The chunk
+            size changes memory and speed, never the picks.
         device: ``None`` (the model's), ``"auto"``, ``"cpu"``, ``"cuda"``.
         mc_samples: MC-dropout samples for ``bald``.
         force_eval: allow a train-mode model with BatchNorm/Dropout (evaluated in eval mode).
@@ -131,7 +165,7 @@ def acquire(model: nn.Module, pool: Any, k: int, *, strategy: str = "jacobian", 
     strat = get_strategy(strategy) if isinstance(strategy, str) else strategy
     if not isinstance(strat, Strategy):
         raise TypeError(f"Expected `strategy` to be a name or a Strategy, got {type(strategy).__name__}.")
-    check_positive_int("batch_size", batch_size)
+    batch_size = default_batch_size(pool) if batch_size is None else check_positive_int("batch_size", batch_size)
     n = pool_length(pool)
     if n == 0:
         raise ValueError("`pool` is empty: nothing to acquire.")
@@ -145,11 +179,13 @@ def acquire(model: nn.Module, pool: Any, k: int, *, strategy: str = "jacobian", 
     oos = _out_of_set(out_of_set, labeled, lab_idx, n)
     if lab_idx is not None and len(oos):
         lab_idx = np.union1d(lab_idx, oos)
+    if isinstance(pool, (torch.Tensor, np.ndarray)):
+        as_input_tensor("pool", pool[:0], min_ndim=2)  # token ids are refused here, in one line
     local = backend == "local" or getattr(backend, "name", None) == "local"
     if local and isinstance(pool, (torch.Tensor, np.ndarray)):  # fail fast, before the scoring pass
         ok = np.ones(n, dtype=bool)
         if not isinstance(pool, np.memmap):  # an array on disk is read once, by the scoring pass
-            ok = ~nonfinite_rows(as_float_tensor("pool", pool, min_ndim=2)).numpy()
+            ok = ~nonfinite_rows(as_input_tensor("pool", pool, min_ndim=2)).numpy()
         if lab_idx is not None:
             ok[lab_idx] = False
         check_positive_int("k", k, upper=int(ok.sum()), upper_name="the valid pool items after exclusions")
