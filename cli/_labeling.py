@@ -67,6 +67,12 @@ def acquire(
 
     Items with NaN/Inf values or unreadable files are reported by id and never selected; --exclude
     ids are never selected and anchor the diversity strategies (coreset).
+
+    Batch files (csv/jsonl) hold id, rank, score, predicted, confidence: rank is the order to label
+    in; score is the strategy's per-item score (higher = more wanted). For the score-only strategies
+    (least-confidence, margin, entropy, bald, jacobian-topk) scores fall with rank; for jacobian,
+    jacobian-kmeans, badge and ldm-s the rank is the k-means++ draw order and for coreset the
+    k-center order, which spread the batch, so rank 2 may score below rank 3.
     """
     notes: List[str] = []
     with progress_bar(f"scoring ({strategy})", 0, enabled=not json_out) as update:

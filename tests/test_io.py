@@ -322,3 +322,25 @@ def test_several_files_are_one_union(tmp_path):
     assert m.ids == ["x", "y", "z", "w"] and m.labels == {"x": "one", "w": "three"} and m.out_of_set == ["y"]
     assert m.counts == {str(tmp_path / "a.csv"): 3, str(tmp_path / "b.csv"): 2}
     assert jio.read_all_annotations(tmp_path / "a.csv").labels == {"x": "one", "y": "two"}
+
+
+def test_batch_rank_is_the_strategy_order_and_score_its_per_item_score(tmp_path):
+    """``rank`` keeps the strategy's order (for k-means++ strategies the draw order) and ``score`` is the
+    per-item score, not re-sorted; every strategy a user chooses has its meaning documented."""
+    import csv
+
+    import torch
+
+    model = jacal.mlp(12, 3, width=16, depth=1, seed=0).eval()
+    pool = torch.rand(80, 12)
+    res = jacal.acquire(model, pool, 6, strategy="jacobian", seed=0)
+    ids = [f"item{i}" for i in range(80)]
+    jio.write_batch(tmp_path / "b.csv", res, ids, fmt="csv")
+    rows = list(csv.DictReader(open(tmp_path / "b.csv")))
+    assert [r["id"] for r in rows] == [ids[i] for i in res.indices]
+    assert [int(r["rank"]) for r in rows] == list(range(1, 7))
+    np.testing.assert_allclose([float(r["score"]) for r in rows], res.scores[res.indices], rtol=1e-12)
+    study_variants = {"jacobian-closed", "jacobian-id-half", "jacobian-features", "margin-knn"}
+    built_in = {n for n, cls in jacal.STRATEGIES.items() if cls.__module__.startswith("jacal.")}
+    for name in built_in - study_variants:
+        assert f"``{name}``" in jio.batches.__doc__, name

@@ -21,7 +21,9 @@ or a plain list of ids; labels map to class indices through the label names
 :data:`NONE_OF_THESE` (or a skipped annotation) marks an item outside the label set
 (:attr:`Annotations.out_of_set`); several files are read as one by :func:`read_all_annotations`.
 
-**Batches out** (:func:`write_batch`): CSV / JSON lines (id, rank, score, predicted, confidence),
+**Batches out** (:func:`write_batch`): CSV / JSON lines (id, rank, score, predicted, confidence;
+``rank`` is the strategy's labeling order, ``score`` its per-item score, which for the k-means++
+and k-center strategies need not fall with rank: see :mod:`jacal.io.batches`),
 Label Studio task-import JSON (:func:`label_studio_tasks`) or Argilla record JSON
 (:func:`argilla_records`), always written atomically.
 
