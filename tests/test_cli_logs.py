@@ -1,13 +1,12 @@
 """Long commands in a log file (stdout/stderr not a terminal): progress lines, and tables kept whole."""
 import re
-import shutil
 import types
 
 import pytest
 
 from typer.testing import CliRunner
 
-from _helpers import LOOP_TINY, REPLICATE_TINY
+from _helpers import LOOP_TINY
 from jacal.cli import _common
 from jacal.cli.app import app
 
@@ -61,15 +60,21 @@ def test_loop_in_a_log_file(tmp_path):
     assert "…" not in r.stdout and max(map(len, table)) > 80  # laid out wider than a terminal, not cut
 
 
-@pytest.mark.timeout(900)
-def test_replicate_claims_table_in_a_log_file(uninterrupted, tmp_path):
+def test_replicate_claims_table_in_a_log_file(monkeypatch, tmp_path):
     """The claims table keeps one line per claim (no "replica…", no 80-column wrap) off a terminal."""
-    out, summary = uninterrupted
-    shutil.copytree(out, tmp_path / "run")
-    r = CliRunner().invoke(app, ["replicate", "--out", str(tmp_path / "run"), *REPLICATE_TINY, "--resume"])
+    import jacal.cli._replicate as replicate_cli
+    from jacal.replication.analysis import PAPER
+
+    verdicts = ("replicated", "not replicated", "inconclusive", "not tested")
+    claims = [{"id": cid, "short": text, "verdict": verdicts[i % 4], "reason": "the rule's reason, in one sentence",
+               "statistic": {"rho": 0.4321, "ci_low": 0.1234, "ci_high": 0.6789, "p": 0.0012, "n": 64}}
+              for i, (cid, text) in enumerate(PAPER.items())]
+    report = {"preset": {"name": "smoke"}, "n_models": 64, "claims": claims, "exclusions": []}
+    monkeypatch.setattr(replicate_cli, "run_replication", lambda out, **kwargs: report)
+    r = CliRunner().invoke(app, ["replicate", "--out", str(tmp_path / "run"), "--device", "cpu"])
     assert r.exit_code == 0, r.output
     lines = r.stdout.splitlines()
     assert "…" not in r.stdout
-    for claim in summary["claims"]:
+    for claim in claims:
         rows = [line for line in lines if line.startswith(f"│ {claim['id']} ")]
-        assert len(rows) == 1 and claim["verdict"] in rows[0], r.stdout
+        assert len(rows) == 1 and claim["verdict"] in rows[0] and claim["short"] in rows[0], r.stdout
