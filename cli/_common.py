@@ -125,8 +125,8 @@ def warn(text: str) -> None:
     typer.echo(f"warning: {as_flags(text, ctx.command if ctx is not None else None)}", err=True)
 
 
-#: with stderr not a terminal (a log file, a pipe, CI), a plain progress line at most this often
-#: (seconds; the ``JACAL_PROGRESS_SECONDS`` environment variable sets it)
+#: with stdout not a terminal (a log file, nohup, CI), a plain progress line there at most this
+#: often (seconds; the ``JACAL_PROGRESS_SECONDS`` environment variable sets it)
 PROGRESS_SECONDS = 30.0
 #: result tables on stdout that is not a terminal are laid out this wide, so none is cut or wrapped
 LOG_WIDTH = 400
@@ -139,8 +139,8 @@ def _duration(seconds: float) -> str:
 
 
 class _LoggedProgress(Progress):
-    """A rich ``Progress`` that, where it is not drawn, writes one plain line of its state to stderr
-    at most every ``every`` seconds: ``[12:03:04] models 57/228 (25%) · mnist g3: 1200/2000 (60%) ·
+    """A rich ``Progress`` that also writes one plain line of its state to stdout at most every
+    ``every`` seconds (``None``: never): ``[12:03:04] models 57/228 (25%) · mnist g3: 1200/2000 (60%) ·
     5m12s elapsed, about 15m36s left`` (the time left extrapolates the first task)."""
 
     def __init__(self, *columns: Any, every: Optional[float], **kwargs: Any) -> None:
@@ -168,7 +168,7 @@ class _LoggedProgress(Progress):
         if force or now - self.last_line >= self.every:
             self.last_line = now
             self.lines += 1
-            typer.echo(self.line(now), err=True)
+            typer.echo(self.line(now))
 
     def line(self, now: float) -> str:
         parts, left = [], None
@@ -187,8 +187,10 @@ class _LoggedProgress(Progress):
 
 
 class LazyProgress:
-    """A progress display on stderr that starts at its first use: a rich bar on a terminal, else
-    (a log file, a pipe, CI) a plain line at most every :data:`PROGRESS_SECONDS` seconds.
+    """A progress display that starts at its first use: a rich bar on stderr when it is a terminal,
+    and, when stdout is not one (a log file, nohup, CI), a plain line there at most every
+    :data:`PROGRESS_SECONDS` seconds, so a log shows how far a long run is. stderr keeps only
+    warnings and the one-line error.
 
     Starting lazily keeps an error raised before any progress a single clean line.
     """
@@ -198,8 +200,9 @@ class LazyProgress:
                               TimeElapsedColumn())
         drawn = enabled and stderr.is_terminal
         every = float(os.environ.get("JACAL_PROGRESS_SECONDS", PROGRESS_SECONDS))
+        logged = enabled and not sys.stdout.isatty()
         self.progress = _LoggedProgress(*columns, console=stderr, transient=True, disable=not drawn,
-                                        every=every if enabled and not drawn else None)
+                                        every=every if logged else None)
         self.started = False
 
     def start(self) -> None:

@@ -22,7 +22,7 @@ def test_progress_lines_at_most_every_interval(monkeypatch, capsys):
         clock[0] = float(t)
         lazy.progress.advance(task)
     lazy.stop()
-    lines = capsys.readouterr().err.splitlines()
+    lines = capsys.readouterr().out.splitlines()
     assert lines == ["[12:00:00] models 3/10 (30%) · 31s elapsed, about 1m12s left",
                      "[12:00:00] models 5/10 (50%) · 1m02s elapsed, about 1m02s left",
                      "[12:00:00] models 5/10 (50%) · 1m02s elapsed, about 1m02s left"]
@@ -41,16 +41,18 @@ def test_no_progress_lines_before_the_interval_or_with_json(monkeypatch, capsys)
     quiet.begin(task, 10)
     quiet.progress.advance(task)
     quiet.stop()
-    assert capsys.readouterr().err == ""
+    assert capsys.readouterr().out == ""
 
 
 @pytest.mark.timeout(900)
 def test_loop_in_a_log_file(tmp_path):
-    """`jacal loop > log 2>&1`: progress lines on stderr, and the result table one line per strategy."""
+    """`jacal loop > log`: progress lines in the log, the result table one line per strategy, and stderr
+    left to warnings and errors."""
     args = LOOP_TINY[:LOOP_TINY.index("--max-epochs")] + ["--max-epochs", "5", "--device", "cpu"]
     r = CliRunner().invoke(app, ["loop", "--out", str(tmp_path / "run"), *args], env={"JACAL_PROGRESS_SECONDS": "0"})
     assert r.exit_code == 0, r.output
-    progress = r.stderr.splitlines()
+    progress = [line for line in r.stdout.splitlines() if re.match(r"\[\d\d:\d\d:\d\d\] ", line)]
+    assert r.stderr == ""
     assert len(progress) >= 4 and all(re.match(r"\[\d\d:\d\d:\d\d\] .* \d+/6 \(\d+%\) · ", line) for line in progress), progress
     assert "(100%)" in progress[-1]
     table = r.stdout.splitlines()
