@@ -180,7 +180,8 @@ def acquire(model: nn.Module, pool: Any, k: int, *, strategy: str = "jacobian", 
     if lab_idx is not None and len(oos):
         lab_idx = np.union1d(lab_idx, oos)
     if isinstance(pool, (torch.Tensor, np.ndarray)):
-        as_input_tensor("pool", pool[:0], min_ndim=2)  # token ids are refused here, in one line
+        as_input_tensor("pool", np.array(pool[:0]) if isinstance(pool, np.ndarray) else pool[:0],
+                        min_ndim=2)  # token ids are refused here, in one line (np.array: a read-only memmap)
     local = backend == "local" or getattr(backend, "name", None) == "local"
     if local and isinstance(pool, (torch.Tensor, np.ndarray)):  # fail fast, before the scoring pass
         ok = np.ones(n, dtype=bool)
