@@ -10,7 +10,7 @@ import numpy as np
 from jacal._io import atomic_open
 from jacal.confidence import JACOBIAN_METHODS
 
-BASELINE = "max_softmax"  # the estimator every other is drawn against
+BASELINE = "max-softmax"  # the estimator every other is drawn against
 
 __all__ = ["finite_or_none", "write_table", "plot"]
 
@@ -85,13 +85,13 @@ def write_table(summary: Dict[str, Any], out: Path) -> str:
     return text
 
 
-LINES = ("max_softmax", "energy", "knn", "jacobian", "jacobian_noise", "combined")
+LINES = ("max-softmax", "energy", "knn", "jacobian", "jacobian-noise", "combined")
 
 
 def plot(summary: Dict[str, Any], out: Path, methods: Sequence[str]) -> List[Path]:
     """``aurc_by_corruption.png``: AURC against severity per corruption for a few estimators (Jacobian ones
-    solid, baselines dashed); ``aurc_delta.png``: every estimator's AURC minus max_softmax's, per corruption
-    and severity (blue: lower risk than max_softmax, red: higher)."""
+    solid, baselines dashed); ``aurc_delta.png``: every estimator's AURC minus max-softmax's, per corruption
+    and severity (blue: lower risk than max-softmax, red: higher)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -139,7 +139,7 @@ def plot(summary: Dict[str, Any], out: Path, methods: Sequence[str]) -> List[Pat
         im = ax.imshow(delta, cmap="RdBu_r", vmin=-lim, vmax=lim, aspect="auto")
         ax.set_yticks(range(len(methods)), methods, fontsize=7)
         ax.set_xticks(range(len(cols)), [f"{c.replace('_', ' ')} {s}" for c, s in cols], fontsize=6, rotation=90)
-        ax.set_title(f"{arch}: AURC − max_softmax's AURC (blue = fewer errors accepted)", fontsize=8)
+        ax.set_title(f"{arch}: AURC − max-softmax's AURC (blue = fewer errors accepted)", fontsize=8)
         fig.colorbar(im, ax=ax, fraction=0.02, pad=0.01).ax.tick_params(labelsize=6)
     fig.tight_layout()
     delta_png = out / "aurc_delta.png"

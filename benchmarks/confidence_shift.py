@@ -5,7 +5,7 @@ Protocol (every choice here is jacal's; numbers in ``--help``):
 * Data: MNIST (``--data-root`` with ``MNIST/raw`` or ``mnist.npz``; offline fallback: scikit-learn
   digits). Per training seed, a seeded subset of the training split: ``--n-train`` images to train
   on and ``--n-heldout`` disjoint ones to fit the held-out estimators (temperature,
-  jacobian_residual, jacobian_noise, combined). Mahalanobis and kNN are fitted on the training images.
+  jacobian-residual, jacobian-noise, combined). Mahalanobis and kNN are fitted on the training images.
 * Models: jacal's MLP 784-256-256-10 (ReLU) and small CNN, Adam (lr 1e-3, batch 128),
   ``--epochs-mlp`` / ``--epochs-cnn`` epochs; one model per (architecture, seed).
 * Evaluation sets, the same for every seed: the first ``--n-test`` test images (clean); the first
@@ -15,7 +15,7 @@ Protocol (every choice here is jacal's; numbers in ``--help``):
 * Metrics per estimator: failure AUROC, AURC, E-AURC on the clean, corrupted and near-shift sets; ECE
   on clean for probabilistic estimators; OOD AUROC and FPR@95%TPR of clean test vs each far-OOD set.
 * Summary: mean and 95% t-interval over seeds; the corruption-averaged AURC (mean over every
-  corruption × severity) of each Jacobian estimator against max_softmax, paired over (architecture,
+  corruption × severity) of each Jacobian estimator against max-softmax, paired over (architecture,
   seed), one-sided paired t-test, Holm-adjusted over the Jacobian estimators; far-OOD AUROC (mean of
   the two far sets) of each Jacobian estimator against energy, paired, two-sided; the time of each
   estimator on ``--timing-n`` clean images relative to ``jacobian_norm`` (seed 0; the median over
@@ -30,7 +30,7 @@ Corrupted sets use 1,500 test images each (36 sets), clean test all 10,000.
 Outputs in ``--out``: ``runs/ARCH-seedS.json`` (one per model, reused by a rerun with the same
 settings: a killed run continues, and seeds can be added run by run), ``summary.json``, ``table.md``,
 ``aurc_by_corruption.png`` (AURC against severity, a few estimators) and ``aurc_delta.png`` (every
-estimator's AURC minus max_softmax's); the summary is printed as one JSON object (NaN as null).
+estimator's AURC minus max-softmax's); the summary is printed as one JSON object (NaN as null).
 
     python benchmarks/confidence_shift.py --data-root ../shared/data --out runs/confidence_shift
     python benchmarks/confidence_shift.py --tiny --out /tmp/cs   # digits, seconds
@@ -285,7 +285,7 @@ def _versus(runs: List[Dict[str, Any]], methods: Sequence[str], key: str, baseli
 def targets(runs: List[Dict[str, Any]], methods: Sequence[str]) -> Dict[str, Any]:
     """The issue's targets, pooled over architectures and per architecture.
 
-    AURC: a Jacobian estimator with a lower corruption-averaged AURC than max_softmax, one-sided paired
+    AURC: a Jacobian estimator with a lower corruption-averaged AURC than max-softmax, one-sided paired
     t-test p < 0.05 (p of the best is before selection; ``p_holm`` adjusts for trying every Jacobian
     estimator). Far OOD: a Jacobian estimator whose mean far-OOD AUROC is ≥ energy's (two-sided p
     reported). Cost: every estimator ≤ 2× ``jacobian_norm``'s time.

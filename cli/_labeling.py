@@ -51,7 +51,9 @@ def acquire(
                                                               "'jacal', the same every round, so the project keeps "
                                                               "showing them).")] = None,
     seed: Annotated[int, typer.Option(help="Seeds tie-breaking, sampling and MC dropout.")] = 0,
-    batch_size: Annotated[int, typer.Option(help="Items per chunk (bounds memory).")] = 256,
+    batch_size: Annotated[Optional[int], typer.Option(help="Items per chunk (bounds memory; never changes the picks). "
+                                                           "Default: from the item size, at most 4M input numbers "
+                                                           "and 256 items per chunk.")] = None,
     mc_samples: Annotated[int, typer.Option(help="MC-dropout samples for --strategy bald.")] = 20,
     embedding_layer: Annotated[Optional[str], typer.Option(
         help="coreset/badge: the layer whose output embeds each item, named as in model.named_modules() (TorchScript "
@@ -89,6 +91,12 @@ def acquire(
     Items with NaN/Inf values or unreadable files are reported by id and never selected; --exclude
     ids are never selected and anchor the diversity strategies (coreset). With --stop-set and
     --stop-state, a stopping criterion says whether to stop labeling after this round.
+
+    Batch files (csv/jsonl) hold id, rank, score, predicted, confidence and the pick's reason: rank is
+    the order to label in; score is the strategy's per-item score (higher = more wanted). For the
+    score-only strategies (least-confidence, margin, entropy, bald, jacobian-topk) scores fall with
+    rank; for jacobian, jacobian-kmeans, badge and ldm-s the rank is the k-means++ draw order and for
+    coreset the k-center order, which spread the batch, so rank 2 may score below rank 3.
     """
     notes: List[str] = []
     with progress_bar(f"scoring ({strategy})", 0, enabled=not json_out) as update:
@@ -129,13 +137,13 @@ def confidence(
     labels: Annotated[Optional[Path], typer.Option(help="True labels of --data (.npy or one integer per line): adds "
                                                         "metrics.",
                                                    exists=True, dir_okay=False)] = None,
-    method: Annotated[Optional[ConfMethod], typer.Option(help="Confidence estimator (default max_softmax, or the --estimator "
+    method: Annotated[Optional[ConfMethod], typer.Option(help="Confidence estimator (default max-softmax, or the --estimator "
                                                               "file's). Fitted ones need --fit-data: " + FITTED_HELP + ".")] = None,
     fit_data: Annotated[Optional[Path], typer.Option(help="Items a fitted method learns from: a held-out split, or the "
                                                           "training items for mahalanobis and knn.",
                                                           exists=True)] = None,
     fit_labels: Annotated[Optional[Path], typer.Option(help="Labels of --fit-data (all fitted methods but knn and "
-                                                            "jacobian_residual need them).",
+                                                            "jacobian-residual need them).",
                                                             exists=True, dir_okay=False)] = None,
     estimator: Annotated[Optional[Path], typer.Option(help="A fitted estimator written by --save-estimator: its method and "
                                                            "state, checked against --model's weights.",

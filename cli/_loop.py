@@ -10,7 +10,7 @@ import typer
 from jacal._stats import fmt
 from jacal.loop import LOOP_PRESETS, LoopCallbacks, run_loop
 from jacal.scenarios import parse_params
-from ._common import LazyProgress, emit_json
+from ._common import LazyProgress, emit_json, stdout_console
 from ._options import (AddressOpt, Arch, BackendName, BackendOpt, DataRootOpt, DatasetName, DeviceOpt, DownloadOpt,
                        JsonOpt, LoopPreset, Strategy, strategy_list)
 
@@ -30,7 +30,6 @@ def loop(
     rounds: Annotated[Optional[int], typer.Option(help="Acquisition rounds.")] = None,
     seeds: Annotated[Optional[int], typer.Option(help="Independent repetitions (paired across strategies).")] = None,
     arch: Annotated[Optional[Arch], typer.Option(help="The architecture trained each round.")] = None,
-    model: Annotated[Optional[Arch], typer.Option(hidden=True, help="Deprecated: --arch.")] = None,
     warm_start: Annotated[bool, typer.Option(help="Continue training the previous round's model instead of a fresh one.")] = False,
     max_epochs: Annotated[Optional[int], typer.Option(help="Epoch cap per round (early stopping on validation).")] = None,
     pool_size: Annotated[Optional[int], typer.Option(help="Cap the unlabeled pool at this many training items (per seed, a random subset).")] = None,
@@ -60,10 +59,6 @@ def loop(
     with each strategy and reveals their labels; learning curves, areas under them with CIs, paired
     comparisons against random and the best baseline, and the per-point check C4 are reported.
     """
-    if model is not None:  # loop's --model named the architecture, elsewhere --model is a checkpoint
-        typer.echo("warning: `jacal loop --model` is deprecated, use --arch (--model names a checkpoint elsewhere)",
-                   err=True)
-        arch = arch if arch is not None else model
     base = LOOP_PRESETS[LoopPreset(preset).value]
     changes = {name: v for name, v in (("initial", initial), ("k", k), ("rounds", rounds), ("seeds", seeds),
                                        ("model", Arch(arch).value if arch is not None else None),
@@ -98,7 +93,6 @@ def loop(
                    "stopping": {s: v["over_seeds"] for s, v in (summary.get("stopping") or {}).items()},
                    "pointwise_check_c4": summary["pointwise_check_c4"]})
         return
-    from rich.console import Console
     from rich.table import Table
 
     table = Table(title=f"{cfg.dataset} ({cfg.scenario}): {cfg.initial} labels +{cfg.k}×{cfg.rounds}, {cfg.seeds} seeds")
@@ -116,7 +110,7 @@ def loop(
                       "–" if not vr else f"{vr['verdict']} ({vr['mean_difference']:+.3f})",
                       "–" if not vb else f"{vb['verdict']} vs {vb['baseline']}",
                       *((f"{sc[s]['wasted_share']['mean']:.0%}" if s in sc else "–",) if wasted else ()))
-    Console().print(table)
+    stdout_console().print(table)
     c4 = summary["pointwise_check_c4"]
     if c4:
         typer.echo(f"C4 check (first model): ρ(‖J‖, loss) = {fmt(c4['spearman_rho_jacobian_loss'])}, "

@@ -14,7 +14,6 @@ import typer
 
 import jacal
 from jacal.acquisition import STRATEGIES
-from jacal.acquisition.strategies import RETIRED
 from jacal.confidence import FITTED as FITTED_METHODS, METHODS as CONFIDENCE_METHODS
 from jacal.loop import LOOP_PRESETS
 from jacal.models import MODEL_KINDS
@@ -36,8 +35,6 @@ Method = _choices("Method", jacal.sensitivity.METHODS)
 BackendName = _choices("BackendName", ("local", "ray"))
 Preset = _choices("Preset", PRESETS)
 LoopPreset = _choices("LoopPreset", LOOP_PRESETS)
-# the current strategies only (what --help lists); retired names are still accepted by the parsers below, so
-# that jacal.acquire answers them with the name of their replacement
 Strategy = _choices("Strategy", STRATEGIES)
 ConfMethod = _choices("ConfMethod", CONFIDENCE_METHODS)
 Arch = _choices("Arch", MODEL_KINDS)
@@ -51,9 +48,9 @@ BatchFormat = _choices("BatchFormat", jacal.io.BATCH_FORMATS)
 
 
 def strategy_name(name: str) -> str:
-    """``--strategy``: one :data:`Strategy` value (a retired name passes on, for its one-line answer)."""
+    """``--strategy``: one :data:`Strategy` value."""
     known = [s.value for s in Strategy]
-    if name not in known and name not in RETIRED:
+    if name not in known:
         raise typer.BadParameter(f"{name!r} is not one of {', '.join(map(repr, known))}.")
     return name
 

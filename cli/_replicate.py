@@ -9,7 +9,7 @@ import typer
 
 from jacal.replication import PRESETS, Callbacks, run_replication
 from jacal.replication.report import statistic_text
-from ._common import LazyProgress, emit_json, fail
+from ._common import LazyProgress, emit_json, fail, stdout_console
 from ._options import AddressOpt, BackendName, BackendOpt, DataRootOpt, DatasetName, DeviceOpt, JsonOpt, Preset
 
 
@@ -89,9 +89,7 @@ def replicate(
                                                 for c in report["claims"]], "exclusions": report["exclusions"],
                    "wall_s": round(time.perf_counter() - started, 1)})
     else:
-        from rich.console import Console
-
-        console = Console()
+        console = stdout_console()
         console.print(_claims_table(report))
         for c in report["claims"]:
             if c["verdict"] != "replicated":

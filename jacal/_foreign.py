@@ -42,7 +42,7 @@ from jacal._validation import JacalError
 __all__ = ["dropout_layers", "has_dropout", "embedding_runner", "mc_runner", "is_compiled"]
 
 NEEDS = "this strategy needs embeddings (by default the input of the model's last linear layer)"
-NAME_ONE = "name a layer whose output to use with embedding_layer= (--embedding-layer) or pass embed=."
+NAME_ONE = "name a layer whose output to use with `embedding_layer` or pass `embed`."
 
 
 DROPOUT_NAMES = {"Dropout", "Dropout1d", "Dropout2d", "Dropout3d", "AlphaDropout", "FeatureAlphaDropout"}
@@ -292,8 +292,8 @@ def to_portable(model: nn.Module):
         program = getattr(model, "_jacal_program", None)
         if program is None:
             raise JacalError("a distributed backend sends the model to its workers, and this torch.export graph has no "
-                             "program to serialize; load it with jacal.checkpoint.load_model_file (or the CLI's "
-                             "--model) so jacal keeps its ExportedProgram.")
+                             "program to serialize; load it with jacal.checkpoint.load_model_file so jacal keeps its "
+                             "ExportedProgram.")
         buf = io.BytesIO()
         torch.export.save(program, buf)
         return Portable("export", buf.getvalue())

@@ -1,7 +1,5 @@
 """Private I/O plumbing: atomic file writes (a temporary name in the same folder, then a rename) and
-output folders. The public readers and writers are in :mod:`jacal.io`; the readers that used to live
-here (``load_array``, ``load_image_folder``, ...) are :mod:`jacal.io`'s, still importable from here
-with a ``DeprecationWarning``."""
+output folders. The public readers and writers are in :mod:`jacal.io`."""
 from __future__ import annotations
 
 import contextlib
@@ -11,9 +9,6 @@ from pathlib import Path
 from typing import IO, Iterator, Union
 
 __all__ = ["atomic_path", "atomic_open", "ensure_out_dir", "check_writable"]
-
-# readers that moved to jacal.io.readers: old imports keep working, with a DeprecationWarning
-_MOVED = ("load_array", "load_image_folder", "image_transform", "decode_image", "list_image_folder", "IMAGE_SUFFIXES")
 
 
 def ensure_out_dir(out: Union[str, Path]) -> Path:
@@ -39,7 +34,7 @@ def check_writable(path: Union[str, Path], force: bool) -> None:
 
     path = Path(path)
     if path.exists() and not force:
-        raise JacalError(f"{path} exists; pass --force to overwrite it")
+        raise JacalError(f"{path} exists; pass `force=True` to overwrite it")
     if path.exists() and path.is_dir():
         raise JacalError(f"{path} is a folder, expected a file path")
     ensure_out_dir(path.parent if str(path.parent) else Path("."))
@@ -103,14 +98,3 @@ def atomic_open(path: Union[str, Path], mode: str = "w", *, durable: bool = Fals
         with open(tmp, mode, **kwargs) as f:
             yield f
 
-
-def __getattr__(name: str):
-    if name in _MOVED:
-        import warnings
-
-        import jacal.io.readers
-
-        warnings.warn(f"jacal._io.{name} moved to jacal.io.{name}; import it from there", DeprecationWarning,
-                      stacklevel=2)
-        return getattr(jacal.io.readers, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -35,7 +35,7 @@ _SQLITE_MAGIC = b"SQLite format 3\x00"
 _WHAT = {"replicate": "a `jacal replicate` store (results.sqlite)", "loop": "a `jacal loop` store (loop.sqlite)"}
 # the tables that identify each store when its meta table does not say (stores written before versions)
 _SIGNATURE_TABLES = {"replicate": {"models", "pairs", "points", "trajectories"}, "loop": {"rounds", "warm"}}
-_ADVICE = "remove it or choose another --out"
+_ADVICE = "remove it or choose another `out`"
 
 
 def _columns(con: sqlite3.Connection) -> Dict[str, Tuple[str, ...]]:
@@ -162,7 +162,7 @@ def store_errors(path) -> Iterator[None]:
         if isinstance(err, sqlite3.OperationalError) and any(
                 s in msg for s in ("full", "I/O", "readonly", "unable to open", "locked")):
             raise JacalError(f"cannot write {path}: {msg}; every finished unit of work is saved there: fix this "
-                             f"(free space, permissions) and rerun with --resume") from None
+                             f"(free space, permissions) and rerun with `resume=True`") from None
         raise JacalError(f"{path} is damaged ({msg}); {_ADVICE}") from None
 
 
@@ -193,7 +193,7 @@ def run_lock(out, command: str) -> Iterator[None]:
             with contextlib.suppress(OSError, ValueError, AttributeError, IndexError):
                 holder = f" (pid {int(os.pread(fd, 32, 0).decode().split()[0])})"
             raise JacalError(f"another jacal run is using {out}{holder}; wait for it to finish or choose "
-                             f"another --out") from None
+                             f"another `out`") from None
         with contextlib.suppress(OSError, AttributeError):  # the holder's pid, for the message above
             os.ftruncate(fd, 0)
             os.pwrite(fd, f"{os.getpid()} {command}\n".encode(), 0)
@@ -229,7 +229,7 @@ def resumable_store(out, command: str, filename: str, schema: str, resume: bool)
     with run_lock(out, command):
         stamp = check_store(db, command, schema) if db.exists() else True
         if db.exists() and not resume:
-            raise JacalError(f"{db} exists; pass --resume to continue that run, or choose another --out")
+            raise JacalError(f"{db} exists; pass `resume=True` to continue that run, or choose another `out`")
         yield db, stamp
 
 

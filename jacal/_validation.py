@@ -13,6 +13,7 @@ import torch
 __all__ = [
     "JacalError",
     "as_float_tensor",
+    "as_input_tensor",
     "check_finite",
     "check_choice",
     "check_positive_int",
@@ -72,6 +73,30 @@ def as_float_tensor(name: str, x: Any, *, min_ndim: int = 1) -> torch.Tensor:
     return x
 
 
+def as_input_tensor(name: str, x: Any, *, min_ndim: int = 1) -> torch.Tensor:
+    """Model inputs as a floating tensor, by one rule for every entry point that takes items.
+
+    * floating arrays are the model's input units and are used as given;
+    * ``uint8`` arrays are images in [0, 255] and are scaled to [0, 1], as image folders are
+      (torchvision's ``ToTensor`` / ``ToDtype(float32, scale=True)``): a model that expects
+      normalized inputs gets them with ``normalize=(mean, std)`` where the entry point takes it, or
+      has the normalization as its first layer;
+    * other integer and boolean arrays are refused (``TypeError``): token ids of a text model cannot
+      be differentiated; pass continuous inputs, e.g. the token embeddings with the part of the
+      model that reads them.
+    """
+    dtype = x.dtype if isinstance(x, (np.ndarray, torch.Tensor)) else None
+    if dtype in (np.uint8, torch.uint8):
+        return as_float_tensor(name, x, min_ndim=min_ndim) / 255.0
+    if dtype is not None and dtype not in (np.dtype(object),) and (
+            (isinstance(x, np.ndarray) and (np.issubdtype(dtype, np.integer) or dtype == bool))
+            or (isinstance(x, torch.Tensor) and not x.is_floating_point() and not x.is_complex())):
+        raise TypeError(f"`{name}` holds {str(dtype).replace('torch.', '')} values: integer token inputs (text "
+                        f"models) are not supported; pass continuous inputs, e.g. the token embeddings with the part "
+                        f"of the model that reads them (uint8 images are read as pixels in [0, 255]).")
+    return as_float_tensor(name, x, min_ndim=min_ndim)
+
+
 def nonfinite_rows(x: torch.Tensor, chunk: int = 4096) -> torch.Tensor:
     """Boolean mask ``(N,)`` of rows of ``x`` (N, ...) that contain NaN or Inf.
 
@@ -109,7 +134,7 @@ def first_line(err: BaseException, limit: Optional[int] = 120) -> str:
 
 def as_points(name: str, x: Any) -> torch.Tensor:
     """``x`` as a float tensor of at least one finite point ``(N ≥ 1, ...)``, else ``ValueError``/``TypeError``."""
-    xt = as_float_tensor(name, x, min_ndim=2)
+    xt = as_input_tensor(name, x, min_ndim=2)
     if xt.shape[0] == 0:
         raise ValueError(f"`{name}` is empty: expected at least one point, got shape {fmt_shape(xt.shape)}.")
     check_finite(name, xt)

@@ -98,7 +98,7 @@ def _digits(root: Path, download: bool):
 
 def _missing(name: str, root: Path, layout: str) -> JacalError:
     return JacalError(f"dataset '{name}' not found under {root} (expected {layout}); "
-                      f"pass download=True (CLI: --download) to fetch it, or point --data-root at it.")
+                      f"pass `download=True` to fetch it, or point `root` at it.")
 
 
 def _torchvision(cls_name: str, name: str, layout: str, n_classes: int, images_hwc: bool):
@@ -180,7 +180,7 @@ def load_dataset(name: str = "digits", *, root: Union[str, Path, None] = None, d
     check_choice("name", name, DATASETS)
     root_path = Path(root).expanduser() if root is not None else default_root()
     if name != "digits" and not download and not root_path.exists():
-        raise JacalError(f"data root {root_path} does not exist; pass an existing --data-root or allow download.")
+        raise JacalError(f"data root {root_path} does not exist; pass an existing `root` or `download=True`.")
     x_tr, y_tr, x_te, y_te, k = DATASETS[name](root_path, download)
     rng = np.random.default_rng(seed)
     x_tr, y_tr = _subset(x_tr, y_tr, n_train, rng, "n_train", clamp)

@@ -16,6 +16,7 @@ get NaN rows and ``finite[i] = False``.
 """
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from enum import Enum
 from typing import Any, Callable, Iterator, List, Optional, Set
@@ -27,7 +28,7 @@ from torch.utils.data import DataLoader, Dataset, SequentialSampler
 
 from jacal._foreign import dropout_layers, embedding_runner, from_portable, has_dropout, is_compiled, mc_runner
 from jacal._model_utils import model_dtype, parse_mlp, prepared, resolve_device
-from jacal._validation import as_float_tensor, call_model, check_logits, nonfinite_rows
+from jacal._validation import as_input_tensor, call_model, check_logits, nonfinite_rows
 from jacal.sensitivity.embedding import JacobianEmbedder
 from jacal.sensitivity.jacobian import jacobian_norm
 
@@ -37,8 +38,7 @@ EXACT_BOUNDARY_DIM = 1024
 #: per forward pass (more samples: several passes).
 MC_BATCH_ROWS = 8192
 
-__all__ = ["JACOBIAN_SKETCH_DIM", "Need", "NEEDS", "PoolFeatures", "extract_features", "iter_pool", "pool_length",
-           "has_dropout", "concat_features", "shard_job"]
+__all__ = ["JACOBIAN_SKETCH_DIM", "Need", "NEEDS", "PoolFeatures", "extract_features"]
 
 
 class Need(str, Enum):
@@ -110,13 +110,13 @@ def pool_length(pool: Any) -> int:
 def iter_pool(pool: Any, batch_size: int) -> Iterator[torch.Tensor]:
     """Chunks ``(b, ...)`` of the pool, in order."""
     if isinstance(pool, (torch.Tensor, np.ndarray)):
-        as_float_tensor("pool", np.array(pool[:0]) if isinstance(pool, np.ndarray) else pool[:0],
+        as_input_tensor("pool", np.array(pool[:0]) if isinstance(pool, np.ndarray) else pool[:0],
                         min_ndim=2)  # type and shape checks, on no data
         for s in range(0, len(pool), batch_size):  # converted chunk by chunk: a memory-mapped pool stays on disk
             chunk = pool[s:s + batch_size]
             if isinstance(chunk, np.ndarray) and not chunk.flags.writeable:
                 chunk = np.array(chunk)  # torch wants writable memory; one chunk's copy
-            yield as_float_tensor("pool", chunk, min_ndim=2)
+            yield as_input_tensor("pool", chunk, min_ndim=2)
         return
     if isinstance(pool, DataLoader):
         if not isinstance(pool.sampler, SequentialSampler) and pool.batch_sampler is not None \
@@ -126,7 +126,18 @@ def iter_pool(pool: Any, batch_size: int) -> Iterator[torch.Tensor]:
     else:
         loader = DataLoader(pool, batch_size=batch_size, shuffle=False)
     for batch in loader:
-        yield as_float_tensor("pool", _first(batch), min_ndim=2)
+        yield as_input_tensor("pool", _first(batch), min_ndim=2)
+
+
+def _warn_if_pixels_0_255(x: torch.Tensor) -> None:
+    """Warn when a float pool holds whole numbers in [0, 255] beyond 1: pixels that were cast to float
+    without the scaling to [0, 1] that image folders and ``uint8`` pools get."""
+    if x.numel() == 0:
+        return
+    lo, hi = float(x.min()), float(x.max())
+    if lo >= 0 and 1 < hi <= 255 and bool((x == x.round()).all()):
+        warnings.warn(f"`pool` holds whole numbers in [{lo:g}, {hi:g}]: if these are pixels, pass them as uint8 or "
+                      "divide by 255 (image folders and uint8 pools are read as [0, 1]).", UserWarning, stacklevel=4)
 
 
 def _mc_split(model: nn.Module, forward: Callable[[torch.Tensor], torch.Tensor]) -> tuple:
@@ -175,6 +186,9 @@ def extract_features(model: nn.Module, pool: Any, *, need: Set[str], batch_size:
 
     ``chunk_offset``: index of this pool's first chunk within a larger pool (for sharded runs, so
     MC-dropout seeds, drawn per chunk, match an unsharded run).
+
+    Inputs follow :func:`jacal._validation.as_input_tensor`: floats as given, ``uint8`` pixels
+    scaled to [0, 1], other integers refused (see :func:`jacal.acquire`'s ``pool``).
     """
     need = _check_needs(need)
     if "ldm" in need:  # computed from the pass's embeddings and logits at its end
@@ -219,6 +233,8 @@ def extract_features(model: nn.Module, pool: Any, *, need: Set[str], batch_size:
         fused = "boundary-embedding" in need and "embeddings" not in need and parse_mlp(m) is not None
         for ci, chunk in enumerate(iter_pool(pool, batch_size)):
             bad = nonfinite_rows(chunk)
+            if ci == 0 and chunk_offset == 0:
+                _warn_if_pixels_0_255(chunk[~bad])
             x = torch.where(bad.reshape(-1, *([1] * (chunk.ndim - 1))), torch.zeros((), dtype=chunk.dtype), chunk)
             x = x.to(dev, dtype)
             be_raw = None

@@ -17,10 +17,10 @@ __all__ = ["MLP", "SmallCNN", "mlp", "cnn", "ACTIVATIONS", "build_model", "MODEL
 
 ACTIVATIONS: Dict[str, type] = {
     "relu": nn.ReLU,
-    "leaky_relu": nn.LeakyReLU,
+    "leaky-relu": nn.LeakyReLU,
     "relu6": nn.ReLU6,
-    "hard_tanh": nn.Hardtanh,
-    "hard_sigmoid": nn.Hardsigmoid,
+    "hard-tanh": nn.Hardtanh,
+    "hard-sigmoid": nn.Hardsigmoid,
     "tanh": nn.Tanh,
     "sigmoid": nn.Sigmoid,
     "identity": nn.Identity,

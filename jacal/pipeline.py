@@ -28,6 +28,8 @@ import torch
 
 from jacal import io as jio
 from jacal._io import atomic_open, check_writable
+from jacal.io.annotations import resolve_label_names
+from jacal.io.batches import output_format
 from jacal._validation import JacalError, check_choice
 
 __all__ = ["acquire_batch", "stop_advice", "confidence_file", "score_file", "train_checkpoint"]
@@ -56,7 +58,7 @@ def _paths(paths: Optional[PathsLike]) -> List[Path]:
 def acquire_batch(model: PathLike, pool: PathLike, k: int, out: PathLike, *, fmt: Optional[str] = None,
                   strategy: str = "jacobian", exclude: Optional[PathsLike] = None, open_set: str = "class-floor",
                   label_names: Union[str, Sequence[str], None] = None, from_name: str = "label", to_name: str = "image",
-                  model_version: Optional[str] = None, seed: int = 0, batch_size: int = 256, device: Any = "auto",
+                  model_version: Optional[str] = None, seed: int = 0, batch_size: Optional[int] = None, device: Any = "auto",
                   mc_samples: int = 20, embedding_layer: Optional[str] = None,
                   image_size: Optional[Sequence[int]] = None, channels: Optional[int] = None,
                   backend: str = "local", address: Optional[str] = None, shard_size: int = 65536,
@@ -108,23 +110,23 @@ def acquire_batch(model: PathLike, pool: PathLike, k: int, out: PathLike, *, fmt
 
     warn = _warner(on_warning)
     out = Path(out)
-    kind = jio.output_format(out, fmt, jio.BATCH_FORMATS)
+    kind = output_format(out, fmt, jio.BATCH_FORMATS)
     check_writable(out, force)
     ck = load_model_file(model)
     if not Path(pool).exists():
-        raise JacalError(f"--pool not found: {pool}")
+        raise JacalError(f"`pool` not found: {pool}")
     if (stop_set is None) != (stop_state is None):
-        raise JacalError("--stop-set and --stop-state go together: the items a criterion watches and its state file")
+        raise JacalError("`stop_set` and `stop_state` go together: the items a criterion watches and its state file")
     if stop_criterion is not None and stop_state is None:
-        raise JacalError("--stop-criterion needs --stop-set and --stop-state")
+        raise JacalError("`stop_criterion` needs `stop_set` and `stop_state`")
     if figure is not None:
         check_writable(Path(figure), force)
     items = jio.open_pool(pool, image_size=image_size, channels=channels, input_shape=ck.metadata.get("input_shape"),
                           mmap=True)  # a .npy pool is read chunk by chunk from disk, never held whole
-    names = jio.resolve_label_names(_names(label_names), ck.metadata.get("label_names"),
+    names = resolve_label_names(_names(label_names), ck.metadata.get("label_names"),
                                     _n_classes(ck.model, items.input_shape))
     if kind in ("label-studio", "argilla") and names is None:
-        raise JacalError("the model's number of classes is unknown: pass --label-names")
+        raise JacalError("the model's number of classes is unknown: pass `label_names`")
     labeled, unknown, oos, ann = None, [], [], None
     excludes = _paths(exclude)
     if excludes:
@@ -253,7 +255,7 @@ def _n_classes(model: Any, input_shape: Sequence[int]) -> Optional[int]:
 def _load_items(path: PathLike, input_shape: Optional[Sequence[int]], image_size, channels, what: str):
     """Items ``(N, ...)`` decoded in memory and their ids (for steps that need them all at once)."""
     if not Path(path).exists():
-        raise JacalError(f"{what} not found: {path}")
+        raise JacalError(f"`{what}` not found: {path}")
     pool = jio.open_pool(path, image_size=image_size, channels=channels, input_shape=input_shape)
     return pool.materialize(), pool.ids
 
@@ -270,7 +272,7 @@ def confidence_file(model: PathLike, data: PathLike, *, labels: Optional[PathLik
         model: a jacal checkpoint, a TorchScript file or a ``torch.export`` program.
         data: items to score (any pool :func:`jacal.io.open_pool` reads).
         labels: their true labels (:func:`jacal.io.read_labels`): adds failure-detection metrics.
-        method: a confidence method (default ``max_softmax``, or ``estimator``'s).
+        method: a confidence method (default ``max-softmax``, or ``estimator``'s).
         fit_data, fit_labels: what a fitted method learns from.
         estimator: a fitted estimator file (its method and state; no fitting).
         save_estimator: where to write the fitted estimator.
@@ -288,33 +290,33 @@ def confidence_file(model: PathLike, data: PathLike, *, labels: Optional[PathLik
     from jacal.confidence import FITTED as FITTED_METHODS, NEEDS_LABELS, ConfidenceEstimator
 
     warn = _warner(on_warning)
-    kind = jio.output_format(Path(out), fmt) if out is not None else None
+    kind = output_format(Path(out), fmt) if out is not None else None
     for path in (out, save_estimator):
         if path is not None:
             check_writable(Path(path), force)
     ck = load_model_file(model)
     shape = ck.metadata.get("input_shape")
-    x, ids = _load_items(data, shape, image_size, channels, "--data")
+    x, ids = _load_items(data, shape, image_size, channels, "data")
     if estimator is not None:
         if fit_data is not None or fit_labels is not None:
-            raise JacalError("--estimator is already fitted: drop --fit-data/--fit-labels, or fit anew without "
-                             "--estimator")
+            raise JacalError("`estimator` is already fitted: drop `fit_data`/`fit_labels`, or fit anew without "
+                             "`estimator`")
         est = ConfidenceEstimator.load(estimator, device=device)
         if method is not None and method != est.method:
-            raise JacalError(f"--method {method} differs from {estimator}'s method {est.method}")
+            raise JacalError(f"`method` {method} differs from {estimator}'s method {est.method}")
     else:
-        est = ConfidenceEstimator(method if method is not None else "max_softmax", device=device)
+        est = ConfidenceEstimator(method if method is not None else "max-softmax", device=device)
         if est.method in FITTED_METHODS:
             needs_labels = est.method in NEEDS_LABELS
             if fit_data is None or (needs_labels and fit_labels is None):
-                what = "--fit-data and --fit-labels" if needs_labels else "--fit-data"
+                what = "`fit_data` and `fit_labels`" if needs_labels else "`fit_data`"
                 raise JacalError(f"method '{est.method}' needs {what} ({FITTED_METHODS[est.method]} items it learns "
-                                 "from), or a fitted --estimator file")
-            xf, _ = _load_items(fit_data, shape, image_size, channels, "--fit-data")
+                                 "from), or a fitted `estimator` file")
+            xf, _ = _load_items(fit_data, shape, image_size, channels, "fit_data")
             est.learn(ck.model, xf, jio.read_labels(fit_labels, len(xf)) if fit_labels is not None else None)
         else:
             if fit_data is not None or fit_labels is not None:
-                warn(f"method '{est.method}' learns nothing; --fit-data/--fit-labels are ignored")
+                warn(f"method '{est.method}' learns nothing; `fit_data`/`fit_labels` are ignored")
             est.learn(ck.model, None)
     conf, pred = est.confidence_and_prediction(ck.model, x)
     summary = {"n": len(x), "method": est.method, "mean_confidence": float(np.mean(conf))}
@@ -365,7 +367,7 @@ def score_file(checkpoint: PathLike, *, dataset: Optional[str] = None, split: st
         check_writable(Path(out), force)
         kind = fmt if fmt is not None else Path(out).suffix.lstrip(".").lower()
         if kind not in ("csv", "json"):
-            raise JacalError(f"cannot tell the format of {out}; pass --format csv or --format json")
+            raise JacalError(f"cannot tell the format of {out}; pass `fmt` (csv or json)")
     labels, ids = None, None
     if input_file is not None:
         x, ids = jio.load_array(input_file)
@@ -373,7 +375,7 @@ def score_file(checkpoint: PathLike, *, dataset: Optional[str] = None, split: st
     else:
         name = dataset if dataset is not None else ck.metadata.get("dataset")
         if name is None:
-            raise JacalError("the checkpoint names no dataset; pass --dataset or --input")
+            raise JacalError("the checkpoint names no dataset; pass `dataset` or `input_file`")
         check_choice("split", split, ("train", "test"))  # before the dataset is loaded
         data = jacal.load_dataset(name, root=data_root or ck.metadata.get("data_root"))
         x, labels = data.split(split)
@@ -441,9 +443,9 @@ def train_checkpoint(out: PathLike, *, dataset: str = "digits", data_root: Optio
     extra: dict = {}
     if labels is not None or pool is not None:
         if labels is None or pool is None:
-            raise JacalError("--pool and --labels go together: the labels name items of the pool")
+            raise JacalError("`pool` and `labels` go together: the labels name items of the pool")
         if not Path(pool).exists():
-            raise JacalError(f"--pool not found: {pool}")
+            raise JacalError(f"`pool` not found: {pool}")
         names = _names(label_names)
         files = _paths(labels)
         ann = jio.read_all_annotations(files, question=from_name, label_names=names)

@@ -21,7 +21,7 @@ def reference_jacobian(model, x, output="softmax"):
     for n in range(x.shape[0]):
         xn = x[n:n + 1].detach().double().clone().requires_grad_(True)
         z = m(xn)
-        f = {"softmax": torch.softmax, "log_softmax": torch.log_softmax}.get(output, lambda t, dim: t)(z, dim=1)
+        f = {"softmax": torch.softmax, "log-softmax": torch.log_softmax}.get(output, lambda t, dim: t)(z, dim=1)
         rows = []
         for k in range(f.shape[1]):
             (g,) = torch.autograd.grad(f[0, k], xn, retain_graph=True)

@@ -202,24 +202,45 @@ def test_bad_inputs(setup):
 
 
 def test_modal_adapter(setup):
+    """modAL's contract: ``(indices, scores)`` like modAL's own strategies (its learner unpacks the pair)."""
     model, pool = setup
     q = jacal.modal_query_strategy("jacobian")
-    idx = q(model, pool.numpy(), n_instances=4)
-    assert np.array_equal(idx, jacal.acquire(model, pool, 4, strategy="jacobian").indices)
+    ref = jacal.acquire(model, pool, 4, strategy="jacobian")
+    idx, scores = q(model, pool.numpy(), n_instances=4)
+    assert np.array_equal(idx, ref.indices) and np.array_equal(scores, ref.scores[ref.indices])
 
     class Learner:  # modAL ActiveLearner around a skorch-like estimator
         class estimator:
             module_ = model
 
-    assert np.array_equal(q(Learner(), pool.numpy(), 4), idx)
+    assert np.array_equal(q(Learner(), pool.numpy(), 4)[0], idx)
+    query_result, query_metrics = q(Learner(), pool.numpy(), 2)  # what modAL's BaseLearner.query unpacks
+    assert len(query_result) == 2 and len(query_metrics) == 2
 
     class SklearnOnly:
         def predict_proba(self, X):
-            return np.tile([[0.5, 0.5]], (len(X), 1)) * 0 + np.c_[np.linspace(0.5, 1, len(X)), 1 - np.linspace(0.5, 1, len(X))]
+            return np.c_[np.linspace(0.5, 1, len(X)), 1 - np.linspace(0.5, 1, len(X))]
 
-    assert jacal.modal_query_strategy("margin")(SklearnOnly(), np.zeros((10, 2)), 2).tolist() == [0, 1]
+    idx, scores = jacal.modal_query_strategy("margin")(SklearnOnly(), np.zeros((10, 2)), 2)
+    assert idx.tolist() == [0, 1] and scores[0] >= scores[1]
     with pytest.raises(ValueError, match="needs a torch model"):
         jacal.modal_query_strategy("badge")(SklearnOnly(), np.zeros((10, 2)), 2)
+
+
+def test_modal_adapter_scores_in_eval_mode_and_gives_the_mode_back(setup):
+    """A skorch net is in train mode after fit: the adapter scores it in eval mode (no force_eval) and
+    leaves it in train mode, dropout included."""
+    _, pool = setup
+    net = torch.nn.Sequential(torch.nn.Linear(pool.shape[1], 16), torch.nn.ReLU(), torch.nn.Dropout(0.5),
+                              torch.nn.Linear(16, 3))
+    torch.manual_seed(0)
+    net.train()
+    idx, _ = jacal.modal_query_strategy("jacobian")(net, pool.numpy(), n_instances=3)
+    assert net.training and all(m.training for m in net.modules())
+    assert np.array_equal(idx, jacal.acquire(net.eval(), pool, 3, strategy="jacobian").indices)
+    net[2].train()  # a mixed state is given back as it was
+    jacal.modal_query_strategy("margin")(net, pool.numpy(), n_instances=2)
+    assert [m.training for m in net.modules()] == [False, False, False, True, False]
 
 
 def test_custom_strategy_registers():
@@ -393,3 +414,53 @@ def test_boundary_embedding_from_one_pass_matches_a_per_point_float64_reference(
         (g,) = torch.autograd.grad(z[a] - z[b], xi)
         vs.append((g / (z[a] - z[b])).detach().numpy())
     assert float(e0 @ e1) == pytest.approx(float(vs[0] @ vs[1]), rel=1e-4, abs=1e-6)
+
+
+def test_uint8_pools_are_pixels_scaled_like_image_folders(setup):
+    """One rule: uint8 items are [0, 255] pixels read as [0, 1] (as image folders are), so a uint8 pool
+    and the same pool divided by 255 give the same picks and scores."""
+    model, _ = setup
+    pixels = np.random.default_rng(0).integers(0, 256, size=(60, 12)).astype(np.uint8)
+    for strategy in ("margin", "jacobian"):
+        a = jacal.acquire(model, pixels, 5, strategy=strategy)
+        b = jacal.acquire(model, pixels.astype(np.float32) / 255, 5, strategy=strategy)
+        assert list(a.indices) == list(b.indices)
+        np.testing.assert_allclose(a.scores, b.scores, rtol=1e-5)
+    with pytest.warns(UserWarning, match=r"whole numbers in \[0, 255\].*uint8 or divide by 255"):
+        jacal.acquire(model, pixels.astype(np.float32), 5, strategy="margin")
+
+
+@pytest.mark.parametrize("dtype", [np.int64, np.int32, np.int16, bool])
+def test_integer_token_pools_are_refused_in_one_line(setup, dtype):
+    model, _ = setup
+    tokens = np.random.default_rng(0).integers(0, 2, size=(20, 12)).astype(dtype)
+    for pool in (tokens, torch.from_numpy(tokens)):
+        with pytest.raises(TypeError, match=r"^`pool` holds \w+ values: integer token inputs \(text models\) are not "
+                                            r"supported; pass continuous inputs") as err:
+            jacal.acquire(model, pool, 3, strategy="margin")
+        assert "\n" not in str(err.value)
+
+
+def test_default_chunk_follows_the_item_size_and_never_changes_the_picks(monkeypatch):
+    """Big images get small chunks by default (a budget of input numbers per chunk), with the picks
+    of any other chunk size."""
+    import jacal.acquisition.engine as engine
+    import jacal.features as features
+
+    assert engine.default_batch_size(np.zeros((5, 1, 28, 28), np.float32)) == 256
+    assert engine.default_batch_size(torch.zeros(5, 3, 224, 224)) == 27  # 4M numbers
+    assert engine.default_batch_size(torch.zeros(5, 3, 2048, 2048)) == 1
+    model = jacal.cnn((3, 40, 40), 4, channels=(4,), hidden=16, seed=0).eval()
+    pool = torch.rand(70, 3, 40, 40)
+    monkeypatch.setattr(engine, "CHUNK_ELEMENTS", 3 * 40 * 40 * 16)  # a 16-item default chunk at this size
+    chunks = []
+    real_iter = features.iter_pool
+    monkeypatch.setattr(features, "iter_pool", lambda p, b: (chunks.append(b), real_iter(p, b))[1])
+    for strategy in ("margin", "jacobian", "badge"):
+        chunks.clear()
+        picks = jacal.acquire(model, pool, 6, strategy=strategy, seed=1)
+        assert chunks and set(chunks) == {16}, chunks
+        for batch_size in (7, 70):
+            other = jacal.acquire(model, pool, 6, strategy=strategy, seed=1, batch_size=batch_size)
+            assert list(other.indices) == list(picks.indices), (strategy, batch_size)
+            np.testing.assert_allclose(other.scores, picks.scores, rtol=1e-4, atol=1e-7)

@@ -167,7 +167,7 @@ def test_confidence_shift_tiny_end_to_end(tmp_path, capsys):
     for arch in ("mlp", "cnn"):
         t = out["table"][arch]
         assert t["seeds"] == [0, 1] and set(t["estimators"]) == set(METHODS)
-        row = t["estimators"]["max_softmax"]
+        row = t["estimators"]["max-softmax"]
         assert 0 <= row["corruption_aurc"]["mean"] <= 1 and row["corruption_aurc"]["n"] == 2
         assert {"ood_auroc_uniform_noise", "ood_auroc_sample_images", "clean_ece"} <= set(row)
         assert set(t["aurc_by_corruption"]["rotate"]) == {"1", "3"}
@@ -204,9 +204,9 @@ def test_confidence_timing_is_the_median_of_paired_rounds(monkeypatch):
 
     model = jacal.mlp(64, 10, width=8, depth=1, seed=0).eval()
     monkeypatch.setattr(mod, "time", types.SimpleNamespace(perf_counter=fake_counter))
-    t = mod.timing(model, torch.rand(20, 64), {"max_softmax": {}}, ["max_softmax"], 8, repeats=3)
-    assert t["repeats"] == 3 and t["jacobian_norm_s"] == 2.0 and t["seconds"]["max_softmax"] == 3.0
-    assert t["ratio_to_jacobian_norm"]["max_softmax"] == 3.0
+    t = mod.timing(model, torch.rand(20, 64), {"max-softmax": {}}, ["max-softmax"], 8, repeats=3)
+    assert t["repeats"] == 3 and t["jacobian_norm_s"] == 2.0 and t["seconds"]["max-softmax"] == 3.0
+    assert t["ratio_to_jacobian_norm"]["max-softmax"] == 3.0
 
 
 def test_interleave_acquire_alternates_two_checkouts(tmp_path):

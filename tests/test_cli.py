@@ -23,6 +23,32 @@ def test_help_for_every_command():
         assert r.exit_code == 0 and "Usage" in r.output
 
 
+def test_every_choice_uses_hyphens(tmp_path):
+    """Strategy names use hyphens, so every other fixed choice of every command does too (one style)."""
+    import typer
+
+    import jacal
+    from jacal.cli.app import app
+
+    root = typer.main.get_command(app)
+    seen = set()
+    for name, cmd in root.commands.items():
+        for param in cmd.params:
+            if param.type_descriptor.is_choice:
+                choices = [getattr(c, "value", c) for c in param.type_descriptor.choices]
+                seen.update(choices)
+                bad = [c for c in choices if "_" in c]
+                assert not bad, f"jacal {name} {param.opts[0]}: {bad}"
+    assert {"max-softmax", "jacobian-noise", "leaky-relu", "log-softmax", "label-studio"} <= seen
+    for names in (jacal.STRATEGIES, jacal.confidence.METHODS, jacal.models.ACTIVATIONS, jacal.sensitivity.OUTPUTS):
+        assert not [n for n in names if "_" in n], names
+    (tmp_path / "m.pt").write_bytes(b"")
+    (tmp_path / "d.npy").write_bytes(b"")
+    one_line_error(_run("confidence", "--model", tmp_path / "m.pt", "--data", tmp_path / "d.npy", "--method",
+                        "max_softmax"),
+                   "'max_softmax' is not one of 'max-softmax'")
+
+
 def test_score_dataset_to_csv_and_json(checkpoint, tmp_path):
     out = tmp_path / "scores.csv"
     r = _run("score", checkpoint, "--out", out, "--device", "cpu")
@@ -120,8 +146,8 @@ def test_missing_input_files_are_one_line_usage_errors(tmp_path):
     assert not out.exists()
 
 
-def test_loop_arch_strategies_and_the_deprecated_model_alias(monkeypatch, tmp_path):
-    """--arch and --strategies reach the loop's config; loop's old --model still works, with a one-line note."""
+def test_loop_arch_and_strategies(monkeypatch, tmp_path):
+    """--arch and --strategies reach the loop's config; loop has no --model (elsewhere it names a checkpoint)."""
     import jacal
     import jacal.cli._loop as loop_cli
 
@@ -134,14 +160,12 @@ def test_loop_arch_strategies_and_the_deprecated_model_alias(monkeypatch, tmp_pa
     monkeypatch.setattr(loop_cli, "run_loop", run_loop)
     one_line_error(_run("loop", "--arch", "cnn", "--strategies", "margin, jacobian", "--out", tmp_path), "stopped")
     assert seen[-1].model == "cnn" and seen[-1].strategies == ("margin", "jacobian")
-    r = _run("loop", "--model", "cnn", "--out", tmp_path)
-    assert r.exit_code == 1 and seen[-1].model == "cnn" and len(seen) == 2
-    assert r.stderr.splitlines() == ["warning: `jacal loop --model` is deprecated, use --arch (--model names a "
-                                     "checkpoint elsewhere)", "error: stopped before the work"]
+    one_line_error(_run("loop", "--model", "cnn", "--out", tmp_path), "No such option: --model")
     for args, fragment in [(["--arch", "transformer"], "'transformer' is not one of 'mlp', 'cnn'"),
-                           (["--strategies", "margin,oracle"], "'oracle' is not one of 'random'")]:
+                           (["--strategies", "margin,oracle"], "'oracle' is not one of 'random'"),
+                           (["--strategies", "jacobian-diverse"], "'jacobian-diverse' is not one of 'random'")]:
         one_line_error(_run("loop", *args, "--out", tmp_path), fragment)
-    assert len(seen) == 2 and "--model" not in _run("loop", "--help").output
+    assert len(seen) == 1 and "--model" not in _run("loop", "--help").output
 
 
 def test_split_is_a_choice(checkpoint):

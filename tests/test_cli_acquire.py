@@ -75,7 +75,7 @@ def test_acquire_embedding_layer(models, pools, tmp_path, fmt):
     assert [int(x["id"]) for x in csv.DictReader(out.open())] == list(expected)
     bad = tmp_path / "bad.csv"
     one_line_error(_run("acquire", "--strategy", "badge", "--model", paths[fmt], "--pool", pools / "pool.npy", "--k",
-                        5, "--out", bad, "--device", "cpu", "--embedding-layer", "nope"), "`embedding_layer` 'nope'")
+                        5, "--out", bad, "--device", "cpu", "--embedding-layer", "nope"), "error: --embedding-layer 'nope' is not a layer")
     assert not bad.exists()
 
 
@@ -130,7 +130,15 @@ def test_acquire_bad_input(models, pools, tmp_path):
     paths, _ = models
     base = ["acquire", "--model", paths["checkpoint"], "--pool", pools / "pool.npy", "--k", 3]
     one_line_error(_run(*base, "--out", tmp_path / "a.csv", "--strategy", "psychic"), "psychic")
-    one_line_error(_run(*base, "--out", tmp_path / "r.csv", "--strategy", "jacobian-diverse"), "use 'jacobian'")
+    one_line_error(_run(*base, "--out", tmp_path / "r.csv", "--strategy", "jacobian-diverse"),
+                   "'jacobian-diverse' is not one of 'random'")
+    np.save(tmp_path / "tokens.npy", np.ones((20, 64), dtype=np.int64))  # a text model's token ids
+    one_line_error(_run("acquire", "--model", paths["checkpoint"], "--pool", tmp_path / "tokens.npy", "--k", 3,
+                        "--out", tmp_path / "t.csv"), "holds int64 values: integer token inputs (text models) are not "
+                                                      "supported; pass continuous inputs")
+    assert not (tmp_path / "t.csv").exists()
+    # the library names its parameter (`label_names`), the CLI the flag
+    one_line_error(_run(*base, "--out", tmp_path / "l.csv", "--label-names", "a,a"), "error: --label-names repeats 'a'")
     (tmp_path / "exists.csv").write_text("old")
     one_line_error(_run(*base, "--out", tmp_path / "exists.csv"), "--force")
     assert (tmp_path / "exists.csv").read_text() == "old"

@@ -56,7 +56,7 @@ def test_cli_every_method(cli_files, tmp_path, trained, method, fmt):
                                rtol=1e-5, atol=1e-7)
 
 
-@pytest.mark.parametrize("method", ["mahalanobis", "knn", "combined", "jacobian_noise"])
+@pytest.mark.parametrize("method", ["mahalanobis", "knn", "combined", "jacobian-noise"])
 def test_cli_save_and_reuse_an_estimator(cli_files, tmp_path, method):
     root = cli_files
     est = tmp_path / f"model.{method}.pt"
@@ -83,7 +83,8 @@ def test_cli_one_line_errors(cli_files, tmp_path, trained):
     saved = tmp_path / "knn.pt"
     assert _run(*base, "--method", "knn", "--fit-data", root / "xtr.npy", "--save-estimator", saved).exit_code == 0
     one_line_error(_run(*base, "--estimator", saved, "--method", "mahalanobis"), "differs from")
-    one_line_error(_run(*base, "--estimator", saved, "--fit-data", root / "xh.npy"), "already fitted")
+    one_line_error(_run(*base, "--estimator", saved, "--fit-data", root / "xh.npy"),
+                   "--estimator is already fitted: drop --fit-data/--fit-labels, or fit anew without --estimator")
     one_line_error(_run(*base, "--method", "knn", "--fit-data", root / "xtr.npy", "--save-estimator", saved),
                    "exists; pass --force")
     other = jacal.mlp(64, 10, width=32, depth=1, seed=5).eval()
@@ -94,7 +95,7 @@ def test_cli_one_line_errors(cli_files, tmp_path, trained):
     bad[2, 0, 1, 1] = np.nan
     np.save(tmp_path / "nan.npy", bad)
     one_line_error(_run("confidence", "--model", root / "model.pt", "--data", tmp_path / "nan.npy", "--method",
-                        "jacobian_logits"), "NaN or Inf in row(s) 2")
+                        "jacobian-logits"), "NaN or Inf in row(s) 2")
     np.save(tmp_path / "short.npy", np.zeros(3, np.int64))
     one_line_error(_run(*base, "--method", "combined", "--fit-data", root / "xh.npy", "--fit-labels",
                         tmp_path / "short.npy"), "3 labels for 200 items")

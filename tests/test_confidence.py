@@ -56,7 +56,7 @@ def test_estimators(trained):
     xh, yh, xt, yt = d.x_test[:200], d.y_test[:200], d.x_test[200:], d.y_test[200:]
     with torch.no_grad():
         p = torch.softmax(m(xt).double(), 1).numpy()
-    np.testing.assert_allclose(ConfidenceEstimator("max_softmax").predict_confidence(m, xt), p.max(1))
+    np.testing.assert_allclose(ConfidenceEstimator("max-softmax").predict_confidence(m, xt), p.max(1))
     jn = jacal.jacobian_norm(m, xt).double().numpy()
     np.testing.assert_allclose(ConfidenceEstimator("jacobian").predict_confidence(m, xt), -np.log(jn), rtol=1e-5)
     comb = ConfidenceEstimator("combined").learn(m, xh, yh)
@@ -72,17 +72,6 @@ def test_estimators(trained):
         ConfidenceEstimator("margin").probability_correct(m, xt)
     with pytest.raises(ValueError, match="`method`"):
         ConfidenceEstimator("vibes").predict_confidence(m, xt)
-
-
-def test_scikit_learn_looking_names_are_deprecated_aliases(trained):
-    m, d = trained
-    xh, yh, xt = d.x_test[:200], d.y_test[:200], d.x_test[200:260]
-    with pytest.warns(DeprecationWarning, match="learn"):
-        old = ConfidenceEstimator("combined").fit(m, xh, yh)
-    with pytest.warns(DeprecationWarning, match="probability_correct"):
-        proba = old.predict_proba(m, xt)
-    assert proba.shape == (60, 2) and np.allclose(proba.sum(1), 1)
-    np.testing.assert_allclose(proba[:, 1], ConfidenceEstimator("combined").learn(m, xh, yh).probability_correct(m, xt))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -118,7 +107,7 @@ def test_logit_baselines_and_odin(small):
     m, x, _, z, _, _ = small
     feats = confidence_features(m, x, need={"odin_logits"})
     np.testing.assert_allclose(feats.logits, z, rtol=1e-5, atol=1e-6)
-    np.testing.assert_allclose(confidence_from(z, method="max_logit"), z.max(1))
+    np.testing.assert_allclose(confidence_from(z, method="max-logit"), z.max(1))
     np.testing.assert_allclose(confidence_from(z, method="energy"), np.log(np.exp(z).sum(1)), rtol=1e-12)
     np.testing.assert_allclose(confidence_from(z, method="margin"), np.diff(np.sort(_softmax(z), 1)[:, -2:], axis=1)[:, 0])
     p = _softmax(z)
@@ -180,7 +169,7 @@ def test_jacobian_estimators_against_the_reference(small):
                      for i in range(n)])
     jf = jacobian_features(feats.logits, feats.gram)
     np.testing.assert_allclose(jf["log_js"], np.log(js), rtol=1e-4)
-    for method, ref in (("jacobian", -np.log(js)), ("jacobian_logits", -np.log(jz)), ("jacobian_boundary", np.log(dist))):
+    for method, ref in (("jacobian", -np.log(js)), ("jacobian-logits", -np.log(jz)), ("jacobian-boundary", np.log(dist))):
         got = confidence_from(**feats.arrays(), method=method)
         np.testing.assert_allclose(got, ref, rtol=1e-4, atol=1e-4 * np.abs(ref).max(), err_msg=method)
         est = ConfidenceEstimator(method).predict_confidence(m, x)  # the estimator's own pass, same numbers
@@ -189,16 +178,16 @@ def test_jacobian_estimators_against_the_reference(small):
     srt = np.sort(p, 1)
     design = np.c_[np.ones(n), np.log(1 - srt[:, -1]), np.log(srt[:, -2])]
     coef = np.linalg.lstsq(design, np.log(js), rcond=None)[0]
-    st = fit_confidence(**{k_: v for k_, v in feats.arrays().items() if k_ != "odin_logits"}, method="jacobian_residual")
+    st = fit_confidence(**{k_: v for k_, v in feats.arrays().items() if k_ != "odin_logits"}, method="jacobian-residual")
     np.testing.assert_allclose(st["coef"], coef, rtol=1e-3, atol=1e-3)
-    np.testing.assert_allclose(confidence_from(**feats.arrays(), method="jacobian_residual", state=st),
+    np.testing.assert_allclose(confidence_from(**feats.arrays(), method="jacobian-residual", state=st),
                                np.log(js) - design @ coef, atol=1e-3)
     # noise: probit-averaged softmax with the centred logits' gradient norms
     jc = j - j.mean(1, keepdims=True)
     var = (jc ** 2).sum(2)
     s2 = 0.05
     ref = _softmax(z / np.sqrt(1 + np.pi / 8 * s2 * var))[np.arange(n), a]
-    got = confidence_from(**feats.arrays(), method="jacobian_noise", state={"sigma2": np.asarray(s2)})
+    got = confidence_from(**feats.arrays(), method="jacobian-noise", state={"sigma2": np.asarray(s2)})
     np.testing.assert_allclose(got, ref, rtol=1e-5)
 
 
@@ -206,7 +195,7 @@ def test_jacobian_noise_fits_sigma_by_nll(trained):
     m, d = trained
     f = confidence_features(m, d.x_test[:300], need={"gram"})
     y = d.y_test[:300].numpy()
-    s2 = float(fit_confidence(f.logits, y, method="jacobian_noise", gram=f.gram)["sigma2"])
+    s2 = float(fit_confidence(f.logits, y, method="jacobian-noise", gram=f.gram)["sigma2"])
     c = np.eye(10) - 0.1
     var = np.diagonal(c @ f.gram @ c, axis1=1, axis2=2)  # ‖∇(z_k − z̄)‖²
 
@@ -214,8 +203,8 @@ def test_jacobian_noise_fits_sigma_by_nll(trained):
         return -np.mean(np.log(_softmax(f.logits / np.sqrt(1 + np.pi / 8 * v * var))[np.arange(300), y]))
 
     assert 1e-8 < s2 < 1e3 and nll(s2) <= min(nll(s2 * 1.05), nll(s2 / 1.05)) + 1e-9
-    tiny = confidence_from(f.logits, method="jacobian_noise", gram=f.gram, state={"sigma2": np.asarray(1e-12)})
-    np.testing.assert_allclose(tiny, _softmax(f.logits).max(1), rtol=1e-9)  # σ² → 0 is max_softmax
+    tiny = confidence_from(f.logits, method="jacobian-noise", gram=f.gram, state={"sigma2": np.asarray(1e-12)})
+    np.testing.assert_allclose(tiny, _softmax(f.logits).max(1), rtol=1e-9)  # σ² → 0 is max-softmax
 
 
 def test_log_space_survives_a_saturated_softmax():
@@ -294,11 +283,11 @@ def test_bad_input_is_a_one_line_value_error(trained):
     m, d = trained
     x = d.x_test[:10].clone()
     x[3, 0, 0, 0] = float("nan")
-    for method in ("max_softmax", "jacobian_boundary", "odin"):
+    for method in ("max-softmax", "jacobian-boundary", "odin"):
         with pytest.raises(ValueError, match=r"NaN or Inf in row\(s\) 3"):
             ConfidenceEstimator(method).predict_confidence(m, x)
     with pytest.raises(ValueError, match="rejected"):
-        ConfidenceEstimator("jacobian_logits").predict_confidence(m, torch.rand(4, 1, 9, 9))
+        ConfidenceEstimator("jacobian-logits").predict_confidence(m, torch.rand(4, 1, 9, 9))
     for method in NEEDS_LABELS:
         with pytest.raises(ValueError, match="pass `y`"):
             ConfidenceEstimator(method).learn(m, d.x_test[:20])
@@ -309,7 +298,7 @@ def test_bad_input_is_a_one_line_value_error(trained):
     with pytest.raises(ValueError, match="not fitted"):
         confidence_from(np.zeros((3, 4)), method="knn", embeddings=np.zeros((3, 2)))
     with pytest.raises(ValueError, match=r"\(N, K, K\)"):
-        confidence_from(np.zeros((3, 4)), method="jacobian_logits", gram=np.zeros((3, 4)))
+        confidence_from(np.zeros((3, 4)), method="jacobian-logits", gram=np.zeros((3, 4)))
     with pytest.raises(ValueError, match="NaN"):
         confidence_from(np.full((2, 3), np.nan))
     with pytest.raises(ValueError, match="needs `embeddings`"):

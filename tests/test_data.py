@@ -91,7 +91,7 @@ def test_cifar10_and_100_from_fake_pickles(tmp_path, monkeypatch):
 
 
 def test_missing_dataset_clear_error(tmp_path):
-    with pytest.raises(JacalError, match="not found under .* --download"):
+    with pytest.raises(JacalError, match="not found under .* `download=True`"):
         load_dataset("fashion-mnist", root=tmp_path)
     with pytest.raises(JacalError, match="does not exist"):
         load_dataset("cifar10", root=tmp_path / "absent")

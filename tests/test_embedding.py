@@ -41,7 +41,7 @@ MODELS = {
 }
 
 
-@pytest.mark.parametrize("output", ["softmax", "logits", "log_softmax"])
+@pytest.mark.parametrize("output", ["softmax", "logits", "log-softmax"])
 @pytest.mark.parametrize("name", sorted(MODELS))
 def test_exact_distances_and_norms_match_float64_reference(name, output):
     torch.manual_seed(0)

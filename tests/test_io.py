@@ -105,7 +105,7 @@ def test_majority_label_and_single_choice(tmp_path):
     (tmp_path / "multi.json").write_text(json.dumps(tasks))
     with pytest.raises(jacal.JacalError, match="2 choices"):
         jio.read_annotations(tmp_path / "multi.json")
-    with pytest.raises(jacal.JacalError, match="pass --from-name"):
+    with pytest.raises(jacal.JacalError, match="pass `question`"):
         jio.read_annotations(tmp_path / "ls.json", question="sentiment")
 
 
@@ -239,18 +239,14 @@ def test_label_studio_tasks_validate_with_the_label_studio_sdk(setup, tmp_path):
     assert li.validate_prediction(wrong, return_errors=True)
 
 
-def test_public_names_and_moved_readers():
-    """Every public name of jacal.io resolves; the readers that lived in jacal._io are jacal.io's and still
-    import from there, with a DeprecationWarning."""
-    import jacal._io
-
+def test_public_names_resolve_and_internals_stay_out():
+    """Every public name of jacal.io resolves; file plumbing and the CLI's helpers are not part of it."""
     assert all(hasattr(jio, name) for name in jio.__all__)
-    for name in ("load_array", "load_image_folder", "image_transform", "decode_image", "list_image_folder",
-                 "IMAGE_SUFFIXES"):
-        with pytest.warns(DeprecationWarning, match=f"jacal.io.{name}"):
-            assert getattr(jacal._io, name) is getattr(jio, name)
-    with pytest.raises(AttributeError):
-        jacal._io.no_such_name
+    for internal in ("atomic_open", "atomic_path", "output_format", "resolve_label_names", "default_label_names"):
+        assert internal not in jio.__all__ and not hasattr(jio, internal), internal
+    import jacal.features
+
+    assert not {"shard_job", "concat_features", "iter_pool", "pool_length", "has_dropout"} & set(jacal.features.__all__)
 
 
 def _ls_csv_export(path, rows, sep=","):
@@ -326,3 +322,25 @@ def test_several_files_are_one_union(tmp_path):
     assert m.ids == ["x", "y", "z", "w"] and m.labels == {"x": "one", "w": "three"} and m.out_of_set == ["y"]
     assert m.counts == {str(tmp_path / "a.csv"): 3, str(tmp_path / "b.csv"): 2}
     assert jio.read_all_annotations(tmp_path / "a.csv").labels == {"x": "one", "y": "two"}
+
+
+def test_batch_rank_is_the_strategy_order_and_score_its_per_item_score(tmp_path):
+    """``rank`` keeps the strategy's order (for k-means++ strategies the draw order) and ``score`` is the
+    per-item score, not re-sorted; every strategy a user chooses has its meaning documented."""
+    import csv
+
+    import torch
+
+    model = jacal.mlp(12, 3, width=16, depth=1, seed=0).eval()
+    pool = torch.rand(80, 12)
+    res = jacal.acquire(model, pool, 6, strategy="jacobian", seed=0)
+    ids = [f"item{i}" for i in range(80)]
+    jio.write_batch(tmp_path / "b.csv", res, ids, fmt="csv")
+    rows = list(csv.DictReader(open(tmp_path / "b.csv")))
+    assert [r["id"] for r in rows] == [ids[i] for i in res.indices]
+    assert [int(r["rank"]) for r in rows] == list(range(1, 7))
+    np.testing.assert_allclose([float(r["score"]) for r in rows], res.scores[res.indices], rtol=1e-12)
+    study_variants = {"jacobian-closed", "jacobian-id-half", "jacobian-features", "margin-knn"}
+    built_in = {n for n, cls in jacal.STRATEGIES.items() if cls.__module__.startswith("jacal.")}
+    for name in built_in - study_variants:
+        assert f"``{name}``" in jio.batches.__doc__, name

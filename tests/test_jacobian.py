@@ -37,8 +37,8 @@ class ResNetLike(nn.Module):
         return self.out(self.block(torch.relu(self.inp(x))))
 
 
-@pytest.mark.parametrize("activation", ["relu", "leaky_relu", "relu6", "hard_tanh", "hard_sigmoid", "tanh", "sigmoid"])
-@pytest.mark.parametrize("output", ["softmax", "logits", "log_softmax"])
+@pytest.mark.parametrize("activation", ["relu", "leaky-relu", "relu6", "hard-tanh", "hard-sigmoid", "tanh", "sigmoid"])
+@pytest.mark.parametrize("output", ["softmax", "logits", "log-softmax"])
 def test_mlp_matches_float64_reference(activation, output):
     model = _scaled(mlp(12, 6, width=9, depth=3, activation=activation, seed=1)).eval()
     x = torch.randn(17, 12) * 2

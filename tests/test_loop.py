@@ -113,7 +113,7 @@ def test_faults_then_resume_give_the_uninterrupted_curves(tiny, tmp_path):
 def test_loop_bad_input(tmp_path, tiny):
     run = CliRunner().invoke
     for args, frag in [(["--strategies", "jacobian,oracle"], "oracle"), (["--initial", "-1"], "initial"), (["--scenario", "closed"], "scenario"),
-                       (["--scenario-params", "share"], "name=number"), (["--cold-start", "magic"], "cold_start"),
+                       (["--scenario-params", "share"], "name=number"), (["--cold-start", "magic"], "--cold-start"),
                        (["--model", "transformer"], "model"), (["--rounds", "500"], "too small"),
                        (["--dataset", "mnist", "--data-root", str(tmp_path / "none")], "does not exist")]:
         r = run(app, ["loop", "--out", str(tmp_path / "x"), *args])

@@ -13,6 +13,8 @@ import jacal.io as jio
 from _cli import run
 from _pools import N, NAMES, build, read_batch
 from jacal.confidence import ConfidenceEstimator
+from jacal.io.annotations import resolve_label_names
+from jacal.io.batches import output_format
 from jacal.pipeline import acquire_batch, confidence_file, score_file, train_checkpoint
 
 POOLS = ["npy", "npz", "folder", "nested", "csv", "jsonl"]
@@ -84,7 +86,7 @@ def test_acquire_batch_refuses_before_writing(setup, tmp_path):
             acquire_batch(setup["model"], setup["pools"]["csv"], 3, out, **kwargs)
         assert not out.exists()
     out.write_text("old")
-    with pytest.raises(jacal.JacalError, match="exists; pass --force"):
+    with pytest.raises(jacal.JacalError, match="exists; pass `force=True`"):
         acquire_batch(setup["model"], setup["pools"]["csv"], 3, out, fmt="label-studio")
     assert out.read_text() == "old"
     acquire_batch(setup["model"], setup["pools"]["csv"], 3, out, fmt="label-studio", force=True)
@@ -100,7 +102,7 @@ def test_confidence_file_every_pool_format(setup, tmp_path, pool, fmt):
             else [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()])
     assert summary["n"] == N and summary["out"] == str(out) and len(rows) == N
     model = jacal.load_checkpoint(setup["model"]).model
-    conf, pred = ConfidenceEstimator("max_softmax").learn(model, None).confidence_and_prediction(model, setup["x"])
+    conf, pred = ConfidenceEstimator("max-softmax").learn(model, None).confidence_and_prediction(model, setup["x"])
     order = [setup["item_of"][pool][str(r["id"])] for r in rows]  # each row's id names its item
     assert sorted(order) == list(range(N))
     np.testing.assert_allclose([float(r["confidence"]) for r in rows], conf[order], atol=0.02)
@@ -123,7 +125,7 @@ def test_confidence_file_fits_saves_and_reuses(setup, tmp_path):
     notes = []
     confidence_file(setup["model"], setup["pools"]["npy"], method="entropy", fit_data=tmp_path / "xf.npy",
                     on_warning=notes.append)
-    assert notes == ["method 'entropy' learns nothing; --fit-data/--fit-labels are ignored"]
+    assert notes == ["method 'entropy' learns nothing; `fit_data`/`fit_labels` are ignored"]
     with pytest.raises(jacal.JacalError, match="3 labels for 40 items"):
         np.save(tmp_path / "short.npy", np.zeros(3, np.int64))
         confidence_file(setup["model"], setup["pools"]["npy"], labels=tmp_path / "short.npy")
@@ -163,7 +165,7 @@ def test_score_file(setup, tmp_path, source, fmt):
 
 def test_score_file_refuses_before_scoring(setup, tmp_path):
     seen = []
-    with pytest.raises(jacal.JacalError, match="pass --format csv or --format json"):
+    with pytest.raises(jacal.JacalError, match=r"pass `fmt` \(csv or json\)"):
         score_file(setup["model"], input_file=setup["pools"]["npy"], out=tmp_path / "x.txt",
                    progress=lambda done, n: seen.append(done))
     assert not seen and not (tmp_path / "x.txt").exists()
@@ -202,9 +204,9 @@ def test_train_checkpoint_on_a_dataset_and_its_checks(tmp_path):
     meta = train_checkpoint(tmp_path / "m.pt", n_train=100, width=16, depth=1, epochs=1, device="cpu")
     assert meta["dataset"] == "digits" and meta["checkpoint"] == str(tmp_path / "m.pt")
     assert 0 <= meta["metrics"]["test_accuracy"] <= 1
-    with pytest.raises(jacal.JacalError, match="exists; pass --force"):
+    with pytest.raises(jacal.JacalError, match="exists; pass `force=True`"):
         train_checkpoint(tmp_path / "m.pt")
-    with pytest.raises(jacal.JacalError, match="--pool and --labels go together"):
+    with pytest.raises(jacal.JacalError, match="`pool` and `labels` go together"):
         train_checkpoint(tmp_path / "n.pt", labels=tmp_path / "x.csv")
     assert not (tmp_path / "n.pt").exists()
 
@@ -217,15 +219,15 @@ def test_invalid_report_and_label_names(setup):
                            uris=["a", "b", "https://x/c.png"])
     report = jio.Pool(images, ["a", "b", "c"]).invalid_report([0, 1, 2], limit=2)
     assert report == ["skipped item 'a': file not found: /none/a.png", "skipped item 'b': file not found: /none/b.png",
-                      "... and 1 more unreadable item(s) (--json lists them all)"]
-    assert jio.resolve_label_names(None, ["x", "y"], 2) == ["x", "y"]
-    assert jio.resolve_label_names(("p", "q"), ["x", "y"], None) == ["p", "q"]
-    assert jio.resolve_label_names(None, None, None) is None
-    with pytest.raises(jacal.JacalError, match="--label-names has 1 names but the model has 2 classes"):
-        jio.resolve_label_names(["p"], None, 2)
-    assert jio.output_format("b.CSV") == "csv" and jio.output_format("b", "label-studio", jio.BATCH_FORMATS)
-    with pytest.raises(jacal.JacalError, match="pass --format csv or jsonl"):
-        jio.output_format("b.txt")
+                      "... and 1 more unreadable item(s) (Pool.problems lists them all)"]
+    assert resolve_label_names(None, ["x", "y"], 2) == ["x", "y"]
+    assert resolve_label_names(("p", "q"), ["x", "y"], None) == ["p", "q"]
+    assert resolve_label_names(None, None, None) is None
+    with pytest.raises(jacal.JacalError, match="`label_names` has 1 names but the model has 2 classes"):
+        resolve_label_names(["p"], None, 2)
+    assert output_format("b.CSV") == "csv" and output_format("b", "label-studio", jio.BATCH_FORMATS)
+    with pytest.raises(jacal.JacalError, match=r"pass `fmt` \(csv or jsonl\)"):
+        output_format("b.txt")
 
 
 def test_repeated_excludes_are_unioned_and_none_of_these_reaches_acquire(setup, tmp_path, monkeypatch):

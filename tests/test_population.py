@@ -55,7 +55,7 @@ def test_mixed_groups_rejected(digits):
         train_population([ModelConfig(width=8, depth=1), ModelConfig(width=16, depth=1)], digits)
 
 
-@pytest.mark.parametrize("activation", ["relu", "hard_tanh", "tanh"])
+@pytest.mark.parametrize("activation", ["relu", "hard-tanh", "tanh"])
 def test_population_metrics_match_single_model_functions(digits, activation):
     cfgs = [ModelConfig(width=24, depth=2, activation=activation, seed=s, weight_variance=3.0) for s in range(3)]
     pop = PopulationMLP.from_configs(cfgs, 64, 10, torch.device("cpu"))

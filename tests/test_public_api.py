@@ -27,12 +27,55 @@ def test_unknown_attribute_is_an_attribute_error():
         raise AssertionError("jacal.no_such_thing resolved")
 
 
-def test_moved_private_modules_answer_with_a_deprecation_warning():
-    import sys
-
+def test_no_pre_release_shims():
+    """0.1.0 is the first release: moved modules and renamed methods have no aliases."""
     import pytest
 
-    sys.modules.pop("jacal.acquisition._features", None)
-    with pytest.warns(DeprecationWarning, match="moved to jacal.features"):
-        old = importlib.import_module("jacal.acquisition._features")
-    assert old.extract_features is jacal.features.extract_features
+    with pytest.raises(ModuleNotFoundError):
+        importlib.import_module("jacal.acquisition._features")
+    import jacal._io
+
+    for name in ("load_array", "load_image_folder", "image_transform", "decode_image", "list_image_folder",
+                 "IMAGE_SUFFIXES"):
+        assert not hasattr(jacal._io, name), name
+    assert not hasattr(jacal.ConfidenceEstimator, "fit") and not hasattr(jacal.ConfidenceEstimator, "predict_proba")
+
+
+def _raised_texts(path):
+    """The string constants inside every ``raise`` statement of a module (f-string parts included)."""
+    import ast
+
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Raise) and node.exc is not None:
+            for sub in ast.walk(node.exc):
+                if isinstance(sub, ast.Constant) and isinstance(sub.value, str):
+                    yield node.lineno, sub.value
+
+
+def test_library_errors_name_parameters_not_cli_flags():
+    """The library raises with its parameters' names; only the CLI speaks in flags (it translates)."""
+    from pathlib import Path
+
+    root = Path(jacal.__file__).parent
+    flagged = [f"{p.relative_to(root)}:{line}: {text!r}" for p in sorted(root.rglob("*.py"))
+               if "serve" not in p.parts for line, text in _raised_texts(p) if re.search(r"(?<![\w-])--[a-z]", text)]
+    assert not flagged, "\n".join(flagged)
+
+
+def test_label_name_errors_name_the_parameter():
+    import pytest
+
+    for text, fragment in (("a,,b", "`label_names` must be"), ("a,a", "`label_names` repeats")):
+        with pytest.raises(jacal.JacalError, match=fragment):
+            jacal.io.parse_label_names(text)
+
+
+def test_docstrings_carry_no_tracker_numbers_or_history():
+    """Docstrings and comments say what the code does and why; history goes to CHANGELOG.md."""
+    from pathlib import Path
+
+    root = Path(jacal.__file__).parent
+    pattern = re.compile(r"issue #?\d+|was tried|\(was \d|sweep version \d|protocol change", re.IGNORECASE)
+    hits = [f"{p}:{n}: {line.strip()}" for p in sorted([*root.rglob("*.py"), *(root.parent / "cli").glob("*.py")])
+            for n, line in enumerate(p.read_text().splitlines(), 1) if pattern.search(line)]
+    assert not hits, "\n".join(hits)

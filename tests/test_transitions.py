@@ -54,11 +54,11 @@ def test_codes_for_three_piece_activations():
     assert res.count == 6 and res.sampled_count == 6
 
 
-@pytest.mark.parametrize("activation", ["relu", "relu6", "hard_tanh", "hard_sigmoid", "leaky_relu"])
+@pytest.mark.parametrize("activation", ["relu", "relu6", "hard-tanh", "hard-sigmoid", "leaky-relu"])
 def test_exact_agrees_with_very_dense_float64_sampling(activation):
     torch.manual_seed(0)
     net = mlp(5, 3, width=8, depth=3, activation=activation, weight_variance=4.0, bias_variance=0.5, seed=7).double()
-    if activation == "hard_sigmoid":
+    if activation == "hard-sigmoid":
         for m in net:  # spread pre-activations across the [-3, 3] breakpoints
             if isinstance(m, nn.Linear):
                 m.weight.data.mul_(4.0)
@@ -131,7 +131,7 @@ def test_random_ellipse_is_far_from_data():
     assert random_ellipse(d.x_train, 30, seed=1).equal(random_ellipse(d.x_train, 30, seed=1))
 
 
-@pytest.mark.parametrize("activation", ["relu", "hard_tanh", "relu6"])
+@pytest.mark.parametrize("activation", ["relu", "hard-tanh", "relu6"])
 def test_exact_affine_many_trajectories_equals_exact_one_at_a_time(activation):
     """The batched count from weights (used by the C2 experiment) = transitions(method="exact") per
     trajectory, and = a very dense float64 sampling of the same polygons."""

@@ -29,16 +29,16 @@ are added, so each row's D² to the starting centers bounds it for the whole see
 rows ∝ that bound from one running sum and accepts a row with probability D²/bound, its D² computed
 for that row alone against the centers so far. Rejection sampling makes the accepted row exactly
 D²-distributed. A pick costs ΣD²₀/ΣD² proposals on average, the factor by which the seeding has
-lowered the k-means cost; on 512-wide embeddings that factor stays small (1.2–12 proposals per pick at
-k = 1,000 in ``bench_acquire.py --compare-passes``), and when proposals keep failing one pass lowers
-the bound to the current D². (A triangle-inequality bound that skips rows a new center cannot reach,
-Elkan 2003 / Raff 2021, was tried first: on real 512-wide embeddings it still read 97–100% of the
-rows per pick, so it was removed.) k-center greedy has no such trick (its argmax needs every row's
+lowered the k-means cost; on 512-wide embeddings that factor stays small (``bench_acquire.py
+--compare-passes`` reports it), and when proposals keep failing one pass lowers the bound to the
+current D². A triangle-inequality bound that skips rows a new center cannot reach (Elkan 2003, Raff
+2021) does not help here: in 512 dimensions nearly every row stays within reach of a new center.
+k-center greedy has no such trick (its argmax needs every row's
 current distance), and each function also has an approximate path, chosen by ``method`` (keyword,
 default ``None``: the :func:`selection` context's, itself ``"auto"`` unless set):
 
 * ``"exact"``: the algorithm as stated above (k-means++ by rejection, k-center by a pass per pick;
-  :data:`REJECTION` ``= False`` gives the pass-per-pick k-means++ of before, the reference in tests).
+  :data:`REJECTION` ``= False`` gives the pass-per-pick k-means++, the reference in tests).
 * ``"mcmc"`` (:func:`kmeans_pp`, :func:`kmeans_pp_outer`): AFK-MC² seeding (Bachem, Lucic, Hassani
   & Krause 2016, "Fast and provably good seedings for k-means"). One pass over the pool builds the
   proposal ``q(x) = ½·D²(x, C₀)/ΣD² + ½/n`` (``C₀``: the starting centers or the first pick); each
@@ -59,14 +59,10 @@ default ``None``: the :func:`selection` context's, itself ``"auto"`` unless set)
 * ``"approximate"``: each function's approximate path (``"mcmc"`` or ``"sketch"``).
 * ``"auto"`` (the default): k-center greedy runs ``"exact"`` while the exact path's traffic
   (embedding bytes × k) stays below :data:`AUTO_EXACT_MAX_BYTES` and ``"sketch"`` above; the
-  k-means++ seedings stay ``"exact"`` (:data:`AUTO_MCMC`). Measured (``benchmarks/bench_acquire.py
-  --compare-exact``, one run each on a shared 2-core machine): the sketch selected coreset's 1,000
-  of 60,000 in 0.43× the exact time with a covering radius 0.90× the exact greedy's (overlap 35%);
-  AFK-MC² on jacobian's boundary embeddings at 20,000 items took 1.26× the exact time (its
-  ``chain_length × centers`` distances cost more than 1,000 passes over 20,000 rows) and its
-  picks' k-means cost was 1.15× the exact seeding's, where exact at another seed gave 1.00×: a
-  loss beyond seed noise (on badge at 60,000: 0.97× the time, cost 1.00×), so it is opt-in; the
-  exact rejection path is now faster than both.
+  k-means++ seedings stay ``"exact"`` (:data:`AUTO_MCMC`): the rejection path reads few rows per
+  pick and keeps D² sampling's law exactly, while AFK-MC²'s ``chain_length × centers`` distances per
+  pick cost more at a thousand centers and its picks follow D² sampling only up to the chain's
+  mixing error. ``benchmarks/bench_acquire.py --compare-exact`` measures both trades.
 
 :func:`trace` records what each call ran (method, bytes read per pick, seconds), for the benchmark.
 """
@@ -80,8 +76,7 @@ from typing import Iterator, List, Optional
 import numpy as np
 import torch
 
-__all__ = ["k_center_greedy", "kmeans_pp", "kmeans_pp_outer", "min_distances", "row_mean", "row_norms", "selection",
-           "trace", "SELECTION_METHODS", "AUTO_EXACT_MAX_BYTES", "AUTO_MCMC", "CHAIN_LENGTH", "SKETCH_DIM", "REJECTION"]
+__all__ = ["k_center_greedy", "kmeans_pp", "kmeans_pp_outer", "selection", "trace", "SELECTION_METHODS"]
 
 _CHUNK_ELEMENTS = 1 << 22  # temporaries of at most 4M numbers (32 MB in float64)
 
@@ -93,7 +88,7 @@ SELECTION_METHODS = ("auto", "exact", "approximate", "mcmc", "sketch")
 #: 60,000-item pool of 512-wide embeddings with k = 1,000 does not).
 AUTO_EXACT_MAX_BYTES = 16 * 10 ** 9
 #: Whether ``"auto"`` lets the k-means++ seedings use ``"mcmc"`` above :data:`AUTO_EXACT_MAX_BYTES`
-#: (off: measured slower at 20,000 items and 15% worse in k-means cost, see the module docstring).
+#: (off: the exact rejection path is faster and keeps D² sampling's law, see the module docstring).
 AUTO_MCMC = False
 #: Metropolis–Hastings proposals per pick of the ``"mcmc"`` seeding (Bachem et al. 2016 use 200).
 CHAIN_LENGTH = 200

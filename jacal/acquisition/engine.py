@@ -10,7 +10,7 @@ from torch import nn
 from torch.utils.data import Dataset, IterableDataset, Subset
 
 from jacal._foreign import to_portable
-from jacal._validation import as_float_tensor, check_choice, check_positive_int, nonfinite_rows
+from jacal._validation import as_input_tensor, check_choice, check_positive_int, nonfinite_rows
 from jacal.acquisition.ldm import last_linear, least_disagree_metric
 from jacal.acquisition.reasons import explain
 from jacal.acquisition.strategies import (Strategy, as_selection, class_floor_candidates, get_strategy,
@@ -18,7 +18,7 @@ from jacal.acquisition.strategies import (Strategy, as_selection, class_floor_ca
 from jacal.confidence.openset import in_set_probability
 from jacal.features import Need, PoolFeatures, concat_features, extract_features, has_dropout, pool_length, shard_job
 
-__all__ = ["acquire", "AcquisitionResult", "OPEN_SET_LAYERS"]
+__all__ = ["acquire", "AcquisitionResult", "OPEN_SET_LAYERS", "default_batch_size", "CHUNK_ELEMENTS", "MAX_DEFAULT_CHUNK"]
 
 #: What ``acquire(open_set=...)`` does with the "none of these" answers (see
 #: :mod:`jacal.acquisition.strategies`): ``"class-floor"`` keeps, per predicted class, the items at or
@@ -59,6 +59,31 @@ class AcquisitionResult:
     reason_fields: Dict[str, np.ndarray] = field(default_factory=dict)
 
 
+#: the default chunk holds at most this many input numbers (4M, 32 MB of float64)
+CHUNK_ELEMENTS = 1 << 22
+#: and at most this many items
+MAX_DEFAULT_CHUNK = 256
+
+
+def default_batch_size(pool: Any) -> int:
+    """The default chunk of :func:`acquire` for ``pool``: ``CHUNK_ELEMENTS // (numbers per item)``,
+    between 1 and :data:`MAX_DEFAULT_CHUNK` (a ``DataLoader`` pool is read in its own batches).
+
+    >>> import torch
+    >>> default_batch_size(torch.zeros(10, 1, 28, 28)), default_batch_size(torch.zeros(10, 3, 224, 224))
+    (256, 27)
+    """
+    if isinstance(pool, (torch.Tensor, np.ndarray)):
+        per_item = int(np.prod(pool.shape[1:]))
+    elif isinstance(pool, Dataset) and hasattr(pool, "__len__") and len(pool) > 0:
+        first = pool[0]
+        first = first[0] if isinstance(first, (tuple, list)) else first
+        per_item = int(np.prod(np.shape(first)))
+    else:
+        return MAX_DEFAULT_CHUNK
+    return max(1, min(MAX_DEFAULT_CHUNK, CHUNK_ELEMENTS // max(per_item, 1)))
+
+
 def _labeled_indices(labeled: Any, n: int) -> Optional[np.ndarray]:
     if labeled is None:
         return None
@@ -92,7 +117,7 @@ def _out_of_set(out_of_set: Any, labeled: Any, lab_idx: Optional[np.ndarray], n:
 
 def acquire(model: nn.Module, pool: Any, k: int, *, strategy: str = "jacobian", labeled: Any = None,
             out_of_set: Any = None, open_set: str = "class-floor", seed: int = 0,
-            batch_size: int = 256, device=None, mc_samples: int = 20, force_eval: bool = False,
+            batch_size: Optional[int] = None, device=None, mc_samples: int = 20, force_eval: bool = False,
             progress: Optional[Callable[[int, int], Any]] = None, backend: Any = "local",
             shard_size: int = 65536, embedding_layer: Optional[str] = None,
             embed: Optional[Callable[[torch.Tensor], torch.Tensor]] = None) -> AcquisitionResult:
@@ -101,14 +126,19 @@ def acquire(model: nn.Module, pool: Any, k: int, *, strategy: str = "jacobian", 
     Args:
         model: a trained classifier (any ``nn.Module`` returning logits ``(N, K)``).
         pool: unlabeled items ``(N, *input_shape)``: tensor, numpy array, torch ``Dataset`` (items
-            ``x`` or ``(x, ...)``) or an unshuffled ``DataLoader``.
+            ``x`` or ``(x, ...)``) or an unshuffled ``DataLoader``. Floating values are the model's
+            input units, used as given; ``uint8`` values are pixels in [0, 255], scaled to [0, 1] as
+            image folders are (:func:`jacal.io.image_transform`); other integers (token ids of a text
+            model) are refused: pass continuous inputs. A model trained on normalized inputs takes
+            its normalization as a first layer, e.g. ``torch.nn.Sequential(
+            torchvision.transforms.v2.Normalize(mean, std), model)``, so that jacal's inputs stay
+            [0, 1] pixels. A float pool whose values look like 0–255 pixels gets a warning.
         k: batch size to acquire (≤ valid pool items not in ``labeled``).
         strategy: a name in :data:`STRATEGIES`: ``random``, ``least-confidence``, ``margin``,
             ``entropy``, ``bald``, ``coreset``, ``badge``, ``jacobian`` (k-means++ over boundary
             embeddings ∇(z_a − z_b)/(z_a − z_b): near the decision boundary and spread out),
             ``jacobian-kmeans`` (k-means++ over softmax Jacobians), ``jacobian-topk`` (the highest
-            ‖J‖_F, batch-blind). ``jacobian-diverse`` was retired (a one-line error names its
-            replacement).
+            ‖J‖_F, batch-blind).
         labeled: already-labeled items: pool indices (1-D ints; never selected, and the anchors of
             the diversity strategies) or their features ``(M, *input_shape)`` (diversity anchors).
             Every item already sent to annotators belongs here, those answered "none of these" too.
@@ -127,7 +157,10 @@ def acquire(model: nn.Module, pool: Any, k: int, *, strategy: str = "jacobian", 
             ``out_of_set`` answers nothing changes.
         seed: seeds tie-breaking, sampling and MC dropout.
         batch_size: chunk size; memory is bounded by it (diversity strategies also keep one
-            embedding per item).
+            embedding per item). Default (:func:`default_batch_size`): from the item size, at most
+            :data:`CHUNK_ELEMENTS` input numbers and :data:`MAX_DEFAULT_CHUNK` items per chunk (256
+            MNIST images, 27 images of 3×224×224), so large images get small chunks. The chunk
+            size changes memory and speed, never the picks.
         device: ``None`` (the model's), ``"auto"``, ``"cpu"``, ``"cuda"``.
         mc_samples: MC-dropout samples for ``bald``.
         force_eval: allow a train-mode model with BatchNorm/Dropout (evaluated in eval mode).
@@ -155,7 +188,7 @@ def acquire(model: nn.Module, pool: Any, k: int, *, strategy: str = "jacobian", 
     strat = get_strategy(strategy) if isinstance(strategy, str) else strategy
     if not isinstance(strat, Strategy):
         raise TypeError(f"Expected `strategy` to be a name or a Strategy, got {type(strategy).__name__}.")
-    check_positive_int("batch_size", batch_size)
+    batch_size = default_batch_size(pool) if batch_size is None else check_positive_int("batch_size", batch_size)
     n = pool_length(pool)
     if n == 0:
         raise ValueError("`pool` is empty: nothing to acquire.")
@@ -172,11 +205,14 @@ def acquire(model: nn.Module, pool: Any, k: int, *, strategy: str = "jacobian", 
     oos = _out_of_set(out_of_set, labeled, lab_idx, n)
     if lab_idx is not None and len(oos):
         lab_idx = np.union1d(lab_idx, oos)
+    if isinstance(pool, (torch.Tensor, np.ndarray)):
+        as_input_tensor("pool", np.array(pool[:0]) if isinstance(pool, np.ndarray) else pool[:0],
+                        min_ndim=2)  # token ids are refused here, in one line (np.array: a read-only memmap)
     local = backend == "local" or getattr(backend, "name", None) == "local"
     if local and isinstance(pool, (torch.Tensor, np.ndarray)):  # fail fast, before the scoring pass
         ok = np.ones(n, dtype=bool)
         if not isinstance(pool, np.memmap):  # an array on disk is read once, by the scoring pass
-            ok = ~nonfinite_rows(as_float_tensor("pool", pool, min_ndim=2)).numpy()
+            ok = ~nonfinite_rows(as_input_tensor("pool", pool, min_ndim=2)).numpy()
         if lab_idx is not None:
             ok[lab_idx] = False
         check_positive_int("k", k, upper=int(ok.sum()), upper_name="the valid pool items after exclusions")

@@ -334,9 +334,8 @@ class _BoundarySeeding(Strategy):
 class JacobianBoundary(_BoundarySeeding):
     """``jacobian``: k-means++ seeding over boundary embeddings ``v(x) = ∇ₓ(z_a − z_b) / (z_a − z_b)``.
 
-    The Jacobian family's best measured member (the best mean AULC of the family on digits, MNIST
-    batch-100 and the CNN run; ``jacobian-kmeans`` was 0.002 ahead on MNIST 20 + 10 per round, see
-    docs/jacobian_acquisition.md), so it carries the family's name; it was measured as ``jacobian-boundary``.
+    It carries the family's name because it is the family's member with the best mean area under
+    the learning curve across the active-learning benchmarks (digits, MNIST, a CNN).
 
     ``a, b`` are the item's top two classes, so ``1/‖v(x)‖`` is the first-order (DeepFool) distance
     from ``x`` to its nearest decision boundary: the input-space margin, which divides the logit gap

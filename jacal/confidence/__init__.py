@@ -6,16 +6,16 @@
 * :mod:`jacal.confidence.estimator`: :class:`ConfidenceEstimator`, model and items in, and its file;
 * :mod:`jacal.confidence.metrics`: failure AUROC, AURC, E-AURC, FPR@95%TPR, ECE, OOD AUROC.
 
-Methods (:data:`METHODS`): softmax baselines (``max_softmax``, ``entropy``, ``margin``), logit
-baselines (``max_logit``, ``energy``), ``temperature`` scaling, ``odin``, feature-space
+Methods (:data:`METHODS`): softmax baselines (``max-softmax``, ``entropy``, ``margin``), logit
+baselines (``max-logit``, ``energy``), ``temperature`` scaling, ``odin``, feature-space
 ``mahalanobis`` and ``knn``, and the Jacobian estimators ``jacobian`` (−log ‖∂p/∂x‖),
-``jacobian_logits`` (−log ‖∂z/∂x‖), ``jacobian_residual`` (the sensitivity the softmax does not
-predict), ``jacobian_boundary`` (first-order distance to the nearest decision boundary) and
+``jacobian-logits`` (−log ‖∂z/∂x‖), ``jacobian-residual`` (the sensitivity the softmax does not
+predict), ``jacobian-boundary`` (first-order distance to the nearest decision boundary) and
 ``combined`` (logistic regression on softmax and Jacobian features).
 """
 from jacal.confidence.core import (FITTED, JACOBIAN_METHODS, METHODS, NEEDS_LABELS, PROBABILISTIC, confidence_from,
                                    fit_confidence, inputs_of, jacobian_features, softmax_features)
-from jacal.confidence.estimator import ConfidenceEstimator, model_fingerprint
+from jacal.confidence.estimator import ConfidenceEstimator
 from jacal.confidence.features import ConfidenceFeatures, confidence_features, odin_logits
 from jacal.confidence.metrics import (aurc, confidence_metrics, e_aurc, ece, failure_auroc, fpr_at_95_tpr, ood_auroc,
                                       ood_fpr_at_95_tpr, ood_metrics)
@@ -23,7 +23,7 @@ from jacal.confidence.metrics import (aurc, confidence_metrics, e_aurc, ece, fai
 __all__ = [
     "METHODS", "FITTED", "NEEDS_LABELS", "PROBABILISTIC", "JACOBIAN_METHODS",
     "confidence_from", "fit_confidence", "inputs_of", "jacobian_features", "softmax_features",
-    "ConfidenceEstimator", "model_fingerprint",
+    "ConfidenceEstimator",
     "ConfidenceFeatures", "confidence_features", "odin_logits",
     "failure_auroc", "aurc", "e_aurc", "fpr_at_95_tpr", "ece", "confidence_metrics",
     "ood_auroc", "ood_fpr_at_95_tpr", "ood_metrics",

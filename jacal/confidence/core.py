@@ -9,10 +9,10 @@ Inputs per item (float64): ``logits z (N, K)``; for some methods the penultimate
 ==================== ==================================================================== ==========
 method               confidence                                                           fitted on
 ==================== ==================================================================== ==========
-max_softmax          ``p_a``                                                              –
+max-softmax          ``p_a``                                                              –
 entropy              ``Σ p log p`` (negated entropy)                                      –
 margin               ``p_a − p_b``                                                        –
-max_logit            ``z_a`` (Hendrycks et al. 2022)                                      –
+max-logit            ``z_a`` (Hendrycks et al. 2022)                                      –
 energy               ``log Σ exp z`` (negated energy at T = 1; Liu et al. 2020)           –
 temperature          ``max softmax(z / T)``, T minimising the NLL (Guo et al. 2017)       held-out
 odin                 ``max softmax(z̃ / T)`` at ``x̃ = x + ε sign ∇ₓ log max softmax(z/T)``  –
@@ -22,20 +22,20 @@ mahalanobis          ``−min_k (e − μ_k)ᵀ Σ⁻¹ (e − μ_k)``, class me
 knn                  ``−‖ê − ê₍k₎‖``: distance to the k-th nearest L2-normalised training  training
                      embedding (Sun et al. 2022; k = 10)
 jacobian             ``−log ‖∂p/∂x‖_F`` (the paper's metric)                              –
-jacobian_logits      ``−log ‖∂z/∂x‖_F = −½ log tr Γ`` (does not saturate with p)          –
-jacobian_residual    ``log ‖∂p/∂x‖_F − ŷ``, ŷ a least-squares fit of log ‖∂p/∂x‖ on        held-out
+jacobian-logits      ``−log ‖∂z/∂x‖_F = −½ log tr Γ`` (does not saturate with p)          –
+jacobian-residual    ``log ‖∂p/∂x‖_F − ŷ``, ŷ a least-squares fit of log ‖∂p/∂x‖ on        held-out
                      ``[1, log(1 − p_a), log p_b]``: the sensitivity the softmax does not
                      predict. Sign from measurement (MNIST, MLP and CNN): at a given
                      softmax, *more* sensitive inputs are more often correct and in
                      distribution (a network responds strongly to inputs its features fit)
-jacobian_boundary    ``log min_{c≠a} (z_a − z_c) / ‖∇ₓ(z_a − z_c)‖``, the first-order      –
+jacobian-boundary    ``log min_{c≠a} (z_a − z_c) / ‖∇ₓ(z_a − z_c)‖``, the first-order      –
                      (DeepFool) input-space distance to the nearest decision boundary,
                      ``‖∇ₓ(z_a − z_c)‖² = Γ_aa + Γ_cc − 2Γ_ac``
-jacobian_noise       ``p̃_a``, the softmax averaged over Gaussian input noise ε ~ N(0, σ²I)  held-out
+jacobian-noise       ``p̃_a``, the softmax averaged over Gaussian input noise ε ~ N(0, σ²I)  held-out
                      with the model linearised, ``z(x + ε) ≈ z + Jε``, by the probit
                      approximation ``p̃ = softmax(z_k / √(1 + π/8 · σ² ‖∇ₓ(z_k − z̄)‖²))``
                      (gradients of the centred logits, which the softmax sees); σ²
-                     minimises the held-out NLL (σ² → 0 gives max_softmax)
+                     minimises the held-out NLL (σ² → 0 gives max-softmax)
 combined             P(correct) by logistic regression on the standardised                held-out
                      ``[log(1 − p_a), z_a − z_b, z_a, log ‖∂z/∂x‖, log ‖∂p/∂x‖,
                      log boundary distance]``
@@ -63,14 +63,14 @@ from jacal._validation import check_choice, check_positive_int
 __all__ = ["METHODS", "FITTED", "NEEDS_LABELS", "PROBABILISTIC", "JACOBIAN_METHODS", "inputs_of", "confidence_from",
            "fit_confidence", "jacobian_features", "softmax_features"]
 
-METHODS = ("max_softmax", "entropy", "margin", "max_logit", "energy", "temperature", "odin", "mahalanobis", "knn",
-           "jacobian", "jacobian_logits", "jacobian_residual", "jacobian_boundary", "jacobian_noise", "combined")
-FITTED = {"temperature": "held-out", "mahalanobis": "training", "knn": "training", "jacobian_residual": "held-out",
-          "jacobian_noise": "held-out", "combined": "held-out"}
-NEEDS_LABELS = ("temperature", "mahalanobis", "jacobian_noise", "combined")
-PROBABILISTIC = ("max_softmax", "temperature", "jacobian_noise", "combined")
-JACOBIAN_METHODS = ("jacobian", "jacobian_logits", "jacobian_residual", "jacobian_boundary", "jacobian_noise", "combined")
-_GRAM = ("jacobian_logits", "jacobian_residual", "jacobian_boundary", "jacobian_noise", "combined")
+METHODS = ("max-softmax", "entropy", "margin", "max-logit", "energy", "temperature", "odin", "mahalanobis", "knn",
+           "jacobian", "jacobian-logits", "jacobian-residual", "jacobian-boundary", "jacobian-noise", "combined")
+FITTED = {"temperature": "held-out", "mahalanobis": "training", "knn": "training", "jacobian-residual": "held-out",
+          "jacobian-noise": "held-out", "combined": "held-out"}
+NEEDS_LABELS = ("temperature", "mahalanobis", "jacobian-noise", "combined")
+PROBABILISTIC = ("max-softmax", "temperature", "jacobian-noise", "combined")
+JACOBIAN_METHODS = ("jacobian", "jacobian-logits", "jacobian-residual", "jacobian-boundary", "jacobian-noise", "combined")
+_GRAM = ("jacobian-logits", "jacobian-residual", "jacobian-boundary", "jacobian-noise", "combined")
 _TINY = 1e-300
 
 
@@ -233,7 +233,7 @@ def _state(state, method: str, keys, z: np.ndarray, embeddings=None) -> Dict[str
     return st
 
 
-def confidence_from(logits, *, method: str = "max_softmax", gram=None, embeddings=None, jacobian=None,
+def confidence_from(logits, *, method: str = "max-softmax", gram=None, embeddings=None, jacobian=None,
                     odin_logits=None, state: Optional[Dict[str, np.ndarray]] = None,
                     odin_temperature: float = 1000.0) -> np.ndarray:
     """Confidence ``(N,)`` of each prediction from arrays (see the module docstring for each method).
@@ -243,7 +243,7 @@ def confidence_from(logits, *, method: str = "max_softmax", gram=None, embedding
         method: one of :data:`METHODS`.
         gram: ``(N, K, K)`` logits-Jacobian Gram, for the Jacobian methods but ``"jacobian"``.
         embeddings: ``(N, d)`` penultimate features, for ``"mahalanobis"`` and ``"knn"``.
-        jacobian: ``(N,)`` ‖∂p/∂x‖_F for ``"jacobian"`` and ``"jacobian_residual"`` (both take ``gram``
+        jacobian: ``(N,)`` ‖∂p/∂x‖_F for ``"jacobian"`` and ``"jacobian-residual"`` (both take ``gram``
             instead when it is None).
         odin_logits: ``(N, K)`` logits at ODIN's perturbed inputs, for ``"odin"``.
         state: what :func:`fit_confidence` returned, for the fitted methods.
@@ -252,15 +252,15 @@ def confidence_from(logits, *, method: str = "max_softmax", gram=None, embedding
     check_choice("method", method, METHODS)
     z = _logits(logits)
     p = _softmax(z)
-    if method == "max_softmax":
+    if method == "max-softmax":
         return p.max(1)
     if method == "entropy":
         return np.sum(np.where(p > 0, p * np.log(np.maximum(p, _TINY)), 0.0), axis=1)
     if method == "margin":
         top2 = np.sort(p, axis=1)[:, -2:]
         return top2[:, 1] - top2[:, 0]
-    if method in ("max_logit", "energy"):
-        return softmax_features(z)["max_logit" if method == "max_logit" else "lse"]
+    if method in ("max-logit", "energy"):
+        return softmax_features(z)["max_logit" if method == "max-logit" else "lse"]
     if method == "temperature":
         t = float(_state(state, method, ("temperature",), z)["temperature"])
         return _softmax(z / t).max(1)
@@ -279,14 +279,14 @@ def confidence_from(logits, *, method: str = "max_softmax", gram=None, embedding
         return -_kth_distance(_normalized(e), np.asarray(st["bank"], dtype=np.float32), int(st["k"]))
     if method == "jacobian":
         return -_log_js(z, gram, jacobian)
-    if method == "jacobian_logits":
+    if method == "jacobian-logits":
         return -jacobian_features(z, gram)["log_jz"]
-    if method == "jacobian_boundary":
+    if method == "jacobian-boundary":
         return jacobian_features(z, gram)["log_boundary"]
-    if method == "jacobian_residual":
+    if method == "jacobian-residual":
         st = _state(state, method, ("coef",), z)
         return _log_js(z, gram, jacobian) - _residual_design(softmax_features(z)) @ st["coef"]
-    if method == "jacobian_noise":
+    if method == "jacobian-noise":
         st = _state(state, method, ("sigma2",), z)
         return _noise_probs(z, gram, float(st["sigma2"]))[np.arange(len(z)), z.argmax(1)]
     st = _state(state, method, ("mean", "scale", "coef", "intercept"), z)
@@ -311,9 +311,9 @@ def fit_confidence(logits, y=None, *, method: str, gram=None, embeddings=None, j
     """Fit a method's state from arrays; ``{}`` for methods that need no fitting.
 
     Args:
-        logits: ``(N, K)`` of the fitting data: held-out for ``temperature``, ``jacobian_residual``,
-            ``jacobian_noise`` and ``combined``; the training data for ``mahalanobis`` and ``knn``.
-        y: ``(N,)`` true labels (``temperature``, ``mahalanobis``, ``jacobian_noise``, ``combined``).
+        logits: ``(N, K)`` of the fitting data: held-out for ``temperature``, ``jacobian-residual``,
+            ``jacobian-noise`` and ``combined``; the training data for ``mahalanobis`` and ``knn``.
+        y: ``(N,)`` true labels (``temperature``, ``mahalanobis``, ``jacobian-noise``, ``combined``).
         method: one of :data:`METHODS`.
         gram, embeddings, jacobian: as for :func:`confidence_from`.
         k: the neighbour rank for ``knn``.
@@ -335,7 +335,7 @@ def fit_confidence(logits, y=None, *, method: str, gram=None, embeddings=None, j
         res = minimize_scalar(lambda log_t: _nll(_softmax(z / np.exp(log_t)), labels),
                               bounds=(np.log(0.01), np.log(100.0)), method="bounded", options={"xatol": 1e-6})
         out["temperature"] = np.asarray(float(np.exp(res.x)))
-    elif method == "jacobian_noise":
+    elif method == "jacobian-noise":
         from scipy.optimize import minimize_scalar
 
         labels = _labels(y, n, n_classes)
@@ -357,7 +357,7 @@ def fit_confidence(logits, y=None, *, method: str, gram=None, embeddings=None, j
         e = _array("embeddings", embeddings, 2, n)
         out["bank"] = _normalized(e).astype(np.float32)
         out["k"] = np.asarray(min(check_positive_int("k", k), n))
-    elif method == "jacobian_residual":
+    elif method == "jacobian-residual":
         design = _residual_design(softmax_features(z))
         out["coef"] = np.linalg.lstsq(design, _log_js(z, gram, jacobian), rcond=None)[0]
     else:  # combined
@@ -366,7 +366,7 @@ def fit_confidence(logits, y=None, *, method: str, gram=None, embeddings=None, j
         correct = z.argmax(1) == _labels(y, n, n_classes)
         if correct.all() or not correct.any():
             raise ValueError("cannot fit the combined estimator: the held-out split has no errors (or no correct "
-                             "predictions); use a larger split or method='max_softmax'.")
+                             "predictions); use a larger split or method='max-softmax'.")
         x = _combined_design(z, gram)
         mean, scale = x.mean(0), np.maximum(x.std(0), 1e-12)
         lr = LogisticRegression(C=1.0, max_iter=1000, random_state=seed).fit((x - mean) / scale, correct)

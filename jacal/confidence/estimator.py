@@ -14,7 +14,6 @@ method, its options, the state and a fingerprint of the model's weights it was f
 from __future__ import annotations
 
 import hashlib
-import warnings
 from pathlib import Path
 from typing import Any, Dict, Optional, Tuple, Union
 
@@ -28,12 +27,12 @@ from jacal.confidence.core import FITTED, METHODS, NEEDS_LABELS, PROBABILISTIC, 
 from jacal.confidence.features import ConfidenceFeatures, confidence_features
 from jacal.confidence.metrics import confidence_metrics
 
-__all__ = ["ConfidenceEstimator", "model_fingerprint", "FORMAT"]
+__all__ = ["ConfidenceEstimator"]
 
 FORMAT = "jacal-confidence-estimator"
 VERSION = 1
 _STATE_KEYS = {"temperature": ("temperature",), "mahalanobis": ("means", "precision"), "knn": ("bank", "k"),
-               "jacobian_residual": ("coef",), "jacobian_noise": ("sigma2",), "combined": ("mean", "scale", "coef", "intercept")}
+               "jacobian-residual": ("coef",), "jacobian-noise": ("sigma2",), "combined": ("mean", "scale", "coef", "intercept")}
 
 
 def model_fingerprint(model: nn.Module) -> str:
@@ -49,7 +48,7 @@ class ConfidenceEstimator:
 
     Args:
         method: one of :data:`jacal.confidence.METHODS` (defined in :mod:`jacal.confidence.core`).
-            ``temperature``, ``jacobian_residual`` and ``combined`` learn from a held-out labeled
+            ``temperature``, ``jacobian-residual`` and ``combined`` learn from a held-out labeled
             split, ``mahalanobis`` and ``knn`` from the training data (:meth:`learn`).
         k: the neighbour rank of ``knn``.
         odin_temperature, odin_epsilon: ODIN's T and input step (for inputs in [0, 1]).
@@ -66,7 +65,7 @@ class ConfidenceEstimator:
         (4,)
     """
 
-    def __init__(self, method: str = "max_softmax", *, k: int = 10, odin_temperature: float = 1000.0,
+    def __init__(self, method: str = "max-softmax", *, k: int = 10, odin_temperature: float = 1000.0,
                  odin_epsilon: float = 0.002, batch_size: int = 256, device=None, seed: int = 0) -> None:
         self.method = method
         self.k = k
@@ -88,7 +87,7 @@ class ConfidenceEstimator:
     def learn(self, model: nn.Module, x: Any, y: Any = None) -> "ConfidenceEstimator":
         """Learn this method's state from items ``x (N, ...)`` and labels ``y (N,)``.
 
-        ``x`` is a held-out labeled split for ``temperature`` and ``combined`` (``jacobian_residual``
+        ``x`` is a held-out labeled split for ``temperature`` and ``combined`` (``jacobian-residual``
         needs no labels), the training data for ``mahalanobis`` (labels) and ``knn`` (no labels).
         Methods without state only record the model's fingerprint.
         """
@@ -139,7 +138,7 @@ class ConfidenceEstimator:
         return self.confidence_and_prediction(model, x)[0]
 
     def probability_correct(self, model: nn.Module, x: Any) -> np.ndarray:
-        """P(the prediction is correct) ``(N,)``; for ``max_softmax``, ``temperature`` and ``combined``."""
+        """P(the prediction is correct) ``(N,)``; for ``max-softmax``, ``temperature`` and ``combined``."""
         if self.method not in PROBABILISTIC:
             raise ValueError(f"method {self.method!r} does not output a probability; use predict_confidence "
                              f"(probabilities: {', '.join(PROBABILISTIC)}).")
@@ -156,20 +155,6 @@ class ConfidenceEstimator:
         if len(y) != len(predicted):
             raise ValueError(f"Expected one label per item: {len(predicted)} items, {len(y)} labels.")
         return confidence_metrics(confidence, np.asarray(predicted) == y, probabilistic=self.method in PROBABILISTIC)
-
-    # -- deprecated scikit-learn-looking names --------------------------------------------------
-    def fit(self, model: nn.Module, x: Any, y: Any = None) -> "ConfidenceEstimator":
-        """Deprecated: :meth:`learn` (this ``fit`` takes a model, unlike scikit-learn's)."""
-        warnings.warn("ConfidenceEstimator.fit(model, x, y) is deprecated: use learn(model, x, y).",
-                      DeprecationWarning, stacklevel=2)
-        return self.learn(model, x, y)
-
-    def predict_proba(self, model: nn.Module, x: Any) -> np.ndarray:
-        """Deprecated: :meth:`probability_correct`; returns ``(N, 2)`` [P(wrong), P(correct)]."""
-        warnings.warn("ConfidenceEstimator.predict_proba(model, x) is deprecated: use probability_correct(model, x).",
-                      DeprecationWarning, stacklevel=2)
-        p = self.probability_correct(model, x)
-        return np.c_[1 - p, p]
 
     # -- files ----------------------------------------------------------------------------------
     def save(self, path: Union[str, Path]) -> Path:

@@ -21,7 +21,9 @@ or a plain list of ids; labels map to class indices through the label names
 :data:`NONE_OF_THESE` (or a skipped annotation) marks an item outside the label set
 (:attr:`Annotations.out_of_set`); several files are read as one by :func:`read_all_annotations`.
 
-**Batches out** (:func:`write_batch`): CSV / JSON lines (id, rank, score, predicted, confidence),
+**Batches out** (:func:`write_batch`): CSV / JSON lines (id, rank, score, predicted, confidence;
+``rank`` is the strategy's labeling order, ``score`` its per-item score, which for the k-means++
+and k-center strategies need not fall with rank: see :mod:`jacal.io.batches`),
 Label Studio task-import JSON (:func:`label_studio_tasks`) or Argilla record JSON
 (:func:`argilla_records`), always written atomically.
 
@@ -31,24 +33,22 @@ The modules, by task: :mod:`jacal.io.pools` (pools and manifests), :mod:`jacal.i
 re-exported here. :mod:`jacal.pipeline` strings them into one call per labeling step (a pool file
 in, a batch file out).
 """
-from jacal._io import atomic_open, atomic_path
 from jacal.io.annotations import (NONE_OF_THESE, TOOLS, Annotations, LabeledItems, annotations_from_label_studio,
-                                  default_label_names, is_none_of_these, labeled_items, merge_annotations,
-                                  parse_label_names, read_all_annotations, read_annotations, read_ids,
-                                  resolve_label_names)
-from jacal.io.batches import (BATCH_FORMATS, DEFAULT_MODEL_VERSION, argilla_records, batch_rows, label_studio_tasks, model_version,
-                              output_format, write_batch, write_rows)
+                                  is_none_of_these, labeled_items, merge_annotations, parse_label_names,
+                                  read_all_annotations, read_annotations, read_ids)
+from jacal.io.batches import (BATCH_FORMATS, DEFAULT_MODEL_VERSION, argilla_records, batch_rows, label_studio_tasks,
+                              model_version, write_batch, write_rows)
 from jacal.io.pools import ARRAY_SUFFIXES, MANIFEST_SUFFIXES, ImagePool, Manifest, Pool, open_pool, read_manifest
 from jacal.io.readers import (IMAGE_SUFFIXES, decode_image, image_transform, list_image_folder, load_array,
                               load_image_folder, read_labels)
 
 __all__ = [
     "Pool", "ImagePool", "open_pool", "read_manifest", "Manifest",
-    "Annotations", "read_annotations", "read_ids", "parse_label_names", "default_label_names",
+    "Annotations", "read_annotations", "read_ids", "parse_label_names",
     "LabeledItems", "labeled_items", "NONE_OF_THESE", "is_none_of_these", "merge_annotations",
     "read_all_annotations", "annotations_from_label_studio",
     "batch_rows", "label_studio_tasks", "argilla_records", "write_rows", "write_batch", "model_version",
     "BATCH_FORMATS", "DEFAULT_MODEL_VERSION", "TOOLS", "MANIFEST_SUFFIXES", "ARRAY_SUFFIXES",
-    "atomic_open", "atomic_path", "load_array", "load_image_folder", "image_transform", "IMAGE_SUFFIXES",
-    "decode_image", "list_image_folder", "read_labels", "resolve_label_names", "output_format",
+    "load_array", "load_image_folder", "image_transform", "IMAGE_SUFFIXES", "decode_image", "list_image_folder",
+    "read_labels",
 ]

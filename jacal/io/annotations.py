@@ -20,8 +20,7 @@ from jacal._validation import JacalError
 from jacal.io._files import read_jsonl as _read_jsonl, read_text as _read_text
 from jacal.io.pools import Pool
 
-__all__ = ["Annotations", "read_annotations", "read_ids", "parse_label_names", "default_label_names",
-           "resolve_label_names", "LabeledItems", "labeled_items", "TOOLS", "NONE_OF_THESE", "is_none_of_these",
+__all__ = ["Annotations", "read_annotations", "read_ids", "parse_label_names", "LabeledItems", "labeled_items", "TOOLS", "NONE_OF_THESE", "is_none_of_these",
            "merge_annotations", "read_all_annotations", "annotations_from_label_studio"]
 
 TOOLS = ("label-studio", "argilla", "csv")
@@ -42,13 +41,13 @@ def parse_label_names(text: str) -> List[str]:
     """
     names = [n.strip() for n in next(csv.reader([text]), [])]
     if not names or any(n == "" for n in names):
-        raise JacalError(f"--label-names must be comma-separated non-empty names, got {text!r}")
+        raise JacalError(f"`label_names` must be comma-separated non-empty names, got {text!r}")
     if any(is_none_of_these(n) for n in names):
-        raise JacalError(f"--label-names must not hold {NONE_OF_THESE!r}: it is the reserved answer for items outside "
+        raise JacalError(f"`label_names` must not hold {NONE_OF_THESE!r}: it is the reserved answer for items outside "
                          "the label set, never a class")
     dup = sorted({n for n in names if names.count(n) > 1})
     if dup:
-        raise JacalError(f"--label-names repeats {', '.join(map(repr, dup))}")
+        raise JacalError(f"`label_names` repeats {', '.join(map(repr, dup))}")
     return names
 
 
@@ -88,7 +87,7 @@ def resolve_label_names(given: Optional[Sequence[str]], stored: Optional[Sequenc
     if names is None:
         return default_label_names(n_classes) if n_classes else None
     if n_classes is not None and len(names) != n_classes:
-        raise JacalError(f"--label-names has {len(names)} names but the model has {n_classes} classes")
+        raise JacalError(f"`label_names` has {len(names)} names but the model has {n_classes} classes")
     return list(names)
 
 
@@ -124,7 +123,7 @@ class Annotations:
             if label not in index:
                 shown = ", ".join(label_names[:12]) + (", ..." if len(label_names) > 12 else "")
                 raise JacalError(f"{self.path}: item {item!r} is labeled {label!r}, which is not one of the label "
-                                 f"names ({shown}); set them with --label-names")
+                                 f"names ({shown}); set them with `label_names`")
         return {item: index[label] for item, label in self.labels.items()}
 
 
@@ -182,7 +181,7 @@ def _from_label_studio(path: Path, tasks: List[Any], question: str) -> _Collecto
         data = task.get("data") if isinstance(task, dict) else None
         if not isinstance(data, dict) or "id" not in data:
             raise JacalError(f"{path}: task {task.get('id', n) if isinstance(task, dict) else n} has no data.id (jacal's "
-                             "item id); export the project the tasks of `jacal acquire --format label-studio` went into")
+                             "item id); export the project that jacal's Label Studio tasks went into")
         item = str(data["id"])
         votes, skipped = [], False
         for ann in (task.get("annotations") or task.get("completions") or []):
@@ -206,7 +205,7 @@ def _from_label_studio(path: Path, tasks: List[Any], question: str) -> _Collecto
             out.skip(item)
     if not any(out.votes.values()) and other_controls:
         raise JacalError(f"{path} has no choices from the control {question!r} (found {', '.join(sorted(other_controls))}); "
-                         "pass --from-name")
+                         "pass `question`")
     return out
 
 
@@ -233,7 +232,7 @@ def _from_argilla(path: Path, records: List[Any], question: str) -> _Collector:
                 out.add(item, _single_choice(r["value"], f"{path}: a response to {item!r}"))
     if not any(out.votes.values()) and other_questions:
         raise JacalError(f"{path} has no responses to the question {question!r} (found {', '.join(sorted(other_questions))}); "
-                         "pass --from-name")
+                         "pass `question`")
     return out
 
 
@@ -441,7 +440,7 @@ def labeled_items(pool: Pool, annotations: Annotations, label_names: Optional[Se
         bad = sorted({lab for lab in annotations.labels.values() if not (lab.isascii() and lab.isdigit())})
         if bad:
             raise JacalError(f"{annotations.path} labels items with names ({', '.join(map(repr, bad[:5]))}), not class "
-                             "indices: pass --label-names in class-index order")
+                             "indices: pass `label_names` in class-index order")
         top = max((int(lab) for lab in annotations.labels.values()), default=-1)
         label_names = default_label_names(top + 1)
     index = annotations.label_indices(label_names)

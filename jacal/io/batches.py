@@ -1,5 +1,36 @@
 """Batches out: the picks of an acquisition as CSV / JSON lines, Label Studio task-import JSON or
-Argilla record JSON, always written atomically."""
+Argilla record JSON, always written atomically.
+
+Every format carries each pick's ``rank`` and ``score`` (Label Studio: ``al_rank``, ``al_score``).
+``rank`` is the order to label in (1 = first). ``score`` is the strategy's per-item score of that
+item (:attr:`jacal.AcquisitionResult.scores`, higher = more wanted), which is *not* always
+decreasing with rank:
+
+=========================================== ================================== ==============================
+strategy                                    score                              rank
+=========================================== ================================== ==============================
+``least-confidence``, ``margin``,           the uncertainty (``1 − p_max``,    highest score first: scores
+``entropy``, ``bald``                       ``−(p₁ − p₂)``, entropy, mutual    fall with rank
+                                            information)
+``jacobian-topk``                           ‖∂softmax/∂x‖_F                    highest score first
+``random``                                  a seeded uniform draw              highest draw first
+``jacobian`` (and its variants)             ‖v(x)‖ = 1 / first-order distance  the k-means++ draw order over
+                                            to the decision boundary           the boundary embeddings
+``jacobian-kmeans``                         ‖∂softmax/∂x‖_F                    the k-means++ draw order over
+                                                                               the softmax Jacobians
+``badge``                                   the gradient-embedding norm        the k-means++ draw order over
+                                            ‖p − onehot(ŷ)‖·‖h‖                the gradient embeddings
+``ldm-s``                                   −LDM (higher = nearer the          the weighted k-means++ draw
+                                            boundary)                          order
+``coreset``                                 distance to the nearest labeled    the k-center greedy order
+                                            item's embedding                   (farthest from the batch so
+                                                                               far first)
+=========================================== ================================== ==============================
+
+For the k-means++ and k-center strategies a pick is drawn for how far it lies from the picks
+before it, so rank 2 can score far below rank 1: the order spreads the batch, the score says how
+wanted each item is on its own. Neither is re-sorted, so the file keeps the strategy's order.
+"""
 from __future__ import annotations
 
 import csv
@@ -11,8 +42,8 @@ from typing import Any, List, Optional, Sequence, Union
 from jacal._io import atomic_open
 from jacal._validation import JacalError
 
-__all__ = ["batch_rows", "reason_columns", "reason_data", "BATCH_COLUMNS", "label_studio_tasks", "argilla_records", "write_rows", "write_batch", "model_version",
-           "output_format", "BATCH_FORMATS", "DEFAULT_MODEL_VERSION"]
+__all__ = ["batch_rows", "reason_columns", "reason_data", "BATCH_COLUMNS", "label_studio_tasks", "argilla_records",
+           "write_rows", "write_batch", "model_version", "BATCH_FORMATS", "DEFAULT_MODEL_VERSION"]
 
 BATCH_FORMATS = ("csv", "jsonl", "label-studio", "argilla")
 
@@ -60,6 +91,11 @@ def reason_data(result: Any, r: int, *, prefix: str = "", label_names: Optional[
 def batch_rows(result: Any, ids: Sequence[Any]) -> List[dict]:
     """Rows of a batch file: ``id, rank, score, predicted, confidence``, then the pick's ``reason``
     and its structured fields (:func:`reason_columns`), for each pick in rank order.
+
+    ``rank`` is the strategy's order (1 = label first), ``score`` the strategy's per-item score of the
+    pick (what each strategy's score and rank mean: the module docstring's table; for the k-means++
+    and k-center strategies the score does not fall with rank), ``predicted`` the model's class
+    index and ``confidence`` its max softmax probability.
 
     Args:
         result: a :class:`jacal.AcquisitionResult`.
@@ -159,7 +195,8 @@ def write_batch(path: Union[str, Path], result: Any, ids: Sequence[Any], *, fmt:
                 from_name: str = "label", to_name: str = "image", model_version: str = "jacal") -> int:
     """Write the picks of ``result`` to ``path`` atomically, in ``fmt`` (one of :data:`BATCH_FORMATS`).
 
-    ``csv`` / ``jsonl``: :func:`batch_rows`; ``label-studio``: :func:`label_studio_tasks`;
+    ``csv`` / ``jsonl``: :func:`batch_rows` (header ``id, rank, score, predicted, confidence``; what
+    ``rank`` and ``score`` mean per strategy: the module docstring); ``label-studio``: :func:`label_studio_tasks`;
     ``argilla``: :func:`argilla_records` (``from_name`` is the question, ``to_name`` the field).
     Everything is built before the file is opened, so a failure leaves no file behind.
 
@@ -210,9 +247,9 @@ def output_format(path: Union[str, Path], fmt: Optional[str] = None, allowed: Se
     'jsonl'
 
     Raises:
-        JacalError: neither names one of ``allowed`` (the message says which to pass to ``--format``).
+        JacalError: neither names one of ``allowed`` (the message names ``fmt`` and the formats it takes).
     """
     kind = fmt if fmt is not None else Path(path).suffix.lstrip(".").lower()
     if kind not in allowed:
-        raise JacalError(f"cannot tell the format of {path}; pass --format {' or '.join(allowed)}")
+        raise JacalError(f"cannot tell the format of {path}; pass `fmt` ({' or '.join(allowed)})")
     return kind

@@ -242,7 +242,7 @@ class Pool:
         lines = []
         for n, (i, why) in enumerate(reasons.items()):
             if n == limit:
-                lines.append(f"... and {len(reasons) - limit} more unreadable item(s) (--json lists them all)")
+                lines.append(f"... and {len(reasons) - limit} more unreadable item(s) (Pool.problems lists them all)")
                 break
             lines.append(f"skipped item {self.ids[i]!r}: {why}")
         nan = [i for i in indices if int(i) not in reasons]
@@ -265,11 +265,11 @@ def _image_shape(source: Path, files: List[Optional[str]], image_size, channels,
         if channels is None:
             channels = 1 if mode in ("1", "L", "LA", "I", "I;16", "F") else 3
     else:
-        raise JacalError(f"{source} holds images of no known size for this model: pass --image-size (and --channels)")
+        raise JacalError(f"{source} holds images of no known size for this model: pass `image_size` (and `channels`)")
     if channels is None:
         channels = int(shape[0]) if shape and len(shape) == 3 else 3
     if channels not in (1, 3):
-        raise JacalError(f"--channels must be 1 or 3, got {channels}")
+        raise JacalError(f"`channels` must be 1 or 3, got {channels}")
     return size, channels
 
 

@@ -90,7 +90,7 @@ def image_transform(size: tuple, channels: int):
     from jacal._validation import JacalError
 
     if channels not in (1, 3):
-        raise JacalError(f"--channels must be 1 or 3, got {channels}")
+        raise JacalError(f"`channels` must be 1 or 3, got {channels}")
     return v2.Compose([v2.PILToTensor(), v2.Resize(list(size), antialias=True), v2.ToDtype(torch.float32, scale=True)])
 
 

@@ -86,7 +86,7 @@ def validate(cfg: LoopConfig) -> None:
     if not cfg.strategies:
         raise ValueError("Expected at least one strategy.")
     for s in cfg.strategies:
-        get_strategy(s)  # a one-line error for unknown or retired names
+        get_strategy(s)  # a one-line error for an unknown name
     check_choice("model", cfg.model, ("mlp", "cnn"))
     if "bald" in cfg.strategies and cfg.model == "mlp" and cfg.dropout <= 0:
         raise ValueError("strategy 'bald' needs dropout: set dropout > 0.")

@@ -63,7 +63,7 @@ RULES = {
           f"Spearman ρ(‖J(x)‖, loss(x)) over the stored test points; median ρ > 0 with one-sided Wilcoxon p < {ALPHA}. "
           f"Misclassification AUROC of ‖J‖ reported.",
     "C5": f"[paper] Transitions grow with the number of neurons. [ours] Per dataset, true-label piecewise-linear models "
-          f"(relu, relu6, hard_tanh, hard_sigmoid): Spearman ρ(transitions, hidden units) > 0 with p < {ALPHA}.",
+          f"(relu, relu6, hard-tanh, hard-sigmoid): Spearman ρ(transitions, hidden units) > 0 with p < {ALPHA}.",
     "C6": f"[paper] Over ≥ {C6_MIN_DECADES:g} decades of parameter count, fitted models: the best-generalizing models are "
           f"among the largest and training loss does not predict the gap. [ours] Per dataset, fitted true-label "
           f"sweep models (no C3 pair members, no C2 models); `not tested` when they span < {C6_MIN_DECADES:g} decades. "

@@ -1,4 +1,4 @@
-"""The C2 experiment (sweep version 4): where along ellipses a trained ReLU net is sensitive.
+"""The C2 experiment: where along ellipses a trained ReLU net is sensitive.
 
 The paper's §4.1 (Figs. 2-3) trains piecewise-linear nets to near-zero training loss and follows
 three kinds of ellipse: a *random* one (far from the data), one through three training points of

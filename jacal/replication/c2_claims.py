@@ -1,4 +1,4 @@
-"""C2a-C2d from the C2 experiment's trajectories (sweep version 4; rules declared before the run).
+"""C2a-C2d from the C2 experiment's trajectories (rules declared before the run).
 
 The unit of every C2 test is the *ellipse* [ours]: each is a fresh, independent draw, and its value
 is the mean over the kept C2 models (all measured on the same ellipses). Kinds are compared with a

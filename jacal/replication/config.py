@@ -17,7 +17,7 @@ jacal's choices ([ours] in ``shared/PAPER.md``), all recorded in every report:
   the pairs span several architectures. Each pair is two fresh models from that base's config (same
   seed, init, data order and learning rate) that differ in exactly one factor: random labels; data
   augmentation (random translations of ±1 px for 8×8 images, ±2 px otherwise, plus horizontal flips
-  for CIFAR); full batch; ReLU → a saturating activation (cycling hard_sigmoid, hard_tanh, tanh;
+  for CIFAR); full batch; ReLU → a saturating activation (cycling hard-sigmoid, hard-tanh, tanh;
   ReLU bases only). *Both* members train until they fit (training accuracy ≥ ``fit_threshold``,
   checked every 100 steps), the paper's "trained to 100% train accuracy", up to a cap:
   ``random_label_steps_factor``× ``steps`` for random labels (memorizing takes longer),
@@ -26,32 +26,20 @@ jacal's choices ([ours] in ``shared/PAPER.md``), all recorded in every report:
   The choice of bases depends only on the base models, never on how a variant turns out, so the
   paired test stays valid; its scope is "models that fit comfortably".
 
-  Protocol change (sweep version 2): version 1 trained each variant for a fixed number of steps and
-  paired it with the base model itself (trained a fixed ``steps``), so variants that fit more slowly
-  (augmentation: 2 of 16 pairs fitted on the smoke preset; full batch: 5 of 12 on standard) were
-  dropped and C3 left inconclusive; and the two sides of a pair were stopped by different rules.
-
-  Protocol change (sweep version 3, issue 12): version 2 took bases round-robin over the groups in id
-  order. On ``standard`` (10 × 10 models, 12 pairs) that gave 8 fitted augmentation pairs (7 in the
-  predicted direction, sign p = 0.035: inconclusive under the rule, which needs p < 0.01 or ≥ 16
-  pairs for a "not replicated"), and every pair that failed to fit had a base with training loss
-  > 0.02 while bases below 0.015 fitted in all but one pair; those slow bases also cost the most time
-  (one full-batch pair: 64 s of 613 s). Version 3 takes the lowest-loss bases (above) and
-  ``standard`` builds 16 pairs per factor (was 12), so a factor without a significant effect can be
-  called "not replicated".
+  Both sides of a pair stop by the same rule: a variant trained for a fixed number of steps beside
+  its base as trained drops the variants that fit slowly (augmentation, full batch) and leaves C3
+  inconclusive. The lowest-loss bases are taken because the pairs that fail to fit are those with
+  slowly fitting bases (training loss > 0.02), which also cost the most time. ``standard`` builds
+  16 pairs per factor, so a factor without a significant effect can be called "not replicated"
+  (the rule needs p < 0.01 or ≥ 16 pairs).
 * Every base model trains for ``steps`` optimizer steps.
-* **Preset sizes.** ``standard`` (sweep version 3): 10 groups × 10 models (was 12 × 12), 2,000 steps (was
-  3,000), ``full_batch_steps`` 2,000 (was 500: 1 of 2 early full-batch variants fitted by 500), 16 pairs
-  per factor: 13.5 min on 2 CPU cores for all 228 models (802 s; version 2 with 12 pairs: 17 min; the
-  12 × 12 preset of version 1: > 22 min, cut short), within the 20-minute budget of issue 12. Changed with sweep version 2 (issue 12: the README's first command should end
-  in ≤ 120 s on 2 CPU cores with C1 still replicated). The population trainer is bound by
-  per-step overhead at these tiny shapes (see ``benchmarks/bench_population.py``), so the smoke
-  preset now trains fewer, larger populations for fewer steps: 8 groups × 8 models (was 10 × 6),
-  widths {64, 128, 256} (was {128, 256, 512}), 1,500 steps (was 2,000), 12 pairs per factor (was
-  16), caps of 2× ``steps`` for random-label and other variants (``standard``/``paper``: 3×).
-
-  Protocol change (sweep version 4, issue 22): C2 and C6 are tested the way the paper shows them.
-
+* **Preset sizes.** ``standard``: 10 groups × 10 models, 2,000 steps, ``full_batch_steps`` 2,000 (a
+  full-batch variant rarely fits by 500), 16 pairs per factor: 228 models, sized to finish within
+  20 minutes on 2 CPU cores. ``smoke`` is sized so the first command a user runs ends in about two
+  minutes on 2 CPU cores with C1 still replicated: the population trainer is bound by per-step
+  overhead at these tiny shapes (see ``benchmarks/bench_population.py``), so it trains few, larger
+  populations for few steps: 8 groups × 8 models, widths {64, 128, 256}, 1,500 steps, 12 pairs per
+  factor, caps of 2× ``steps`` for random-label and other variants (``standard``/``paper``: 3×).
 * **The C2 experiment** [ours: sizes; paper: ReLU nets trained to ~zero loss, three kinds of
   ellipse, §4.1]. Every preset trains, besides the sweep, ``c2_seeds`` seeds of each architecture
   in ``c2_architectures`` (ReLU, Adam at ``c2_lr``, mini-batch ``c2_batch_size``, ``c2_steps``
@@ -63,16 +51,17 @@ jacal's choices ([ours] in ``shared/PAPER.md``), all recorded in every report:
   (ReLU nets are piecewise linear; the sampled count is stored beside it). Densities are per step
   (transitions / k) and per unit length (transitions / the ellipse's polygon length in input
   units). Statistics run across ellipses (the independent draws, each ellipse's value averaged over
-  the kept models) with the models' agreement required, instead of version 3's three ellipses per
-  kind shared by a mixed population (all activations, C3 variants, 2,000 steps).
+  the kept models) with the models' agreement required: the paper draws its ellipses per model
+  through ReLU nets trained to near-zero loss, not from a mixed population (all activations, C3
+  variants) sharing a few ellipses.
 * **The random ellipse is [ours]**: the paper does not say how it drew it. The primary
-  construction, fixed before any version-4 run, is the first of ``random_constructions``:
-  ``"data-matched"`` (each pixel from the data's per-pixel mean and std; jacal's construction since
-  version 1, kept so the primary is not chosen after seeing results); the alternative is
+  construction, fixed before any run of this protocol, is the first of ``random_constructions``:
+  ``"data-matched"`` (each pixel from the data's per-pixel mean and std; fixed in advance so the
+  primary is not chosen after seeing results); the alternative is
   ``"standard-normal"`` (each pixel i.i.d. N(0, 1) in the model's input units, [0, 1] pixels).
   C2a and C2c are judged under each; where the verdicts disagree the report says the claim
   "depends on the random ellipse's construction".
-* **Transition claims use piecewise-linear models only** (relu, relu6, hard_tanh, hard_sigmoid):
+* **Transition claims use piecewise-linear models only** (relu, relu6, hard-tanh, hard-sigmoid):
   the paper defines transitions for them; tanh / sigmoid models (sign-coded) are listed in the
   exclusions of C3's transition side and C5.
 * **C6 as the paper states it** (Fig. 1): fitted true-label models of the sweep, no C3 pair
@@ -80,11 +69,9 @@ jacal's choices ([ours] in ``shared/PAPER.md``), all recorded in every report:
   a population spanning fewer decades gets ``not tested``. ``smoke`` and ``standard`` span under
   one decade; the ``c6`` preset (MNIST) trains a grid (``grid=True``: every width × depth, ReLU,
   Adam with learning rate log-uniform in ``C6_LR_RANGE``, each model until it fits, capped at
-  ``steps``) with widths 4 to 2,048 at depths 1 to 3, four seeds each (3·10³ to 10⁷ parameters).
-  Its first version (depths 1 and 2, two seeds, 3,000 steps, 1,000 training points) fitted no
-  width-4 model, so its fitted population spanned 2.96 decades and C6 was ``not tested``; the
-  grid grew (depth 3 at the top, 10,000 steps so the smallest can fit) before its next run, and
-  the verdict rules did not change.
+  ``steps``) with widths 4 to 2,048 at depths 1 to 3, four seeds each (3·10³ to 10⁷ parameters),
+  and 10,000 steps so that the smallest models fit too: a grid whose width-4 models do not fit
+  spans under 3 decades of fitted models, and C6 is then ``not tested``.
 """
 from __future__ import annotations
 
@@ -100,8 +87,8 @@ from jacal.sensitivity.trajectories import RANDOM_CONSTRUCTIONS
 __all__ = ["Preset", "PRESETS", "PlannedModel", "Pair", "plan_models", "plan_pairs", "sweep_signature", "LR_RANGES", "SWEEP_ACTIVATIONS", "FACTORS",
            "SWEEP_VERSION", "PIECEWISE_LINEAR", "C6_LR_RANGE"]
 
-SWEEP_ACTIVATIONS = ("relu", "relu6", "hard_tanh", "hard_sigmoid", "tanh", "sigmoid")
-SATURATING = ("hard_sigmoid", "hard_tanh", "tanh")
+SWEEP_ACTIVATIONS = ("relu", "relu6", "hard-tanh", "hard-sigmoid", "tanh", "sigmoid")
+SATURATING = ("hard-sigmoid", "hard-tanh", "tanh")
 LR_RANGES: Dict[str, Tuple[float, float]] = {
     "sgd": (1e-2, 5e-1), "momentum": (3e-3, 1e-1), "adam": (1e-4, 1e-2), "rmsprop": (1e-4, 3e-3),
 }
@@ -109,7 +96,7 @@ FACTORS = ("random_labels", "augmentation", "full_batch", "saturating")
 WEIGHT_VARIANCE_RANGE = (0.5, 4.0)
 C6_LR_RANGE = (3e-4, 3e-3)  # Adam, the c6 grid
 SWEEP_VERSION = 4
-PIECEWISE_LINEAR = ("relu", "relu6", "hard_tanh", "hard_sigmoid", "leaky_relu")
+PIECEWISE_LINEAR = ("relu", "relu6", "hard-tanh", "hard-sigmoid", "leaky-relu")
 
 
 @dataclass(frozen=True)

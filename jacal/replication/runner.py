@@ -182,7 +182,7 @@ def run_replication(out: Path, *, preset: str = "smoke", datasets: Optional[Sequ
         version = stored_sweep_version(db) if db.exists() else None
         if version is not None and version != SWEEP_VERSION:
             raise JacalError(f"{db} holds a sweep-version-{version} run; this jacal runs sweep version {SWEEP_VERSION} "
-                             f"(C2 and C6 changed, issue 22), so it cannot resume it: choose another --out")
+                             f"(the C2 and C6 measurements changed), so it cannot resume it: choose another `out`")
         # load every dataset before training anything, so a missing one fails fast
         contexts = OrderedDict()
         for name in p.datasets:
@@ -207,7 +207,7 @@ def _run(out, db, stamp, p, seed, signature, contexts, dev, cb, runner, gpus_per
     with ResultStore(db, stamp=stamp) as store:
         old = store.get_meta("signature")
         if old is not None and old != json.loads(json.dumps(signature, sort_keys=True)):
-            raise JacalError(f"{db} holds a different run (preset, datasets or seed differ); choose another --out")
+            raise JacalError(f"{db} holds a different run (preset, datasets or seed differ); choose another `out`")
         store.set_meta("signature", signature)
         store.set_meta("device", str(dev))
         base: Dict[str, List[PlannedModel]] = {name: plan_models(p, name, seed) for name in p.datasets}

@@ -78,7 +78,7 @@ def jacobian_embedding(
     Args:
         model: any classifier mapping ``(N, *input_shape)`` to logits ``(N, K)`` (left as found).
         x: inputs ``(N, *input_shape)``, finite.
-        output: ``"softmax"`` (default; R = K−1 rows), ``"logits"`` or ``"log_softmax"`` (R = K), or
+        output: ``"softmax"`` (default; R = K−1 rows), ``"logits"`` or ``"log-softmax"`` (R = K), or
             ``"logit_margin"`` (R = 1: the gradient of the gap ``z_a − z_b`` between the two top
             logits, whose ratio ``(z_a − z_b) / ‖∇(z_a − z_b)‖`` is the first-order distance to the
             nearest decision boundary, as in DeepFool).

@@ -4,7 +4,7 @@ For a classifier with logits ``z(x)`` (K classes) and an output map ``f = g(z)``
 default), ``J(x) = ∂f/∂x = T(x) · ∂z/∂x`` with the per-point ``K × K`` matrix
 
 * softmax:      ``T = diag(p) − p pᵀ``
-* log_softmax:  ``T = I − 1 pᵀ``
+* log-softmax:  ``T = I − 1 pᵀ``
 * logits:       ``T = I``
 
 Softmax and log-softmax kill the all-ones direction (``T·1 = 0``), so ``T = T Q Qᵀ`` for an
@@ -60,7 +60,7 @@ from jacal._validation import as_points, check_choice, check_positive_int, fmt_s
 
 __all__ = ["jacobian_norm", "matmul_precision", "OUTPUTS", "METHODS", "PRECISIONS"]
 
-OUTPUTS = ("softmax", "logits", "log_softmax")
+OUTPUTS = ("softmax", "logits", "log-softmax")
 METHODS = ("auto", "mlp", "vjp", "vjp-batched", "projection")
 PRECISIONS = ("float32", "tf32", "bf16")
 
@@ -134,7 +134,7 @@ def _output_rows(z: torch.Tensor, output: str) -> torch.Tensor:
         z: logits ``(N, K)``.
         output: one of :data:`OUTPUTS`.
     Returns:
-        ``(N, K, K)`` for logits, ``(N, K−1, K)`` for softmax and log_softmax, in float64.
+        ``(N, K, K)`` for logits, ``(N, K−1, K)`` for softmax and log-softmax, in float64.
     """
     n, k = z.shape
     zd = z.detach().double()
@@ -161,7 +161,7 @@ def output_map_jacobian(z: torch.Tensor, output: str) -> torch.Tensor:
         one_minus_p = torch.exp(torch.logsumexp(masked, dim=2) - lse)
         t = -p.unsqueeze(2) * p.unsqueeze(1)
         t.diagonal(dim1=1, dim2=2).copy_(p * one_minus_p)
-    else:  # log_softmax
+    else:  # log-softmax
         t = torch.eye(k, dtype=zd.dtype, device=zd.device) - p.unsqueeze(1)
     return t
 
@@ -299,7 +299,7 @@ def jacobian_norm(
         model: any classifier mapping a batch ``(N, *input_shape)`` to logits ``(N, K)``. It is
             left exactly as found (mode, ``requires_grad`` flags, no ``.grad``, its device).
         x: inputs ``(N, *input_shape)``, tensor or numpy array, finite.
-        output: ``"softmax"`` (the paper's metric, default), ``"logits"`` or ``"log_softmax"``.
+        output: ``"softmax"`` (the paper's metric, default), ``"logits"`` or ``"log-softmax"``.
         method: ``"auto"``, ``"mlp"``, ``"vjp"``, ``"vjp-batched"`` (exact) or ``"projection"``.
         batch_size: points per chunk; memory is bounded by it, not by N.
         device: ``None`` (the model's device), ``"auto"``, ``"cpu"``, ``"cuda"``... A model on
