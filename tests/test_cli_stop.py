@@ -84,5 +84,5 @@ def test_a_stop_set_of_another_size_is_refused_and_nothing_is_written(setup, tmp
     np.save(tmp_path / "small.npy", d.x_test[:10].numpy())
     r = _run("acquire", "--model", ck2, "--pool", root / "pool.npy", "--k", 5, "--out", tmp_path / "b.csv",
              "--device", "cpu", "--stop-set", tmp_path / "small.npy", "--stop-state", state)
-    assert r.exit_code == 1 and "--stop-set" in r.output and "same `stop_set`" in r.output, r.output
+    assert r.exit_code == 1 and "--stop-set" in r.output and "same --stop-set" in r.output, r.output
     assert not (tmp_path / "b.csv").exists()

@@ -51,6 +51,7 @@ from sklearn.metrics import cohen_kappa_score
 from jacal._io import atomic_open
 from jacal._validation import JacalError, check_positive_int
 from jacal.features import Need, extract_features, pool_length
+from jacal.acquisition.engine import default_batch_size
 
 __all__ = ["Advice", "Observation", "Criterion", "CRITERIA", "DEFAULT_CRITERION", "criterion", "observe", "kappa",
            "save_state", "load_state"]
@@ -138,7 +139,7 @@ def _entropy_normalized(p: np.ndarray) -> np.ndarray:
 
 
 def observe(model: torch.nn.Module, stop_set: Any, *, geometry: bool = False, picked: Any = None,
-            batch_size: int = 256, device: Any = None, force_eval: bool = False) -> Observation:
+            batch_size: Optional[int] = None, device: Any = None, force_eval: bool = False) -> Observation:
     """One pass over the stop set: what every criterion needs.
 
     Args:
@@ -154,6 +155,8 @@ def observe(model: torch.nn.Module, stop_set: Any, *, geometry: bool = False, pi
     if pool_length(stop_set) == 0:
         raise ValueError("`stop_set` is empty: a stopping criterion watches at least one item.")
     need = {Need.BOUNDARY_EMBEDDING} if geometry else set()
+    if batch_size is None:  # the default chunk of `acquire`, from the item size
+        batch_size = default_batch_size(stop_set)
     f = extract_features(model, stop_set, need=need, batch_size=batch_size, device=device, force_eval=force_eval)
     keep = f.finite
     p = f.probs[keep]
@@ -210,7 +213,7 @@ class Criterion:
 
     # -- the verb ---------------------------------------------------------------------------------
     def update(self, model: torch.nn.Module, stop_set: Any, *, labeled: Optional[int] = None, picked: Any = None,
-               batch_size: int = 256, device: Any = None, force_eval: bool = False) -> Advice:
+               batch_size: Optional[int] = None, device: Any = None, force_eval: bool = False) -> Advice:
         """Observe ``model`` on ``stop_set`` (the same items every round) and advise.
 
         Args:
