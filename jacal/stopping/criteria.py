@@ -317,6 +317,12 @@ class _AgreementCriterion(Criterion):
         return f"continue: {self.what} {k:.4f} < {t:g}"
 
 
+def _pair_labels(obs: Observation) -> np.ndarray:
+    """Each stop-set item's nearest-boundary class pair ``{a, b}`` as one label ``min·K + max``."""
+    a, b = np.minimum(obs.predictions, obs.runner_up), np.maximum(obs.predictions, obs.runner_up)
+    return a * obs.probs.shape[1] + b
+
+
 class StabilizingPredictions(_AgreementCriterion):
     """Bloodgood & Vijay-Shanker 2009: κ of successive models' predictions on the stop set."""
 
@@ -334,8 +340,7 @@ class BoundaryPairs(_AgreementCriterion):
     what = "κ(boundary pairs)"
 
     def _labels(self, obs):
-        a, b = np.minimum(obs.predictions, obs.runner_up), np.maximum(obs.predictions, obs.runner_up)
-        return a * obs.probs.shape[1] + b
+        return _pair_labels(obs)
 
 
 class ClassificationChange(Criterion):
@@ -503,8 +508,7 @@ class SettledBoundaries(_SettledCriterion):
     what = "boundary pairs"
 
     def _labels(self, obs):
-        a, b = np.minimum(obs.predictions, obs.runner_up), np.maximum(obs.predictions, obs.runner_up)
-        return a * obs.probs.shape[1] + b
+        return _pair_labels(obs)
 
 
 _CLASSES: Dict[str, Type[Criterion]] = {c.name: c for c in (
