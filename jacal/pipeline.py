@@ -216,14 +216,14 @@ def _stop_round(model, stop_set, state, *, criterion, model_file, labeled, picke
     if state.exists():
         crit = stopping.load_state(state)
         if criterion is not None and criterion != crit.name:
-            raise JacalError(f"--stop-criterion {criterion!r} differs from the criterion in {state} ({crit.name!r}); "
-                             "start a new --stop-state file to change criterion")
+            raise JacalError(f"`stop_criterion` {criterion!r} differs from the criterion in {state} ({crit.name!r}); "
+                             "start a new `stop_state` file to change criterion")
         last = json.loads(state.read_text(encoding="utf-8")).get("last", {})
     else:
         if criterion is not None and criterion not in stopping.CRITERIA:
-            raise JacalError(f"--stop-criterion must be one of {list(stopping.CRITERIA)}, got {criterion!r}")
+            raise JacalError(f"`stop_criterion` must be one of {list(stopping.CRITERIA)}, got {criterion!r}")
         if criterion == "budget":
-            raise JacalError("--stop-criterion budget needs a label budget: count the labels instead")
+            raise JacalError("`stop_criterion` budget needs a label budget: count the labels instead")
         crit = stopping.criterion(criterion)
         last = {}
     digest = _file_digest(model_file) if model_file is not None else None
@@ -231,13 +231,13 @@ def _stop_round(model, stop_set, state, *, criterion, model_file, labeled, picke
         return {**last["advice"], "repeated": True,
                 "note": "the same model as the last round: advice repeated, state unchanged"}, None
     if not Path(stop_set).exists():
-        raise JacalError(f"--stop-set not found: {stop_set}")
+        raise JacalError(f"`stop_set` not found: {stop_set}")
     watched = jio.open_pool(stop_set, image_size=image_size, channels=channels, input_shape=input_shape)
     try:
         advice = crit.update(model, watched.items, labeled=labeled, picked=picked, batch_size=batch_size,
                              device=device)
     except ValueError as e:
-        raise JacalError(f"--stop-set: {e}") from None
+        raise JacalError(f"`stop_set`: {e}") from None
     out = advice.to_dict()
     return out, {**crit.state_dict(), "last": {"model": digest, "advice": out}}
 

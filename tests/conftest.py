@@ -14,6 +14,15 @@ def _seed():
     torch.manual_seed(0)
 
 
+@pytest.fixture(autouse=True)
+def _threads():
+    """Give torch its thread count back after each test: a benchmark run in-process sets its own, and
+    a later in-process run would round its sums differently from the CLI subprocesses it is compared to."""
+    n = torch.get_num_threads()
+    yield
+    torch.set_num_threads(n)
+
+
 @pytest.fixture(scope="module")
 def trained():
     """``(model, data)``: a small MLP trained on digits, shared by the confidence tests (library and CLI)."""

@@ -193,8 +193,8 @@ REACHABLE = [Normalized, NestedHead, PlainHead, Functional, Residual, Stack, Con
 # (model, how it was compiled) -> the one line it must refuse with
 REFUSED = {(Looped, "script"): "last linear layer of this TorchScript model is out of reach .*loop or branch",
            (Branchy, "script"): "last linear layer of this TorchScript model is out of reach .*loop or branch",
-           (NoLinear, "script"): "has no linear layer .*embedding_layer= .*embed=",
-           (NoLinear, "trace"): "has no linear layer .*embedding_layer= .*embed="}
+           (NoLinear, "script"): "has no linear layer .*`embedding_layer` .*`embed`",
+           (NoLinear, "trace"): "has no linear layer .*`embedding_layer` .*`embed`"}
 
 
 def _compiled(eager, how, example):

@@ -104,7 +104,7 @@ def test_embed_callable_and_its_errors(built):
     models, eager, x = built
     no_linear = nn.Sequential(nn.Flatten(), nn.Identity()).eval()  # no linear layer: the logits are the input
     pool = torch.rand(30, 10)
-    with pytest.raises(ValueError, match="no nn.Linear module .* embedding_layer= .* embed=") as err:
+    with pytest.raises(ValueError, match="no nn.Linear module .* `embedding_layer` .* `embed`") as err:
         jacal.acquire(no_linear, pool, 3, strategy="coreset")
     assert "\n" not in str(err.value)
     got = jacal.acquire(no_linear, pool, 3, strategy="coreset", embed=lambda t: t * 2)

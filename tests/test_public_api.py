@@ -1,6 +1,7 @@
 """Every public feature is one hop from ``jacal``: exported and resolvable (tests/test_docs.py checks that
 the API reference covers each one)."""
 import importlib
+import re
 
 import jacal
 
