@@ -42,7 +42,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import SHARED_MNIST  # noqa: E402
 
-from jacal.acquisition.strategies import (STRATEGIES, Selection, Strategy, _BoundarySeeding, get_strategy,  # noqa: E402
+from jacal.acquisition.strategies import (STRATEGIES, Margin, Selection, Strategy, _BoundarySeeding, get_strategy,  # noqa: E402
                                           in_set_candidates, register_strategy, top_k)
 from jacal.features import Need  # noqa: E402
 from jacal.loop import LOOP_PRESETS, LoopCallbacks, run_loop, summarize  # noqa: E402
@@ -136,7 +136,7 @@ class JacobianBoundaryFeatures(_BoundarySeeding):
 
 
 @_register_once
-class MarginKNN(Strategy):
+class MarginKNN(Margin):
     """``margin`` among the candidates of the conformal cut (= ``margin:conformal``; the name in docs/real_pools.md)."""
 
     name = "margin-knn"
@@ -144,10 +144,7 @@ class MarginKNN(Strategy):
     weighs_in_set = True
 
     def select(self, f, k, *, candidates, labeled_embeddings=None, seed=0):
-        from jacal.acquisition import scores as S
-
-        s = np.full(len(f.finite), np.nan)
-        s[f.finite] = S.margin(f.probs[f.finite])
+        s = self.scores(f)
         idx = top_k(s, _conformal_candidates(f, candidates, k), k, seed)
         return Selection(idx, s, s[idx])
 
