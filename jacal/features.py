@@ -3,7 +3,8 @@
 Every acquisition strategy (:class:`jacal.acquisition.Strategy`) and the confidence features read a
 :class:`PoolFeatures`, computed by :func:`extract_features`: class probabilities always, and on
 request (a strategy's ``needs``, the members of :class:`Need`) embeddings, Jacobian norms, Jacobian
-and boundary embeddings, MC-dropout samples or their BALD score, and logits. The pool is read one
+and boundary embeddings, MC-dropout samples or their BALD score, logits, the least disagree metric,
+and what the confidence estimators read (the logits' Jacobian Gram, ODIN's logits). The pool is read one
 ``batch_size`` chunk at a time (a memory-mapped ``.npy`` stays on disk); items with NaN/Inf values
 get NaN rows and ``finite[i] = False``.
 
@@ -28,9 +29,12 @@ from torch.utils.data import DataLoader, Dataset, SequentialSampler
 
 from jacal._foreign import dropout_layers, embedding_runner, from_portable, has_dropout, is_compiled, mc_runner
 from jacal._model_utils import model_dtype, parse_mlp, prepared, resolve_device
+from jacal._scores import bald as bald_score
+from jacal._scores import last_linear, least_disagree_metric
 from jacal._validation import as_input_tensor, call_model, check_logits, nonfinite_rows
 from jacal.sensitivity.embedding import JacobianEmbedder
-from jacal.sensitivity.jacobian import jacobian_norm
+from jacal.sensitivity.gram import jacobian_gram
+from jacal.sensitivity.jacobian import jacobian_norm, logits_with_graph
 
 JACOBIAN_SKETCH_DIM = 64
 EXACT_BOUNDARY_DIM = 1024
@@ -56,6 +60,8 @@ class Need(str, Enum):
     LOGITS = "logits"  #: (N, K) float64 logits
     IN_DISTRIBUTION = "in-distribution"  #: (N,) in [0, 1]: labelable-item score from the labeled set (acquire)
     LDM = "ldm"  #: (N,) least disagree metric (LDM-S): smallest last-layer perturbation that flips the item
+    GRAM = "gram"  #: (N, K, K) J Jᵀ of the logits' Jacobian (confidence estimators)
+    ODIN_LOGITS = "odin-logits"  #: (N, K) float64 logits at ODIN's perturbed input (confidence estimators)
 
     __str__ = str.__str__
 
@@ -91,6 +97,8 @@ class PoolFeatures:
     in_distribution_floor: float = 0.0       # the score 95% of labeled in-set items reach (leave-one-out)
     in_set: Optional[np.ndarray] = None      # (N,) calibrated P(in | x) on an open pool, set by acquire; None: closed
     ldm: Optional[np.ndarray] = None         # (N,) least disagree metric ("ldm")
+    gram: Optional[np.ndarray] = None        # (N, K, K) float64 J Jᵀ of the logits' Jacobian ("gram")
+    odin_logits: Optional[np.ndarray] = None  # (N, K) float64 logits at ODIN's input ("odin-logits")
 
 
 def _first(batch: Any) -> Any:
@@ -158,9 +166,9 @@ def extract_features(model: nn.Module, pool: Any, *, need: Set[str], batch_size:
                      mc_samples: int = 20, seed: int = 0, force_eval: bool = False,
                      progress: Optional[Callable[[int, int], Any]] = None, chunk_offset: int = 0,
                      sketch_dim: int = JACOBIAN_SKETCH_DIM, embedding_layer: Optional[str] = None,
-                     embed: Optional[Callable[[torch.Tensor], torch.Tensor]] = None) -> PoolFeatures:
-    """Compute what a strategy ``need``s (``{"embeddings", "jacobian", "jacobian-embedding",
-    "boundary-embedding", "mc", "bald", "logits"}``; probabilities always).
+                     embed: Optional[Callable[[torch.Tensor], torch.Tensor]] = None,
+                     odin_temperature: float = 1000.0, odin_epsilon: float = 0.002) -> PoolFeatures:
+    """Compute what a strategy ``need``s (the members of :class:`Need`; probabilities always).
 
     ``"mc"`` keeps every MC-dropout sample (T·K numbers per item) for custom strategies; ``"bald"``
     keeps only their BALD score (what the ``bald`` strategy needs: memory independent of T).
@@ -181,7 +189,9 @@ def extract_features(model: nn.Module, pool: Any, *, need: Set[str], batch_size:
     takes the output of that layer instead, and ``embed(x) -> (b, d)`` computes them any other way.
 
     ``"ldm"``: the least disagree metric (:mod:`jacal.acquisition.ldm`) from this pass's embeddings and
-    logits. ``"in-distribution"``: with no labeled set here every item scores 1; :func:`jacal.acquire`
+    logits. ``"gram"``: ``J Jᵀ`` of each item's logit Jacobian (:func:`jacal.sensitivity.jacobian_gram`);
+    ``"odin-logits"``: the logits at ODIN's input (:func:`odin_logits`, ``odin_temperature``,
+    ``odin_epsilon``). ``"in-distribution"``: with no labeled set here every item scores 1; :func:`jacal.acquire`
     sets the real score from ``labeled`` and ``out_of_set``.
 
     ``chunk_offset``: index of this pool's first chunk within a larger pool (for sharded runs, so
@@ -281,6 +291,14 @@ def extract_features(model: nn.Module, pool: Any, *, need: Set[str], batch_size:
                 je = embedders["softmax"](x).reshape(len(x), -1).float().numpy()
                 je[~keep] = np.nan
                 put("jacobian_embedding", je, done)
+            if "gram" in need:
+                g = jacobian_gram(m, x, batch_size=len(x), device=dev).gram.numpy()
+                g[~keep] = np.nan
+                put("gram", g, done)
+            if "odin-logits" in need:
+                zo = odin_logits(m, x, temperature=odin_temperature, epsilon=odin_epsilon).double().cpu().numpy()
+                zo[~keep] = np.nan
+                put("odin_logits", zo, done)
             if "mc" in need or "bald" in need:
                 drop = dropout_layers(m)
                 states = [mod.training for mod in drop]
@@ -311,8 +329,6 @@ def extract_features(model: nn.Module, pool: Any, *, need: Set[str], batch_size:
                 if "mc" in need:
                     put("mc_probs", s, done, axis=1)
                 if "bald" in need:  # one number per item: the T samples of a chunk are dropped here
-                    from jacal.acquisition.scores import bald as bald_score  # at use: jacal.acquisition imports us
-
                     b = np.full(len(x), np.nan)
                     b[keep] = bald_score(s[:, keep])
                     put("bald", b, done)
@@ -324,15 +340,27 @@ def extract_features(model: nn.Module, pool: Any, *, need: Set[str], batch_size:
     if "in-distribution" in need:  # no labeled set here: every item labelable (acquire sets the real score)
         out["in_distribution"] = np.where(out["finite"], 1.0, np.nan)
     if "ldm" in need:
-        from jacal.acquisition.ldm import last_linear, least_disagree_metric  # at use: jacal.acquisition imports us
-
         w, b = last_linear(model, out["embeddings"], out["logits"])
         out["ldm"] = least_disagree_metric(out["embeddings"], w, b, seed=seed, valid=out["finite"])
     return PoolFeatures(probs=out["probs"], finite=out["finite"], embeddings=out.get("embeddings"),
                         jacobian=out.get("jacobian"), jacobian_embedding=out.get("jacobian_embedding"),
                         boundary_embedding=out.get("boundary_embedding"), mc_probs=out.get("mc_probs"),
                         bald=out.get("bald"), logits=out.get("logits"), in_distribution=out.get("in_distribution"),
-                        ldm=out.get("ldm"))
+                        ldm=out.get("ldm"), gram=out.get("gram"), odin_logits=out.get("odin_logits"))
+
+
+def odin_logits(model: nn.Module, x: torch.Tensor, *, temperature: float = 1000.0, epsilon: float = 0.002) -> torch.Tensor:
+    """Logits ``(N, K)`` at ODIN's input ``x̃ = x + ε · sign ∇ₓ log max softmax(z(x) / T)`` (Liang et al. 2018).
+
+    ``model`` must already be prepared (eval mode, on ``x``'s device); one forward, one backward
+    and one more forward per chunk.
+    """
+    xg, z = logits_with_graph(model, x)
+    score = torch.log_softmax(z / temperature, dim=1).max(dim=1).values.sum()
+    (g,) = torch.autograd.grad(score, xg, allow_unused=True)
+    x_tilde = x if g is None else x + epsilon * torch.sign(g)
+    with torch.no_grad():
+        return model(x_tilde).detach()
 
 
 def concat_features(parts: List[PoolFeatures]) -> PoolFeatures:
@@ -344,7 +372,7 @@ def concat_features(parts: List[PoolFeatures]) -> PoolFeatures:
     return PoolFeatures(probs=cat("probs"), finite=cat("finite"), embeddings=cat("embeddings"),
                         jacobian=cat("jacobian"), jacobian_embedding=cat("jacobian_embedding"),
                         boundary_embedding=cat("boundary_embedding"), mc_probs=cat("mc_probs", axis=1),
-                        bald=cat("bald"), logits=cat("logits"))
+                        bald=cat("bald"), logits=cat("logits"), gram=cat("gram"), odin_logits=cat("odin_logits"))
 
 
 def shard_job(model: nn.Module, shard: Any, need: Set[str], batch_size: int, device: Any, mc_samples: int, seed: int,

@@ -191,6 +191,30 @@ def test_jacobian_estimators_against_the_reference(small):
     np.testing.assert_allclose(got, ref, rtol=1e-5)
 
 
+def test_confidence_arrays_are_needs_of_the_one_feature_pass(small):
+    """The feature pass computes the Gram and ODIN's logits like every other feature: chunk by chunk, a NaN
+    row for a non-finite item, the same numbers as a direct call; confidence_features is that pass and
+    refuses a non-finite item instead."""
+    from jacal.features import Need, extract_features, odin_logits
+
+    m, x, _, _, j, _ = small
+    xb = x.clone()
+    xb[5].view(-1)[0] = float("nan")
+    f = extract_features(m, xb, need={Need.GRAM, Need.ODIN_LOGITS}, batch_size=5)
+    ok = np.arange(len(x)) != 5
+    assert f.finite.tolist() == ok.tolist() and f.gram.shape == (len(x), 10, 10) and f.odin_logits.shape == (len(x), 10)
+    assert np.isnan(f.gram[5]).all() and np.isnan(f.odin_logits[5]).all()
+    gram = np.einsum("nkd,nld->nkl", j, j)  # float64, one point and one class at a time
+    np.testing.assert_allclose(f.gram[ok], gram[ok], rtol=1e-4, atol=1e-5 * np.abs(gram).max())
+    np.testing.assert_allclose(f.odin_logits[ok], odin_logits(m, x).double().numpy()[ok], rtol=1e-5, atol=1e-5)
+    cf = confidence_features(m, x, need={"gram", "odin_logits"}, batch_size=5)
+    np.testing.assert_allclose(cf.gram[ok], f.gram[ok], rtol=1e-6, atol=1e-9)
+    np.testing.assert_allclose(cf.odin_logits[ok], f.odin_logits[ok], rtol=1e-6, atol=1e-9)
+    assert cf.embeddings is None and cf.jacobian is None
+    with pytest.raises(ValueError, match=r"NaN or Inf in row\(s\) 5\.$"):
+        confidence_features(m, xb, need={"gram"})
+
+
 def test_jacobian_noise_fits_sigma_by_nll(trained):
     m, d = trained
     f = confidence_features(m, d.x_test[:300], need={"gram"})

@@ -10,8 +10,8 @@ from torch import nn
 from torch.utils.data import Dataset, IterableDataset, Subset
 
 from jacal._foreign import to_portable
+from jacal._scores import last_linear, least_disagree_metric
 from jacal._validation import as_input_tensor, check_choice, check_positive_int, nonfinite_rows
-from jacal.acquisition.ldm import last_linear, least_disagree_metric
 from jacal.acquisition.reasons import explain
 from jacal.acquisition.strategies import (Strategy, as_selection, class_floor_candidates, get_strategy,
                                           in_set_candidates, weighs_in_set)

@@ -1,7 +1,7 @@
 """A model-level confidence estimator over the array core, and its file format.
 
-:class:`ConfidenceEstimator` runs the model pass a method needs (:mod:`jacal.confidence.features`),
-then the array core (:mod:`jacal.confidence.core`). Its verbs take a *model and items*, so they are
+:class:`ConfidenceEstimator` runs the model pass a method needs (:func:`confidence_features`, a call
+of the one feature pass, :func:`jacal.features.extract_features`), then the array core (:mod:`jacal.confidence.core`). Its verbs take a *model and items*, so they are
 named for what they do, not after scikit-learn's ``fit``/``predict_proba`` (whose contract is arrays
 in): :meth:`~ConfidenceEstimator.learn`, :meth:`~ConfidenceEstimator.predict_confidence`,
 :meth:`~ConfidenceEstimator.probability_correct`. Arrays-in users call
@@ -14,25 +14,78 @@ method, its options, the state and a fingerprint of the model's weights it was f
 from __future__ import annotations
 
 import hashlib
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, Optional, Tuple, Union
+from typing import Any, Dict, Iterable, Optional, Tuple, Union
 
 import numpy as np
 import torch
 from torch import nn
 
 from jacal.checkpoint import read_tagged, write_tagged
-from jacal._validation import JacalError, check_choice, first_line
+from jacal._validation import JacalError, check_choice, check_positive_int, first_line
 from jacal.confidence.core import FITTED, METHODS, NEEDS_LABELS, PROBABILISTIC, confidence_from, fit_confidence, inputs_of
-from jacal.confidence.features import ConfidenceFeatures, confidence_features
 from jacal.confidence.metrics import confidence_metrics
+from jacal.features import Need, extract_features, pool_length
 
-__all__ = ["ConfidenceEstimator"]
+__all__ = ["ConfidenceEstimator", "ConfidenceFeatures", "confidence_features"]
+
+#: what each confidence input is called in the feature pass
+INPUTS = {"embeddings": Need.EMBEDDINGS, "gram": Need.GRAM, "jacobian": Need.JACOBIAN, "odin_logits": Need.ODIN_LOGITS}
 
 FORMAT = "jacal-confidence-estimator"
 VERSION = 1
 _STATE_KEYS = {"temperature": ("temperature",), "mahalanobis": ("means", "precision"), "knn": ("bank", "k"),
                "jacobian-residual": ("coef",), "jacobian-noise": ("sigma2",), "combined": ("mean", "scale", "coef", "intercept")}
+
+
+@dataclass
+class ConfidenceFeatures:
+    """Per-item arrays (float64 unless noted), ``None`` where not asked for."""
+
+    logits: np.ndarray                         # (N, K)
+    embeddings: Optional[np.ndarray] = None    # (N, d) float32, the input of the last nn.Linear
+    gram: Optional[np.ndarray] = None          # (N, K, K) J Jᵀ of the logits' Jacobian
+    jacobian: Optional[np.ndarray] = None      # (N,) ‖∂softmax/∂x‖_F
+    odin_logits: Optional[np.ndarray] = None   # (N, K) logits at ODIN's perturbed input
+
+    def arrays(self) -> dict:
+        """The keyword arguments of :func:`jacal.confidence.confidence_from` / ``fit_confidence``."""
+        return {"logits": self.logits, "embeddings": self.embeddings, "gram": self.gram, "jacobian": self.jacobian,
+                "odin_logits": self.odin_logits}
+
+
+def confidence_features(model: nn.Module, x: Any, *, need: Iterable[str] = (), batch_size: int = 256, device=None,
+                        odin_temperature: float = 1000.0, odin_epsilon: float = 0.002) -> ConfidenceFeatures:
+    """Logits and whatever else ``need``s (a subset of ``{"embeddings", "gram", "jacobian", "odin_logits"}``).
+
+    One call of the feature pass (:func:`jacal.features.extract_features`), which reads ``x`` chunk by
+    chunk; the confidence methods take every item's prediction, so an item with NaN or Inf is refused.
+
+    Args:
+        model: a classifier ``(N, ...) → (N, K)``; left as found (a train-mode model with dropout or
+            BatchNorm is refused, as everywhere in jacal).
+        x: items ``(N, ...)``: tensor, numpy array, Dataset or DataLoader (not shuffled).
+        batch_size: items per chunk; every array is computed chunk by chunk.
+        device: ``None`` (the model's), ``"auto"``, ``"cpu"``, ``"cuda"``...
+
+    Raises:
+        ValueError: non-finite items (named by index), items the model rejects, an empty pool.
+    """
+    need = set(need)
+    unknown = need - set(INPUTS)
+    if unknown:
+        raise ValueError(f"Expected `need` to be a subset of {list(INPUTS)}, got {sorted(unknown)}.")
+    check_positive_int("batch_size", batch_size)
+    if pool_length(x) == 0:
+        raise ValueError("`x` is empty: nothing to score.")
+    f = extract_features(model, x, need={Need.LOGITS} | {INPUTS[name] for name in need}, batch_size=batch_size,
+                         device=device, odin_temperature=odin_temperature, odin_epsilon=odin_epsilon)
+    if not f.finite.all():
+        idx = np.flatnonzero(~f.finite).tolist()
+        more = " ..." if len(idx) > 5 else ""
+        raise ValueError(f"`x` contains NaN or Inf in row(s) {', '.join(map(str, idx[:5]))}{more}.")
+    return ConfidenceFeatures(logits=f.logits, **{name: getattr(f, name) for name in need})
 
 
 def model_fingerprint(model: nn.Module) -> str:
