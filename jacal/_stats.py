@@ -2,7 +2,8 @@
 
 Plain floats and dicts out, NaN where a statistic is undefined; scipy.stats does the work.
 :mod:`jacal.replication.stats` (claims, verdicts) and :mod:`jacal.loop.summary` (learning curves,
-paired comparisons over seeds) build on these.
+paired comparisons over seeds) build on these; both the replication and the loop's per-model check
+read :func:`pointwise_sensitivity`.
 """
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from typing import Any, Dict, List, Sequence
 import numpy as np
 from scipy import stats
 
-__all__ = ["finite", "finite_rows", "t_half_width", "mean_ci", "wilcoxon_p", "fmt"]
+__all__ = ["finite", "finite_rows", "t_half_width", "mean_ci", "wilcoxon_p", "pointwise_sensitivity", "fmt"]
 
 
 def finite(v: Any) -> bool:
@@ -68,6 +69,25 @@ def wilcoxon_p(d: np.ndarray, alternative: str = "two-sided") -> float:
     if np.count_nonzero(d) < 2:
         return math.nan
     return float(stats.wilcoxon(d[d != 0], alternative=alternative).pvalue)
+
+
+def pointwise_sensitivity(norms: Sequence[float], loss: Sequence[float], wrong: Sequence[bool]) -> Dict[str, float]:
+    """Sensitivity against loss within one model (the replication's claim C4, the loop's check):
+    Spearman ρ(‖J(x)‖, loss(x)) (with its p) and the AUROC of ‖J‖ for detecting misclassified points.
+    Non-finite points are dropped; undefined statistics are NaN."""
+    j, lo = np.asarray(norms, dtype=float), np.asarray(loss, dtype=float)
+    w = np.asarray(wrong, dtype=bool)
+    ok = np.isfinite(j) & np.isfinite(lo)
+    j, lo, w = j[ok], lo[ok], w[ok]
+    out = {"n": int(len(j)), "rho": math.nan, "p": math.nan, "auroc": math.nan}
+    if len(j) >= 3 and np.ptp(j) > 0 and np.ptp(lo) > 0:
+        r = stats.spearmanr(j, lo)
+        out.update(rho=float(r.statistic), p=float(r.pvalue))
+    if 0 < w.sum() < len(w):
+        from sklearn.metrics import roc_auc_score
+
+        out["auroc"] = float(roc_auc_score(w, j))
+    return out
 
 
 def fmt(v: Any, digits: int = 3) -> str:

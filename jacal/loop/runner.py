@@ -32,6 +32,7 @@ from sklearn.metrics import balanced_accuracy_score
 
 from jacal._io import ensure_out_dir
 from jacal._model_utils import resolve_device
+from jacal._stats import pointwise_sensitivity
 from jacal._store import resumable_store, store_errors
 from jacal.acquisition import STRATEGIES, acquire
 from jacal.acquisition.coldstart import cold_start
@@ -41,7 +42,6 @@ from jacal.loop.store import SCHEMA, LoopStore
 from jacal.models import cnn, mlp
 from jacal.scenarios import KINDS, OUT_OF_SET, ScenarioPool, build_scenario
 from jacal.stopping.measure import STOP_SET_SIZE, stop_set_record
-from jacal.replication.stats import pointwise_sensitivity
 from jacal.sensitivity.jacobian import jacobian_norm
 from jacal.training import evaluate, train
 

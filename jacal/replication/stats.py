@@ -11,31 +11,13 @@ from typing import Dict, Optional, Sequence
 import numpy as np
 from scipy import stats
 
-from jacal._stats import finite_rows, wilcoxon_p
+from jacal._stats import finite_rows, pointwise_sensitivity, wilcoxon_p
 
 __all__ = ["pointwise_sensitivity", "correlation", "paired_comparison", "one_sample_greater", "verdict", "ALPHA", "MIN_N", "MIN_PAIRS"]
 
 ALPHA = 0.01      # significance level of every pre-declared rule
 MIN_N = 10        # fewer models than this → inconclusive
 MIN_PAIRS = 8     # a one-sided sign test cannot reach p < 0.01 with fewer than 7 pairs
-
-
-def pointwise_sensitivity(norms: Sequence[float], loss: Sequence[float], wrong: Sequence[bool]) -> Dict[str, float]:
-    """Claim C4 within one model: Spearman ρ(‖J(x)‖, loss(x)) (with its p) and the AUROC of ‖J‖ for
-    detecting misclassified points. Non-finite points are dropped; undefined statistics are NaN."""
-    j, lo = np.asarray(norms, dtype=float), np.asarray(loss, dtype=float)
-    w = np.asarray(wrong, dtype=bool)
-    ok = np.isfinite(j) & np.isfinite(lo)
-    j, lo, w = j[ok], lo[ok], w[ok]
-    out = {"n": int(len(j)), "rho": math.nan, "p": math.nan, "auroc": math.nan}
-    if len(j) >= 3 and np.ptp(j) > 0 and np.ptp(lo) > 0:
-        r = stats.spearmanr(j, lo)
-        out.update(rho=float(r.statistic), p=float(r.pvalue))
-    if 0 < w.sum() < len(w):
-        from sklearn.metrics import roc_auc_score
-
-        out["auroc"] = float(roc_auc_score(w, j))
-    return out
 
 
 def correlation(x: Sequence[float], y: Sequence[float], *, n_boot: int = 1000, seed: int = 0) -> Dict[str, float]:
