@@ -183,3 +183,32 @@ def test_bad_stop_settings_fail_at_start_in_one_line(world, tmp_path):
                        (["--stop-set", world["stop_file"], "--stop-criterion", "psychic"], "--stop-criterion")]:
         result = run("serve", "--model", world["model"], "--state-dir", tmp_path / "cli", *args)
         one_line_error(result, flag)
+
+
+class _NanOnBright(torch.nn.Module):
+    """The served model, but NaN logits for items brighter than ``level`` (finite inputs, no output)."""
+
+    def __init__(self, model, level):
+        super().__init__()
+        self.model, self.level = model, level
+
+    def forward(self, x):
+        z = self.model(x)
+        bright = x.flatten(1).mean(1) > self.level
+        return torch.where(bright[:, None], torch.full_like(z, float("nan")), z)
+
+
+def test_items_the_model_gives_no_finite_output_get_no_score_and_the_answer_stays_json(world, tmp_path):
+    b = start(world, tmp_path)
+    level = float(world["x"].flatten(1).mean(1).median())
+    b._model = {**b._model, "model": _NanOnBright(b._model["model"], level)}
+    r = TestClient(create_app(b)).post("/predict", json={"tasks": [task(i, ref) for i, ref in enumerate(world["refs"])],
+                                                         "label_config": AREAS})
+    assert r.status_code == 200, r.text
+    ref = jacal.acquire(_NanOnBright(jacal.load_checkpoint(world["model"]).model, level), world["x"], N)
+    bright = (world["x"].flatten(1).mean(1) > level).numpy()
+    assert 0 < bright.sum() < N
+    for i, res in enumerate(r.json()["results"]):
+        assert (res["score"] is None and "confidence" not in res) == bool(bright[i])
+        assert res["reason"] == ref.reasons[int(np.flatnonzero(ref.indices == i)[0])]
+    b.stop()

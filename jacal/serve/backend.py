@@ -394,14 +394,9 @@ class MLBackend:
         rank and its reason (the same as acquiring the whole request as one pool)."""
         import jacal
 
-        def acquire(k: int) -> Any:
-            return jacal.acquire(model, x, k, strategy=self.strategy, seed=self.seed, device=self.device)
-
+        k = max(1, int((~nonfinite_rows(x)).sum()))  # acquire picks among the items with finite values
         try:
-            try:
-                return acquire(max(1, int((~nonfinite_rows(x)).sum())))
-            except ValueError:  # the model gives some finite items a non-finite output: count them first
-                return acquire(len(x) - len(acquire(1).invalid))
+            return jacal.acquire(model, x, k, strategy=self.strategy, seed=self.seed, device=self.device)
         except ValueError as err:  # e.g. every image decodes to NaN
             raise P.ProtocolError(first_line(err), status=422) from None
 

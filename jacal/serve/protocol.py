@@ -8,7 +8,9 @@ HumanSignal/label-studio-ml-backend, ``label_studio_ml/api.py``):
   "model_version", "extra_params"}`` → ``{"model_version": ...}``;
 * ``POST /predict``: ``{"tasks": [{"id", "data": {...}, ...}], "project", "label_config",
   "model_version", "params": {"login", "password", "context"}}`` → ``{"results": [{"result": [...],
-  "score", "model_version"}], "model_version"}``, one result per task, in task order;
+  "score", "model_version"}], "model_version"}``, one result per task, in task order (Label Studio
+  keeps only those three keys of a result: what it should show, such as an item's reason, goes into
+  ``result``, see :func:`prediction`);
 * ``POST /webhook``: ``{"action": "ANNOTATION_CREATED" | ... | "START_TRAINING", "project": {"id",
   "label_config", ...}, ...}`` (and the older ``POST /train`` with ``{"annotations": [...], "project",
   "label_config"}``).
@@ -366,7 +368,7 @@ def prediction(label: str, score: Optional[float], config: LabelConfig, model_ve
     out = {"result": [{"from_name": config.from_name, "to_name": config.to_name, "type": "choices",
                        "value": {"choices": [label]}}],
            "score": score, "model_version": model_version}
-    if confidence is not None:
+    if confidence is not None and math.isfinite(confidence):  # NaN: an item the model gives no finite output
         out["confidence"] = confidence
     if reason is not None:
         out["reason"], out["reason_fields"] = reason, dict(reason_fields or {})
