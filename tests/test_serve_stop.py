@@ -90,12 +90,14 @@ def test_each_prediction_carries_acquires_reason_for_the_item(world, tmp_path, s
 
 def trained_versions(world, tmp_path, client, b, n_labeled):
     labels = {i: NAMES[int(world["y"][i])] for i in range(n_labeled)}
-    export = [task(i, world["refs"][i], annotations=[{"id": i, "was_cancelled": False, "result": [
-        {"from_name": "label", "to_name": "image", "type": "choices", "value": {"choices": [lab]}}]}])
+    export = [task(i, world["refs"][i], annotations=[{"id": i, "was_cancelled": False, "result": [  # a prediction
+        {"from_name": "label", "to_name": "image", "type": "choices", "value": {"choices": [lab]}},  # accepted:
+        {"from_name": "al_reason", "to_name": "image", "type": "textarea", "value": {"text": ["why"]}}]}])  # its text too
         for i, lab in labels.items()]
     assert client.post("/train", json={"annotations": export, "project": "3", "label_config": PLAIN}).status_code == 201
     assert b.wait_idle(120)
-    assert b.state.last_job()["status"] == "done", b.state.last_job()
+    job = b.state.last_job()
+    assert job["status"] == "done" and job["n_labeled"] == n_labeled, job
 
 
 def test_stop_advice_follows_every_version_survives_a_restart_and_resumes(world, tmp_path, caplog):
@@ -212,3 +214,17 @@ def test_items_the_model_gives_no_finite_output_get_no_score_and_the_answer_stay
         assert (res["score"] is None and "confidence" not in res) == bool(bright[i])
         assert res["reason"] == ref.reasons[int(np.flatnonzero(ref.indices == i)[0])]
     b.stop()
+
+
+def test_only_the_named_text_areas_on_the_labeled_image_are_filled():
+    from jacal.serve.protocol import parse_label_config, prediction
+
+    cfg = parse_label_config('<View><Image name="image" value="$image"/><Image name="other" value="$o"/>' + CHOICES
+                             + '<TextArea name="al_reason" toName="other"/><TextArea name="al_stop" toName="image"/>'
+                               '<TextArea name="notes" toName="image"/></View>')
+    assert (cfg.reason_area, cfg.stop_area) == (None, "al_stop")
+    p = prediction("one", 0.5, cfg, "v", reason="between 1 and 7", reason_fields={"runner_up": "seven"},
+                   stop="model v: keep labeling — continue")
+    assert [r["from_name"] for r in p["result"]] == ["label", "al_stop"]
+    assert (p["reason"], p["reason_fields"]) == ("between 1 and 7", {"runner_up": "seven"})
+    assert "al_stop" not in [r["from_name"] for r in prediction("one", 0.5, cfg, "v")["result"]]
