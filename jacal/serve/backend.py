@@ -42,9 +42,8 @@ import torch
 
 from jacal._validation import JacalError, first_line, nonfinite_rows
 from jacal.io.annotations import annotations_from_label_studio
-from jacal.io.batches import DEFAULT_MODEL_VERSION
+from jacal.io.batches import DEFAULT_MODEL_VERSION, reason_data
 from jacal.io.readers import image_transform
-from jacal.io.batches import reason_data
 from jacal.serve import protocol as P
 from jacal.serve.advice import StopTracker
 from jacal.serve.files import decode_bounded, read_local
