@@ -85,6 +85,14 @@ def serve(
     max_image_pixels: Annotated[int, typer.Option(min=1, help="Largest image decoded, in pixels (checked from the "
                                                               "header; larger images get no prediction).")]
     = 25_000_000,
+    stop_set: Annotated[Optional[Path], typer.Option(help="Unlabeled items a stopping criterion watches at every model "
+                                                          "version (.npy/.npz/.pt, an image folder or a manifest, as "
+                                                          "acquire's --pool; never labeled, the same every time). The "
+                                                          "advice is logged per version, kept in the state folder and "
+                                                          "shown on /health.")] = None,
+    stop_criterion: Annotated[Optional[str], typer.Option(help="Criterion of the stop advice (default: the state's, "
+                                                                "else jacal's recommended one; see jacal.stopping).")]
+    = None,
     threads: Annotated[Optional[int], typer.Option(help="torch CPU threads (default: torch's).")] = None,
     device: DeviceOpt = "cpu",
     json_out: JsonOpt = False,
@@ -115,12 +123,16 @@ def serve(
                         document_root=document_root, label_studio_url=label_studio_url, api_key=api_key,
                         image_size=tuple(image_size) if image_size else None, channels=channels, epochs=epochs,
                         device=device, refresh=refresh, train_on=train_on.value, train_every=train_every,
-                        debounce=debounce, max_image_pixels=max_image_pixels).start()
+                        debounce=debounce, max_image_pixels=max_image_pixels, stop_set=stop_set,
+                        stop_criterion=stop_criterion).start()
     if document_root is None:
         warn("no --document-root: tasks with local image paths get no prediction (Label Studio uploads and "
              "URLs on --label-studio-url still work)")
     info = {"url": f"http://{host}:{port}", "model": str(model), "model_version": backend.state.current_version,
             "state_dir": str(backend.state_dir), "trainable": backend.trainable, "pid": os.getpid()}
+    if backend.stop_tracker is not None:
+        st = backend.stop_tracker.status()
+        info["stop"] = {k: st[k] for k in ("stop", "reason", "criterion", "model_version")}
     typer.echo(json.dumps(info) if json_out else
                f"jacal serve: {info['url']} (model version {info['model_version']}; state in {info['state_dir']}"
                f"{'' if backend.trainable else '; predict only'})")

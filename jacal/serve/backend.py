@@ -3,7 +3,9 @@ method here that takes the parsed JSON body and returns ``(status, body)``.
 
 * ``predict``: decode each task's image, score the items with the model and the acquisition
   strategy, answer one prediction per task (the predicted choice as a pre-annotation; the score
-  puts jacal's order into Label Studio's lowest-score-first queue, :mod:`jacal.serve.protocol`);
+  puts jacal's order into Label Studio's lowest-score-first queue, :mod:`jacal.serve.protocol`;
+  the item's reason, exactly :func:`jacal.acquire`'s on the request's tasks, and the version's stop
+  advice as text Label Studio shows);
   Each task is answered on its own: an unreadable image gets an entry without ``result`` whose
   ``error`` says why (Label Studio skips it and logs the reason), logged here and counted in
   ``/health``; every other task still gets its prediction, so one bad file never keeps a project
@@ -16,6 +18,9 @@ method here that takes the parsed JSON body and returns ``(status, body)``.
   with a class ("none of these" and skipped items are left out), writes it and the state
   atomically (:class:`jacal.serve.state.ServeState`), swaps it in, sets the project's model version
   and asks Label Studio to retrieve the new predictions.
+* with a stop set: every model version, the first one served included, is one round of a stopping
+  criterion (:class:`jacal.serve.advice.StopTracker`), saved in the state folder, logged in one line
+  and shown on ``/health`` (``stop``).
 
 Every bad input is a :class:`~jacal.serve.protocol.ProtocolError` (a 4xx with one line); the
 server itself never fails on one. :meth:`MLBackend.stop` cuts a training short at its next step
@@ -35,11 +40,12 @@ from typing import Any, List, Optional, Tuple, Union
 
 import torch
 
-from jacal._validation import JacalError, first_line
+from jacal._validation import JacalError, first_line, nonfinite_rows
 from jacal.io.annotations import annotations_from_label_studio
-from jacal.io.batches import DEFAULT_MODEL_VERSION
+from jacal.io.batches import DEFAULT_MODEL_VERSION, reason_data
 from jacal.io.readers import image_transform
 from jacal.serve import protocol as P
+from jacal.serve.advice import StopTracker
 from jacal.serve.files import decode_bounded, read_local
 from jacal.serve.labelstudio import LabelStudioClient
 from jacal.serve.state import ServeState
@@ -97,6 +103,10 @@ class MLBackend:
         max_image_bytes: largest image file read (local or fetched).
         max_image_pixels: largest image decoded (width × height, checked from its header).
         max_scoring: requests that decode and score at once (the others wait; bounds memory).
+        stop_set: unlabeled items a stopping criterion watches at every model version (a file or
+            folder read like a pool; never labeled, the same items every time). ``None``: no advice.
+        stop_criterion: a name in :data:`jacal.stopping.CRITERIA` (default: the saved state's, else
+            jacal's recommended one).
     """
 
     def __init__(self, model: Union[str, Path], *, state_dir: Union[str, Path, None] = None,
@@ -107,7 +117,8 @@ class MLBackend:
                  batch_size: Optional[int] = None, seed: int = 0, device: Any = "cpu", refresh: bool = True,
                  max_tasks: int = 10000, train_on: str = "annotations", train_every: int = 20,
                  debounce: float = 60.0, max_image_bytes: int = 32 << 20, max_image_pixels: int = 25_000_000,
-                 max_scoring: int = 4) -> None:
+                 max_scoring: int = 4, stop_set: Union[str, Path, None] = None,
+                 stop_criterion: Optional[str] = None) -> None:
         if train_on not in TRAIN_ON:
             raise JacalError(f"train_on must be one of {', '.join(TRAIN_ON)}, not {train_on!r}")
         if not debounce >= 0:
@@ -131,6 +142,7 @@ class MLBackend:
         self.device = device
         self.refresh = refresh
         self.max_tasks = max_tasks
+        self.stop_set, self.stop_criterion = stop_set, stop_criterion
 
     # ------------------------------------------------------------------ start, stop
 
@@ -139,8 +151,8 @@ class MLBackend:
         folder has one), start the training worker and queue the jobs a stop or crash left unfinished.
 
         Raises:
-            JacalError: another server on the state folder, an unreadable model or state, or a
-                strategy jacal does not know.
+            JacalError: another server on the state folder, an unreadable model or state, a
+                strategy jacal does not know, or a stop set or criterion that cannot be used.
         """
         import jacal
         from jacal.checkpoint import load_model_file
@@ -154,6 +166,16 @@ class MLBackend:
         try:
             current = base if not self.state.versions else load_model_file(self.state.current_model)
             self._set_model(current)
+            self.stop_tracker: Optional[StopTracker] = None
+            if self.stop_set is not None or self.stop_criterion is not None:
+                if self.stop_set is None:
+                    raise JacalError("`stop_criterion` needs `stop_set`: the unlabeled items the criterion watches")
+                m = self._model
+                self.stop_tracker = StopTracker(self.state.folder, self.stop_set, criterion=self.stop_criterion,
+                                                input_shape=(m["channels"], *m["size"]), device=self.device).load()
+                labeled = self.state.versions[-1].get("n_labeled") if self.state.versions else None
+                self._set_model(current, advice=self.stop_tracker.advise(current.model.eval(), m["version"],
+                                                                         labeled=labeled))
         except BaseException:
             self.state.close()
             raise
@@ -197,7 +219,7 @@ class MLBackend:
         log.info("job %s left %s by the last run: re-run as job %s", last["id"], last.get("status"),
                  self._pending["id"])
 
-    def _set_model(self, ck: Any) -> None:
+    def _set_model(self, ck: Any, advice: Optional[dict] = None) -> None:
         shape = ck.metadata.get("input_shape") or self.base_meta.get("input_shape")
         if self.image_size is not None:
             size, ch = tuple(self.image_size), self.channels or (int(shape[0]) if shape and len(shape) == 3 else 1)
@@ -210,7 +232,7 @@ class MLBackend:
             z = ck.model(torch.zeros((2, ch, *size)))
         model = {"model": ck.model.eval(), "version": self.state.current_version, "size": size, "channels": ch,
                  "n_classes": int(z.shape[1]), "label_names": ck.metadata.get("label_names"),
-                 "transform": image_transform(size, ch)}
+                 "transform": image_transform(size, ch), "advice": advice}
         self._model = model  # one reference swap: a request in flight keeps the model it started with
 
     def _catch_up(self) -> None:
@@ -257,7 +279,8 @@ class MLBackend:
         return 200, {"status": "UP", "model_class": "jacal", "model_version": m["version"],
                      "training": self._running is not None, "queued": self._pending is not None,
                      "last_job": self.state.last_job(),
-                     "unreadable": {"count": self._unreadable_count, "recent": list(self._unreadable)}}
+                     "unreadable": {"count": self._unreadable_count, "recent": list(self._unreadable)},
+                     "stop": self.stop_tracker.status() if self.stop_tracker is not None else None}
 
     def setup(self, payload: Any, *, authenticated: bool = False) -> Answer:
         """Label Studio connecting a project. Its ``hostname`` and ``access_token`` are used only when
@@ -289,14 +312,19 @@ class MLBackend:
             x, errors = self._decode_each(req.tasks, config, m)
             ok = [i for i, e in enumerate(errors) if e is None]
             res = self._score(m["model"], torch.stack([x[i] for i in ok])) if ok else None
+        rank = {int(j): r for r, j in enumerate(res.indices)} if res is not None else {}
+        stop = _stop_line(m["version"], m["advice"])
         results: List[dict] = []
         for i, err in enumerate(errors):
             if err is not None:  # no "result": Label Studio skips this task and logs the error
                 results.append({"model_version": m["version"], "error": err})
                 continue
             k = ok.index(i)
+            why = reason_data(res, rank[k], label_names=names) if k in rank else {}
+            reason = why.pop("reason", None)
             results.append(P.prediction(names[int(res.predicted[k])], P.item_score(res.scores[k]), config,
-                                        m["version"], confidence=float(res.confidence[k])))
+                                        m["version"], confidence=float(res.confidence[k]), reason=reason,
+                                        reason_fields=why, stop=stop))
         return 200, {"results": results, "model_version": m["version"]}
 
     def webhook(self, payload: Any) -> Answer:
@@ -361,11 +389,14 @@ class MLBackend:
         return torch.stack([x[i] for i in kept]), kept, bad
 
     def _score(self, model: torch.nn.Module, x: torch.Tensor) -> Any:
+        """:func:`jacal.acquire` over the request's items, every valid one picked, so each has its
+        rank and its reason (the same as acquiring the whole request as one pool)."""
         import jacal
 
+        k = max(1, int((~nonfinite_rows(x)).sum()))  # acquire picks among the items with finite values
         try:
-            return jacal.acquire(model, x, 1, strategy=self.strategy, seed=self.seed, device=self.device)
-        except ValueError as err:  # e.g. an image that decodes to NaN
+            return jacal.acquire(model, x, k, strategy=self.strategy, seed=self.seed, device=self.device)
+        except ValueError as err:  # e.g. every image decodes to NaN
             raise P.ProtocolError(first_line(err), status=422) from None
 
     # ------------------------------------------------------------------ training
@@ -510,9 +541,21 @@ class MLBackend:
                                annotations=fingerprint)
         from jacal.checkpoint import load_model_file
 
-        self._set_model(load_model_file(path))
+        ck = load_model_file(path)
+        advice, stop_error = None, None
+        if self.stop_tracker is not None:  # observed before the swap: each version is served with its own advice
+            try:
+                advice = self.stop_tracker.advise(ck.model.eval(), version, labeled=len(items))
+            except JacalError as err:  # the version stands; the advice says why it is missing
+                stop_error = first_line(err, 300)
+                log.warning("version %s: no stop advice: %s", version, stop_error)
+        self._set_model(ck, advice=advice)
         out = {"version": version, "n_labeled": len(items), "n_out_of_set": len(ann.out_of_set),
                "train_accuracy": float(result.train_accuracy), "n_unreadable": len(unreadable)}
+        if advice is not None:
+            out["stop"] = {"stop": advice["stop"], "reason": advice["reason"]}
+        if stop_error is not None:
+            out["stop_error"] = stop_error
         if unreadable:
             out["unreadable"] = unreadable[:5]
         if self._stop.is_set():
@@ -528,3 +571,10 @@ class MLBackend:
                 out["refresh_error"] = first_line(err)
                 log.warning("version %s: Label Studio refresh failed: %s", version, out["refresh_error"])
         return out
+
+
+def _stop_line(version: str, advice: Optional[dict]) -> Optional[str]:
+    """The one line a labeling view shows for ``version``'s stop advice (``None``: no advice)."""
+    if not advice or advice.get("model_version") != version:
+        return None
+    return f"model {version}: {'stop labeling' if advice['stop'] else 'keep labeling'} — {advice['reason']}"

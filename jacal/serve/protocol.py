@@ -8,7 +8,9 @@ HumanSignal/label-studio-ml-backend, ``label_studio_ml/api.py``):
   "model_version", "extra_params"}`` → ``{"model_version": ...}``;
 * ``POST /predict``: ``{"tasks": [{"id", "data": {...}, ...}], "project", "label_config",
   "model_version", "params": {"login", "password", "context"}}`` → ``{"results": [{"result": [...],
-  "score", "model_version"}], "model_version"}``, one result per task, in task order;
+  "score", "model_version"}], "model_version"}``, one result per task, in task order (Label Studio
+  keeps only those three keys of a result: what it should show, such as an item's reason, goes into
+  ``result``, see :func:`prediction`);
 * ``POST /webhook``: ``{"action": "ANNOTATION_CREATED" | ... | "START_TRAINING", "project": {"id",
   "label_config", ...}, ...}`` (and the older ``POST /train`` with ``{"annotations": [...], "project",
   "label_config"}``).
@@ -36,11 +38,17 @@ from jacal.io.annotations import NONE_OF_THESE, is_none_of_these
 
 __all__ = ["ProtocolError", "LabelConfig", "parse_label_config", "PredictRequest", "parse_predict", "parse_setup",
            "WebhookEvent", "parse_webhook", "TRAIN_EVENTS", "ImageRef", "locate_image", "task_ref",
-           "prediction", "queue_score", "item_score", "project_id"]
+           "prediction", "queue_score", "item_score", "project_id", "REASON_AREA", "STOP_AREA"]
 
 #: webhook actions that (re)start training; the others are answered and ignored
 TRAIN_EVENTS = ("ANNOTATION_CREATED", "ANNOTATION_UPDATED", "ANNOTATIONS_CREATED", "ANNOTATIONS_DELETED",
                 "ANNOTATION_DELETED", "START_TRAINING")
+
+#: the ``<TextArea name=...>`` on the image that, when the labeling config has it, shows each
+#: prediction's reason (why jacal puts the item where it is in the queue) in the labeling view
+REASON_AREA = "al_reason"
+#: the ``<TextArea name=...>`` that shows the stop advice of the prediction's model version
+STOP_AREA = "al_stop"
 
 
 class ProtocolError(JacalError):
@@ -61,12 +69,16 @@ class LabelConfig:
         to_name: the ``<Image name=...>`` object it labels.
         value: the task data key holding the image (``value="$image"`` → ``"image"``).
         choices: every ``<Choice value=...>``, in config order.
+        reason_area: the ``<TextArea name="al_reason">`` on the image, when the config has one.
+        stop_area: the ``<TextArea name="al_stop">`` on the image, when the config has one.
     """
 
     from_name: str
     to_name: str
     value: str
     choices: List[str]
+    reason_area: Optional[str] = None
+    stop_area: Optional[str] = None
 
     @property
     def classes(self) -> List[str]:
@@ -75,7 +87,8 @@ class LabelConfig:
 
 
 def parse_label_config(xml: Any) -> LabelConfig:
-    """The first ``<Choices>`` of ``xml`` whose ``toName`` is an ``<Image>``.
+    """The first ``<Choices>`` of ``xml`` whose ``toName`` is an ``<Image>``, and the text areas
+    :data:`REASON_AREA` and :data:`STOP_AREA` on that image when the config has them.
 
     >>> c = parse_label_config('<View><Image name="img" value="$url"/><Choices name="label" toName="img">'
     ...                        '<Choice value="cat"/><Choice value="none of these"/></Choices></View>')
@@ -101,7 +114,10 @@ def parse_label_config(xml: Any) -> LabelConfig:
         choices = [c.get("value") or c.get("alias") for c in el.iter() if c.tag == "Choice"]
         if not choices or any(not c for c in choices):
             raise ProtocolError(f'<Choices name="{el.get("name")}"> needs <Choice value="..."/> children')
-        return LabelConfig(str(el.get("name")), str(el.get("toName")), value[1:], [str(c) for c in choices])
+        to_name = str(el.get("toName"))
+        areas = {a.get("name") for a in root.iter() if a.tag == "TextArea" and a.get("toName") == to_name}
+        return LabelConfig(str(el.get("name")), to_name, value[1:], [str(c) for c in choices],
+                           REASON_AREA if REASON_AREA in areas else None, STOP_AREA if STOP_AREA in areas else None)
     raise ProtocolError("label_config has no <Choices toName=...> labeling an <Image>: jacal serves image classification")
 
 
@@ -327,20 +343,39 @@ def item_score(score: float) -> Optional[float]:
     return None if not math.isfinite(score) else 1.5 - math.atan(score) / math.pi
 
 
+def _text(area: str, to_name: str, text: str) -> dict:
+    return {"from_name": area, "to_name": to_name, "type": "textarea", "value": {"text": [text]}}
+
+
 def prediction(label: str, score: Optional[float], config: LabelConfig, model_version: str, *,
-               confidence: Optional[float] = None) -> dict:
+               confidence: Optional[float] = None, reason: Optional[str] = None,
+               reason_fields: Optional[Dict[str, Any]] = None, stop: Optional[str] = None) -> dict:
     """One entry of ``/predict``'s ``results``: the predicted choice from ``config.from_name`` to
     ``config.to_name`` (a pre-annotation), ``score`` and ``model_version``.
 
-    >>> cfg = LabelConfig("label", "image", "image", ["cat", "dog"])
-    >>> prediction("dog", 0.25, cfg, "jacal")["result"][0]["value"]
-    {'choices': ['dog']}
+    Label Studio keeps only ``result``, ``score`` and ``model_version`` of an entry. So the item's
+    ``reason`` (one line) goes into ``result`` as text of the config's :data:`REASON_AREA` text
+    area, and the version's ``stop`` advice (one line) into its :data:`STOP_AREA`, when the config
+    has them. The labeling view shows them, and so does the Data Manager's prediction results
+    column. ``reason``, ``reason_fields`` and ``confidence`` are also top-level keys, for clients
+    that call ``/predict`` themselves.
+
+    >>> cfg = LabelConfig("label", "image", "image", ["cat", "dog"], reason_area="al_reason")
+    >>> p = prediction("dog", 0.25, cfg, "jacal", reason="between dog and cat, 0.1 from the boundary")
+    >>> [r["value"] for r in p["result"]]
+    [{'choices': ['dog']}, {'text': ['between dog and cat, 0.1 from the boundary']}]
     """
     out = {"result": [{"from_name": config.from_name, "to_name": config.to_name, "type": "choices",
                        "value": {"choices": [label]}}],
            "score": score, "model_version": model_version}
-    if confidence is not None:
+    if confidence is not None and math.isfinite(confidence):  # NaN: an item the model gives no finite output
         out["confidence"] = confidence
+    if reason is not None:
+        out["reason"], out["reason_fields"] = reason, dict(reason_fields or {})
+        if config.reason_area:
+            out["result"].append(_text(config.reason_area, config.to_name, reason))
+    if stop is not None and config.stop_area:
+        out["result"].append(_text(config.stop_area, config.to_name, stop))
     return out
 
 
