@@ -13,8 +13,8 @@ from jacal.loop import LOOP_PRESETS, LoopCallbacks, run_loop
 from jacal.loop.source import LabeledSource, data_text
 from jacal.scenarios import parse_params
 from ._common import LazyProgress, emit_json, fail, stdout_console
-from ._options import (ANNOTATION_FILES_HELP, FromNameOpt, AddressOpt, Arch, BackendName, BackendOpt, DataRootOpt, DatasetName, DeviceOpt, DownloadOpt,
-                       JsonOpt, LoopPreset, Strategy, strategy_list)
+from ._options import (ANNOTATION_FILES_HELP, AddressOpt, Arch, BackendName, BackendOpt, DataRootOpt, DatasetName,
+                       DeviceOpt, DownloadOpt, FromNameOpt, JsonOpt, LoopPreset, Strategy, strategy_list)
 
 
 def loop(
@@ -130,7 +130,8 @@ def loop(
         return
     from rich.table import Table
 
-    table = Table(title=f"{cfg.data_name}{f' ({cfg.scenario})' if cfg.source is None else ''}: {cfg.initial} labels +{cfg.k}×{cfg.rounds}, {cfg.seeds} seeds")
+    scenario_text = f" ({cfg.scenario})" if cfg.source is None else ""
+    table = Table(title=f"{cfg.data_name}{scenario_text}: {cfg.initial} labels +{cfg.k}×{cfg.rounds}, {cfg.seeds} seeds")
     sc = summary.get("scenario") or {}
     wasted = any((d["wasted_share"]["mean"] or 0) > 0 for d in sc.values())
     for col in ("strategy", "AULC [95% CI]", "final acc.", "vs random", "vs best baseline") + (

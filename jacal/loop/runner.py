@@ -214,8 +214,8 @@ def run_loop(out: Path, cfg: LoopConfig, *, device: str = "auto", data_root: Opt
         data = load_dataset(cfg.dataset, root=data_root, download=download, n_test=cfg.n_test, seed=0)
         sp = build_scenario(cfg.scenario, data, dict(cfg.scenario_params), seed=0)
     else:  # a team's own pool and export (jacal.loop.source)
-        sp, provenance = load_source(cfg.source, n_test=cfg.n_test,
-                                     needed=cfg.val_size + cfg.initial + cfg.k * cfg.rounds)
+        sp, provenance = load_source(cfg.source, n_test=cfg.n_test, val_size=cfg.val_size,
+                                     acquired=cfg.initial + cfg.k * cfg.rounds)
     seed_splits(sp.data, cfg, 0, sp.labelable, sp.group)  # the sizes fit, before anything is written
     ensure_out_dir(out)
     # one run per folder (released on any exit, SIGKILL included); a damaged or foreign store is refused

@@ -91,26 +91,7 @@ def _read(src: LabeledSource) -> Tuple[jio.Annotations, jio.Pool]:
     return ann, pool
 
 
-def _out_of_set_items(pool: jio.Pool, ids: List[str], unreadable: Dict[str, str]) -> Tuple[List[int], torch.Tensor]:
-    """Pool positions and decoded items of the readable, finite ``ids`` (the "none of these" answers);
-    the others are added to ``unreadable``."""
-    chosen, _ = pool.index_of(ids)
-    keep, xs = [], []
-    for i in chosen:
-        try:
-            xi = pool.materialize([i])[0]
-        except JacalError:
-            unreadable[str(pool.ids[i])] = pool.problems([i]).get(i, "unreadable")
-            continue
-        if not torch.isfinite(xi).all():
-            unreadable[str(pool.ids[i])] = "contains NaN/Inf values"
-            continue
-        keep.append(i)
-        xs.append(xi)
-    return keep, (torch.stack(xs) if xs else torch.zeros((0, *pool.input_shape)))
-
-
-def load_source(src: LabeledSource, *, n_test: Optional[int], needed: int
+def load_source(src: LabeledSource, *, n_test: Optional[int], val_size: int, acquired: int
                 ) -> Tuple[ScenarioPool, Dict[str, Any]]:
     """The loop's universe from a team's pool and exports (module docstring), and what became of each
     exported label.
@@ -118,28 +99,32 @@ def load_source(src: LabeledSource, *, n_test: Optional[int], needed: int
     Args:
         src: the pool and the exports.
         n_test: test items (default: :data:`TEST_SHARE` of the labeled items).
-        needed: the items the seeded splits take from the rest (validation + initial + k·rounds).
+        val_size: the labeled items each seed's validation split takes from the rest.
+        acquired: the items a run labels from its pool (initial + k·rounds).
 
     Returns:
         ``(pool, provenance)``: a :class:`ScenarioPool` (its test split: labeled items only; its
         training set: the other labeled items and the "none of these" items, ``OUT_OF_SET``), and
         ``{"pool", "labels", "format", "label_names", "exported", "used", "used_out_of_set", "test",
-        "dropped": {reason: count}, "examples": {reason: [ids]}, "per_class", "digest"}``.
+        "pool_items_not_named", "dropped": {reason: count}, "examples": {reason: [ids]}, "per_class",
+        "digest"}``: of the ``exported`` ids, ``used`` labeled items (``test`` of them in the test split)
+        and ``used_out_of_set`` "none of these" answers took part, and ``dropped`` counts the others
+        by reason (``not_in_pool``, ``unreadable``, ``no_answer``), so they add up to ``exported``.
 
     Raises:
         JacalError: an unreadable file, no exported id in the pool, a single class, or too few
-            labeled items for ``n_test`` + ``needed`` (each naming the argument).
+            labeled items for ``n_test`` + ``val_size`` + ``acquired`` (each naming the argument).
     """
     ann, pool = _read(src)
     names = list(src.label_names) if src.label_names else _names_of(ann)
     lab = jio.labeled_items(pool, ann, names)
     oos_ids = [str(i) for i in ann.out_of_set]
-    oos_pos, x_oos = _out_of_set_items(pool, oos_ids, lab.unreadable)
-    _, oos_missing = pool.index_of(oos_ids)
+    oos_found, oos_missing = pool.index_of(oos_ids)
+    oos_pos, x_oos, oos_unreadable = pool.readable(oos_found)
+    unreadable = {**lab.unreadable, **oos_unreadable}
     answered = set(ann.labels) | set(oos_ids)
     queued = [i for i in ann.ids if i not in answered]
-    n_pool_ids = len(lab.y) + len(oos_pos)
-    if n_pool_ids == 0:
+    if len(lab.y) + len(oos_pos) == 0:
         theirs = next(iter(ann.labels), None) or next(iter(ann.out_of_set), None)
         example = (f" (e.g. export id {theirs!r}, pool id {str(pool.ids[0])!r})" if theirs is not None and len(pool)
                    else "")
@@ -154,10 +139,11 @@ def load_source(src: LabeledSource, *, n_test: Optional[int], needed: int
                          "two or more")
     if n_test is None:
         n_test = max(len(classes), int(round(TEST_SHARE * len(y))))
-    if n_test + needed > len(y) + len(oos_pos) or n_test >= len(y):
+    needed = n_test + val_size + acquired
+    if needed > len(y) + len(oos_pos) or n_test + val_size >= len(y):  # test and validation: labeled items only
         raise JacalError(f"`labels` have {len(y)} usable labeled items (+{len(oos_pos)} 'none of these'), too few "
-                         f"for `n_test` + `val_size` + `initial` + `k`·`rounds` = {n_test} + {needed} "
-                         f"= {n_test + needed}; label more items or ask for fewer")
+                         f"for `n_test` + `val_size` + `initial` + `k`·`rounds` = {n_test} + {val_size} + {acquired} "
+                         f"= {needed}; label more items or ask for fewer")
     counts = np.bincount(y, minlength=len(names))
     stratify = y if counts[counts > 0].min() >= 2 and len(classes) <= n_test <= len(y) - len(classes) else None
     train_idx, test_idx = train_test_split(np.arange(len(y)), test_size=n_test, random_state=_TEST_SEED,
@@ -169,19 +155,20 @@ def load_source(src: LabeledSource, *, n_test: Optional[int], needed: int
     data = Splits(name, x_train, y_train, lab.x[test_idx], lab.y[test_idx], len(names))
     kind = np.zeros(len(x_train), dtype=np.int64)
     kind[len(train_idx):] = NONE_KIND
-    universe_ids = [lab.ids[i] for i in train_idx] + [str(pool.ids[i]) for i in oos_pos] + [lab.ids[i] for i in test_idx]
+    universe_ids = ([lab.ids[i] for i in train_idx] + [str(pool.ids[i]) for i in oos_pos]
+                    + [lab.ids[i] for i in test_idx])
     digest = hashlib.sha256()  # ids, labels and values: a changed export or pool is a different experiment
     for item, label in zip(universe_ids, y_train.tolist() + lab.y[test_idx].tolist()):
         digest.update(f"{item}\0{label}\n".encode())
     for t in (data.x_train, data.x_test):
         digest.update(np.ascontiguousarray(t.numpy(), dtype=np.float32).tobytes())
-    dropped = {"not_in_pool": len(lab.not_in_pool) + len(oos_missing), "unreadable": len(lab.unreadable),
+    dropped = {"not_in_pool": len(lab.not_in_pool) + len(oos_missing), "unreadable": len(unreadable),
                "no_answer": len(queued)}
     provenance = {
         "pool": str(src.pool), "labels": list(src.labels), "format": ann.tool, "label_names": names,
         "exported": len(ann.ids), "used": int(len(y)), "used_out_of_set": len(oos_pos), "test": int(n_test),
-        "pool_items_without_label": len(pool) - n_pool_ids, "dropped": dropped,
-        "examples": {"not_in_pool": (lab.not_in_pool + oos_missing)[:5], "unreadable": list(lab.unreadable)[:5],
+        "pool_items_not_named": len(pool) - len(pool.index_of(ann.ids)[0]), "dropped": dropped,
+        "examples": {"not_in_pool": (lab.not_in_pool + oos_missing)[:5], "unreadable": list(unreadable)[:5],
                      "no_answer": queued[:5]},
         "per_class": {names[c]: int(counts[c]) for c in range(len(names))}, "digest": digest.hexdigest()}
     return ScenarioPool(data, kind, np.arange(len(x_train))), provenance
@@ -189,10 +176,12 @@ def load_source(src: LabeledSource, *, n_test: Optional[int], needed: int
 
 def data_text(d: Dict[str, Any]) -> str:
     """One paragraph on a team's own labels: how many were used, how many left out and why."""
-    why = {"not_in_pool": "name no pool item", "unreadable": "could not be read", "no_answer": "have no answer (queued)"}
+    why = {"not_in_pool": "name no pool item", "unreadable": "could not be read",
+           "no_answer": "have no answer (queued)"}
     dropped = [f"{n} {why[k]}" for k, n in d["dropped"].items() if n]
     return (f"{d['exported']} exported ids ({d['format']}, {', '.join(d['labels'])}) on the pool {d['pool']}: "
             f"{d['used']} labeled items used ({d['test']} of them the fixed test split), {d['used_out_of_set']} "
             f"'none of these' answers kept in the pool as items outside the label set"
             + (f"; left out: {', '.join(dropped)}" if dropped else "; none left out")
-            + f". Labeled items per class: {', '.join(f'{k} {v}' for k, v in d['per_class'].items())}.")
+            + f". {d['pool_items_not_named']} pool items are not in the export. Labeled items per class: "
+            + ", ".join(f"{k} {v}" for k, v in d["per_class"].items()) + ".")
