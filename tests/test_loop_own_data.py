@@ -184,7 +184,10 @@ def test_csv_export_resume_after_interrupt_gives_the_same_curves(team, tmp_path)
     con = sqlite3.connect(part / "loop.sqlite")
     assert con.execute("SELECT COUNT(*) FROM rounds").fetchone()[0] == 3
     con.close()
-    _loop(part, "--pool", pool, "--labels", labels, "--strategies", "margin", "--resume")
+    moved = tmp_path / "moved" / "labels.csv"  # the same export elsewhere: the same experiment
+    moved.parent.mkdir()
+    moved.write_bytes(labels.read_bytes())
+    _loop(part, "--pool", pool, "--labels", moved, "--strategies", "margin", "--resume")
     assert _curves(part / "curves.csv") == _curves(whole / "curves.csv")
     # a changed export is another experiment: resume refuses it
     changed = tmp_path / "changed.csv"

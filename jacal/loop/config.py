@@ -123,12 +123,12 @@ def validate(cfg: LoopConfig) -> None:
 def signature(cfg: LoopConfig, data_digest: Optional[str] = None) -> str:
     """The experiment's identity in a store: every option but the strategies and the seed count (a
     later run may add strategies or seeds: each seed's split and labeled start depend on the seed
-    alone, so pairing stays valid), with a team's own data (``source``) and its ``data_digest`` only
-    when there is one, so the stores of runs on built-in datasets keep their signature."""
-    d = {k: v for k, v in cfg.to_dict().items() if k not in ("strategies", "seeds")}
-    if d["source"] is None:
-        del d["source"]
-    else:
+    alone, so pairing stays valid). A team's own data (``source``) enters as the ``data_digest`` of
+    its items and labels, not as file paths: a resume from another folder or after a move is the
+    same experiment, a changed export is not. Runs on built-in datasets keep the signature they had
+    before ``source`` existed, so their stores resume."""
+    d = {k: v for k, v in cfg.to_dict().items() if k not in ("strategies", "seeds", "source")}
+    if cfg.source is not None:
         d["data_digest"] = data_digest
     return json.dumps(d, sort_keys=True)
 
