@@ -3,16 +3,18 @@ from __future__ import annotations
 
 from dataclasses import replace
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, List, Optional
 
 import typer
 
 from jacal._stats import fmt
+from jacal.io import parse_label_names
 from jacal.loop import LOOP_PRESETS, LoopCallbacks, run_loop
+from jacal.loop.source import LabeledSource, data_text
 from jacal.scenarios import parse_params
-from ._common import LazyProgress, emit_json, stdout_console
-from ._options import (AddressOpt, Arch, BackendName, BackendOpt, DataRootOpt, DatasetName, DeviceOpt, DownloadOpt,
-                       JsonOpt, LoopPreset, Strategy, strategy_list)
+from ._common import LazyProgress, emit_json, fail, stdout_console
+from ._options import (ANNOTATION_FILES_HELP, AddressOpt, Arch, BackendName, BackendOpt, DataRootOpt, DatasetName,
+                       DeviceOpt, DownloadOpt, FromNameOpt, JsonOpt, LoopPreset, Strategy, strategy_list)
 
 
 def loop(
@@ -46,6 +48,29 @@ def loop(
         help="With --initial 0, how the first batch is chosen: 'typiclust' (default), 'kmeans++' or 'random' "
              "(the random strategy always draws at random).")] = None,
     depth: Annotated[Optional[int], typer.Option(help="Hidden layers of the MLP (0: a linear model).")] = None,
+    pool: Annotated[Optional[Path], typer.Option(help="Simulate on a team's own data instead of --dataset: the pool "
+                                                      "the --labels name (array file, image folder or .csv/.jsonl "
+                                                      "manifest, as for `jacal acquire`). Only labeled items take "
+                                                      "part.", exists=True)] = None,
+    labels: Annotated[Optional[List[Path]], typer.Option(
+        help="With --pool: annotations of its items, whose labels the simulation reveals round by round; a fixed "
+             "test split (--n-test) is cut from them, the rest is split per seed into validation and pool. Items "
+             "answered 'none of these' stay in the pool as items outside the label set (picking one costs a label, "
+             "it is never trained on); ids not in the pool, unreadable items and queued ids are left out and "
+             "counted in summary.json. " + ANNOTATION_FILES_HELP, exists=True, dir_okay=False)] = None,
+    label_names: Annotated[Optional[str], typer.Option(help="With --labels: class names in class-index order, "
+                                                            "comma-separated; default: the labels as class indices "
+                                                            "when they all are, else in sorted order.")] = None,
+    from_name: FromNameOpt = "label",
+    image_size: Annotated[Optional[List[int]], typer.Option(help="With an image --pool: resize to H W (or one size for "
+                                                                 "square); default: the first image's size.")] = None,
+    channels: Annotated[Optional[int], typer.Option(help="With an image --pool: 1 (grayscale) or 3 (RGB); default: "
+                                                         "from the first image.")] = None,
+    n_test: Annotated[Optional[int], typer.Option(help="Test items: with --labels, held out from the labeled items "
+                                                       "(default: a fifth); else a seeded subset of the dataset's test "
+                                                       "split.")] = None,
+    val_size: Annotated[Optional[int], typer.Option(help="Validation items per seed for early stopping (never "
+                                                         "labeled, never in the pool); default: the preset's.")] = None,
     device: DeviceOpt = "auto",
     out: Annotated[Path, typer.Option(help="Output folder: loop.sqlite, curves.csv, summary.json, curves.png, report.md.")] = Path("runs/loop"),
     resume: Annotated[bool, typer.Option(help="Continue an interrupted experiment in --out at each run's last finished round.")] = False,
@@ -63,8 +88,17 @@ def loop(
     changes = {name: v for name, v in (("initial", initial), ("k", k), ("rounds", rounds), ("seeds", seeds),
                                        ("model", Arch(arch).value if arch is not None else None),
                                        ("max_epochs", max_epochs), ("pool_size", pool_size), ("scenario", scenario),
-                                       ("cold_start", cold_start), ("depth", depth))
+                                       ("cold_start", cold_start), ("depth", depth), ("n_test", n_test),
+                                       ("val_size", val_size))
                if v is not None}
+    if (pool is None) != (labels is None):
+        fail("--pool and --labels go together: the labels name items of the pool")
+    if pool is not None:
+        if dataset is not None:
+            fail("--dataset and --labels exclude each other: with --pool and --labels the items are your own")
+        changes["source"] = LabeledSource(str(pool), tuple(str(p) for p in labels),
+                                          tuple(parse_label_names(label_names)) if label_names else None, from_name,
+                                          tuple(image_size) if image_size else None, channels)
     if dataset is not None:
         changes["dataset"] = DatasetName(dataset).value
     if strategies is not None:
@@ -91,11 +125,13 @@ def loop(
                                       "vs_random": d.get("vs_random")} for s, d in summary["strategies"].items()},
                    "scenario": summary.get("scenario"),
                    "stopping": {s: v["over_seeds"] for s, v in (summary.get("stopping") or {}).items()},
-                   "pointwise_check_c4": summary["pointwise_check_c4"]})
+                   "pointwise_check_c4": summary["pointwise_check_c4"],
+                   **({"data": summary["data"]} if "data" in summary else {})})
         return
     from rich.table import Table
 
-    table = Table(title=f"{cfg.dataset} ({cfg.scenario}): {cfg.initial} labels +{cfg.k}×{cfg.rounds}, {cfg.seeds} seeds")
+    scenario_text = f" ({cfg.scenario})" if cfg.source is None else ""
+    table = Table(title=f"{cfg.data_name}{scenario_text}: {cfg.initial} labels +{cfg.k}×{cfg.rounds}, {cfg.seeds} seeds")
     sc = summary.get("scenario") or {}
     wasted = any((d["wasted_share"]["mean"] or 0) > 0 for d in sc.values())
     for col in ("strategy", "AULC [95% CI]", "final acc.", "vs random", "vs best baseline") + (
@@ -111,6 +147,8 @@ def loop(
                       "–" if not vb else f"{vb['verdict']} vs {vb['baseline']}",
                       *((f"{sc[s]['wasted_share']['mean']:.0%}" if s in sc else "–",) if wasted else ()))
     stdout_console().print(table)
+    if "data" in summary:
+        typer.echo(data_text(summary["data"]))
     c4 = summary["pointwise_check_c4"]
     if c4:
         typer.echo(f"C4 check (first model): ρ(‖J‖, loss) = {fmt(c4['spearman_rho_jacobian_loss'])}, "

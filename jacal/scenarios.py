@@ -54,8 +54,9 @@ __all__ = ["ScenarioPool", "SCENARIOS", "KINDS", "OUT_OF_SET", "build_scenario",
 #: The label of an item outside the label set (the annotator answers "none of these").
 OUT_OF_SET = -1
 
-#: Item kinds, by code (``ScenarioPool.kind``).
-KINDS = ("in-set", "unseen-class", "noise", "blank", "corrupted", "inverted", "blurred", "overlaid")
+#: Item kinds, by code (``ScenarioPool.kind``); ``none-of-these``: an item a team's own export answers
+#: "none of these" (:mod:`jacal.loop.source`).
+KINDS = ("in-set", "unseen-class", "noise", "blank", "corrupted", "inverted", "blurred", "overlaid", "none-of-these")
 
 
 @dataclass

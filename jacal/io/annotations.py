@@ -445,18 +445,6 @@ def labeled_items(pool: Pool, annotations: Annotations, label_names: Optional[Se
         label_names = default_label_names(top + 1)
     index = annotations.label_indices(label_names)
     chosen, not_in_pool = pool.index_of(index)
-    keep, xs, unreadable = [], [], {}
-    for i in chosen:  # a labeled set is small next to the pool; each file is decoded once
-        try:
-            xi = pool.materialize([i])[0]
-        except JacalError:
-            unreadable[str(pool.ids[i])] = pool.problems([i]).get(i, "unreadable")
-            continue
-        if not torch.isfinite(xi).all():
-            unreadable[str(pool.ids[i])] = "contains NaN/Inf values"
-            continue
-        keep.append(i)
-        xs.append(xi)
-    x = torch.stack(xs) if xs else torch.zeros((0, *pool.input_shape))
+    keep, x, unreadable = pool.readable(chosen)
     y = torch.tensor([index[str(pool.ids[i])] for i in keep], dtype=torch.int64)
     return LabeledItems(x, y, [str(pool.ids[i]) for i in keep], list(label_names), not_in_pool, unreadable)

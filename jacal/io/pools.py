@@ -225,6 +225,23 @@ class Pool:
                 raise JacalError(f"cannot read item {self.ids[i]!r}: {self.items.problem(i)}") from None
         return torch.stack(out) if out else torch.zeros((0, *self.input_shape))
 
+    def readable(self, indices: Sequence[int]) -> Tuple[List[int], torch.Tensor, Dict[str, str]]:
+        """The items at ``indices`` that can be read and hold finite values, decoded one at a time:
+        ``(their indices, items (M, ...), {id: why} for the others)``."""
+        keep, xs, unreadable = [], [], {}
+        for i in indices:  # a small set next to the pool; each file is decoded once
+            try:
+                xi = self.materialize([i])[0]
+            except JacalError:
+                unreadable[str(self.ids[i])] = self.problems([i]).get(i, "unreadable")
+                continue
+            if not torch.isfinite(xi).all():
+                unreadable[str(self.ids[i])] = "contains NaN/Inf values"
+                continue
+            keep.append(i)
+            xs.append(xi)
+        return keep, (torch.stack(xs) if xs else torch.zeros((0, *self.input_shape))), unreadable
+
     def problems(self, indices: Iterable[int]) -> Dict[int, str]:
         """``{index: reason}`` for the given items that could not be read (missing or unreadable
         files); invalid items not listed hold NaN/Inf values."""

@@ -5,10 +5,16 @@ Per seed, the training set is cut once (seeded by the seed alone, so every strat
 every later run that adds strategies or seeds see the same cut): ``val_size`` items for early
 stopping (never labeled, never in the pool), the pool (the rest, or its first ``pool_size``), and
 the first ``initial`` pool items as the starting labeled set.
+
+With ``source`` (:class:`~jacal.loop.source.LabeledSource`), the items are a team's own: the labeled
+items of its export, less a fixed test split (:mod:`jacal.loop.source`), are the training set that
+is cut per seed the same way.
 """
 from __future__ import annotations
 
+import json
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Dict, Optional, Tuple
 
 import numpy as np
@@ -18,8 +24,9 @@ from jacal.acquisition.coldstart import COLD_START_METHODS
 from jacal.acquisition.strategies import get_strategy
 from jacal.scenarios import SCENARIOS
 from jacal.data import Splits
+from jacal.loop.source import LabeledSource
 
-__all__ = ["LoopConfig", "LOOP_PRESETS", "validate", "seed_splits", "OPTIMIZER", "LR", "BATCH_SIZE"]
+__all__ = ["LoopConfig", "LOOP_PRESETS", "validate", "seed_splits", "signature", "OPTIMIZER", "LR", "BATCH_SIZE"]
 
 # the training recipe of every round (see jacal.loop.runner): jacal.train's optimizer, learning rate, batch size
 OPTIMIZER = "adam"
@@ -29,7 +36,12 @@ BATCH_SIZE = 32
 
 @dataclass(frozen=True)
 class LoopConfig:
-    """A simulated active-learning experiment (see :mod:`jacal.loop.runner` for the protocol)."""
+    """A simulated active-learning experiment (see :mod:`jacal.loop.runner` for the protocol).
+
+    ``source``: a team's own pool and annotation export instead of ``dataset`` (and ``scenario``
+    stays ``"clean"``: the export's "none of these" answers are the open set); ``n_test`` then is
+    the size of the test split cut from the labeled items.
+    """
 
     dataset: str = "digits"
     strategies: Tuple[str, ...] = ("jacobian", "jacobian-kmeans", "jacobian-topk", "margin", "entropy",
@@ -52,9 +64,17 @@ class LoopConfig:
     scenario: str = "clean"
     scenario_params: Tuple[Tuple[str, float], ...] = ()
     cold_start: str = "typiclust"
+    source: Optional[LabeledSource] = None
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+    @property
+    def data_name(self) -> str:
+        """What the items are, for titles: the dataset, or the export files of a team's own data."""
+        if self.source is None:
+            return self.dataset
+        return "own labels (" + ", ".join(Path(p).name for p in self.source.labels) + ")"
 
 
 LOOP_PRESETS: Dict[str, LoopConfig] = {
@@ -83,6 +103,14 @@ def validate(cfg: LoopConfig) -> None:
         raise ValueError(f"Expected `rounds` to be a non-negative int, got {cfg.rounds!r}.")
     if cfg.pool_size is not None:
         check_positive_int("pool_size", cfg.pool_size)
+    if cfg.n_test is not None:
+        check_positive_int("n_test", cfg.n_test)
+    if cfg.source is not None:
+        if not cfg.source.labels:
+            raise ValueError("Expected `labels` to name at least one annotation export of the `pool` items.")
+        if cfg.scenario != "clean":
+            raise ValueError(f"Expected `scenario` 'clean' with `labels` (a team's own pool is the scenario; its "
+                             f"'none of these' answers are the open set), got {cfg.scenario!r}.")
     if not cfg.strategies:
         raise ValueError("Expected at least one strategy.")
     for s in cfg.strategies:
@@ -90,6 +118,19 @@ def validate(cfg: LoopConfig) -> None:
     check_choice("model", cfg.model, ("mlp", "cnn"))
     if "bald" in cfg.strategies and cfg.model == "mlp" and cfg.dropout <= 0:
         raise ValueError("strategy 'bald' needs dropout: set dropout > 0.")
+
+
+def signature(cfg: LoopConfig, data_digest: Optional[str] = None) -> str:
+    """The experiment's identity in a store: every option but the strategies and the seed count (a
+    later run may add strategies or seeds: each seed's split and labeled start depend on the seed
+    alone, so pairing stays valid). A team's own data (``source``) enters as the ``data_digest`` of
+    its items and labels, not as file paths: a resume from another folder or after a move is the
+    same experiment, a changed export is not. Runs on built-in datasets keep the signature they had
+    before ``source`` existed, so their stores resume."""
+    d = {k: v for k, v in cfg.to_dict().items() if k not in ("strategies", "seeds", "source")}
+    if cfg.source is not None:
+        d["data_digest"] = data_digest
+    return json.dumps(d, sort_keys=True)
 
 
 def seed_splits(data: Splits, cfg: LoopConfig, seed: int, labelable: Optional[np.ndarray] = None,

@@ -118,7 +118,7 @@ def plot_curves(out: Path, rows: Sequence[tuple], cfg: LoopConfig, metrics: Opti
             axis.set(xlabel="labeled examples", ylabel=PANEL_METRICS[name])
             axis.yaxis.label.set_size(8)
     ax.set(xlabel="labeled examples", ylabel="test accuracy")
-    ax.set_title(f"{cfg.dataset}, {cfg.model}, {cfg.initial} labels +{cfg.k} per round: mean over {cfg.seeds} seed(s), "
+    ax.set_title(f"{cfg.data_name}, {cfg.model}, {cfg.initial} labels +{cfg.k} per round: mean over {cfg.seeds} seed(s), "
                  "95% CI", fontsize=10)
     dx.axhline(0, color="0.3", lw=0.8)
     dx.set(xlabel="labeled examples", ylabel="accuracy − random's (same seed)",

@@ -10,6 +10,7 @@ from jacal._io import atomic_open
 from jacal.loop.config import BATCH_SIZE, LR, OPTIMIZER, LoopConfig
 from jacal.loop.figures import plot_curves
 from jacal.loop.store import ROUND_COLUMNS
+from jacal.loop.source import data_text
 from jacal.loop.summary import P_WIN, summarize
 from jacal._stats import fmt as _fmt  # the replication report's number format: 3 significant digits
 
@@ -17,9 +18,10 @@ __all__ = ["write_outputs", "write_report", "protocol"]
 
 
 def write_outputs(out: Path, cfg: LoopConfig, rows: Sequence[tuple], check: Dict[str, Any],
-                  metrics: Optional[Dict[tuple, dict]] = None) -> Dict[str, Any]:
+                  metrics: Optional[Dict[tuple, dict]] = None, data: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
     """Write every output of a run from its rounds (:data:`ROUND_COLUMNS` tuples) and per-point check;
-    returns the summary as written to ``summary.json`` (NaN as ``None``)."""
+    returns the summary as written to ``summary.json`` (NaN as ``None``). ``data``: what became of a
+    team's own exported labels (:func:`jacal.loop.source.load_source`), kept under ``"data"``."""
     out = Path(out)
     with atomic_open(out / "curves.csv", "w", newline="") as f:
         w = csv.writer(f)
@@ -27,6 +29,8 @@ def write_outputs(out: Path, cfg: LoopConfig, rows: Sequence[tuple], check: Dict
         w.writerows(rows)
     summary = summarize(rows, cfg, metrics)
     summary["pointwise_check_c4"] = check
+    if data is not None:
+        summary["data"] = data
     summary["config"] = cfg.to_dict()
     summary["protocol"] = protocol(cfg)
     plot_curves(out, rows, cfg, metrics)
@@ -45,7 +49,13 @@ def protocol(cfg: LoopConfig) -> str:
              else "a freshly initialised model every round")
     pool = f"the next {cfg.pool_size} items" if cfg.pool_size is not None else "the rest"
     test = f"{cfg.n_test} test items" if cfg.n_test is not None else "the test split"
-    return "\n".join([
+    own = []
+    if cfg.source is not None:
+        test = "the test split"
+        own = ["- A team's own data: the items its export labels, and those it answers 'none of these' (in the pool "
+               "only: they cost a label and are never trained on). A fixed test split (the same for every seed) is "
+               "cut from the labeled items, stratified by class; the rest is the training set below."]
+    return "\n".join(own + [
         f"- Splits, from a permutation of the training set seeded by the seed alone (the same for every strategy): "
         f"the first {cfg.val_size} items validate (never labeled, never in the pool), the pool is {pool}, and its "
         f"first {cfg.initial} items start labeled.",
@@ -77,7 +87,7 @@ def write_report(out: Path, summary: Dict[str, Any], cfg: LoopConfig) -> None:
     """``report.md`` from a written summary (``summary.json``'s content): numbers to 3 significant
     digits, p-values to 2, as in the replication report."""
     per = summary["strategies"]
-    lines = [f"# Active learning on {cfg.dataset}: {cfg.initial} initial labels, +{cfg.k} per round, {cfg.rounds} rounds, "
+    lines = [f"# Active learning on {cfg.data_name}: {cfg.initial} initial labels, +{cfg.k} per round, {cfg.rounds} rounds, "
              f"{cfg.seeds} seed(s)", "", "## Ranking (area under the learning curve, normalized)", "",
              "| rank | strategy | AULC mean [95% CI] | final accuracy | labels to " + " / ".join(f"{t:.0%}" for t in cfg.thresholds)
              + " | acquisition s/round | vs random | vs best baseline |", "|---|---|---|---|---|---|---|---|"]
@@ -90,9 +100,12 @@ def write_report(out: Path, summary: Dict[str, Any], cfg: LoopConfig) -> None:
         vb_t = "–" if not vb else f"{vb['verdict']} vs {vb['baseline']} ({_signed(vb['mean_difference'])})"
         lines.append(f"| {rank} | {s} | {_ci(d['aulc'])} | {_ci(d['final_accuracy'])} | {reach} | "
                      f"{_fmt(d['acquisition_time_s']['mean'])} | {vr_t} | {vb_t} |")
+    if summary.get("data"):
+        lines += ["", "## The labels used", "", data_text(summary["data"])]
     sc = summary.get("scenario") or {}
     if sc:
-        lines += ["", f"## What the labels bought (scenario `{cfg.scenario}`)", "",
+        where = f"scenario `{cfg.scenario}`" if cfg.source is None else "the team's own pool"
+        lines += ["", f"## What the labels bought ({where})", "",
                   "| strategy | labels spent on out-of-set items [95% CI] | vs random | duplicate share of batches | "
                   "balanced-accuracy AULC | labels per class at the end |", "|---|---|---|---|---|---|"]
         for s in summary["ranking"]:
@@ -103,6 +116,19 @@ def write_report(out: Path, summary: Dict[str, Any], cfg: LoopConfig) -> None:
             wr_t = "–" if not wr else f"{_signed(wr['mean_difference'])} (p={_fmt(wr['p_ttest'], 2)})"
             lines.append(f"| {s} | {_ci(d['wasted_share'])} | {wr_t} | {_fmt(d['duplicate_share']['mean'])} | "
                          f"{_ci(d['balanced_aulc'])} | {' '.join(f'{v:g}' for v in d['labels_per_class'])} |")
+    stops = summary.get("stopping") or {}
+    if stops:
+        lines += ["", "## Where each stopping criterion would have stopped", "",
+                  "Replayed on the stop set (the first test items, read without their labels); the oracle stop is the "
+                  "first round after which test accuracy stays within 1 point of its plateau. A criterion that never "
+                  "fired counts as stopping at the last round.", "",
+                  "| strategy | criterion | stopped (runs) | labels at stop, mean | ÷ oracle's labels, mean (max) | "
+                  "accuracy lost, mean (max) |", "|---|---|---|---|---|---|"]
+        for s in summary["ranking"]:
+            for name, d in (stops.get(s) or {}).get("over_seeds", {}).items():
+                lines.append(f"| {s} | {name} | {d['stopped']} ({d['runs']}) | {_fmt(d['labels_mean'])} | "
+                             f"{_fmt(d['labels_ratio_mean'])} ({_fmt(d['labels_ratio_max'])}) | "
+                             f"{_signed(d['accuracy_lost_mean'])} ({_signed(d['accuracy_lost_max'])}) |")
     lines += ["", "## Where the Jacobian strategies stand", ""]
     for s in summary["ranking"]:
         if s.startswith("jacobian"):

@@ -37,7 +37,8 @@ from jacal._store import resumable_store, store_errors
 from jacal.acquisition import STRATEGIES, acquire
 from jacal.acquisition.coldstart import cold_start
 from jacal.data import Splits, load_dataset
-from jacal.loop.config import BATCH_SIZE, LR, OPTIMIZER, LoopConfig, seed_splits, validate
+from jacal.loop.config import BATCH_SIZE, LR, OPTIMIZER, LoopConfig, seed_splits, signature, validate
+from jacal.loop.source import load_source
 from jacal.loop.store import SCHEMA, LoopStore
 from jacal.models import cnn, mlp
 from jacal.scenarios import KINDS, OUT_OF_SET, ScenarioPool, build_scenario
@@ -194,6 +195,11 @@ def run_loop(out: Path, cfg: LoopConfig, *, device: str = "auto", data_root: Opt
              backend: str = "local", address: Optional[str] = None) -> Dict[str, Any]:
     """Run (or resume) every (strategy, seed) and write curves.csv, summary.json, curves.png, report.md.
 
+    The items are ``cfg.dataset`` under ``cfg.scenario``, or with ``cfg.source`` a team's own pool and
+    annotation export (:mod:`jacal.loop.source`); then ``summary.json`` says under ``"data"`` how many
+    exported labels were used and how many were left out, and why. A changed export or pool is a
+    different experiment: ``resume`` refuses it.
+
     ``backend="ray"`` runs each (strategy, seed) as an independent Ray task; its rounds reach
     ``loop.sqlite`` when the task returns (the local backend commits round by round).
     """
@@ -203,21 +209,27 @@ def run_loop(out: Path, cfg: LoopConfig, *, device: str = "auto", data_root: Opt
     validate(cfg)
     out = Path(out)
     dev = resolve_device(device)
-    data = load_dataset(cfg.dataset, root=data_root, download=download, n_test=cfg.n_test, seed=0)
-    sp = build_scenario(cfg.scenario, data, dict(cfg.scenario_params), seed=0)
+    provenance = None
+    if cfg.source is None:
+        data = load_dataset(cfg.dataset, root=data_root, download=download, n_test=cfg.n_test, seed=0)
+        sp = build_scenario(cfg.scenario, data, dict(cfg.scenario_params), seed=0)
+    else:  # a team's own pool and export (jacal.loop.source)
+        sp, provenance = load_source(cfg.source, n_test=cfg.n_test, val_size=cfg.val_size,
+                                     acquired=cfg.initial + cfg.k * cfg.rounds)
     seed_splits(sp.data, cfg, 0, sp.labelable, sp.group)  # the sizes fit, before anything is written
     ensure_out_dir(out)
     # one run per folder (released on any exit, SIGKILL included); a damaged or foreign store is refused
     with resumable_store(out, "loop", "loop.sqlite", SCHEMA, resume) as (db, stamp):
         with store_errors(db):
-            rows, check_value, metrics = _run_all(db, stamp, cfg, sp, dev, cb, backend, address)
-        return write_outputs(out, cfg, rows, check_value, metrics)
+            rows, check_value, metrics = _run_all(db, stamp, cfg, sp, dev, cb, backend, address,
+                                                  signature(cfg, provenance and provenance["digest"]))
+        return write_outputs(out, cfg, rows, check_value, metrics, provenance)
 
 
 def _run_all(db: Path, stamp: bool, cfg: LoopConfig, sp: ScenarioPool, dev: torch.device, cb: LoopCallbacks,
-             backend: str, address: Optional[str]) -> Tuple[list, dict, dict]:
-    """Every (strategy, seed) not finished in ``db``; returns the store's rows, the pointwise check and
-    the rounds' scenario metrics."""
+             backend: str, address: Optional[str], claim: str) -> Tuple[list, dict, dict]:
+    """Every (strategy, seed) not finished in ``db`` (which must hold the experiment ``claim`` or
+    none); returns the store's rows, the pointwise check and the rounds' scenario metrics."""
     from jacal.backends import get_backend
 
     store = LoopStore(db, stamp=stamp)  # checked by run_loop under the lock
@@ -227,11 +239,7 @@ def _run_all(db: Path, stamp: bool, cfg: LoopConfig, sp: ScenarioPool, dev: torc
         store.close()
         raise
     try:
-        # strategies and the seed count are not part of the experiment's identity: a later run may add
-        # strategies or seeds (each seed's split and labeled start depend on the seed alone, so pairing
-        # stays valid), or report a subset
-        store.claim(json.dumps({k: v for k, v in cfg.to_dict().items() if k not in ("strategies", "seeds")},
-                               sort_keys=True))
+        store.claim(claim)  # strategies and seeds may be added later, or a subset reported
         done = {key: r for key, r in store.last_rounds().items() if key[0] in cfg.strategies and key[1] < cfg.seeds}
         total = len(cfg.strategies) * cfg.seeds * (cfg.rounds + 1)
         cb.on_start(total, sum(r + 1 for r in done.values()))

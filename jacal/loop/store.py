@@ -48,7 +48,7 @@ class LoopStore(SqliteStore):
         """Record the experiment's ``signature``; refuse a store that holds a different experiment."""
         row = self.conn.execute("SELECT value FROM meta WHERE key='config'").fetchone()
         if row and row[0] != signature:
-            raise JacalError(f"{self.path} holds a different experiment (options differ); choose another `out`")
+            raise JacalError(f"{self.path} holds a different experiment (options, or a team's own data, differ); choose another `out`")
         with self.conn:
             self.conn.execute("INSERT OR REPLACE INTO meta VALUES ('config', ?)", (signature,))
 
