@@ -93,3 +93,16 @@ def test_the_library_holds_no_test_hooks():
     hits = [f"{p}:{n}: {line.strip()}" for p in sorted([*root.rglob("*.py"), *(root.parent / "cli").glob("*.py")])
             for n, line in enumerate(p.read_text().splitlines(), 1) if pattern.search(line)]
     assert not hits, "\n".join(hits)
+
+
+def test_every_package_of_jacal_is_shipped():
+    """``pyproject.toml`` lists the packages by name: a package folder missing from the list would be
+    absent from the wheel while every test of the checkout still imports it."""
+    import tomllib
+    from pathlib import Path
+
+    root = Path(jacal.__file__).parent
+    listed = set(tomllib.loads((root.parent / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
+    found = {".".join(("jacal", *p.parent.relative_to(root).parts)) for p in root.rglob("__init__.py")}
+    found |= {"jacal.cli"}  # installed from cli/ (package-dir)
+    assert found == listed, f"missing from pyproject.toml: {sorted(found - listed)}; listed, absent: {sorted(listed - found)}"
