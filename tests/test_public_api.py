@@ -105,4 +105,5 @@ def test_every_package_of_jacal_is_shipped():
     listed = set(tomllib.loads((root.parent / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
     found = {".".join(("jacal", *p.parent.relative_to(root).parts)) for p in root.rglob("__init__.py")}
     found |= {"jacal.cli"}  # installed from cli/ (package-dir)
-    assert found == listed, f"missing from pyproject.toml: {sorted(found - listed)}; listed, absent: {sorted(listed - found)}"
+    assert found == listed, (f"missing from pyproject.toml: {sorted(found - listed)}; "
+                             f"listed, absent: {sorted(listed - found)}")
