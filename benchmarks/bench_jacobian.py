@@ -27,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from _common import machine, mnist_like, print_json, timeit_interleaved  # noqa: E402
 
 import jacal  # noqa: E402
-from jacal._model_utils import parse_mlp  # noqa: E402
+from jacal.models._utils import parse_mlp  # noqa: E402
 from jacal.sensitivity.jacobian import matmul_precision  # noqa: E402
 
 TARGET_SPEEDUP, TARGET_REL_ERR = 3.0, 1e-3

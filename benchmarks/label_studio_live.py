@@ -138,7 +138,7 @@ def main():
     from sklearn.datasets import load_digits
 
     import jacal
-    from jacal.checkpoint import load_model_file
+    from jacal.models import load_model_file
     from jacal.pipeline import train_checkpoint
 
     torch.set_num_threads(1)

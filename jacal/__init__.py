@@ -13,9 +13,8 @@ from typing import Any
 from jacal._validation import JacalError
 from jacal.acquisition import (STRATEGIES, AcquisitionResult, Selection, Strategy, acquire, modal_query_strategy,
                                register_strategy)
-from jacal.checkpoint import Checkpoint, load_checkpoint, load_model_file, save_checkpoint
 from jacal.data import DATASETS, Splits, load_dataset, register_dataset
-from jacal.models import MLP, SmallCNN, cnn, mlp
+from jacal.models import MLP, Checkpoint, SmallCNN, cnn, load_checkpoint, load_model_file, mlp, save_checkpoint
 from jacal.sensitivity import (
     TransitionResult,
     activation_codes,
@@ -40,7 +39,7 @@ _LAZY = {
     "run_loop": "jacal.loop", "LoopConfig": "jacal.loop",
     "build_scenario": "jacal.scenarios", "ScenarioPool": "jacal.scenarios",
 }
-_SUBMODULES = ("acquisition", "augment", "backends", "checkpoint", "confidence", "data", "features", "io", "loop",
+_SUBMODULES = ("acquisition", "augment", "backends", "confidence", "data", "features", "io", "loop",
                "models", "pipeline", "population", "replication", "scenarios", "sensitivity", "shift", "training")
 
 

@@ -13,7 +13,6 @@ recomputes the same deterministic result, and the driver writes each unit once.
 """
 from __future__ import annotations
 
-import os
 from typing import Any, Callable, Iterator, Optional, Sequence, Tuple
 
 from jacal._validation import JacalError, check_choice, first_line
@@ -115,14 +114,3 @@ def get_backend(name: str = "local", *, address: Optional[str] = None, num_cpus:
         return LocalBackend()
     return RayBackend(address, num_cpus=num_cpus)
 
-
-def crash_once_for_tests(tag: str) -> None:
-    """Test hook for retries: with ``$JACAL_TEST_CRASH_ONCE`` naming a folder that holds a file
-    ``request-<tag>``, the first run of the unit ``tag`` kills its own process (as a lost worker would)."""
-    folder = os.environ.get("JACAL_TEST_CRASH_ONCE")
-    if not folder or not os.path.exists(os.path.join(folder, f"request-{tag}")):
-        return
-    marker = os.path.join(folder, f"crashed-{tag}")
-    if not os.path.exists(marker):
-        open(marker, "w").close()
-        os._exit(1)

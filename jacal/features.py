@@ -27,11 +27,11 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, SequentialSampler
 
-from jacal._foreign import dropout_layers, embedding_runner, from_portable, has_dropout, is_compiled, mc_runner
-from jacal._model_utils import model_dtype, parse_mlp, prepared, resolve_device
 from jacal._scores import bald as bald_score
 from jacal._scores import last_linear, least_disagree_metric
 from jacal._validation import as_input_tensor, call_model, check_logits, nonfinite_rows
+from jacal.models._compiled import dropout_layers, embedding_runner, from_portable, has_dropout, is_compiled, mc_runner
+from jacal.models._utils import model_dtype, parse_mlp, prepared, resolve_device
 from jacal.sensitivity.embedding import JacobianEmbedder
 from jacal.sensitivity.gram import jacobian_gram
 from jacal.sensitivity.jacobian import jacobian_norm, logits_with_graph
@@ -185,7 +185,7 @@ def extract_features(model: nn.Module, pool: Any, *, need: Set[str], batch_size:
     MNIST-sized inputs in every model format alike; sketched to ``4·sketch_dim`` numbers otherwise.
 
     ``"embeddings"``: by default the input of the model's last linear layer (penultimate features),
-    found in every model format (see :mod:`jacal._foreign`); ``embedding_layer="name"``
+    found in every model format (see :mod:`jacal.models._compiled`); ``embedding_layer="name"``
     takes the output of that layer instead, and ``embed(x) -> (b, d)`` computes them any other way.
 
     ``"ldm"``: the least disagree metric (:mod:`jacal.acquisition.ldm`) from this pass's embeddings and

@@ -106,7 +106,7 @@ def acquire_batch(model: PathLike, pool: PathLike, k: int, out: PathLike, *, fmt
     """
     import jacal
     from jacal.backends import get_backend
-    from jacal.checkpoint import load_model_file
+    from jacal.models import load_model_file
 
     warn = _warner(on_warning)
     out = Path(out)
@@ -286,7 +286,7 @@ def confidence_file(model: PathLike, data: PathLike, *, labels: Optional[PathLik
         ``{"n", "method", "mean_confidence"}``, with ``metrics`` (labels given), ``to_review``,
         ``out`` and ``estimator`` where they apply.
     """
-    from jacal.checkpoint import load_model_file
+    from jacal.models import load_model_file
     from jacal.confidence import FITTED as FITTED_METHODS, NEEDS_LABELS, ConfidenceEstimator
 
     warn = _warner(on_warning)
@@ -360,7 +360,7 @@ def score_file(checkpoint: PathLike, *, dataset: Optional[str] = None, split: st
         ``accuracy`` (a dataset split) and ``out`` where they apply.
     """
     import jacal
-    from jacal.checkpoint import load_model_file
+    from jacal.models import load_model_file
 
     ck = load_model_file(checkpoint)
     if out is not None:

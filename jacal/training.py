@@ -11,9 +11,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from jacal._model_utils import resolve_device
 from jacal._validation import check_choice, check_positive_int
 from jacal.data import Splits
+from jacal.models._utils import resolve_device
 
 __all__ = ["train", "evaluate", "TrainResult", "OPTIMIZERS"]
 

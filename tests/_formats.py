@@ -5,7 +5,7 @@ import torch
 from torch import nn
 
 import jacal
-from jacal.checkpoint import load_model_file
+from jacal.models import load_model_file
 
 
 class Net(nn.Module):

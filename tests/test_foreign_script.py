@@ -1,7 +1,7 @@
 """Embeddings of TorchScript models whose ``forward`` does more than run their layers in order.
 
 jacal takes the input of the last linear layer (or a named layer's output) out of the model's own
-scripted or traced graph (``jacal/_foreign.py``). Every reachable cell is checked against the eager
+scripted or traced graph (``jacal/models/_compiled.py``). Every reachable cell is checked against the eager
 model it came from, in float64: the logits equal the model's own ``forward``, the embedding equals
 both a by-hand computation and the eager forward hook. Cells that cannot be reached (a last linear
 layer inside a loop or a branch, no linear layer at all) must give a one-line error.
@@ -16,8 +16,8 @@ import torch.nn.functional as F
 from torch import nn
 
 import jacal
-from jacal._foreign import _eager_runner, embedding_runner
-from jacal.checkpoint import load_model_file
+from jacal.models import load_model_file
+from jacal.models._compiled import _eager_runner, embedding_runner
 
 warnings.filterwarnings("ignore", category=FutureWarning)  # torch.jit.* are deprecated in favour of torch.export
 

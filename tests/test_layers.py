@@ -17,8 +17,8 @@ SOURCES = {"jacal": ROOT / "jacal", "jacal.cli": ROOT / "cli"}
 LAYERS = (
     ("foundation", ("jacal._validation", "jacal._activations", "jacal._stats", "jacal._io", "jacal._plotting",
                     "jacal._store")),
-    ("models and data", ("jacal._model_utils", "jacal._foreign", "jacal.models", "jacal.checkpoint", "jacal.data",
-                         "jacal.augment", "jacal.shift", "jacal.training", "jacal.scenarios")),
+    ("models and data", ("jacal.models", "jacal.data", "jacal.augment", "jacal.shift", "jacal.training",
+                         "jacal.scenarios")),
     ("sensitivity and scores", ("jacal.sensitivity", "jacal._scores", "jacal.population")),
     ("the feature pass", ("jacal.features",)),
     ("estimators and backends", ("jacal.confidence", "jacal.backends")),

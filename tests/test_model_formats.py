@@ -3,7 +3,7 @@
 Formats: a jacal checkpoint, a plain ``nn.Module`` subclass with its own ``forward``, TorchScript
 scripted, TorchScript traced, and a ``torch.export`` program, all with dropout layers and the same
 weights. Penultimate embeddings (coreset, badge) and MC dropout (bald) reach into compiled models
-(see ``jacal/_foreign.py``), so the picks must equal the eager model's exactly.
+(see ``jacal/models/_compiled.py``), so the picks must equal the eager model's exactly.
 """
 import warnings
 
@@ -14,7 +14,7 @@ from torch import nn
 
 import jacal
 from jacal.acquisition import STRATEGIES
-from jacal.checkpoint import load_model_file
+from jacal.models import load_model_file
 
 from _formats import FORMATS, PINNED, Net, Residual, build_formats
 

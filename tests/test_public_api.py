@@ -32,8 +32,9 @@ def test_no_pre_release_shims():
     """0.1.0 is the first release: moved modules and renamed methods have no aliases."""
     import pytest
 
-    with pytest.raises(ModuleNotFoundError):
-        importlib.import_module("jacal.acquisition._features")
+    for moved in ("jacal.acquisition._features", "jacal.checkpoint", "jacal._foreign", "jacal._model_utils"):
+        with pytest.raises(ModuleNotFoundError):
+            importlib.import_module(moved)
     import jacal._io
 
     for name in ("load_array", "load_image_folder", "image_transform", "decode_image", "list_image_folder",
@@ -80,3 +81,29 @@ def test_docstrings_carry_no_tracker_numbers_or_history():
     hits = [f"{p}:{n}: {line.strip()}" for p in sorted([*root.rglob("*.py"), *(root.parent / "cli").glob("*.py")])
             for n, line in enumerate(p.read_text().splitlines(), 1) if pattern.search(line)]
     assert not hits, "\n".join(hits)
+
+
+def test_the_library_holds_no_test_hooks():
+    """Fault injection lives in the tests (they wrap the units of work); the package and the CLI read no
+    test-only environment variable and define no test-only function."""
+    from pathlib import Path
+
+    root = Path(jacal.__file__).parent
+    pattern = re.compile(r"JACAL_TEST|def \w*for_tests?\b")
+    hits = [f"{p}:{n}: {line.strip()}" for p in sorted([*root.rglob("*.py"), *(root.parent / "cli").glob("*.py")])
+            for n, line in enumerate(p.read_text().splitlines(), 1) if pattern.search(line)]
+    assert not hits, "\n".join(hits)
+
+
+def test_every_package_of_jacal_is_shipped():
+    """``pyproject.toml`` lists the packages by name: a package folder missing from the list would be
+    absent from the wheel while every test of the checkout still imports it."""
+    import tomllib
+    from pathlib import Path
+
+    root = Path(jacal.__file__).parent
+    listed = set(tomllib.loads((root.parent / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
+    found = {".".join(("jacal", *p.parent.relative_to(root).parts)) for p in root.rglob("__init__.py")}
+    found |= {"jacal.cli"}  # installed from cli/ (package-dir)
+    assert found == listed, (f"missing from pyproject.toml: {sorted(found - listed)}; "
+                             f"listed, absent: {sorted(listed - found)}")

@@ -18,17 +18,28 @@ from jacal.cli.app import app  # noqa: E402
 TINY = ["--groups", "2", "--models-per-group", "3", "--pairs", "2", "--steps", "120", "--device", "cpu", "--json"]
 
 
+def _dies_once(fn, marker):
+    """``fn`` as a unit of work whose worker process dies once, as on a lost machine: the first call to
+    create the file ``marker`` kills its own process; the retry, and every other call, runs ``fn``."""
+    def run(*args):
+        try:
+            os.close(os.open(marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+        except FileExistsError:
+            return fn(*args)
+        os._exit(1)
+    return run
+
+
 @pytest.fixture(scope="module")
 def ray_local(tmp_path_factory):
+    """``(backend, folder)``: a local Ray instance of 2 CPUs, and a folder for the tests' marker files."""
     crash_dir = tmp_path_factory.mktemp("crash")
-    os.environ["JACAL_TEST_CRASH_ONCE"] = str(crash_dir)  # inherited by the local Ray workers
     old_path = os.environ.get("PYTHONPATH")
     here = os.path.dirname(os.path.abspath(__file__))  # test modules' classes and functions must import on workers,
     os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (here, old_path) if p)  # as a user's own code must
     backend = RayBackend(num_cpus=2)
     yield backend, crash_dir
     ray.shutdown()
-    os.environ.pop("JACAL_TEST_CRASH_ONCE", None)
     if old_path is None:
         os.environ.pop("PYTHONPATH", None)
     else:
@@ -54,15 +65,18 @@ def _close(a, b):
                 assert va == vb
 
 
-def test_replicate_on_ray_equals_local_and_survives_a_lost_worker(ray_local, tmp_path):
+def test_replicate_on_ray_equals_local_and_survives_a_lost_worker(ray_local, tmp_path, monkeypatch):
     _, crash_dir = ray_local
     run = CliRunner().invoke
     r = run(app, ["replicate", "--out", str(tmp_path / "local"), *TINY])
     assert r.exit_code == 0, r.output
-    (crash_dir / "request-digits-g00-m00").touch()  # the first group's Ray worker dies once
+    marker = crash_dir / "replicate-crashed"
+    submit = RayBackend.map_unordered  # the first group to start on Ray loses its worker once
+    monkeypatch.setattr(RayBackend, "map_unordered",
+                        lambda self, fn, jobs, **kw: submit(self, _dies_once(fn, str(marker)), jobs, **kw))
     r = run(app, ["replicate", "--out", str(tmp_path / "ray"), *TINY, "--backend", "ray"])
     assert r.exit_code == 0, r.output
-    assert (crash_dir / "crashed-digits-g00-m00").exists()  # the task did die, and was retried
+    assert marker.exists()  # the task did die, and was retried
     local, lp = _models(tmp_path / "local" / "results.sqlite")
     remote, rp = _models(tmp_path / "ray" / "results.sqlite")
     assert [m[0] for m in remote] == [m[0] for m in local]  # no model missing or duplicated
@@ -147,7 +161,7 @@ def test_compiled_models_travel_to_ray_workers(ray_local, tmp_path, fmt):
     kind of strategy (scores, Jacobians, embeddings, MC dropout) picks what the local backend picks."""
     import warnings
 
-    from jacal.checkpoint import load_model_file
+    from jacal.models import load_model_file
 
     backend, _ = ray_local
     warnings.simplefilter("ignore")

@@ -9,7 +9,6 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset, IterableDataset, Subset
 
-from jacal._foreign import to_portable
 from jacal._scores import last_linear, least_disagree_metric
 from jacal._validation import as_input_tensor, check_choice, check_positive_int, nonfinite_rows
 from jacal.acquisition.reasons import explain
@@ -17,6 +16,7 @@ from jacal.acquisition.strategies import (Strategy, as_selection, class_floor_ca
                                           in_set_candidates, weighs_in_set)
 from jacal.confidence.openset import in_set_probability
 from jacal.features import Need, PoolFeatures, concat_features, extract_features, has_dropout, pool_length, shard_job
+from jacal.models._compiled import to_portable
 
 __all__ = ["acquire", "AcquisitionResult", "OPEN_SET_LAYERS", "default_batch_size", "CHUNK_ELEMENTS", "MAX_DEFAULT_CHUNK"]
 

@@ -31,7 +31,7 @@ import torch.nn.functional as F
 from sklearn.metrics import balanced_accuracy_score
 
 from jacal._io import ensure_out_dir
-from jacal._model_utils import resolve_device
+from jacal.models._utils import resolve_device
 from jacal._stats import pointwise_sensitivity
 from jacal._store import resumable_store, store_errors
 from jacal.acquisition import STRATEGIES, acquire
@@ -130,9 +130,6 @@ def _run_one(cfg: LoopConfig, sp: ScenarioPool, strategy: str, seed: int, last: 
     check when asked for. ``commit(row, warm_blob, check, metrics)`` is called after each round when
     given (the local backend commits round by round).
     """
-    from jacal.backends import crash_once_for_tests
-
-    crash_once_for_tests(f"loop-{strategy}-{seed}")
     data = sp.data
     dev = torch.device(device)
     y_all = data.y_train.numpy()

@@ -12,10 +12,10 @@ import torch
 import torch.nn.functional as F
 
 from jacal._io import ensure_out_dir
-from jacal._model_utils import resolve_device
 from jacal._store import resumable_store, store_errors
 from jacal._validation import JacalError, check_choice
 from jacal.data import DATASETS, Splits, load_dataset
+from jacal.models._utils import resolve_device
 from jacal.population import (PopulationMLP, population_jacobian_norm, population_transitions, train_population)
 from jacal.replication.c2 import C2Ellipse, c2_ellipses, finite_params, measure_c2, plan_c2_models
 from jacal.replication.config import (PRESETS, SWEEP_VERSION, PlannedModel, Preset, plan_models, plan_pairs,
@@ -119,9 +119,6 @@ def _group_job(members: List[PlannedModel], ctx: DatasetContext, p: Preset, devi
                ) -> Tuple[List[dict], List[tuple], List[tuple]]:
     """One unit of work: train a group as a population and measure it (runs locally or as a Ray task);
     ``c2``: the group belongs to the C2 experiment (measured on the C2 ellipses)."""
-    from jacal.backends import crash_once_for_tests
-
-    crash_once_for_tests(members[0].model_id)
     pop, results = train_population([pm.config for pm in members], ctx.data, device=torch.device(device),
                                     hflip=members[0].dataset.startswith("cifar"), progress=progress)
     if c2:

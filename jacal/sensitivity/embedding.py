@@ -30,8 +30,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from jacal._model_utils import model_dtype, parse_mlp, prepared, resolve_device
 from jacal._validation import as_points, check_choice, check_positive_int
+from jacal.models._utils import model_dtype, parse_mlp, prepared, resolve_device
 from jacal.sensitivity.jacobian import (OUTPUTS, check_mlp_input, logits_with_graph, mlp_first_layer_rows,
                                         ones_complement_basis, output_map_jacobian, row_vjps)
 
@@ -134,7 +134,7 @@ class JacobianEmbedder:
 
     The per-model work (parsing an MLP, the SVD of ``W₁`` or the sketch matrix) is done once here,
     so a caller that streams a pool in chunks (the acquisition feature pass) pays it once, and
-    every chunk shares one basis. ``model`` must already be prepared (see ``_model_utils.prepared``).
+    every chunk shares one basis. ``model`` must already be prepared (see ``jacal.models._utils.prepared``).
     """
 
     def __init__(self, model: nn.Module, input_shape, *, output: str = "softmax", sketch_dim: Optional[int] = None,

@@ -27,8 +27,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from jacal._model_utils import model_dtype, parse_mlp, prepared, resolve_device
 from jacal._validation import as_points, check_positive_int
+from jacal.models._utils import model_dtype, parse_mlp, prepared, resolve_device
 from jacal.sensitivity.jacobian import check_mlp_input, logits_with_graph, matmul_precision, mlp_first_layer_rows, row_vjps
 
 __all__ = ["JacobianGram", "jacobian_gram"]

@@ -55,8 +55,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from jacal._model_utils import ParsedMLP, model_dtype, parse_mlp, prepared, resolve_device
 from jacal._validation import as_points, check_choice, check_positive_int, fmt_shape, forward_logits
+from jacal.models._utils import ParsedMLP, model_dtype, parse_mlp, prepared, resolve_device
 
 __all__ = ["jacobian_norm", "matmul_precision", "OUTPUTS", "METHODS", "PRECISIONS"]
 

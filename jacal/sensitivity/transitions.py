@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from jacal._activations import activation_spec
-from jacal._model_utils import ParsedMLP, model_dtype, parse_mlp, prepared, resolve_device
+from jacal.models._utils import ParsedMLP, model_dtype, parse_mlp, prepared, resolve_device
 from jacal.sensitivity.jacobian import check_mlp_input
 from jacal._validation import as_float_tensor, call_model, check_choice, check_finite, fmt_shape
 

@@ -155,7 +155,7 @@ class MLBackend:
                 strategy jacal does not know, or a stop set or criterion that cannot be used.
         """
         import jacal
-        from jacal.checkpoint import load_model_file
+        from jacal.models import load_model_file
 
         jacal.acquisition.get_strategy(self.strategy)  # an unknown name fails here, not per request
         base = load_model_file(self.model_path)
@@ -539,7 +539,7 @@ class MLBackend:
         self.state.add_version(version, path, n_labeled=len(items), n_out_of_set=len(ann.out_of_set),
                                train_accuracy=float(result.train_accuracy), project=job["project"],
                                annotations=fingerprint)
-        from jacal.checkpoint import load_model_file
+        from jacal.models import load_model_file
 
         ck = load_model_file(path)
         advice, stop_error = None, None

@@ -1,7 +1,7 @@
 """Model factories: the paper's fully-connected nets, and a small CNN.
 
 Every model built here records its constructor arguments in ``.config`` (a plain dict) so a
-checkpoint can rebuild it (:mod:`jacal.checkpoint`).
+checkpoint can rebuild it (:mod:`jacal.models.checkpoint`).
 """
 from __future__ import annotations
 

@@ -279,7 +279,7 @@ def to_portable(model: nn.Module):
     """``model`` itself for an eager module (it pickles); :class:`Portable` bytes for a compiled one.
 
     Raises:
-        ValueError: an export graph that did not come from :func:`jacal.checkpoint.load_model_file`
+        ValueError: an export graph that did not come from :func:`jacal.models.load_model_file`
             (so its ``ExportedProgram`` is unknown) and does not pickle.
     """
     import io
@@ -292,7 +292,7 @@ def to_portable(model: nn.Module):
         program = getattr(model, "_jacal_program", None)
         if program is None:
             raise JacalError("a distributed backend sends the model to its workers, and this torch.export graph has no "
-                             "program to serialize; load it with jacal.checkpoint.load_model_file so jacal keeps its "
+                             "program to serialize; load it with jacal.load_model_file so jacal keeps its "
                              "ExportedProgram.")
         buf = io.BytesIO()
         torch.export.save(program, buf)

@@ -13,7 +13,7 @@ from torch import nn
 
 from jacal._io import atomic_path
 from jacal._validation import JacalError, first_line
-from jacal.models import MODEL_KINDS, build_model
+from jacal.models.builders import MODEL_KINDS, build_model
 
 __all__ = ["save_checkpoint", "load_checkpoint", "load_model_file", "Checkpoint"]
 
