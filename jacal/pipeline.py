@@ -28,7 +28,7 @@ import torch
 
 from jacal import io as jio
 from jacal._io import atomic_open, check_writable
-from jacal.io.annotations import resolve_label_names
+from jacal.io.labels import resolve_label_names
 from jacal.io.batches import output_format
 from jacal._validation import JacalError, check_choice
 

@@ -13,7 +13,7 @@ import jacal.io as jio
 from _cli import run
 from _pools import N, NAMES, build, read_batch
 from jacal.confidence import ConfidenceEstimator
-from jacal.io.annotations import resolve_label_names
+from jacal.io.labels import resolve_label_names
 from jacal.io.batches import output_format
 from jacal.pipeline import acquire_batch, confidence_file, score_file, train_checkpoint
 

@@ -27,20 +27,26 @@ and k-center strategies need not fall with rank: see :mod:`jacal.io.batches`),
 Label Studio task-import JSON (:func:`label_studio_tasks`) or Argilla record JSON
 (:func:`argilla_records`), always written atomically.
 
-The modules, by task: :mod:`jacal.io.pools` (pools and manifests), :mod:`jacal.io.annotations`
-(exports and label files back in), :mod:`jacal.io.batches` (batch files out) and
-:mod:`jacal.io.readers` (array files, image folders, the image transform). Every public name is
-re-exported here. :mod:`jacal.pipeline` strings them into one call per labeling step (a pool file
-in, a batch file out).
+The modules, by task: :mod:`jacal.io.pools` (pools and manifests), :mod:`jacal.io.readers` (array
+files, image folders, the image transform), :mod:`jacal.io.labels` (the label vocabulary),
+:mod:`jacal.io.records` (the annotations record, majority voting, merging), :mod:`jacal.io.annotations`
+(which export a file is, read back in), :mod:`jacal.io.join` (annotations joined with a pool),
+:mod:`jacal.io.batches` (batch files out) and :mod:`jacal.io.formats` (each labeling tool's file
+shape, both directions, one module per tool; ``jacal serve`` speaks Label Studio through it). Every
+public name is re-exported here. :mod:`jacal.pipeline` strings them into one call per labeling step
+(a pool file in, a batch file out).
 """
-from jacal.io.annotations import (NONE_OF_THESE, TOOLS, Annotations, LabeledItems, annotations_from_label_studio,
-                                  is_none_of_these, labeled_items, merge_annotations, parse_label_names,
-                                  read_all_annotations, read_annotations, read_ids)
-from jacal.io.batches import (BATCH_FORMATS, DEFAULT_MODEL_VERSION, argilla_records, batch_rows, label_studio_tasks,
-                              model_version, write_batch, write_rows)
+from jacal.io.annotations import TOOLS, read_all_annotations, read_annotations, read_ids
+from jacal.io.batches import BATCH_FORMATS, DEFAULT_MODEL_VERSION, model_version, write_batch
+from jacal.io.formats.argilla import argilla_records
+from jacal.io.formats.labelstudio import annotations_from_label_studio, label_studio_tasks
+from jacal.io.formats.tabular import batch_rows, write_rows
+from jacal.io.join import LabeledItems, labeled_items
+from jacal.io.labels import NONE_OF_THESE, is_none_of_these, parse_label_names
 from jacal.io.pools import ARRAY_SUFFIXES, MANIFEST_SUFFIXES, ImagePool, Manifest, Pool, open_pool, read_manifest
 from jacal.io.readers import (IMAGE_SUFFIXES, decode_image, image_transform, list_image_folder, load_array,
                               load_image_folder, read_labels)
+from jacal.io.records import Annotations, merge_annotations
 
 __all__ = [
     "Pool", "ImagePool", "open_pool", "read_manifest", "Manifest",

@@ -41,8 +41,9 @@ from typing import Any, List, Optional, Tuple, Union
 import torch
 
 from jacal._validation import JacalError, first_line, nonfinite_rows
-from jacal.io.annotations import annotations_from_label_studio
-from jacal.io.batches import DEFAULT_MODEL_VERSION, reason_data
+from jacal.io.batches import DEFAULT_MODEL_VERSION
+from jacal.io.formats.labelstudio import annotations_from_label_studio, key_tasks
+from jacal.io.formats.reasons import reason_data
 from jacal.io.readers import image_transform
 from jacal.serve import protocol as P
 from jacal.serve.advice import StopTracker
@@ -499,11 +500,7 @@ class MLBackend:
         config = P.parse_label_config(xml)
         m = self._model
         names = P.class_names(config, m["label_names"], m["n_classes"])
-        keyed = []
-        for t in tasks:  # jacal's item id is data.id; tasks imported without one are named by their task id
-            if isinstance(t, dict) and isinstance(t.get("data"), dict) and "id" not in t["data"]:
-                t = {**t, "data": {**t["data"], "id": f"task {t.get('id')}"}}
-            keyed.append(t)
+        keyed = key_tasks(tasks)  # jacal's item id is data.id; tasks imported without one are named by their task id
         ann = annotations_from_label_studio(keyed, question=config.from_name, source=f"project {job['project']}")
         index = {n: i for i, n in enumerate(names)}
         unknown = sorted({lab for lab in ann.labels.values() if lab not in index})

@@ -34,7 +34,8 @@ from urllib.parse import parse_qs, unquote, urljoin, urlparse
 from urllib.request import url2pathname
 
 from jacal._validation import JacalError
-from jacal.io.annotations import NONE_OF_THESE, is_none_of_these
+from jacal.io.formats.labelstudio import choice_result, text_result
+from jacal.io.labels import NONE_OF_THESE, is_none_of_these
 
 __all__ = ["ProtocolError", "LabelConfig", "parse_label_config", "PredictRequest", "parse_predict", "parse_setup",
            "WebhookEvent", "parse_webhook", "TRAIN_EVENTS", "ImageRef", "locate_image", "task_ref",
@@ -343,10 +344,6 @@ def item_score(score: float) -> Optional[float]:
     return None if not math.isfinite(score) else 1.5 - math.atan(score) / math.pi
 
 
-def _text(area: str, to_name: str, text: str) -> dict:
-    return {"from_name": area, "to_name": to_name, "type": "textarea", "value": {"text": [text]}}
-
-
 def prediction(label: str, score: Optional[float], config: LabelConfig, model_version: str, *,
                confidence: Optional[float] = None, reason: Optional[str] = None,
                reason_fields: Optional[Dict[str, Any]] = None, stop: Optional[str] = None) -> dict:
@@ -365,17 +362,16 @@ def prediction(label: str, score: Optional[float], config: LabelConfig, model_ve
     >>> [r["value"] for r in p["result"]]
     [{'choices': ['dog']}, {'text': ['between dog and cat, 0.1 from the boundary']}]
     """
-    out = {"result": [{"from_name": config.from_name, "to_name": config.to_name, "type": "choices",
-                       "value": {"choices": [label]}}],
+    out = {"result": [choice_result(config.from_name, config.to_name, label)],
            "score": score, "model_version": model_version}
     if confidence is not None and math.isfinite(confidence):  # NaN: an item the model gives no finite output
         out["confidence"] = confidence
     if reason is not None:
         out["reason"], out["reason_fields"] = reason, dict(reason_fields or {})
         if config.reason_area:
-            out["result"].append(_text(config.reason_area, config.to_name, reason))
+            out["result"].append(text_result(config.reason_area, config.to_name, reason))
     if stop is not None and config.stop_area:
-        out["result"].append(_text(config.stop_area, config.to_name, stop))
+        out["result"].append(text_result(config.stop_area, config.to_name, stop))
     return out
 
 
@@ -396,9 +392,3 @@ def class_names(config: LabelConfig, stored: Optional[Sequence[str]], n_classes:
         raise ProtocolError(f"the model has {n_classes} classes but <Choices name=\"{config.from_name}\"> has "
                             f"{len(config.classes)} (besides {NONE_OF_THESE!r}); train with --label-names", status=422)
     return list(config.classes)
-
-
-def label_map(tasks_labels: Dict[str, str], names: Sequence[str]) -> Dict[str, int]:
-    """``{item: class index}`` for labels that are class names (others are left out)."""
-    index = {n: i for i, n in enumerate(names)}
-    return {item: index[lab] for item, lab in tasks_labels.items() if lab in index}
