@@ -123,7 +123,8 @@ class OuterCenters:
 
     def row_d2(self, rows: torch.Tensor) -> torch.Tensor:
         c, n2 = self.idx[:self.n], self.norms2
-        d = n2[rows][:, None] + n2[c][None, :] - 2 * (self.a[rows] @ self.a[c].T) * (self.h[rows] @ self.h[c].T).double()
+        ip = (self.a[rows] @ self.a[c].T) * (self.h[rows] @ self.h[c].T).double()
+        d = n2[rows][:, None] + n2[c][None, :] - 2 * ip
         return d.clamp_min(0).min(dim=1).values
 
     def add(self, j: int) -> None:

@@ -77,24 +77,26 @@ def _bound(d2: torch.Tensor, allowed: torch.Tensor, weights: Optional[torch.Tens
 
 def rejection(centers, d2: torch.Tensor, k: int, picks: list, d2_at: list, rng: np.random.Generator,
               allowed: torch.Tensor, weights: Optional[torch.Tensor] = None, *, batch: int = 16,
-              max_rejections: int = 256) -> Tuple[np.ndarray, np.ndarray, int, int]:
+              max_rejections: int = 256) -> Tuple[np.ndarray, np.ndarray, dict]:
     """Exact D² sampling by rejection from the bound ``d2``: proposals ∝ ``weights·bound`` in batches of
     ``batch``, row ``i`` accepted with probability ``D²(i)/bound(i)`` (the first accepted of a batch
     wins; the rest are discarded). Picked rows have ``D² = 0`` and are never accepted again. After
     ``max_rejections`` proposals in a row fail, one pass (``centers.all_d2()``) brings the bound down
-    to the current D². Returns ``(picks, d2_at, proposals, refreshes)``."""
+    to the current D². Returns ``(picks, d2_at, counts)``, ``counts``: the ``proposals`` examined,
+    the ``batches`` drawn (each reads the centers once) and the ``refreshes`` of the bound."""
     bound, _, _ = _bound(d2, allowed, weights)
     chosen = ~allowed.clone()
     chosen[picks] = True
     bound[chosen] = 0.0  # rows already picked: zero weight from the start
     cum = torch.cumsum(bound if weights is None else bound * weights, 0)
     total = float(cum[-1]) if len(bound) else 0.0
-    proposals = refreshes = failed = 0
+    proposals = batches = refreshes = failed = 0
     while len(picks) < k:
         if total <= 0:  # every remaining row coincides with a center: take the next unpicked in order
             j, dj = int(torch.nonzero(~chosen)[0]), 0.0
         else:
             rows = draw(cum, total, rng, batch)
+            batches += 1
             d2_rows = centers.row_d2(rows)
             hit = torch.nonzero(torch.from_numpy(rng.random(batch)) * bound[rows] < d2_rows)
             if len(hit) == 0:
@@ -115,7 +117,8 @@ def rejection(centers, d2: torch.Tensor, k: int, picks: list, d2_at: list, rng: 
         d2_at.append(dj)
         chosen[j] = True
         centers.add(j)
-    return (*_result(picks, d2_at), proposals, refreshes)
+    counts = {"proposals": proposals, "batches": batches, "refreshes": refreshes}
+    return (*_result(picks, d2_at), counts)
 
 
 def mcmc(centers, d2: torch.Tensor, k: int, picks: list, d2_at: list, rng: np.random.Generator,

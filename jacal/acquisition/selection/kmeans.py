@@ -124,9 +124,10 @@ def _seed(function: str, cs, d2: torch.Tensor, m: str, k: int, picks: list, d2_a
         out = D2.pass_per_pick(cs, d2, k, picks, d2_at, rng, ok, w)
         memory.record(function, "exact", n, k, memory.seeding(cs, "pass", n, k), t0)
         return out
-    made = len(picks)
-    *out, proposals, refreshes = D2.rejection(cs, d2, k, picks, d2_at, rng, ok, w)
-    per_pick = proposals / max(1, k - made)
-    memory.record(function, "exact", n, k, memory.seeding(cs, "rejection", n, k, proposals_per_pick=per_pick), t0,
-                  proposals_per_pick=per_pick, refreshes=refreshes)
+    drawn = max(1, k - len(picks))
+    *out, counts = D2.rejection(cs, d2, k, picks, d2_at, rng, ok, w)
+    per_pick = counts["proposals"] / drawn
+    traffic = memory.seeding(cs, "rejection", n, k, proposals_per_pick=per_pick,
+                             batches_per_pick=counts["batches"] / drawn)
+    memory.record(function, "exact", n, k, traffic, t0, proposals_per_pick=per_pick, refreshes=counts["refreshes"])
     return tuple(out)

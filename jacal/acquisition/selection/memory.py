@@ -62,16 +62,17 @@ def k_center_sketch(n: int, row: int, n_allowed: int, dim: int) -> Tuple[float, 
     return n_allowed * (4 * dim + 3 * 4), 2 * n * row + n_allowed * row
 
 
-def seeding(centers, path: str, n: int, k: int, *, proposals_per_pick: float = 0.0,
+def seeding(centers, path: str, n: int, k: int, *, proposals_per_pick: float = 0.0, batches_per_pick: float = 0.0,
             chain_length: int = 0) -> Tuple[float, float]:
     """``(bytes_per_pick, setup_bytes)`` of a k-means++ seeding over a center set (``centers``: a
     :class:`~jacal.acquisition.selection.centers.DenseCenters` or ``OuterCenters``, after the
     seeding) on ``path``: ``"pass"`` (every row and its vectors per pick), ``"rejection"`` (each
-    proposal's row against the centers so far) or ``"mcmc"`` (the chain's rows, then the centers)."""
+    proposal's row, and the centers so far once per batch of proposals) or ``"mcmc"`` (the chain's
+    rows and, once, the centers so far)."""
     held = centers.n_start + k / 2  # centers held on average during the seeding
     setup = (centers.setup_passes + centers.passes) * n * centers.row_bytes
     if path == "pass":
         return n * (centers.row_bytes + centers.vector_bytes + 3 * _F64), setup
     if path == "rejection":
-        return proposals_per_pick * (centers.row_bytes + held * centers.center_bytes), setup
+        return proposals_per_pick * centers.row_bytes + batches_per_pick * held * centers.center_bytes, setup
     return chain_length * centers.row_bytes + held * centers.center_bytes, setup + n * centers.row_bytes
