@@ -5,7 +5,7 @@ memory per strategy, next to a baseline process that only holds the pool and the
 ``extra_mb`` is what the strategy itself needs. The time is split in the two halves of
 :func:`jacal.acquire`: ``model_seconds`` (the feature pass over the pool) and ``selection_seconds``
 (the strategy's selection on those features). For the diversity strategies the selection also
-reports what it ran (``selection_method``: see :mod:`jacal.acquisition.diversity`), the bytes each
+reports what it ran (``selection_method``: see :mod:`jacal.acquisition.selection`), the bytes each
 pick reads (``bytes_per_pick``: the embedding, its sketch or the chain's rows and the centers, plus
 the per-row vectors) and the bandwidth that makes (``selection_gbps``), next to the machine's
 memory bandwidth measured in the same run by a STREAM-like triad (``triad``; ``selection_vs_triad``
@@ -163,7 +163,7 @@ def quality(name: str, feats, picks: np.ndarray, exact_picks: np.ndarray, candid
     Jacobian strategies); for the sketch, the relative error of squared distances over 2,000 pairs."""
     import torch
 
-    from jacal.acquisition import diversity as D
+    from jacal.acquisition.selection.kcenter import SKETCH_DIM, sketch_matrix
 
     rng = np.random.default_rng(seed)
     s = rng.choice(candidates, size=min(sample, len(candidates)), replace=False)
@@ -192,7 +192,7 @@ def quality(name: str, feats, picks: np.ndarray, exact_picks: np.ndarray, candid
         if name == "coreset":
             i, j = rng.choice(candidates, size=(2, 2000))
             v = torch.from_numpy(e[i] - e[j]).double()
-            sk = D._sketch_matrix(v.shape[1], D.SKETCH_DIM, seed)
+            sk = sketch_matrix(v.shape[1], SKETCH_DIM, seed)
             rel = (v @ sk).pow(2).sum(1) / v.pow(2).sum(1).clamp_min(1e-300) - 1
             out["sketch_sq_distance_rel_error"] = {"mean": round(float(rel.mean()), 4), "std": round(float(rel.std()), 4),
                                                    "p95_abs": round(float(rel.abs().quantile(0.95)), 4)}
@@ -204,7 +204,7 @@ def quality(name: str, feats, picks: np.ndarray, exact_picks: np.ndarray, candid
 
 
 def child(args) -> None:
-    from jacal.acquisition import diversity as D
+    from jacal.acquisition.selection import selection, trace
     from jacal.acquisition.strategies import as_selection, get_strategy
     from jacal.acquisition.strategies import class_floor_candidates
     from jacal.confidence.openset import in_set_probability
@@ -236,7 +236,7 @@ def child(args) -> None:
                                                     args.k)  # acquire's default open-pool layer
                 row["open_set_sent"] = int(len(sent))
             t1 = time.perf_counter()
-            with D.selection(args.selection), D.trace() as calls:
+            with selection(args.selection), trace() as calls:
                 sel = as_selection(strat.select(feats, args.k, candidates=candidates, seed=0), n=len(feats.finite),
                                    k=args.k, candidates=candidates, name=strat.name)
             t2 = time.perf_counter()
@@ -259,11 +259,10 @@ def child(args) -> None:
         row["batched_vs_per_sample"] = round(row["model_seconds"] / row["per_sample_mc_model_seconds"], 3)
         row["bald_score_max_abs_diff"] = float(np.nanmax(np.abs(looped.bald - feats.bald)))  # other masks: not 0
     if args.compare_passes and args.single != "baseline" and calls and "proposals_per_pick" in calls[0]:
-        D.REJECTION, t3 = False, time.perf_counter()  # the exact seeding as it was: one pass over the pool per pick
-        with D.selection("exact"), D.trace() as full_calls:
+        t3 = time.perf_counter()  # the exact seeding by one pass over the pool per pick
+        with selection("exact", d2_sampler="pass"), trace() as full_calls:
             full = as_selection(strat.select(feats, args.k, candidates=candidates, seed=0), n=len(feats.finite),
                                 k=args.k, candidates=candidates, name=strat.name)
-        D.REJECTION = True
         row["passes_selection_seconds"] = round(time.perf_counter() - t3, 2)
         row["passes_bytes_per_pick"] = int(full_calls[0]["bytes_per_pick"])
         row["rejection_vs_passes"] = round(row["selection_seconds"] / max(row["passes_selection_seconds"], 1e-9), 4)
@@ -272,21 +271,19 @@ def child(args) -> None:
         # the same law, other random draws: the k-means cost of both (and the passes path at another seed)
         row["quality_vs_passes"] = quality(args.single, feats, np.asarray(sel.indices), np.asarray(full.indices),
                                            candidates)
-        D.REJECTION = False
-        with D.selection("exact"):
+        with selection("exact", d2_sampler="pass"):
             full1 = strat.select(feats, args.k, candidates=candidates, seed=1)
-        D.REJECTION = True
         row["quality_vs_passes"]["passes_seed1_vs_passes"] = quality(args.single, feats, np.asarray(full1[0]),
                                                                      np.asarray(full.indices), candidates)
     if args.compare_exact and args.single != "baseline" and calls and row["selection_method"] != "exact":
         t3 = time.perf_counter()
-        with D.selection("exact"), D.trace() as exact_calls:
+        with selection("exact"), trace() as exact_calls:
             exact = strat.select(feats, args.k, candidates=candidates, seed=0)
         row["exact_selection_seconds"] = round(time.perf_counter() - t3, 2)
         row["exact_bytes_per_pick"] = int(exact_calls[0]["bytes_per_pick"])
         row["quality_vs_exact"] = quality(args.single, feats, sel.indices, np.asarray(exact[0]), candidates)
         if args.single != "coreset":  # D² seeding is random: the same figures for exact at another seed, as the noise
-            with D.selection("exact"):
+            with selection("exact"):
                 exact1 = strat.select(feats, args.k, candidates=candidates, seed=1)
             row["quality_vs_exact"]["exact_seed1_vs_exact"] = quality(args.single, feats, np.asarray(exact1[0]),
                                                                       np.asarray(exact[0]), candidates)
@@ -304,7 +301,7 @@ def main(argv=None):
     ap.add_argument("--pool-file", type=Path, default=None,
                     help="where the memory-mapped pool is written (default: jacal_pool_N.npy in the temp folder)")
     ap.add_argument("--selection", default="auto", choices=["auto", "exact", "approximate"],
-                    help="the diversity selection path (jacal.acquisition.diversity.selection)")
+                    help="the diversity selection path (jacal.acquisition.selection.selection)")
     ap.add_argument("--compare-passes", action="store_true",
                     help="for the exact k-means++ seedings, also run them with one pass over the pool per pick (the "
                          "exact path before rejection sampling) on the same features: time, bytes per pick, and "

@@ -1,8 +1,8 @@
 """Does the approximate selection keep what the exact one selects? Paired AULC, exact vs approximate.
 
 Runs one protocol of ``benchmarks/al_experiments.py`` twice for the diversity strategies (the ones
-whose selection :mod:`jacal.acquisition.diversity` makes), once with every selection exact and once
-with every selection approximate (``jacal.acquisition.diversity.selection``: AFK-MC² seeding for the
+whose selection :mod:`jacal.acquisition.selection` makes), once with every selection exact and once
+with every selection approximate (``jacal.acquisition.selection.selection``: AFK-MC² seeding for the
 k-means++ strategies, the sketched k-center greedy for coreset), everything else identical (the same
 seeds, splits, first labeled sets and training). The protocols' pools are small enough that
 ``"auto"`` would run them exactly, so the approximate arm forces the approximate path: this measures
@@ -20,7 +20,6 @@ that the faster exact path keeps the learning curves it had.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import csv
 import dataclasses
 import json
@@ -34,30 +33,17 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from al_experiments import PROTOCOLS  # noqa: E402
 
-from jacal.acquisition import diversity as D  # noqa: E402
-from jacal.acquisition.diversity import selection  # noqa: E402
+from jacal.acquisition.selection import selection  # noqa: E402
 from jacal.loop import run_loop  # noqa: E402
 from jacal.loop.summary import aulc, paired_seeds  # noqa: E402
 
 DIVERSITY = ("badge", "coreset", "jacobian", "jacobian-kmeans")
 
-
-@contextlib.contextmanager
-def _passes():
-    """Exact selection with the k-means++ seedings drawing by one pass over the pool per pick (the
-    exact path before rejection sampling: the same law, other random draws)."""
-    before = D.REJECTION
-    D.REJECTION = False
-    try:
-        with selection("exact"):
-            yield
-    finally:
-        D.REJECTION = before
-
-
 #: the arms a comparison may name: each a context under which a loop runs
 ARMS = {"exact": lambda: selection("exact"), "approximate": lambda: selection("approximate"),
-        "rejection": lambda: selection("exact"), "passes": _passes}
+        "rejection": lambda: selection("exact"),
+        # the exact k-means++ seedings by one pass over the pool per pick: the same law, other random draws
+        "passes": lambda: selection("exact", d2_sampler="pass")}
 
 
 def areas(folder: Path) -> dict:

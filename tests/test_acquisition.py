@@ -5,7 +5,6 @@ from torch.utils.data import DataLoader, TensorDataset
 
 import jacal
 from jacal.acquisition import scores as S
-from jacal.acquisition.diversity import k_center_greedy, kmeans_pp, kmeans_pp_outer
 
 ALL = sorted(jacal.STRATEGIES)
 
@@ -62,52 +61,6 @@ def test_bald_uses_mc_dropout_and_needs_dropout(setup):
     no_dropout = jacal.mlp(12, 4, width=8, depth=1, seed=0).eval()
     with pytest.raises(ValueError, match="dropout"):
         jacal.acquire(no_dropout, pool, 5, strategy="bald")
-
-
-def test_k_center_greedy_matches_brute_force():
-    rng = np.random.default_rng(0)
-    x = rng.normal(size=(40, 3))
-    labeled = rng.normal(size=(2, 3))
-    picks, dists = k_center_greedy(torch.from_numpy(x), 6, centers=torch.from_numpy(labeled))
-    centers = list(labeled)
-    for i, d in zip(picks, dists):
-        dmin = np.array([min(np.linalg.norm(p - c) for c in centers) for p in x])
-        assert i == int(np.argmax(dmin)) and d == pytest.approx(dmin[i], rel=1e-9)
-        centers.append(x[i])
-
-
-def test_badge_factorized_distances_equal_explicit_embeddings():
-    rng = np.random.default_rng(1)
-    a, h = rng.normal(size=(30, 4)), rng.normal(size=(30, 5))
-    g = np.einsum("nk,nd->nkd", a, h).reshape(30, -1)
-    picks, d2 = kmeans_pp_outer(torch.from_numpy(a), torch.from_numpy(h), 5, seed=3)
-    assert picks[0] == int(np.argmax((g ** 2).sum(1)))
-    for j in range(1, 5):  # D² at each pick = squared distance to the nearest earlier pick
-        expected = min(((g[picks[j]] - g[p]) ** 2).sum() for p in picks[:j])
-        assert d2[j] == pytest.approx(expected, rel=1e-5, abs=1e-6)  # h is held in float32
-    assert len(set(picks)) == 5
-
-
-@pytest.mark.parametrize("centers", [None, "origin"])
-def test_kmeans_pp_draws_by_squared_distance_to_the_nearest_center(centers):
-    rng = np.random.default_rng(2)
-    x = rng.normal(size=(50, 6)) * rng.uniform(0.1, 3, size=(50, 1))
-    c = np.zeros((1, 6)) if centers else None
-    picks, d2 = kmeans_pp(torch.from_numpy(x), 8, centers=None if c is None else torch.from_numpy(c), seed=4)
-    assert len(set(picks)) == 8
-    chosen = [] if c is None else list(c)
-    if c is None:
-        assert picks[0] == int(np.argmax((x ** 2).sum(1)))
-    for j, i in enumerate(picks):
-        if chosen:
-            expected = min(((x[i] - q) ** 2).sum() for q in chosen)
-            assert d2[j] == pytest.approx(expected, rel=1e-9, abs=1e-12)
-        chosen.append(x[i])
-    # the sampling law: over many seeds the first pick from the origin is drawn ∝ ‖x‖²
-    small = torch.tensor([[1.0, 0.0], [0.0, 2.0], [0.0, 0.0]], dtype=torch.float64)
-    firsts = [kmeans_pp(small, 1, centers=torch.zeros(1, 2, dtype=torch.float64), seed=s)[0][0] for s in range(2000)]
-    assert np.bincount(firsts, minlength=3)[2] == 0  # zero Jacobian, zero chance
-    assert np.mean(np.array(firsts) == 1) == pytest.approx(0.8, abs=0.04)
 
 
 def test_jacobian_kmeans_samples_from_jacobian_embeddings(setup):
@@ -353,31 +306,6 @@ def test_memory_mapped_pool_is_read_chunk_by_chunk(setup, tmp_path, dtype):
         peak = tracemalloc.get_traced_memory()[1]
         tracemalloc.stop()
         assert peak < 3000 * 400 * 4 / 4, (strategy, peak)
-
-
-def test_diversity_works_in_place_with_an_allowed_mask():
-    """The selection functions take the whole matrix and a mask: rows outside it (NaN included) are
-    never picked, and the picks equal those on the allowed rows alone."""
-    rng = np.random.default_rng(3)
-    x = rng.normal(size=(50, 4))
-    allowed = np.ones(50, dtype=bool)
-    allowed[[1, 7, 20]] = False
-    x_nan = x.copy()
-    x_nan[7] = np.nan
-    sub = np.flatnonzero(allowed)
-    t = torch.from_numpy
-    p_full, d_full = k_center_greedy(t(x_nan), 6, allowed=t(allowed), seed=1)
-    p_sub, d_sub = k_center_greedy(t(x[sub]), 6, seed=1)
-    assert list(p_full) == list(sub[p_sub]) and np.allclose(d_full, d_sub)
-    p_full, d_full = kmeans_pp(t(x_nan), 6, centers=torch.zeros(1, 4, dtype=torch.float64), allowed=t(allowed), seed=1)
-    p_sub, d_sub = kmeans_pp(t(x[sub]), 6, centers=torch.zeros(1, 4, dtype=torch.float64), seed=1)
-    assert list(p_full) == list(sub[p_sub]) and np.allclose(d_full, d_sub)
-    a = rng.normal(size=(50, 3))
-    p_full, _ = kmeans_pp_outer(t(a), t(x_nan), 6, allowed=t(allowed), seed=1)
-    p_sub, _ = kmeans_pp_outer(t(a[sub]), t(x[sub]), 6, seed=1)
-    assert list(p_full) == list(sub[p_sub])
-    with pytest.raises(ValueError, match="boolean mask of shape \\(50,\\)"):
-        kmeans_pp(t(x), 2, allowed=t(allowed[:10]))
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])

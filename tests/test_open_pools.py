@@ -134,41 +134,6 @@ def test_weighted_key_is_probability_times_percentile_rank():
     assert np.isnan(got[4])
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("rejection", [False, True])
-def test_weighted_kmeans_pp_draws_proportional_to_weight_times_d2(rejection):
-    from jacal.acquisition.diversity import kmeans_pp
-
-    x = torch.tensor([[1.0, 0], [0, 2.0], [3.0, 0], [0, 1.0], [1.0, 1.0]])
-    w = torch.tensor([1.0, 0.5, 0.1, 0.0, 1.0])
-    expect = (w * x.pow(2).sum(1).double()).numpy()
-    expect = expect / expect.sum()
-    n = 3000
-    counts = np.zeros(5)
-    for seed in range(n):
-        picks, _ = kmeans_pp(x, 1, centers=torch.zeros(1, 2), seed=seed, method="exact", rejection=rejection, weights=w)
-        counts[picks[0]] += 1
-    assert counts[3] == 0  # weight 0: never drawn
-    tol = 4 * np.sqrt(expect * (1 - expect) / n) + 1e-9  # 4 standard errors per row
-    assert (np.abs(counts / n - expect) <= tol).all(), (counts / n, expect)
-
-
-def test_weighted_draws_never_take_weight_zero_items():
-    from jacal.acquisition.diversity import kmeans_pp, kmeans_pp_outer
-    from jacal.acquisition.ldm import ldm_seeding
-
-    rng = np.random.default_rng(0)
-    x = torch.from_numpy(rng.normal(size=(60, 4)).astype(np.float32))
-    w = torch.from_numpy((np.arange(60) < 30).astype(np.float64))
-    for method in ("exact", "mcmc"):
-        picks, _ = kmeans_pp(x, 10, centers=torch.zeros(1, 4), method=method, weights=w, seed=1)
-        assert (picks < 30).all(), (method, picks)
-        picks, _ = kmeans_pp_outer(x[:, :3].double(), x, 10, method=method, weights=w, seed=1)
-        assert (picks < 30).all(), (method, picks)
-    picks, _ = ldm_seeding(rng.random(60), x.numpy(), 10, np.arange(60), seed=1, weights=w.numpy())
-    assert (picks < 30).all()
-
-
 # --- the layer on every public strategy ----------------------------------------------------------------
 
 def _open_pool():
@@ -241,7 +206,6 @@ def test_a_custom_select_strategy_runs_under_every_layer():
 
 
 def test_layer_bad_input():
-    from jacal.acquisition.diversity import kmeans_pp
     from jacal.confidence.openset import calibrate_in_set
 
     pool, model, sent, oos = _open_pool()
@@ -249,10 +213,6 @@ def test_layer_bad_input():
         jacal.acquire(model, pool, 5, labeled=sent, out_of_set=oos, open_set="soft")
     with pytest.raises(ValueError, match="`C`"):
         calibrate_in_set([0.9], [0.1], C=0)
-    with pytest.raises(ValueError, match="`weights`"):
-        kmeans_pp(torch.ones(4, 2), 2, weights=torch.tensor([1.0, -1.0, 1.0, 1.0]))
-    with pytest.raises(ValueError, match="`weights`"):
-        kmeans_pp(torch.ones(4, 2), 2, weights=torch.ones(3))
 
 
 def test_study_strategies_are_not_public():

@@ -113,7 +113,7 @@ def test_loop_on_ray_equals_local(ray_local, tmp_path):
     run = CliRunner().invoke
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # as Ray's workers: the same float rounding in training and features
-    try:  # (the rejection seeding's draws follow last-bit differences of the embeddings, see diversity.py)
+    try:  # (the rejection seeding's draws follow last-bit differences of the embeddings: selection/d2.py)
         assert run(app, ["loop", "--out", str(tmp_path / "l"), *args]).exit_code == 0
     finally:
         torch.set_num_threads(threads)

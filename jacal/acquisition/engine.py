@@ -180,7 +180,7 @@ def acquire(model: nn.Module, pool: Any, k: int, *, strategy: str = "jacobian", 
     Memory: the pool is read a ``batch_size`` chunk at a time (a memory-mapped ``.npy`` stays on
     disk). Score-only strategies keep ``K + 4`` numbers per item (probabilities, score, prediction,
     confidence); the diversity strategies add one float32 embedding per item and work on it in
-    place (no copies: see :mod:`jacal.acquisition.diversity`).
+    place (no copies: see :mod:`jacal.acquisition.selection`).
 
     Returns:
         :class:`AcquisitionResult`.

@@ -35,7 +35,8 @@ import torch
 
 from jacal.acquisition import scores as S
 from jacal.features import Need, PoolFeatures
-from jacal.acquisition.diversity import k_center_greedy, kmeans_pp, kmeans_pp_outer, min_distances, row_mean, row_norms
+from jacal.acquisition.selection import k_center_greedy, kmeans_pp, kmeans_pp_outer
+from jacal.acquisition.selection.kernels import min_distances, row_mean, row_norms
 
 __all__ = ["Strategy", "ProbabilityStrategy", "Selection", "STRATEGIES", "RETIRED", "register_strategy",
            "get_strategy", "top_k", "as_selection", "weighted_key", "weighs_in_set", "in_set_candidates",
