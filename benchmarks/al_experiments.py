@@ -85,7 +85,7 @@ class _LayerArm(Strategy):
 
 
 LAYER_BASES = ("random", "margin", "badge", "ldm-s", "jacobian")
-LAYERS = ("off", "weight", "class-floor", "threshold", "conformal")
+LAYERS = ("off", "weight", "class-floor", "share-floor", "threshold", "conformal")
 for _b in LAYER_BASES:
     for _l in LAYERS:
         _name = f"{_b}:{_l}"
@@ -93,7 +93,7 @@ for _b in LAYER_BASES:
             register_strategy(type(f"Arm_{_b}_{_l}".replace("-", "_"), (_LayerArm,),
                                    {"name": _name, "base": _b, "layer": _l, "needs": STRATEGIES[_b].needs,
                                     "uses_labeled": STRATEGIES[_b].uses_labeled, "weighs_in_set": True,
-                                    "open_set": _l if _l in ("off", "weight", "class-floor") else "weight"}))
+                                    "open_set": _l if _l in ("off", "weight", "class-floor", "share-floor") else "weight"}))
 
 
 def _register_once(cls):
@@ -147,6 +147,98 @@ class MarginKNN(Margin):
         s = self.scores(f)
         idx = top_k(s, _conformal_candidates(f, candidates, k), k, seed)
         return Selection(idx, s, s[idx])
+
+
+class _JacobianSeeding(Strategy):
+    """LDM-S's seeding (:func:`jacal.acquisition.ldm.ldm_seeding`) with the first-order (DeepFool)
+    distance to the nearest boundary, ``1/‖v(x)‖``, in place of the LDM: a bounded weight
+    ``γ = exp(−max(δ − q, 0)/q)`` (``q`` the k-th smallest distance), so ``P(in)`` can weigh it, and
+    diversity by cosine distance of penultimate features (``space="features"``) or of boundary
+    directions ``v/‖v‖`` (``space="boundary"``)."""
+
+    needs = frozenset({Need.BOUNDARY_EMBEDDING, Need.EMBEDDINGS})
+    weighs_in_set = True
+    space = "features"
+
+    def select(self, f, k, *, candidates, labeled_embeddings=None, seed=0):
+        from jacal.acquisition.ldm import ldm_seeding
+
+        v = f.boundary_embedding
+        norm = np.linalg.norm(np.asarray(v, dtype=np.float64), axis=1)
+        delta = np.where(np.isfinite(norm) & (norm > 0), 1.0 / np.maximum(norm, 1e-300), np.inf)
+        h = f.embeddings if self.space == "features" else v
+        picks, w = ldm_seeding(delta, h, k, candidates, seed=seed, weights=f.in_set)
+        return Selection(picks, norm, w)
+
+
+@_register_once
+class JacobianS(_JacobianSeeding):
+    name = "jacobian-s"
+
+
+@_register_once
+class JacobianSV(_JacobianSeeding):
+    name = "jacobian-sv"
+    space = "boundary"
+
+
+def share_floor_candidates(in_set: np.ndarray, probs: np.ndarray, candidates: np.ndarray, k: int,
+                           keep_likely: bool = False) -> np.ndarray:
+    """Within each predicted class, drop as many of the least likely in-set items as the calibrated
+    ``P(in)`` expects out of the set there (``round(Σ (1 − P(in)))`` of the class's candidates); the
+    ``k`` most likely in-set when that leaves fewer than ``k``."""
+    p = np.nan_to_num(in_set[candidates], nan=0.0)
+    pred = np.nan_to_num(probs[candidates], nan=0.0).argmax(1)
+    keep = (p >= 0.5) if keep_likely else np.zeros(len(candidates), dtype=bool)
+    for c in np.unique(pred):
+        m = np.flatnonzero(pred == c)
+        n_keep = int(round(p[m].sum()))
+        keep[m[np.argsort(-p[m], kind="stable")[:n_keep]]] = True
+    out = candidates[keep]
+    return out if len(out) >= k else in_set_candidates(in_set, candidates, k)
+
+
+class _FloorArm(Strategy):
+    """A public strategy behind a study-only candidate rule, optionally also drawing ∝ ``P(in)``
+    (``weigh``): ``rule`` is ``share`` (:func:`share_floor_candidates`), ``class`` (jacal's class
+    floor), ``class+conformal`` (the class floor's candidates that also reach the conformal floor)."""
+
+    base: str = ""
+    rule: str = ""
+    weigh: bool = False
+    open_set = "weight"
+    weighs_in_set = True
+
+    def __init__(self):
+        self._base = get_strategy(self.base)
+
+    def select(self, f, k, *, candidates, labeled_embeddings=None, seed=0):
+        from jacal.acquisition.strategies import class_floor_candidates
+
+        if f.in_set is not None:
+            if self.rule == "none":
+                cand = candidates
+            elif self.rule in ("share", "share+half"):
+                cand = share_floor_candidates(f.in_set, f.probs, candidates, k, keep_likely=self.rule == "share+half")
+            else:
+                cand = class_floor_candidates(f.in_set, f.probs, candidates, k)
+                if self.rule == "class+conformal":
+                    both = np.intersect1d(cand, _conformal_candidates(f, candidates, 0))
+                    cand = both if len(both) >= k else cand
+            candidates = cand
+            if not self.weigh:
+                f = dataclasses.replace(f, in_set=None)
+        return self._base.select(f, k, candidates=candidates, labeled_embeddings=labeled_embeddings, seed=seed)
+
+
+for _b in LAYER_BASES + ("jacobian-s", "jacobian-sv"):
+    for _rule, _tag in (("share", "share"), ("class", "class"), ("class+conformal", "class-conformal"), ("none", "all"), ("share+half", "share-half")):
+        for _w in (False, True):
+            _name = f"{_b}:{_tag}{'-w' if _w else ''}"
+            if _name not in STRATEGIES:
+                register_strategy(type(f"Floor_{_b}_{_tag}_{_w}".replace("-", "_"), (_FloorArm,),
+                                       {"name": _name, "base": _b, "rule": _rule, "weigh": _w,
+                                        "needs": STRATEGIES[_b].needs, "uses_labeled": STRATEGIES[_b].uses_labeled}))
 
 BASELINES = ("random", "margin", "entropy", "badge", "coreset", "ldm-s", "margin-knn")
 STRONG = ("margin", "badge", "ldm-s")  # the baselines a Jacobian strategy must match: the best of these
@@ -397,9 +489,11 @@ def _pair(a: dict, b: dict) -> dict:
     return out
 
 
-def open_pool_numbers(path: Path, cfg) -> dict:
-    """Per strategy and seed, from a finished protocol's loop.sqlite: AULC over labels sent and the
-    share of labels sent that came back "none of these" (at the last round)."""
+def open_pool_numbers(path: Path, cfg, arms=None) -> dict:
+    """Per strategy and seed, from a finished protocol's loop.sqlite: AULC over labels sent, the
+    share of labels sent that came back "none of these" (at the last round), the final accuracy and
+    the curve ``(labels sent, test accuracy)``. Strategies outside the protocol's own list count only
+    when ``arms`` is given (any run into the directory, e.g. with ``--strategies``)."""
     from jacal.loop.store import LoopStore
 
     with LoopStore(path / "loop.sqlite") as store:
@@ -407,16 +501,72 @@ def open_pool_numbers(path: Path, cfg) -> dict:
     by = {}
     for r in rows:
         by.setdefault((r[0], r[1]), []).append(r)
-    out = {"aulc": {}, "wasted": {}, "final": {}}
+    out = {"aulc": {}, "wasted": {}, "final": {}, "curve": {}}
     for (st, seed), rs in by.items():
-        if st not in cfg.strategies or seed >= cfg.seeds or len(rs) != cfg.rounds + 1:
+        if (arms is None and st not in cfg.strategies) or seed >= cfg.seeds or len(rs) != cfg.rounds + 1:
             continue
         rs = sorted(rs, key=lambda r: r[2])
+        out["curve"].setdefault(st, {})[seed] = (np.array([r[3] for r in rs], float), np.array([r[4] for r in rs]))
         out["aulc"].setdefault(st, {})[seed] = aulc(np.array([r[3] for r in rs], float), np.array([r[4] for r in rs]))
         out["final"].setdefault(st, {})[seed] = rs[-1][4]
         last = metrics.get((st, seed, rs[-1][2]), {})
         out["wasted"].setdefault(st, {})[seed] = last.get("wasted_total", 0) / rs[-1][3]
     return out
+
+
+FIGURE_ARMS = ("random:off", "margin", "badge", "ldm-s", "jacobian:off", "jacobian")
+
+
+def _open_figures(result: dict, curves: dict, docs: Path) -> None:
+    """``open-pools-curves.png``: per pool, mean test accuracy against labels sent for
+    :data:`FIGURE_ARMS`; ``open-pools-gap.png``: per pool, each Jacobian arm's AULC minus the best of
+    margin, BADGE and LDM-S (paired mean and 95% interval), the target line at −0.005."""
+    from jacal._plotting import pyplot, save_png
+
+    plt = pyplot()
+    pools = [p for p in result if result[p]["jacobian"]]
+    cols = 4
+    rows_ = -(-len(pools) // cols)
+    fig, axes = plt.subplots(rows_, cols, figsize=(4.2 * cols, 3.4 * rows_), squeeze=False)
+    for ax, pool in zip(axes.flat, pools):
+        for i, st in enumerate(FIGURE_ARMS):
+            if st not in curves[pool]:
+                continue
+            seeds = curves[pool][st]
+            ns = next(iter(seeds.values()))[0]
+            acc = np.mean([c[1] for c in seeds.values()], axis=0)
+            jac = st.startswith("jacobian")
+            ax.plot(ns, acc, ls="-" if jac else "--", lw=2.2 if jac else 1.2, color=f"C{i}", label=st)
+        ax.set_title(pool, fontsize=10)
+        ax.set_xlabel("labels sent")
+        ax.set_ylabel("test accuracy")
+    for ax in list(axes.flat)[len(pools):]:
+        ax.axis("off")
+    axes.flat[0].legend(fontsize=7, loc="lower right")
+    fig.suptitle(f"Open pools: mean over {len(next(iter(next(iter(curves.values())).values())))} seeds", fontsize=11)
+    fig.tight_layout()
+    save_png(fig, docs / "open-pools-curves.png")
+    plt.close(fig)
+    arms = [st for st in sorted({a for p in pools for a in result[p]["arms"]}) if st.startswith("jacobian")]
+    fig, ax = plt.subplots(figsize=(11, 4.2))
+    width = 0.8 / max(1, len(arms))
+    for j, st in enumerate(arms):
+        xs, ys, es = [], [], []
+        for i, pool in enumerate(pools):
+            gap = result[pool]["arms"].get(st, {}).get("vs_best")
+            if gap and gap.get("n", 0) >= 2:
+                xs.append(i + (j - (len(arms) - 1) / 2) * width)
+                ys.append(gap["mean"])
+                es.append(gap["ci95"])
+        ax.bar(xs, ys, width, yerr=es, capsize=2, label=st, color=f"C{j}")
+    ax.axhline(-0.005, color="0.3", ls=":", lw=1, label="target: best − 0.005")
+    ax.axhline(0, color="0.3", lw=0.8)
+    ax.set_xticks(range(len(pools)), pools, rotation=20, fontsize=8)
+    ax.set_ylabel("AULC − best of margin, BADGE, LDM-S")
+    ax.legend(fontsize=8, ncol=2)
+    fig.tight_layout()
+    save_png(fig, docs / "open-pools-gap.png")
+    plt.close(fig)
 
 
 def open_report(args: argparse.Namespace) -> None:
@@ -426,9 +576,10 @@ def open_report(args: argparse.Namespace) -> None:
     LDM-S; each pool's curves.png copied to ``--docs``. JSON on stdout, markdown to OUT/open-pools.md."""
     import shutil
 
-    out = Path(args.out)
+    outs = [Path(o) for o in (args.out or ["runs/al"])]
+    out = outs[0]
     prefix = "pilot-open-" if args.pilot else "open-"
-    result, lines = {}, []
+    result, lines, curves = {}, [], {}
 
     def cell(d):
         if not d or d["n"] < 2:
@@ -436,16 +587,26 @@ def open_report(args: argparse.Namespace) -> None:
         return f"{d['mean']:+.4f} ± {d['ci95']:.4f} (t {d['p_t']:.2g}, W {d['p_wilcoxon']:.2g})"
 
     for name in (n for n in PROTOCOLS if n.startswith(prefix)):
-        if not (out / name / "loop.sqlite").exists():
+        found = [o for o in outs if (o / name / "loop.sqlite").exists()]
+        if not found:
             continue
         cfg = PROTOCOLS[name]
-        nums = open_pool_numbers(out / name, cfg)
+        nums = {"aulc": {}, "wasted": {}, "final": {}, "curve": {}}
+        for o in found:  # runs of one protocol split over directories (arms added later): the same seeds
+            part = open_pool_numbers(o / name, cfg, arms=True if len(outs) > 1 else None)
+            for key in nums:
+                for st, v in part[key].items():
+                    nums[key].setdefault(st, {}).update(v)
+        complete = {st for st, v in nums["aulc"].items() if len(v) == cfg.seeds}
+        nums = {key: {st: v for st, v in d.items() if st in complete} for key, d in nums.items()}
+        curves[name] = nums["curve"]
         if args.pilot:  # the pilot ran where the plain names were the weight layer (PILOT_ARMS)
             nums = {key: {(f"{st}:weight" if st in LAYER_BASES else st): v for st, v in d.items()}
                     for key, d in nums.items()}
             nums = {key: {("random" if st == "random:weight" else st): v for st, v in d.items()} for key, d in nums.items()}
         a, w = nums["aulc"], nums["wasted"]
-        if "random" not in a:
+        ref = "random" if "random" in a else "random:off"
+        if ref not in a:
             continue
         strong = [s for s in STRONG if s in a]
         best = max(strong, key=lambda s: np.mean(list(a[s].values())), default=None)
@@ -456,9 +617,10 @@ def open_report(args: argparse.Namespace) -> None:
             table[st] = {"seeds": len(a[st]), "aulc": float(np.mean(list(a[st].values()))),
                          "final_accuracy": float(np.mean(list(nums["final"][st].values()))),
                          "wasted_share": float(np.mean(list(w[st].values()))),
-                         "vs_random": _pair(a[st], a["random"]) if st != "random" else None,
-                         "wasted_vs_random": _pair(w[st], w["random"]) if st != "random" else None,
-                         "vs_off": _pair(a[st], a[off]) if off and ":" not in st and off in a else None}
+                         "vs_random": _pair(a[st], a[ref]) if st != ref else None,
+                         "wasted_vs_random": _pair(w[st], w[ref]) if st != ref else None,
+                         "vs_off": _pair(a[st], a[off]) if off and ":" not in st and off in a else None,
+                         "vs_best": _pair(a[st], a[best]) if best and st != best else None}
         verdict = None
         # the issue's random is the plain draw ("random:off": it knows nothing of the answers); the
         # layer's own random is reported beside it
@@ -497,7 +659,7 @@ def open_report(args: argparse.Namespace) -> None:
                       "", f"jacobian − {verdict['best_any']} (the best of them with or without the layer): "
                           f"{cell(verdict['vs_best_any'])}: {'met' if verdict['aulc_target_met_any'] else 'MISSED'}"]
         lines.append("")
-        if args.docs is not None and (out / name / "curves.png").exists():
+        if args.docs is not None and len(outs) == 1 and (out / name / "curves.png").exists():
             args.docs.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(out / name / "curves.png", args.docs / f"curves_{name}.png")
     pools = list(result)
@@ -526,6 +688,9 @@ def open_report(args: argparse.Namespace) -> None:
             f"{t[v['random_reference']]['wasted_share']:.1%} | {yes[v['wasted_target_met']]} | "
             + (f"{g['jacobian']:+.4f} / {g['margin']:+.4f} | {yes[v['gain_target_met']]} |" if g else "– | – |"))
     lines = head + [""] + targets + [""] + lines
+    if args.docs is not None and not args.pilot and curves:
+        args.docs.mkdir(parents=True, exist_ok=True)
+        _open_figures(result, curves, args.docs)
     (out / ("open-pools-pilot.md" if args.pilot else "open-pools.md")).write_text("\n".join(lines) + "\n")
     if args.docs is not None:
         (args.docs / ("results-pilot.json" if args.pilot else "results.json")).write_text(
@@ -551,7 +716,8 @@ def main() -> None:
     p.add_argument("--docs", type=Path, default=None,
                    help="also copy each protocol's curves.png and the table here (docs/jacobian_acquisition)")
     o = sub.add_parser("open-report", help="the open-pool tables (docs/benchmarks/open-pools.md) as markdown and JSON")
-    o.add_argument("--out", default="runs/al")
+    o.add_argument("--out", action="append", default=None,
+                   help="a run directory (runs/al if none); repeat it to merge arms run into several directories")
     o.add_argument("--pilot", action="store_true", help="the pilot's protocols (pilot-open-*)")
     o.add_argument("--docs", type=Path, default=None, help="copy each pool's curves.png and the JSON here")
     args = ap.parse_args()

@@ -33,10 +33,12 @@ def acquire(
                                                + ".")] = "jacobian",
     open_set: Annotated[str, typer.Option(
         metavar="[" + "|".join(OPEN_SET_LAYERS) + "]", callback=open_set_layer,
-        help="What the items answered 'none of these' in --exclude teach: 'class-floor' (default) selects, per "
-             "predicted class, among the items at least as likely labelable as the class's median (calibrated "
-             "from those answers); 'weight' weighs each item by that probability (fewer labels wasted); 'off' "
-             "ignores them.")] = "class-floor",
+        help="What the items answered 'none of these' in --exclude teach: 'auto' (default) is the strategy's own "
+             "layer ('share-floor' for jacobian, 'class-floor' for the others); 'share-floor' drops, per predicted "
+             "class, as many of the least likely labelable items as the calibrated probability expects out of the "
+             "set there and weighs the rest by it; 'class-floor' selects, per predicted class, among the items at "
+             "least as likely labelable as the class's median; 'weight' weighs each item by that probability; "
+             "'off' ignores them.")] = "auto",
     exclude: Annotated[Optional[List[Path]], typer.Option(help="Items already labeled or queued, never selected. "
                                                                + ANNOTATION_FILES_HELP,
                                                           exists=True, dir_okay=False)] = None,

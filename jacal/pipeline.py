@@ -56,7 +56,7 @@ def _paths(paths: Optional[PathsLike]) -> List[Path]:
 
 
 def acquire_batch(model: PathLike, pool: PathLike, k: int, out: PathLike, *, fmt: Optional[str] = None,
-                  strategy: str = "jacobian", exclude: Optional[PathsLike] = None, open_set: str = "class-floor",
+                  strategy: str = "jacobian", exclude: Optional[PathsLike] = None, open_set: str = "auto",
                   label_names: Union[str, Sequence[str], None] = None, from_name: str = "label", to_name: str = "image",
                   model_version: Optional[str] = None, seed: int = 0, batch_size: Optional[int] = None, device: Any = "auto",
                   mc_samples: int = 20, embedding_layer: Optional[str] = None,
@@ -80,7 +80,8 @@ def acquire_batch(model: PathLike, pool: PathLike, k: int, out: PathLike, *, fmt
             answered "none of these" (:data:`jacal.io.NONE_OF_THESE`, or skipped) reach
             :func:`jacal.acquire` as known out-of-set examples (``out_of_set``).
         open_set: what the items answered "none of these" in ``exclude`` do (``jacal.acquire``'s
-            ``open_set``: ``"class-floor"``, ``"weight"`` or ``"off"``; docs/guide/open-pools.md).
+            ``open_set``: ``"auto"``, ``"share-floor"``, ``"class-floor"``, ``"weight"`` or ``"off"``;
+            docs/guide/open-pools.md).
         label_names: class names in class-index order (a list, or comma-separated text); default:
             the checkpoint's, else ``0..K-1``.
         from_name, to_name: Label Studio control / object (Argilla question / field).

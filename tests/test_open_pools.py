@@ -156,6 +156,16 @@ def _ref_class_floor(p, pred, candidates, k):
     return set(keep) if len(keep) >= k else None
 
 
+def _ref_share_floor(p, pred, candidates, k):
+    """One class at a time: its round(Σ P(in)) most likely in-set candidates (ties by position)."""
+    keep = []
+    for c in sorted({int(pred[i]) for i in candidates}):
+        members = [i for i in candidates if pred[i] == c]
+        n_keep = int(round(sum(float(p[i]) for i in members)))
+        keep += sorted(members, key=lambda i: (-float(p[i]), i))[:n_keep]
+    return set(keep) if len(keep) >= k else None
+
+
 @pytest.mark.parametrize("strategy", sorted(PINNED))
 def test_layer_on_every_strategy(strategy):
     from jacal.confidence.openset import in_set_probability
@@ -163,7 +173,7 @@ def test_layer_on_every_strategy(strategy):
 
     pool, model, sent, oos = _open_pool()
     picks = {layer: jacal.acquire(model, pool, 20, strategy=strategy, labeled=sent, out_of_set=oos, open_set=layer,
-                                  seed=2).indices for layer in ("class-floor", "weight", "off")}
+                                  seed=2).indices for layer in ("class-floor", "share-floor", "weight", "off", "auto")}
     for p in picks.values():
         assert len(set(p.tolist())) == 20 and not set(p.tolist()) & set(sent.tolist())
     # "off" ignores the answers: the closed-pool selection over the same candidates
@@ -174,8 +184,12 @@ def test_layer_on_every_strategy(strategy):
     prob = in_set_probability(f.embeddings, f.embeddings[ins], f.embeddings[oos])["probability"]
     allowed = _ref_class_floor(prob, f.probs.argmax(1), np.setdiff1d(np.arange(len(pool)), sent), 20)
     assert set(picks["class-floor"].tolist()) <= allowed
+    share = _ref_share_floor(prob, f.probs.argmax(1), np.setdiff1d(np.arange(len(pool)), sent), 20)
+    assert share is not None and set(picks["share-floor"].tolist()) <= share
+    # "auto": jacobian's own layer is the share floor, every other public strategy's the class floor
+    assert np.array_equal(picks["auto"], picks["share-floor" if strategy == "jacobian" else "class-floor"])
     wasted = {layer: int((p >= 150).sum()) for layer, p in picks.items()}
-    assert wasted["class-floor"] <= wasted["off"] and wasted["weight"] <= wasted["off"], wasted
+    assert max(wasted["class-floor"], wasted["share-floor"], wasted["weight"]) <= wasted["off"], wasted
 
 
 def test_a_custom_select_strategy_runs_under_every_layer():
@@ -202,7 +216,47 @@ def test_a_custom_select_strategy_runs_under_every_layer():
     allowed = _ref_class_floor(prob, f.probs.argmax(1), np.setdiff1d(np.arange(len(pool)), sent), 10)
     got = picks("class-floor")
     assert set(got.tolist()) <= allowed and got.tolist() == sorted(allowed)[-10:][::-1]
+    assert np.array_equal(picks("auto"), got)  # a strategy that names no layer runs under the class floor
+    share = _ref_share_floor(prob, f.probs.argmax(1), np.setdiff1d(np.arange(len(pool)), sent), 10)
+    assert picks("share-floor").tolist() == sorted(share)[-10:][::-1]  # it does not weigh: the floor alone
     assert "test-last-candidates" not in STRATEGIES
+
+
+def test_share_floor_follows_the_expected_share_per_class():
+    from jacal.acquisition.strategies import share_floor_candidates
+
+    rng = np.random.default_rng(4)
+    p = rng.random(200)
+    probs = np.eye(3)[rng.integers(0, 3, 200)]
+    cand = np.flatnonzero(rng.random(200) < 0.8)
+    got = share_floor_candidates(p, probs, cand, 5)
+    assert set(got.tolist()) == _ref_share_floor(p, probs.argmax(1), cand, 5)
+    for c in range(3):  # each class keeps round(Σ P(in)) of its candidates
+        members = cand[probs[cand].argmax(1) == c]
+        assert np.isin(got, members).sum() == round(p[members].sum())
+    # fewer than k left: the k most likely in-set
+    low = np.full(200, 0.01)
+    assert len(share_floor_candidates(low, probs, cand, 5)) == 5
+
+
+def test_jacobian_on_an_open_pool_weighs_by_the_in_set_probability():
+    """Under the share floor the draws are ∝ P(in)·(γ·D)²: an item with P(in) = 0 is never picked, and
+    the first pick is the largest P(in)·γ."""
+    import dataclasses
+
+    from jacal.acquisition.strategies import get_strategy
+    from jacal.features import Need, extract_features
+
+    pool, model, sent, oos = _open_pool()
+    f = extract_features(model, pool, need={Need.BOUNDARY_EMBEDDING, Need.EMBEDDINGS})
+    w = np.where(np.arange(len(pool)) < 150, 1.0, 0.0)
+    cand = np.setdiff1d(np.arange(len(pool)), sent)
+    sel = get_strategy("jacobian").select(dataclasses.replace(f, in_set=w), 30, candidates=cand, seed=0)
+    assert (sel.indices < 150).all()
+    closed = get_strategy("jacobian").select(f, 30, candidates=cand, seed=0)
+    assert (closed.indices >= 150).any()  # without P(in) the same pool's draws reach the out-of-set half
+    norm = np.linalg.norm(f.boundary_embedding.astype(np.float64), axis=1)
+    np.testing.assert_allclose(sel.scores, norm)
 
 
 def test_layer_bad_input():

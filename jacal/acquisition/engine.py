@@ -13,7 +13,7 @@ from jacal._scores import last_linear, least_disagree_metric
 from jacal._validation import as_input_tensor, check_choice, check_positive_int, nonfinite_rows
 from jacal.acquisition.reasons import explain
 from jacal.acquisition.strategies import (Strategy, as_selection, class_floor_candidates, get_strategy,
-                                          in_set_candidates, weighs_in_set)
+                                          in_set_candidates, share_floor_candidates, weighs_in_set)
 from jacal.confidence.openset import in_set_probability
 from jacal.features import Need, PoolFeatures, concat_features, extract_features, has_dropout, pool_length, shard_job
 from jacal.models._compiled import to_portable
@@ -21,11 +21,14 @@ from jacal.models._compiled import to_portable
 __all__ = ["acquire", "AcquisitionResult", "OPEN_SET_LAYERS", "default_batch_size", "CHUNK_ELEMENTS", "MAX_DEFAULT_CHUNK"]
 
 #: What ``acquire(open_set=...)`` does with the "none of these" answers (see
-#: :mod:`jacal.acquisition.strategies`): ``"class-floor"`` keeps, per predicted class, the items at or
-#: above the class's median calibrated ``P(in | x)`` (and all with ``P(in) >= 1/2``) as candidates;
-#: ``"weight"`` weighs every strategy's choice by ``P(in | x)``; ``"off"`` ignores the answers (the
-#: items stay excluded from selection).
-OPEN_SET_LAYERS = ("class-floor", "weight", "off")
+#: :mod:`jacal.acquisition.strategies`): ``"auto"`` runs each strategy under its own layer
+#: (``share-floor`` for ``jacobian``, ``class-floor`` for the others); ``"share-floor"`` drops, per
+#: predicted class, as many of the least likely labelable items as the calibrated ``P(in | x)``
+#: expects out of the set there, and weighs the rest by ``P(in | x)``; ``"class-floor"`` keeps, per
+#: predicted class, the items at or above the class's median ``P(in | x)`` (and all with
+#: ``P(in) >= 1/2``) as candidates; ``"weight"`` weighs every strategy's choice by ``P(in | x)``;
+#: ``"off"`` ignores the answers (the items stay excluded from selection).
+OPEN_SET_LAYERS = ("auto", "share-floor", "class-floor", "weight", "off")
 
 
 @dataclass
@@ -116,7 +119,7 @@ def _out_of_set(out_of_set: Any, labeled: Any, lab_idx: Optional[np.ndarray], n:
 
 
 def acquire(model: nn.Module, pool: Any, k: int, *, strategy: str = "jacobian", labeled: Any = None,
-            out_of_set: Any = None, open_set: str = "class-floor", seed: int = 0,
+            out_of_set: Any = None, open_set: str = "auto", seed: int = 0,
             batch_size: Optional[int] = None, device=None, mc_samples: int = 20, force_eval: bool = False,
             progress: Optional[Callable[[int, int], Any]] = None, backend: Any = "local",
             shard_size: int = 65536, embedding_layer: Optional[str] = None,
@@ -146,12 +149,16 @@ def acquire(model: nn.Module, pool: Any, k: int, *, strategy: str = "jacobian", 
             set): pool indices when ``labeled`` holds pool indices, else row positions in
             ``labeled``. Never selected; every strategy learns from them which pool items annotators
             can label (``open_set``).
-        open_set: what the ``out_of_set`` answers do, when there are any (:data:`OPEN_SET_LAYERS`;
-            a strategy's own ``open_set`` attribute wins). Each calibrates ``P(in | x)``, the
-            probability that an item can be labeled, from the answers so far
-            (:func:`jacal.confidence.openset.in_set_probability`). ``"class-floor"`` (default): the
-            candidates are, per predicted class, the items at or above the class's median ``P(in)``,
-            and all with ``P(in) >= 1/2``; the strategy selects among them. ``"weight"``: every
+        open_set: what the ``out_of_set`` answers do, when there are any (:data:`OPEN_SET_LAYERS`).
+            Each calibrates ``P(in | x)``, the probability that an item can be labeled, from the
+            answers so far (:func:`jacal.confidence.openset.in_set_probability`). ``"auto"``
+            (default): the strategy's own layer (its ``open_set`` attribute; ``"class-floor"`` when it
+            names none), ``"share-floor"`` for ``jacobian``. ``"share-floor"``: per predicted class,
+            the items the calibration expects out of the set there are dropped, the least likely
+            first, and the strategy weighs the rest by ``P(in)``.
+            ``"class-floor"``: the candidates are, per predicted class, the items at or above the
+            class's median ``P(in)``, and all with ``P(in) >= 1/2``; the strategy selects among them
+            as on a closed pool. ``"weight"``: every
             strategy weighs what an item teaches by ``P(in)`` (fewer labels wasted, see
             docs/guide/open-pools.md). ``"off"``: the strategy selects as on a closed pool. Without
             ``out_of_set`` answers nothing changes.
@@ -199,8 +206,8 @@ def acquire(model: nn.Module, pool: Any, k: int, *, strategy: str = "jacobian", 
     if strat.needs & {Need.MC, Need.BALD} and not has_dropout(model):
         raise ValueError("strategy 'bald' needs a model with dropout layers (MC dropout); this model has none.")
     check_choice("open_set", open_set, OPEN_SET_LAYERS)
-    layer = getattr(strat, "open_set", None) or open_set
-    check_choice(f"strategy {strat.name!r}'s open_set", layer, OPEN_SET_LAYERS)
+    layer = open_set if open_set != "auto" else (getattr(strat, "open_set", None) or "class-floor")
+    check_choice(f"strategy {strat.name!r}'s open_set", layer, OPEN_SET_LAYERS[1:])
     lab_idx = _labeled_indices(labeled, n)
     oos = _out_of_set(out_of_set, labeled, lab_idx, n)
     if lab_idx is not None and len(oos):
@@ -250,6 +257,10 @@ def acquire(model: nn.Module, pool: Any, k: int, *, strategy: str = "jacobian", 
             feats.in_distribution, feats.in_distribution_floor = est["score"], est["floor"]
             if layer == "class-floor":
                 candidates = class_floor_candidates(est["probability"], feats.probs, candidates, int(k))
+            elif layer == "share-floor":
+                candidates = share_floor_candidates(est["probability"], feats.probs, candidates, int(k))
+                if weighs_in_set(strat):
+                    feats.in_set = est["probability"]
             elif layer == "weight":
                 feats.in_set = est["probability"]
                 if not weighs_in_set(strat):  # a strategy that cannot weigh: the calibrated threshold

@@ -13,7 +13,15 @@ item's probability ``P(in | x)`` of being labelable from those answers
 (:func:`jacal.confidence.openset.in_set_probability`) and applies an open-pool layer under whichever
 strategy runs (``acquire(open_set=...)``, or a strategy's own ``open_set``):
 
-* ``"class-floor"`` (the default, :func:`class_floor_candidates`): the candidates are, within each
+* ``"auto"`` (the default): each strategy's own layer (its ``open_set`` attribute): ``"share-floor"``
+  for ``jacobian``, ``"class-floor"`` for the others (the best of each strategy's measured layers,
+  docs/benchmarks/open-pools.md).
+* ``"share-floor"`` (:func:`share_floor_candidates`): within each predicted class, the items the
+  calibration expects out of the set there (``round(Σ (1 − P(in)))`` of them) are dropped, the least
+  likely labelable first; among the rest the strategy
+  weighs what an item teaches by ``P(in)`` as under ``"weight"``. The cut follows the contamination:
+  a pool 10% out of the set loses about a tenth of each class, one 70% out about seven tenths.
+* ``"class-floor"`` (:func:`class_floor_candidates`): the candidates are, within each
   predicted class, the items at or above that class's median ``P(in)``, and every item with
   ``P(in) >= 1/2``; the strategy then selects among them as on a closed pool. A known class that
   borders an unknown one keeps its most labelable half, where one global cut would empty it.
@@ -40,7 +48,7 @@ from jacal.acquisition.selection.kernels import min_distances, row_mean, row_nor
 
 __all__ = ["Strategy", "ProbabilityStrategy", "Selection", "STRATEGIES", "RETIRED", "register_strategy",
            "get_strategy", "top_k", "as_selection", "weighted_key", "weighs_in_set", "in_set_candidates",
-           "class_floor_candidates"]
+           "class_floor_candidates", "share_floor_candidates"]
 
 
 class Selection(NamedTuple):
@@ -112,14 +120,29 @@ def class_floor_candidates(in_set: np.ndarray, probs: np.ndarray, candidates: np
     return out if len(out) >= k else in_set_candidates(in_set, candidates, k)
 
 
+def share_floor_candidates(in_set: np.ndarray, probs: np.ndarray, candidates: np.ndarray, k: int) -> np.ndarray:
+    """The ``"share-floor"`` layer's candidates (module docstring): within each predicted class
+    (``probs (N, K)``'s argmax), its ``round(Σ P(in))`` most likely labelable candidates (ties by
+    position); the ``k`` most likely in-set when that leaves fewer than ``k``."""
+    p = np.nan_to_num(in_set[candidates], nan=0.0)
+    pred = np.nan_to_num(probs[candidates], nan=0.0).argmax(1)
+    keep = np.zeros(len(p), dtype=bool)
+    for c in np.unique(pred):
+        m = np.flatnonzero(pred == c)
+        keep[m[np.argsort(-p[m], kind="stable")[:int(round(p[m].sum()))]]] = True
+    out = candidates[keep]
+    return out if len(out) >= k else in_set_candidates(in_set, candidates, k)
+
+
 class Strategy:
     """Base class. Subclasses set ``name``, ``needs``, a one-line ``use_when`` and implement
     :meth:`scores` or :meth:`select`.
 
-    Open pools (module docstring): ``open_set`` pins the layer this strategy runs under (``None``:
-    ``acquire``'s ``open_set``); a subclass with its own ``select`` that weighs ``f.in_set`` under the
-    ``"weight"`` layer sets ``weighs_in_set = True``, otherwise that layer restricts its candidates to
-    the items more likely labelable than not.
+    Open pools (module docstring): ``open_set`` names the layer this strategy runs under when
+    ``acquire``'s ``open_set`` is ``"auto"`` (``None``: ``"class-floor"``); a subclass with its own
+    ``select`` that weighs ``f.in_set`` (the ``"weight"`` and ``"share-floor"`` layers hand it over)
+    sets ``weighs_in_set = True``, otherwise those layers restrict its candidates to the items more
+    likely labelable than not.
     """
 
     name: str = ""
@@ -345,12 +368,30 @@ class JacobianBoundary(_BoundarySeeding):
     start: an item's chance never exceeds 1/distance², and items that face the same boundary from
     the same side (similar ``v``) lose their chance once one of them is picked.
 
-    Open pools: as every strategy, under the open-pool layer (module docstring).
+    Open pools (its layer: ``"share-floor"``, module docstring): when the layer hands over ``P(in)``,
+    the draws change. ``‖v‖`` is largest at the boundaries where unknown classes sit, and its
+    unbounded square outweighs any probability, so the weight of an item is bounded instead, as
+    LDM-S bounds its metric (:func:`jacal.acquisition.ldm.ldm_seeding` with the distance
+    ``δ = 1/‖v‖`` in place of the LDM: ``γ = exp(−max(δ − q, 0)/q)``, ``q`` the k-th smallest
+    distance), multiplied by ``P(in)``, and the batch spreads by cosine distance of penultimate
+    features (boundary directions of items from unknown classes look alike to no purpose). On a
+    closed pool, and under ``"class-floor"`` or ``"off"``, the draws are the ones above.
     Per-item score: ``‖v(x)‖`` = 1 / (distance to the boundary).
     """
 
     name = "jacobian"
-    use_when = "ties the best on near open sets at 40% and even/odd tasks; behind LDM-S/BADGE at 10% and 70% contamination"
+    use_when = "the best or within 0.005 of it on most open pools under its share-floor layer; see the open-pools guide"
+    open_set = "share-floor"
+
+    def select(self, f, k, *, candidates, labeled_embeddings=None, seed=0):
+        if f.in_set is None or f.embeddings is None:
+            return super().select(f, k, candidates=candidates, labeled_embeddings=labeled_embeddings, seed=seed)
+        from jacal.acquisition.ldm import ldm_seeding
+
+        norm = np.linalg.norm(np.asarray(f.boundary_embedding, dtype=np.float64), axis=1)  # NaN for invalid rows
+        delta = np.where(np.isfinite(norm) & (norm > 0), 1.0 / np.maximum(norm, 1e-300), np.inf)
+        picks, w = ldm_seeding(delta, f.embeddings, k, candidates, seed=seed, weights=f.in_set)
+        return Selection(picks, norm, w)
 
 
 @register_strategy
