@@ -88,6 +88,26 @@ def test_each_prediction_carries_acquires_reason_for_the_item(world, tmp_path, s
     b.stop()
 
 
+@pytest.mark.timeout(120)
+def test_copies_of_an_image_share_the_first_copys_prediction_and_the_rest_is_unchanged(world, tmp_path):
+    # the same file imported several times: acquire over the request would be asked for more picks
+    # than there are distinct items
+    b = start(world, tmp_path)
+    client = TestClient(create_app(b))
+    refs = world["refs"] + [world["refs"][2]] * 3 + [world["refs"][5]]
+    out = client.post("/predict", json={"tasks": [task(i, r) for i, r in enumerate(refs)],
+                                        "label_config": AREAS}).json()["results"]
+    assert len(out) == N + 4
+    ref = jacal.acquire(jacal.load_checkpoint(world["model"]).model, world["x"], N, strategy="jacobian")
+    for i in range(N):
+        r = int(np.flatnonzero(ref.indices == i)[0])
+        assert out[i]["reason"] == ref.reasons[r]
+        assert out[i]["result"][1]["value"]["text"] == [ref.reasons[r]]
+    for i, first in zip(range(N, N + 4), [2, 2, 2, 5]):
+        assert out[i] == out[first]
+    b.stop()
+
+
 def trained_versions(world, tmp_path, client, b, n_labeled):
     labels = {i: NAMES[int(world["y"][i])] for i in range(n_labeled)}
     export = [task(i, world["refs"][i], annotations=[{"id": i, "was_cancelled": False, "result": [  # a prediction

@@ -36,7 +36,7 @@ import threading
 import time
 import uuid
 from pathlib import Path
-from typing import Any, List, Optional, Tuple, Union
+from typing import Any, Dict, List, Optional, Tuple, Union
 
 import torch
 
@@ -312,7 +312,7 @@ class MLBackend:
         with self._scoring:
             x, errors = self._decode_each(req.tasks, config, m)
             ok = [i for i, e in enumerate(errors) if e is None]
-            res = self._score(m["model"], torch.stack([x[i] for i in ok])) if ok else None
+            res, at = self._score(m["model"], torch.stack([x[i] for i in ok])) if ok else (None, [])
         rank = {int(j): r for r, j in enumerate(res.indices)} if res is not None else {}
         stop = _stop_line(m["version"], m["advice"])
         results: List[dict] = []
@@ -320,7 +320,7 @@ class MLBackend:
             if err is not None:  # no "result": Label Studio skips this task and logs the error
                 results.append({"model_version": m["version"], "error": err})
                 continue
-            k = ok.index(i)
+            k = at[ok.index(i)]
             why = reason_data(res, rank[k], label_names=names) if k in rank else {}
             reason = why.pop("reason", None)
             results.append(P.prediction(names[int(res.predicted[k])], P.item_score(res.scores[k]), config,
@@ -389,16 +389,29 @@ class MLBackend:
             raise JacalError(f"no annotated image is readable ({'; '.join(bad[:3])})")
         return torch.stack([x[i] for i in kept]), kept, bad
 
-    def _score(self, model: torch.nn.Module, x: torch.Tensor) -> Any:
-        """:func:`jacal.acquire` over the request's items, every valid one picked, so each has its
-        rank and its reason (the same as acquiring the whole request as one pool)."""
+    def _score(self, model: torch.nn.Module, x: torch.Tensor) -> Tuple[Any, List[int]]:
+        """:func:`jacal.acquire` over the request's distinct items, every valid one picked, so each has
+        its rank and its reason (the same as acquiring them as one pool), and where each row of ``x``
+        is in that result: copies of an image (the same file imported twice) share their first
+        copy's prediction and reason. The diversity seeding draws each pick away from the earlier
+        ones, so it has no pick to give once only copies of picked items are left."""
         import jacal
 
+        groups = torch.unique(x.reshape(len(x), -1), dim=0, return_inverse=True)[1].tolist()
+        slot: Dict[int, int] = {}  # a group of equal rows -> its place among the kept rows (first copies, in order)
+        keep: List[int] = []
+        for i, g in enumerate(groups):
+            if g not in slot:
+                slot[g] = len(keep)
+                keep.append(i)
+        at = [slot[g] for g in groups]
+        x = x[keep]
         k = max(1, int((~nonfinite_rows(x)).sum()))  # acquire picks among the items with finite values
         try:
-            return jacal.acquire(model, x, k, strategy=self.strategy, seed=self.seed, device=self.device)
+            res = jacal.acquire(model, x, k, strategy=self.strategy, seed=self.seed, device=self.device)
         except ValueError as err:  # e.g. every image decodes to NaN
             raise P.ProtocolError(first_line(err), status=422) from None
+        return res, at
 
     # ------------------------------------------------------------------ training
 
