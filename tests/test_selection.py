@@ -544,3 +544,29 @@ if __name__ == "__main__":  # records the pins (run once, on the code whose pick
     PINS.write_text("{\n" + ",\n".join(
         f'"{part}": {{\n' + ",\n".join(f"  {json.dumps(k)}: {json.dumps(v)}" for k, v in sorted(cases.items())) + "\n}"
         for part, cases in pins.items()) + "\n}\n")
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("strategy", ["jacobian", "jacobian-kmeans", "badge", "ldm-s", "coreset"])
+def test_more_picks_than_distinct_items_end(strategy):
+    """Copies of one item: once every distinct item is a center, the copies' D² is rounding noise in
+    the float32 bound; the seeding must still end, with k distinct rows."""
+    import jacal
+
+    g = torch.Generator().manual_seed(0)
+    pool = torch.rand(12, 16, generator=g)
+    pool = torch.cat([pool, pool[3:4].repeat(6, 1), torch.zeros(5, 16)])  # 6 copies of row 3, 5 blank rows
+    model = jacal.mlp(16, 3, width=8, depth=1, seed=0).eval()
+    res = jacal.acquire(model, pool, len(pool), strategy=strategy, seed=1)
+    assert sorted(res.indices.tolist()) == list(range(len(pool)))
+
+
+def test_rejection_sampler_ends_on_copies_with_the_exact_picks_first():
+    """Rows 4..8 copy row 0: the four distinct rows are picked first (D² > 0), then the copies, each
+    once, at D² of rounding size."""
+    x = torch.cat([torch.eye(4) * 3, torch.eye(4)[:1].repeat(5, 1) * 3]).float()
+    for seed in range(5):
+        picks, d2_at = kmeans_pp(x, len(x), seed=seed)
+        assert sorted(picks.tolist()) == list(range(len(x)))
+        distinct = {0 if p >= 4 else p for p in picks[:4].tolist()}
+        assert distinct == {0, 1, 2, 3} and (d2_at[:4] > 1).all() and (d2_at[4:] < 1e-6).all()

@@ -62,7 +62,16 @@ def pass_per_pick(centers, d2: torch.Tensor, k: int, picks: list, d2_at: list, r
     return _result(picks, d2_at)
 
 
-def _bound(d2: torch.Tensor, allowed: torch.Tensor, weights: Optional[torch.Tensor]) -> tuple:
+def _exact_d2(centers, d2: torch.Tensor, chunk: int = 4096) -> torch.Tensor:
+    """Every row's D² recomputed in float64, row by row against the centers, where ``d2 > 0``."""
+    out = torch.zeros_like(d2)
+    rows = torch.nonzero(d2 > 0).flatten()
+    for s in range(0, len(rows), chunk):
+        out[rows[s:s + chunk]] = centers.row_d2(rows[s:s + chunk])
+    return out
+
+
+def _bound(d2: torch.Tensor, allowed: torch.Tensor, weights: Optional[torch.Tensor], margin: bool = True) -> tuple:
     """``(bound, running sum of the proposal weights, their total)`` from D² ``(N,)``. The bound carries
     a rounding margin (it comes from float32 expansions, the accepted D² from float64 rows), absolute
     at ``1e-7 ×`` its largest value, so every row's proposal weight moves with that one value: last-bit
@@ -70,7 +79,7 @@ def _bound(d2: torch.Tensor, allowed: torch.Tensor, weights: Optional[torch.Tens
     pass-per-pick path (the law is unaffected)."""
     b = torch.where(allowed, torch.nan_to_num(d2, nan=0.0), torch.zeros((), dtype=torch.float64))
     top = float(b.max()) if len(b) else 0.0
-    b = torch.where(b > 0, b * (1 + 1e-5) + 1e-7 * top, b)
+    b = torch.where(b > 0, b * (1 + 1e-5) + (1e-7 * top if margin else 0.0), b)
     cum = torch.cumsum(b if weights is None else b * weights, 0)
     return b, cum, float(cum[-1]) if len(b) else 0.0
 
@@ -82,7 +91,10 @@ def rejection(centers, d2: torch.Tensor, k: int, picks: list, d2_at: list, rng: 
     ``batch``, row ``i`` accepted with probability ``D²(i)/bound(i)`` (the first accepted of a batch
     wins; the rest are discarded). Picked rows have ``D² = 0`` and are never accepted again. After
     ``max_rejections`` proposals in a row fail, one pass (``centers.all_d2()``) brings the bound down
-    to the current D². Returns ``(picks, d2_at, counts)``, ``counts``: the ``proposals`` examined,
+    to the current D²; when they fail again after such a pass, what is left of the bound is its
+    rounding margin (rows that coincide with a center, e.g. copies of one image), and the rows are
+    checked in float64 against the centers (a bound with no absolute margin: the copies drop to
+    zero, and with nothing left the next unpicked row is taken in order). Returns ``(picks, d2_at, counts)``, ``counts``: the ``proposals`` examined,
     the ``batches`` drawn (each reads the centers once) and the ``refreshes`` of the bound."""
     bound, _, _ = _bound(d2, allowed, weights)
     chosen = ~allowed.clone()
@@ -91,6 +103,7 @@ def rejection(centers, d2: torch.Tensor, k: int, picks: list, d2_at: list, rng: 
     cum = torch.cumsum(bound if weights is None else bound * weights, 0)
     total = float(cum[-1]) if len(bound) else 0.0
     proposals = batches = refreshes = failed = 0
+    stuck = False  # a refresh since the last accepted pick
     while len(picks) < k:
         if total <= 0:  # every remaining row coincides with a center: take the next unpicked in order
             j, dj = int(torch.nonzero(~chosen)[0]), 0.0
@@ -98,21 +111,27 @@ def rejection(centers, d2: torch.Tensor, k: int, picks: list, d2_at: list, rng: 
             rows = draw(cum, total, rng, batch)
             batches += 1
             d2_rows = centers.row_d2(rows)
-            hit = torch.nonzero(torch.from_numpy(rng.random(batch)) * bound[rows] < d2_rows)
+            # a picked row's D² in float64 may come out a rounding error above 0: never accept it again
+            hit = torch.nonzero((torch.from_numpy(rng.random(batch)) * bound[rows] < d2_rows) & ~chosen[rows])
             if len(hit) == 0:
                 proposals += batch
                 failed += batch
                 if failed >= max_rejections:  # the bound is far above D²: bring it down
                     d2_all = centers.all_d2()
                     d2_all[chosen] = 0.0
-                    bound, cum, total = _bound(d2_all, allowed, weights)
+                    if stuck:  # only the rounding margin is left: the rows' D² in float64
+                        d2_all = _exact_d2(centers, torch.where(allowed, torch.nan_to_num(d2_all, nan=0.0),
+                                                                torch.zeros((), dtype=d2_all.dtype)))
+                    bound, cum, total = _bound(d2_all, allowed, weights, margin=not stuck)
                     refreshes += 1
                     failed = 0
+                    stuck = True
                 continue
             first = int(hit[0])
             proposals += first + 1
             j, dj = int(rows[first]), float(d2_rows[first])
         failed = 0
+        stuck = False
         picks.append(j)
         d2_at.append(dj)
         chosen[j] = True
