@@ -373,9 +373,9 @@ class JacobianBoundary(_BoundarySeeding):
     unbounded square outweighs any probability, so the weight of an item is bounded instead, as
     LDM-S bounds its metric (:func:`jacal.acquisition.ldm.ldm_seeding` with the distance
     ``δ = 1/‖v‖`` in place of the LDM: ``γ = exp(−max(δ − q, 0)/q)``, ``q`` the k-th smallest
-    distance), multiplied by ``P(in)``, and the batch spreads by cosine distance of penultimate
-    features (boundary directions of items from unknown classes look alike to no purpose). On a
-    closed pool, and under ``"class-floor"`` or ``"off"``, the draws are the ones above.
+    distance), multiplied by ``P(in)``, and the batch spreads by the cosine distance between
+    boundary directions ``v/‖v‖`` (which boundary, crossed which way). On a closed pool, and under
+    ``"class-floor"`` or ``"off"``, the draws are the ones above.
     Per-item score: ``‖v(x)‖`` = 1 / (distance to the boundary).
     """
 
@@ -384,13 +384,13 @@ class JacobianBoundary(_BoundarySeeding):
     open_set = "share-floor"
 
     def select(self, f, k, *, candidates, labeled_embeddings=None, seed=0):
-        if f.in_set is None or f.embeddings is None:
+        if f.in_set is None:
             return super().select(f, k, candidates=candidates, labeled_embeddings=labeled_embeddings, seed=seed)
         from jacal.acquisition.ldm import ldm_seeding
 
         norm = np.linalg.norm(np.asarray(f.boundary_embedding, dtype=np.float64), axis=1)  # NaN for invalid rows
         delta = np.where(np.isfinite(norm) & (norm > 0), 1.0 / np.maximum(norm, 1e-300), np.inf)
-        picks, w = ldm_seeding(delta, f.embeddings, k, candidates, seed=seed, weights=f.in_set)
+        picks, w = ldm_seeding(delta, f.boundary_embedding, k, candidates, seed=seed, weights=f.in_set)
         return Selection(picks, norm, w)
 
 
