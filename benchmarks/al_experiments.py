@@ -295,14 +295,19 @@ PROTOCOLS.update({
 
 
 # ---------------------------------------------------------------------------------------------------
-# Open pools (docs/benchmarks/open-pools.md): each public strategy with the open-pool layer (its plain
-# name: acquire's default) and without it (":off"), on near open sets (unknown classes only), junk only,
-# a mix, the contamination share varied, and a closed pool. Sized for a 2-core CPU: MNIST, a pool of
-# 3,000, 20 labels + 10 per round for 20 rounds (to 220 labels sent), a one-hidden-layer MLP (128
-# units, dropout 0.25; at most 60 epochs a round, patience 6), 300 validation and 2,000 test images,
-# 5 seeds. Labels sent (wasted included) are the x axis.
-OPEN_ARMS = ("random", "margin", "badge", "ldm-s", "jacobian", "random:off", "margin:off", "badge:off", "ldm-s:off",
-             "jacobian:off", "jacobian:conformal")
+# Open pools (docs/benchmarks/open-pools.md): each public strategy under its own open-pool layer (its
+# plain name: acquire's default, open_set="auto"), jacobian also under the class floor and without a
+# layer (":off"), margin, BADGE and LDM-S also under jacobian's share floor; on near open sets (unknown
+# classes only), junk only, a mix, the contamination share varied, and a closed pool. Sized for a 2-core
+# CPU: MNIST, a pool of 3,000, 20 labels + 10 per round for 15 rounds (to 170 labels sent), a
+# one-hidden-layer MLP (128 units, dropout 0.25; at most 40 epochs a round, patience 5), 300 validation
+# and 2,000 test images, 5 seeds. Labels sent (wasted included) are the x axis.
+OPEN_ARMS = ("random:off", "margin", "badge", "ldm-s", "jacobian", "jacobian:class-floor", "jacobian:off",
+             "margin:share-floor", "badge:share-floor", "ldm-s:share-floor")
+# the candidates for jacobian's own open-pool rule, measured beside each other on the same pools and seeds
+# (docs/benchmarks/open-pools.md, "Choosing jacobian's rule"); jacobian-sv:share-w is what jacobian does now
+OPEN_CANDIDATES = ("jacobian-s", "jacobian-s:all-w", "jacobian-s:class-w", "jacobian-s:share", "jacobian-s:share-w",
+                   "jacobian-sv:share-w")
 # the pilot that chose the default layer (class-floor); its plain names ran under the "weight" layer
 # (commit b1da1c2; `open-report --pilot` shows them as "margin:weight", ...), its random drew ∝ P(in)
 PILOT_ARMS = ("random", "margin", "margin:off", "margin:threshold", "margin:class-floor", "jacobian", "jacobian:off",
@@ -489,7 +494,7 @@ def _pair(a: dict, b: dict) -> dict:
     return out
 
 
-def open_pool_numbers(path: Path, cfg, arms=None) -> dict:
+def open_pool_numbers(path: Path, cfg, arms=None, seeds=None) -> dict:
     """Per strategy and seed, from a finished protocol's loop.sqlite: AULC over labels sent, the
     share of labels sent that came back "none of these" (at the last round), the final accuracy and
     the curve ``(labels sent, test accuracy)``. Strategies outside the protocol's own list count only
@@ -503,7 +508,8 @@ def open_pool_numbers(path: Path, cfg, arms=None) -> dict:
         by.setdefault((r[0], r[1]), []).append(r)
     out = {"aulc": {}, "wasted": {}, "final": {}, "curve": {}}
     for (st, seed), rs in by.items():
-        if (arms is None and st not in cfg.strategies) or seed >= cfg.seeds or len(rs) != cfg.rounds + 1:
+        wanted = seed < cfg.seeds if seeds is None else seed in seeds
+        if (arms is None and st not in cfg.strategies) or not wanted or len(rs) != cfg.rounds + 1:
             continue
         rs = sorted(rs, key=lambda r: r[2])
         out["curve"].setdefault(st, {})[seed] = (np.array([r[3] for r in rs], float), np.array([r[4] for r in rs]))
@@ -514,18 +520,23 @@ def open_pool_numbers(path: Path, cfg, arms=None) -> dict:
     return out
 
 
-FIGURE_ARMS = ("random:off", "margin", "badge", "ldm-s", "jacobian:off", "jacobian")
+FIGURE_ARMS = ("random:off", "margin", "badge", "ldm-s", "jacobian:off", "jacobian:class-floor", "jacobian")
 
 
-def _open_figures(result: dict, curves: dict, docs: Path) -> None:
+GAP_ARMS = ("jacobian", "jacobian:class-floor", "jacobian:off", "badge:share-floor", "ldm-s:share-floor")
+
+
+def _open_figures(result: dict, curves: dict, docs: Path, tag: str = "") -> None:
     """``open-pools-curves.png``: per pool, mean test accuracy against labels sent for
-    :data:`FIGURE_ARMS`; ``open-pools-gap.png``: per pool, each Jacobian arm's AULC minus the best of
+    :data:`FIGURE_ARMS`; ``open-pools-gap.png``: per pool, each of :data:`GAP_ARMS` minus the best of
     margin, BADGE and LDM-S (paired mean and 95% interval), the target line at −0.005."""
     from jacal._plotting import pyplot, save_png
 
     plt = pyplot()
     pools = [p for p in result if result[p]["jacobian"]]
-    cols = 4
+    if not pools:
+        return
+    cols = min(4, len(pools))
     rows_ = -(-len(pools) // cols)
     fig, axes = plt.subplots(rows_, cols, figsize=(4.2 * cols, 3.4 * rows_), squeeze=False)
     for ax, pool in zip(axes.flat, pools):
@@ -545,9 +556,9 @@ def _open_figures(result: dict, curves: dict, docs: Path) -> None:
     axes.flat[0].legend(fontsize=7, loc="lower right")
     fig.suptitle(f"Open pools: mean over {len(next(iter(next(iter(curves.values())).values())))} seeds", fontsize=11)
     fig.tight_layout()
-    save_png(fig, docs / "open-pools-curves.png")
+    save_png(fig, docs / f"open-pools-curves{tag}.png")
     plt.close(fig)
-    arms = [st for st in sorted({a for p in pools for a in result[p]["arms"]}) if st.startswith("jacobian")]
+    arms = [st for st in GAP_ARMS if any(st in result[p]["arms"] for p in pools)]
     fig, ax = plt.subplots(figsize=(11, 4.2))
     width = 0.8 / max(1, len(arms))
     for j, st in enumerate(arms):
@@ -565,7 +576,7 @@ def _open_figures(result: dict, curves: dict, docs: Path) -> None:
     ax.set_ylabel("AULC − best of margin, BADGE, LDM-S")
     ax.legend(fontsize=8, ncol=2)
     fig.tight_layout()
-    save_png(fig, docs / "open-pools-gap.png")
+    save_png(fig, docs / f"open-pools-gap{tag}.png")
     plt.close(fig)
 
 
@@ -580,6 +591,11 @@ def open_report(args: argparse.Namespace) -> None:
     out = outs[0]
     prefix = "pilot-open-" if args.pilot else "open-"
     result, lines, curves = {}, [], {}
+    seeds, tag = None, ""
+    if args.seed_range:
+        a, b = (int(v) for v in args.seed_range.split(":"))
+        seeds = set(range(a, b))
+    tag = "" if seeds is None else f"-seeds-{min(seeds)}-{max(seeds)}"
 
     def cell(d):
         if not d or d["n"] < 2:
@@ -591,13 +607,17 @@ def open_report(args: argparse.Namespace) -> None:
         if not found:
             continue
         cfg = PROTOCOLS[name]
+        stored = found[0] / name / "summary.json"  # the run's own rounds (a smaller experiment: --rounds)
+        if stored.exists():
+            rounds = json.loads(stored.read_text()).get("config", {}).get("rounds", cfg.rounds)
+            cfg = dataclasses.replace(cfg, rounds=int(rounds))
         nums = {"aulc": {}, "wasted": {}, "final": {}, "curve": {}}
         for o in found:  # runs of one protocol split over directories (arms added later): the same seeds
-            part = open_pool_numbers(o / name, cfg, arms=True if len(outs) > 1 else None)
+            part = open_pool_numbers(o / name, cfg, arms=True if len(outs) > 1 else None, seeds=seeds)
             for key in nums:
                 for st, v in part[key].items():
                     nums[key].setdefault(st, {}).update(v)
-        complete = {st for st, v in nums["aulc"].items() if len(v) == cfg.seeds}
+        complete = {st for st, v in nums["aulc"].items() if len(v) == (cfg.seeds if seeds is None else len(seeds))}
         nums = {key: {st: v for st, v in d.items() if st in complete} for key, d in nums.items()}
         curves[name] = nums["curve"]
         if args.pilot:  # the pilot ran where the plain names were the weight layer (PILOT_ARMS)
@@ -690,10 +710,10 @@ def open_report(args: argparse.Namespace) -> None:
     lines = head + [""] + targets + [""] + lines
     if args.docs is not None and not args.pilot and curves:
         args.docs.mkdir(parents=True, exist_ok=True)
-        _open_figures(result, curves, args.docs)
-    (out / ("open-pools-pilot.md" if args.pilot else "open-pools.md")).write_text("\n".join(lines) + "\n")
+        _open_figures(result, curves, args.docs, tag)
+    (out / ("open-pools-pilot.md" if args.pilot else f"open-pools{tag}.md")).write_text("\n".join(lines) + "\n")
     if args.docs is not None:
-        (args.docs / ("results-pilot.json" if args.pilot else "results.json")).write_text(
+        (args.docs / ("results-pilot.json" if args.pilot else f"results{tag}.json")).write_text(
             json.dumps(result, indent=1, default=float))
     print(json.dumps(result, indent=1, default=float))
 
@@ -719,6 +739,8 @@ def main() -> None:
     o.add_argument("--out", action="append", default=None,
                    help="a run directory (runs/al if none); repeat it to merge arms run into several directories")
     o.add_argument("--pilot", action="store_true", help="the pilot's protocols (pilot-open-*)")
+    o.add_argument("--seed-range", default=None, metavar="A:B",
+                   help="report seeds A..B-1 (runs made with --seeds B), e.g. 5:10 for seeds held out of a choice")
     o.add_argument("--docs", type=Path, default=None, help="copy each pool's curves.png and the JSON here")
     args = ap.parse_args()
     {"run": run, "report": report, "open-report": open_report}[args.cmd](args)
