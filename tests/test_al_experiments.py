@@ -17,6 +17,7 @@ def _run(*args):
     return r.stdout
 
 
+@pytest.mark.slow
 def test_run_add_a_strategy_then_report(tmp_path):
     tiny = ["--seeds", "2", "--rounds", "2", "--max-epochs", "3", "--threads", "1", "--out", tmp_path]
     _run("run", "digits", "--strategies", "random,margin", *tiny)
@@ -36,6 +37,7 @@ def test_run_add_a_strategy_then_report(tmp_path):
     assert "| jacobian | 2 |" in (tmp_path / "docs" / "learning_curves.md").read_text()
 
 
+@pytest.mark.slow
 def test_scenario_protocol_reports_wasted_labels(tmp_path):
     tiny = ["--seeds", "2", "--rounds", "2", "--max-epochs", "3", "--threads", "1", "--out", tmp_path]
     _run("run", "digits-open-set", "--strategies", "random,margin,jacobian", *tiny)

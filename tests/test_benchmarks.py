@@ -78,6 +78,7 @@ def test_bench_population_at_the_smoke_preset_shapes(capsys):
     assert lo - 5e-4 <= agg["fraction_of_mm"] <= hi + 5e-4
 
 
+@pytest.mark.slow
 def test_bench_acquire_memory_maps_a_synthetic_pool(tmp_path, capsys):
     """The million-item benchmark's path at 400 items: a noisy-MNIST .npy written once, memory-mapped,
     every strategy timed with its anonymous memory over the baseline's."""
@@ -159,6 +160,7 @@ def test_gpu_suite_reads_mnist_from_any_npz_path(tmp_path):
     assert len(data.x_train) == 30 and data.x_train.shape[1:] == (1, 28, 28)
 
 
+@pytest.mark.slow
 def test_confidence_shift_tiny_end_to_end(tmp_path, capsys):
     """The confidence-under-shift benchmark at its --tiny size (digits): JSON, table, figures, resumable."""
     mod = _load("confidence_shift")
@@ -212,6 +214,7 @@ def test_confidence_timing_is_the_median_of_paired_rounds(monkeypatch):
     assert t["ratio_to_jacobian_norm"]["max-softmax"] == 3.0
 
 
+@pytest.mark.slow
 def test_interleave_acquire_alternates_two_checkouts(tmp_path):
     """The script behind the old-vs-new 60,000-item figures: each checkout's library, in turn."""
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}

@@ -5,6 +5,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -15,6 +17,7 @@ def test_quickstart_runs():
     assert "transitions around the ellipse" in r.stdout
 
 
+@pytest.mark.slow
 def test_labeling_pipeline_runs(tmp_path):
     r = subprocess.run([sys.executable, str(ROOT / "examples" / "labeling_pipeline.py"), "--workdir", str(tmp_path)],
                        capture_output=True, text=True, timeout=300)
@@ -24,6 +27,7 @@ def test_labeling_pipeline_runs(tmp_path):
     assert (tmp_path / "to_review.csv").exists()
 
 
+@pytest.mark.slow
 def test_label_studio_round_runs(tmp_path):
     r = subprocess.run([sys.executable, str(ROOT / "examples" / "label_studio_round.py"), "--workdir", str(tmp_path)],
                        capture_output=True, text=True, encoding="utf-8", timeout=300)
@@ -36,6 +40,7 @@ def test_label_studio_round_runs(tmp_path):
     assert all(t["predictions"][0]["model_version"] == "jacal" for t in second)  # stable across rounds
 
 
+@pytest.mark.slow
 def test_custom_strategy_runs():
     """A strategy written from the public API alone: registered, selected by name, batch spread over classes."""
     r = subprocess.run([sys.executable, str(ROOT / "examples" / "custom_strategy.py")], capture_output=True, text=True,

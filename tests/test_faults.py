@@ -33,6 +33,8 @@ from jacal._store import SCHEMA_VERSION, check_store, open_store, run_lock
 from jacal.loop.store import SCHEMA as LOOP_SCHEMA
 from jacal.replication.store import SCHEMA as REPLICATE_SCHEMA, ResultStore
 
+pytestmark = pytest.mark.slow  # each test kills a subprocess mid-write
+
 STORE = {"replicate": "results.sqlite", "loop": "loop.sqlite"}
 SCHEMA = {"replicate": REPLICATE_SCHEMA, "loop": LOOP_SCHEMA}
 ARGS = {"replicate": REPLICATE_TINY, "loop": LOOP_TINY}

@@ -77,6 +77,7 @@ def _keeps(before, after):
     assert all(after.get(k) == v for k, v in before.items()), "a committed round was lost or changed"
 
 
+@pytest.mark.slow
 def test_faults_then_resume_give_the_uninterrupted_curves(tiny, tmp_path):
     """Ctrl-C, SIGKILLs at random moments, then a full disk; --resume ends with the uninterrupted
     curves, and no fault loses a committed round."""

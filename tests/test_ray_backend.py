@@ -65,6 +65,7 @@ def _close(a, b):
                 assert va == vb
 
 
+@pytest.mark.slow
 def test_replicate_on_ray_equals_local_and_survives_a_lost_worker(ray_local, tmp_path, monkeypatch):
     _, crash_dir = ray_local
     run = CliRunner().invoke
