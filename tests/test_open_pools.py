@@ -285,3 +285,20 @@ def test_every_public_strategy_says_when_to_use_it():
     for name in PINNED:
         text = STRATEGIES[name].use_when
         assert text and "\n" not in text and len(text) < 140, name
+
+
+def test_jacobian_on_an_open_pool_takes_items_with_no_boundary_in_reach():
+    """Items whose boundary embedding is 0 (the gradient of the logit gap vanishes) count as farther
+    than every other item: the draws stay defined even when they fill the k nearest places."""
+    import dataclasses
+
+    from jacal.acquisition.strategies import get_strategy
+    from jacal.features import Need, extract_features
+
+    pool, model, sent, oos = _open_pool()
+    f = extract_features(model, pool, need={Need.BOUNDARY_EMBEDDING, Need.EMBEDDINGS})
+    v = f.boundary_embedding.copy()
+    v[20:] = 0.0  # all but 20 items
+    f = dataclasses.replace(f, boundary_embedding=v, in_set=np.ones(len(pool)))
+    sel = get_strategy("jacobian").select(f, 40, candidates=np.arange(len(pool)), seed=0)
+    assert len(set(sel.indices.tolist())) == 40 and np.isfinite(sel.selection_scores).all()

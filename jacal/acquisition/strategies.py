@@ -389,7 +389,10 @@ class JacobianBoundary(_BoundarySeeding):
         from jacal.acquisition.ldm import ldm_seeding
 
         norm = np.linalg.norm(np.asarray(f.boundary_embedding, dtype=np.float64), axis=1)  # NaN for invalid rows
-        delta = np.where(np.isfinite(norm) & (norm > 0), 1.0 / np.maximum(norm, 1e-300), np.inf)
+        ok = np.isfinite(norm) & (norm > 0)
+        delta = np.where(ok, 1.0 / np.maximum(norm, 1e-300), np.nan)
+        # ‖v‖ = 0 (no boundary within first-order reach, e.g. every unit dead): farther than any other item
+        delta[~ok] = 2.0 * np.max(delta[ok]) if ok.any() else 1.0
         picks, w = ldm_seeding(delta, f.boundary_embedding, k, candidates, seed=seed, weights=f.in_set)
         return Selection(picks, norm, w)
 
