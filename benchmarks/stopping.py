@@ -18,7 +18,14 @@ strategy and overall: means and maxima) and, with ``--out DIR``, writes it to ``
 with one figure per strategy (``DIR/curve_<strategy>.png``: mean accuracy with each criterion's
 mean stop marked, κ below). ``--from-json FILE`` redraws the figures from a saved run.
 
+``--scenario NAME`` draws the pool and the stop set from a :mod:`jacal.scenarios` pool over MNIST
+instead (``--scenario-params "share=0.4"``; its test split, the in-set classes only, gives the
+accuracy). On an open pool the labels sent include the items answered "none of these": they count
+on the x axis, are left out of training and are handed to ``jacal.acquire`` as ``out_of_set``.
+``--model cnn`` trains this script's own small CNN instead of the MLP (for ``image3``).
+
     python benchmarks/stopping.py --data-root DIR --seeds 5 --out docs/benchmarks/stopping
+    python benchmarks/stopping.py --data-root DIR --scenario long-tail --scenario-params ratio=10 --raw runs/stop-long-tail
 """
 from __future__ import annotations
 
@@ -50,9 +57,32 @@ def load_mnist(root: Path):
     return f(d["x_train"]), d["y_train"].astype(np.int64), f(d["x_test"]), d["y_test"].astype(np.int64)
 
 
-def make_model(width: int, seed: int) -> nn.Module:
+def load_scenario(a, seed: int):
+    """The MNIST scenario pool ``a.scenario`` at ``seed`` as ``(x_train, y_train, x_test, y_test)``
+    numpy arrays (``y_train`` −1: answered "none of these"); ``None`` without MNIST under ``--data-root``."""
+    from jacal.data import load_dataset
+    from jacal.scenarios import build_scenario, parse_params
+
+    if not (a.data_root / "MNIST" / "raw").is_dir():
+        return None
+    if getattr(a, "_mnist", None) is None:
+        a._mnist, a._built = load_dataset("mnist", root=a.data_root), {}
+    if seed not in a._built:  # every strategy at a seed gets the same pool
+        d = build_scenario(a.scenario, a._mnist, parse_params(a.scenario_params or ""), seed=seed).data
+        a._built = {seed: tuple(t.numpy() for t in (d.x_train, d.y_train, d.x_test, d.y_test))}
+    return a._built[seed]
+
+
+def make_model(width: int, seed: int, input_shape=(784,), n_classes: int = 10, kind: str = "mlp") -> nn.Module:
+    """The script's own model: a one-hidden-layer ReLU MLP over the flattened input, or (``kind="cnn"``)
+    two 3×3 conv + 2×2 max-pool blocks (16, 32 channels) under that MLP."""
     torch.manual_seed(seed)
-    return nn.Sequential(nn.Linear(784, width), nn.ReLU(), nn.Linear(width, 10))
+    if kind == "cnn":
+        c, h, w = input_shape
+        return nn.Sequential(nn.Conv2d(c, 16, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+                             nn.Conv2d(16, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(),
+                             nn.Linear(32 * (h // 4) * (w // 4), width), nn.ReLU(), nn.Linear(width, n_classes))
+    return nn.Sequential(nn.Flatten(), nn.Linear(int(np.prod(input_shape)), width), nn.ReLU(), nn.Linear(width, n_classes))
 
 
 def train(model: nn.Module, x: torch.Tensor, y: torch.Tensor, steps: int, seed: int) -> nn.Module:
@@ -69,28 +99,33 @@ def train(model: nn.Module, x: torch.Tensor, y: torch.Tensor, steps: int, seed: 
 
 def run_one(data, strategy: str, seed: int, a):
     """One loop: ``(record with labels and accuracy per round, raw stop-set observations per round)``."""
-    xtr, ytr, xte, yte = data
+    xtr, ytr, xte, yte = data if data is not None else load_scenario(a, seed)
     rng = np.random.default_rng(seed)
     perm = rng.permutation(len(xtr))
     pool_i, stop_i = perm[:a.pool], perm[a.pool:a.pool + a.stop_set]
     pool, ypool = torch.from_numpy(xtr[pool_i]), torch.from_numpy(ytr[pool_i])
     stop_set = torch.from_numpy(xtr[stop_i])
     xt, yt = torch.from_numpy(xte), torch.from_numpy(yte)
-    labeled = rng.choice(a.pool, a.initial, replace=False)
-    rec = {"strategy": strategy, "seed": seed, "labels": [], "accuracy": []}
+    n_classes = int(max(ytr.max(), yte.max())) + 1
+    labeled = rng.choice(len(pool), a.initial, replace=False)
+    rec = {"strategy": strategy, "seed": seed, "labels": [], "accuracy": [], "wasted": []}
     raw = {"predictions": [], "runner_up": [], "boundary_distance": [], "probs": [], "picked_probs": []}
     t0 = time.perf_counter()
     rnd = 0
     while True:
-        model = train(make_model(a.width, seed), pool[labeled], ypool[labeled], a.steps, seed * 1000 + rnd)
+        usable = labeled[ypool[labeled].numpy() >= 0]  # "none of these" answers teach the model nothing
+        model = train(make_model(a.width, seed, tuple(xtr.shape[1:]), n_classes, a.model), pool[usable],
+                      ypool[usable], a.steps, seed * 1000 + rnd)
         with torch.no_grad():
-            acc = float((model(xt).argmax(1) == yt).float().mean())
+            acc = float(torch.cat([model(xt[i:i + 2000]).argmax(1) for i in range(0, len(xt), 2000)]).eq(yt).float().mean())
         last = len(labeled) >= a.max_labels
+        out = labeled[ypool[labeled].numpy() < 0]
         picks = jacal.acquire(model, pool, a.per_round, strategy=strategy, labeled=labeled,
-                              seed=seed * 1000 + rnd).indices
+                              out_of_set=out if len(out) else None, seed=seed * 1000 + rnd).indices
         obs = observe(model, stop_set, geometry=True, picked=pool[picks])
         rec["labels"].append(int(len(labeled)))
         rec["accuracy"].append(acc)
+        rec["wasted"].append(int(len(out)))
         for k in raw:
             raw[k].append(getattr(obs, k))
         if last:
@@ -146,7 +181,7 @@ def choose(summary: dict) -> dict:
 def evaluate(rec: dict, raw: dict) -> dict:
     """Replay every candidate criterion over a run's stored observations (``Criterion.step``): its
     value, advice and reason per round, and the stop table."""
-    rec = {k: v for k, v in rec.items() if k in ("strategy", "seed", "labels", "accuracy", "seconds")}
+    rec = {k: v for k, v in rec.items() if k in ("strategy", "seed", "labels", "accuracy", "wasted", "seconds")}
     rec.update(values={}, stops={}, reasons={})
     observations = [Observation(raw["predictions"][r].astype(np.int64), raw["probs"][r].astype(np.float64),
                                 raw["runner_up"][r].astype(np.int64), raw["boundary_distance"][r].astype(np.float64),
@@ -227,7 +262,8 @@ def figures(result: dict, out: Path) -> list:
                     label=f"{n}{' (default)' if n == chosen else ''}: {labs:.0f} labels" + ("" if stopped == len(st) else f" ({len(st) - stopped} never stopped)"))
         ax.set_ylim(max(ymin - 0.02, 0), min(1, m.max() + 0.01))
         ax.set_ylabel("test accuracy")
-        ax.set_title(f"MNIST, {strat}: where each stopping criterion stops (mean over seeds)")
+        where = result["config"].get("scenario") or "MNIST"
+        ax.set_title(f"{where}, {strat}: where each stopping criterion stops (mean over seeds)")
         ax.legend(fontsize=7, loc="lower right")
         for n in ("stabilizing-predictions", "boundary-pairs"):
             v = np.array([[np.nan if x is None else x for x in r["values"][n]] for r in runs], dtype=float)
@@ -286,6 +322,10 @@ def main(argv=None) -> None:
     ap.add_argument("--initial", type=int, default=100)
     ap.add_argument("--per-round", type=int, default=100)
     ap.add_argument("--max-labels", type=int, default=3000)
+    ap.add_argument("--scenario", default=None, help="draw the pool and stop set from this jacal.scenarios pool "
+                                                     "over MNIST (torchvision layout under --data-root)")
+    ap.add_argument("--scenario-params", default="", help='the scenario\'s parameters, e.g. "share=0.4,known=6"')
+    ap.add_argument("--model", choices=("mlp", "cnn"), default="mlp")
     ap.add_argument("--width", type=int, default=256)
     ap.add_argument("--steps", type=int, default=500)
     ap.add_argument("--threads", type=int, default=1)
@@ -311,10 +351,16 @@ def main(argv=None) -> None:
         report(a, config, curves, raws)
         return
     torch.set_num_threads(a.threads)
-    data = load_mnist(a.data_root)
-    if data is None:
-        print(json.dumps({"skipped": f"no mnist.npz under --data-root {a.data_root}"}))
-        return
+    if a.scenario is not None:
+        data = None  # built per seed
+        if load_scenario(a, a.first_seed) is None:
+            print(json.dumps({"skipped": f"no MNIST/raw under --data-root {a.data_root}"}))
+            return
+    else:
+        data = load_mnist(a.data_root)
+        if data is None:
+            print(json.dumps({"skipped": f"no mnist.npz under --data-root {a.data_root}"}))
+            return
     curves, raws = [], {}
     for seed in range(a.first_seed, a.first_seed + a.seeds):
         for strat in a.strategies.split(","):
@@ -343,7 +389,7 @@ def _config(a) -> dict:
     if not hasattr(a, "_ran"):
         a._ran = {"commit": _commit(), "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
     return {**{k: (str(v) if isinstance(v, Path) else v) for k, v in vars(a).items()
-               if k not in ("data_root", "raw", "out", "replay", "_ran")}, **a._ran}
+               if k not in ("data_root", "raw", "out", "replay", "_ran", "_mnist", "_built")}, **a._ran}
 
 
 def report(a, config: dict, curves: list, raws: dict) -> None:

@@ -50,3 +50,50 @@ def test_choose_takes_the_fewest_labels_among_those_clearing_the_bar():
     none = {"x": {**ok, "labels_mean": 1, "accuracy_lost_mean": 0.02}, "y": {**ok, "labels_mean": 2,
                                                                           "accuracy_lost_mean": 0.03}}
     assert mod.choose(none) == {"criterion": "x", "cleared_design_bar": False, "candidates_clearing": []}
+
+
+def _idx(path: Path, a: np.ndarray) -> None:
+    """An IDX file as torchvision's MNIST reader expects it (unsigned bytes)."""
+    header = bytes([0, 0, 8, a.ndim]) + b"".join(int(n).to_bytes(4, "big") for n in a.shape)
+    path.write_bytes(header + a.astype(np.uint8).tobytes())
+
+
+def _raw_mnist(root: Path, n_train: int = 600, n_test: int = 120) -> None:
+    raw = root / "MNIST" / "raw"
+    raw.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for split, n in (("train", n_train), ("t10k", n_test)):
+        _idx(raw / f"{split}-images-idx3-ubyte", rng.integers(0, 256, (n, 28, 28)))
+        _idx(raw / f"{split}-labels-idx1-ubyte", np.arange(n) % 10)
+
+
+def test_an_open_scenario_counts_the_none_answers_as_labels_sent_and_never_trains_on_them(tmp_path, capsys):
+    _raw_mnist(tmp_path)
+    mod = _module()
+    mod.main(["--data-root", str(tmp_path), "--scenario", "open-set", "--scenario-params", "share=0.4,known=6",
+              "--seeds", "1", "--strategies", "jacobian", "--pool", "300", "--stop-set", "50", "--initial", "30",
+              "--per-round", "30", "--max-labels", "120", "--steps", "5", "--width", "16", "--design-seeds", "",
+              "--raw", str(tmp_path / "raw")])
+    capsys.readouterr()
+    run = json.loads((tmp_path / "raw" / "curves.json").read_text())["curves"][0]
+    assert run["labels"] == [30, 60, 90, 120]
+    assert run["wasted"][0] > 0 and run["wasted"] == sorted(run["wasted"]) and run["wasted"][-1] < 120
+    saved = json.loads((tmp_path / "raw" / "curves.json").read_text())["config"]
+    assert saved["scenario"] == "open-set" and saved["scenario_params"] == "share=0.4,known=6"
+
+
+def test_a_cnn_on_three_channel_images(tmp_path, capsys):
+    _raw_mnist(tmp_path)
+    mod = _module()
+    mod.main(["--data-root", str(tmp_path), "--scenario", "image3", "--scenario-params", "size=12", "--model", "cnn",
+              "--seeds", "1", "--strategies", "margin", "--pool", "200", "--stop-set", "40", "--initial", "20",
+              "--per-round", "20", "--max-labels", "60", "--steps", "3", "--width", "8", "--design-seeds", "",
+              "--raw", str(tmp_path / "raw")])
+    capsys.readouterr()
+    obs = mod.load_raw(tmp_path / "raw" / "observations.npz")["margin/0"]
+    assert obs["predictions"].shape == (3, 40) and obs["probs"].shape == (3, 40, 10)
+
+
+def test_without_raw_mnist_a_scenario_run_says_it_skipped(tmp_path, capsys):
+    _module().main(["--data-root", str(tmp_path), "--scenario", "long-tail", "--seeds", "1"])
+    assert "skipped" in json.loads(capsys.readouterr().out)
