@@ -26,6 +26,12 @@ on the x axis, are left out of training and are handed to ``jacal.acquire`` as `
 
     python benchmarks/stopping.py --data-root DIR --seeds 5 --out docs/benchmarks/stopping
     python benchmarks/stopping.py --data-root DIR --scenario long-tail --scenario-params ratio=10 --raw runs/stop-long-tail
+
+``--scenario-report DIR [DIR ...] --out OUT`` judges the kept runs of several scenarios (one ``--raw``
+folder each, named after its scenario) side by side: ``OUT/scenarios.json``, ``OUT/scenarios.md`` (per
+scenario and strategy, the default and stabilizing predictions against the oracle, paired over seeds,
+and every criterion at its defaults) and ``OUT/scenarios.png`` (each scenario's mean curve with the
+two stops marked).
 """
 from __future__ import annotations
 
@@ -337,7 +343,17 @@ def main(argv=None) -> None:
                     help="seeds on which the default is chosen (rule: choose()); the others are held out to judge it")
     ap.add_argument("--replay", type=Path, nargs="+", default=None,
                     help="judge the criteria on the runs kept in these --raw folders (several: their runs together)")
+    ap.add_argument("--scenario-report", type=Path, nargs="+", default=None,
+                    help="judge the --raw folders of several scenario runs side by side (needs --out)")
     a = ap.parse_args(argv)
+    if a.scenario_report is not None:
+        if a.out is None:
+            ap.error("--scenario-report needs --out")
+        res = scenario_report(a.scenario_report, a.out)
+        print(json.dumps({k: {n: {s: v["criteria"][res["default"]] for s, v in sc["strategies"].items()}
+                              for n, sc in res["scenarios"].items()} if k == "scenarios" else v
+                          for k, v in res.items()}, indent=1))
+        return
     if a.replay is not None:
         configs, curves, raws = [], [], {}
         for folder in a.replay:
@@ -374,6 +390,103 @@ def main(argv=None) -> None:
                 (a.raw / "curves.json").write_text(json.dumps({"config": _config(a), "curves": curves}))
                 save_raw(a.raw / "observations.npz", raws)
     report(a, _config(a), curves, raws)
+
+
+def scenario_report(folders, out: Path) -> dict:
+    """Every scenario's kept runs judged again; the default and stabilizing predictions side by side."""
+    from jacal.stopping import DEFAULT_CRITERION
+
+    res = {"judged_at_commit": _commit(), "default": DEFAULT_CRITERION, "scenarios": {}}
+    for folder in folders:
+        saved = json.loads((folder / "curves.json").read_text())
+        raws = load_raw(folder / "observations.npz")
+        runs = [evaluate(c, raws[f"{c['strategy']}/{c['seed']}"]) for c in saved["curves"]]
+        per = {}
+        for strat in dict.fromkeys(r["strategy"] for r in runs):
+            rs = [r for r in runs if r["strategy"] == strat]
+            per[strat] = {"seeds": sorted(r["seed"] for r in rs),
+                          "oracle_labels_mean": float(np.mean([r["table"]["oracle"]["labels"] for r in rs])),
+                          "plateau_mean": float(np.mean([r["table"]["oracle"]["plateau"] for r in rs])),
+                          "wasted_share_at_end": float(np.mean([r["wasted"][-1] / r["labels"][-1] for r in rs]))
+                          if rs[0].get("wasted") else 0.0,
+                          "criteria": {n: v for n, v in summarize([r["table"] for r in rs]).items() if n in CRITERIA},
+                          "default_vs_stabilizing": paired(rs, DEFAULT_CRITERION, "stabilizing-predictions"),
+                          "curve": {"labels": rs[0]["labels"], "accuracy": np.mean([r["accuracy"] for r in rs], 0).tolist(),
+                                    "stops": {n: float(np.mean([r["table"][n]["labels"] for r in rs]))
+                                              for n in ("oracle", DEFAULT_CRITERION, "stabilizing-predictions")}}}
+        res["scenarios"][folder.name] = {"config": saved["config"], "strategies": per,
+                                         "overall": {n: v for n, v in summarize([r["table"] for r in runs]).items()
+                                                     if n in CRITERIA}}
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "scenarios.json").write_text(json.dumps(res, indent=1))
+    (out / "scenarios.md").write_text(scenario_markdown(res))
+    _scenario_figure(res, out / "scenarios.png")
+    return res
+
+
+def _cell(v: dict) -> str:
+    return (f"{v['labels_ratio_mean']:.2f} ({v['labels_ratio_max']:.2f}) | {v['accuracy_lost_mean']:+.4f} "
+            f"({v['accuracy_lost_max']:+.4f}) | {v['stopped']}/{v['runs']}")
+
+
+def scenario_markdown(res: dict) -> str:
+    d = res["default"]
+    lines = [f"| scenario | strategy | oracle stop (labels) | `{d}`: labels ÷ oracle, mean (max) | accuracy lost, mean (max) "
+             "| stopped | `stabilizing-predictions`: labels ÷ oracle | accuracy lost | stopped "
+             "| default − stabilizing: labels ÷ oracle (runs with fewer / more; Wilcoxon p) | accuracy lost |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for name, sc in res["scenarios"].items():
+        for strat, v in sc["strategies"].items():
+            pr = v["default_vs_stabilizing"]
+            p = f"; p {pr['labels_wilcoxon_p']:.2g}" if "labels_wilcoxon_p" in pr else ""
+            lines.append(f"| {name} | {strat} | {v['oracle_labels_mean']:.0f} | {_cell(v['criteria'][d])} | "
+                         f"{_cell(v['criteria']['stabilizing-predictions'])} | {pr['labels_ratio_diff_mean']:+.2f} "
+                         f"({pr['fewer_labels']} / {pr['more_labels']}{p}) | {pr['accuracy_lost_diff_mean']:+.4f} |")
+    names = list(next(iter(res["scenarios"].values()))["overall"])
+    lines += ["", "Every criterion at its defaults, over both strategies and all seeds of a scenario: labels ÷ "
+              "oracle, mean (accuracy lost, mean; runs stopped).", "",
+              "| criterion | " + " | ".join(res["scenarios"]) + " |", "|---|" + "---|" * len(res["scenarios"])]
+    for n in names:
+        cells = [f"{sc['overall'][n]['labels_ratio_mean']:.2f} ({sc['overall'][n]['accuracy_lost_mean']:+.4f}; "
+                 f"{sc['overall'][n]['stopped']}/{sc['overall'][n]['runs']})" for sc in res["scenarios"].values()]
+        lines.append(f"| {n}{' (default)' if n == d else ''} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def _scenario_figure(res: dict, path: Path) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    sc = res["scenarios"]
+    cols = 3
+    rows = -(-len(sc) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.3 * rows), squeeze=False)
+    d = res["default"]
+    style = {"oracle": ("k", "|", "oracle"), d: ("tab:blue", "o", f"{d} (default)"),
+             "stabilizing-predictions": ("tab:red", "s", "stabilizing-predictions")}
+    for ax, (name, v) in zip(axes.flat, sc.items()):
+        for j, (strat, s) in enumerate(v["strategies"].items()):
+            lab, acc = np.array(s["curve"]["labels"]), np.array(s["curve"]["accuracy"])
+            ls = "-" if j == 0 else "--"
+            ax.plot(lab, acc, color="0.3", ls=ls, lw=1.2, label=f"{strat} (mean of {len(s['seeds'])} seeds)")
+            for n, x in s["curve"]["stops"].items():
+                c, m, lbl = style[n]
+                ax.plot([x], [np.interp(x, lab, acc)], marker=m, ms=11 if m == "|" else 7, mew=2, color=c, ls="none",
+                        mfc=c if j == 0 else "none", label=lbl if j == 0 else None)
+        ax.set_title(name, fontsize=10)
+        ax.set_xlabel("labels sent", fontsize=8)
+        ax.set_ylabel("test accuracy", fontsize=8)
+        lo = min(np.array(s["curve"]["accuracy"])[len(s["curve"]["accuracy"]) // 5] for s in v["strategies"].values())
+        ax.set_ylim(lo - 0.02, None)
+        ax.tick_params(labelsize=7)
+        ax.legend(fontsize=6, loc="lower right")
+    for ax in list(axes.flat)[len(sc):]:
+        ax.axis("off")
+    fig.suptitle("Where the default and stabilizing predictions stop (filled: first strategy, open: second)", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
 
 
 def _commit() -> str:

@@ -80,6 +80,14 @@ def test_an_open_scenario_counts_the_none_answers_as_labels_sent_and_never_train
     assert run["wasted"][0] > 0 and run["wasted"] == sorted(run["wasted"]) and run["wasted"][-1] < 120
     saved = json.loads((tmp_path / "raw" / "curves.json").read_text())["config"]
     assert saved["scenario"] == "open-set" and saved["scenario_params"] == "share=0.4,known=6"
+    mod.main(["--scenario-report", str(tmp_path / "raw"), "--out", str(tmp_path / "report")])
+    printed = json.loads(capsys.readouterr().out)
+    res = json.loads((tmp_path / "report" / "scenarios.json").read_text())
+    v = res["scenarios"]["raw"]["strategies"]["jacobian"]
+    assert printed["scenarios"]["raw"]["jacobian"] == v["criteria"][res["default"]]
+    assert v["wasted_share_at_end"] == run["wasted"][-1] / 120 and v["curve"]["labels"] == run["labels"]
+    assert "| raw | jacobian |" in (tmp_path / "report" / "scenarios.md").read_text()
+    assert (tmp_path / "report" / "scenarios.png").read_bytes()[:4] == b"\x89PNG"
 
 
 def test_a_cnn_on_three_channel_images(tmp_path, capsys):
