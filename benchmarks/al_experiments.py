@@ -307,7 +307,7 @@ OPEN_ARMS = ("random:off", "margin", "badge", "ldm-s", "jacobian", "jacobian:cla
 # the candidates for jacobian's own open-pool rule, measured beside each other on the same pools and seeds
 # (docs/benchmarks/open-pools.md, "Choosing jacobian's rule"); jacobian-sv:share-w is what jacobian does now
 OPEN_CANDIDATES = ("jacobian-s", "jacobian-s:all-w", "jacobian-s:class-w", "jacobian-s:share", "jacobian-s:share-w",
-                   "jacobian-sv:share-w")
+                   "jacobian-sv:share-w", "jacobian-sv:class-w")
 # the pilot that chose the default layer (class-floor); its plain names ran under the "weight" layer
 # (commit b1da1c2; `open-report --pilot` shows them as "margin:weight", ...), its random drew ∝ P(in)
 PILOT_ARMS = ("random", "margin", "margin:off", "margin:threshold", "margin:class-floor", "jacobian", "jacobian:off",
