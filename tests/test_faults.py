@@ -29,7 +29,7 @@ import pytest
 import jacal
 from _cli import digits_model, run as _invoke
 from _helpers import LOOP_TINY, REPLICATE_TINY, cli, fsize_limit, one_line_error, one_line_failure
-from jacal._store import SCHEMA_VERSION, check_store, open_store, run_lock
+from jacal._internal.store import SCHEMA_VERSION, check_store, open_store, run_lock
 from jacal.loop.store import SCHEMA as LOOP_SCHEMA
 from jacal.replication.store import SCHEMA as REPLICATE_SCHEMA, ResultStore
 
@@ -149,7 +149,7 @@ def test_stale_lock(tmp_path):
     out = tmp_path / "out"
     out.mkdir()
     holder = subprocess.Popen(
-        [sys.executable, "-c", "import sys, time; from jacal._store import run_lock\n"
+        [sys.executable, "-c", "import sys, time; from jacal._internal.store import run_lock\n"
                          f"with run_lock({str(out)!r}, 'replicate'):\n print('locked', flush=True); time.sleep(120)"],
         stdout=subprocess.PIPE, text=True)
     try:
@@ -239,7 +239,7 @@ from pathlib import Path
 import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
-from jacal._io import atomic_open, atomic_path
+from jacal._internal.io import atomic_open, atomic_path
 out, n = Path(sys.argv[1]), int(sys.argv[2])
 fig, ax = plt.subplots()
 ax.plot(range(2000))

@@ -1,6 +1,7 @@
 """The import graph of jacal is layered: no module imports one from a layer above its own, and the
-parts of the package (``jacal.X``) import each other without a cycle. Every import counts, the ones
-inside functions included: an import deferred to run time is still a dependency.
+parts of the package (``jacal.X``, and each private helper ``jacal._internal.X``) import each other
+without a cycle. Every import counts, the ones inside functions included: an import deferred to run
+time is still a dependency.
 
 Read from the source with ``ast`` (nothing is imported), over ``jacal/`` and the CLI package
 (``cli/``, installed as ``jacal.cli``).
@@ -15,11 +16,11 @@ SOURCES = {"jacal": ROOT / "jacal", "jacal.cli": ROOT / "cli"}
 
 #: lowest first; a module may import from its own layer and the layers below it, never above.
 LAYERS = (
-    ("foundation", ("jacal._validation", "jacal._activations", "jacal._stats", "jacal._io", "jacal._plotting",
-                    "jacal._store")),
+    ("foundation", ("jacal._internal", "jacal._internal.validation", "jacal._internal.activations",
+                    "jacal._internal.stats", "jacal._internal.io", "jacal._internal.plotting", "jacal._internal.store")),
     ("models and data", ("jacal.models", "jacal.data", "jacal.augment", "jacal.shift", "jacal.training",
                          "jacal.scenarios")),
-    ("sensitivity and scores", ("jacal.sensitivity", "jacal._scores", "jacal.population")),
+    ("sensitivity and scores", ("jacal.sensitivity", "jacal._internal.scores", "jacal.population")),
     ("the feature pass", ("jacal.features",)),
     ("estimators and backends", ("jacal.confidence", "jacal.backends")),
     ("acquisition", ("jacal.acquisition",)),
@@ -79,9 +80,10 @@ def _imports(module: str) -> list:
 
 
 def _unit(module: str) -> str:
-    """The part of the package a module belongs to: ``jacal.X`` (``jacal`` for the package itself)."""
-    return module if module == "jacal" or module.startswith("jacal._") and module.count(".") == 1 \
-        else ".".join(module.split(".")[:2])
+    """The part of the package a module belongs to: ``jacal.X`` (``jacal`` for the package itself), and
+    each private helper ``jacal._internal.X`` on its own, since the helpers sit in different layers."""
+    parts = module.split(".")
+    return ".".join(parts[:3] if parts[1:2] == ["_internal"] else parts[:2])
 
 
 def test_every_part_of_the_package_has_a_layer():
@@ -107,7 +109,8 @@ def test_no_module_imports_from_a_layer_above_its_own():
 
 def test_the_entry_points_stand_side_by_side():
     """The loop, the replication suite, the server and the pipeline share code through the layers below
-    them (the statistics in ``jacal._stats``, say), never by importing one another; the CLI calls them all."""
+    them (the statistics in ``jacal._internal.stats``, say), never by importing one another; the CLI calls
+    them all."""
     side = ("jacal.pipeline", "jacal.loop", "jacal.replication", "jacal.serve")
     bad = [f"{m}:{line} imports {target}" for m in MODULES if _unit(m) in side
            for line, target in _imports(m) if _unit(target) in side and _unit(target) != _unit(m)]

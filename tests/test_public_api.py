@@ -32,14 +32,15 @@ def test_no_pre_release_shims():
     """0.1.0 is the first release: moved modules and renamed methods have no aliases."""
     import pytest
 
-    for moved in ("jacal.acquisition._features", "jacal.checkpoint", "jacal._foreign", "jacal._model_utils"):
+    for moved in ("jacal.acquisition._features", "jacal.checkpoint", "jacal._foreign", "jacal._model_utils",
+                  "jacal._io", "jacal._validation", "jacal._store"):
         with pytest.raises(ModuleNotFoundError):
             importlib.import_module(moved)
-    import jacal._io
+    import jacal._internal.io
 
     for name in ("load_array", "load_image_folder", "image_transform", "decode_image", "list_image_folder",
                  "IMAGE_SUFFIXES"):
-        assert not hasattr(jacal._io, name), name
+        assert not hasattr(jacal._internal.io, name), name
     assert not hasattr(jacal.ConfidenceEstimator, "fit") and not hasattr(jacal.ConfidenceEstimator, "predict_proba")
 
 

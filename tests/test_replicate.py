@@ -352,7 +352,7 @@ def test_transition_claims_use_piecewise_linear_models_only():
 
 
 def test_resume_refuses_a_version_3_store_untouched(tmp_path):
-    from jacal._store import open_store
+    from jacal._internal.store import open_store
     from jacal.replication.store import SCHEMA
 
     out = tmp_path / "v3"

@@ -5,7 +5,7 @@ import torch
 from torch import nn
 
 import jacal
-from jacal._validation import JacalError, call_model, check_logits, check_probabilities, first_line, forward_logits
+from jacal._internal.validation import JacalError, call_model, check_logits, check_probabilities, first_line, forward_logits
 
 
 def test_a_model_error_becomes_one_line_naming_the_input():

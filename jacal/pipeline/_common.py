@@ -11,7 +11,7 @@ from typing import Any, Callable, List, Optional, Sequence, Union
 import torch
 
 from jacal import io as jio
-from jacal._validation import JacalError
+from jacal._internal.validation import JacalError
 
 PathLike = Union[str, Path]
 PathsLike = Union[PathLike, Sequence[PathLike]]

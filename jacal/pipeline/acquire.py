@@ -9,8 +9,8 @@ import numpy as np
 import torch
 
 from jacal import io as jio
-from jacal._io import check_writable
-from jacal._validation import JacalError
+from jacal._internal.io import check_writable
+from jacal._internal.validation import JacalError
 from jacal.io.batches import output_format
 from jacal.io.labels import resolve_label_names
 from jacal.pipeline._common import PathLike, PathsLike, Progress, Warn, _n_classes, _names, _paths, _warner

@@ -8,8 +8,8 @@ from typing import Any, Optional, Sequence
 import numpy as np
 
 from jacal import io as jio
-from jacal._io import check_writable
-from jacal._validation import JacalError
+from jacal._internal.io import check_writable
+from jacal._internal.validation import JacalError
 from jacal.io.batches import output_format
 from jacal.pipeline._common import PathLike, Warn, _load_items, _warner
 

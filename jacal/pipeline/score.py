@@ -6,8 +6,8 @@ from pathlib import Path
 from typing import Any, Optional
 
 from jacal import io as jio
-from jacal._io import atomic_open, check_writable
-from jacal._validation import JacalError, check_choice
+from jacal._internal.io import atomic_open, check_writable
+from jacal._internal.validation import JacalError, check_choice
 from jacal.pipeline._common import PathLike, Progress
 
 

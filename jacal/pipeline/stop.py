@@ -7,8 +7,8 @@ from pathlib import Path
 from typing import Any, Optional, Sequence
 
 from jacal import io as jio
-from jacal._io import atomic_open
-from jacal._validation import JacalError
+from jacal._internal.io import atomic_open
+from jacal._internal.validation import JacalError
 from jacal.pipeline._common import PathLike
 
 

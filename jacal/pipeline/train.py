@@ -7,8 +7,8 @@ from pathlib import Path
 from typing import Any, Optional, Sequence, Union
 
 from jacal import io as jio
-from jacal._io import check_writable
-from jacal._validation import JacalError
+from jacal._internal.io import check_writable
+from jacal._internal.validation import JacalError
 from jacal.pipeline._common import PathLike, PathsLike, Progress, Warn, _names, _paths, _warner
 
 

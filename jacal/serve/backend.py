@@ -38,7 +38,7 @@ from typing import Any, Dict, List, Optional, Tuple, Union
 
 import torch
 
-from jacal._validation import JacalError, first_line, nonfinite_rows
+from jacal._internal.validation import JacalError, first_line, nonfinite_rows
 from jacal.io.batches import DEFAULT_MODEL_VERSION
 from jacal.io.formats.reasons import reason_data
 from jacal.io.readers import image_transform

@@ -25,7 +25,7 @@ from typing import Any, List, Optional, Tuple
 
 import torch
 
-from jacal._validation import JacalError, first_line
+from jacal._internal.validation import JacalError, first_line
 from jacal.io.formats.labelstudio import annotations_from_label_studio, key_tasks
 from jacal.serve import protocol as P
 

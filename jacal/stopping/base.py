@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from sklearn.metrics import cohen_kappa_score
 
-from jacal._validation import check_positive_int
+from jacal._internal.validation import check_positive_int
 from jacal.features import Need, extract_features, pool_length
 from jacal.acquisition.engine import default_batch_size
 

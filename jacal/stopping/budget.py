@@ -1,7 +1,7 @@
 """The label budget as a stopping criterion: stop once a given number of items is labeled."""
 from __future__ import annotations
 
-from jacal._validation import check_positive_int
+from jacal._internal.validation import check_positive_int
 from jacal.stopping.base import Criterion
 
 

@@ -47,8 +47,8 @@ import json
 from pathlib import Path
 from typing import Any, Dict, Optional, Type, Union
 
-from jacal._io import atomic_open
-from jacal._validation import JacalError
+from jacal._internal.io import atomic_open
+from jacal._internal.validation import JacalError
 from jacal.stopping.base import Advice, Criterion, Observation, kappa, observe
 from jacal.stopping.boundaries import BoundaryPairs, BoundaryShare, SettledBoundaries
 from jacal.stopping.budget import Budget

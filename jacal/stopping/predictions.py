@@ -9,7 +9,7 @@ import math
 
 import numpy as np
 
-from jacal._validation import check_positive_int
+from jacal._internal.validation import check_positive_int
 from jacal.stopping.base import Criterion, Observation, kappa
 
 

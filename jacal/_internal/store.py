@@ -26,7 +26,7 @@ import sqlite3
 from pathlib import Path
 from typing import Dict, Iterator, Optional, Tuple
 
-from jacal._validation import JacalError
+from jacal._internal.validation import JacalError
 
 __all__ = ["SCHEMA_VERSION", "check_store", "open_store", "run_lock", "store_errors", "remove_stale_temporaries"]
 

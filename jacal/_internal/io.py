@@ -13,7 +13,7 @@ __all__ = ["atomic_path", "atomic_open", "ensure_out_dir", "check_writable"]
 
 def ensure_out_dir(out: Union[str, Path]) -> Path:
     """Create the output folder ``out`` if needed; raise ``JacalError`` if it cannot be a writable folder."""
-    from jacal._validation import JacalError
+    from jacal._internal.validation import JacalError
 
     out = Path(out)
     try:
@@ -30,7 +30,7 @@ def ensure_out_dir(out: Union[str, Path]) -> Path:
 def check_writable(path: Union[str, Path], force: bool) -> None:
     """Raise ``JacalError`` unless the output file ``path`` may be written: it does not exist (or
     ``force``), is not a folder, and its folder can be created and written to."""
-    from jacal._validation import JacalError
+    from jacal._internal.validation import JacalError
 
     path = Path(path)
     if path.exists() and not force:
@@ -55,7 +55,7 @@ def atomic_path(path: Union[str, Path], *, durable: bool = False) -> Iterator[Pa
     ``durable``: also ``fsync`` the new file before the rename and its folder after, so a power
     loss leaves the old file or the new one (the rename alone only survives a killed process).
     """
-    from jacal._validation import JacalError
+    from jacal._internal.validation import JacalError
 
     path = Path(path)
     try:

@@ -18,7 +18,7 @@ def pyplot():
 
 def save_png(fig, path: Path) -> str:
     """Write ``fig`` to ``path`` as a PNG (110 dpi, tight box) atomically, close it, return the file name."""
-    from jacal._io import atomic_path
+    from jacal._internal.io import atomic_path
 
     path = Path(path)
     with atomic_path(path) as tmp:

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from jacal._validation import check_probabilities
+from jacal._internal.validation import check_probabilities
 
 __all__ = ["least_confidence", "margin", "entropy", "bald", "max_softmax", "last_linear", "hypotheses",
            "least_disagree_metric"]
