@@ -20,7 +20,7 @@ from jacal.acquisition.selection import d2 as D2
 from jacal.acquisition.selection import k_center_greedy, kmeans_pp, kmeans_pp_outer, memory, selection, trace
 from jacal.acquisition.selection.config import current
 
-PINS = Path(__file__).parent / "data" / "selection_picks.json"
+PINS = Path(__file__).resolve().parents[1] / "data" / "selection_picks.json"
 K = 12
 
 

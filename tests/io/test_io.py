@@ -1,6 +1,6 @@
 """jacal.io and the labeling-pipeline CLI: annotations back in, round trips through the tools' exports,
 lazy decoding, and bad input as one-line errors that leave no output file behind (every pool format ×
-every output format: test_pipeline.py)."""
+every output format: tests/integration/test_pipeline.py)."""
 import csv
 import json
 

@@ -44,7 +44,7 @@ def test_every_strategy_on_every_format(built, fmt, strategy):
 def test_custom_forward_compiled(built, compile_, cls, tmp_path):
     """A compiled nn.Module subclass with its own forward (a residual one too): embeddings reach into
     its graph in every format, so coreset and margin pick what the eager model picks. Forwards whose
-    last linear layer is out of reach are in tests/test_foreign_script.py."""
+    last linear layer is out of reach are in tests/models/test_foreign_script.py."""
     _, _, x = built
     warnings.simplefilter("ignore")
     torch.manual_seed(0)

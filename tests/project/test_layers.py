@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 SOURCES = {"jacal": ROOT / "jacal", "jacal.cli": ROOT / "cli"}
 
 #: lowest first; a module may import from its own layer and the layers below it, never above.

@@ -1,5 +1,5 @@
-"""Every public feature is one hop from ``jacal``: exported and resolvable (tests/test_docs.py checks that
-the API reference covers each one)."""
+"""Every public feature is one hop from ``jacal``: exported and resolvable (tests/project/test_docs.py
+checks that the API reference covers each one)."""
 import importlib
 import re
 

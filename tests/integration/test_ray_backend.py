@@ -36,7 +36,8 @@ def ray_local(tmp_path_factory):
     crash_dir = tmp_path_factory.mktemp("crash")
     old_path = os.environ.get("PYTHONPATH")
     here = os.path.dirname(os.path.abspath(__file__))  # test modules' classes and functions must import on workers,
-    os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (here, old_path) if p)  # as a user's own code must
+    shared = os.path.dirname(here)  # as a user's own code must; the shared helpers (_formats) sit one folder up
+    os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (here, shared, old_path) if p)
     backend = RayBackend(num_cpus=2)
     yield backend, crash_dir
     ray.shutdown()

@@ -1,6 +1,6 @@
 """Feature passes at scale: bald's MC samples batched through the model against a per-sample
 reference, and jacobian_norm's predictions from its own pass (the selection paths are tested in
-tests/test_selection.py)."""
+tests/acquisition/test_selection.py)."""
 import numpy as np
 import pytest
 import torch

@@ -5,7 +5,7 @@ without moving the pin), and what the model gave when the file was written: the 
 (logits, embeddings, Jacobian Gram, Jacobian norms, ODIN logits), the BALD and LDM pool features, and
 ``acquire``'s picks and scores for several strategies. Reorganising the feature pass, the scores or
 the selection code must leave every one of these as it is. Regenerate only for an intended change of
-results: ``python tests/test_pinned_features.py``.
+results: ``python tests/acquisition/test_pinned_features.py``.
 """
 import json
 from pathlib import Path
@@ -16,7 +16,7 @@ import torch
 
 import jacal
 
-DATA = Path(__file__).parent / "data" / "pinned_features.json"
+DATA = Path(__file__).resolve().parents[1] / "data" / "pinned_features.json"
 STRATEGIES = ("bald", "ldm-s", "margin", "entropy", "least-confidence", "jacobian", "jacobian-topk", "jacobian-kmeans",
               "badge", "coreset", "random")
 CONFIDENCE_NEED = ("embeddings", "gram", "jacobian", "odin_logits")

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import typer.main
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
