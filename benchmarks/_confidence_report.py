@@ -7,7 +7,7 @@ from typing import Any, Dict, List, Optional, Sequence
 
 import numpy as np
 
-from jacal._io import atomic_open
+from jacal._internal.io import atomic_open
 from jacal.confidence import JACOBIAN_METHODS
 
 BASELINE = "max-softmax"  # the estimator every other is drawn against

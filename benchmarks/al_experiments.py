@@ -530,7 +530,7 @@ def _open_figures(result: dict, curves: dict, docs: Path, tag: str = "") -> None
     """``open-pools-curves.png``: per pool, mean test accuracy against labels sent for
     :data:`FIGURE_ARMS`; ``open-pools-gap.png``: per pool, each of :data:`GAP_ARMS` minus the best of
     margin, BADGE and LDM-S (paired mean and 95% interval), the target line at −0.005."""
-    from jacal._plotting import pyplot, save_png
+    from jacal._internal.plotting import pyplot, save_png
 
     plt = pyplot()
     pools = [p for p in result if result[p]["jacobian"]]

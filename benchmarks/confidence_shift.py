@@ -54,8 +54,8 @@ from _common import SHARED_MNIST  # noqa: E402
 from _confidence_report import BASELINE, finite_or_none, plot, write_table  # noqa: E402
 
 import jacal  # noqa: E402
-from jacal._stats import mean_ci  # noqa: E402
-from jacal._io import atomic_open  # noqa: E402
+from jacal._internal.stats import mean_ci  # noqa: E402
+from jacal._internal.io import atomic_open  # noqa: E402
 from jacal.confidence import (FITTED, JACOBIAN_METHODS, METHODS, PROBABILISTIC, ConfidenceEstimator,  # noqa: E402
                               confidence_features, confidence_from, confidence_metrics, fit_confidence, ood_metrics)
 from jacal.shift import CORRUPTIONS, FAR_OOD, SEVERITIES, corrupt, far_ood, near_shift_digits  # noqa: E402

@@ -14,7 +14,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from typer.core import TyperGroup
 
-from jacal._validation import JacalError, first_line
+from jacal._internal.validation import JacalError, first_line
 
 try:  # typer ≥ 0.20 vendors click as typer._click; older typer depends on click itself
     from typer._click import exceptions as click_exceptions, globals as click_globals

@@ -7,7 +7,7 @@ from typing import Annotated, List, Optional
 
 import typer
 
-from jacal._stats import fmt
+from jacal._internal.stats import fmt
 from jacal.io import parse_label_names
 from jacal.loop import LOOP_PRESETS, LoopCallbacks, run_loop
 from jacal.loop.source import LabeledSource, data_text

@@ -13,7 +13,7 @@ from typing import Annotated, List, Optional
 
 import typer
 
-from jacal._validation import JacalError
+from jacal._internal.validation import JacalError
 from ._common import warn
 from ._options import STRATEGY_METAVAR, DeviceOpt, JsonOpt, ModelOpt, strategy_name
 

@@ -10,7 +10,7 @@ Errors a user can fix are :class:`JacalError` (a ``ValueError``) or ``TypeError`
 import importlib
 from typing import Any
 
-from jacal._validation import JacalError
+from jacal._internal.validation import JacalError
 from jacal.acquisition import (STRATEGIES, AcquisitionResult, Selection, Strategy, acquire, modal_query_strategy,
                                register_strategy)
 from jacal.data import DATASETS, Splits, load_dataset, register_dataset

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from typing import Any, Callable, Iterator, Optional, Sequence, Tuple
 
-from jacal._validation import JacalError, check_choice, first_line
+from jacal._internal.validation import JacalError, check_choice, first_line
 
 __all__ = ["Backend", "LocalBackend", "RayBackend", "get_backend", "BACKENDS"]
 

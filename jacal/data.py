@@ -25,7 +25,7 @@ from typing import Callable, Dict, Optional, Tuple, Union
 import numpy as np
 import torch
 
-from jacal._validation import JacalError, check_choice, first_line
+from jacal._internal.validation import JacalError, check_choice, first_line
 
 __all__ = ["Splits", "load_dataset", "register_dataset", "DATASETS", "default_root"]
 

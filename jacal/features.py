@@ -27,9 +27,9 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, SequentialSampler
 
-from jacal._scores import bald as bald_score
-from jacal._scores import last_linear, least_disagree_metric
-from jacal._validation import as_input_tensor, call_model, check_logits, nonfinite_rows
+from jacal._internal.scores import bald as bald_score
+from jacal._internal.scores import last_linear, least_disagree_metric
+from jacal._internal.validation import as_input_tensor, call_model, check_logits, nonfinite_rows
 from jacal.models._compiled import dropout_layers, embedding_runner, from_portable, has_dropout, is_compiled, mc_runner
 from jacal.models._utils import model_dtype, parse_mlp, prepared, resolve_device
 from jacal.sensitivity.embedding import JacobianEmbedder
@@ -197,7 +197,7 @@ def extract_features(model: nn.Module, pool: Any, *, need: Set[str], batch_size:
     ``chunk_offset``: index of this pool's first chunk within a larger pool (for sharded runs, so
     MC-dropout seeds, drawn per chunk, match an unsharded run).
 
-    Inputs follow :func:`jacal._validation.as_input_tensor`: floats as given, ``uint8`` pixels
+    Inputs follow :func:`jacal._internal.validation.as_input_tensor`: floats as given, ``uint8`` pixels
     scaled to [0, 1], other integers refused (see :func:`jacal.acquire`'s ``pool``).
     """
     need = _check_needs(need)

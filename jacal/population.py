@@ -22,7 +22,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 import torch
 import torch.nn.functional as F
 
-from jacal._activations import activation_spec
+from jacal._internal.activations import activation_spec
 from jacal.augment import random_hflip, random_translate
 from jacal.data import Splits
 from jacal.models import ACTIVATIONS, MLP

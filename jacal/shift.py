@@ -48,7 +48,7 @@ import numpy as np
 import torch
 import torchvision.transforms.v2.functional as TF
 
-from jacal._validation import as_float_tensor, check_choice, check_finite, check_positive_int, fmt_shape
+from jacal._internal.validation import as_float_tensor, check_choice, check_finite, check_positive_int, fmt_shape
 
 __all__ = ["CORRUPTIONS", "SEVERITIES", "FAR_OOD", "corrupt", "corruptions", "far_ood", "near_shift_digits"]
 

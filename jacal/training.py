@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from jacal._validation import check_choice, check_positive_int
+from jacal._internal.validation import check_choice, check_positive_int
 from jacal.data import Splits
 from jacal.models._utils import resolve_device
 

@@ -4,6 +4,8 @@ from pathlib import Path
 import pytest
 import torch
 
+# the shared helpers (_helpers, _cli, _reference, _tolerance, _formats, _pools) sit here, above the
+# test folders (one per package, plus integration/ and project/): importable from every folder
 sys.path.insert(0, str(Path(__file__).parent))
 
 MNIST_ROOT = Path(__file__).resolve().parents[1].parent / "shared" / "data"

@@ -10,7 +10,7 @@ A public module is one under ``jacal`` whose dotted path has no ``_``-prefixed p
 once, by mkdocstrings, on the page of the module that defines it (or, for a re-export from a private
 module, the shallowest public module that exports it); every other page that exports the same object
 links to that entry. So the reference cannot fall behind ``__all__``: a new name appears, a removed
-one disappears, and ``tests/test_docs.py`` checks the pages against ``__all__``.
+one disappears, and ``tests/project/test_docs.py`` checks the pages against ``__all__``.
 """
 from __future__ import annotations
 

@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from jacal._validation import check_choice, check_positive_int
+from jacal._internal.validation import check_choice, check_positive_int
 
 __all__ = ["cold_start", "COLD_START_METHODS"]
 

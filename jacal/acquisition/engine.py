@@ -9,8 +9,8 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset, IterableDataset, Subset
 
-from jacal._scores import last_linear, least_disagree_metric
-from jacal._validation import as_input_tensor, check_choice, check_positive_int, nonfinite_rows
+from jacal._internal.scores import last_linear, least_disagree_metric
+from jacal._internal.validation import as_input_tensor, check_choice, check_positive_int, nonfinite_rows
 from jacal.acquisition.reasons import explain
 from jacal.acquisition.strategies import (Strategy, as_selection, class_floor_candidates, get_strategy,
                                           in_set_candidates, share_floor_candidates, weighs_in_set)

@@ -1,7 +1,7 @@
 """The least disagree metric (LDM) and LDM-S seeding (Cho et al., ICLR 2024).
 
 The metric (:func:`least_disagree_metric`, with :func:`last_linear` and :func:`hypotheses`) is computed
-below the feature pass, in :mod:`jacal._scores` (its docstring has the maths); it is public here, beside
+below the feature pass, in :mod:`jacal._internal.scores` (its docstring has the maths); it is public here, beside
 the seeding that reads it.
 
 LDM-S seeding (the reference's ``query_by_LDMS``): items sorted by LDM, ``q`` = the k-th smallest,
@@ -16,7 +16,7 @@ from typing import Optional, Tuple
 import numpy as np
 import torch
 
-from jacal._scores import hypotheses, last_linear, least_disagree_metric
+from jacal._internal.scores import hypotheses, last_linear, least_disagree_metric
 
 __all__ = ["last_linear", "hypotheses", "least_disagree_metric", "ldm_seeding"]
 

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from jacal._validation import check_positive_int
+from jacal._internal.validation import check_positive_int
 from jacal.acquisition.engine import acquire
 from jacal.acquisition.strategies import STRATEGIES, get_strategy, top_k
 

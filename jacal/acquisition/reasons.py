@@ -158,7 +158,7 @@ def batch_figure(result, path, *, label_names: Optional[Sequence[str]] = None) -
     """Write a PNG of the batch at a glance: the K×K map of picks by class pair (predicted a ×
     runner-up b) beside the distribution of the picks' main reason field (boundary distance, else
     margin), titled with :func:`batch_summary`'s numbers. Returns that summary."""
-    from jacal._plotting import pyplot, save_png
+    from jacal._internal.plotting import pyplot, save_png
 
     s = batch_summary(result, label_names=label_names)
     f = result.reason_fields

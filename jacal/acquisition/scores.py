@@ -5,6 +5,6 @@ Each takes class probabilities ``probs (N, K)`` (rows summing to 1), numpy or to
 """
 from __future__ import annotations
 
-from jacal._scores import bald, entropy, least_confidence, margin, max_softmax
+from jacal._internal.scores import bald, entropy, least_confidence, margin, max_softmax
 
 __all__ = ["least_confidence", "margin", "entropy", "bald", "max_softmax"]

@@ -9,30 +9,9 @@ is then done for it) or ``select``; ``@register_strategy`` makes it available by
 (``examples/custom_strategy.py``). Each strategy's ``use_when`` says in one line when to pick it.
 
 Open pools: when some items sent came back "none of these", :func:`jacal.acquire` calibrates each
-item's probability ``P(in | x)`` of being labelable from those answers
-(:func:`jacal.confidence.openset.in_set_probability`) and applies an open-pool layer under whichever
-strategy runs (``acquire(open_set=...)``, or a strategy's own ``open_set``):
-
-* ``"auto"`` (the default): each strategy's own layer (its ``open_set`` attribute): ``"share-floor"``
-  for ``jacobian``, ``"class-floor"`` for the others (the best of each strategy's measured layers,
-  docs/benchmarks/open-pools.md).
-* ``"share-floor"`` (:func:`share_floor_candidates`): within each predicted class, the items the
-  calibration expects out of the set there (``round(Σ (1 − P(in)))`` of them) are dropped, the least
-  likely labelable first; among the rest the strategy
-  weighs what an item teaches by ``P(in)`` as under ``"weight"``. The cut follows the contamination:
-  a pool 10% out of the set loses about a tenth of each class, one 70% out about seven tenths.
-* ``"class-floor"`` (:func:`class_floor_candidates`): the candidates are, within each
-  predicted class, the items at or above that class's median ``P(in)``, and every item with
-  ``P(in) >= 1/2``; the strategy then selects among them as on a closed pool. A known class that
-  borders an unknown one keeps its most labelable half, where one global cut would empty it.
-* ``"weight"``: the strategy weighs what an item teaches by ``P(in)`` (``PoolFeatures.in_set``): a
-  strategy scored by ``scores`` ranks by ``P(in) × (percentile rank of its score)``
-  (:func:`weighted_key`), ``random`` draws ∝ ``P(in)``, the k-means++ strategies draw ∝
-  ``P(in)·D²``. A strategy with its own ``select`` that does not read ``in_set``
-  (``weighs_in_set = False``, e.g. ``coreset``) gets the calibrated threshold ``P(in) >= 1/2`` instead.
-* ``"off"``: the answers are ignored (the items stay excluded).
-
-On a closed pool nothing changes.
+item's probability ``P(in | x)`` of being labelable and applies an open-pool layer under whichever
+strategy runs (``acquire(open_set=...)``, or a strategy's own ``open_set``): the layers and their
+candidate rules are in :mod:`jacal.acquisition.open_pool`. On a closed pool nothing changes.
 """
 from __future__ import annotations
 
@@ -42,6 +21,8 @@ import numpy as np
 import torch
 
 from jacal.acquisition import scores as S
+from jacal.acquisition.open_pool import (class_floor_candidates, in_set_candidates, share_floor_candidates,
+                                         weighted_key)
 from jacal.features import Need, PoolFeatures
 from jacal.acquisition.selection import k_center_greedy, kmeans_pp, kmeans_pp_outer
 from jacal.acquisition.selection.kernels import min_distances, row_mean, row_norms
@@ -87,58 +68,11 @@ def top_k(scores: np.ndarray, candidates: np.ndarray, k: int, seed: int) -> np.n
     return candidates[order[:k]]
 
 
-def weighted_key(scores: np.ndarray, in_set: np.ndarray, candidates: np.ndarray) -> np.ndarray:
-    """``(N,)`` ``P(in) × u`` with ``u`` each candidate's percentile rank of ``scores`` among the
-    candidates (the highest 1, ties averaged; scale-free, so any score works, negative ones too);
-    NaN outside the candidates."""
-    from scipy.stats import rankdata
-
-    out = np.full(len(scores), np.nan)
-    s = np.nan_to_num(scores[candidates], nan=-np.inf)
-    out[candidates] = np.nan_to_num(in_set[candidates], nan=0.0) * rankdata(s) / max(1, len(candidates))
-    return out
-
-
-def in_set_candidates(in_set: np.ndarray, candidates: np.ndarray, k: int, threshold: float = 0.5) -> np.ndarray:
-    """The candidates with ``P(in) >= threshold``; when fewer than ``k`` are, the ``k`` most likely in-set."""
-    p = np.nan_to_num(in_set[candidates], nan=0.0)
-    keep = candidates[p >= threshold]
-    return keep if len(keep) >= k else candidates[np.sort(np.argsort(-p, kind="stable")[:k])]
-
-
-def class_floor_candidates(in_set: np.ndarray, probs: np.ndarray, candidates: np.ndarray, k: int) -> np.ndarray:
-    """The ``"class-floor"`` layer's candidates (module docstring): within each predicted class
-    (``probs (N, K)``'s argmax), those at or above the class's median ``P(in)``, together with every
-    candidate at ``P(in) >= 1/2``; the ``k`` most likely in-set when that leaves fewer than ``k``."""
-    p = np.nan_to_num(in_set[candidates], nan=0.0)
-    pred = np.nan_to_num(probs[candidates], nan=0.0).argmax(1)
-    keep = p >= 0.5
-    for c in np.unique(pred):
-        m = pred == c
-        keep |= m & (p >= np.median(p[m]))
-    out = candidates[keep]
-    return out if len(out) >= k else in_set_candidates(in_set, candidates, k)
-
-
-def share_floor_candidates(in_set: np.ndarray, probs: np.ndarray, candidates: np.ndarray, k: int) -> np.ndarray:
-    """The ``"share-floor"`` layer's candidates (module docstring): within each predicted class
-    (``probs (N, K)``'s argmax), its ``round(Σ P(in))`` most likely labelable candidates (ties by
-    position); the ``k`` most likely in-set when that leaves fewer than ``k``."""
-    p = np.nan_to_num(in_set[candidates], nan=0.0)
-    pred = np.nan_to_num(probs[candidates], nan=0.0).argmax(1)
-    keep = np.zeros(len(p), dtype=bool)
-    for c in np.unique(pred):
-        m = np.flatnonzero(pred == c)
-        keep[m[np.argsort(-p[m], kind="stable")[:int(round(p[m].sum()))]]] = True
-    out = candidates[keep]
-    return out if len(out) >= k else in_set_candidates(in_set, candidates, k)
-
-
 class Strategy:
     """Base class. Subclasses set ``name``, ``needs``, a one-line ``use_when`` and implement
     :meth:`scores` or :meth:`select`.
 
-    Open pools (module docstring): ``open_set`` names the layer this strategy runs under when
+    Open pools (:mod:`jacal.acquisition.open_pool`): ``open_set`` names the layer this strategy runs under when
     ``acquire``'s ``open_set`` is ``"auto"`` (``None``: ``"class-floor"``); a subclass with its own
     ``select`` that weighs ``f.in_set`` (the ``"weight"`` and ``"share-floor"`` layers hand it over)
     sets ``weighs_in_set = True``, otherwise those layers restrict its candidates to the items more

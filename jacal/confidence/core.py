@@ -58,7 +58,7 @@ from typing import Dict, Optional
 
 import numpy as np
 
-from jacal._validation import check_choice, check_positive_int
+from jacal._internal.validation import check_choice, check_positive_int
 
 __all__ = ["METHODS", "FITTED", "NEEDS_LABELS", "PROBABILISTIC", "JACOBIAN_METHODS", "inputs_of", "confidence_from",
            "fit_confidence", "jacobian_features", "softmax_features"]

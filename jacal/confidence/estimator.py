@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from jacal._validation import JacalError, check_choice, check_positive_int, first_line
+from jacal._internal.validation import JacalError, check_choice, check_positive_int, first_line
 from jacal.confidence.core import FITTED, METHODS, NEEDS_LABELS, PROBABILISTIC, confidence_from, fit_confidence, inputs_of
 from jacal.confidence.metrics import confidence_metrics
 from jacal.features import Need, extract_features, pool_length

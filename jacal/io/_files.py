@@ -5,7 +5,7 @@ import json
 from pathlib import Path
 from typing import List
 
-from jacal._validation import JacalError
+from jacal._internal.validation import JacalError
 
 DECODE_ERRORS = (OSError, ValueError, SyntaxError)  # PIL.UnidentifiedImageError is an OSError
 

@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 from typing import Any, Iterable, List, Optional, Sequence, Union
 
-from jacal._validation import JacalError
+from jacal._internal.validation import JacalError
 from jacal.io._files import read_text as _read_text
 from jacal.io.formats import argilla, labelstudio, tabular
 from jacal.io.records import Annotations, Votes, merge_annotations

@@ -37,8 +37,8 @@ import json
 from pathlib import Path
 from typing import Any, Optional, Sequence, Union
 
-from jacal._io import atomic_open
-from jacal._validation import JacalError
+from jacal._internal.io import atomic_open
+from jacal._internal.validation import JacalError
 from jacal.io.formats.argilla import argilla_records
 from jacal.io.formats.labelstudio import label_studio_tasks
 from jacal.io.formats.reasons import reason_columns

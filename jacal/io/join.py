@@ -7,7 +7,7 @@ from typing import Dict, List, Optional, Sequence
 
 import torch
 
-from jacal._validation import JacalError
+from jacal._internal.validation import JacalError
 from jacal.io.labels import default_label_names
 from jacal.io.pools import Pool
 from jacal.io.records import Annotations

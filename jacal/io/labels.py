@@ -5,7 +5,7 @@ from __future__ import annotations
 import csv
 from typing import Any, List, Optional, Sequence
 
-from jacal._validation import JacalError
+from jacal._internal.validation import JacalError
 
 __all__ = ["NONE_OF_THESE", "is_none_of_these", "parse_label_names"]
 

@@ -19,7 +19,7 @@ from urllib.request import url2pathname
 import torch
 from torch.utils.data import Dataset
 
-from jacal._validation import JacalError, first_line
+from jacal._internal.validation import JacalError, first_line
 from jacal.io._files import DECODE_ERRORS as _DECODE_ERRORS, read_jsonl as _read_jsonl, read_text as _read_text
 from jacal.io.readers import decode_image, image_transform, list_image_folder, load_array
 

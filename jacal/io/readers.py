@@ -23,7 +23,7 @@ def load_array(path: Union[str, Path], *, mmap: bool = False):
     import numpy as np
     import torch
 
-    from jacal._validation import JacalError, first_line
+    from jacal._internal.validation import JacalError, first_line
 
     path = Path(path)
     if not path.is_file():
@@ -87,7 +87,7 @@ def image_transform(size: tuple, channels: int):
     import torch
     from torchvision.transforms import v2
 
-    from jacal._validation import JacalError
+    from jacal._internal.validation import JacalError
 
     if channels not in (1, 3):
         raise JacalError(f"`channels` must be 1 or 3, got {channels}")
@@ -141,7 +141,7 @@ def load_image_folder(folder: Union[str, Path], *, size: tuple, channels: int):
     import torch
     from PIL import UnidentifiedImageError
 
-    from jacal._validation import JacalError, first_line
+    from jacal._internal.validation import JacalError, first_line
 
     folder = Path(folder)
     ids, files = list_image_folder(folder)
@@ -172,7 +172,7 @@ def read_labels(path: Union[str, Path], n: Optional[int] = None):
     """
     import numpy as np
 
-    from jacal._validation import JacalError
+    from jacal._internal.validation import JacalError
 
     path = Path(path)
     if not path.is_file():

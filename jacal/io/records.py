@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
 
-from jacal._validation import JacalError
+from jacal._internal.validation import JacalError
 from jacal.io.labels import NONE_OF_THESE, is_none_of_these
 
 __all__ = ["Annotations", "merge_annotations"]

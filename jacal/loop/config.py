@@ -19,7 +19,7 @@ from typing import Dict, Optional, Tuple
 
 import numpy as np
 
-from jacal._validation import check_choice, check_positive_int
+from jacal._internal.validation import check_choice, check_positive_int
 from jacal.acquisition.coldstart import COLD_START_METHODS
 from jacal.acquisition.strategies import get_strategy
 from jacal.scenarios import SCENARIOS

@@ -7,8 +7,8 @@ from typing import Dict, Optional, Sequence, Tuple
 
 import numpy as np
 
-from jacal._plotting import pyplot, save_png
-from jacal._stats import mean_ci
+from jacal._internal.plotting import pyplot, save_png
+from jacal._internal.stats import mean_ci
 from jacal.loop.config import LoopConfig
 from jacal.loop.summary import PANEL_METRICS, metric_value
 

@@ -6,13 +6,13 @@ import json
 from pathlib import Path
 from typing import Any, Dict, Optional, Sequence
 
-from jacal._io import atomic_open
+from jacal._internal.io import atomic_open
 from jacal.loop.config import BATCH_SIZE, LR, OPTIMIZER, LoopConfig
 from jacal.loop.figures import plot_curves
 from jacal.loop.store import ROUND_COLUMNS
 from jacal.loop.source import data_text
 from jacal.loop.summary import P_WIN, summarize
-from jacal._stats import fmt as _fmt  # the replication report's number format: 3 significant digits
+from jacal._internal.stats import fmt as _fmt  # the replication report's number format: 3 significant digits
 
 __all__ = ["write_outputs", "write_report", "protocol"]
 

@@ -30,10 +30,10 @@ import torch
 import torch.nn.functional as F
 from sklearn.metrics import balanced_accuracy_score
 
-from jacal._io import ensure_out_dir
+from jacal._internal.io import ensure_out_dir
 from jacal.models._utils import resolve_device
-from jacal._stats import pointwise_sensitivity
-from jacal._store import resumable_store, store_errors
+from jacal._internal.stats import pointwise_sensitivity
+from jacal._internal.store import resumable_store, store_errors
 from jacal.acquisition import STRATEGIES, acquire
 from jacal.acquisition.coldstart import cold_start
 from jacal.data import Splits, load_dataset

@@ -35,7 +35,7 @@ import torch
 from sklearn.model_selection import train_test_split
 
 from jacal import io as jio
-from jacal._validation import JacalError
+from jacal._internal.validation import JacalError
 from jacal.data import Splits
 from jacal.scenarios import KINDS, OUT_OF_SET, ScenarioPool
 

@@ -6,7 +6,7 @@ the labeled set the round ends with, as a JSON list of training-set indices) and
 last weights of each (strategy, seed) when ``warm_start``). A round, its labeled set and its warm
 weights are committed together, so a killed run leaves only whole rounds and ``resume`` continues
 each (strategy, seed) after its last one. Opening checks the file first (damaged, foreign or
-other-version stores are refused untouched; see :mod:`jacal._store`).
+other-version stores are refused untouched; see :mod:`jacal._internal.store`).
 """
 from __future__ import annotations
 
@@ -15,8 +15,8 @@ from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 
-from jacal._store import SqliteStore
-from jacal._validation import JacalError
+from jacal._internal.store import SqliteStore
+from jacal._internal.validation import JacalError
 
 __all__ = ["LoopStore", "SCHEMA", "ROUND_COLUMNS"]
 

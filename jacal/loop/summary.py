@@ -19,7 +19,7 @@ from typing import Any, Dict, List, Optional, Sequence
 import numpy as np
 from scipy import stats
 
-from jacal._stats import mean_ci, t_half_width, wilcoxon_p
+from jacal._internal.stats import mean_ci, t_half_width, wilcoxon_p
 from jacal.loop.config import LoopConfig
 
 __all__ = ["summarize", "aulc", "paired_seeds", "scenario_numbers", "stop_numbers", "metric_value", "PANEL_METRICS", "P_WIN"]

@@ -37,7 +37,7 @@ from typing import Callable, Iterator, List, Optional, Tuple
 import torch
 from torch import nn
 
-from jacal._validation import JacalError
+from jacal._internal.validation import JacalError
 
 __all__ = ["dropout_layers", "has_dropout", "embedding_runner", "mc_runner", "is_compiled"]
 

@@ -9,7 +9,7 @@ from typing import Iterator, List, NamedTuple, Optional, Union
 import torch
 from torch import nn
 
-from jacal._activations import ActivationSpec, activation_spec
+from jacal._internal.activations import ActivationSpec, activation_spec
 
 __all__ = ["resolve_device", "prepared", "parse_mlp", "ParsedMLP", "MLPLayer", "model_device", "model_dtype"]
 

@@ -11,7 +11,7 @@ from typing import Dict, Optional, Sequence
 import torch
 from torch import nn
 
-from jacal._validation import check_choice, check_positive_int
+from jacal._internal.validation import check_choice, check_positive_int
 
 __all__ = ["MLP", "SmallCNN", "mlp", "cnn", "ACTIVATIONS", "build_model", "MODEL_KINDS"]
 

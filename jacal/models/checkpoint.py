@@ -11,8 +11,8 @@ from typing import Any, Dict, Optional, Union
 import torch
 from torch import nn
 
-from jacal._io import atomic_path
-from jacal._validation import JacalError, first_line
+from jacal._internal.io import atomic_path
+from jacal._internal.validation import JacalError, first_line
 from jacal.models.builders import MODEL_KINDS, build_model
 
 __all__ = ["save_checkpoint", "load_checkpoint", "load_model_file", "Checkpoint"]

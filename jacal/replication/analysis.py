@@ -7,7 +7,7 @@ from typing import Any, Dict, List, Sequence
 
 import numpy as np
 
-from jacal._stats import finite
+from jacal._internal.stats import finite
 from jacal.replication.c2 import is_c2_model
 from jacal.replication.c2_claims import C2_RULES, c2_claims
 from jacal.replication.config import PIECEWISE_LINEAR

@@ -16,7 +16,7 @@ from typing import Any, Dict, List, Sequence, Tuple
 import numpy as np
 from scipy import stats
 
-from jacal._stats import finite
+from jacal._internal.stats import finite
 from jacal.replication.c2 import DATA_KINDS, angular_distance_to_anchors
 from jacal.replication.stats import ALPHA, MIN_N, one_sample_greater, verdict
 

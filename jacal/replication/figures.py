@@ -12,8 +12,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import matplotlib.ticker  # noqa: E402
 import numpy as np  # noqa: E402
 
-from jacal._plotting import save_png  # noqa: E402
-from jacal._stats import finite  # noqa: E402
+from jacal._internal.plotting import save_png  # noqa: E402
+from jacal._internal.stats import finite  # noqa: E402
 from jacal.replication.c2 import angular_distance_to_anchors, is_c2_model  # noqa: E402
 from jacal.sensitivity.trajectories import RANDOM_CONSTRUCTIONS  # noqa: E402
 

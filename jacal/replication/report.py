@@ -6,8 +6,8 @@ import math
 from pathlib import Path
 from typing import Any, Dict
 
-from jacal._stats import fmt as _fmt
-from jacal._io import atomic_open
+from jacal._internal.stats import fmt as _fmt
+from jacal._internal.io import atomic_open
 from jacal.replication import config as cfg
 from jacal.replication.analysis import RULES, analyse
 from jacal.replication.figures import make_figures

@@ -11,9 +11,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from jacal._io import ensure_out_dir
-from jacal._store import resumable_store, store_errors
-from jacal._validation import JacalError, check_choice
+from jacal._internal.io import ensure_out_dir
+from jacal._internal.store import resumable_store, store_errors
+from jacal._internal.validation import JacalError, check_choice
 from jacal.data import DATASETS, Splits, load_dataset
 from jacal.models._utils import resolve_device
 from jacal.population import (PopulationMLP, population_jacobian_norm, population_transitions, train_population)

@@ -11,7 +11,7 @@ from typing import Dict, Optional, Sequence
 import numpy as np
 from scipy import stats
 
-from jacal._stats import finite_rows, pointwise_sensitivity, wilcoxon_p
+from jacal._internal.stats import finite_rows, pointwise_sensitivity, wilcoxon_p
 
 __all__ = ["pointwise_sensitivity", "correlation", "paired_comparison", "one_sample_greater", "verdict", "ALPHA", "MIN_N", "MIN_PAIRS"]
 

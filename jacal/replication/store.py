@@ -5,7 +5,7 @@ Tables: ``meta`` (the run's signature), ``models`` (one row per trained model), 
 measurements of the C2 experiment's models: ‖J‖ per point, exact and sampled transitions per step,
 the ellipse's length). A group's rows are committed together, so a killed run leaves only whole
 groups, and ``--resume`` retrains exactly the groups that are missing. Opening checks the file
-first (damaged, foreign or other-version stores are refused untouched; see :mod:`jacal._store`).
+first (damaged, foreign or other-version stores are refused untouched; see :mod:`jacal._internal.store`).
 """
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ import sqlite3
 from pathlib import Path
 from typing import Any, Dict, Iterable, List, Optional, Sequence
 
-from jacal._store import SqliteStore
+from jacal._internal.store import SqliteStore
 
 __all__ = ["ResultStore", "MODEL_COLUMNS", "TRAJECTORY_COLUMNS", "SCHEMA", "stored_sweep_version"]
 

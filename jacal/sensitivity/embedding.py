@@ -30,7 +30,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from jacal._validation import as_points, check_choice, check_positive_int
+from jacal._internal.validation import as_points, check_choice, check_positive_int
 from jacal.models._utils import model_dtype, parse_mlp, prepared, resolve_device
 from jacal.sensitivity.jacobian import (OUTPUTS, check_mlp_input, logits_with_graph, mlp_first_layer_rows,
                                         ones_complement_basis, output_map_jacobian, row_vjps)

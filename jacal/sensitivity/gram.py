@@ -27,7 +27,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from jacal._validation import as_points, check_positive_int
+from jacal._internal.validation import as_points, check_positive_int
 from jacal.models._utils import model_dtype, parse_mlp, prepared, resolve_device
 from jacal.sensitivity.jacobian import check_mlp_input, logits_with_graph, matmul_precision, mlp_first_layer_rows, row_vjps
 

@@ -55,7 +55,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from jacal._validation import as_points, check_choice, check_positive_int, fmt_shape, forward_logits
+from jacal._internal.validation import as_points, check_choice, check_positive_int, fmt_shape, forward_logits
 from jacal.models._utils import ParsedMLP, model_dtype, parse_mlp, prepared, resolve_device
 
 __all__ = ["jacobian_norm", "matmul_precision", "OUTPUTS", "METHODS", "PRECISIONS"]

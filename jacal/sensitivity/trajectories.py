@@ -7,7 +7,7 @@ from typing import Union
 import numpy as np
 import torch
 
-from jacal._validation import as_float_tensor, check_choice, check_finite, check_positive_int, fmt_shape
+from jacal._internal.validation import as_float_tensor, check_choice, check_finite, check_positive_int, fmt_shape
 
 __all__ = ["ellipse", "random_ellipse", "closed_length", "RANDOM_CONSTRUCTIONS"]
 

@@ -1,6 +1,6 @@
 """Linear-region transitions along closed trajectories (Novak et al. 2018, §2.2).
 
-Each hidden unit's pre-activation gets a region code (see :mod:`jacal._activations`); the
+Each hidden unit's pre-activation gets a region code (see :mod:`jacal._internal.activations`); the
 concatenation ``c(x)`` names the linear region. Around a closed trajectory z_0..z_{k−1} the
 paper counts ``t = Σ_i ‖c(z_i) − c(z_{(i+1) mod k})‖_1`` (``method="sampled"``).
 
@@ -21,10 +21,10 @@ from typing import Callable, List, Sequence, Tuple
 import torch
 from torch import nn
 
-from jacal._activations import activation_spec
+from jacal._internal.activations import activation_spec
 from jacal.models._utils import ParsedMLP, model_dtype, parse_mlp, prepared, resolve_device
 from jacal.sensitivity.jacobian import check_mlp_input
-from jacal._validation import as_float_tensor, call_model, check_choice, check_finite, fmt_shape
+from jacal._internal.validation import as_float_tensor, call_model, check_choice, check_finite, fmt_shape
 
 __all__ = ["activation_codes", "transitions", "exact_transitions_affine", "TransitionResult"]
 

@@ -6,7 +6,8 @@ payloads ↔ jacal's items and predictions, pure functions), :mod:`jacal.serve.s
 versions and training jobs, written atomically, one server per folder), :mod:`jacal.serve.files`
 (task images read inside the document root, regular files only, within size and pixel limits),
 :mod:`jacal.serve.advice` (stop advice across model versions, kept in the state folder),
-:mod:`jacal.serve.backend` (the routes' work, framework-free), :mod:`jacal.serve.labelstudio` (the
+:mod:`jacal.serve.backend` (the routes' work, framework-free), :mod:`jacal.serve.worker` (its
+training jobs: queue, debounce, re-runs, each new version), :mod:`jacal.serve.labelstudio` (the
 Label Studio API calls, never sending the token to another host) and
 :mod:`jacal.serve.app` (the Starlette routes; needs ``pip install 'jacal[serve]'``).
 """

@@ -24,8 +24,8 @@ from typing import Any, List, Optional, Sequence, Union
 
 import torch
 
-from jacal._io import atomic_open
-from jacal._validation import JacalError, first_line, nonfinite_rows
+from jacal._internal.io import atomic_open
+from jacal._internal.validation import JacalError, first_line, nonfinite_rows
 
 __all__ = ["StopTracker", "STOP_FILE"]
 

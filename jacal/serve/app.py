@@ -28,7 +28,7 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from jacal._validation import first_line
+from jacal._internal.validation import first_line
 from jacal.serve.backend import MLBackend
 from jacal.serve.protocol import ProtocolError
 

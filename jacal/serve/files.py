@@ -18,7 +18,7 @@ import stat
 import warnings
 from typing import Any
 
-from jacal._validation import first_line
+from jacal._internal.validation import first_line
 from jacal.serve.protocol import ProtocolError
 
 __all__ = ["read_local", "decode_bounded", "outside_root"]

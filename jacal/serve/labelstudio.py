@@ -20,7 +20,7 @@ import urllib.request
 from typing import Any, List, Optional
 from urllib.parse import urlparse
 
-from jacal._validation import JacalError
+from jacal._internal.validation import JacalError
 
 __all__ = ["LabelStudioClient"]
 

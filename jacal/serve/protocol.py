@@ -33,7 +33,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 from urllib.parse import parse_qs, unquote, urljoin, urlparse
 from urllib.request import url2pathname
 
-from jacal._validation import JacalError
+from jacal._internal.validation import JacalError
 from jacal.io.formats.labelstudio import choice_result, text_result
 from jacal.io.labels import NONE_OF_THESE, is_none_of_these
 

@@ -24,8 +24,8 @@ import time
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Union
 
-from jacal._io import atomic_open
-from jacal._validation import JacalError, first_line
+from jacal._internal.io import atomic_open
+from jacal._internal.validation import JacalError, first_line
 
 __all__ = ["ServeState", "STATE_SCHEMA", "UNFINISHED"]
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
 
-from jacal._validation import JacalError
+from jacal._internal.validation import JacalError
 from jacal.io.formats.reasons import check_names, num, reason_data
 from jacal.io.records import Annotations, Votes, single_choice
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from typing import Any, List, Optional, Sequence
 
-from jacal._validation import JacalError
+from jacal._internal.validation import JacalError
 
 __all__ = ["reason_columns", "reason_data"]
 

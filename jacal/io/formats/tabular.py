@@ -10,8 +10,8 @@ import json
 from pathlib import Path
 from typing import Any, List, Optional, Sequence, Union
 
-from jacal._io import atomic_open
-from jacal._validation import JacalError
+from jacal._internal.io import atomic_open
+from jacal._internal.validation import JacalError
 from jacal.io._files import read_jsonl as _read_jsonl
 from jacal.io.formats.reasons import reason_data
 from jacal.io.records import Votes
