@@ -483,7 +483,9 @@ def _scenario_figure(res: dict, path: Path) -> None:
         ax.legend(fontsize=6, loc="lower right")
     for ax in list(axes.flat)[len(sc):]:
         ax.axis("off")
-    fig.suptitle("Where the default and stabilizing predictions stop (filled: first strategy, open: second)", fontsize=10)
+    strats = list(next(iter(sc.values()))["strategies"])
+    marks = f" (filled markers: {strats[0]}, open: {strats[1]})" if len(strats) > 1 else ""
+    fig.suptitle(f"Where the default and stabilizing predictions stop, mean over seeds{marks}", fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
