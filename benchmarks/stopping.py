@@ -519,7 +519,7 @@ def report(a, config: dict, curves: list, raws: dict) -> None:
            "paired_vs_stabilizing": {n: paired(runs, n, "stabilizing-predictions") for n in candidates()
                                      if n != "stabilizing-predictions"}}
     design = [int(x) for x in a.design_seeds.split(",")] if getattr(a, "design_seeds", "") else []
-    if design:
+    if any(r["seed"] in design for r in runs):  # runs of held-out seeds only (a split run): nothing to choose on
         d_runs = [r for r in runs if r["seed"] in design]
         h_runs = [r for r in runs if r["seed"] not in design]
         d_sum = summarize([r["table"] for r in d_runs])

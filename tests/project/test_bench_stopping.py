@@ -102,6 +102,18 @@ def test_a_cnn_on_three_channel_images(tmp_path, capsys):
     assert obs["predictions"].shape == (3, 40) and obs["probs"].shape == (3, 40, 10)
 
 
+def test_a_run_of_held_out_seeds_only_reports_without_choosing(tmp_path, capsys):
+    rng = np.random.default_rng(0)
+    np.savez(tmp_path / "mnist.npz", x_train=rng.integers(0, 255, (300, 28, 28), dtype=np.uint8),
+             y_train=rng.integers(0, 10, 300).astype(np.uint8),
+             x_test=rng.integers(0, 255, (50, 28, 28), dtype=np.uint8), y_test=rng.integers(0, 10, 50).astype(np.uint8))
+    _module().main(["--data-root", str(tmp_path), "--seeds", "1", "--first-seed", "3", "--strategies", "random",
+                    "--pool", "150", "--stop-set", "30", "--initial", "20", "--per-round", "20", "--max-labels", "80",
+                    "--steps", "3", "--width", "8"])
+    res = json.loads(capsys.readouterr().out)
+    assert "selection" not in res and res["overall"]["stabilizing-predictions"]["runs"] == 1
+
+
 def test_without_raw_mnist_a_scenario_run_says_it_skipped(tmp_path, capsys):
     _module().main(["--data-root", str(tmp_path), "--scenario", "long-tail", "--seeds", "1"])
     assert "skipped" in json.loads(capsys.readouterr().out)
