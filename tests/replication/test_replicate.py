@@ -196,7 +196,9 @@ def test_replicate_on_colour_images_with_flips(tmp_path, monkeypatch):
         pickle.dump({"label_names": [str(i) for i in range(10)]}, f)
     report = run_replication(tmp_path / "out", preset="smoke", datasets=["cifar10"], data_root=tmp_path,
                              device="cpu", overrides={"n_groups": 1, "models_per_group": 2, "pairs_per_factor": 1,
-                                                      "steps": 30, "full_batch_steps": 30, "ellipse_points": 12})
+                                                      "steps": 30, "full_batch_steps": 30, "ellipse_points": 12,
+                                                      "jacobian_points": 40, "stored_points": 30, "c2_ellipses": 2,
+                                                      "c2_steps": 30, "c2_architectures": ((16, 1),)})
     models = _tables(tmp_path / "out" / "results.sqlite")[0]
     assert len(models) >= 2 and report["preset"]["datasets"] == ["cifar10"]
     assert all(m[1] == "cifar10" for m in models)
