@@ -216,7 +216,8 @@ def replicate_part(args: argparse.Namespace) -> Dict[str, Any]:
     if args.tiny:
         overrides = dict(n_groups=args.groups, models_per_group=args.models_per_group, pairs_per_factor=args.pairs,
                          steps=args.steps, full_batch_steps=args.steps, n_train=200, n_test=100, jacobian_points=50,
-                         stored_points=30, n_ellipses=1, ellipse_points=24, c2_ellipses=1)
+                         stored_points=30, n_ellipses=1, ellipse_points=24, c2_ellipses=1, c2_steps=args.steps,
+                         c2_architectures=((16, 1),))
     else:
         overrides = dict(n_groups=args.groups, models_per_group=args.models_per_group, pairs_per_factor=args.pairs,
                          steps=args.steps)
