@@ -219,7 +219,8 @@ def test_interleave_acquire_alternates_two_checkouts(tmp_path):
     """The script behind the old-vs-new 60,000-item figures: each checkout's library, in turn."""
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
     r = subprocess.run(["bash", str(BENCH / "interleave_acquire.sh"), str(ROOT), "margin", "2", str(tmp_path),
-                        "--pool-size", "200", "--k", "5"], capture_output=True, text=True, env=env, timeout=240)
+                        "--pool-size", "200", "--k", "5", "--triad-numbers", "65536"], capture_output=True, text=True, env=env,
+                       timeout=240)
     assert r.returncode == 0, r.stderr
     assert [line.split(":")[0] for line in r.stdout.splitlines()] == ["old round 1", "new round 1", "old round 2",
                                                                       "new round 2"]
