@@ -64,13 +64,20 @@ def integrity(db):
         con.close()
 
 
+def default_sigint():
+    """For ``preexec_fn``: the child gets SIGINT's default disposition, so Python turns a Ctrl-C into
+    KeyboardInterrupt. A test runner started in the background by a non-interactive shell ignores
+    SIGINT, and a child inherits an ignored signal (Python then installs no handler)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def signal_after_rows(cmd, db, table, sig, *, min_rows=1, timeout=120):
     """Start ``cmd``; once ``table`` in ``db`` has ``min_rows`` rows send ``sig`` and wait for the end.
 
     Returns ``(rows when signalled, a CompletedProcess with its stderr text)``, or ``(None, proc)`` when the
     run ended (or the time ran out) before it could be signalled.
     """
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, preexec_fn=default_sigint)
     deadline = time.time() + timeout
     n = None
     try:
