@@ -3,9 +3,12 @@ import random
 import resource
 import signal
 import sqlite3
+import struct
 import subprocess
 import sys
 import time
+
+import numpy as np
 
 REPLICATE_TINY = ["--c2-seeds", "1", "--c2-ellipses", "6", "--groups", "3", "--models-per-group", "2", "--pairs", "2", "--steps", "400", "--device", "cpu"]
 LOOP_TINY = ["--strategies", "jacobian,margin", "--rounds", "2", "--seeds", "1", "--k", "7", "--max-epochs", "30",
@@ -64,20 +67,13 @@ def integrity(db):
         con.close()
 
 
-def default_sigint():
-    """For ``preexec_fn``: the child gets SIGINT's default disposition, so Python turns a Ctrl-C into
-    KeyboardInterrupt. A test runner started in the background by a non-interactive shell ignores
-    SIGINT, and a child inherits an ignored signal (Python then installs no handler)."""
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
-
-
 def signal_after_rows(cmd, db, table, sig, *, min_rows=1, timeout=120):
     """Start ``cmd``; once ``table`` in ``db`` has ``min_rows`` rows send ``sig`` and wait for the end.
 
     Returns ``(rows when signalled, a CompletedProcess with its stderr text)``, or ``(None, proc)`` when the
     run ended (or the time ran out) before it could be signalled.
     """
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, preexec_fn=default_sigint)
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + timeout
     n = None
     try:
@@ -110,3 +106,25 @@ def kill_at_random_moment(cmd, rng: random.Random, low: float, high: float):
         proc.send_signal(signal.SIGKILL)
         proc.wait()
         return True
+
+
+def write_idx(path, arr):
+    """An IDX file as torchvision's MNIST reader expects it (unsigned bytes)."""
+    arr = np.asarray(arr, dtype=np.uint8)
+    code = 0x08
+    header = struct.pack(">HBB", 0, code, arr.ndim) + b"".join(struct.pack(">I", s) for s in arr.shape)
+    path.write_bytes(header + arr.tobytes())
+
+
+def fake_mnist_family(root, folder, n_train=20, n_test=10):
+    """Random images and labels in torchvision's layout under ``root/folder/raw``; returns the arrays."""
+    raw = root / folder / "raw"
+    raw.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    x_tr, x_te = rng.integers(0, 256, (n_train, 28, 28)), rng.integers(0, 256, (n_test, 28, 28))
+    y_tr, y_te = rng.integers(0, 10, n_train), rng.integers(0, 10, n_test)
+    write_idx(raw / "train-images-idx3-ubyte", x_tr)
+    write_idx(raw / "train-labels-idx1-ubyte", y_tr)
+    write_idx(raw / "t10k-images-idx3-ubyte", x_te)
+    write_idx(raw / "t10k-labels-idx1-ubyte", y_te)
+    return x_tr, y_tr, x_te, y_te

@@ -1,3 +1,4 @@
+import signal
 import sys
 from pathlib import Path
 
@@ -9,6 +10,12 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent))
 
 MNIST_ROOT = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+# A runner started in the background by a non-interactive shell ignores SIGINT, and a child inherits an
+# ignored signal (Python then raises no KeyboardInterrupt in it). With a handler here instead, every
+# child starts with SIGINT's default, as from a terminal, which the Ctrl-C tests need.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 @pytest.fixture(autouse=True)

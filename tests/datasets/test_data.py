@@ -1,31 +1,11 @@
 import pickle
-import struct
 
 import numpy as np
 import pytest
 import torch
+from _helpers import fake_mnist_family
 
 from jacal import JacalError, load_dataset
-
-
-def _write_idx(path, arr):
-    arr = np.asarray(arr, dtype=np.uint8)
-    code = 0x08
-    header = struct.pack(">HBB", 0, code, arr.ndim) + b"".join(struct.pack(">I", s) for s in arr.shape)
-    path.write_bytes(header + arr.tobytes())
-
-
-def _fake_mnist_family(root, folder, n_train=20, n_test=10):
-    raw = root / folder / "raw"
-    raw.mkdir(parents=True)
-    rng = np.random.default_rng(0)
-    x_tr, x_te = rng.integers(0, 256, (n_train, 28, 28)), rng.integers(0, 256, (n_test, 28, 28))
-    y_tr, y_te = rng.integers(0, 10, n_train), rng.integers(0, 10, n_test)
-    _write_idx(raw / "train-images-idx3-ubyte", x_tr)
-    _write_idx(raw / "train-labels-idx1-ubyte", y_tr)
-    _write_idx(raw / "t10k-images-idx3-ubyte", x_te)
-    _write_idx(raw / "t10k-labels-idx1-ubyte", y_te)
-    return x_tr, y_tr, x_te, y_te
 
 
 def test_digits_offline_default():
@@ -41,7 +21,7 @@ def test_digits_offline_default():
 
 
 def test_fashion_mnist_from_fake_idx_files(tmp_path):
-    x_tr, y_tr, _, y_te = _fake_mnist_family(tmp_path, "FashionMNIST")
+    x_tr, y_tr, _, y_te = fake_mnist_family(tmp_path, "FashionMNIST")
     d = load_dataset("fashion-mnist", root=tmp_path)
     assert d.x_train.shape == (20, 1, 28, 28) and d.n_classes == 10
     np.testing.assert_allclose(d.x_train[:, 0].numpy(), x_tr / 255.0, rtol=1e-6)

@@ -28,7 +28,7 @@ import numpy as np
 import pytest
 import jacal
 from _cli import digits_model, run as _invoke
-from _helpers import LOOP_TINY, REPLICATE_TINY, cli, default_sigint, fsize_limit, one_line_error, one_line_failure
+from _helpers import LOOP_TINY, REPLICATE_TINY, cli, fsize_limit, one_line_error, one_line_failure
 from jacal._internal.store import SCHEMA_VERSION, check_store, open_store, run_lock
 from jacal.loop.store import SCHEMA as LOOP_SCHEMA
 from jacal.replication.store import SCHEMA as REPLICATE_SCHEMA, ResultStore
@@ -342,8 +342,7 @@ def test_ctrl_c(model_and_pool, startup_read, tmp_path, command):
     args = _command(command, model, pool, out, *extra)
     if command == "acquire":
         args[args.index("--k") + 1] = 100_000
-    proc = subprocess.Popen(cli(*args), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-                            preexec_fn=default_sigint)
+    proc = subprocess.Popen(cli(*args), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     # past start-up (a Ctrl-C during Python's imports is Python's to report): the child has read
     # what its imports read plus the pool (confidence), or memory-mapped the pool (acquire reads a
     # .npy pool through a map, which /proc/PID/io does not count), so it is inside the command,

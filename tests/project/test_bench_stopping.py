@@ -5,6 +5,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+from _helpers import fake_mnist_family
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -52,23 +53,8 @@ def test_choose_takes_the_fewest_labels_among_those_clearing_the_bar():
     assert mod.choose(none) == {"criterion": "x", "cleared_design_bar": False, "candidates_clearing": []}
 
 
-def _idx(path: Path, a: np.ndarray) -> None:
-    """An IDX file as torchvision's MNIST reader expects it (unsigned bytes)."""
-    header = bytes([0, 0, 8, a.ndim]) + b"".join(int(n).to_bytes(4, "big") for n in a.shape)
-    path.write_bytes(header + a.astype(np.uint8).tobytes())
-
-
-def _raw_mnist(root: Path, n_train: int = 600, n_test: int = 120) -> None:
-    raw = root / "MNIST" / "raw"
-    raw.mkdir(parents=True)
-    rng = np.random.default_rng(0)
-    for split, n in (("train", n_train), ("t10k", n_test)):
-        _idx(raw / f"{split}-images-idx3-ubyte", rng.integers(0, 256, (n, 28, 28)))
-        _idx(raw / f"{split}-labels-idx1-ubyte", np.arange(n) % 10)
-
-
 def test_an_open_scenario_counts_the_none_answers_as_labels_sent_and_never_trains_on_them(tmp_path, capsys):
-    _raw_mnist(tmp_path)
+    fake_mnist_family(tmp_path, "MNIST", 600, 120)
     mod = _module()
     mod.main(["--data-root", str(tmp_path), "--scenario", "open-set", "--scenario-params", "share=0.4,known=6",
               "--seeds", "1", "--strategies", "jacobian", "--pool", "300", "--stop-set", "50", "--initial", "30",
@@ -91,7 +77,7 @@ def test_an_open_scenario_counts_the_none_answers_as_labels_sent_and_never_train
 
 
 def test_a_cnn_on_three_channel_images(tmp_path, capsys):
-    _raw_mnist(tmp_path)
+    fake_mnist_family(tmp_path, "MNIST", 600, 120)
     mod = _module()
     mod.main(["--data-root", str(tmp_path), "--scenario", "image3", "--scenario-params", "size=12", "--model", "cnn",
               "--seeds", "1", "--strategies", "margin", "--pool", "200", "--stop-set", "40", "--initial", "20",
