@@ -24,7 +24,8 @@ __all__ = ["acquire", "AcquisitionResult", "OPEN_SET_LAYERS", "default_batch_siz
 #: :mod:`jacal.acquisition.strategies`): ``"auto"`` runs each strategy under its own layer
 #: (``share-floor`` for ``jacobian``, ``class-floor`` for the others); ``"share-floor"`` drops, per
 #: predicted class, as many of the least likely labelable items as the calibrated ``P(in | x)``
-#: expects out of the set there, and weighs the rest by ``P(in | x)``; ``"class-floor"`` keeps, per
+#: expects out of the set there (once every class has a labeled item), and weighs the rest by
+#: ``P(in | x)``; ``"class-floor"`` keeps, per
 #: predicted class, the items at or above the class's median ``P(in | x)`` (and all with
 #: ``P(in) >= 1/2``) as candidates; ``"weight"`` weighs every strategy's choice by ``P(in | x)``;
 #: ``"off"`` ignores the answers (the items stay excluded from selection).
@@ -155,7 +156,8 @@ def acquire(model: nn.Module, pool: Any, k: int, *, strategy: str = "jacobian", 
             (default): the strategy's own layer (its ``open_set`` attribute; ``"class-floor"`` when it
             names none), ``"share-floor"`` for ``jacobian``. ``"share-floor"``: per predicted class,
             the items the calibration expects out of the set there are dropped, the least likely
-            first, and the strategy weighs the rest by ``P(in)``.
+            first, and the strategy weighs the rest by ``P(in)`` (until every class has a labeled
+            item, as the model predicts them, the candidates are the class floor's).
             ``"class-floor"``: the candidates are, per predicted class, the items at or above the
             class's median ``P(in)``, and all with ``P(in) >= 1/2``; the strategy selects among them
             as on a closed pool. ``"weight"``: every
@@ -253,12 +255,15 @@ def acquire(model: nn.Module, pool: Any, k: int, *, strategy: str = "jacobian", 
             labeled_emb = lab_all[lab_ok] if lab_ok.any() else None
         if want_id:
             ins, outs = lab_all[lab_ok & ~is_out], lab_all[lab_ok & is_out]
+            lab_probs = feats.probs[lab_idx] if lab_idx is not None else lab_feats.probs
             est = in_set_probability(feats.embeddings, ins, outs)
             feats.in_distribution, feats.in_distribution_floor = est["score"], est["floor"]
             if layer == "class-floor":
                 candidates = class_floor_candidates(est["probability"], feats.probs, candidates, int(k))
             elif layer == "share-floor":
-                candidates = share_floor_candidates(est["probability"], feats.probs, candidates, int(k))
+                # no labels reach acquire: the model's predictions stand for the labeled in-set items' classes
+                seen = np.nan_to_num(lab_probs[lab_ok & ~is_out], nan=0.0).argmax(1)
+                candidates = share_floor_candidates(est["probability"], feats.probs, candidates, int(k), seen)
                 if weighs_in_set(strat):
                     feats.in_set = est["probability"]
             elif layer == "weight":

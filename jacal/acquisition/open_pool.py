@@ -12,6 +12,9 @@ whichever strategy runs (``acquire(open_set=...)``, or a strategy's own ``open_s
   likely labelable first; among the rest the strategy
   weighs what an item teaches by ``P(in)`` as under ``"weight"``. The cut follows the contamination:
   a pool 10% out of the set loses about a tenth of each class, one 70% out about seven tenths.
+  Until every class has a labeled item, the candidates are the class floor's instead: the score
+  compares an item with the labeled in-set items, so the items of a class nobody has labeled yet
+  look as far from the set as the unknown ones do, and a deep cut would keep that class unlabeled.
 * ``"class-floor"`` (:func:`class_floor_candidates`): the candidates are, within each
   predicted class, the items at or above that class's median ``P(in)``, and every item with
   ``P(in) >= 1/2``; the strategy then selects among them as on a closed pool. A known class that
@@ -69,10 +72,21 @@ def class_floor_candidates(in_set: np.ndarray, probs: np.ndarray, candidates: np
     return out if len(out) >= k else in_set_candidates(in_set, candidates, k)
 
 
-def share_floor_candidates(in_set: np.ndarray, probs: np.ndarray, candidates: np.ndarray, k: int) -> np.ndarray:
+def share_floor_candidates(in_set: np.ndarray, probs: np.ndarray, candidates: np.ndarray, k: int,
+                           labeled_classes: "np.ndarray | None" = None) -> np.ndarray:
     """The ``"share-floor"`` layer's candidates (module docstring): within each predicted class
     (``probs (N, K)``'s argmax), its ``round(Σ P(in))`` most likely labelable candidates (ties by
-    position); the ``k`` most likely in-set when that leaves fewer than ``k``."""
+    position); the ``k`` most likely in-set when that leaves fewer than ``k``.
+
+    ``labeled_classes``: the classes of the labeled in-set items (:func:`jacal.acquire` passes the
+    model's predictions for them, since it is given no labels). While one of the ``K`` classes is
+    missing from it, the class floor's candidates (:func:`class_floor_candidates`) are returned
+    instead, so that a class nobody has labeled yet stays within reach (module docstring). ``None``:
+    the share floor whatever has been labeled."""
+    if labeled_classes is not None:
+        seen = np.bincount(np.asarray(labeled_classes, dtype=np.int64).reshape(-1), minlength=probs.shape[1])
+        if (seen[:probs.shape[1]] == 0).any():
+            return class_floor_candidates(in_set, probs, candidates, k)
     p = np.nan_to_num(in_set[candidates], nan=0.0)
     pred = np.nan_to_num(probs[candidates], nan=0.0).argmax(1)
     keep = np.zeros(len(p), dtype=bool)

@@ -156,8 +156,11 @@ def _ref_class_floor(p, pred, candidates, k):
     return set(keep) if len(keep) >= k else None
 
 
-def _ref_share_floor(p, pred, candidates, k):
-    """One class at a time: its round(Σ P(in)) most likely in-set candidates (ties by position)."""
+def _ref_share_floor(p, pred, candidates, k, labeled_pred=None, n_classes=None):
+    """One class at a time: its round(Σ P(in)) most likely in-set candidates (ties by position); the
+    class floor while a class is missing from ``labeled_pred`` (the labeled in-set items' predicted classes)."""
+    if labeled_pred is not None and any(c not in set(labeled_pred.tolist()) for c in range(n_classes)):
+        return _ref_class_floor(p, pred, candidates, k)
     keep = []
     for c in sorted({int(pred[i]) for i in candidates}):
         members = [i for i in candidates if pred[i] == c]
@@ -184,7 +187,8 @@ def test_layer_on_every_strategy(strategy):
     prob = in_set_probability(f.embeddings, f.embeddings[ins], f.embeddings[oos])["probability"]
     allowed = _ref_class_floor(prob, f.probs.argmax(1), np.setdiff1d(np.arange(len(pool)), sent), 20)
     assert set(picks["class-floor"].tolist()) <= allowed
-    share = _ref_share_floor(prob, f.probs.argmax(1), np.setdiff1d(np.arange(len(pool)), sent), 20)
+    share = _ref_share_floor(prob, f.probs.argmax(1), np.setdiff1d(np.arange(len(pool)), sent), 20,
+                             f.probs[ins].argmax(1), f.probs.shape[1])
     assert share is not None and set(picks["share-floor"].tolist()) <= share
     # "auto": jacobian's own layer is the share floor, every other public strategy's the class floor
     assert np.array_equal(picks["auto"], picks["share-floor" if strategy == "jacobian" else "class-floor"])
@@ -217,7 +221,9 @@ def test_a_custom_select_strategy_runs_under_every_layer():
     got = picks("class-floor")
     assert set(got.tolist()) <= allowed and got.tolist() == sorted(allowed)[-10:][::-1]
     assert np.array_equal(picks("auto"), got)  # a strategy that names no layer runs under the class floor
-    share = _ref_share_floor(prob, f.probs.argmax(1), np.setdiff1d(np.arange(len(pool)), sent), 10)
+    ins = np.setdiff1d(sent, oos)
+    share = _ref_share_floor(prob, f.probs.argmax(1), np.setdiff1d(np.arange(len(pool)), sent), 10,
+                             f.probs[ins].argmax(1), f.probs.shape[1])
     assert picks("share-floor").tolist() == sorted(share)[-10:][::-1]  # it does not weigh: the floor alone
     assert "test-last-candidates" not in STRATEGIES
 
@@ -237,6 +243,67 @@ def test_share_floor_follows_the_expected_share_per_class():
     # fewer than k left: the k most likely in-set
     low = np.full(200, 0.01)
     assert len(share_floor_candidates(low, probs, cand, 5)) == 5
+
+
+def test_share_floor_keeps_the_class_floor_until_every_class_is_labeled():
+    """A class missing from the labeled in-set items: the class floor's candidates (a class nobody has
+    labeled yet scores as far from the set as the unknown items, and a deep cut keeps it unlabeled);
+    every class present, or no classes given: the share floor."""
+    from jacal.acquisition.strategies import class_floor_candidates, share_floor_candidates
+
+    rng = np.random.default_rng(5)
+    p = rng.random(300) * 0.6  # a pool mostly out of the set: the share floor cuts deeper than the class floor
+    probs = np.eye(4)[rng.integers(0, 4, 300)]
+    cand = np.flatnonzero(rng.random(300) < 0.9)
+    share = _ref_share_floor(p, probs.argmax(1), cand, 5)
+    klass = _ref_class_floor(p, probs.argmax(1), cand, 5)
+    assert len(share) < len(klass)
+    assert set(share_floor_candidates(p, probs, cand, 5).tolist()) == share
+    assert set(share_floor_candidates(p, probs, cand, 5, labeled_classes=np.array([0, 1, 2, 3, 3])).tolist()) == share
+    for seen in (np.array([0, 1, 3, 3]), np.array([2]), np.zeros(0, dtype=int)):
+        got = share_floor_candidates(p, probs, cand, 5, labeled_classes=seen)
+        assert set(got.tolist()) == klass and np.array_equal(got, class_floor_candidates(p, probs, cand, 5))
+
+
+def test_jacobian_keeps_an_unlabeled_class_within_reach_on_an_open_pool():
+    """Through acquire: labeled in-set items the model predicts as only some of its classes, so the
+    share floor defers to the class floor; once they cover every class, the share floor cuts."""
+    from jacal.acquisition.strategies import Selection, Strategy
+    from jacal.confidence.openset import in_set_probability
+    from jacal.features import Need, extract_features
+
+    pool, _, _, oos = _open_pool()
+    model = torch.nn.Sequential(torch.nn.Identity(), torch.nn.Linear(8, 3))  # the class follows features 2 and 3
+    with torch.no_grad():
+        model[1].weight.zero_()
+        model[1].bias.zero_()
+        model[1].weight[0, 1], model[1].weight[1, 1], model[1].weight[2, 2] = 1.0, -1.0, 1.5
+    f = extract_features(model, pool, need={Need.EMBEDDINGS})
+    pred = f.probs.argmax(1)
+    two = np.flatnonzero(pred[:150] < 2)[:6]  # labeled in-set items of classes 0 and 1 only
+    third = np.flatnonzero(pred[:150] == 2)[:1]
+    assert len(two) == 6 and len(third) == 1 and set(pred[two].tolist()) == {0, 1}
+    class Last(Strategy):  # the highest candidate indices (out of the set here), to read the candidates off
+        name = "test-last-candidates"
+
+        def select(self, f, k, *, candidates, labeled_embeddings=None, seed=0):
+            return Selection(np.sort(candidates)[-k:][::-1].copy(), np.zeros(len(f.finite)), np.zeros(k))
+
+    for labeled_in, floor in ((two, _ref_class_floor), (np.union1d(two, third), _ref_share_floor)):
+        sent = np.union1d(labeled_in, oos)
+        prob = in_set_probability(f.embeddings, f.embeddings[labeled_in], f.embeddings[oos])["probability"]
+        free = np.setdiff1d(np.arange(len(pool)), sent)
+        want = floor(prob, pred, free, 10)
+        share, klass = _ref_share_floor(prob, pred, free, 10), _ref_class_floor(prob, pred, free, 10)
+        assert sorted(share)[-10:] != sorted(klass)[-10:]  # the two floors hand Last different picks
+        last = jacal.acquire(model, pool, 10, strategy=Last(), labeled=sent, out_of_set=oos, open_set="share-floor")
+        assert last.indices.tolist() == sorted(want)[-10:][::-1]
+        got = jacal.acquire(model, pool, 10, strategy="jacobian", labeled=sent, out_of_set=oos, seed=1).indices
+        assert set(got.tolist()) <= want
+        # the labeled items passed as an array: their classes come from the model's predictions alike
+        by_rows = jacal.acquire(model, pool[free], 10, strategy="jacobian", labeled=pool[sent],
+                                out_of_set=np.flatnonzero(np.isin(sent, oos)), seed=1).indices
+        assert set(free[by_rows].tolist()) <= want
 
 
 def test_jacobian_on_an_open_pool_weighs_by_the_in_set_probability():
