@@ -718,6 +718,57 @@ def open_report(args: argparse.Namespace) -> None:
     print(json.dumps(result, indent=1, default=float))
 
 
+def open_discovery(args: argparse.Namespace) -> None:
+    """Class discovery on open pools: per run (``LABEL=DIR:ARM``) and pool, the mean number of task
+    classes with no labeled item after each round (from the stored ``labels_per_class``), as JSON on
+    stdout and, with ``--docs``, a figure ``open-pools-discovery.png``."""
+    import sqlite3
+
+    runs = []
+    for spec in args.run:
+        label, _, rest = spec.partition("=")
+        # arm names hold colons too (jacobian:off): the directory ends at the first colon that ends a directory
+        cut = next((i for i, ch in enumerate(rest) if ch == ":" and Path(rest[:i]).is_dir()), -1)
+        where, arm = (rest[:cut], rest[cut + 1:]) if cut >= 0 else ("", "")
+        if not (label and where and arm):
+            raise SystemExit(f"--run: expected LABEL=DIR:ARM with DIR an existing directory, got {spec!r}")
+        runs.append((label, Path(where), arm))
+    result = {}
+    for pool in args.pools.split(","):
+        for label, where, arm in runs:
+            db = where / pool / "loop.sqlite"
+            if not db.exists():
+                raise SystemExit(f"--run {label}: no {db}")
+            with sqlite3.connect(db) as con:
+                rows = con.execute("SELECT seed, round, metrics FROM round_metrics WHERE strategy = ? ORDER BY seed, round",
+                                   (arm,)).fetchall()
+            by_round = {}
+            for seed, rnd, metrics in rows:
+                if args.seed_range is None or seed in range(*(int(v) for v in args.seed_range.split(":"))):
+                    counts = np.asarray(json.loads(metrics)["labels_per_class"])
+                    by_round.setdefault(rnd, []).append(int((counts == 0).sum()))
+            result.setdefault(pool, {})[label] = {"seeds": len(by_round.get(0, [])),
+                                                   "unlabeled_classes": [float(np.mean(by_round[r])) for r in sorted(by_round)]}
+    if args.docs is not None:
+        from jacal._internal.plotting import pyplot, save_png
+
+        plt = pyplot()
+        pools = list(result)
+        fig, axes = plt.subplots(1, len(pools), figsize=(4.6 * len(pools), 3.4), squeeze=False)
+        for ax, pool in zip(axes.flat, pools):
+            for i, (label, v) in enumerate(result[pool].items()):
+                ax.plot(range(len(v["unlabeled_classes"])), v["unlabeled_classes"], marker="o", ms=3, color=f"C{i}", label=label)
+            ax.set_title(pool, fontsize=10)
+            ax.set_xlabel("round")
+            ax.set_ylabel("classes with no labeled item (mean)")
+        axes.flat[0].legend(fontsize=8)
+        fig.tight_layout()
+        args.docs.mkdir(parents=True, exist_ok=True)
+        save_png(fig, args.docs / "open-pools-discovery.png")
+        plt.close(fig)
+    print(json.dumps(result, indent=1))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -742,8 +793,14 @@ def main() -> None:
     o.add_argument("--seed-range", default=None, metavar="A:B",
                    help="report seeds A..B-1 (runs made with --seeds B), e.g. 5:10 for seeds held out of a choice")
     o.add_argument("--docs", type=Path, default=None, help="copy each pool's curves.png and the JSON here")
+    d = sub.add_parser("open-discovery", help="classes with no labeled item, round by round, per run and open pool")
+    d.add_argument("--run", action="append", required=True, metavar="LABEL=DIR:ARM",
+                   help="a label for the figure, a run directory and the arm in it; repeat it")
+    d.add_argument("--pools", default="open-near-70,open-junk-70", help="comma-separated open protocols")
+    d.add_argument("--seed-range", default=None, metavar="A:B", help="seeds A..B-1 only")
+    d.add_argument("--docs", type=Path, default=None, help="write open-pools-discovery.png here")
     args = ap.parse_args()
-    {"run": run, "report": report, "open-report": open_report}[args.cmd](args)
+    {"run": run, "report": report, "open-report": open_report, "open-discovery": open_discovery}[args.cmd](args)
 
 
 if __name__ == "__main__":

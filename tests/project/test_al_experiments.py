@@ -68,3 +68,22 @@ def test_open_report_merges_run_directories(tmp_path, mnist_root):
     assert all(0 <= a["wasted_share"] <= 1 for a in pool["arms"].values())
     for name in ("open-pools-curves-seeds-0-1.png", "open-pools-gap-seeds-0-1.png", "results-seeds-0-1.json"):
         assert (tmp_path / "docs" / name).stat().st_size > 0
+    # class discovery: per round, the classes with no labeled item, from each run's labels_per_class
+    import sqlite3
+
+    import numpy as np
+
+    found = json.loads(_run("open-discovery", "--run", f"jacobian={tmp_path / 'a'}:jacobian",
+                            "--run", f"the class floor={tmp_path / 'b'}:jacobian:class-floor",
+                            "--pools", "open-junk-40", "--docs", tmp_path / "docs"))
+    with sqlite3.connect(tmp_path / "b" / "open-junk-40" / "loop.sqlite") as con:
+        rows = con.execute("SELECT round, metrics FROM round_metrics WHERE strategy = 'jacobian:class-floor'").fetchall()
+    want = [np.mean([(np.asarray(json.loads(m)["labels_per_class"]) == 0).sum() for r_, m in rows if r_ == r])
+            for r in range(3)]
+    got = found["open-junk-40"]["the class floor"]
+    assert got["seeds"] == 2 and np.allclose(got["unlabeled_classes"], want)
+    assert found["open-junk-40"]["jacobian"]["unlabeled_classes"][0] == got["unlabeled_classes"][0]  # same first labels
+    assert (tmp_path / "docs" / "open-pools-discovery.png").stat().st_size > 0
+    r = subprocess.run([sys.executable, str(SCRIPT), "open-discovery", "--run", f"x={tmp_path / 'nowhere'}:jacobian"],
+                       capture_output=True, text=True, cwd=ROOT)
+    assert r.returncode != 0 and "LABEL=DIR:ARM" in r.stderr
