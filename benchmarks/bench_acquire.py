@@ -231,10 +231,21 @@ def child(args) -> None:
                 sent = np.random.default_rng(0).choice(candidates, size=args.open_set, replace=False)
                 out = sent[: int(0.4 * len(sent))]
                 ins = np.setdiff1d(sent, out)
-                est = in_set_probability(feats.embeddings, feats.embeddings[ins], feats.embeddings[out])
-                candidates = class_floor_candidates(est["probability"], feats.probs, np.setdiff1d(candidates, sent),
-                                                    args.k)  # acquire's default open-pool layer
-                row["open_set_sent"] = int(len(sent))
+                free = np.setdiff1d(candidates, sent)
+                try:  # what acquire runs: the strategy's own layer (open_set="auto")
+                    from jacal.acquisition.engine import apply_open_pool_layer
+                except ImportError:  # a checkout from before the layer was one function: every strategy's was the class floor
+                    est = in_set_probability(feats.embeddings, feats.embeddings[ins], feats.embeddings[out])
+                    candidates, layer = class_floor_candidates(est["probability"], feats.probs, free, args.k), "class-floor"
+                else:
+                    layer = getattr(strat, "open_set", None) or "class-floor"
+                    classes = np.nan_to_num(feats.probs[ins], nan=0.0).argmax(1)
+                    if args.open_set_classes == "all":  # as once every class has a labeled item
+                        classes = np.arange(feats.probs.shape[1])
+                    candidates = apply_open_pool_layer(feats, strat, layer, feats.embeddings[ins], feats.embeddings[out],
+                                                       classes, free, args.k)
+                row.update(open_set_sent=int(len(sent)), open_set_layer=layer, open_set_candidates=int(len(candidates)),
+                           open_set_weighted=getattr(feats, "in_set", None) is not None)
             t1 = time.perf_counter()
             with selection(args.selection), trace() as calls:
                 sel = as_selection(strat.select(feats, args.k, candidates=candidates, seed=0), n=len(feats.finite),
@@ -312,7 +323,11 @@ def main(argv=None):
     ap.add_argument("--open-set", type=int, default=0, metavar="M",
                     help="the open-pool path: M pool items count as sent, 40%% of them answered 'none of these'; every "
                          "strategy runs under acquire's default open-pool layer (embeddings, the calibrated P(in | x), "
-                         "the class-floor candidates) and selects among them")
+                         "its own layer's candidates, as acquire's open_set='auto') and selects among them")
+    ap.add_argument("--open-set-classes", default="all", choices=["all", "predicted"],
+                    help="with --open-set, the labeled in-set items' classes the share floor sees: 'all' (every class "
+                         "labeled, so it cuts) or 'predicted' (the untrained model's predictions for them, as acquire "
+                         "would pass)")
     ap.add_argument("--triad-numbers", type=int, default=1 << 25, help=argparse.SUPPRESS)
     ap.add_argument("--single", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
@@ -332,7 +347,7 @@ def main(argv=None):
         if args.compare_passes:
             cmd.append("--compare-passes")
         if args.open_set:
-            cmd += ["--open-set", str(args.open_set)]
+            cmd += ["--open-set", str(args.open_set), "--open-set-classes", args.open_set_classes]
         if path is not None:
             cmd += ["--pool-file", str(path)]
         out = subprocess.run(cmd, capture_output=True, text=True)

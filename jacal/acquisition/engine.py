@@ -119,6 +119,30 @@ def _out_of_set(out_of_set: Any, labeled: Any, lab_idx: Optional[np.ndarray], n:
     return arr
 
 
+def apply_open_pool_layer(feats: PoolFeatures, strat: Strategy, layer: str, in_embeddings: np.ndarray,
+                          out_embeddings: np.ndarray, labeled_classes: np.ndarray, candidates: np.ndarray,
+                          k: int) -> np.ndarray:
+    """What the open-pool layer ``layer`` (not ``"auto"`` or ``"off"``) does before ``strat`` selects:
+    calibrates ``P(in | x)`` from the labeled in-set and the "none of these" embeddings
+    (:func:`jacal.confidence.openset.in_set_probability`), sets the features the strategy reads
+    (``in_distribution`` and its floor; ``in_set`` where the layer weighs) and returns the
+    candidates. ``labeled_classes``: the labeled in-set items' classes (the share floor waits for
+    all of them, :func:`jacal.acquisition.open_pool.share_floor_candidates`)."""
+    est = in_set_probability(feats.embeddings, in_embeddings, out_embeddings)
+    feats.in_distribution, feats.in_distribution_floor = est["score"], est["floor"]
+    if layer == "class-floor":
+        return class_floor_candidates(est["probability"], feats.probs, candidates, k)
+    if layer == "share-floor":
+        if weighs_in_set(strat):
+            feats.in_set = est["probability"]
+        return share_floor_candidates(est["probability"], feats.probs, candidates, k, labeled_classes)
+    if layer == "weight":
+        feats.in_set = est["probability"]
+        if not weighs_in_set(strat):  # a strategy that cannot weigh: the calibrated threshold
+            return in_set_candidates(feats.in_set, candidates, k)
+    return candidates
+
+
 def acquire(model: nn.Module, pool: Any, k: int, *, strategy: str = "jacobian", labeled: Any = None,
             out_of_set: Any = None, open_set: str = "auto", seed: int = 0,
             batch_size: Optional[int] = None, device=None, mc_samples: int = 20, force_eval: bool = False,
@@ -254,22 +278,11 @@ def acquire(model: nn.Module, pool: Any, k: int, *, strategy: str = "jacobian", 
         if strat.uses_labeled:
             labeled_emb = lab_all[lab_ok] if lab_ok.any() else None
         if want_id:
-            ins, outs = lab_all[lab_ok & ~is_out], lab_all[lab_ok & is_out]
             lab_probs = feats.probs[lab_idx] if lab_idx is not None else lab_feats.probs
-            est = in_set_probability(feats.embeddings, ins, outs)
-            feats.in_distribution, feats.in_distribution_floor = est["score"], est["floor"]
-            if layer == "class-floor":
-                candidates = class_floor_candidates(est["probability"], feats.probs, candidates, int(k))
-            elif layer == "share-floor":
-                # no labels reach acquire: the model's predictions stand for the labeled in-set items' classes
-                seen = np.nan_to_num(lab_probs[lab_ok & ~is_out], nan=0.0).argmax(1)
-                candidates = share_floor_candidates(est["probability"], feats.probs, candidates, int(k), seen)
-                if weighs_in_set(strat):
-                    feats.in_set = est["probability"]
-            elif layer == "weight":
-                feats.in_set = est["probability"]
-                if not weighs_in_set(strat):  # a strategy that cannot weigh: the calibrated threshold
-                    candidates = in_set_candidates(feats.in_set, candidates, int(k))
+            # no labels reach acquire: the model's predictions stand for the labeled in-set items' classes
+            candidates = apply_open_pool_layer(feats, strat, layer, lab_all[lab_ok & ~is_out], lab_all[lab_ok & is_out],
+                                               np.nan_to_num(lab_probs[lab_ok & ~is_out], nan=0.0).argmax(1),
+                                               candidates, int(k))
     if Need.IN_DISTRIBUTION in strat.needs and not want_id:  # nothing to contrast: every item is labelable
         feats.in_distribution = np.where(feats.finite, 1.0, np.nan)
     if want_ldm:

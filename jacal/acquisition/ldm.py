@@ -17,16 +17,30 @@ import numpy as np
 import torch
 
 from jacal._internal.scores import hypotheses, last_linear, least_disagree_metric
+from jacal.acquisition.selection.d2 import draw
 
 __all__ = ["last_linear", "hypotheses", "least_disagree_metric", "ldm_seeding"]
 
 
+#: Above this many numbers in the candidates' rows (``len(candidates) × d``), :func:`ldm_seeding`
+#: draws by rejection instead of one pass over the rows per pick (the same law; other draws).
+PASS_MAX_NUMBERS = 1 << 26
+
+
 def ldm_seeding(ldm: np.ndarray, h: np.ndarray, k: int, candidates: np.ndarray, *, seed: int = 0,
-                weights: Optional[np.ndarray] = None) -> Tuple[np.ndarray, np.ndarray]:
+                weights: Optional[np.ndarray] = None, sampler: str = "auto") -> Tuple[np.ndarray, np.ndarray]:
     """LDM-S picks ``(k,)`` among ``candidates`` and each pick's sampling weight ``γ·D`` (module docstring).
 
     ``weights (N,)``: non-negative item weights ``w`` (e.g. ``P(in | x)`` on an open pool): later picks
-    are drawn ∝ ``w·(γ·D)²`` instead of ``(γ·D)²``."""
+    are drawn ∝ ``w·(γ·D)²`` instead of ``(γ·D)²``.
+
+    ``sampler``: ``"pass"``, the loop as stated, one pass over the candidates' rows per pick (bound by
+    memory bandwidth: a million 784-wide rows are 3 GB read per pick); ``"rejection"``, the same law
+    without the pass (:func:`_rejection_draws`); ``"auto"``, the pass up to :data:`PASS_MAX_NUMBERS`
+    numbers, rejection above. ``h`` is read a chunk of rows at a time (a memory-mapped array stays on disk
+    under rejection)."""
+    if sampler not in ("auto", "pass", "rejection"):
+        raise ValueError(f"Expected `sampler` in ('auto', 'pass', 'rejection'), got {sampler!r}.")
     rng = np.random.default_rng(seed)
     cand = np.asarray(candidates, dtype=np.int64)
     lv = ldm[cand]
@@ -41,10 +55,14 @@ def ldm_seeding(ldm: np.ndarray, h: np.ndarray, k: int, candidates: np.ndarray, 
     if tail > 0:
         gamma[k:] *= k / tail
     gamma = np.minimum(gamma, 1.0)
-    f = torch.from_numpy(np.ascontiguousarray(h[cand], dtype=np.float32))
-    f = f / f.norm(dim=1, keepdim=True).clamp_min(1e-12)
     wc = None if weights is None else torch.from_numpy(np.nan_to_num(np.asarray(weights, dtype=np.float64)[cand], nan=0.0))
     first = 0 if wc is None else int(torch.argmax(wc * torch.from_numpy(gamma)))  # the smallest LDM (weighted)
+    width = int(np.prod(h.shape[1:])) if h.ndim > 1 else 1
+    if sampler == "rejection" or (sampler == "auto" and len(cand) * width > PASS_MAX_NUMBERS):
+        picks, w = _rejection_draws(h, cand, torch.from_numpy(gamma), wc, first, k, rng)
+        return cand[picks], w
+    f = torch.from_numpy(np.ascontiguousarray(h[cand], dtype=np.float32))
+    f = f / f.norm(dim=1, keepdim=True).clamp_min(1e-12)
     picks = [first]
     dist = torch.clamp(1.0 - f @ f[first], min=0.0).double()
     dist[dist < 1e-5] = 0.0
@@ -66,3 +84,79 @@ def ldm_seeding(ldm: np.ndarray, h: np.ndarray, k: int, candidates: np.ndarray, 
         dn[dn < 1e-5] = 0.0
         dist = torch.minimum(dist, dn)
     return cand[np.array(picks)], np.array(weights)
+
+
+def _unit_rows(h: np.ndarray, rows: np.ndarray, dtype=torch.float32) -> torch.Tensor:
+    x = torch.from_numpy(np.ascontiguousarray(h[rows], dtype=np.float32)).reshape(len(rows), -1).to(dtype)
+    return x / x.norm(dim=1, keepdim=True).clamp_min(1e-12)
+
+
+def _rejection_draws(h: np.ndarray, cand: np.ndarray, gamma: torch.Tensor, wc: Optional[torch.Tensor], first: int,
+                     k: int, rng: np.random.Generator, *, batch: int = 16, max_rejections: int = 256,
+                     chunk: int = 8192) -> Tuple[np.ndarray, np.ndarray]:
+    """The seeding's draws ∝ ``w·(γ·D)²`` by rejection, as :func:`jacal.acquisition.selection.d2.rejection`
+    draws D²: the cosine distance ``D`` of a row to its nearest pick only falls as picks are added, so
+    ``w·(γ·D₀)²``, with ``D₀`` its distance to the picks at the last pass, bounds its weight. Proposals
+    are drawn ∝ that bound (one running sum), and a row is accepted with probability (weight / bound),
+    its ``D`` computed in float64 against the picks so far: the accepted row follows the law exactly.
+    After ``max_rejections`` failed proposals in a row, one pass (against the picks added since the
+    last) lowers the bound; if they fail again, the rows' ``D`` are recomputed in float64 (what is left
+    of the bound is its rounding margin). Positions in ``cand`` and each pick's ``γ·D`` are returned."""
+    n = len(cand)
+    g2 = gamma.pow(2) if wc is None else gamma.pow(2) * wc
+    centers = _unit_rows(h, cand[[first]], torch.float64)
+
+    def pass_over(new: torch.Tensor, exact: bool = False) -> torch.Tensor:
+        out = torch.empty(n, dtype=torch.float64)
+        for s in range(0, n, chunk):
+            x = _unit_rows(h, cand[s:s + chunk], torch.float64 if exact else torch.float32)
+            out[s:s + chunk] = torch.clamp(1.0 - (x @ new.to(x.dtype).T).max(dim=1).values.double(), min=0.0)
+        out[out < (1e-5 if exact else 0.5e-5)] = 0.0  # the pass path's tie at a pick (float32 passes: a looser cut)
+        return out
+
+    def bound_of(d0: torch.Tensor, margin: bool) -> Tuple[torch.Tensor, torch.Tensor, float]:
+        b = g2 * d0.pow(2)
+        b[chosen] = 0.0
+        if margin:  # the pass is float32, the accepted D float64: a rounding margin keeps the bound above
+            top = float(b.max()) if n else 0.0
+            b = torch.where(b > 0, b * (1 + 1e-4) + 1e-7 * top, b)
+        cum = torch.cumsum(b, 0)
+        return b, cum, float(cum[-1]) if n else 0.0
+
+    chosen = torch.zeros(n, dtype=torch.bool)
+    chosen[first] = True
+    d0 = pass_over(centers)
+    seen = 1  # picks d0 is computed against
+    bound, cum, total = bound_of(d0, True)
+    picks, out_w = [first], [float(gamma[first])]
+    failed, stuck = 0, False
+    while len(picks) < k:
+        if total <= 0:  # every remaining row sits on a pick: take the next by LDM order
+            j = int(torch.nonzero(~chosen)[0])
+            dj = 0.0
+        else:
+            rows = draw(cum, total, rng, batch)
+            x = _unit_rows(h, cand[rows.numpy()], torch.float64)
+            d = torch.clamp(1.0 - (x @ centers.T).max(dim=1).values, min=0.0)
+            d[d < 1e-5] = 0.0
+            target = g2[rows] * d.pow(2)
+            hit = torch.nonzero((torch.from_numpy(rng.random(batch)) * bound[rows] < target) & ~chosen[rows])
+            if len(hit) == 0:
+                failed += batch
+                if failed >= max_rejections:  # the bound is far above the weights: bring it down
+                    d0 = torch.minimum(d0, pass_over(centers[seen:])) if not stuck else pass_over(centers, exact=True)
+                    seen = len(centers)
+                    bound, cum, total = bound_of(d0, margin=not stuck)
+                    failed, stuck = 0, True
+                continue
+            first_hit = int(hit[0])
+            j, dj = int(rows[first_hit]), float(d[first_hit])
+        failed, stuck = 0, False
+        picks.append(j)
+        out_w.append(float(gamma[j]) * dj)
+        chosen[j] = True
+        bound[j] = 0.0
+        cum = torch.cumsum(bound, 0)
+        total = float(cum[-1])
+        centers = torch.cat([centers, _unit_rows(h, cand[[j]], torch.float64)])
+    return np.asarray(picks, dtype=np.int64), np.asarray(out_w)

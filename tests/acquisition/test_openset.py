@@ -148,3 +148,81 @@ def test_out_of_set_errors():
                          ({"labeled": np.arange(5), "out_of_set": np.array([0.5])}, "integer")]:
         with pytest.raises((ValueError, TypeError), match=frag):
             jacal.acquire(model, pool, 3, strategy="jacobian", **kwargs)
+
+
+def _ldm_law(ldm, h, k, w, picked):
+    """The next pick's law after ``picked`` (positions in LDM order), one item at a time in float64:
+    ∝ w·(γ·D)², D the cosine distance to the nearest pick (0 below 1e-5)."""
+    order = np.argsort(ldm, kind="stable")
+    lv = ldm[order]
+    q = lv[min(k, len(lv) - 1)]
+    gamma = np.array([np.exp(-max(v - q, 0.0) / q) for v in lv])
+    gamma[k:] *= k / gamma[k:].sum()
+    gamma = np.minimum(gamma, 1.0)
+    unit = [h[i] / np.linalg.norm(h[i]) for i in order]
+    ww = np.ones(len(lv)) if w is None else w[order]
+    p = np.zeros(len(lv))
+    for i in range(len(lv)):
+        if i in picked:
+            continue
+        d = min(max(1.0 - float(unit[i] @ unit[j]), 0.0) for j in picked)
+        d = 0.0 if d < 1e-5 else d
+        p[i] = ww[i] * (gamma[i] * d) ** 2
+    return order, gamma, p / p.sum()
+
+
+@pytest.mark.parametrize("weighted", [False, True])
+def test_ldm_seeding_by_rejection_draws_the_law_of_the_pass(weighted):
+    """Rejection (the path for large pools) and the pass per pick draw the second and third picks from
+    the same law, checked against the law computed one item at a time; a small rejection budget forces
+    the bound's refreshes."""
+    from scipy.stats import chisquare
+
+    from jacal.acquisition.ldm import _rejection_draws
+
+    rng = np.random.default_rng(3)
+    n, k = 7, 3
+    ldm, h = rng.random(n), rng.normal(size=(n, 3))
+    w = rng.random(n) + 0.2 if weighted else None
+    order, gamma, _ = _ldm_law(ldm, h, k, w, picked=[0])
+    first = 0 if w is None else int(np.argmax(w[order] * gamma))  # the smallest LDM, weighted
+    _, _, p2 = _ldm_law(ldm, h, k, w, picked=[first])
+    wc = None if w is None else torch.from_numpy(w[order])
+    position = np.argsort(order)  # item -> its position in LDM order
+    runs = 2000
+    for sampler in ("pass", "rejection", "refresh"):
+        seconds, pairs = np.zeros(n), {}
+        for s in range(runs):
+            if sampler == "refresh":
+                pos, _ = _rejection_draws(h, order, torch.from_numpy(gamma), wc, first, k, np.random.default_rng(s),
+                                          batch=2, max_rejections=2)
+            else:
+                picks, _ = ldm_seeding(ldm, h, k, np.arange(n), seed=s, weights=w, sampler=sampler)
+                pos = position[picks]
+            assert pos[0] == first and len(set(pos.tolist())) == k
+            seconds[pos[1]] += 1
+            pairs[(pos[1], pos[2])] = pairs.get((pos[1], pos[2]), 0) + 1
+        keep = p2 > 0
+        assert seconds[~keep].sum() == 0
+        assert chisquare(seconds[keep], p2[keep] * runs).pvalue > 1e-3, (sampler, seconds, p2 * runs)
+        # the third pick given the second, for the most frequent second pick
+        j = int(np.argmax(seconds))
+        _, _, p3 = _ldm_law(ldm, h, k, w, picked=[first, j])
+        third = np.array([pairs.get((j, i), 0) for i in range(n)])
+        keep = p3 > 0
+        assert third[~keep].sum() == 0
+        assert chisquare(third[keep], p3[keep] * third.sum()).pvalue > 1e-3, (sampler, third, p3)
+
+
+def test_ldm_seeding_reads_a_memory_mapped_pool_by_rejection(tmp_path):
+    rng = np.random.default_rng(4)
+    ldm, h = rng.random(400), rng.normal(size=(400, 6)).astype(np.float32)
+    np.save(tmp_path / "h.npy", h)
+    mapped = np.load(tmp_path / "h.npy", mmap_mode="r")
+    cand = np.arange(10, 400)
+    a = ldm_seeding(ldm, h, 25, cand, seed=5, sampler="rejection")
+    b = ldm_seeding(ldm, mapped, 25, cand, seed=5, sampler="rejection")
+    assert np.array_equal(a[0], b[0]) and np.allclose(a[1], b[1])
+    assert len(set(a[0].tolist())) == 25 and set(a[0].tolist()) <= set(cand.tolist())
+    with pytest.raises(ValueError, match="`sampler`"):
+        ldm_seeding(ldm, h, 2, cand, sampler="fast")
