@@ -286,6 +286,13 @@ def child(args) -> None:
             full1 = strat.select(feats, args.k, candidates=candidates, seed=1)
         row["quality_vs_passes"]["passes_seed1_vs_passes"] = quality(args.single, feats, np.asarray(full1[0]),
                                                                      np.asarray(full.indices), candidates)
+    elif args.compare_passes and (args.single == "ldm-s" or getattr(feats, "in_set", None) is not None and
+                                  args.single == "jacobian"):  # LDM-S's seeding: the pass per pick against rejection
+        t3 = time.perf_counter()
+        with selection(d2_sampler="pass"):
+            strat.select(feats, args.k, candidates=candidates, seed=0)
+        row["passes_selection_seconds"] = round(time.perf_counter() - t3, 2)
+        row["rejection_vs_passes"] = round(row["selection_seconds"] / max(row["passes_selection_seconds"], 1e-9), 4)
     if args.compare_exact and args.single != "baseline" and calls and row["selection_method"] != "exact":
         t3 = time.perf_counter()
         with selection("exact"), trace() as exact_calls:
@@ -316,7 +323,8 @@ def main(argv=None):
     ap.add_argument("--compare-passes", action="store_true",
                     help="for the exact k-means++ seedings, also run them with one pass over the pool per pick (the "
                          "exact path before rejection sampling) on the same features: time, bytes per pick, and "
-                         "the k-means cost of both (same law, other draws; the passes path at another seed for scale)")
+                         "the k-means cost of both (same law, other draws; the passes path at another seed for scale); "
+                         "for LDM-S's seeding (ldm-s, and jacobian under --open-set) the time of both")
     ap.add_argument("--compare-exact", action="store_true",
                     help="also run the exact selection on the same features: its time, the picks' overlap and "
                          "the objective's ratio (see quality())")

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from jacal._internal.scores import hypotheses, last_linear, least_disagree_metric
+from jacal.acquisition.selection.config import current
 from jacal.acquisition.selection.d2 import draw
 
 __all__ = ["last_linear", "hypotheses", "least_disagree_metric", "ldm_seeding"]
@@ -37,8 +38,8 @@ def ldm_seeding(ldm: np.ndarray, h: np.ndarray, k: int, candidates: np.ndarray, 
     ``sampler``: ``"pass"``, the loop as stated, one pass over the candidates' rows per pick (bound by
     memory bandwidth: a million 784-wide rows are 3 GB read per pick); ``"rejection"``, the same law
     without the pass (:func:`_rejection_draws`); ``"auto"``, the pass up to :data:`PASS_MAX_NUMBERS`
-    numbers, rejection above. ``h`` is read a chunk of rows at a time (a memory-mapped array stays on disk
-    under rejection)."""
+    numbers or inside ``jacal.acquisition.selection.selection(d2_sampler="pass")``, rejection above.
+    ``h`` is read a chunk of rows at a time (a memory-mapped array stays on disk under rejection)."""
     if sampler not in ("auto", "pass", "rejection"):
         raise ValueError(f"Expected `sampler` in ('auto', 'pass', 'rejection'), got {sampler!r}.")
     rng = np.random.default_rng(seed)
@@ -58,7 +59,9 @@ def ldm_seeding(ldm: np.ndarray, h: np.ndarray, k: int, candidates: np.ndarray, 
     wc = None if weights is None else torch.from_numpy(np.nan_to_num(np.asarray(weights, dtype=np.float64)[cand], nan=0.0))
     first = 0 if wc is None else int(torch.argmax(wc * torch.from_numpy(gamma)))  # the smallest LDM (weighted)
     width = int(np.prod(h.shape[1:])) if h.ndim > 1 else 1
-    if sampler == "rejection" or (sampler == "auto" and len(cand) * width > PASS_MAX_NUMBERS):
+    if sampler == "auto":
+        sampler = "pass" if len(cand) * width <= PASS_MAX_NUMBERS or current().d2_sampler == "pass" else "rejection"
+    if sampler == "rejection":
         picks, w = _rejection_draws(h, cand, torch.from_numpy(gamma), wc, first, k, rng)
         return cand[picks], w
     f = torch.from_numpy(np.ascontiguousarray(h[cand], dtype=np.float32))
