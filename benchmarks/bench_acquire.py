@@ -286,8 +286,8 @@ def child(args) -> None:
             full1 = strat.select(feats, args.k, candidates=candidates, seed=1)
         row["quality_vs_passes"]["passes_seed1_vs_passes"] = quality(args.single, feats, np.asarray(full1[0]),
                                                                      np.asarray(full.indices), candidates)
-    elif args.compare_passes and (args.single == "ldm-s" or getattr(feats, "in_set", None) is not None and
-                                  args.single == "jacobian"):  # LDM-S's seeding: the pass per pick against rejection
+    elif args.compare_passes and (args.single == "ldm-s" or args.single == "jacobian" and
+                                  getattr(feats, "in_set", None) is not None):  # LDM-S's seeding: the pass per pick against rejection
         t3 = time.perf_counter()
         with selection(d2_sampler="pass"):
             strat.select(feats, args.k, candidates=candidates, seed=0)

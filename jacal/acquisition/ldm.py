@@ -24,8 +24,9 @@ __all__ = ["last_linear", "hypotheses", "least_disagree_metric", "ldm_seeding"]
 
 
 #: Above this many numbers in the candidates' rows (``len(candidates) × d``), :func:`ldm_seeding`
-#: draws by rejection instead of one pass over the rows per pick (the same law; other draws).
-PASS_MAX_NUMBERS = 1 << 26
+#: draws by rejection instead of one pass over the rows per pick (the same law; other draws). 2²²
+#: float32 numbers are 16 MB a pass; the benchmark protocols' pools (up to 20,000 × 128) stay below it.
+PASS_MAX_NUMBERS = 1 << 22
 
 
 def ldm_seeding(ldm: np.ndarray, h: np.ndarray, k: int, candidates: np.ndarray, *, seed: int = 0,

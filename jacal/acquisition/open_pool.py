@@ -84,8 +84,10 @@ def share_floor_candidates(in_set: np.ndarray, probs: np.ndarray, candidates: np
     instead, so that a class nobody has labeled yet stays within reach (module docstring). ``None``:
     the share floor whatever has been labeled."""
     if labeled_classes is not None:
-        seen = np.bincount(np.asarray(labeled_classes, dtype=np.int64).reshape(-1), minlength=probs.shape[1])
-        if (seen[:probs.shape[1]] == 0).any():
+        cls = np.asarray(labeled_classes).reshape(-1)
+        if len(cls) and (not np.issubdtype(cls.dtype, np.integer) or cls.min() < 0 or cls.max() >= probs.shape[1]):
+            raise ValueError(f"Expected `labeled_classes` to be class indices in [0, {probs.shape[1]}), got {cls[:5]!r}.")
+        if (np.bincount(cls.astype(np.int64), minlength=probs.shape[1]) == 0).any():
             return class_floor_candidates(in_set, probs, candidates, k)
     p = np.nan_to_num(in_set[candidates], nan=0.0)
     pred = np.nan_to_num(probs[candidates], nan=0.0).argmax(1)

@@ -263,6 +263,9 @@ def test_share_floor_keeps_the_class_floor_until_every_class_is_labeled():
     for seen in (np.array([0, 1, 3, 3]), np.array([2]), np.zeros(0, dtype=int)):
         got = share_floor_candidates(p, probs, cand, 5, labeled_classes=seen)
         assert set(got.tolist()) == klass and np.array_equal(got, class_floor_candidates(p, probs, cand, 5))
+    for bad in (np.array([0, 4]), np.array([-1, 2]), np.array([0.5, 1.0])):
+        with pytest.raises(ValueError, match="`labeled_classes`"):
+            share_floor_candidates(p, probs, cand, 5, labeled_classes=bad)
 
 
 def test_jacobian_keeps_an_unlabeled_class_within_reach_on_an_open_pool():

@@ -105,6 +105,27 @@ def test_bench_acquire_memory_maps_a_synthetic_pool(tmp_path, capsys):
     assert pool.stat().st_mtime_ns == before
 
 
+def test_bench_acquire_open_set_runs_each_strategy_under_its_own_layer(tmp_path, capsys):
+    """--open-set times what acquire runs: jacobian under its weighted share floor (every class labeled:
+    it cuts), margin and ldm-s under the class floor; --compare-passes times LDM-S's seeding both ways.
+    With the untrained model's predictions as the labeled classes the share floor keeps the class floor's."""
+    mod = _load("bench_acquire")
+    args = ["--pool-size", "400", "--k", "5", "--batch-size", "64", "--mmap", "--pool-file", str(tmp_path / "p.npy"),
+            "--triad-numbers", "100000", "--open-set", "100", "--compare-passes", "--strategies", "margin,jacobian,ldm-s"]
+    out = mod.main(args)["results"]
+    capsys.readouterr()
+    assert {n: (r["open_set_layer"], r["open_set_weighted"]) for n, r in out.items()} == {
+        "margin": ("class-floor", False), "jacobian": ("share-floor", True), "ldm-s": ("class-floor", False)}
+    assert all(r["open_set_sent"] == 100 for r in out.values())
+    assert out["jacobian"]["open_set_candidates"] < 300  # 40 of the 100 sent answered "none of these": a cut
+    for name in ("jacobian", "ldm-s"):
+        assert out[name]["passes_selection_seconds"] >= 0 and "rejection_vs_passes" in out[name]  # ms at 400 items
+    pred = mod.main(args[:-2] + ["--open-set-classes", "predicted", "--strategies", "jacobian"])["results"]["jacobian"]
+    capsys.readouterr()
+    assert pred["open_set_layer"] == "share-floor" and pred["open_set_weighted"]
+    assert pred["open_set_candidates"] >= out["jacobian"]["open_set_candidates"]
+
+
 @pytest.mark.slow
 @pytest.mark.timeout(1200)
 def test_gpu_suite_tiny_runs_every_part_and_prints_one_json(tmp_path):
