@@ -323,7 +323,7 @@ class JacobianBoundary(_BoundarySeeding):
         from jacal.acquisition.ldm import ldm_seeding
 
         v = f.boundary_embedding
-        norm = np.empty(len(v))  # NaN for invalid rows; in float64 a chunk at a time (a float64 copy of v is 6 GB at 10^6 × 784)
+        norm = np.empty(len(v))  # NaN for invalid rows; float64 a chunk at a time (a float64 copy of v: 4 GB at 10^6 × 512)
         for s in range(0, len(v), 65536):
             norm[s:s + 65536] = np.linalg.norm(np.asarray(v[s:s + 65536], dtype=np.float64), axis=1)
         ok = np.isfinite(norm) & (norm > 0)
