@@ -36,8 +36,9 @@ def acquire(
         help="What the items answered 'none of these' in --exclude teach: 'auto' (default) is the strategy's own "
              "layer ('share-floor' for jacobian, 'class-floor' for the others); 'share-floor' drops, per predicted "
              "class, as many of the least likely labelable items as the calibrated probability expects out of the "
-             "set there (the class floor until every class has a labeled item) and weighs the rest by it; 'class-floor' selects, per predicted class, among the items at "
-             "least as likely labelable as the class's median; 'weight' weighs each item by that probability; "
+             "set there (the class floor until every class has a labeled item) and weighs the rest by it; "
+             "'class-floor' selects, per predicted class, among the items at least as likely labelable as the "
+             "class's median; 'weight' weighs each item by that probability; "
              "'off' ignores them.")] = "auto",
     exclude: Annotated[Optional[List[Path]], typer.Option(help="Items already labeled or queued, never selected. "
                                                                + ANNOTATION_FILES_HELP,

@@ -18,7 +18,7 @@ import torch
 
 from jacal._internal.scores import hypotheses, last_linear, least_disagree_metric
 from jacal.acquisition.selection.config import current
-from jacal.acquisition.selection.d2 import draw
+from jacal.acquisition.selection.d2 import rejection
 
 __all__ = ["last_linear", "hypotheses", "least_disagree_metric", "ldm_seeding"]
 
@@ -90,77 +90,55 @@ def ldm_seeding(ldm: np.ndarray, h: np.ndarray, k: int, candidates: np.ndarray, 
     return cand[np.array(picks)], np.array(weights)
 
 
-def _unit_rows(h: np.ndarray, rows: np.ndarray, dtype=torch.float32) -> torch.Tensor:
-    x = torch.from_numpy(np.ascontiguousarray(h[rows], dtype=np.float32)).reshape(len(rows), -1).to(dtype)
+def _unit_rows(h: np.ndarray, rows: np.ndarray) -> torch.Tensor:
+    x = torch.from_numpy(np.ascontiguousarray(h[rows], dtype=np.float32)).reshape(len(rows), -1).double()
     return x / x.norm(dim=1, keepdim=True).clamp_min(1e-12)
 
 
+class _CosineCenters:
+    """The picks so far as a center set for :func:`jacal.acquisition.selection.d2.rejection`, in the
+    seeding's own metric: a row's "D²" is ``D²`` with ``D`` its cosine distance to the nearest pick (0
+    below 1e-5, as the pass path cuts), all in float64. ``h`` is read a chunk of rows at a time."""
+
+    def __init__(self, h: np.ndarray, cand: np.ndarray, first: int, chunk: int = 8192):
+        self.h, self.cand, self.chunk = h, cand, chunk
+        self.c = _unit_rows(h, cand[[first]])
+        self.seen = 0  # centers folded into ref
+        self.ref = torch.full((len(cand),), np.inf, dtype=torch.float64)  # D to the first `seen` centers
+
+    @staticmethod
+    def _dist(x: torch.Tensor, centers: torch.Tensor) -> torch.Tensor:
+        d = torch.clamp(1.0 - (x @ centers.T).max(dim=1).values, min=0.0)
+        return torch.where(d < 1e-5, torch.zeros((), dtype=d.dtype), d)
+
+    def add(self, j: int) -> None:
+        self.c = torch.cat([self.c, _unit_rows(self.h, self.cand[[j]])])
+
+    def row_d2(self, rows: torch.Tensor) -> torch.Tensor:
+        return self._dist(_unit_rows(self.h, self.cand[np.asarray(rows)]), self.c).pow(2)
+
+    def all_d2(self) -> torch.Tensor:
+        """Every row's D² (one pass, against the centers added since the last)."""
+        new = self.c[self.seen:]
+        if len(new):
+            for s in range(0, len(self.cand), self.chunk):
+                d = self._dist(_unit_rows(self.h, self.cand[s:s + self.chunk]), new)
+                self.ref[s:s + self.chunk] = torch.minimum(self.ref[s:s + self.chunk], d)
+            self.seen = len(self.c)
+        return self.ref.pow(2)
+
+
 def _rejection_draws(h: np.ndarray, cand: np.ndarray, gamma: torch.Tensor, wc: Optional[torch.Tensor], first: int,
-                     k: int, rng: np.random.Generator, *, batch: int = 16, max_rejections: int = 256,
-                     chunk: int = 8192) -> Tuple[np.ndarray, np.ndarray]:
-    """The seeding's draws ∝ ``w·(γ·D)²`` by rejection, as :func:`jacal.acquisition.selection.d2.rejection`
-    draws D²: the cosine distance ``D`` of a row to its nearest pick only falls as picks are added, so
-    ``w·(γ·D₀)²``, with ``D₀`` its distance to the picks at the last pass, bounds its weight. Proposals
-    are drawn ∝ that bound (one running sum), and a row is accepted with probability (weight / bound),
-    its ``D`` computed in float64 against the picks so far: the accepted row follows the law exactly.
-    After ``max_rejections`` failed proposals in a row, one pass (against the picks added since the
-    last) lowers the bound; if they fail again, the rows' ``D`` are recomputed in float64 (what is left
-    of the bound is its rounding margin). Positions in ``cand`` and each pick's ``γ·D`` are returned."""
-    n = len(cand)
+                     k: int, rng: np.random.Generator, *, batch: int = 16,
+                     max_rejections: int = 256) -> Tuple[np.ndarray, np.ndarray]:
+    """The seeding's draws ∝ ``w·(γ·D)²`` by the D² samplers' rejection
+    (:func:`jacal.acquisition.selection.d2.rejection`), over :class:`_CosineCenters` with the item
+    weights ``w·γ²``: ``D`` only falls as picks are added, so its value at the last pass bounds it, and
+    a proposal is accepted with probability (current weight / bound), which draws the law exactly.
+    Positions in ``cand`` and each pick's ``γ·D`` are returned."""
+    centers = _CosineCenters(h, cand, first)
     g2 = gamma.pow(2) if wc is None else gamma.pow(2) * wc
-    centers = _unit_rows(h, cand[[first]], torch.float64)
-
-    def pass_over(new: torch.Tensor, exact: bool = False) -> torch.Tensor:
-        out = torch.empty(n, dtype=torch.float64)
-        for s in range(0, n, chunk):
-            x = _unit_rows(h, cand[s:s + chunk], torch.float64 if exact else torch.float32)
-            out[s:s + chunk] = torch.clamp(1.0 - (x @ new.to(x.dtype).T).max(dim=1).values.double(), min=0.0)
-        out[out < (1e-5 if exact else 0.5e-5)] = 0.0  # the pass path's tie at a pick (float32 passes: a looser cut)
-        return out
-
-    def bound_of(d0: torch.Tensor, margin: bool) -> Tuple[torch.Tensor, torch.Tensor, float]:
-        b = g2 * d0.pow(2)
-        b[chosen] = 0.0
-        if margin:  # the pass is float32, the accepted D float64: a rounding margin keeps the bound above
-            top = float(b.max()) if n else 0.0
-            b = torch.where(b > 0, b * (1 + 1e-4) + 1e-7 * top, b)
-        cum = torch.cumsum(b, 0)
-        return b, cum, float(cum[-1]) if n else 0.0
-
-    chosen = torch.zeros(n, dtype=torch.bool)
-    chosen[first] = True
-    d0 = pass_over(centers)
-    seen = 1  # picks d0 is computed against
-    bound, cum, total = bound_of(d0, True)
-    picks, out_w = [first], [float(gamma[first])]
-    failed, stuck = 0, False
-    while len(picks) < k:
-        if total <= 0:  # every remaining row sits on a pick: take the next by LDM order
-            j = int(torch.nonzero(~chosen)[0])
-            dj = 0.0
-        else:
-            rows = draw(cum, total, rng, batch)
-            x = _unit_rows(h, cand[rows.numpy()], torch.float64)
-            d = torch.clamp(1.0 - (x @ centers.T).max(dim=1).values, min=0.0)
-            d[d < 1e-5] = 0.0
-            target = g2[rows] * d.pow(2)
-            hit = torch.nonzero((torch.from_numpy(rng.random(batch)) * bound[rows] < target) & ~chosen[rows])
-            if len(hit) == 0:
-                failed += batch
-                if failed >= max_rejections:  # the bound is far above the weights: bring it down
-                    d0 = torch.minimum(d0, pass_over(centers[seen:])) if not stuck else pass_over(centers, exact=True)
-                    seen = len(centers)
-                    bound, cum, total = bound_of(d0, margin=not stuck)
-                    failed, stuck = 0, True
-                continue
-            first_hit = int(hit[0])
-            j, dj = int(rows[first_hit]), float(d[first_hit])
-        failed, stuck = 0, False
-        picks.append(j)
-        out_w.append(float(gamma[j]) * dj)
-        chosen[j] = True
-        bound[j] = 0.0
-        cum = torch.cumsum(bound, 0)
-        total = float(cum[-1])
-        centers = torch.cat([centers, _unit_rows(h, cand[[j]], torch.float64)])
-    return np.asarray(picks, dtype=np.int64), np.asarray(out_w)
+    allowed = torch.ones(len(cand), dtype=torch.bool)
+    picks, d2_at, _ = rejection(centers, centers.all_d2(), k, [first], [1.0], rng, allowed, g2, batch=batch,
+                                max_rejections=max_rejections)
+    return picks, gamma.numpy()[picks] * np.sqrt(d2_at)  # the first pick's D counts as 1, as on the pass path
