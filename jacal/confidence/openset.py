@@ -37,6 +37,18 @@ the share of labelable items among those sent, so the probability is calibrated 
 acquisition actually sends; a slope that comes out ≤ 0 (answers the score cannot separate) gives every
 item that share. The acquisition layer weighs what each item teaches by this probability (see
 :func:`jacal.acquire`, ``open_set``): no hard cut.
+
+Spreading the answers over the pool (:func:`spread_in_set`, on by default in
+:func:`in_set_probability`): the score above reads only the answered items, so an item of a kind
+nobody has sent yet (a cluster of blank scans, an unknown digit's variants) scores only by how far it
+is from the few answers. Label spreading (Zhou et al. 2004, scikit-learn's ``LabelSpreading`` with a
+``n_neighbors``-nearest-neighbour graph) carries each answer to the pool items it connects to, item to
+item, so a cluster inherits its answered members' verdict. The probability is then
+``σ(logit P_knn(x) + logit ls(x) + b)`` with ``b`` set so that the pool's expected number of labelable
+items stays the calibration's (``Σ P`` unchanged): the spread changes which items look unlabelable,
+not how many, so a cut that follows the contamination (the ``"share-floor"`` layer) keeps its depth.
+On MNIST open pools it raised `jacobian`'s area under the learning curve by up to 0.07 on pools of
+junk and wasted fewer labels on all eight pools (docs/benchmarks/open-pools.md).
 """
 from __future__ import annotations
 
@@ -46,7 +58,12 @@ import numpy as np
 import torch
 
 __all__ = ["in_distribution", "in_distribution_floor", "mean_nearest_distance", "leave_one_out_scores",
-           "InSetCalibration", "calibrate_in_set", "in_set_probability"]
+           "InSetCalibration", "calibrate_in_set", "spread_in_set", "in_set_probability"]
+
+#: Pool items label spreading runs on (:func:`spread_in_set`); the rest take the mean of their
+#: nearest ones' result. Above this the nearest-neighbour graph (quadratic in the items) would
+#: outweigh the rest of a selection.
+SPREAD_MAX_ANCHORS = 20000
 
 
 def _unit(e: np.ndarray) -> np.ndarray:
@@ -198,19 +215,101 @@ def calibrate_in_set(in_scores: np.ndarray, out_scores: np.ndarray, *, C: float 
     return prior if slope <= 0 else InSetCalibration(float(fit.intercept_[0]), slope)
 
 
+def spread_in_set(pool_embeddings: np.ndarray, in_embeddings: np.ndarray, out_embeddings: np.ndarray, *,
+                  n_neighbors: int = 10, alpha: float = 0.8, max_anchors: int = SPREAD_MAX_ANCHORS,
+                  seed: int = 0) -> np.ndarray:
+    """``(N,)`` in ``[0, 1]``: the share of the "labelable" label that label spreading carries from the
+    answers (``in_embeddings`` labelable, ``out_embeddings`` "none of these") to each pool item over
+    the ``n_neighbors``-nearest-neighbour graph of unit-normalised features (module docstring); NaN
+    for non-finite rows.
+
+    ``alpha``: the share of its neighbours' labels each item takes per iteration (scikit-learn's
+    ``LabelSpreading``). Beyond ``max_anchors`` finite pool rows, the spreading runs on that many
+    drawn at random (``seed``) and every other row takes the mean result of its ``n_neighbors``
+    nearest anchors or answered items, as scikit-learn's ``predict_proba`` would, computed a chunk
+    at a time in one matrix product (its per-row loop takes minutes at a million rows).
+    """
+    import warnings
+
+    from sklearn.exceptions import ConvergenceWarning
+    from sklearn.semi_supervised import LabelSpreading
+
+    pool = np.asarray(pool_embeddings)
+    if pool.ndim != 2:
+        raise ValueError(f"Expected `pool_embeddings` of shape (N, d), got {pool.shape}.")
+    banks = []
+    for name, e in (("in_embeddings", in_embeddings), ("out_embeddings", out_embeddings)):
+        e = np.asarray(e)
+        if e.ndim != 2 or e.shape[1] != pool.shape[1]:
+            raise ValueError(f"Expected `{name}` of shape (M, {pool.shape[1]}), got {e.shape}.")
+        banks.append(_unit(e[np.isfinite(e).all(axis=1)]))
+    if not (isinstance(n_neighbors, (int, np.integer)) and n_neighbors >= 1):
+        raise ValueError(f"Expected `n_neighbors` to be a positive integer, got {n_neighbors!r}.")
+    if not 0 < alpha < 1:
+        raise ValueError(f"Expected `alpha` in (0, 1), got {alpha!r}.")
+    out = np.full(len(pool), np.nan)
+    ok = np.flatnonzero(np.isfinite(pool).all(axis=1))
+    if len(banks[0]) == 0 or len(banks[1]) == 0:  # one kind of answer: nothing to spread against
+        out[ok] = 0.5 if len(banks[0]) == len(banks[1]) else float(len(banks[0]) > 0)
+        return out
+    anchors = ok if len(ok) <= max_anchors else np.sort(np.random.default_rng(seed).choice(ok, max_anchors, replace=False))
+    x = np.concatenate([_unit(pool[anchors]), banks[0], banks[1]])
+    y = np.r_[np.full(len(anchors), -1), np.ones(len(banks[0])), np.zeros(len(banks[1]))].astype(np.int64)
+    ls = LabelSpreading(kernel="knn", n_neighbors=min(int(n_neighbors), len(x) - 1), alpha=float(alpha), max_iter=100)
+    with warnings.catch_warnings():  # a graph that has not settled in 100 steps still ranks items
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        dist = ls.fit(x, y).label_distributions_
+    share = dist[:, 1] / np.maximum(dist.sum(axis=1), 1e-12)
+    out[anchors] = share[:len(anchors)]
+    rest = np.setdiff1d(ok, anchors, assume_unique=True)
+    if len(rest):
+        bank = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
+        val = torch.from_numpy(share)
+        kk = min(int(n_neighbors), len(x))
+        for s in range(0, len(rest), 4096):
+            rows = rest[s:s + 4096]
+            top = (torch.from_numpy(_unit(pool[rows])) @ bank.T).topk(kk, dim=1).indices
+            out[rows] = val[top].mean(dim=1).numpy()
+    return out
+
+
+def _anchored(p: np.ndarray, spread: np.ndarray) -> np.ndarray:
+    """``σ(logit p + logit spread + b)`` with ``b`` such that the result sums to ``Σ p`` (module docstring)."""
+    from scipy.optimize import brentq
+    from scipy.special import expit
+
+    z = _logit(p) + _logit(spread)
+    target = float(p.sum())
+    if len(p) == 0 or not 0 < target < len(p):
+        return p
+    b = brentq(lambda b: float(expit(z + b).sum()) - target, -60.0, 60.0)
+    return expit(z + b)
+
+
 def in_set_probability(pool_embeddings: np.ndarray, in_embeddings: np.ndarray,
-                       out_embeddings: Optional[np.ndarray] = None, *, m: int = 3, C: float = 1.0) -> dict:
+                       out_embeddings: Optional[np.ndarray] = None, *, m: int = 3, C: float = 1.0,
+                       spread: bool = True) -> dict:
     """``P(in | x)`` for every pool item, calibrated on the answers so far (module docstring).
+
+    ``spread``: re-rank the calibrated probability by label spreading over the pool
+    (:func:`spread_in_set`), its pool total kept; ``False``: the calibrated nearest-neighbour score alone.
 
     Returns a dict: ``probability (N,)`` (1 everywhere, NaN for non-finite rows, when nothing came
     back "none of these"), ``score (N,)`` (:func:`in_distribution`), ``floor`` (the conformal floor
-    of the score, :func:`in_distribution_floor`) and ``calibration`` (the fitted
-    :class:`InSetCalibration`, ``None`` without out-of-set answers).
+    of the score, :func:`in_distribution_floor`), ``calibration`` (the fitted
+    :class:`InSetCalibration`, ``None`` without out-of-set answers) and ``spread`` (``(N,)``
+    :func:`spread_in_set`'s result, ``None`` when it did not run).
     """
     score = in_distribution(pool_embeddings, in_embeddings, out_embeddings, m=m)
     if out_embeddings is None or len(out_embeddings) == 0:
-        return {"probability": score, "score": score, "floor": 0.0, "calibration": None}
+        return {"probability": score, "score": score, "floor": 0.0, "calibration": None, "spread": None}
     s_in, s_out = leave_one_out_scores(in_embeddings, out_embeddings, m=m)
     cal = calibrate_in_set(s_in, s_out, C=C)
     floor = float(np.quantile(s_in, 0.05, method="lower")) if len(s_in) >= 2 else 0.0
-    return {"probability": cal(score), "score": score, "floor": floor, "calibration": cal}
+    prob, ls = cal(score), None
+    if spread and len(s_in) and len(s_out):
+        ls = spread_in_set(pool_embeddings, in_embeddings, out_embeddings)
+        ok = np.isfinite(prob)
+        prob = prob.copy()
+        prob[ok] = _anchored(prob[ok], ls[ok])
+    return {"probability": prob, "score": score, "floor": floor, "calibration": cal, "spread": ls}

@@ -111,9 +111,10 @@ def test_in_set_probability_is_the_calibrated_score():
 
     rng = np.random.default_rng(3)
     pool, ins, outs = rng.normal(size=(50, 6)), rng.normal(size=(10, 6)) + 0.5, rng.normal(size=(6, 6)) - 0.5
-    r = in_set_probability(pool, ins, outs)
+    r = in_set_probability(pool, ins, outs, spread=False)
     np.testing.assert_allclose(r["score"], in_distribution(pool, ins, outs))
     np.testing.assert_allclose(r["probability"], calibrate_in_set(*leave_one_out_scores(ins, outs))(r["score"]))
+    assert r["spread"] is None
     assert r["floor"] == pytest.approx(in_distribution_floor(ins, outs))
     closed = in_set_probability(pool, ins, None)
     assert np.array_equal(closed["probability"], np.ones(50)) and closed["calibration"] is None
