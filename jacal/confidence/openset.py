@@ -60,10 +60,16 @@ import torch
 __all__ = ["in_distribution", "in_distribution_floor", "mean_nearest_distance", "leave_one_out_scores",
            "InSetCalibration", "calibrate_in_set", "spread_in_set", "in_set_probability"]
 
-#: Pool items label spreading runs on (:func:`spread_in_set`); the rest take the mean of their
-#: nearest ones' result. Above this the nearest-neighbour graph (quadratic in the items) would
-#: outweigh the rest of a selection.
-SPREAD_MAX_ANCHORS = 20000
+#: Up to this many finite pool rows, label spreading (:func:`spread_in_set`) runs on all of them.
+SPREAD_MAX_EXACT = 20000
+#: Above it, the spreading runs on this many rows drawn at random, in features projected to
+#: :data:`SPREAD_DIM` dimensions, and the other rows take the mean of their nearest ones' result:
+#: the nearest-neighbour graph grows with the square of the rows, and at a million rows of 512
+#: features even the mean over anchors would cost a pass of minutes in full dimension.
+SPREAD_ANCHORS = 2048
+#: The dimension of the random projection above :data:`SPREAD_MAX_EXACT` rows (a Gaussian
+#: projection keeps cosine neighbourhoods approximately; Johnson–Lindenstrauss).
+SPREAD_DIM = 64
 
 
 def _unit(e: np.ndarray) -> np.ndarray:
@@ -216,18 +222,19 @@ def calibrate_in_set(in_scores: np.ndarray, out_scores: np.ndarray, *, C: float 
 
 
 def spread_in_set(pool_embeddings: np.ndarray, in_embeddings: np.ndarray, out_embeddings: np.ndarray, *,
-                  n_neighbors: int = 10, alpha: float = 0.8, max_anchors: int = SPREAD_MAX_ANCHORS,
-                  seed: int = 0) -> np.ndarray:
+                  n_neighbors: int = 10, alpha: float = 0.8, max_exact: int = SPREAD_MAX_EXACT,
+                  anchors: int = SPREAD_ANCHORS, dim: int = SPREAD_DIM, seed: int = 0) -> np.ndarray:
     """``(N,)`` in ``[0, 1]``: the share of the "labelable" label that label spreading carries from the
     answers (``in_embeddings`` labelable, ``out_embeddings`` "none of these") to each pool item over
     the ``n_neighbors``-nearest-neighbour graph of unit-normalised features (module docstring); NaN
     for non-finite rows.
 
     ``alpha``: the share of its neighbours' labels each item takes per iteration (scikit-learn's
-    ``LabelSpreading``). Beyond ``max_anchors`` finite pool rows, the spreading runs on that many
-    drawn at random (``seed``) and every other row takes the mean result of its ``n_neighbors``
-    nearest anchors or answered items, as scikit-learn's ``predict_proba`` would, computed a chunk
-    at a time in one matrix product (its per-row loop takes minutes at a million rows).
+    ``LabelSpreading``). Beyond ``max_exact`` finite pool rows, the features are projected to ``dim``
+    dimensions (a Gaussian matrix drawn with ``seed``, when they have more), the spreading runs on
+    ``anchors`` rows drawn at random (``seed``) and every other row takes the mean result of its
+    ``n_neighbors`` nearest anchors or answered items, as scikit-learn's ``predict_proba`` would,
+    computed a chunk at a time in one matrix product (its per-row loop takes minutes at a million rows).
     """
     import warnings
 
@@ -252,8 +259,21 @@ def spread_in_set(pool_embeddings: np.ndarray, in_embeddings: np.ndarray, out_em
     if len(banks[0]) == 0 or len(banks[1]) == 0:  # one kind of answer: nothing to spread against
         out[ok] = 0.5 if len(banks[0]) == len(banks[1]) else float(len(banks[0]) > 0)
         return out
-    anchors = ok if len(ok) <= max_anchors else np.sort(np.random.default_rng(seed).choice(ok, max_anchors, replace=False))
-    x = np.concatenate([_unit(pool[anchors]), banks[0], banks[1]])
+    rng = np.random.default_rng(seed)
+    project = None
+    if len(ok) <= max_exact:
+        anchors = ok
+    else:
+        anchors = np.sort(rng.choice(ok, min(int(anchors), len(ok)), replace=False))
+        if pool.shape[1] > dim:
+            g = torch.from_numpy(rng.standard_normal((pool.shape[1], int(dim))).astype(np.float32))
+
+            def project(e: np.ndarray) -> np.ndarray:
+                return _unit((torch.from_numpy(np.ascontiguousarray(e, dtype=np.float32)) @ g).numpy())
+
+            banks = [project(b) for b in banks]
+    unit = project if project is not None else _unit
+    x = np.concatenate([unit(_unit(pool[anchors])), banks[0], banks[1]])
     y = np.r_[np.full(len(anchors), -1), np.ones(len(banks[0])), np.zeros(len(banks[1]))].astype(np.int64)
     ls = LabelSpreading(kernel="knn", n_neighbors=min(int(n_neighbors), len(x) - 1), alpha=float(alpha), max_iter=100)
     with warnings.catch_warnings():  # a graph that has not settled in 100 steps still ranks items
@@ -268,7 +288,7 @@ def spread_in_set(pool_embeddings: np.ndarray, in_embeddings: np.ndarray, out_em
         kk = min(int(n_neighbors), len(x))
         for s in range(0, len(rest), 4096):
             rows = rest[s:s + 4096]
-            top = (torch.from_numpy(_unit(pool[rows])) @ bank.T).topk(kk, dim=1).indices
+            top = (torch.from_numpy(unit(_unit(pool[rows]))) @ bank.T).topk(kk, dim=1).indices
             out[rows] = val[top].mean(dim=1).numpy()
     return out
 

@@ -373,3 +373,106 @@ def test_jacobian_on_an_open_pool_takes_items_with_no_boundary_in_reach():
     f = dataclasses.replace(f, boundary_embedding=v, in_set=np.ones(len(pool)))
     sel = get_strategy("jacobian").select(f, 40, candidates=np.arange(len(pool)), seed=0)
     assert len(set(sel.indices.tolist())) == 40 and np.isfinite(sel.selection_scores).all()
+
+
+# --- label spreading of the answers (spread_in_set) ---------------------------------------------------
+
+def _unit_rows(e):
+    e = np.asarray(e, dtype=np.float64)
+    return e / np.linalg.norm(e, axis=1, keepdims=True)
+
+
+def _chain_pool(rng, n=60, d=5):
+    """Two separated chains of items; answers only at one end of each: in at chain A's, out at chain B's."""
+    t = np.linspace(0, 1, n)[:, None]
+    a = np.c_[np.ones((n, 1)), 2 * t, np.zeros((n, d - 2))] + 0.01 * rng.normal(size=(n, d))
+    b = np.c_[-np.ones((n, 1)), np.zeros((n, 1)), 2 * t, np.zeros((n, d - 3))] + 0.01 * rng.normal(size=(n, d))
+    return np.r_[a, b], a[:3] + 0.001, b[:3] + 0.001
+
+
+def test_spread_in_set_is_scikit_learns_label_spreading_on_a_small_pool():
+    from sklearn.semi_supervised import LabelSpreading
+
+    from jacal.confidence.openset import spread_in_set
+
+    rng = np.random.default_rng(0)
+    pool, ins, outs = rng.normal(size=(80, 6)), rng.normal(size=(9, 6)) + 0.4, rng.normal(size=(5, 6)) - 0.4
+    x = np.r_[_unit_rows(pool), _unit_rows(ins), _unit_rows(outs)]
+    y = np.r_[np.full(80, -1), np.ones(9), np.zeros(5)].astype(int)
+    d = LabelSpreading(kernel="knn", n_neighbors=10, alpha=0.8, max_iter=100).fit(x, y).label_distributions_[:80]
+    np.testing.assert_allclose(spread_in_set(pool, ins, outs), d[:, 1] / d.sum(1), atol=1e-5)
+
+
+def test_spread_in_set_beyond_max_exact_takes_the_mean_of_the_nearest_anchors():
+    """Reference: scikit-learn's spreading on the drawn anchors and the answers, then each other row,
+    one at a time in float64, the mean share of its ``n_neighbors`` nearest rows of that set."""
+    from sklearn.semi_supervised import LabelSpreading
+
+    from jacal.confidence.openset import spread_in_set
+
+    rng = np.random.default_rng(1)
+    pool, ins, outs = rng.normal(size=(120, 6)), rng.normal(size=(7, 6)) + 0.4, rng.normal(size=(6, 6)) - 0.4
+    got = spread_in_set(pool, ins, outs, max_exact=50, anchors=40, dim=6, seed=4)
+    anchors = np.sort(np.random.default_rng(4).choice(np.arange(120), 40, replace=False))
+    x = np.r_[_unit_rows(pool[anchors]), _unit_rows(ins), _unit_rows(outs)]
+    y = np.r_[np.full(40, -1), np.ones(7), np.zeros(6)].astype(int)
+    d = LabelSpreading(kernel="knn", n_neighbors=10, alpha=0.8, max_iter=100).fit(x, y).label_distributions_
+    share = d[:, 1] / d.sum(1)
+    np.testing.assert_allclose(got[anchors], share[:40], atol=1e-5)
+    for i in np.setdiff1d(np.arange(120), anchors):
+        sims = x @ _unit_rows(pool[i:i + 1])[0]
+        assert got[i] == pytest.approx(share[np.argsort(-sims)[:10]].mean(), abs=1e-5)
+
+
+def test_spread_carries_an_answer_along_its_cluster_and_keeps_the_pool_total():
+    from jacal.confidence.openset import in_set_probability, spread_in_set
+
+    rng = np.random.default_rng(2)
+    pool, ins, outs = _chain_pool(rng)
+    ls = spread_in_set(pool, ins, outs)
+    assert ls[:60].min() > 0.5 > ls[60:].max()  # each chain takes its end's answer, far ends included
+    plain, spread = in_set_probability(pool, ins, outs, spread=False), in_set_probability(pool, ins, outs)
+    assert spread["probability"].sum() == pytest.approx(plain["probability"].sum(), rel=1e-6)
+    assert spread["probability"][:60].min() > spread["probability"][60:].max()
+    np.testing.assert_allclose(spread["spread"], ls)
+
+
+def test_spread_in_set_projected_path_ranks_like_the_exact_one():
+    """Beyond ``max_exact`` rows (features projected to ``dim``, spreading on anchors) the chains keep their sides."""
+    from jacal.confidence.openset import spread_in_set
+
+    rng = np.random.default_rng(3)
+    pool, ins, outs = _chain_pool(rng, n=400, d=40)
+    approx = spread_in_set(pool, ins, outs, max_exact=100, anchors=150, dim=16)
+    assert np.isfinite(approx).all()
+    assert np.median(approx[:400]) > 0.5 > np.median(approx[400:])
+
+
+def test_spread_in_set_keeps_nan_rows_and_one_kind_of_answer():
+    from jacal.confidence.openset import spread_in_set
+
+    rng = np.random.default_rng(5)
+    pool = rng.normal(size=(30, 4))
+    pool[3] = np.nan
+    got = spread_in_set(pool, rng.normal(size=(4, 4)), rng.normal(size=(3, 4)))
+    assert np.isnan(got[3]) and np.isfinite(np.delete(got, 3)).all()
+    assert np.nanmin(spread_in_set(pool, rng.normal(size=(4, 4)), np.zeros((0, 4)))) == 1.0
+    assert np.nanmax(spread_in_set(pool, np.zeros((0, 4)), rng.normal(size=(3, 4)))) == 0.0
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    ({"pool_embeddings": np.zeros(5)}, "pool_embeddings"),
+    ({"in_embeddings": np.zeros((3, 2))}, "in_embeddings"),
+    ({"out_embeddings": np.zeros((3, 2, 1))}, "out_embeddings"),
+    ({"n_neighbors": 0}, "n_neighbors"),
+    ({"alpha": 1.0}, "alpha"),
+])
+def test_spread_in_set_refuses_bad_input(kwargs, match):
+    from jacal.confidence.openset import spread_in_set
+
+    rng = np.random.default_rng(6)
+    args = {"pool_embeddings": rng.normal(size=(20, 4)), "in_embeddings": rng.normal(size=(3, 4)),
+            "out_embeddings": rng.normal(size=(3, 4))}
+    args.update(kwargs)
+    with pytest.raises(ValueError, match=match):
+        spread_in_set(**args)
