@@ -1,7 +1,8 @@
 """The open-pool layer: how every strategy selects when some items sent came back "none of these".
 
 From those answers :func:`jacal.acquire` calibrates each item's probability ``P(in | x)`` of being
-labelable (:func:`jacal.confidence.openset.in_set_probability`) and applies an open-pool layer under
+labelable and re-ranks it by spreading the answers over the pool
+(:func:`jacal.confidence.openset.in_set_probability`), then applies an open-pool layer under
 whichever strategy runs (``acquire(open_set=...)``, or a strategy's own ``open_set``):
 
 * ``"auto"`` (the default): each strategy's own layer (its ``open_set`` attribute): ``"share-floor"``
