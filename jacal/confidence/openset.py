@@ -78,6 +78,17 @@ def _unit(e: np.ndarray) -> np.ndarray:
     return e / np.maximum(np.linalg.norm(e, axis=1, keepdims=True), 1e-12)
 
 
+def _answer_banks(in_embeddings: np.ndarray, out_embeddings: np.ndarray, d: int) -> "list[np.ndarray]":
+    """The finite rows of ``in_embeddings`` and ``out_embeddings``, each checked to be ``(M, d)``."""
+    banks = []
+    for name, e in (("in_embeddings", in_embeddings), ("out_embeddings", out_embeddings)):
+        e = np.asarray(e)
+        if e.ndim != 2 or e.shape[1] != d:
+            raise ValueError(f"Expected `{name}` of shape (M, {d}), got {e.shape}.")
+        banks.append(e[np.isfinite(e).all(axis=1)])
+    return banks
+
+
 def mean_nearest_distance(q: np.ndarray, bank: np.ndarray, m: int, *, chunk: int = 4096) -> np.ndarray:
     """``(N,)`` mean Euclidean distance from each unit row of ``q (N, d)`` to its ``m`` nearest unit
     rows of ``bank (M, d)`` (brute force, one matrix product and top-m per chunk of ``q``)."""
@@ -110,12 +121,7 @@ def in_distribution(pool_embeddings: np.ndarray, in_embeddings: np.ndarray,
     out[bad] = np.nan
     if out_embeddings is None or len(out_embeddings) == 0:
         return out
-    banks = []
-    for name, e in (("in_embeddings", in_embeddings), ("out_embeddings", out_embeddings)):
-        e = np.asarray(e)
-        if e.ndim != 2 or e.shape[1] != pool.shape[1]:
-            raise ValueError(f"Expected `{name}` of shape (M, {pool.shape[1]}), got {e.shape}.")
-        banks.append(_unit(e[np.isfinite(e).all(axis=1)]))
+    banks = [_unit(b) for b in _answer_banks(in_embeddings, out_embeddings, pool.shape[1])]
     if len(banks[0]) == 0:  # nothing labeled in the set yet: every item is as likely as the next
         out[~bad] = 0.5
         return out
@@ -245,12 +251,7 @@ def spread_in_set(pool_embeddings: np.ndarray, in_embeddings: np.ndarray, out_em
     pool = np.asarray(pool_embeddings)
     if pool.ndim != 2:
         raise ValueError(f"Expected `pool_embeddings` of shape (N, d), got {pool.shape}.")
-    raw = []
-    for name, e in (("in_embeddings", in_embeddings), ("out_embeddings", out_embeddings)):
-        e = np.asarray(e)
-        if e.ndim != 2 or e.shape[1] != pool.shape[1]:
-            raise ValueError(f"Expected `{name}` of shape (M, {pool.shape[1]}), got {e.shape}.")
-        raw.append(e[np.isfinite(e).all(axis=1)])
+    raw = _answer_banks(in_embeddings, out_embeddings, pool.shape[1])
     if not (isinstance(n_neighbors, (int, np.integer)) and n_neighbors >= 1):
         raise ValueError(f"Expected `n_neighbors` to be a positive integer, got {n_neighbors!r}.")
     if not 0 < alpha < 1:
