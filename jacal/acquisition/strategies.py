@@ -325,7 +325,7 @@ class JacobianBoundary(_BoundarySeeding):
         v = f.boundary_embedding
         norm = np.empty(len(v))  # NaN for invalid rows; float64 a chunk at a time (a float64 copy of v: 4 GB at 10^6 × 512)
         for s in range(0, len(v), 65536):
-            norm[s:s + 65536] = np.linalg.norm(np.asarray(v[s:s + 65536], dtype=np.float64), axis=1)
+            norm[s:s + 65536] = torch.from_numpy(np.ascontiguousarray(v[s:s + 65536])).double().norm(dim=1).numpy()
         ok = np.isfinite(norm) & (norm > 0)
         delta = np.where(ok, 1.0 / np.maximum(norm, 1e-300), np.nan)
         # ‖v‖ = 0 (no boundary within first-order reach, e.g. every unit dead): farther than any other item

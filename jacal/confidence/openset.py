@@ -116,21 +116,42 @@ def in_distribution(pool_embeddings: np.ndarray, in_embeddings: np.ndarray,
     pool = np.asarray(pool_embeddings)
     if pool.ndim != 2:
         raise ValueError(f"Expected `pool_embeddings` of shape (N, d), got {pool.shape}.")
-    bad = ~np.isfinite(pool).all(axis=1)
-    out = np.ones(len(pool))
-    out[bad] = np.nan
     if out_embeddings is None or len(out_embeddings) == 0:
-        return out
+        return np.where(_finite_rows(pool), 1.0, np.nan)
     banks = [_unit(b) for b in _answer_banks(in_embeddings, out_embeddings, pool.shape[1])]
+    if len(banks[1]) == 0:  # no finite "none of these" row: nothing to contrast
+        return np.where(_finite_rows(pool), 1.0, np.nan)
     if len(banks[0]) == 0:  # nothing labeled in the set yet: every item is as likely as the next
-        out[~bad] = 0.5
-        return out
-    q = _unit(np.where(bad[:, None], 0.0, pool))
-    d_in = mean_nearest_distance(q, banks[0], m)
-    d_out = mean_nearest_distance(q, banks[1], m)
-    score = d_out / np.maximum(d_in + d_out, 1e-12)
-    score[(d_in + d_out) <= 1e-12] = 0.5
-    out[~bad] = score[~bad]
+        return np.where(_finite_rows(pool), 0.5, np.nan)
+    return _scores(pool, banks[0], banks[1], m)
+
+
+def _finite_rows(pool: np.ndarray, chunk: int = 8192) -> np.ndarray:
+    """``(N,)`` whether each row of ``pool`` is finite, a chunk of rows at a time (no ``(N, d)`` mask)."""
+    return np.concatenate([np.isfinite(pool[s:s + chunk]).all(axis=1) for s in range(0, len(pool), chunk)]) \
+        if len(pool) else np.zeros(0, dtype=bool)
+
+
+def _scores(pool: np.ndarray, bank_in: np.ndarray, bank_out: np.ndarray, m: int, chunk: int = 4096) -> np.ndarray:
+    """:func:`in_distribution`'s score for every row of ``pool`` against unit banks: one pass over the
+    pool, a chunk of rows at a time, normalised and compared with both banks in one matrix product
+    (the score of :func:`mean_nearest_distance` on each side; NaN for non-finite rows). At a million
+    rows of 512 features a whole-pool normalised copy would be 2 GB written and read again."""
+    m_in, m_out = (max(1, min(int(m), len(b))) for b in (bank_in, bank_out))
+    b = torch.from_numpy(np.ascontiguousarray(np.r_[bank_in, bank_out], dtype=np.float32))
+    n_in = len(bank_in)
+    out = np.empty(len(pool))
+    for s in range(0, len(pool), chunk):
+        x = torch.from_numpy(np.ascontiguousarray(pool[s:s + chunk], dtype=np.float32))
+        ok = torch.isfinite(x).all(dim=1)
+        x = torch.where(ok[:, None], x, torch.zeros((), dtype=x.dtype))
+        x = x / x.norm(dim=1, keepdim=True).clamp_min(1e-12)
+        sim = x @ b.T
+        d = [torch.sqrt(torch.clamp(2.0 - 2.0 * part.topk(mm, dim=1).values.double(), min=0.0)).mean(dim=1)
+             for part, mm in ((sim[:, :n_in], m_in), (sim[:, n_in:], m_out))]
+        total = d[0] + d[1]
+        score = torch.where(total <= 1e-12, torch.full_like(total, 0.5), d[1] / total.clamp_min(1e-12))
+        out[s:s + chunk] = torch.where(ok, score, torch.full_like(score, float("nan"))).numpy()
     return out
 
 
@@ -256,9 +277,7 @@ def spread_in_set(pool_embeddings: np.ndarray, in_embeddings: np.ndarray, out_em
         raise ValueError(f"Expected `n_neighbors` to be a positive integer, got {n_neighbors!r}.")
     if not 0 < alpha < 1:
         raise ValueError(f"Expected `alpha` in (0, 1), got {alpha!r}.")
-    step = 8192
-    finite = np.concatenate([np.isfinite(pool[s:s + step]).all(axis=1) for s in range(0, len(pool), step)]) \
-        if len(pool) else np.zeros(0, dtype=bool)
+    finite = _finite_rows(pool)
     ok = np.flatnonzero(finite)
     out = np.full(len(pool), np.nan)
     if len(raw[0]) == 0 or len(raw[1]) == 0:  # one kind of answer: nothing to spread against
@@ -292,7 +311,7 @@ def spread_in_set(pool_embeddings: np.ndarray, in_embeddings: np.ndarray, out_em
     block = 1024  # a block's similarities (1,024 × the bank) stay in cache for the top-k that reads them
     for s in np.unique(np.flatnonzero(rest) // block) * block:  # the blocks holding rows to extend to
         m = rest[s:s + block]
-        q = embed(np.asarray(pool[s:s + block])[m])
+        q = embed(np.asarray(pool[s:s + block]))[torch.from_numpy(m)]  # embedded first: a view, not a gathered copy
         top = (q @ bank.T).topk(kk, dim=1, sorted=False).indices
         out[s + np.flatnonzero(m)] = val[top].mean(dim=1).numpy()
     return out
