@@ -37,6 +37,25 @@ def test_in_distribution_matches_reference(m):
         in_distribution(pool, ins[:, :3], outs)
 
 
+def test_in_distribution_chunks_and_edge_banks():
+    """The pool is scored a chunk at a time: chunks that split the pool anywhere, NaN rows inside a chunk
+    and a zero row give the reference's scores; a bank with no finite row leaves nothing to contrast."""
+    from jacal.confidence.openset import _scores, _unit
+
+    rng = np.random.default_rng(3)
+    pool, ins, outs = rng.normal(size=(23, 5)), rng.normal(size=(6, 5)) + 0.5, rng.normal(size=(4, 5)) - 0.5
+    pool[[4, 11]] = np.nan
+    pool[7] = 0.0  # no direction: half-way (d_in = d_out)
+    ref = _ref_in_distribution(np.nan_to_num(pool), ins, outs, 2)
+    ref[[4, 11]] = np.nan
+    for chunk in (1, 5, 23, 4096):
+        got = _scores(pool.astype(np.float32), _unit(ins), _unit(outs), 2, chunk=chunk)
+        np.testing.assert_allclose(got, ref, atol=1e-5)
+        assert got[7] == pytest.approx(0.5)
+    np.testing.assert_array_equal(in_distribution(pool, ins, np.full((3, 5), np.nan)), np.where(np.isnan(ref), np.nan, 1.0))
+    np.testing.assert_array_equal(in_distribution(pool, np.full((2, 5), np.inf), outs), np.where(np.isnan(ref), np.nan, 0.5))
+
+
 def test_ldm_matches_per_hypothesis_reference_and_blocks_do_not_matter():
     rng = np.random.default_rng(1)
     h = rng.normal(size=(60, 5)).astype(np.float32)
