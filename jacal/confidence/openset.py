@@ -89,14 +89,21 @@ def _answer_banks(in_embeddings: np.ndarray, out_embeddings: np.ndarray, d: int)
     return banks
 
 
+def _rows(a: np.ndarray) -> torch.Tensor:
+    """``a`` as a float32 tensor, without a copy where it can (one chunk's copy of read-only memory,
+    e.g. a memory-mapped array: torch wants writable memory, as :func:`jacal.features.iter_pool` does)."""
+    a = np.ascontiguousarray(a, dtype=np.float32)
+    return torch.from_numpy(a if a.flags.writeable else a.copy())
+
+
 def mean_nearest_distance(q: np.ndarray, bank: np.ndarray, m: int, *, chunk: int = 4096) -> np.ndarray:
     """``(N,)`` mean Euclidean distance from each unit row of ``q (N, d)`` to its ``m`` nearest unit
     rows of ``bank (M, d)`` (brute force, one matrix product and top-m per chunk of ``q``)."""
     m = max(1, min(int(m), len(bank)))
-    b = torch.from_numpy(np.ascontiguousarray(bank, dtype=np.float32))
+    b = _rows(bank)
     out = np.empty(len(q))
     for s in range(0, len(q), chunk):
-        sim = torch.from_numpy(np.ascontiguousarray(q[s:s + chunk], dtype=np.float32)) @ b.T
+        sim = _rows(q[s:s + chunk]) @ b.T
         top = sim.topk(m, dim=1).values.double()
         out[s:s + chunk] = torch.sqrt(torch.clamp(2.0 - 2.0 * top, min=0.0)).mean(dim=1).numpy()
     return out
@@ -133,25 +140,19 @@ def _finite_rows(pool: np.ndarray, chunk: int = 8192) -> np.ndarray:
 
 
 def _scores(pool: np.ndarray, bank_in: np.ndarray, bank_out: np.ndarray, m: int, chunk: int = 4096) -> np.ndarray:
-    """:func:`in_distribution`'s score for every row of ``pool`` against unit banks: one pass over the
-    pool, a chunk of rows at a time, normalised and compared with both banks in one matrix product
-    (the score of :func:`mean_nearest_distance` on each side; NaN for non-finite rows). At a million
-    rows of 512 features a whole-pool normalised copy would be 2 GB written and read again."""
-    m_in, m_out = (max(1, min(int(m), len(b))) for b in (bank_in, bank_out))
-    b = torch.from_numpy(np.ascontiguousarray(np.r_[bank_in, bank_out], dtype=np.float32))
-    n_in = len(bank_in)
+    """:func:`in_distribution`'s score for every row of ``pool`` against unit banks, in one pass over
+    the pool a chunk of rows at a time (NaN for non-finite rows): at a million rows of 512 features a
+    whole-pool normalised copy would be 2 GB written and read again."""
     out = np.empty(len(pool))
     for s in range(0, len(pool), chunk):
-        x = torch.from_numpy(np.ascontiguousarray(pool[s:s + chunk], dtype=np.float32))
+        x = _rows(pool[s:s + chunk])
         ok = torch.isfinite(x).all(dim=1)
         x = torch.where(ok[:, None], x, torch.zeros((), dtype=x.dtype))
-        x = x / x.norm(dim=1, keepdim=True).clamp_min(1e-12)
-        sim = x @ b.T
-        d = [torch.sqrt(torch.clamp(2.0 - 2.0 * part.topk(mm, dim=1).values.double(), min=0.0)).mean(dim=1)
-             for part, mm in ((sim[:, :n_in], m_in), (sim[:, n_in:], m_out))]
-        total = d[0] + d[1]
-        score = torch.where(total <= 1e-12, torch.full_like(total, 0.5), d[1] / total.clamp_min(1e-12))
-        out[s:s + chunk] = torch.where(ok, score, torch.full_like(score, float("nan"))).numpy()
+        q = (x / x.norm(dim=1, keepdim=True).clamp_min(1e-12)).numpy()
+        d_in, d_out = mean_nearest_distance(q, bank_in, m, chunk=chunk), mean_nearest_distance(q, bank_out, m, chunk=chunk)
+        score = d_out / np.maximum(d_in + d_out, 1e-12)
+        score[(d_in + d_out) <= 1e-12] = 0.5
+        out[s:s + chunk] = np.where(ok.numpy(), score, np.nan)
     return out
 
 
@@ -169,14 +170,8 @@ def in_distribution_floor(in_embeddings: np.ndarray, out_embeddings: Optional[np
     outs = outs[np.isfinite(outs).all(axis=1)]
     if len(ins) < 2 or len(outs) == 0:
         return 0.0
-    q, bank_out = _unit(ins), _unit(outs)
-    # leave-one-out: each in-set item's nearest in-set items, itself excluded (its own similarity is the top one)
-    m_in = max(1, min(int(m), len(q) - 1))
-    sim = torch.from_numpy(q) @ torch.from_numpy(q).T
-    sim.fill_diagonal_(-np.inf)
-    top = sim.topk(m_in, dim=1).values.double()
-    d_in = torch.sqrt(torch.clamp(2.0 - 2.0 * top, min=0.0)).mean(dim=1).numpy()
-    d_out = mean_nearest_distance(q, bank_out, m)
+    q = _unit(ins)
+    d_in, d_out = _loo_distance(q, m), mean_nearest_distance(q, _unit(outs), m)
     loo = d_out / np.maximum(d_in + d_out, 1e-12)
     return float(np.quantile(loo, 1 - coverage, method="lower"))
 
@@ -293,7 +288,7 @@ def spread_in_set(pool_embeddings: np.ndarray, in_embeddings: np.ndarray, out_em
             g = torch.from_numpy(rng.standard_normal((pool.shape[1], int(dim))).astype(np.float32))
 
     def embed(e: np.ndarray) -> torch.Tensor:
-        t = torch.from_numpy(np.ascontiguousarray(e, dtype=np.float32))
+        t = _rows(e)
         t = t @ g if g is not None else t
         return t / t.norm(dim=1, keepdim=True).clamp_min(1e-12)
 
