@@ -344,7 +344,8 @@ def in_set_probability(pool_embeddings: np.ndarray, in_embeddings: np.ndarray,
         return {"probability": score, "score": score, "floor": 0.0, "calibration": None, "spread": None}
     s_in, s_out = leave_one_out_scores(in_embeddings, out_embeddings, m=m)
     cal = calibrate_in_set(s_in, s_out, C=C)
-    floor = float(np.quantile(s_in, 0.05, method="lower")) if len(s_in) >= 2 else 0.0
+    # in_distribution_floor from the same leave-one-out scores: 0.0 with nothing to contrast
+    floor = float(np.quantile(s_in, 0.05, method="lower")) if len(s_in) >= 2 and len(s_out) else 0.0
     prob, ls = cal(score), None
     if spread and len(s_in) and len(s_out):
         ls = spread_in_set(pool_embeddings, in_embeddings, out_embeddings)

@@ -116,6 +116,9 @@ def test_in_set_probability_is_the_calibrated_score():
     np.testing.assert_allclose(r["probability"], calibrate_in_set(*leave_one_out_scores(ins, outs))(r["score"]))
     assert r["spread"] is None
     assert r["floor"] == pytest.approx(in_distribution_floor(ins, outs))
+    # answers with no finite row: nothing to contrast, the same floor as in_distribution_floor's
+    nan_outs = np.full((4, 6), np.nan)
+    assert in_set_probability(pool, ins, nan_outs, spread=False)["floor"] == in_distribution_floor(ins, nan_outs) == 0.0
     closed = in_set_probability(pool, ins, None)
     assert np.array_equal(closed["probability"], np.ones(50)) and closed["calibration"] is None
 
