@@ -584,9 +584,8 @@ def open_report(args: argparse.Namespace) -> None:
     """Tables of the open-pool protocols (``open-*``, or ``pilot-open-*`` with ``--pilot``): per pool
     and arm AULC, final accuracy, share wasted, paired differences (t and Wilcoxon p) against random,
     against the same strategy without the layer, and jacobian's against the best of margin, badge and
-    LDM-S; each pool's curves.png copied to ``--docs``. JSON on stdout, markdown to OUT/open-pools.md."""
-    import shutil
-
+    LDM-S; with ``--docs``, the figures for the seed range (:func:`_open_figures`) and the JSON. JSON on
+    stdout, markdown to OUT/open-pools.md."""
     outs = [Path(o) for o in (args.out or ["runs/al"])]
     out = outs[0]
     prefix = "pilot-open-" if args.pilot else "open-"
@@ -679,9 +678,6 @@ def open_report(args: argparse.Namespace) -> None:
                       "", f"jacobian − {verdict['best_any']} (the best of them with or without the layer): "
                           f"{cell(verdict['vs_best_any'])}: {'met' if verdict['aulc_target_met_any'] else 'MISSED'}"]
         lines.append("")
-        if args.docs is not None and len(outs) == 1 and (out / name / "curves.png").exists():
-            args.docs.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(out / name / "curves.png", args.docs / f"curves_{name}.png")
     pools = list(result)
     arms = sorted({st for n in pools for st in result[n]["arms"]},
                   key=lambda st: (st.split(":")[0] not in LAYER_BASES, st.split(":")[0], ":" in st, st))
