@@ -42,8 +42,9 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import SHARED_MNIST  # noqa: E402
 
-from jacal.acquisition.strategies import (STRATEGIES, Margin, Selection, Strategy, _BoundarySeeding, get_strategy,  # noqa: E402
-                                          in_set_candidates, register_strategy, top_k)
+from jacal.acquisition.strategies import (STRATEGIES, JacobianBoundary, Margin, Selection, Strategy,  # noqa: E402
+                                          _BoundarySeeding, get_strategy, in_set_candidates, register_strategy,
+                                          top_k)
 from jacal.features import Need  # noqa: E402
 from jacal.loop import LOOP_PRESETS, LoopCallbacks, run_loop, summarize  # noqa: E402
 from jacal.loop.summary import aulc, paired_seeds as paired_comparison  # noqa: E402
@@ -180,6 +181,56 @@ class JacobianS(_JacobianSeeding):
 class JacobianSV(_JacobianSeeding):
     name = "jacobian-sv"
     space = "boundary"
+
+
+@_register_once
+class JacobianFeat(JacobianBoundary):
+    """``jacobian`` with its open-pool batch spread by the cosine distance between penultimate features
+    (LDM-S's space) instead of boundary directions ``v/‖v‖``: the same boundary distance, layer and
+    weights (``benchmarks/open_pool_div.py`` at study commit ``428dbbc``, arm ``feat``). On a closed pool
+    it selects as ``jacobian`` does."""
+
+    name = "jacobian-feat"
+    needs = frozenset({Need.BOUNDARY_EMBEDDING, Need.EMBEDDINGS})
+
+    def select(self, f, k, *, candidates, labeled_embeddings=None, seed=0):
+        if f.in_set is None:
+            return super().select(f, k, candidates=candidates, labeled_embeddings=labeled_embeddings, seed=seed)
+        from jacal.acquisition.ldm import ldm_seeding
+
+        norm = np.linalg.norm(np.asarray(f.boundary_embedding, dtype=np.float64), axis=1)
+        ok = np.isfinite(norm) & (norm > 0)
+        delta = np.where(ok, 1.0 / np.maximum(norm, 1e-300), np.nan)
+        delta[~ok] = 2.0 * np.max(delta[ok]) if ok.any() else 1.0
+        h = np.nan_to_num(np.asarray(f.embeddings, dtype=np.float32))
+        picks, w = ldm_seeding(delta, h, k, candidates, seed=seed, weights=f.in_set)
+        return Selection(picks, norm, w)
+
+
+@_register_once
+class JacobianTheta(JacobianBoundary):
+    """``jacobian``'s open-pool draws with the boundary distance taken in the last layer's weights
+    instead of the input: ``δ_θ = (z_a − z_b) / ‖h̃‖`` (``h̃ = [h, 1]`` the penultimate features and a 1;
+    ``‖∂(z_a − z_b)/∂(w, b)‖ = √2·‖h̃‖``), the first-order form of the perturbation LDM samples for. The
+    same layer, weights and spread (boundary directions) as ``jacobian``; a diagnostic of where the gap
+    to LDM-S comes from, not a candidate (it reads no input Jacobian for its weights). On a closed
+    pool it selects as ``jacobian`` does."""
+
+    name = "jacobian-theta"
+    needs = frozenset({Need.BOUNDARY_EMBEDDING, Need.EMBEDDINGS, Need.LOGITS})
+
+    def select(self, f, k, *, candidates, labeled_embeddings=None, seed=0):
+        if f.in_set is None:
+            return super().select(f, k, candidates=candidates, labeled_embeddings=labeled_embeddings, seed=seed)
+        from jacal.acquisition.ldm import ldm_seeding
+
+        z = np.sort(np.asarray(f.logits, dtype=np.float64), axis=1)
+        h = np.asarray(f.embeddings, dtype=np.float64)
+        delta = (z[:, -1] - z[:, -2]) / np.sqrt((h * h).sum(1) + 1.0)
+        ok = np.isfinite(delta)
+        delta[~ok] = 2.0 * np.max(delta[ok]) if ok.any() else 1.0
+        picks, w = ldm_seeding(delta, f.boundary_embedding, k, candidates, seed=seed, weights=f.in_set)
+        return Selection(picks, delta, w)
 
 
 def share_floor_candidates(in_set: np.ndarray, probs: np.ndarray, candidates: np.ndarray, k: int,
