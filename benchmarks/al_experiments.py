@@ -219,9 +219,13 @@ class JacobianTheta(JacobianBoundary):
     name = "jacobian-theta"
     needs = frozenset({Need.BOUNDARY_EMBEDDING, Need.EMBEDDINGS, Need.LOGITS})
 
+    def _spread_space(self, f):
+        return f.boundary_embedding
+
     def select(self, f, k, *, candidates, labeled_embeddings=None, seed=0):
         if f.in_set is None:
-            return super().select(f, k, candidates=candidates, labeled_embeddings=labeled_embeddings, seed=seed)
+            return JacobianBoundary.select(self, f, k, candidates=candidates, labeled_embeddings=labeled_embeddings,
+                                           seed=seed)
         from jacal.acquisition.ldm import ldm_seeding
 
         z = np.sort(np.asarray(f.logits, dtype=np.float64), axis=1)
@@ -229,8 +233,20 @@ class JacobianTheta(JacobianBoundary):
         delta = (z[:, -1] - z[:, -2]) / np.sqrt((h * h).sum(1) + 1.0)
         ok = np.isfinite(delta)
         delta[~ok] = 2.0 * np.max(delta[ok]) if ok.any() else 1.0
-        picks, w = ldm_seeding(delta, f.boundary_embedding, k, candidates, seed=seed, weights=f.in_set)
+        picks, w = ldm_seeding(delta, self._spread_space(f), k, candidates, seed=seed, weights=f.in_set)
         return Selection(picks, delta, w)
+
+
+@_register_once
+class JacobianThetaFeat(JacobianTheta):
+    """``jacobian-theta`` with its batch spread by penultimate features, as LDM-S spreads: LDM-S's
+    seeding on the closed-form first-order distance in the last layer's weights instead of the sampled
+    LDM, under ``jacobian``'s layer (a diagnostic, not a candidate)."""
+
+    name = "jacobian-theta-feat"
+
+    def _spread_space(self, f):
+        return np.nan_to_num(np.asarray(f.embeddings, dtype=np.float32))
 
 
 def share_floor_candidates(in_set: np.ndarray, probs: np.ndarray, candidates: np.ndarray, k: int,

@@ -30,7 +30,8 @@ def arms():
         spec = importlib.util.spec_from_file_location("_al_experiments_study", BENCH / "al_experiments.py")
         mod = importlib.util.module_from_spec(spec)
         spec.loader.exec_module(mod)
-        yield {"jacobian-feat": mod.JacobianFeat, "jacobian-theta": mod.JacobianTheta}
+        yield {"jacobian-feat": mod.JacobianFeat, "jacobian-theta": mod.JacobianTheta,
+               "jacobian-theta-feat": mod.JacobianThetaFeat}
     finally:
         sys.path.remove(str(BENCH))
         STRATEGIES.clear()
@@ -47,7 +48,7 @@ def _pool():
 NEED = {Need.BOUNDARY_EMBEDDING, Need.EMBEDDINGS, Need.LOGITS}
 
 
-@pytest.mark.parametrize("arm", ["jacobian-feat", "jacobian-theta"])
+@pytest.mark.parametrize("arm", ["jacobian-feat", "jacobian-theta", "jacobian-theta-feat"])
 def test_closed_pool_selects_as_jacobian(arms, arm):
     pool, model = _pool()
     f = extract_features(model, pool, need=NEED)
@@ -57,7 +58,7 @@ def test_closed_pool_selects_as_jacobian(arms, arm):
     assert got.indices.tolist() == want.indices.tolist()
 
 
-@pytest.mark.parametrize("arm", ["jacobian-feat", "jacobian-theta"])
+@pytest.mark.parametrize("arm", ["jacobian-feat", "jacobian-theta", "jacobian-theta-feat"])
 def test_open_pool_draws_only_labelable_candidates(arms, arm):
     """Draws ∝ P(in)·(γ·D)²: an item with P(in) = 0 is never drawn; picks are distinct candidates."""
     pool, model = _pool()
