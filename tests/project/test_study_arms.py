@@ -1,6 +1,7 @@
 """The open-pool study arms of benchmarks/al_experiments.py that isolate where `jacobian`'s gap to LDM-S
-comes from: `jacobian-feat` (the batch spread by penultimate features) and `jacobian-theta` (the
-boundary distance taken in the last layer's weights). Each selects as `jacobian` on a closed pool;
+comes from: `jacobian-feat` (the batch spread by penultimate features), `jacobian-theta` (the
+boundary distance taken in the last layer's weights) and `jacobian-theta-feat` (both). Each selects as
+`jacobian` on a closed pool;
 `jacobian-theta`'s distance is checked against a float64 reference computed one item at a time."""
 import dataclasses
 import importlib.util
@@ -11,9 +12,8 @@ import pytest
 import torch
 
 import jacal
-from jacal.features import Need, extract_features
-
 from jacal.acquisition.strategies import STRATEGIES, get_strategy
+from jacal.features import Need, extract_features
 
 BENCH = Path(__file__).resolve().parents[2] / "benchmarks"
 
