@@ -593,15 +593,20 @@ FIGURE_ARMS = ("random:off", "margin", "badge", "ldm-s", "jacobian:off", "jacobi
 GAP_ARMS = ("jacobian", "jacobian:class-floor", "jacobian:off", "badge:share-floor", "ldm-s:share-floor")
 
 
-def _open_figures(result: dict, curves: dict, docs: Path, tag: str = "") -> None:
+def _open_figures(result: dict, curves: dict, docs: Path, tag: str = "", gap_arms=None) -> None:
     """``open-pools-curves.png``: per pool, mean test accuracy against labels sent for
     :data:`FIGURE_ARMS`; ``open-pools-gap.png``: per pool, each of :data:`GAP_ARMS` minus the best of
-    margin, BADGE and LDM-S (paired mean and 95% interval), the target line at −0.005."""
+    margin, BADGE and LDM-S (paired mean and 95% interval), the target line at −0.005. With
+    ``gap_arms`` (names), the gap figure alone, for those arms."""
     from jacal._internal.plotting import pyplot, save_png
 
     plt = pyplot()
     pools = [p for p in result if result[p]["jacobian"]]
     if not pools:
+        return
+    if gap_arms:
+        _gap_figure(plt, save_png, result, pools, [st for st in gap_arms if any(st in result[p]["arms"] for p in pools)],
+                    docs / f"open-pools-gap{tag}.png")
         return
     cols = min(4, len(pools))
     rows_ = -(-len(pools) // cols)
@@ -625,7 +630,11 @@ def _open_figures(result: dict, curves: dict, docs: Path, tag: str = "") -> None
     fig.tight_layout()
     save_png(fig, docs / f"open-pools-curves{tag}.png")
     plt.close(fig)
-    arms = [st for st in GAP_ARMS if any(st in result[p]["arms"] for p in pools)]
+    _gap_figure(plt, save_png, result, pools, [st for st in GAP_ARMS if any(st in result[p]["arms"] for p in pools)],
+                docs / f"open-pools-gap{tag}.png")
+
+
+def _gap_figure(plt, save_png, result: dict, pools: list, arms: list, path: Path) -> None:
     fig, ax = plt.subplots(figsize=(11, 4.2))
     width = 0.8 / max(1, len(arms))
     for j, st in enumerate(arms):
@@ -643,7 +652,7 @@ def _open_figures(result: dict, curves: dict, docs: Path, tag: str = "") -> None
     ax.set_ylabel("AULC − best of margin, BADGE, LDM-S")
     ax.legend(fontsize=8, ncol=2)
     fig.tight_layout()
-    save_png(fig, docs / f"open-pools-gap{tag}.png")
+    save_png(fig, path)
     plt.close(fig)
 
 
@@ -662,6 +671,9 @@ def open_report(args: argparse.Namespace) -> None:
         a, b = (int(v) for v in args.seed_range.split(":"))
         seeds = set(range(a, b))
     tag = "" if seeds is None else f"-seeds-{min(seeds)}-{max(seeds)}"
+    if args.tag:
+        tag = f"-{args.tag}{tag}"
+    gap_arms = tuple(args.gap_arms.split(",")) if args.gap_arms else None
 
     def cell(d):
         if not d or d["n"] < 2:
@@ -773,7 +785,7 @@ def open_report(args: argparse.Namespace) -> None:
     lines = head + [""] + targets + [""] + lines
     if args.docs is not None and not args.pilot and curves:
         args.docs.mkdir(parents=True, exist_ok=True)
-        _open_figures(result, curves, args.docs, tag)
+        _open_figures(result, curves, args.docs, tag, gap_arms)
     (out / ("open-pools-pilot.md" if args.pilot else f"open-pools{tag}.md")).write_text("\n".join(lines) + "\n")
     if args.docs is not None:
         (args.docs / ("results-pilot.json" if args.pilot else f"results{tag}.json")).write_text(
@@ -855,7 +867,10 @@ def main() -> None:
     o.add_argument("--pilot", action="store_true", help="the pilot's protocols (pilot-open-*)")
     o.add_argument("--seed-range", default=None, metavar="A:B",
                    help="report seeds A..B-1 (runs made with --seeds B), e.g. 5:10 for seeds held out of a choice")
-    o.add_argument("--docs", type=Path, default=None, help="copy each pool's curves.png and the JSON here")
+    o.add_argument("--docs", type=Path, default=None, help="write the figures and the JSON here")
+    o.add_argument("--gap-arms", default=None, metavar="A,B,...",
+                   help="the gap figure alone, for these arms (default: the curves and the gap of GAP_ARMS)")
+    o.add_argument("--tag", default=None, help="name the figures and the JSON open-pools-gap-TAG-seeds-A-B.png, ...")
     d = sub.add_parser("open-discovery", help="classes with no labeled item, round by round, per run and open pool")
     d.add_argument("--run", action="append", required=True, metavar="LABEL=DIR:ARM",
                    help="a label for the figure, a run directory and the arm in it; repeat it")

@@ -68,6 +68,11 @@ def test_open_report_merges_run_directories(tmp_path, mnist_root):
     assert all(0 <= a["wasted_share"] <= 1 for a in pool["arms"].values())
     for name in ("open-pools-curves-seeds-0-1.png", "open-pools-gap-seeds-0-1.png", "results-seeds-0-1.json"):
         assert (tmp_path / "docs" / name).stat().st_size > 0
+    # the gap figure alone for chosen arms, under a tag: nothing else written
+    _run("open-report", "--out", tmp_path / "a", "--out", tmp_path / "b", "--seed-range", "0:2",
+         "--gap-arms", "jacobian,jacobian:class-floor", "--tag", "study", "--docs", tmp_path / "study")
+    assert sorted(p.name for p in (tmp_path / "study").iterdir()) == ["open-pools-gap-study-seeds-0-1.png",
+                                                                      "results-study-seeds-0-1.json"]
     # class discovery: per round, the classes with no labeled item, from each run's labels_per_class
     import sqlite3
 
