@@ -193,18 +193,8 @@ class JacobianFeat(JacobianBoundary):
     name = "jacobian-feat"
     needs = frozenset({Need.BOUNDARY_EMBEDDING, Need.EMBEDDINGS})
 
-    def select(self, f, k, *, candidates, labeled_embeddings=None, seed=0):
-        if f.in_set is None:
-            return super().select(f, k, candidates=candidates, labeled_embeddings=labeled_embeddings, seed=seed)
-        from jacal.acquisition.ldm import ldm_seeding
-
-        norm = np.linalg.norm(np.asarray(f.boundary_embedding, dtype=np.float64), axis=1)
-        ok = np.isfinite(norm) & (norm > 0)
-        delta = np.where(ok, 1.0 / np.maximum(norm, 1e-300), np.nan)
-        delta[~ok] = 2.0 * np.max(delta[ok]) if ok.any() else 1.0
-        h = np.nan_to_num(np.asarray(f.embeddings, dtype=np.float32))
-        picks, w = ldm_seeding(delta, h, k, candidates, seed=seed, weights=f.in_set)
-        return Selection(picks, norm, w)
+    def _open_pool_space(self, f):
+        return np.nan_to_num(np.asarray(f.embeddings, dtype=np.float32))
 
 
 @_register_once
@@ -214,27 +204,18 @@ class JacobianTheta(JacobianBoundary):
     ``‖∂(z_a − z_b)/∂(w, b)‖ = √2·‖h̃‖``), the first-order form of the perturbation LDM samples for. The
     same layer, weights and spread (boundary directions) as ``jacobian``; a diagnostic of where the gap
     to LDM-S comes from, not a candidate (it reads no input Jacobian for its weights). On a closed
-    pool it selects as ``jacobian`` does."""
+    pool it selects as ``jacobian`` does. Per-item score: ``δ_θ``."""
 
     name = "jacobian-theta"
     needs = frozenset({Need.BOUNDARY_EMBEDDING, Need.EMBEDDINGS, Need.LOGITS})
 
-    def _spread_space(self, f):
-        return f.boundary_embedding
-
-    def select(self, f, k, *, candidates, labeled_embeddings=None, seed=0):
-        if f.in_set is None:
-            return JacobianBoundary.select(self, f, k, candidates=candidates, labeled_embeddings=labeled_embeddings,
-                                           seed=seed)
-        from jacal.acquisition.ldm import ldm_seeding
-
+    def _open_pool_distance(self, f):
         z = np.sort(np.asarray(f.logits, dtype=np.float64), axis=1)
         h = np.asarray(f.embeddings, dtype=np.float64)
         delta = (z[:, -1] - z[:, -2]) / np.sqrt((h * h).sum(1) + 1.0)
         ok = np.isfinite(delta)
         delta[~ok] = 2.0 * np.max(delta[ok]) if ok.any() else 1.0
-        picks, w = ldm_seeding(delta, self._spread_space(f), k, candidates, seed=seed, weights=f.in_set)
-        return Selection(picks, delta, w)
+        return delta, delta
 
 
 @_register_once
@@ -244,9 +225,7 @@ class JacobianThetaFeat(JacobianTheta):
     LDM, under ``jacobian``'s layer (a diagnostic, not a candidate)."""
 
     name = "jacobian-theta-feat"
-
-    def _spread_space(self, f):
-        return np.nan_to_num(np.asarray(f.embeddings, dtype=np.float32))
+    _open_pool_space = JacobianFeat._open_pool_space
 
 
 def share_floor_candidates(in_set: np.ndarray, probs: np.ndarray, candidates: np.ndarray, k: int,
@@ -605,7 +584,7 @@ def _open_figures(result: dict, curves: dict, docs: Path, tag: str = "", gap_arm
     if not pools:
         return
     if gap_arms:
-        _gap_figure(plt, save_png, result, pools, [st for st in gap_arms if any(st in result[p]["arms"] for p in pools)],
+        _gap_figure(result, pools, [st for st in gap_arms if any(st in result[p]["arms"] for p in pools)],
                     docs / f"open-pools-gap{tag}.png")
         return
     cols = min(4, len(pools))
@@ -630,11 +609,14 @@ def _open_figures(result: dict, curves: dict, docs: Path, tag: str = "", gap_arm
     fig.tight_layout()
     save_png(fig, docs / f"open-pools-curves{tag}.png")
     plt.close(fig)
-    _gap_figure(plt, save_png, result, pools, [st for st in GAP_ARMS if any(st in result[p]["arms"] for p in pools)],
+    _gap_figure(result, pools, [st for st in GAP_ARMS if any(st in result[p]["arms"] for p in pools)],
                 docs / f"open-pools-gap{tag}.png")
 
 
-def _gap_figure(plt, save_png, result: dict, pools: list, arms: list, path: Path) -> None:
+def _gap_figure(result: dict, pools: list, arms: list, path: Path) -> None:
+    from jacal._internal.plotting import pyplot, save_png
+
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(11, 4.2))
     width = 0.8 / max(1, len(arms))
     for j, st in enumerate(arms):

@@ -322,6 +322,13 @@ class JacobianBoundary(_BoundarySeeding):
             return super().select(f, k, candidates=candidates, labeled_embeddings=labeled_embeddings, seed=seed)
         from jacal.acquisition.ldm import ldm_seeding
 
+        scores, delta = self._open_pool_distance(f)
+        picks, w = ldm_seeding(delta, self._open_pool_space(f), k, candidates, seed=seed, weights=f.in_set)
+        return Selection(picks, scores, w)
+
+    def _open_pool_distance(self, f):
+        """``(scores, δ)``: per item ``‖v‖`` and the boundary distance ``δ = 1/‖v‖`` the open-pool draws
+        weigh by (finite everywhere: an item with no boundary in reach counts as twice the farthest)."""
         v = f.boundary_embedding
         norm = np.empty(len(v))  # NaN for invalid rows; float64 a chunk at a time (a float64 copy of v: 4 GB at 10^6 × 512)
         for s in range(0, len(v), 65536):
@@ -330,8 +337,11 @@ class JacobianBoundary(_BoundarySeeding):
         delta = np.where(ok, 1.0 / np.maximum(norm, 1e-300), np.nan)
         # ‖v‖ = 0 (no boundary within first-order reach, e.g. every unit dead): farther than any other item
         delta[~ok] = 2.0 * np.max(delta[ok]) if ok.any() else 1.0
-        picks, w = ldm_seeding(delta, f.boundary_embedding, k, candidates, seed=seed, weights=f.in_set)
-        return Selection(picks, norm, w)
+        return norm, delta
+
+    def _open_pool_space(self, f):
+        """The rows whose cosine distances spread the open-pool batch: the boundary embeddings."""
+        return f.boundary_embedding
 
 
 @register_strategy

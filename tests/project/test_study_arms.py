@@ -1,8 +1,8 @@
 """The open-pool study arms of benchmarks/al_experiments.py that isolate where `jacobian`'s gap to LDM-S
 comes from: `jacobian-feat` (the batch spread by penultimate features), `jacobian-theta` (the
 boundary distance taken in the last layer's weights) and `jacobian-theta-feat` (both). Each selects as
-`jacobian` on a closed pool;
-`jacobian-theta`'s distance is checked against a float64 reference computed one item at a time."""
+`jacobian` on a closed pool; `jacobian-theta`'s distance is checked against a float64 reference
+computed one item at a time."""
 import dataclasses
 import importlib.util
 from pathlib import Path
@@ -76,7 +76,7 @@ def test_theta_distance_matches_a_float64_reference(arms):
     pool, model = _pool()
     f = extract_features(model, pool, need=NEED)
     sel = arms["jacobian-theta"]().select(dataclasses.replace(f, in_set=np.ones(len(pool))), 5,
-                                                 candidates=np.arange(len(pool)), seed=0)
+                                          candidates=np.arange(len(pool)), seed=0)
     m64 = jacal.mlp(8, 3, width=16, depth=1, dropout=0.2, seed=1).double().eval()
     m64.load_state_dict({k: v.double() for k, v in model.state_dict().items()})
     last = [mod for mod in m64.modules() if isinstance(mod, torch.nn.Linear)][-1]
